@@ -1,0 +1,3 @@
+from actreg_cli.cli import app
+
+app(prog_name="actreg")

@@ -1,0 +1,468 @@
+"""Experiment and sweep configs: YAML in, one validated pydantic object out.
+
+Everything downstream (data, engines, runner, reporter, sweep) takes an `ExperimentConfig`,
+never a raw dict. Unknown keys are errors; every error names the file, the field path, the value
+received and what is allowed, and is raised as `ConfigError` (the CLI turns it into exit code 2).
+
+Nothing here imports TensorFlow: validating a config must take well under a second.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import math
+from collections.abc import Iterable, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# ---------------------------------------------------------------------------------------------
+# Field types. Floats are finite: `.inf` or `.nan` in a config is a typo, never a setting.
+PositiveInt = Annotated[int, Field(gt=0, strict=False)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Strength = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class ConfigError(Exception):
+    """A config (file, `--set` override or sweep grid) is invalid. `errors` holds one line each."""
+
+    def __init__(self, errors: Sequence[str]):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are an error, values are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# ---------------------------------------------------------------------------------------------
+class DataConfig(StrictModel):
+    """A 2-D binary classification set; the first `n_train` samples train, the rest test."""
+
+    name: Literal["circles", "moons"] = "circles"
+    n_samples: PositiveInt = 100  # total samples, train + test
+    n_train: PositiveInt = 30  # the first n_train samples train (as in the tutorial)
+    noise: NonNegativeFloat = 0.1  # std of Gaussian noise added to the points
+    factor: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.8  # circles: inner/outer
+    random_state: NonNegativeInt = 1  # make_circles/make_moons seed (the tutorial uses 1)
+
+    @model_validator(mode="after")
+    def _split_leaves_a_test_set(self) -> DataConfig:
+        if self.n_train >= self.n_samples:
+            raise ValueError(
+                f"n_train must be smaller than n_samples so that a test set remains "
+                f"(got n_train={self.n_train}, n_samples={self.n_samples})"
+            )
+        return self
+
+
+class ModelConfig(StrictModel):
+    """An MLP: 2 inputs -> hidden Dense layers -> Dense(1, sigmoid)."""
+
+    hidden_units: Annotated[list[PositiveInt], Field(min_length=1)] = [500]
+    activation: Literal["relu", "tanh", "sigmoid", "elu"] = "relu"
+
+
+class Target(str, Enum):
+    activity = "activity"
+    kernel = "kernel"
+    bias = "bias"
+
+
+class Norm(str, Enum):
+    l1 = "l1"
+    l2 = "l2"
+    l1_l2 = "l1_l2"
+    custom = "custom"
+
+
+class Placement(str, Enum):
+    before_activation = "before_activation"
+    after_activation = "after_activation"
+
+
+class Reduction(str, Enum):
+    """How an activity penalty is reduced over the samples of a batch.
+
+    batch_mean: sum over samples divided by the batch size (Keras >= 3.14, tf.keras 2.x).
+    batch_sum: plain sum over samples (standalone Keras 2.3, which the 2019 tutorial ran on).
+    """
+
+    batch_mean = "batch_mean"
+    batch_sum = "batch_sum"
+
+
+class RegularizerConfig(StrictModel):
+    """One penalty on one hidden layer.
+
+    penalty = strength * sum|x| (l1), strength * sum x**2 (l2, no 1/2), both for l1_l2 (the L2
+    factor is `l2_strength`, default `strength`), or strength * function(x) for a custom one.
+    x is the layer's kernel, bias, or output (activity). Activity penalties are applied to the
+    layer's output before or after its activation (`placement`) and reduced over the batch by
+    `reduction`.
+    """
+
+    target: Target = Target.activity
+    norm: Norm = Norm.l1
+    strength: Strength = 1e-4
+    l2_strength: Strength | None = None  # l1_l2 only: the L2 factor (default: strength)
+    layer: NonNegativeInt = 0  # index into model.hidden_units
+    placement: Placement | None = None  # activity only; default after_activation
+    reduction: Reduction | None = None  # activity only; default batch_mean
+    function: str | None = None  # custom only: "package.module:function", tensor -> scalar
+
+    @model_validator(mode="after")
+    def _fields_fit_target_and_norm(self) -> RegularizerConfig:
+        if self.target is not Target.activity:
+            for name in ("placement", "reduction"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"'{name}' applies only to activity regularizers; "
+                        f"remove it for target '{self.target.value}'"
+                    )
+        else:
+            # Fill the defaults in so that the resolved config says what ran.
+            if self.placement is None:
+                object.__setattr__(self, "placement", Placement.after_activation)
+            if self.reduction is None:
+                object.__setattr__(self, "reduction", Reduction.batch_mean)
+        if self.norm is Norm.custom:
+            if not self.function:
+                raise ValueError("norm 'custom' needs 'function: package.module:function'")
+            check_custom_function(self.function)
+        elif self.function is not None:
+            raise ValueError(f"'function' applies only to norm 'custom' (norm is '{self.norm.value}')")
+        if self.l2_strength is not None and self.norm is not Norm.l1_l2:
+            raise ValueError(f"'l2_strength' applies only to norm 'l1_l2' (norm is '{self.norm.value}')")
+        return self
+
+    @property
+    def l1_factor(self) -> float:
+        """The factor of sum|x| in the penalty (0 when the norm has no L1 part)."""
+        return self.strength if self.norm in (Norm.l1, Norm.l1_l2) else 0.0
+
+    @property
+    def l2_factor(self) -> float:
+        """The factor of sum x**2 in the penalty (0 when the norm has no L2 part)."""
+        if self.norm is Norm.l2:
+            return self.strength
+        if self.norm is Norm.l1_l2:
+            return self.strength if self.l2_strength is None else self.l2_strength
+        return 0.0
+
+
+class TrainingConfig(StrictModel):
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: PositiveFloat = 1e-3
+    epochs: PositiveInt = 4000
+    batch_size: PositiveInt = 32  # Keras's default; 30 training samples -> one full batch
+    shuffle: bool = True  # reshuffle minibatches (irrelevant when one batch holds all samples)
+    seed: NonNegativeInt = 0  # drives initial weights and shuffling of every repeat
+    repeats: PositiveInt = 1  # independent trainings from derived seeds
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment: data, model, regularizers and training. Run by `actreg run`."""
+
+    name: str = "experiment"
+    description: str = ""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    regularizers: list[RegularizerConfig] = []
+    training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def _regularized_layers_exist(self) -> ExperimentConfig:
+        n_hidden = len(self.model.hidden_units)
+        for i, reg in enumerate(self.regularizers):
+            if reg.layer >= n_hidden:
+                raise ValueError(
+                    f"regularizers.{i}.layer must index a hidden layer, 0..{n_hidden - 1} "
+                    f"(got {reg.layer})"
+                )
+        return self
+
+    @property
+    def probe_layer(self) -> int:
+        """Hidden layer whose activations are summarised: the first activity-regularized one."""
+        for reg in self.regularizers:
+            if reg.target is Target.activity:
+                return reg.layer
+        return self.regularizers[0].layer if self.regularizers else 0
+
+    def resolved(self) -> dict[str, Any]:
+        """Plain data of the config with every default filled in (what gets saved)."""
+        return self.model_dump(mode="json")
+
+
+class SweepConfig(StrictModel):
+    """A base experiment plus a grid: each key a dotted config path, each value a list.
+
+    The cells are the Cartesian product of the lists (plus one unregularized baseline cell when
+    `baseline` is true); each cell is trained `base.training.repeats` times.
+    """
+
+    name: str = "sweep"
+    description: str = ""
+    base: ExperimentConfig = ExperimentConfig()
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(min_length=1)
+    baseline: bool = True  # add a cell with no regularizers to compare against
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom regularizers
+
+
+def import_custom_function(spec: str) -> Any:
+    """Import `package.module:function`; raise ValueError saying what is wrong."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"function must look like 'package.module:function' (got {spec!r})")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import failure is a config error, not a crash
+        raise ValueError(f"cannot import module {module_name!r} for function {spec!r}: {exc}") from exc
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise ValueError(f"module {module_name!r} has no callable {attr!r}")
+    return fn
+
+
+def check_custom_function(spec: str) -> None:
+    """The function must import and map a [batch, units] float32 array to a finite scalar."""
+    import numpy as np
+
+    fn = import_custom_function(spec)
+    probe = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4)
+    try:
+        value = np.asarray(fn(probe))
+    except Exception as exc:
+        raise ValueError(f"custom function {spec!r} failed on a [3, 4] float32 array: {exc}") from exc
+    if value.ndim != 0:
+        raise ValueError(
+            f"custom function {spec!r} must return a scalar; it returned shape {list(value.shape)}"
+        )
+    if not math.isfinite(float(value)):
+        raise ValueError(f"custom function {spec!r} returned a non-finite value ({float(value)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overriding
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; ConfigError (with the line) otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([f"{path}: no such file"])
+    if path.is_dir():
+        raise ConfigError([f"{path}: is a folder; expected a YAML config file"])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from exc
+    if data is None:
+        raise ConfigError([f"{path}: the file is empty; expected a mapping of config sections"])
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [f"{path}: the top level must be a mapping (key: value), got a {type(data).__name__}"]
+        )
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split `KEY=VALUE` of `--set`; VALUE is read as YAML (numbers, lists, null)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError([f"--set {item!r}: expected KEY=VALUE, e.g. training.epochs=200"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"--set {item!r}: the value is not valid YAML: {exc}"]) from exc
+    return key, value
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any, *, model: type[BaseModel], origin: str) -> None:
+    """Set `a.b.0.c` in nested dicts/lists, checking every step against the config schema.
+
+    Missing intermediate mappings are created, so `--set training.epochs=5` works on a file that
+    has no `training:` section. Unknown keys raise ConfigError with a suggestion.
+    """
+    parts = dotted.split(".")
+    node: Any = data
+    schema: Any = model
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        here = ".".join(parts[: depth + 1])
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            fields = schema.model_fields
+            if part not in fields:
+                raise ConfigError([f"{origin}: unknown key {here!r}{_suggest(part, fields)}"])
+            if not isinstance(node, dict):
+                raise ConfigError([f"{origin}: {'.'.join(parts[:depth]) or 'config'} is not a mapping"])
+            if last:
+                node[part] = value
+                return
+            schema = _inner_type(fields[part].annotation)
+            if part not in node or node[part] is None:
+                node[part] = [] if schema is list else {}
+            node = node[part]
+        elif schema is list or _is_list_of_models(schema):
+            item_schema = _list_item_model(schema)
+            if not part.isdigit():
+                raise ConfigError([f"{origin}: {'.'.join(parts[:depth])} is a list; {part!r} must be an index"])
+            index = int(part)
+            if not isinstance(node, list) or index >= len(node):
+                n = len(node) if isinstance(node, list) else 0
+                raise ConfigError(
+                    [f"{origin}: {here!r} does not exist: the list has {n} item(s) (indices 0..{n - 1})"]
+                )
+            if last:
+                node[index] = value
+                return
+            node = node[index]
+            schema = item_schema
+        else:
+            raise ConfigError([f"{origin}: {'.'.join(parts[:depth])} has no sub-key {part!r}"])
+
+
+def _inner_type(annotation: Any) -> Any:
+    """The config class, or `list`, that a field annotation refers to (else None)."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _inner_type(typing.get_args(annotation)[0])
+    if origin is list:
+        return annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _is_list_of_models(schema: Any) -> bool:
+    import typing
+
+    return typing.get_origin(schema) is list
+
+
+def _list_item_model(schema: Any) -> Any:
+    import typing
+
+    args = typing.get_args(schema)
+    return _inner_type(args[0]) if args else None
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    allowed = ", ".join(choices)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} (allowed: {allowed})"
+
+
+def format_validation_error(exc: ValidationError, origin: str, model: type[BaseModel]) -> list[str]:
+    """One line per pydantic error: `file: field.path: message (got value)`."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        path = ".".join(loc) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            suggestion = _suggest(loc[-1], parent.model_fields) if parent else ""
+            lines.append(f"{origin}: unknown key {path!r}{suggestion}")
+            continue
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict | list) or got is None and "missing" in err["type"] else f" (got {got!r})"
+        lines.append(f"{origin}: {path}: {msg}{got_text}")
+    return lines
+
+
+def _model_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
+    schema: Any = model
+    for part in loc:
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            field = schema.model_fields.get(part)
+            if field is None:
+                return None
+            schema = _inner_type(field.annotation)
+        elif _is_list_of_models(schema):
+            schema = _list_item_model(schema)
+        else:
+            return None
+    return schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
+
+
+def validate_mapping(data: dict[str, Any], model: type[StrictModel], origin: str) -> Any:
+    """Validate plain data into `model`, turning pydantic errors into a ConfigError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin, model)) from None
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: Sequence[str], *, model: type[StrictModel], prefix: str = ""
+) -> dict[str, Any]:
+    """Apply `--set KEY=VALUE` items (KEY relative to `prefix`, e.g. 'base.' for sweeps)."""
+    for item in overrides:
+        key, value = parse_override(item)
+        set_path(data, prefix + key, value, model=model, origin=f"--set {item!r}")
+    return data
+
+
+def load_experiment(path: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read, override and validate an experiment config. Raises ConfigError."""
+    data = read_yaml_mapping(path)
+    if "grid" in data and "base" in data:
+        raise ConfigError([f"{path}: this is a sweep config (it has 'base' and 'grid'); use `actreg sweep`"])
+    apply_overrides(data, overrides, model=ExperimentConfig)
+    return validate_mapping(data, ExperimentConfig, str(path))
+
+
+def load_sweep(path: Path, overrides: Sequence[str] = ()) -> SweepConfig:
+    """Read a sweep config; `--set` keys address the base experiment (e.g. training.epochs=5)."""
+    data = read_yaml_mapping(path)
+    if "grid" not in data:
+        raise ConfigError([f"{path}: a sweep config needs a 'grid' mapping (dotted key: list of values)"])
+    data.setdefault("base", {})
+    apply_overrides(data, overrides, model=SweepConfig, prefix="base.")
+    return validate_mapping(data, SweepConfig, str(path))
+
+
+def load_any(path: Path) -> ExperimentConfig | SweepConfig:
+    """Validate either kind of config (used by `actreg validate`)."""
+    data = read_yaml_mapping(path)
+    if "grid" in data or "base" in data:
+        return load_sweep(path)
+    return validate_mapping(data, ExperimentConfig, str(path))
+
+
+def with_training(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    """A copy with some `training` fields replaced and re-validated (for --epochs and friends)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return config
+    data = config.resolved()
+    data["training"].update(changes)
+    return validate_mapping(data, ExperimentConfig, "command line")
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
