@@ -465,4 +465,4 @@ def with_training(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
 
 
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

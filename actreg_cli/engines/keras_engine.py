@@ -30,13 +30,6 @@ from actreg_cli.engines.base import (
 from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
 
 
-def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter before it is imported."""
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def penalty_function(reg: RegularizerConfig):
     """A Keras-callable penalty (tensor -> scalar) for one regularizer.
 
@@ -147,7 +140,6 @@ class KerasEngine:
         return [self._train_one(job, progress) for job in jobs]
 
     def _train_one(self, job: TrainJob, progress: ProgressCallback | None) -> TrainResult:
-        quiet_tensorflow()
         import keras
 
         config = job.config
@@ -200,7 +192,6 @@ class KerasEngine:
 
 def keras_initial_weights(config: ExperimentConfig, seed: int) -> list[np.ndarray]:
     """The weights a Keras model of `config` holds before its first step (for tests)."""
-    quiet_tensorflow()
     import keras
 
     model, _ = build_model(config)

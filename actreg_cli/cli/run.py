@@ -1,0 +1,77 @@
+"""`actreg run CONFIG`: train one experiment (with repeats) and write a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from actreg_cli.cli.common import (
+    ConfigArg,
+    EngineOpt,
+    EpochsOpt,
+    RepeatsOpt,
+    RunsDirOpt,
+    SeedOpt,
+    SetOpt,
+    console,
+    fail,
+    note,
+    progress_bar,
+    user_errors,
+)
+from actreg_cli.engines import EngineName
+
+
+def run_command(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    epochs: EpochsOpt = None,
+    repeats: RepeatsOpt = None,
+    seed: SeedOpt = None,
+    engine: EngineOpt = EngineName.auto,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Train the experiment in CONFIG and print the tutorial's 'Train: ..., Test: ...' line.
+
+    The last line printed is the run folder's path.
+    """
+    from actreg_cli.config import load_experiment, with_training
+
+    with user_errors():
+        cfg = load_experiment(config, set_ or [])
+        cfg = with_training(cfg, epochs=epochs, repeats=repeats, seed=seed)
+        from actreg_cli.engines import select_engine
+
+        chosen, why = select_engine(engine, [cfg])
+    if why:
+        note(why)
+    from actreg_cli.reporter import tutorial_line
+    from actreg_cli.runner import run_experiment
+
+    total = cfg.training.epochs * cfg.training.repeats
+    try:
+        with progress_bar(total, f"{cfg.name} [{chosen.name}]") as advance:
+            outcome = run_experiment(
+                cfg, engine=chosen, engine_note=why, runs_dir=runs_dir, progress=advance
+            )
+    except KeyboardInterrupt:
+        raise fail(
+            ["interrupted; the run folder keeps what was written so far"], code=130
+        ) from None
+    except Exception as exc:  # a failure during training: say so, exit 1, keep what was written
+        raise fail([f"training failed: {type(exc).__name__}: {exc}"], code=1) from exc
+    summary = outcome.summary
+    console.print(tutorial_line(summary), highlight=False)
+    if summary["n_diverged"]:
+        note(f"{summary['n_diverged']} of {summary['repeats']} repeats diverged (NaN/inf loss)")
+    console.print(
+        f"mean activation {summary['mean_activation']['mean']:.4g}, "
+        f"zero fraction {summary['zero_fraction']['mean']:.3f} (hidden layer {summary['probe_layer']}, test set)",
+        highlight=False,
+    )
+    print(outcome.run_dir)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)

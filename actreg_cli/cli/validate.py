@@ -1,0 +1,33 @@
+"""`actreg validate CONFIG...`: check configs without training (no TensorFlow import)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from actreg_cli.cli.common import console, fail
+
+
+def validate_command(
+    configs: Annotated[list[Path], typer.Argument(help="Experiment or sweep YAML files.")],
+) -> None:
+    """Validate each config; print 'ok' per valid file, every problem of the others; exit 2 if any."""
+    from actreg_cli.config import ConfigError, SweepConfig, load_any
+
+    problems: list[str] = []
+    for path in configs:
+        try:
+            cfg = load_any(path)
+        except ConfigError as exc:
+            problems.extend(exc.errors)
+            continue
+        kind = "sweep" if isinstance(cfg, SweepConfig) else "experiment"
+        console.print(f"ok: {path} ({kind} '{cfg.name}')", highlight=False)
+    if problems:
+        raise fail(problems)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate_command)

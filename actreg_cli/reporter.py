@@ -1,0 +1,210 @@
+"""What a run leaves behind: history.csv, repeats.csv, summary.json and accuracy.png.
+
+Every file is written atomically. `report_run` rebuilds summary.json and accuracy.png from the
+saved CSV files alone, so a run folder can be re-drawn without training again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actreg_cli.config import ExperimentConfig, Target, validate_mapping
+from actreg_cli.engines.base import HISTORY_COLUMNS, TrainResult
+from actreg_cli.io import save_figure, write_json, write_text
+from actreg_cli.stats import describe
+
+REPEAT_COLUMNS = (
+    "repeat",
+    "seed",
+    "train_accuracy",
+    "test_accuracy",
+    "train_loss",
+    "test_loss",
+    "mean_activation",
+    "zero_fraction",
+    "diverged",
+)
+#: Per-repeat quantities summarised as {mean, std, ci_low, ci_high, n, values} in summary.json.
+SUMMARY_METRICS = REPEAT_COLUMNS[2:8]
+
+
+def repeat_rows(seeds: Sequence[int], results: Sequence[TrainResult]) -> list[dict[str, Any]]:
+    """One row per repeat, keys REPEAT_COLUMNS."""
+    return [
+        {
+            "repeat": r,
+            "seed": seed,
+            "train_accuracy": res.train_accuracy,
+            "test_accuracy": res.test_accuracy,
+            "train_loss": res.train_loss,
+            "test_loss": res.test_loss,
+            "mean_activation": res.mean_activation,
+            "zero_fraction": res.zero_fraction,
+            "diverged": res.diverged,
+        }
+        for r, (seed, res) in enumerate(zip(seeds, results, strict=True))
+    ]
+
+
+def csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_history_csv(path: Path, histories: np.ndarray) -> None:
+    """histories: [repeats, epochs, 4] -> rows (repeat, epoch 1.., loss, accuracy, val_*)."""
+    buffer = io.StringIO()
+    buffer.write(",".join(("repeat", "epoch", *HISTORY_COLUMNS)) + "\n")
+    for r, history in enumerate(histories):
+        for e, row in enumerate(history, start=1):
+            buffer.write(f"{r},{e}," + ",".join(repr(float(v)) for v in row) + "\n")
+    write_text(path, buffer.getvalue())
+
+
+def read_history_csv(path: Path) -> np.ndarray:
+    """Inverse of write_history_csv: [repeats, epochs, 4] float64."""
+    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    repeats = int(table[:, 0].max()) + 1
+    return table[:, 2:].reshape(repeats, -1, len(HISTORY_COLUMNS))
+
+
+def read_repeats_csv(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        row["repeat"], row["seed"] = int(row["repeat"]), int(row["seed"])
+        row["diverged"] = row["diverged"] == "True"
+        for key in SUMMARY_METRICS:
+            row[key] = float(row[key])
+    return rows
+
+
+def summarize(
+    config: ExperimentConfig, rows: Sequence[dict[str, Any]], engine: str
+) -> dict[str, Any]:
+    """summary.json: each metric over repeats as {mean, std, ci_low, ci_high, n, values}."""
+    summary: dict[str, Any] = {
+        "name": config.name,
+        "engine": engine,
+        "epochs": config.training.epochs,
+        "repeats": len(rows),
+        "seeds": [row["seed"] for row in rows],
+        "activity_reductions": sorted(
+            {reg.reduction.value for reg in config.regularizers if reg.target is Target.activity}
+        ),
+        "probe_layer": config.probe_layer,
+    }
+    for key in SUMMARY_METRICS:
+        summary[key] = describe([row[key] for row in rows])
+    summary["diverged"] = [row["diverged"] for row in rows]
+    summary["n_diverged"] = sum(summary["diverged"])
+    return summary
+
+
+def accuracy_figure(histories: np.ndarray, title: str, ax: Any = None) -> Any:
+    """Train and test accuracy per epoch; with repeats, the mean and a +/- 1 std band.
+
+    histories: [repeats, epochs, 4]. Draws on `ax` when given, else on a new figure.
+    Returns the figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    else:
+        fig = ax.figure
+    epochs = np.arange(1, histories.shape[1] + 1)
+    for column, label, color in ((1, "train", "tab:blue"), (3, "test", "tab:orange")):
+        values = histories[:, :, column]
+        mean = np.nanmean(values, axis=0)
+        ax.plot(epochs, mean, label=label, color=color, linewidth=1.2)
+        if histories.shape[0] > 1:
+            std = np.nanstd(values, axis=0, ddof=1)
+            ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+    n = histories.shape[0]
+    ax.set_title(title if n == 1 else f"{title} (mean +/- std of {n} repeats)", fontsize=10)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0.0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def write_run(
+    run_dir: Path,
+    config: ExperimentConfig,
+    seeds: Sequence[int],
+    results: Sequence[TrainResult],
+    engine: str,
+) -> dict[str, Any]:
+    """Write history.csv, repeats.csv, summary.json and accuracy.png; return the summary."""
+    histories = np.stack([res.history for res in results])
+    write_history_csv(run_dir / "history.csv", histories)
+    rows = repeat_rows(seeds, results)
+    write_text(run_dir / "repeats.csv", csv_text(REPEAT_COLUMNS, rows))
+    return _write_summary_and_plot(run_dir, config, histories, rows, engine)
+
+
+def _write_summary_and_plot(
+    run_dir: Path, config: ExperimentConfig, histories: np.ndarray, rows: list, engine: str
+) -> dict[str, Any]:
+    import matplotlib.pyplot as plt
+
+    summary = summarize(config, rows, engine)
+    write_json(run_dir / "summary.json", summary)
+    fig = accuracy_figure(histories, config.name)
+    save_figure(run_dir / "accuracy.png", fig)
+    plt.close(fig)
+    return summary
+
+
+def load_run_config(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """The resolved config saved in a run folder and the metadata beside it."""
+    import yaml
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    config = validate_mapping(saved["config"], ExperimentConfig, str(run_dir / "config.yaml"))
+    return config, saved
+
+
+def report_run(run_dir: Path) -> dict[str, Any]:
+    """Re-draw accuracy.png and rewrite summary.json from the run folder's CSV files."""
+    config, saved = load_run_config(run_dir)
+    histories = read_history_csv(run_dir / "history.csv")
+    rows = read_repeats_csv(run_dir / "repeats.csv")
+    return _write_summary_and_plot(run_dir, config, histories, rows, saved.get("engine", "unknown"))
+
+
+def format_mean_std(stats: dict[str, Any]) -> str:
+    """'0.829' for one value, '0.829 +/- 0.021' for several, 'nan' when every repeat diverged."""
+    mean, n = stats["mean"], stats["n"]
+    if n == 0 or not math.isfinite(mean):
+        return "nan"
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} +/- {stats['std']:.3f}"
+
+
+def tutorial_line(summary: dict[str, Any]) -> str:
+    """The tutorial's printout: 'Train: 0.967, Test: 0.829' (with repeats: mean +/- std)."""
+    return (
+        f"Train: {format_mean_std(summary['train_accuracy'])}, "
+        f"Test: {format_mean_std(summary['test_accuracy'])}"
+    )
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))

@@ -1,0 +1,98 @@
+"""Run one experiment: config -> jobs (one per repeat) -> engine -> run folder.
+
+The run folder is created only after the config is valid and the engine chosen; config.yaml (the
+resolved config, the seeds, the engine and the library versions) is written before training, so a
+run that fails part-way still says what it was.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actreg_cli.config import ExperimentConfig, dump_yaml
+from actreg_cli.engines.base import Engine, ProgressCallback, TrainJob, TrainResult
+from actreg_cli.io import write_text
+from actreg_cli.reporter import write_run
+from actreg_cli.versions import library_versions
+from actreg_cli.weights import repeat_seeds
+
+ACTIVITY_REDUCTION_NOTE = (
+    "batch_mean: activity penalty divided by the batch size (Keras >= 3.14); "
+    "batch_sum: not divided (Keras 2.3, as in the 2019 tutorial)"
+)
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    config: ExperimentConfig
+    seeds: list[int]
+    engine: str
+    engine_note: str | None
+    results: list[TrainResult]
+    summary: dict[str, Any]
+
+
+def make_jobs(config: ExperimentConfig) -> list[TrainJob]:
+    """One job per repeat, each with its derived model seed."""
+    seeds = repeat_seeds(config.training.seed, config.training.repeats)
+    return [TrainJob(config=config, seed=s) for s in seeds]
+
+
+def new_run_dir(runs_dir: Path, name: str) -> Path:
+    """runs_dir/<name>-<YYYYmmdd-HHMMSS>[-k]: a fresh folder, never an existing one."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for k in range(1000):
+        candidate = runs_dir / (f"{slug}-{stamp}" if k == 0 else f"{slug}-{stamp}-{k}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a fresh run folder under {runs_dir}")
+
+
+def run_metadata(
+    config: ExperimentConfig, seeds: list[int], engine: str, engine_note: str | None
+) -> dict[str, Any]:
+    """The contents of a run folder's config.yaml."""
+    return {
+        "config": config.resolved(),
+        "seeds": seeds,
+        "engine": engine,
+        "engine_note": engine_note,
+        "activity_reduction_semantics": ACTIVITY_REDUCTION_NOTE,
+        "versions": library_versions(),
+        "command": " ".join(["actreg", *sys.argv[1:]]) if sys.argv else "",
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    engine: Engine,
+    engine_note: str | None = None,
+    runs_dir: Path = Path("runs"),
+    progress: ProgressCallback | None = None,
+) -> RunOutcome:
+    """Train `config.training.repeats` models and write a run folder. Returns what was done.
+
+    `engine` comes from `engines.select_engine` (which also gives `engine_note`).
+    """
+    jobs = make_jobs(config)
+    seeds = [job.seed for job in jobs]
+    run_dir = new_run_dir(Path(runs_dir), config.name)
+    write_text(
+        run_dir / "config.yaml", dump_yaml(run_metadata(config, seeds, engine.name, engine_note))
+    )
+    results = engine.train(jobs, progress)
+    summary = write_run(run_dir, config, seeds, results, engine.name)
+    return RunOutcome(run_dir, config, seeds, engine.name, engine_note, results, summary)

@@ -1,0 +1,153 @@
+"""`actreg run`, `validate` and `report` through typer's CliRunner, as a user would call them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CONFIGS, REPO, write_yaml
+from typer.testing import CliRunner
+
+from actreg_cli.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_lists_the_commands() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("run", "tutorial", "sweep", "report", "validate"):
+        assert command in result.output
+
+
+def test_validate_and_help_do_not_import_tensorflow() -> None:
+    code = (
+        "import sys\n"
+        "from actreg_cli.cli import app\n"
+        "try:\n"
+        f"    app(['validate', r'{CONFIGS / 'circles_l1_before_relu.yaml'}'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "assert 'tensorflow' not in sys.modules and 'matplotlib' not in sys.modules\n"
+        "print('clean')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "clean" in out.stdout
+
+
+def test_validate_reports_every_bad_file(tmp_path: Path) -> None:
+    bad = write_yaml(tmp_path / "bad.yaml", {"training": {"epochs": -5}})
+    result = invoke("validate", CONFIGS / "circles_overfit.yaml", bad)
+    assert result.exit_code == 2
+    assert "ok: " in result.output and "circles_overfit" in result.output
+    assert "training.epochs" in result.output and "(got -5)" in result.output
+
+
+def test_run_writes_a_complete_run_folder(tiny_config_file: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    result = invoke("run", tiny_config_file, "--engine", "keras", "--epochs", 4, "--runs-dir", runs)
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    run_dir = Path(lines[-1])
+    assert run_dir.parent == runs and run_dir.name.startswith("tiny-")
+    assert any(line.startswith("Train: ") and ", Test: " in line and "+/-" in line for line in lines)
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "config.yaml", "history.csv", "repeats.csv", "summary.json", "accuracy.png",
+    }
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["config"]["training"]["epochs"] == 4
+    assert saved["config"]["regularizers"][0]["reduction"] == "batch_mean"
+    assert len(saved["seeds"]) == 2 and saved["engine"] == "keras"
+    assert {"python", "tensorflow", "keras", "numpy"} <= set(saved["versions"])
+
+    with open(run_dir / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["repeat", "epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert len(rows) == 2 * 4 and {r["repeat"] for r in rows} == {"0", "1"}
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("train_accuracy", "test_accuracy", "mean_activation", "zero_fraction"):
+        assert set(summary[key]) >= {"mean", "std", "values"} and len(summary[key]["values"]) == 2
+    test_values = summary["test_accuracy"]["values"]
+    last_val = [float(r["val_accuracy"]) for r in rows if r["epoch"] == "4"]
+    assert test_values == pytest.approx(last_val)
+    assert summary["activity_reductions"] == ["batch_mean"]
+    assert (run_dir / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_redraws_from_saved_history(tiny_config_file: Path, tmp_path: Path) -> None:
+    result = invoke("run", tiny_config_file, "--engine", "keras", "--repeats", 1, "--runs-dir", tmp_path)
+    run_dir = Path(result.output.strip().splitlines()[-1])
+    before = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").unlink()
+    (run_dir / "accuracy.png").unlink()
+    again = invoke("report", run_dir)
+    assert again.exit_code == 0, again.output
+    assert json.loads((run_dir / "summary.json").read_text()) == before
+    assert (run_dir / "accuracy.png").exists()
+    assert again.output.strip().splitlines()[-1] == str(run_dir)
+
+
+def test_report_on_a_folder_that_is_no_run(tmp_path: Path) -> None:
+    result = invoke("report", tmp_path)
+    assert result.exit_code == 2
+    assert "not a complete run folder" in result.output and "config.yaml" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["run", "missing.yaml"], ["missing.yaml: no such file"]),
+        (["run", "{tiny}", "--set", "training.epoch=3"], ["unknown key 'training.epoch'", "did you mean 'epochs'"]),
+        (["run", "{tiny}", "--set", "regularizers.0.strength=-1"], ["regularizers.0.strength", "(got -1)"]),
+        (["run", "{tiny}", "--epochs", "0"], ["training.epochs", "greater than 0", "(got 0)"]),
+        (["run", "{tiny}", "--engine", "turbo"], ["turbo"]),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tiny_config_file: Path, tmp_path: Path, args, words) -> None:
+    runs = tmp_path / "runs"
+    args = [a.replace("{tiny}", str(tiny_config_file)) for a in args]
+    result = invoke(*args, "--runs-dir", runs)
+    assert result.exit_code == 2, result.output
+    for word in words:
+        assert word in result.output
+    assert "Traceback" not in result.output
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_failure_during_training_exits_1_and_keeps_config(tmp_path: Path, monkeypatch) -> None:
+    # Works on the NumPy probe used by validation, fails on a Keras tensor during training.
+    (tmp_path / "flaky_reg.py").write_text(
+        "import numpy as np\n"
+        "def penalty(x):\n"
+        "    if not isinstance(x, np.ndarray):\n"
+        "        raise RuntimeError('cannot handle tensors')\n"
+        "    return float(np.abs(x).sum())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = write_yaml(
+        tmp_path / "c.yaml",
+        {
+            "name": "flaky",
+            "model": {"hidden_units": [4]},
+            "regularizers": [{"norm": "custom", "function": "flaky_reg:penalty"}],
+            "training": {"epochs": 2},
+        },
+    )
+    runs = tmp_path / "runs"
+    result = invoke("run", cfg, "--runs-dir", runs)
+    assert result.exit_code == 1, result.output
+    assert "training failed" in result.output and "cannot handle tensors" in result.output
+    (run_dir,) = list(runs.iterdir())
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["config"]["name"] == "flaky"
+    assert not list(run_dir.glob(".*.tmp")), "no temporary files left behind"
