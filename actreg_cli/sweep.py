@@ -1,0 +1,678 @@
+"""Sweeps: a base experiment times a grid of values, trained in chunks, stored cell by cell.
+
+Flow: `expand_grid` turns a `SweepConfig` into validated `Cell`s (all errors before any training);
+`plan_sweep` keys every cell by `cell_hash`, looks in the sweep folder's store for cells already
+done and cuts the whole grid into chunks; `run_sweep` hands the missing chunks to an executor and
+stores each cell the moment its chunk comes back, then writes the tables, plots and report
+(`sweep_report`). Re-running the same command therefore resumes; `force` recomputes everything.
+
+Sweep folder (runs/<sweep name>/): sweep.yaml (resolved sweep, cells, seeds, versions),
+cells/<hash>.json (+ <hash>.history.npy) per finished cell, results.csv, summary.csv, sweep.png,
+sparsity.png, report.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actreg_cli.config import (
+    ConfigError,
+    ExperimentConfig,
+    SweepConfig,
+    dump_yaml,
+    set_path,
+    validate_mapping,
+)
+from actreg_cli.engines.base import HISTORY_COLUMNS, TrainJob, TrainResult
+from actreg_cli.io import atomic_write, write_json, write_text
+from actreg_cli.weights import repeat_seeds
+
+#: Bump when the stored cell format or what a hash covers changes: old cells are then recomputed.
+STORE_VERSION = 1
+#: Fields of a cell's config that cannot change its results (left out of its hash).
+UNHASHED_FIELDS = ("name", "description")
+#: Models per chunk for the fused engine: one compiled program trains a whole chunk. The keras
+#: engine trains models one by one, so it gets one cell per chunk (finer resume and progress).
+FUSED_MODELS_PER_CHUNK = 64
+#: At most this many invalid-cell lines are printed; the rest are counted.
+MAX_ERROR_LINES = 20
+
+ProgressFactory = Callable[[int, str], AbstractContextManager[Callable[[int], None]]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: a validated experiment, trained `config.training.repeats` times.
+
+    values: swept key -> value as validated (e.g. the YAML string '1e-4' becomes 0.0001); a
+      baseline cell holds only the swept keys outside `regularizers`.
+    """
+
+    id: str
+    values: dict[str, Any]
+    config: ExperimentConfig
+    baseline: bool = False
+
+    @property
+    def seeds(self) -> list[int]:
+        """Model seeds of repeats 0..repeats-1 (the same for every cell of a sweep)."""
+        return repeat_seeds(self.config.training.seed, self.config.training.repeats)
+
+    @property
+    def label(self) -> str:
+        parts = [f"{key}={format_value(v)}" for key, v in self.values.items()]
+        if self.baseline:
+            return ", ".join(["baseline (no regularizers)", *parts])
+        return ", ".join(parts)
+
+
+def format_value(value: Any) -> str:
+    """A swept value for labels and table cells: 0.0001 -> '0.0001', 1e-07 -> '1e-07'."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return f"{value:g}" if float(f"{value:g}") == value else repr(value)
+    if isinstance(value, int | str):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+def is_regularizer_key(key: str) -> bool:
+    return key == "regularizers" or key.startswith("regularizers.")
+
+
+def get_path(data: Any, dotted: str) -> Any:
+    """The value at `a.b.0.c` in nested dicts and lists (the key is known to exist)."""
+    node = data
+    for part in dotted.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def expand_grid(sweep: SweepConfig, origin: str = "grid") -> list[Cell]:
+    """Every cell of the sweep, validated: baseline cell(s) first, then the grid in order.
+
+    The grid is the Cartesian product of its lists, the last key varying fastest. Cells are
+    expanded from the base *as written* (`exclude_unset`), so defaults that depend on other fields
+    (an activity regularizer's placement) are derived again for each cell. With `baseline`, one
+    unregularized cell (`regularizers: []`) is added per combination of the swept keys outside
+    `regularizers` (just one when every swept key is a regularizer key).
+
+    Raises ConfigError naming the grid key, or the cell (its swept values) and the field.
+    """
+    base = sweep.base.model_dump(mode="json", exclude_unset=True)
+    keys = list(sweep.grid)
+    errors = _check_keys(base, sweep.grid, origin)
+    if errors:
+        raise ConfigError(errors)
+
+    cells: list[Cell] = []
+    errors = []
+
+    def build(values: dict[str, Any], *, baseline: bool, cell_id: str) -> None:
+        data = copy.deepcopy(base)
+        if baseline:
+            data["regularizers"] = []
+        for key, value in values.items():
+            set_path(data, key, copy.deepcopy(value), model=ExperimentConfig, origin=origin)
+        label = ", ".join(f"{k}={format_value(v)}" for k, v in values.items()) or "no swept keys"
+        where = f"cell {cell_id} ({'baseline, ' if baseline else ''}{label})"
+        try:
+            config = validate_mapping(data, ExperimentConfig, where)
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+            return
+        resolved = config.resolved()
+        validated = {key: get_path(resolved, key) for key in values}
+        cells.append(Cell(id=cell_id, values=validated, config=config, baseline=baseline))
+
+    if sweep.baseline:
+        outer = [k for k in keys if not is_regularizer_key(k)]
+        combos = list(itertools.product(*(sweep.grid[k] for k in outer)))
+        for i, combo in enumerate(combos):
+            cell_id = (
+                "baseline" if len(combos) == 1 else f"baseline-{i + 1:0{len(str(len(combos)))}d}"
+            )
+            build(dict(zip(outer, combo, strict=True)), baseline=True, cell_id=cell_id)
+    combos = list(itertools.product(*(sweep.grid[k] for k in keys)))
+    width = len(str(len(combos)))
+    for i, combo in enumerate(combos):
+        build(dict(zip(keys, combo, strict=True)), baseline=False, cell_id=f"c{i + 1:0{width}d}")
+
+    if errors:
+        shown = errors[:MAX_ERROR_LINES]
+        if len(errors) > MAX_ERROR_LINES:
+            shown.append(f"... and {len(errors) - MAX_ERROR_LINES} more errors in other cells")
+        raise ConfigError(shown)
+    _check_distinct(cells, origin)
+    return cells
+
+
+def _check_keys(base: dict[str, Any], grid: dict[str, list[Any]], origin: str) -> list[str]:
+    """Each grid key must be a config key that exists in the base; lists non-empty, no repeats."""
+    errors: list[str] = []
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            errors.append(
+                f"{origin}: {key!r}: the list of values is empty; give at least one value"
+            )
+            continue
+        try:
+            set_path(copy.deepcopy(base), key, values[0], model=ExperimentConfig, origin=origin)
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+            continue
+        seen: list[Any] = []
+        for value in values:
+            if value in seen:
+                errors.append(f"{origin}: {key!r}: the value {format_value(value)} is listed twice")
+            seen.append(value)
+    keys = list(grid)
+    for a, b in itertools.permutations(keys, 2):
+        if b.startswith(a + "."):
+            errors.append(f"{origin}: keys {a!r} and {b!r} overlap: sweep one or the other")
+    return errors
+
+
+def _check_distinct(cells: Sequence[Cell], origin: str) -> None:
+    """Two cells that are the same experiment (e.g. 1e-4 and 0.0001) would share one result."""
+    first: dict[str, Cell] = {}
+    errors = []
+    for cell in cells:
+        key = _canonical(_hashed_config(cell.config))
+        if key in first:
+            fix = (
+                "set 'baseline: false' (the grid has unregularized cells already)"
+                if cell.baseline or first[key].baseline
+                else "remove one of the values"
+            )
+            errors.append(
+                f"{origin}: cell {cell.id} ({cell.label}) is the same experiment as cell "
+                f"{first[key].id} ({first[key].label}); {fix}"
+            )
+        else:
+            first[key] = cell
+    if errors:
+        raise ConfigError(errors)
+
+
+def baseline_for(cell: Cell, cells: Sequence[Cell]) -> Cell | None:
+    """The baseline cell that shares `cell`'s swept values outside `regularizers`."""
+    for other in cells:
+        if other.baseline and all(cell.values.get(k) == v for k, v in other.values.items()):
+            return other
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashing
+
+
+def _hashed_config(config: ExperimentConfig) -> dict[str, Any]:
+    data = config.resolved()
+    for name in UNHASHED_FIELDS:
+        data.pop(name, None)
+    return data
+
+
+def _canonical(data: Any) -> str:
+    return json.dumps(
+        data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+
+
+def cell_hash(config: ExperimentConfig, engine: str) -> str:
+    """sha256 (hex) of what determines a cell's results: the resolved config (epochs, seed and
+    repeats included; name and description left out), its model seeds and the concrete engine."""
+    payload = {
+        "store_version": STORE_VERSION,
+        "config": _hashed_config(config),
+        "seeds": repeat_seeds(config.training.seed, config.training.repeats),
+        "engine": engine,
+    }
+    return hashlib.sha256(_canonical(payload).encode("ascii")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The store of finished cells
+
+RESULT_FIELDS = (
+    "train_accuracy",
+    "test_accuracy",
+    "train_loss",
+    "test_loss",
+    "mean_activation",
+    "zero_fraction",
+)
+
+
+@dataclass
+class CellRecord:
+    """Stored results of one cell: a dict per repeat (repeat, seed, RESULT_FIELDS, diverged)."""
+
+    hash: str
+    engine: str
+    config: dict[str, Any]
+    values: dict[str, Any]
+    runs: list[dict[str, Any]]
+
+    def metric(self, name: str) -> list[float]:
+        """One value per repeat (NaN where a run diverged, for the accuracies)."""
+        return [float(run[name]) for run in self.runs]
+
+    @property
+    def n_diverged(self) -> int:
+        return sum(bool(run["diverged"]) for run in self.runs)
+
+
+class CellStore:
+    """cells/<hash>.json per finished cell, written atomically after its history (.history.npy)."""
+
+    def __init__(self, sweep_dir: Path):
+        self.folder = Path(sweep_dir) / "cells"
+
+    def json_path(self, digest: str) -> Path:
+        return self.folder / f"{digest}.json"
+
+    def history_path(self, digest: str) -> Path:
+        return self.folder / f"{digest}.history.npy"
+
+    def load(self, digest: str, repeats: int) -> CellRecord | None:
+        """The stored record, or None if absent or not a complete record of `repeats` runs."""
+        path = self.json_path(digest)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            record = CellRecord(
+                hash=data["hash"],
+                engine=data["engine"],
+                config=data["config"],
+                values=data["values"],
+                runs=data["runs"],
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if record.hash != digest or len(record.runs) != repeats:
+            return None
+        return record
+
+    def load_history(self, digest: str) -> np.ndarray:
+        """float64 [repeats, epochs, 4], columns engines.base.HISTORY_COLUMNS."""
+        return np.load(self.history_path(digest))
+
+    def save(
+        self, cell: Cell, digest: str, engine: str, results: Sequence[TrainResult]
+    ) -> CellRecord:
+        runs = []
+        for repeat, (seed, result) in enumerate(zip(cell.seeds, results, strict=True)):
+            run: dict[str, Any] = {"repeat": repeat, "seed": seed}
+            run.update({name: float(getattr(result, name)) for name in RESULT_FIELDS})
+            run["diverged"] = bool(result.diverged)
+            runs.append(run)
+        record = CellRecord(
+            hash=digest,
+            engine=engine,
+            config=cell.config.resolved(),
+            values=cell.values,
+            runs=runs,
+        )
+        history = np.stack([np.asarray(r.history, dtype=np.float64) for r in results])
+
+        def write_history(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.save(fh, history)
+
+        # History first: a JSON file present means the whole cell is.
+        atomic_write(self.history_path(digest), write_history)
+        write_json(
+            self.json_path(digest),
+            {
+                "store_version": STORE_VERSION,
+                "hash": digest,
+                "engine": engine,
+                "history_columns": list(HISTORY_COLUMNS),
+                "values": record.values,
+                "config": record.config,
+                "runs": runs,
+            },
+        )
+        return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Cells (all their repeats) trained by one `engine.train` call."""
+
+    engine: str
+    cells: tuple[Cell, ...]
+
+    @property
+    def n_models(self) -> int:
+        return sum(c.config.training.repeats for c in self.cells)
+
+
+@dataclass
+class SweepPlan:
+    sweep: SweepConfig
+    folder: Path
+    cells: list[Cell]
+    hashes: dict[str, str]  # cell id -> cell_hash
+    engines: dict[str, str]  # cell id -> concrete engine ("keras" or "fused")
+    chunks: list[Chunk]  # the whole grid, whatever is done already
+    done: set[str]  # ids of cells whose results are stored (empty with force)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def to_run(self) -> list[Cell]:
+        return [c for c in self.cells if c.id not in self.done]
+
+    @property
+    def n_models_to_run(self) -> int:
+        return sum(c.config.training.repeats for c in self.to_run)
+
+    def summary_line(self) -> str:
+        return (
+            f"{len(self.done)} of {len(self.cells)} cells already done, {len(self.to_run)} to run"
+        )
+
+
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def sweep_folder(sweep: SweepConfig, runs_dir: Path) -> Path:
+    """runs_dir/<sweep name>: a stable name, so that re-running the same sweep resumes it."""
+    if not SWEEP_NAME.fullmatch(sweep.name):
+        raise ConfigError(
+            [
+                f"name: the sweep name names its folder, so it must use letters, digits, '_', '.' "
+                f"and '-' and start with a letter or digit (got {sweep.name!r})"
+            ]
+        )
+    return Path(runs_dir) / sweep.name
+
+
+def resolve_engines(cells: Sequence[Cell], engine: str) -> tuple[dict[str, str], list[str]]:
+    """The concrete engine of every cell, and notes on fallbacks.
+
+    `auto` is decided per cell (fused where it supports the cell, else keras), so that a cell's
+    hash and chunk do not depend on its neighbours. Raises EngineUnsupported for `fused` on a
+    cell it cannot run.
+    """
+    from actreg_cli.engines import EngineName, select_engine
+
+    name = EngineName(engine)
+    if name is EngineName.keras:
+        return {c.id: "keras" for c in cells}, []
+    engines: dict[str, str] = {}
+    notes: list[str] = []
+    for cell in cells:
+        try:
+            chosen, why = select_engine(name, [cell.config])
+        except ModuleNotFoundError as exc:
+            if name is not EngineName.auto or exc.name != "actreg_cli.engines.fused":
+                raise
+            return {c.id: "keras" for c in cells}, [
+                "using the keras engine: the fused engine is not installed in this build"
+            ]
+        engines[cell.id] = chosen.name
+        if why and why not in notes:
+            notes.append(f"cell {cell.id}: {why}")
+    return engines, notes
+
+
+def balanced_partition(sizes: Sequence[int], limit: int) -> list[list[int]]:
+    """Split items 0..n-1 (in order) into the fewest consecutive parts of at most `limit` in
+    total size (an item bigger than `limit` alone), with the cuts placed at equal shares."""
+    total = sum(sizes)
+    starts = list(itertools.accumulate([0, *sizes[:-1]]))
+    k = max(1, math.ceil(total / limit))
+    while True:
+        parts: dict[int, list[int]] = {}
+        for i, start in enumerate(starts):
+            parts.setdefault(start * k // total, []).append(i)
+        result = list(parts.values())
+        if all(len(p) == 1 or sum(sizes[i] for i in p) <= limit for p in result):
+            return result
+        k += 1  # ends: once k >= total every item starts its own part
+
+
+def plan_chunks(
+    cells: Sequence[Cell], engines: dict[str, str], models_per_chunk: int | None = None
+) -> list[Chunk]:
+    """Cut the whole grid into chunks: a deterministic function of the cells and their engines.
+
+    Cells are grouped by engine (in order of first appearance) and packed in grid order, whole
+    cells only, balanced, up to `models_per_chunk` models each (default: one cell for keras,
+    FUSED_MODELS_PER_CHUNK for fused). Done cells are not left out here, so a resumed sweep
+    trains the same groups as an uninterrupted one.
+    """
+    chunks: list[Chunk] = []
+    for engine in dict.fromkeys(engines[c.id] for c in cells):
+        members = [c for c in cells if engines[c.id] == engine]
+        limit = models_per_chunk or (FUSED_MODELS_PER_CHUNK if engine == "fused" else 1)
+        sizes = [c.config.training.repeats for c in members]
+        for part in balanced_partition(sizes, limit):
+            chunks.append(Chunk(engine, tuple(members[i] for i in part)))
+    return chunks
+
+
+def plan_sweep(
+    sweep: SweepConfig,
+    *,
+    engine: str = "auto",
+    runs_dir: Path = Path("runs"),
+    force: bool = False,
+    models_per_chunk: int | None = None,
+) -> SweepPlan:
+    """Validate and expand the sweep, key its cells and find the ones already stored.
+
+    Raises ConfigError or EngineUnsupported before anything is trained or written.
+    """
+    folder = sweep_folder(sweep, runs_dir)
+    cells = expand_grid(sweep)
+    engines, notes = resolve_engines(cells, engine)
+    hashes = {c.id: cell_hash(c.config, engines[c.id]) for c in cells}
+    store = CellStore(folder)
+    done = set()
+    if not force:
+        done = {
+            c.id for c in cells if store.load(hashes[c.id], c.config.training.repeats) is not None
+        }
+    chunks = plan_chunks(cells, engines, models_per_chunk)
+    return SweepPlan(sweep, folder, cells, hashes, engines, chunks, done, notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class SweepOutcome:
+    plan: SweepPlan
+    records: dict[str, CellRecord]  # cell id -> stored results, for every cell that has them
+    failures: dict[str, str]  # cell id -> why its chunk failed
+    n_trained: int  # cells trained by this call
+    elapsed_s: float
+    files: dict[str, Path] = field(default_factory=dict)  # written by sweep_report
+
+    @property
+    def folder(self) -> Path:
+        return self.plan.folder
+
+    @property
+    def cells(self) -> list[Cell]:
+        return self.plan.cells
+
+    @property
+    def exit_code(self) -> int:
+        """1 when some cells failed (the others were still trained and stored), else 0."""
+        return 1 if self.failures else 0
+
+
+def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
+    """The contents of sweep.yaml: what was asked, what each cell is, and what ran it."""
+    from actreg_cli.versions import library_versions
+
+    base = plan.sweep.base
+    return {
+        "name": plan.sweep.name,
+        "description": plan.sweep.description,
+        "engine_requested": str(getattr(engine, "value", engine)),
+        "engine_notes": plan.notes,
+        "command": " ".join(["actreg", *sys.argv[1:]]),
+        "versions": library_versions(),
+        "seeds": repeat_seeds(base.training.seed, base.training.repeats),
+        "sweep": plan.sweep.model_dump(mode="json"),
+        "cells": [
+            {
+                "id": c.id,
+                "baseline": c.baseline,
+                "values": c.values,
+                "hash": plan.hashes[c.id],
+                "engine": plan.engines[c.id],
+                "seeds": c.seeds,
+            }
+            for c in plan.cells
+        ],
+        # The groups trained together (a function of the whole grid, the same when resumed).
+        "chunks": [{"engine": ch.engine, "cells": [c.id for c in ch.cells]} for ch in plan.chunks],
+    }
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporary files (`.name.xxxx.tmp`) of writes cut short by a killed run.
+
+    They are never read (io.atomic_write renames only a complete file into place); this only
+    keeps a resumed sweep folder tidy.
+    """
+    for pattern in (".*.tmp", "cells/.*.tmp"):
+        for path in folder.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _no_progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
+    yield lambda n: None
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    *,
+    engine: str = "auto",
+    runs_dir: Path = Path("runs"),
+    force: bool = False,
+    executor: Any = None,
+    progress: ProgressFactory | None = None,
+    on_plan: Callable[[SweepPlan], None] | None = None,
+    models_per_chunk: int | None = None,
+) -> SweepOutcome:
+    """Train the cells of `sweep` that are not stored yet and write the sweep folder.
+
+    executor: an `executors.Executor` (default: LocalExecutor, in this process).
+    progress: `progress(total, description)` -> context manager yielding `advance(n_cells)`
+      (cli.common.progress_bar fits).
+    on_plan: called with the plan before training (the CLI prints "N of M cells already done").
+
+    Every cell is stored as soon as its chunk finishes; a chunk that fails is reported in
+    `SweepOutcome.failures` and the others go on. KeyboardInterrupt propagates, with everything
+    finished so far stored. Raises ConfigError / EngineUnsupported before training on bad input.
+    """
+    from actreg_cli.executors import LocalExecutor
+    from actreg_cli.sweep_report import write_outputs
+
+    started = time.perf_counter()
+    plan = plan_sweep(
+        sweep, engine=engine, runs_dir=runs_dir, force=force, models_per_chunk=models_per_chunk
+    )
+    if on_plan is not None:
+        on_plan(plan)
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(plan.folder)
+    write_text(plan.folder / "sweep.yaml", dump_yaml(sweep_metadata(plan, engine)))
+
+    store = CellStore(plan.folder)
+    executor = executor if executor is not None else LocalExecutor()
+    failures: dict[str, str] = {}
+    trained: list[str] = []
+    # Only the missing cells of each chunk are trained; with an unchanged grid a chunk is either
+    # wholly done or wholly missing, so the groups are those of an uninterrupted run.
+    pending = [
+        (chunk.engine, tuple(c for c in chunk.cells if c.id not in plan.done))
+        for chunk in plan.chunks
+    ]
+    pending = [(name, cells) for name, cells in pending if cells]
+
+    with (progress or _no_progress)(len(plan.to_run), f"sweep {sweep.name}") as advance:
+
+        def failed(index: int, message: str) -> None:
+            cells = pending[index][1]
+            for cell in cells:
+                failures[cell.id] = message
+            advance(len(cells))
+
+        def done(index: int, results: list[TrainResult]) -> None:
+            name, cells = pending[index]
+            expected = sum(c.config.training.repeats for c in cells)
+            if len(results) != expected:
+                failed(index, f"the engine returned {len(results)} results for {expected} models")
+                return
+            start = 0
+            for cell in cells:
+                n = cell.config.training.repeats
+                store.save(cell, plan.hashes[cell.id], name, results[start : start + n])
+                start += n
+                trained.append(cell.id)
+            advance(len(cells))
+
+        # One executor.run per engine (an executor trains every chunk it gets with one engine);
+        # `where` maps the executor's chunk index back to the index in `pending`.
+        for name in dict.fromkeys(engine_name for engine_name, _ in pending):
+            where = [i for i, (engine_name, _) in enumerate(pending) if engine_name == name]
+            jobs = [[TrainJob(c.config, s) for c in pending[i][1] for s in c.seeds] for i in where]
+            executor.run(
+                jobs,
+                name,
+                lambda i, results, where=where: done(where[i], results),
+                lambda i, message, where=where: failed(where[i], message),
+            )
+
+    records = {}
+    for cell in plan.cells:
+        if cell.id in failures:
+            continue
+        record = store.load(plan.hashes[cell.id], cell.config.training.repeats)
+        if record is not None:
+            records[cell.id] = record
+    for cell in plan.cells:
+        if cell.id not in records and cell.id not in failures:
+            failures[cell.id] = "no results came back for this cell"
+    outcome = SweepOutcome(
+        plan=plan,
+        records=records,
+        failures=failures,
+        n_trained=len(trained),
+        elapsed_s=time.perf_counter() - started,
+    )
+    outcome.files = write_outputs(outcome)
+    return outcome

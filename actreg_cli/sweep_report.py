@@ -1,0 +1,490 @@
+"""The files of a sweep folder, made from its stored cells: tables, plots and a short report.
+
+results.csv: one row per cell and repeat. summary.csv: one row per cell (mean, std, 95% CI of the
+test accuracy; difference from the baseline with a Welch 95% CI). sweep.png: test accuracy against
+the swept strength (log axis) or the first swept key (categorical axis), one line per combination
+of the other swept values, error bars = 95% CI, the baseline as a horizontal band. sparsity.png:
+mean activation and zero fraction the same way. report.md: the best cell and the differences from
+the baseline that are clearly larger than the noise.
+
+Every file is written atomically; matplotlib is imported only here, inside functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from actreg_cli.io import save_figure, write_text
+from actreg_cli.stats import describe, difference
+from actreg_cli.sweep import RESULT_FIELDS, Cell, baseline_for, format_value
+
+if TYPE_CHECKING:
+    from actreg_cli.sweep import SweepOutcome
+
+CONFIDENCE = 0.95
+
+RESULT_COLUMNS_AFTER_VALUES = ("repeat", "seed", *RESULT_FIELDS, "diverged")
+SUMMARY_STAT_COLUMNS = (
+    "n",
+    "n_diverged",
+    "test_accuracy_mean",
+    "test_accuracy_std",
+    "test_accuracy_ci_low",
+    "test_accuracy_ci_high",
+    "train_accuracy_mean",
+    "train_accuracy_std",
+    "mean_activation_mean",
+    "mean_activation_std",
+    "mean_activation_ci_low",
+    "mean_activation_ci_high",
+    "zero_fraction_mean",
+    "zero_fraction_std",
+    "zero_fraction_ci_low",
+    "zero_fraction_ci_high",
+    "baseline_cell",
+    "diff_vs_baseline",
+    "diff_ci_low",
+    "diff_ci_high",
+    "diff_clear",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def swept_keys(outcome: SweepOutcome) -> list[str]:
+    return list(outcome.plan.sweep.grid)
+
+
+def _value_cells(cell: Cell, keys: Sequence[str]) -> dict[str, Any]:
+    """The cell's swept values by key; a baseline cell has none for the regularizer keys."""
+    return {key: cell.values.get(key) for key in keys}
+
+
+def results_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
+    """One row per (cell, repeat) that has results, in grid order (baseline cells first)."""
+    keys = swept_keys(outcome)
+    rows = []
+    for cell in outcome.cells:
+        record = outcome.records.get(cell.id)
+        if record is None:
+            continue
+        for run in record.runs:
+            row: dict[str, Any] = {"cell": cell.id, "baseline": cell.baseline}
+            row.update(_value_cells(cell, keys))
+            row.update({name: run[name] for name in RESULT_COLUMNS_AFTER_VALUES})
+            rows.append(row)
+    return rows
+
+
+def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
+    """One row per cell: status, swept values and SUMMARY_STAT_COLUMNS (NaN where not defined).
+
+    n counts the finite (not diverged) repeats. The difference is mean(test accuracy of the cell)
+    minus mean(test accuracy of its baseline cell) with a Welch 95% CI; `diff_clear` is true when
+    that interval excludes 0, i.e. the difference is clearly larger than the repeat-to-repeat noise.
+    """
+    keys = swept_keys(outcome)
+    nan = float("nan")
+    rows = []
+    for cell in outcome.cells:
+        record = outcome.records.get(cell.id)
+        row: dict[str, Any] = {
+            "cell": cell.id,
+            "baseline": cell.baseline,
+            "status": "done" if record is not None else "failed",
+        }
+        row.update(_value_cells(cell, keys))
+        stats = {name: nan for name in SUMMARY_STAT_COLUMNS}
+        stats.update(n=0, n_diverged=0, baseline_cell=None, diff_clear=None)
+        if record is not None:
+            test = describe(record.metric("test_accuracy"), CONFIDENCE)
+            train = describe(record.metric("train_accuracy"), CONFIDENCE)
+            stats.update(
+                n=test["n"],
+                n_diverged=record.n_diverged,
+                test_accuracy_mean=test["mean"],
+                test_accuracy_std=test["std"],
+                test_accuracy_ci_low=test["ci_low"],
+                test_accuracy_ci_high=test["ci_high"],
+                train_accuracy_mean=train["mean"],
+                train_accuracy_std=train["std"],
+            )
+            for metric in ("mean_activation", "zero_fraction"):
+                d = describe(record.metric(metric), CONFIDENCE)
+                stats.update(
+                    {
+                        f"{metric}_mean": d["mean"],
+                        f"{metric}_std": d["std"],
+                        f"{metric}_ci_low": d["ci_low"],
+                        f"{metric}_ci_high": d["ci_high"],
+                    }
+                )
+            base = None if cell.baseline else baseline_for(cell, outcome.cells)
+            base_record = outcome.records.get(base.id) if base is not None else None
+            if base is not None and base_record is not None:
+                diff = difference(
+                    record.metric("test_accuracy"), base_record.metric("test_accuracy"), CONFIDENCE
+                )
+                lo, hi = diff["ci_low"], diff["ci_high"]
+                stats.update(
+                    baseline_cell=base.id,
+                    diff_vs_baseline=diff["diff"],
+                    diff_ci_low=lo,
+                    diff_ci_high=hi,
+                    diff_clear=bool(math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)),
+                )
+        row.update(stats)
+        rows.append(row)
+    return rows
+
+
+def csv_value(value: Any) -> str:
+    """Exact text for a CSV field: floats round-trip (repr), booleans true/false, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int | str):
+        return str(value)
+    return format_value(value)  # lists and mappings as compact JSON
+
+
+def csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([csv_value(row.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+def results_columns(outcome: SweepOutcome) -> list[str]:
+    return ["cell", "baseline", *swept_keys(outcome), *RESULT_COLUMNS_AFTER_VALUES]
+
+
+def summary_columns(outcome: SweepOutcome) -> list[str]:
+    return ["cell", "baseline", "status", *swept_keys(outcome), *SUMMARY_STAT_COLUMNS]
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def strength_key(keys: Sequence[str], cells: Sequence[Cell]) -> str | None:
+    """The first swept key that is a regularizer strength with numeric values, if any."""
+    for key in keys:
+        if key.split(".")[-1] != "strength":
+            continue
+        values = [c.values[key] for c in cells if key in c.values]
+        if values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return key
+    return None
+
+
+def short_names(keys: Sequence[str]) -> dict[str, str]:
+    """`regularizers.0.placement` -> `placement`, unless two keys would end the same."""
+    last = [k.split(".")[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
+
+
+def _line_groups(
+    cells: Sequence[Cell], x_key: str, keys: Sequence[str]
+) -> list[tuple[str, list[Cell]]]:
+    """Non-baseline cells grouped by their values of every swept key but `x_key`."""
+    others = [k for k in keys if k != x_key]
+    names = short_names(keys)
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        if cell.baseline:
+            continue
+        label = ", ".join(f"{names[k]}={format_value(cell.values[k])}" for k in others)
+        groups.setdefault(label or "all cells", []).append(cell)
+    return list(groups.items())
+
+
+def _error_bars(
+    rows: Sequence[dict[str, Any]], metric: str
+) -> tuple[list[float], list[list[float]]]:
+    """Means and [below, above] error bar lengths (0 where the CI is undefined)."""
+    means, below, above = [], [], []
+    for row in rows:
+        mean, lo, hi = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+        means.append(mean)
+        below.append(mean - lo if math.isfinite(lo) and math.isfinite(mean) else 0.0)
+        above.append(hi - mean if math.isfinite(hi) and math.isfinite(mean) else 0.0)
+    return means, [below, above]
+
+
+def _draw_metric(
+    ax: Any,
+    outcome: SweepOutcome,
+    rows_by_id: dict[str, dict[str, Any]],
+    metric: str,
+    x_key: str,
+    categorical: list[Any] | None,
+) -> None:
+    """One metric against x_key on `ax`: a line with CI error bars per group, baseline bands."""
+    keys = swept_keys(outcome)
+    groups = _line_groups(outcome.cells, x_key, keys)
+    names = short_names(keys)
+    colors = [f"C{i % 10}" for i in range(len(groups))]
+    # Small horizontal offsets keep error bars of different lines at the same x apart.
+    spread = len(groups) - 1
+    for k, (label, cells) in enumerate(groups):
+        cells = [c for c in cells if rows_by_id[c.id]["n"] > 0]
+        if not cells:
+            continue
+        offset = k - spread / 2
+        if categorical is None:
+            cells.sort(key=lambda c: c.values[x_key])
+            xs = [c.values[x_key] * 10 ** (0.02 * offset) for c in cells]
+        else:
+            xs = [categorical.index(c.values[x_key]) + 0.05 * offset for c in cells]
+        means, yerr = _error_bars([rows_by_id[c.id] for c in cells], metric)
+        ax.errorbar(xs, means, yerr=yerr, marker="o", ms=4, capsize=3, color=colors[k], label=label)
+    styles = ["--", ":", "-.", (0, (5, 1))]
+    for k, cell in enumerate(c for c in outcome.cells if c.baseline):
+        row = rows_by_id[cell.id]
+        mean, lo, hi = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+        if not math.isfinite(mean):
+            continue
+        extra = ", ".join(f"{names[key]}={format_value(v)}" for key, v in cell.values.items())
+        label = "baseline (no regularizers)" + (f", {extra}" if extra else "") + ", band: 95% CI"
+        if math.isfinite(lo) and math.isfinite(hi):
+            ax.axhspan(lo, hi, color="0.5", alpha=0.18, lw=0)
+        ax.axhline(mean, color="0.35", ls=styles[k % len(styles)], lw=1.2, label=label)
+    if categorical is None:
+        positive = [c.values[x_key] for c in outcome.cells if c.values.get(x_key, 0) > 0]
+        if any(c.values.get(x_key, 1) <= 0 for c in outcome.cells if not c.baseline) and positive:
+            ax.set_xscale("symlog", linthresh=min(positive))  # a strength of 0 has no log
+        elif positive:
+            ax.set_xscale("log")
+    else:
+        ax.set_xticks(range(len(categorical)), [format_value(v) for v in categorical])
+        ax.set_xlim(-0.5, len(categorical) - 0.5)
+    ax.set_xlabel(x_key)
+    ax.grid(True, alpha=0.3)
+
+
+def _x_axis(outcome: SweepOutcome) -> tuple[str, list[Any] | None]:
+    """(x key, None for a numeric strength axis or the category values in grid order)."""
+    keys = swept_keys(outcome)
+    key = strength_key(keys, outcome.cells)
+    if key is not None:
+        return key, None
+    key = keys[0]
+    values = []
+    for cell in outcome.cells:
+        if key in cell.values and cell.values[key] not in values:
+            values.append(cell.values[key])
+    return key, values
+
+
+def plot_sweep(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    rows_by_id = {row["cell"]: row for row in summary}
+    x_key, categorical = _x_axis(outcome)
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot()
+    _draw_metric(ax, outcome, rows_by_id, "test_accuracy", x_key, categorical)
+    ax.set_ylabel("test accuracy (mean, 95% CI)")
+    repeats = outcome.plan.sweep.base.training.repeats
+    ax.set_title(f"{outcome.plan.sweep.name}: test accuracy, {repeats} repeats per cell")
+    ax.legend(fontsize=8, loc="best")
+    return save_figure(path, fig)
+
+
+def plot_sparsity(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    rows_by_id = {row["cell"]: row for row in summary}
+    x_key, categorical = _x_axis(outcome)
+    fig = Figure(figsize=(12, 4.6))
+    ax_mean, ax_zero = fig.subplots(1, 2)
+    _draw_metric(ax_mean, outcome, rows_by_id, "mean_activation", x_key, categorical)
+    ax_mean.set_ylabel("mean activation (test set, mean, 95% CI)")
+    _draw_metric(ax_zero, outcome, rows_by_id, "zero_fraction", x_key, categorical)
+    ax_zero.set_ylabel("fraction of activations exactly 0")
+    layer = outcome.plan.sweep.base.probe_layer
+    fig.suptitle(f"{outcome.plan.sweep.name}: activations of hidden layer {layer}")
+    ax_zero.legend(fontsize=8, loc="best")
+    return save_figure(path, fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _num(value: float, digits: int = 3, signed: bool = False) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _ci(lo: float, hi: float, signed: bool = False) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "n/a"
+    return f"{_num(lo, signed=signed)} to {_num(hi, signed=signed)}"
+
+
+def best_cell(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row with the highest mean test accuracy (the first such in grid order)."""
+    rows = [r for r in summary if r["n"] > 0 and math.isfinite(r["test_accuracy_mean"])]
+    return max(rows, key=lambda r: r["test_accuracy_mean"]) if rows else None
+
+
+def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> str:
+    plan = outcome.plan
+    sweep = plan.sweep
+    cells = {c.id: c for c in plan.cells}
+    training = sweep.base.training
+    engines = sorted(set(plan.engines.values()))
+    lines = [f"# Sweep `{sweep.name}`", ""]
+    if sweep.description:
+        lines += [sweep.description.strip(), ""]
+    lines += [
+        f"- {len(plan.cells)} cells ({sum(c.baseline for c in plan.cells)} baseline), "
+        f"{training.repeats} repeats each, {training.epochs} epochs, "
+        f"engine {', '.join(engines)}; swept: {', '.join(f'`{k}`' for k in sweep.grid)}",
+        f"- this run trained {outcome.n_trained} cells and took {len(plan.done)} from the store "
+        f"(`cells/`); {outcome.elapsed_s:.1f} s",
+        "- files: `results.csv` (one row per cell and repeat), `summary.csv` (one row per cell), "
+        "`sweep.png`, `sparsity.png`, `sweep.yaml` (resolved config, seeds, versions)",
+        "",
+        "## Best cell",
+        "",
+    ]
+    best = best_cell(summary)
+    if best is None:
+        lines.append("No cell has a finite test accuracy (every run diverged or failed).")
+    else:
+        cell = cells[best["cell"]]
+        lines.append(
+            f"**{cell.id}** ({cell.label}): test accuracy {_num(best['test_accuracy_mean'])} "
+            f"(std {_num(best['test_accuracy_std'])}, 95% CI "
+            f"{_ci(best['test_accuracy_ci_low'], best['test_accuracy_ci_high'])}, n = {best['n']})."
+        )
+        if best["baseline_cell"]:
+            verdict = (
+                "clearly larger than the noise"
+                if best["diff_clear"]
+                else "not clearly larger than the noise (its 95% CI includes 0)"
+            )
+            lines.append(
+                f"Difference from the baseline: {_num(best['diff_vs_baseline'], signed=True)} "
+                f"(95% CI {_ci(best['diff_ci_low'], best['diff_ci_high'], signed=True)}), "
+                f"{verdict}."
+            )
+        rivals = [
+            r["cell"]
+            for r in summary
+            if r is not best
+            and r["n"] > 0
+            and math.isfinite(best["test_accuracy_ci_low"])
+            and r["test_accuracy_mean"] >= best["test_accuracy_ci_low"]
+        ]
+        if rivals:
+            lines.append(
+                f"{len(rivals)} other cell(s) have a mean inside the best cell's 95% CI "
+                f"({', '.join(rivals)}): the ranking among them is within the noise."
+            )
+    lines += ["", "## Differences from the baseline", ""]
+    compared = [r for r in summary if r["baseline_cell"]]
+    if not any(c.baseline for c in plan.cells):
+        lines.append("The sweep has no baseline cell (`baseline: false`).")
+    elif not compared:
+        lines.append("No cell could be compared with a baseline (missing results).")
+    else:
+        lines.append(
+            "Test accuracy of the cell minus that of its baseline (no regularizers), with a Welch "
+            "95% CI. A difference is clearly larger than the noise when its CI excludes 0."
+        )
+        lines.append("")
+        clear = [r for r in compared if r["diff_clear"]]
+        undefined = [r for r in compared if not math.isfinite(r["diff_ci_low"])]
+        for row in clear:
+            direction = "better" if row["diff_vs_baseline"] > 0 else "worse"
+            lines.append(
+                f"- **{row['cell']}** ({cells[row['cell']].label}): "
+                f"{_num(row['diff_vs_baseline'], signed=True)} "
+                f"(95% CI {_ci(row['diff_ci_low'], row['diff_ci_high'], signed=True)}), {direction}"
+            )
+        if not clear:
+            lines.append("None of the differences is clearly larger than the noise.")
+        elif len(compared) > 1:
+            by_chance = len(compared) * (1 - CONFIDENCE)
+            lines += [
+                "",
+                f"With {len(compared)} comparisons, about {by_chance:.1f} intervals would exclude "
+                "0 by chance alone even if no regularizer had any effect.",
+            ]
+        within = [r["cell"] for r in compared if not r["diff_clear"] and r not in undefined]
+        if within:
+            lines += ["", f"Within the noise (CI includes 0): {', '.join(within)}."]
+        if undefined:
+            lines += [
+                "",
+                f"No interval for {', '.join(r['cell'] for r in undefined)}: a CI needs at least "
+                "2 finite repeats on each side (run with --repeats 3 or more).",
+            ]
+    lines += ["", "## All cells", ""]
+    lines.append(
+        "| cell | swept values | n | test accuracy mean ± std | 95% CI | vs baseline [95% CI] |"
+    )
+    lines.append("|---|---|---|---|---|---|")
+    for row in summary:
+        cell = cells[row["cell"]]
+        diff = ""
+        if row["baseline_cell"]:
+            diff = (
+                f"{_num(row['diff_vs_baseline'], signed=True)} "
+                f"[{_ci(row['diff_ci_low'], row['diff_ci_high'], signed=True)}]"
+                + (" **clear**" if row["diff_clear"] else "")
+            )
+        lines.append(
+            f"| {cell.id} | {cell.label} | {row['n']} | {_num(row['test_accuracy_mean'])} ± "
+            f"{_num(row['test_accuracy_std'])} | "
+            f"{_ci(row['test_accuracy_ci_low'], row['test_accuracy_ci_high'])} | {diff} |"
+        )
+    problems = []
+    for row in summary:
+        if row["n_diverged"]:
+            repeats = cells[row["cell"]].config.training.repeats
+            problems.append(
+                f"- {row['cell']}: {row['n_diverged']} of {repeats} runs diverged (non-finite "
+                "loss); their accuracies are NaN and left out of the means"
+            )
+    for cell_id, message in outcome.failures.items():
+        problems.append(f"- {cell_id}: failed: {message}")
+    if problems:
+        lines += ["", "## Problems", "", *problems]
+    if plan.notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in plan.notes]]
+    lines += ["", "![test accuracy](sweep.png)", "", "![sparsity](sparsity.png)", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(outcome: SweepOutcome) -> dict[str, Path]:
+    """Write results.csv, summary.csv, sweep.png, sparsity.png and report.md; their paths."""
+    folder = outcome.folder
+    summary = summary_rows(outcome)
+    files = {
+        "results": write_text(
+            folder / "results.csv", csv_text(results_columns(outcome), results_rows(outcome))
+        ),
+        "summary": write_text(folder / "summary.csv", csv_text(summary_columns(outcome), summary)),
+    }
+    files["sweep_plot"] = plot_sweep(outcome, summary, folder / "sweep.png")
+    files["sparsity_plot"] = plot_sparsity(outcome, summary, folder / "sparsity.png")
+    files["report"] = write_text(folder / "report.md", report_markdown(outcome, summary))
+    return files

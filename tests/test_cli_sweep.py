@@ -1,0 +1,217 @@
+"""`actreg sweep` as a user runs it: a tiny real sweep, bad input, --force, and resume after kill -9.
+
+The sweep trains 3 cells (baseline + 2 strengths) x 2 repeats of a 16-unit MLP for 3 epochs with
+the keras engine, one cell per chunk, so a run killed mid-sweep has some cells stored and not
+others.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, write_yaml
+from typer.testing import CliRunner
+
+from actreg_cli.cli import app
+
+runner = CliRunner()
+NAME = "tiny_sweep"
+N_CELLS = 3
+REPEATS = 2
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def tiny_sweep(**changes) -> dict:
+    data = {
+        "name": NAME,
+        "base": {
+            "model": {"hidden_units": [16]},
+            "regularizers": [{"target": "activity", "norm": "l1", "strength": 1e-3}],
+            "training": {"epochs": 3, "repeats": REPEATS, "seed": 11},
+        },
+        "grid": {"regularizers.0.strength": [1e-1, 1e-3]},
+    }
+    data.update(changes)
+    return data
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory) -> Path:
+    return write_yaml(tmp_path_factory.mktemp("cfg") / "tiny_sweep.yaml", tiny_sweep())
+
+
+@pytest.fixture(scope="module")
+def keras_run(sweep_file: Path, tmp_path_factory):
+    """One uninterrupted sweep: (CliRunner result, sweep folder, bytes of its results.csv)."""
+    runs = tmp_path_factory.mktemp("runs")
+    started = time.perf_counter()
+    result = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs)
+    print(f"tiny keras sweep: {time.perf_counter() - started:.1f} s")
+    folder = runs / NAME
+    results = (folder / "results.csv").read_bytes() if result.exit_code == 0 else b""
+    return result, folder, results
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def test_sweep_writes_its_folder_and_prints_its_path_last(keras_run):
+    result, folder, results = keras_run
+    assert result.exit_code == 0, result.output
+    assert last_line(result.stdout) == str(folder)
+    assert f"0 of {N_CELLS} cells already done, {N_CELLS} to run" in result.stdout
+    for name in ("results.csv", "summary.csv", "sweep.png", "sparsity.png", "report.md"):
+        assert (folder / name).stat().st_size > 0, name
+    assert len(list((folder / "cells").glob("*.json"))) == N_CELLS
+    rows = list(csv.DictReader(results.decode().splitlines()))
+    assert len(rows) == N_CELLS * REPEATS
+    assert {r["cell"] for r in rows} == {"baseline", "c1", "c2"}
+    assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in rows)
+    # The summary table: one line per cell with its strength, before the path.
+    table = result.stdout.split("to run")[1]
+    assert "test acc" in table and "vs base" in table
+    assert "c1" in table and "0.1" in table and "c2" in table and "0.001" in table
+    meta = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8"))
+    assert {c["engine"] for c in meta["cells"]} == {"keras"}
+
+
+def test_rerun_trains_nothing_and_force_trains_everything(keras_run, sweep_file):
+    _, folder, results = keras_run
+    runs = folder.parent
+    again = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs)
+    assert again.exit_code == 0, again.output
+    assert f"{N_CELLS} of {N_CELLS} cells already done, 0 to run" in again.stdout
+    assert (folder / "results.csv").read_bytes() == results
+    stored = {p: p.stat().st_mtime_ns for p in (folder / "cells").glob("*.json")}
+    forced = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert f"0 of {N_CELLS} cells already done, {N_CELLS} to run" in forced.stdout
+    assert all(p.stat().st_mtime_ns > t for p, t in stored.items())  # rewritten
+    assert (folder / "results.csv").read_bytes() == results  # and the same numbers
+
+
+def test_killed_sweep_resumes_with_only_the_missing_cells(keras_run, sweep_file, tmp_path):
+    _, _, uninterrupted = keras_run
+    runs = tmp_path / "runs"
+    cells = runs / NAME / "cells"
+    command = [sys.executable, "-m", "actreg_cli", "sweep", str(sweep_file)]
+    command += ["--engine", "keras", "--runs-dir", str(runs)]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(cells.glob("*.json")):
+            assert proc.poll() is None, "the sweep ended before any cell was stored"
+            assert time.monotonic() < deadline, "no cell was stored in time"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = len(list(cells.glob("*.json")))
+    assert 1 <= done < N_CELLS, "the kill must land mid-sweep"
+    for path in cells.glob("*.json"):  # no half-written file
+        assert len(json.loads(path.read_text(encoding="utf-8"))["runs"]) == REPEATS
+    assert not (runs / NAME / "results.csv").exists()
+
+    result = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs)
+    assert result.exit_code == 0, result.output
+    assert f"{done} of {N_CELLS} cells already done, {N_CELLS - done} to run" in result.stdout
+    assert (runs / NAME / "results.csv").read_bytes() == uninterrupted
+    assert not list((runs / NAME).glob("**/*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        (
+            {"grid": {"regularizers.0.strenght": [1e-3]}},
+            ["regularizers.0.strenght", "did you mean 'strength'"],
+        ),
+        ({"grid": {"regularizers.0.strength": []}}, ["regularizers.0.strength", "at least 1"]),
+        (
+            {"grid": {"regularizers.0.strength": [1e-3, -0.1]}},
+            ["cell c2", "regularizers.0.strength=-0.1", "greater than or equal to 0"],
+        ),
+        (
+            {
+                "base": {"regularizers": [{"strength": 1e-3, "placement": "before_activation"}]},
+                "grid": {"regularizers.0.target": ["activity", "kernel"]},
+            },
+            ["regularizers.0.target=kernel", "'placement' applies only to activity"],
+        ),
+    ],
+)
+def test_bad_input_exits_2_before_training(tmp_path: Path, changes, words):
+    path = write_yaml(tmp_path / "bad.yaml", tiny_sweep(**changes))
+    runs = tmp_path / "runs"
+    result = invoke("sweep", path, "--engine", "keras", "--runs-dir", runs)
+    assert result.exit_code == 2
+    for word in words:
+        assert word in result.stderr
+    assert not runs.exists()
+
+
+def test_bad_overrides_and_options_exit_2(sweep_file: Path, tmp_path: Path):
+    runs = tmp_path / "runs"
+    result = invoke("sweep", sweep_file, "--set", "training.epoch=3", "--runs-dir", runs)
+    assert result.exit_code == 2 and "did you mean 'epochs'" in result.stderr
+    result = invoke("sweep", sweep_file, "--epochs", 0, "--runs-dir", runs)
+    assert result.exit_code == 2 and "training.epochs" in result.stderr
+    result = invoke("sweep", sweep_file, "--address", "auto", "--runs-dir", runs)
+    assert result.exit_code == 2 and "--address applies only to --executor ray" in result.stderr
+    assert not runs.exists()
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(sweep_file, tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
+    result = invoke("sweep", sweep_file, "--executor", "ray", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert "pip install -e '.[ray]'" in result.stderr
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("actreg_cli.engines.fused") is None, reason="no fused engine"
+)
+def test_default_engine_auto_runs_the_fused_engine(sweep_file: Path, tmp_path: Path):
+    result = invoke("sweep", sweep_file, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    folder = Path(last_line(result.stdout))
+    meta = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8"))
+    assert meta["engine_requested"] == "auto"
+    assert {c["engine"] for c in meta["cells"]} == {"fused"}
+    rows = list(csv.DictReader((folder / "results.csv").read_text().splitlines()))
+    assert len(rows) == N_CELLS * REPEATS
+    assert all(r["diverged"] == "false" for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra")
+def test_ray_executor_gives_the_local_results(keras_run, sweep_file: Path, tmp_path: Path):
+    """Slow (a local Ray instance starts, each worker imports TensorFlow): pytest -m slow."""
+    _, _, uninterrupted = keras_run
+    runs = tmp_path / "runs"
+    result = invoke(
+        "sweep", sweep_file, "--engine", "keras", "--executor", "ray", "--runs-dir", runs
+    )
+    assert result.exit_code == 0, result.output
+    assert last_line(result.stdout) == str(runs / NAME)
+    assert (runs / NAME / "results.csv").read_bytes() == uninterrupted

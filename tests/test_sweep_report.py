@@ -1,0 +1,175 @@
+"""The files of a sweep folder: their columns, and numbers consistent with results.csv.
+
+Sweeps here are trained by test_sweep.FakeExecutor (no TensorFlow), so every number is known.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from test_sweep import FakeExecutor, sweep_config
+
+from actreg_cli.stats import describe, difference
+from actreg_cli.sweep import run_sweep
+from actreg_cli.sweep_report import _x_axis, summary_columns
+from actreg_cli.weights import repeat_seeds
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def number(text: str) -> float:
+    return float(text) if text else math.nan
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    return run_sweep(sweep_config(), engine="keras", runs_dir=runs, executor=FakeExecutor())
+
+
+def test_results_csv_has_one_row_per_cell_and_repeat(outcome):
+    rows = read_csv(outcome.folder / "results.csv")
+    assert list(rows[0]) == [
+        "cell",
+        "baseline",
+        "regularizers.0.strength",
+        "regularizers.0.placement",
+        "repeat",
+        "seed",
+        "train_accuracy",
+        "test_accuracy",
+        "train_loss",
+        "test_loss",
+        "mean_activation",
+        "zero_fraction",
+        "diverged",
+    ]
+    repeats = outcome.plan.sweep.base.training.repeats
+    assert len(rows) == len(outcome.cells) * repeats
+    seeds = [str(s) for s in repeat_seeds(5, repeats)]
+    for cell in outcome.cells:
+        mine = [r for r in rows if r["cell"] == cell.id]
+        assert [r["seed"] for r in mine] == seeds  # repeat r: the same seed in every cell
+        assert [r["repeat"] for r in mine] == [str(r) for r in range(repeats)]
+        for row in mine:
+            assert row["baseline"] == ("true" if cell.baseline else "false")
+            if cell.baseline:
+                assert row["regularizers.0.strength"] == ""
+            else:
+                assert (
+                    float(row["regularizers.0.strength"]) == cell.values["regularizers.0.strength"]
+                )
+                assert row["regularizers.0.placement"] == cell.values["regularizers.0.placement"]
+    # Exact: the stored floats round-trip through the CSV.
+    record = outcome.records["c1"]
+    got = [float(r["test_accuracy"]) for r in rows if r["cell"] == "c1"]
+    assert got == record.metric("test_accuracy")
+
+
+def test_summary_csv_agrees_with_results_csv(outcome):
+    results = read_csv(outcome.folder / "results.csv")
+    summary = read_csv(outcome.folder / "summary.csv")
+    assert list(summary[0]) == summary_columns(outcome)
+    assert [r["cell"] for r in summary] == [c.id for c in outcome.cells]
+
+    def values(cell_id: str, column: str) -> list[float]:
+        return [float(r[column]) for r in results if r["cell"] == cell_id]
+
+    base_acc = values("baseline", "test_accuracy")
+    for row in summary:
+        acc = values(row["cell"], "test_accuracy")
+        expected = describe(acc)
+        assert int(row["n"]) == expected["n"] == len(acc)
+        for stat in ("mean", "std", "ci_low", "ci_high"):
+            assert float(row[f"test_accuracy_{stat}"]) == pytest.approx(expected[stat], abs=1e-12)
+        train = describe(values(row["cell"], "train_accuracy"))
+        assert float(row["train_accuracy_mean"]) == pytest.approx(train["mean"])
+        assert float(row["mean_activation_mean"]) == pytest.approx(
+            describe(values(row["cell"], "mean_activation"))["mean"]
+        )
+        if row["baseline"] == "true":
+            assert row["baseline_cell"] == "" and row["diff_vs_baseline"] == "nan"
+            continue
+        diff = difference(acc, base_acc)
+        assert row["baseline_cell"] == "baseline"
+        assert float(row["diff_vs_baseline"]) == pytest.approx(diff["diff"], abs=1e-12)
+        lo, hi = float(row["diff_ci_low"]), float(row["diff_ci_high"])
+        assert (lo, hi) == (pytest.approx(diff["ci_low"]), pytest.approx(diff["ci_high"]))
+        assert row["diff_clear"] == ("true" if lo > 0 or hi < 0 else "false")
+
+
+def test_report_names_the_best_cell_and_the_clear_differences(outcome):
+    summary = read_csv(outcome.folder / "summary.csv")
+    report = (outcome.folder / "report.md").read_text(encoding="utf-8")
+    best = max(summary, key=lambda r: float(r["test_accuracy_mean"]))
+    best_section = report.split("## Best cell")[1].split("##")[0]
+    assert f"**{best['cell']}**" in best_section
+    assert f"{float(best['test_accuracy_mean']):.3f}" in best_section
+    clear = [r["cell"] for r in summary if r["diff_clear"] == "true"]
+    noisy = [r["cell"] for r in summary if r["diff_clear"] == "false"]
+    assert clear and noisy  # the fake data has both kinds
+    diff_section = report.split("## Differences from the baseline")[1].split("## All cells")[0]
+    for cell_id in clear:
+        assert f"- **{cell_id}**" in diff_section
+    assert f"Within the noise (CI includes 0): {', '.join(noisy)}." in diff_section
+
+
+def test_plots_and_sweep_yaml_are_written(outcome):
+    for name in ("sweep.png", "sparsity.png"):
+        data = (outcome.folder / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    meta = yaml.safe_load((outcome.folder / "sweep.yaml").read_text(encoding="utf-8"))
+    assert set(meta["versions"]) >= {"python", "tensorflow", "keras", "numpy"}
+    assert meta["seeds"] == repeat_seeds(5, 3)
+    assert meta["sweep"]["grid"] == {
+        "regularizers.0.strength": [1e-2, 1e-4, 1e-6],
+        "regularizers.0.placement": ["before_activation", "after_activation"],
+    }
+    assert [c["hash"] for c in meta["cells"]] == [outcome.plan.hashes[c.id] for c in outcome.cells]
+    assert not list(outcome.folder.glob("**/*.tmp"))
+
+
+def test_without_a_strength_key_the_x_axis_is_the_first_key_as_categories(tmp_path: Path):
+    sweep = sweep_config(
+        grid={"regularizers.0.norm": ["l1", "l2"], "regularizers.0.target": ["kernel", "bias"]}
+    )
+    outcome = run_sweep(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    assert _x_axis(outcome) == ("regularizers.0.norm", ["l1", "l2"])
+    assert (outcome.folder / "sweep.png").read_bytes().startswith(PNG_MAGIC)
+    sweep = sweep_config(grid={"regularizers.0.strength": [0.0, 1e-3, 1e-1]}, name="zero")
+    outcome = run_sweep(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    assert _x_axis(outcome) == ("regularizers.0.strength", None)
+    assert (outcome.folder / "sweep.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_diverged_runs_are_counted_and_left_out(tmp_path: Path):
+    class OneDiverges(FakeExecutor):
+        def run(self, chunks, engine, on_done, on_failed):
+            def done(index, results):
+                if chunks[index][0].config.regularizers:
+                    strength = chunks[index][0].config.regularizers[0].strength
+                    if strength == 1e-2:
+                        results[0].diverged = True
+                        results[0].test_accuracy = results[0].train_accuracy = math.nan
+                on_done(index, results)
+
+            super().run(chunks, engine, done, on_failed)
+
+    outcome = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=OneDiverges())
+    rows = {r["cell"]: r for r in read_csv(outcome.folder / "summary.csv")}
+    results = [r for r in read_csv(outcome.folder / "results.csv") if r["cell"] == "c1"]
+    assert [r["diverged"] for r in results] == ["true", "false", "false"]
+    assert results[0]["test_accuracy"] == "nan"
+    assert rows["c1"]["n"] == "2" and rows["c1"]["n_diverged"] == "1"
+    finite = [float(r["test_accuracy"]) for r in results[1:]]
+    assert float(rows["c1"]["test_accuracy_mean"]) == pytest.approx(sum(finite) / 2)
+    assert "c1: 1 of 3 runs diverged" in (outcome.folder / "report.md").read_text()
