@@ -139,9 +139,13 @@ class RegularizerConfig(StrictModel):
                 raise ValueError("norm 'custom' needs 'function: package.module:function'")
             check_custom_function(self.function)
         elif self.function is not None:
-            raise ValueError(f"'function' applies only to norm 'custom' (norm is '{self.norm.value}')")
+            raise ValueError(
+                f"'function' applies only to norm 'custom' (norm is '{self.norm.value}')"
+            )
         if self.l2_strength is not None and self.norm is not Norm.l1_l2:
-            raise ValueError(f"'l2_strength' applies only to norm 'l1_l2' (norm is '{self.norm.value}')")
+            raise ValueError(
+                f"'l2_strength' applies only to norm 'l1_l2' (norm is '{self.norm.value}')"
+            )
         return self
 
     @property
@@ -229,7 +233,9 @@ def import_custom_function(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import failure is a config error, not a crash
-        raise ValueError(f"cannot import module {module_name!r} for function {spec!r}: {exc}") from exc
+        raise ValueError(
+            f"cannot import module {module_name!r} for function {spec!r}: {exc}"
+        ) from exc
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise ValueError(f"module {module_name!r} has no callable {attr!r}")
@@ -245,7 +251,9 @@ def check_custom_function(spec: str) -> None:
     try:
         value = np.asarray(fn(probe))
     except Exception as exc:
-        raise ValueError(f"custom function {spec!r} failed on a [3, 4] float32 array: {exc}") from exc
+        raise ValueError(
+            f"custom function {spec!r} failed on a [3, 4] float32 array: {exc}"
+        ) from exc
     if value.ndim != 0:
         raise ValueError(
             f"custom function {spec!r} must return a scalar; it returned shape {list(value.shape)}"
@@ -298,7 +306,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def set_path(data: dict[str, Any], dotted: str, value: Any, *, model: type[BaseModel], origin: str) -> None:
+def set_path(
+    data: dict[str, Any], dotted: str, value: Any, *, model: type[BaseModel], origin: str
+) -> None:
     """Set `a.b.0.c` in nested dicts/lists, checking every step against the config schema.
 
     Missing intermediate mappings are created, so `--set training.epochs=5` works on a file that
@@ -315,7 +325,9 @@ def set_path(data: dict[str, Any], dotted: str, value: Any, *, model: type[BaseM
             if part not in fields:
                 raise ConfigError([f"{origin}: unknown key {here!r}{_suggest(part, fields)}"])
             if not isinstance(node, dict):
-                raise ConfigError([f"{origin}: {'.'.join(parts[:depth]) or 'config'} is not a mapping"])
+                raise ConfigError(
+                    [f"{origin}: {'.'.join(parts[:depth]) or 'config'} is not a mapping"]
+                )
             if last:
                 node[part] = value
                 return
@@ -326,12 +338,16 @@ def set_path(data: dict[str, Any], dotted: str, value: Any, *, model: type[BaseM
         elif schema is list or _is_list_of_models(schema):
             item_schema = _list_item_model(schema)
             if not part.isdigit():
-                raise ConfigError([f"{origin}: {'.'.join(parts[:depth])} is a list; {part!r} must be an index"])
+                raise ConfigError(
+                    [f"{origin}: {'.'.join(parts[:depth])} is a list; {part!r} must be an index"]
+                )
             index = int(part)
             if not isinstance(node, list) or index >= len(node):
                 n = len(node) if isinstance(node, list) else 0
                 raise ConfigError(
-                    [f"{origin}: {here!r} does not exist: the list has {n} item(s) (indices 0..{n - 1})"]
+                    [
+                        f"{origin}: {here!r} does not exist: the list has {n} item(s) (indices 0..{n - 1})"
+                    ]
                 )
             if last:
                 node[index] = value
@@ -389,7 +405,11 @@ def format_validation_error(exc: ValidationError, origin: str, model: type[BaseM
             lines.append(f"{origin}: unknown key {path!r}{suggestion}")
             continue
         got = err.get("input")
-        got_text = "" if isinstance(got, dict | list) or got is None and "missing" in err["type"] else f" (got {got!r})"
+        got_text = (
+            ""
+            if isinstance(got, dict | list) or got is None and "missing" in err["type"]
+            else f" (got {got!r})"
+        )
         lines.append(f"{origin}: {path}: {msg}{got_text}")
     return lines
 
@@ -431,7 +451,9 @@ def load_experiment(path: Path, overrides: Sequence[str] = ()) -> ExperimentConf
     """Read, override and validate an experiment config. Raises ConfigError."""
     data = read_yaml_mapping(path)
     if "grid" in data and "base" in data:
-        raise ConfigError([f"{path}: this is a sweep config (it has 'base' and 'grid'); use `actreg sweep`"])
+        raise ConfigError(
+            [f"{path}: this is a sweep config (it has 'base' and 'grid'); use `actreg sweep`"]
+        )
     apply_overrides(data, overrides, model=ExperimentConfig)
     return validate_mapping(data, ExperimentConfig, str(path))
 
@@ -440,7 +462,9 @@ def load_sweep(path: Path, overrides: Sequence[str] = ()) -> SweepConfig:
     """Read a sweep config; `--set` keys address the base experiment (e.g. training.epochs=5)."""
     data = read_yaml_mapping(path)
     if "grid" not in data:
-        raise ConfigError([f"{path}: a sweep config needs a 'grid' mapping (dotted key: list of values)"])
+        raise ConfigError(
+            [f"{path}: a sweep config needs a 'grid' mapping (dotted key: list of values)"]
+        )
     data.setdefault("base", {})
     apply_overrides(data, overrides, model=SweepConfig, prefix="base.")
     return validate_mapping(data, SweepConfig, str(path))

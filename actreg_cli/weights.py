@@ -15,7 +15,9 @@ def repeat_seeds(seed: int, repeats: int) -> list[int]:
     Repeat r of every sweep cell gets the same model seed, so cells are compared on the same
     initial weights (common random numbers: paired differences have less noise).
     """
-    return [int(np.random.SeedSequence([seed, r]).generate_state(1)[0] >> 1) for r in range(repeats)]
+    return [
+        int(np.random.SeedSequence([seed, r]).generate_state(1)[0] >> 1) for r in range(repeats)
+    ]
 
 
 def layer_sizes(n_inputs: int, hidden_units: list[int]) -> list[int]:

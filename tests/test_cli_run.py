@@ -40,7 +40,9 @@ def test_validate_and_help_do_not_import_tensorflow() -> None:
         "assert 'tensorflow' not in sys.modules and 'matplotlib' not in sys.modules\n"
         "print('clean')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert "clean" in out.stdout
 
@@ -60,9 +62,15 @@ def test_run_writes_a_complete_run_folder(tiny_config_file: Path, tmp_path: Path
     lines = result.output.strip().splitlines()
     run_dir = Path(lines[-1])
     assert run_dir.parent == runs and run_dir.name.startswith("tiny-")
-    assert any(line.startswith("Train: ") and ", Test: " in line and "+/-" in line for line in lines)
+    assert any(
+        line.startswith("Train: ") and ", Test: " in line and "+/-" in line for line in lines
+    )
     assert {p.name for p in run_dir.iterdir()} >= {
-        "config.yaml", "history.csv", "repeats.csv", "summary.json", "accuracy.png",
+        "config.yaml",
+        "history.csv",
+        "repeats.csv",
+        "summary.json",
+        "accuracy.png",
     }
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["config"]["training"]["epochs"] == 4
@@ -86,7 +94,9 @@ def test_run_writes_a_complete_run_folder(tiny_config_file: Path, tmp_path: Path
 
 
 def test_report_redraws_from_saved_history(tiny_config_file: Path, tmp_path: Path) -> None:
-    result = invoke("run", tiny_config_file, "--engine", "keras", "--repeats", 1, "--runs-dir", tmp_path)
+    result = invoke(
+        "run", tiny_config_file, "--engine", "keras", "--repeats", 1, "--runs-dir", tmp_path
+    )
     run_dir = Path(result.output.strip().splitlines()[-1])
     before = json.loads((run_dir / "summary.json").read_text())
     (run_dir / "summary.json").unlink()
@@ -108,13 +118,21 @@ def test_report_on_a_folder_that_is_no_run(tmp_path: Path) -> None:
     ("args", "words"),
     [
         (["run", "missing.yaml"], ["missing.yaml: no such file"]),
-        (["run", "{tiny}", "--set", "training.epoch=3"], ["unknown key 'training.epoch'", "did you mean 'epochs'"]),
-        (["run", "{tiny}", "--set", "regularizers.0.strength=-1"], ["regularizers.0.strength", "(got -1)"]),
+        (
+            ["run", "{tiny}", "--set", "training.epoch=3"],
+            ["unknown key 'training.epoch'", "did you mean 'epochs'"],
+        ),
+        (
+            ["run", "{tiny}", "--set", "regularizers.0.strength=-1"],
+            ["regularizers.0.strength", "(got -1)"],
+        ),
         (["run", "{tiny}", "--epochs", "0"], ["training.epochs", "greater than 0", "(got 0)"]),
         (["run", "{tiny}", "--engine", "turbo"], ["turbo"]),
     ],
 )
-def test_bad_input_exits_2_and_writes_nothing(tiny_config_file: Path, tmp_path: Path, args, words) -> None:
+def test_bad_input_exits_2_and_writes_nothing(
+    tiny_config_file: Path, tmp_path: Path, args, words
+) -> None:
     runs = tmp_path / "runs"
     args = [a.replace("{tiny}", str(tiny_config_file)) for a in args]
     result = invoke(*args, "--runs-dir", runs)

@@ -48,14 +48,19 @@ def test_defaults_are_the_tutorials(tmp_path: Path) -> None:
 
 def test_l1_l2_factors(tmp_path: Path) -> None:
     config = load_experiment(
-        write_yaml(tmp_path / "c.yaml", {"regularizers": [{"norm": "l1_l2", "strength": 0.01, "l2_strength": 0.02}]})
+        write_yaml(
+            tmp_path / "c.yaml",
+            {"regularizers": [{"norm": "l1_l2", "strength": 0.01, "l2_strength": 0.02}]},
+        )
     )
     assert config.regularizers[0].norm is Norm.l1_l2
     assert (config.regularizers[0].l1_factor, config.regularizers[0].l2_factor) == (0.01, 0.02)
 
 
 def test_overrides_and_training_changes(tiny_config_file: Path) -> None:
-    config = load_experiment(tiny_config_file, ["regularizers.0.norm=l2", "model.hidden_units=[4, 4]"])
+    config = load_experiment(
+        tiny_config_file, ["regularizers.0.norm=l2", "model.hidden_units=[4, 4]"]
+    )
     assert config.regularizers[0].norm is Norm.l2
     assert config.model.hidden_units == [4, 4]
     changed = with_training(config, epochs=11, repeats=None, seed=3)
@@ -96,7 +101,9 @@ def test_list_where_mapping_belongs(tmp_path: Path) -> None:
 
 
 def test_misspelled_key_gets_a_suggestion(tmp_path: Path) -> None:
-    message = errors_of(write_yaml(tmp_path / "c.yaml", {"trainig": {"epochs": 5}, "model": {"hiden_units": [3]}}))
+    message = errors_of(
+        write_yaml(tmp_path / "c.yaml", {"trainig": {"epochs": 5}, "model": {"hiden_units": [3]}})
+    )
     assert "unknown key 'trainig'; did you mean 'training'?" in message
     assert "unknown key 'model.hiden_units'; did you mean 'hidden_units'?" in message
 
@@ -110,20 +117,39 @@ def test_wrong_type_names_field_and_value(tmp_path: Path) -> None:
     ("data", "words"),
     [
         ({"training": {"epochs": 0}}, ["training.epochs", "greater than 0", "(got 0)"]),
-        ({"model": {"hidden_units": [500, -3]}}, ["model.hidden_units.1", "greater than 0", "(got -3)"]),
+        (
+            {"model": {"hidden_units": [500, -3]}},
+            ["model.hidden_units.1", "greater than 0", "(got -3)"],
+        ),
         ({"model": {"hidden_units": []}}, ["model.hidden_units", "at least 1"]),
-        ({"training": {"learning_rate": float("inf")}}, ["training.learning_rate", "finite", "inf"]),
+        (
+            {"training": {"learning_rate": float("inf")}},
+            ["training.learning_rate", "finite", "inf"],
+        ),
         ({"regularizers": [{"strength": float("nan")}]}, ["regularizers.0.strength", "finite"]),
-        ({"regularizers": [{"strength": -1e-4}]}, ["regularizers.0.strength", "greater than or equal to 0"]),
+        (
+            {"regularizers": [{"strength": -1e-4}]},
+            ["regularizers.0.strength", "greater than or equal to 0"],
+        ),
         ({"data": {"n_train": 100}}, ["n_train must be smaller than n_samples", "n_train=100"]),
         ({"model": {"activation": "rellu"}}, ["model.activation", "'relu'", "'tanh'", "'rellu'"]),
-        ({"regularizers": [{"target": "kernel", "placement": "before_activation"}]},
-         ["regularizers.0", "'placement' applies only to activity"]),
-        ({"regularizers": [{"layer": 2}]}, ["regularizers.0.layer must index a hidden layer", "got 2"]),
+        (
+            {"regularizers": [{"target": "kernel", "placement": "before_activation"}]},
+            ["regularizers.0", "'placement' applies only to activity"],
+        ),
+        (
+            {"regularizers": [{"layer": 2}]},
+            ["regularizers.0.layer must index a hidden layer", "got 2"],
+        ),
         ({"regularizers": [{"norm": "custom"}]}, ["norm 'custom' needs 'function"]),
-        ({"regularizers": [{"norm": "custom", "function": "no_such_module_xyz:f"}]},
-         ["cannot import module 'no_such_module_xyz'"]),
-        ({"regularizers": [{"norm": "custom", "function": "numpy:abs"}]}, ["must return a scalar", "[3, 4]"]),
+        (
+            {"regularizers": [{"norm": "custom", "function": "no_such_module_xyz:f"}]},
+            ["cannot import module 'no_such_module_xyz'"],
+        ),
+        (
+            {"regularizers": [{"norm": "custom", "function": "numpy:abs"}]},
+            ["must return a scalar", "[3, 4]"],
+        ),
     ],
 )
 def test_bad_values(tmp_path: Path, data: dict, words: list[str]) -> None:
@@ -134,7 +160,9 @@ def test_bad_values(tmp_path: Path, data: dict, words: list[str]) -> None:
 
 def test_unknown_set_key(tiny_config_file: Path) -> None:
     message = errors_of(tiny_config_file, ["training.epoch=3"])
-    assert "--set 'training.epoch=3': unknown key 'training.epoch'; did you mean 'epochs'?" in message
+    assert (
+        "--set 'training.epoch=3': unknown key 'training.epoch'; did you mean 'epochs'?" in message
+    )
 
 
 def test_set_index_out_of_range(tiny_config_file: Path) -> None:
@@ -146,7 +174,9 @@ def test_set_without_equals(tiny_config_file: Path) -> None:
 
 
 def test_sweep_file_given_to_run(tmp_path: Path) -> None:
-    path = write_yaml(tmp_path / "s.yaml", {"base": {}, "grid": {"regularizers.0.strength": [1e-3]}})
+    path = write_yaml(
+        tmp_path / "s.yaml", {"base": {}, "grid": {"regularizers.0.strength": [1e-3]}}
+    )
     assert "sweep config" in errors_of(path)
 
 

@@ -60,8 +60,13 @@ def test_activity_penalty_value_matches_hand_computation() -> None:
     from actreg_cli.data import load_dataset
 
     strength = 1e-2
-    reg = {"target": "activity", "norm": "l2", "strength": strength, "placement": "after_activation",
-           "reduction": "batch_mean"}
+    reg = {
+        "target": "activity",
+        "norm": "l2",
+        "strength": strength,
+        "placement": "after_activation",
+        "reduction": "batch_mean",
+    }
     penalty = first_epoch_loss([reg]) - first_epoch_loss([])
     data = load_dataset(ExperimentConfig().data)
     (kernel, bias), _ = initial_weights([2, 64, 1], seed=5)

@@ -49,8 +49,15 @@ def test_tutorial_command_writes_the_study(tmp_path: Path) -> None:
     out_dir = Path(result.output.strip().splitlines()[-1])
     names = {p.name for p in out_dir.iterdir()}
     assert names >= {
-        "circles.png", "overfit.png", "before_relu.png", "after_relu.png",
-        "summary.json", "repeats.csv", "history.csv", "report.md", "config.yaml",
+        "circles.png",
+        "overfit.png",
+        "before_relu.png",
+        "after_relu.png",
+        "summary.json",
+        "repeats.csv",
+        "history.csv",
+        "report.md",
+        "config.yaml",
     }
     summary = json.loads((out_dir / "summary.json").read_text())
     assert set(summary) == {"overfit", "before_relu", "after_relu"}

@@ -18,7 +18,9 @@ class EngineName(str, Enum):
     fused = "fused"
 
 
-def select_engine(name: EngineName | str, configs: Sequence[ExperimentConfig]) -> tuple[Engine, str | None]:
+def select_engine(
+    name: EngineName | str, configs: Sequence[ExperimentConfig]
+) -> tuple[Engine, str | None]:
     """The engine to run `configs` with, and a one-line note when `auto` had to fall back.
 
     `fused` raises EngineUnsupported naming the feature it lacks; `auto` picks fused whenever it
@@ -39,4 +41,9 @@ def select_engine(name: EngineName | str, configs: Sequence[ExperimentConfig]) -
         raise EngineUnsupported("the fused engine cannot run this config: " + "; ".join(reasons))
     from actreg_cli.engines.keras_engine import KerasEngine
 
-    return KerasEngine(), "using the keras engine: the fused engine cannot run this config (" + "; ".join(reasons) + ")"
+    return (
+        KerasEngine(),
+        "using the keras engine: the fused engine cannot run this config ("
+        + "; ".join(reasons)
+        + ")",
+    )

@@ -69,9 +69,10 @@ class Engine(Protocol):
 
 def mark_diverged(result: TrainResult) -> TrainResult:
     """NaN the accuracies of a run whose loss went non-finite, so no mean hides garbage."""
-    finite = bool(np.all(np.isfinite(result.history[:, [0, 2]]))) and np.isfinite(
-        [result.train_loss, result.test_loss]
-    ).all()
+    finite = (
+        bool(np.all(np.isfinite(result.history[:, [0, 2]])))
+        and np.isfinite([result.train_loss, result.test_loss]).all()
+    )
     if not finite:
         result.diverged = True
         result.train_accuracy = float("nan")

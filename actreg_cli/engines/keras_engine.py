@@ -171,11 +171,15 @@ class KerasEngine:
             verbose=0,
             callbacks=callbacks,
         )
-        history = np.stack([np.asarray(fit.history[k], dtype=np.float64) for k in HISTORY_COLUMNS], 1)
+        history = np.stack(
+            [np.asarray(fit.history[k], dtype=np.float64) for k in HISTORY_COLUMNS], 1
+        )
         train_loss, train_acc = model.evaluate(
             data.x_train, data.y_train, batch_size=data.n_train, verbose=0
         )
-        test_loss, test_acc = model.evaluate(data.x_test, data.y_test, batch_size=data.n_test, verbose=0)
+        test_loss, test_acc = model.evaluate(
+            data.x_test, data.y_test, batch_size=data.n_test, verbose=0
+        )
         hidden = np.asarray(probe(data.x_test))
         result = TrainResult(
             history=history,
