@@ -18,7 +18,8 @@ from actreg_cli.config import ConfigError
 from actreg_cli.engines import EngineName
 from actreg_cli.engines.base import EngineUnsupported
 
-console = Console()
+# Piped output (logs, CI) gets a wide page instead of 80 columns, so tables stay one line a row.
+console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]

@@ -1,0 +1,837 @@
+"""The fused engine: many MLPs trained at once, all epochs inside one XLA-compiled program.
+
+It computes what `keras_engine.KerasEngine` computes (see /work/shared/keras-semantics.md), but
+trains a stack of C models in lockstep: the whole training loop (every epoch, the optimizer, the
+per-epoch train metrics and the test-set evaluation) is one `tf.function(jit_compile=True)`
+around a `tf.while_loop`, and one call returns the history and final metrics of all C models.
+
+Layout (C = models in a chunk, R = rows of a batch, i/o = fan_in/fan_out of a hidden layer):
+  block l     float32 [C, i+1, o]: rows 0..i-1 the kernel, row i the bias. The last hidden
+              layer's block has one more row: the output layer's kernel ([o, 1] as a row).
+  out_bias    float32 [C, 1]
+  state       per parameter [C, 3, ...]: (value, Adam m, Adam v), updated by one fused kernel
+  x           float32 [R, 2] (rows shared by all models) or [C, R, 2] (per-model minibatches)
+  z, a        float32 [C, R, o]: a hidden layer's output before / after its activation
+  logits      float32 [C, R]
+  rows        float32 [epochs + 1, C, 4]: per epoch (train loss * rows, train correct count,
+              test loss * n_test, test correct count), see `_result`; one device-to-host copy
+
+What differs between models (seed, strength, norm, target, placement, reduction, learning rate)
+is data, not graph: per-model factor arrays, 0 where a model lacks a penalty. Only the penalty
+kinds some model of a group uses are built into its program. Jobs that differ in data, hidden
+units, activation, optimizer, epochs, effective batch size or shuffling form separate groups.
+
+The backward pass is written by hand. It follows the gradient TensorFlow registers for each
+forward op (ReluGrad/TanhGrad/SigmoidGrad/EluGrad from the activation's output, Abs -> sign,
+Square -> 2x, the composite sigmoid_cross_entropy_with_logits), so it equals GradientTape to
+float rounding (tests/test_fused_engine.py checks both), in fewer kernels than autodiff's graph.
+
+Float rounding: XLA sums in other orders than TensorFlow's kernels, so losses agree with the
+Keras engine to ~1e-6 relative after one step and drift to ~1e-4 after 100-200 Adam steps;
+an accuracy can differ by one sample in an epoch where a point sits on the decision boundary.
+A model's numbers do not depend on its chunk or position in it; they can change in the last
+bit when the group's set of penalty kinds changes (XLA fuses a different program).
+
+Speed (2-core EPYC, benchmarks/bench_engines.py): the tutorial model trains 4000 epochs in
+~0.2 s plus ~1.5 s of tracing and compilation (model.fit: ~70-90 ms an epoch); 240 models
+train at ~15 microseconds per model-epoch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import numpy as np
+
+from actreg_cli.config import ExperimentConfig, Norm, Placement, Reduction, Target
+from actreg_cli.data import Dataset, load_dataset
+from actreg_cli.engines.base import (
+    EngineUnsupported,
+    ProgressCallback,
+    TrainJob,
+    TrainResult,
+    mark_diverged,
+)
+from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
+
+#: Per hidden layer, the penalty factors a model can carry (see `coefficients`). Activity
+#: factors named *_mean_* are divided by the current batch size (reduction batch_mean), *_sum_*
+#: ones are not (batch_sum).
+COEF_COLUMNS = (
+    "kernel_l1",
+    "kernel_l2",
+    "bias_l1",
+    "bias_l2",
+    "before_mean_l1",
+    "before_mean_l2",
+    "before_sum_l1",
+    "before_sum_l2",
+    "after_mean_l1",
+    "after_mean_l2",
+    "after_sum_l1",
+    "after_sum_l2",
+)
+_COL = {name: k for k, name in enumerate(COEF_COLUMNS)}
+
+#: A contraction over at most this many inputs is written as broadcast multiply-adds (fused with
+#: the bias and activation) instead of a matmul; the tutorial's first layer has 2 inputs.
+_SMALL_FAN_IN = 4
+
+#: Chunk sizing, see `choose_chunk`. Measured with `benchmarks/bench_engines.py --chunk-sweep`
+#: on a 2-core EPYC (1 MiB L2 per core): for the tutorial MLP (500 units, 100 rows an epoch, so
+#: 200 KB of activations per model) 2 to 30 models per chunk run within 15% of each other,
+#: 30 fastest, while 40 to 120 are 40-65% slower once the chunk's activations outgrow ~6 MiB.
+_CHUNK_BYTES = 6 * 2**20
+_MAX_CHUNK = 32
+#: XLA lowers a batch of one model to other (unbatched) kernels than a batch of several, which
+#: round differently; with at least 2 (a lone model gets a padding copy) a model's numbers do
+#: not depend on which chunk it was trained in.
+_MIN_CHUNK = 2
+
+# Adam constants as Keras writes them (Python floats, cast to float32 where used).
+_BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-7
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs -> per-model numbers
+
+
+def coefficients(config: ExperimentConfig) -> np.ndarray:
+    """Penalty factors of one model: float64 [L, 12] (hidden layers x COEF_COLUMNS).
+
+    Several regularizers on the same slot add their factors (Keras sums their penalties).
+    """
+    table = np.zeros((len(config.model.hidden_units), len(COEF_COLUMNS)), dtype=np.float64)
+    for reg in config.regularizers:
+        if reg.norm is Norm.custom:
+            raise EngineUnsupported(_custom_reason(reg.function))
+        if reg.target is Target.activity:
+            side = "before" if reg.placement is Placement.before_activation else "after"
+            red = "mean" if reg.reduction is Reduction.batch_mean else "sum"
+            prefix = f"{side}_{red}"
+        else:
+            prefix = reg.target.value
+        table[reg.layer, _COL[f"{prefix}_l1"]] += reg.l1_factor
+        table[reg.layer, _COL[f"{prefix}_l2"]] += reg.l2_factor
+    return table
+
+
+def _custom_reason(function: str | None) -> str:
+    return f"custom regularizer '{function}' cannot be vectorized"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Everything that shapes a compiled program; programs are cached by it."""
+
+    hidden_units: tuple[int, ...]
+    activation: str
+    optimizer: str
+    epochs: int
+    n_train: int
+    n_test: int
+    batch_size: int  # min(config batch size, n_train)
+    shuffle: bool  # False when one batch holds every sample (order is then irrelevant)
+    chunk: int  # models per call
+    weight_terms: tuple[tuple[bool, bool], ...]  # per hidden layer: any kernel/bias (L1, L2)
+    activity_terms: tuple[tuple[int, str, str], ...]  # (layer, before|after, l1|l2) in use
+
+    @property
+    def minibatch(self) -> bool:
+        return self.batch_size < self.n_train
+
+    @property
+    def fan_ins(self) -> tuple[int, ...]:
+        return (2, *self.hidden_units[:-1])
+
+    def block_rows(self, layer: int) -> int:
+        """Rows of hidden layer `layer`'s parameter block: kernel, bias (and output kernel)."""
+        last = layer == len(self.hidden_units) - 1
+        return self.fan_ins[layer] + 1 + (1 if last else 0)
+
+
+def _group_key(config: ExperimentConfig) -> tuple:
+    """Jobs with equal keys train in one program; everything else is per-model data."""
+    t = config.training
+    n_train = config.data.n_train
+    batch = min(t.batch_size, n_train)
+    return (
+        config.data.model_dump_json(),
+        tuple(config.model.hidden_units),
+        config.model.activation,
+        t.optimizer,
+        t.epochs,
+        batch,
+        t.shuffle and batch < n_train,
+    )
+
+
+def choose_chunk(n_models: int, units: Sequence[int], n_rows: int, workers: int) -> int:
+    """Models per compiled call (before the _MIN_CHUNK floor).
+
+    The cap is the number of models whose hidden activations ([n_rows, sum(units)] float32
+    each, n_rows = train batch + test rows) fit in _CHUNK_BYTES, at most _MAX_CHUNK; with at
+    least two models per worker it is lowered so that every worker thread gets a chunk. The
+    models are then spread evenly over the fewest chunks of at most that size, so the last
+    chunk needs little padding.
+    """
+    per_model = 4 * n_rows * sum(units)
+    cap = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // max(per_model, 1)))
+    if n_models >= 2 * workers:
+        cap = min(cap, math.ceil(n_models / workers))
+    n_chunks = math.ceil(n_models / cap)
+    return math.ceil(n_models / n_chunks)
+
+
+def _worker_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+
+class FusedEngine:
+    """Trains groups of compatible jobs as stacked models in one XLA program per group.
+
+    Jobs are grouped by data, hidden_units, activation, optimizer, epochs, effective batch size
+    and shuffle; learning rates, like penalties and seeds, are per-model numbers. Each group is
+    cut into equal chunks (`choose_chunk`) run by one thread per core.
+    """
+
+    name = "fused"
+
+    def __init__(self, chunk: int | None = None, workers: int | None = None):
+        self.chunk = chunk  # None: choose_chunk decides
+        self.workers = workers or _worker_count()
+
+    def unsupported(self, config: ExperimentConfig) -> str | None:
+        for reg in config.regularizers:
+            if reg.norm is Norm.custom:
+                return _custom_reason(reg.function)
+        return None
+
+    def train(
+        self, jobs: Sequence[TrainJob], progress: ProgressCallback | None = None
+    ) -> list[TrainResult]:
+        for job in jobs:
+            reason = self.unsupported(job.config)
+            if reason is not None:
+                raise EngineUnsupported(reason)
+        groups: dict[tuple, list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault(_group_key(job.config), []).append(index)
+        results: list[TrainResult | None] = [None] * len(jobs)
+        for indices in groups.values():
+            trained = self._train_group([jobs[i] for i in indices], progress)
+            for i, result in zip(indices, trained, strict=True):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _train_group(
+        self, jobs: Sequence[TrainJob], progress: ProgressCallback | None
+    ) -> list[TrainResult]:
+        data = load_dataset(jobs[0].config.data)
+        tables = [coefficients(job.config) for job in jobs]
+        spec = _make_spec(jobs, tables, self.chunk, self.workers)
+        program = compiled_program(spec)
+        chunk = spec.chunk
+
+        def run(start: int):
+            real = list(range(start, min(start + chunk, len(jobs))))
+            padded = real + [real[-1]] * (chunk - len(real))  # copies: same program, no recompile
+            arrays = _chunk_arrays(spec, [jobs[i] for i in padded], [tables[i] for i in padded])
+            rows, probe = _call(program, data, arrays)
+            return real, rows, probe
+
+        results: list[TrainResult | None] = [None] * len(jobs)
+        starts = range(0, len(jobs), chunk)
+        # One thread per core: XLA runs one chunk's loop mostly on one core, and the call
+        # releases the GIL, so chunks on two threads use two cores.
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(starts))) as pool:
+            for future in as_completed([pool.submit(run, start) for start in starts]):
+                real, rows, probe = future.result()
+                for c, index in enumerate(real):
+                    results[index] = _result(jobs[index].config, rows[:, c], probe[c], spec)
+                if progress is not None:
+                    progress(len(real) * spec.epochs)
+        return results  # type: ignore[return-value]
+
+
+def _make_spec(
+    jobs: Sequence[TrainJob], tables: Sequence[np.ndarray], chunk: int | None, workers: int
+) -> _Spec:
+    """The program shape of one group of jobs (equal `_group_key`)."""
+    config = jobs[0].config
+    units = tuple(config.model.hidden_units)
+    n_train = config.data.n_train
+    n_test = config.data.n_samples - n_train
+    batch = min(config.training.batch_size, n_train)
+    used = np.any(np.stack(tables) != 0, axis=0)  # [L, 12]: factors some model uses
+    return _Spec(
+        hidden_units=units,
+        activation=config.model.activation,
+        optimizer=config.training.optimizer,
+        epochs=config.training.epochs,
+        n_train=n_train,
+        n_test=n_test,
+        batch_size=batch,
+        shuffle=config.training.shuffle and batch < n_train,
+        chunk=max(_MIN_CHUNK, chunk or choose_chunk(len(jobs), units, batch + n_test, workers)),
+        weight_terms=tuple(
+            (
+                bool(row[_COL["kernel_l1"]] or row[_COL["bias_l1"]]),
+                bool(row[_COL["kernel_l2"]] or row[_COL["bias_l2"]]),
+            )
+            for row in used
+        ),
+        activity_terms=tuple(
+            (layer, side, norm)
+            for layer in range(len(units))
+            for side in ("before", "after")
+            for norm in ("l1", "l2")
+            if used[layer, _COL[f"{side}_mean_{norm}"]] or used[layer, _COL[f"{side}_sum_{norm}"]]
+        ),
+    )
+
+
+@dataclass
+class _ChunkArrays:
+    """Program inputs of one chunk (numpy, float32 unless noted)."""
+
+    blocks: list[np.ndarray]  # per hidden layer [C, rows, o]
+    out_bias: np.ndarray  # [C, 1]
+    row_l1: list[np.ndarray]  # per hidden layer [C, rows, 1]: kernel/bias L1 factor per row
+    row_l2: list[np.ndarray]  # same for L2
+    act_mean: np.ndarray  # [C, K] factors of spec.activity_terms reduced by batch_mean
+    act_sum: np.ndarray  # [C, K] ... reduced by batch_sum
+    lr: np.ndarray  # [C]
+    seeds: np.ndarray  # int64 [C]: shuffle_seed of each model
+
+
+def _chunk_arrays(spec: _Spec, jobs: Sequence[TrainJob], tables: Sequence[np.ndarray]):
+    sizes = layer_sizes(2, list(spec.hidden_units))
+    n_layers = len(spec.hidden_units)
+    blocks = [[] for _ in range(n_layers)]
+    out_bias, row_l1, row_l2 = [], [[] for _ in range(n_layers)], [[] for _ in range(n_layers)]
+    for job, table in zip(jobs, tables, strict=True):
+        weights = initial_weights(sizes, job.seed)
+        for layer in range(n_layers):
+            kernel, bias = weights[layer]
+            rows = [kernel, bias[None, :]]
+            if layer == n_layers - 1:
+                rows.append(weights[-1][0].T)  # output kernel [o, 1] as one row
+            blocks[layer].append(np.concatenate(rows))
+            fan_in = kernel.shape[0]
+            for out, norm in ((row_l1, "l1"), (row_l2, "l2")):
+                factors = np.zeros((spec.block_rows(layer), 1))
+                factors[:fan_in] = table[layer, _COL[f"kernel_{norm}"]]
+                factors[fan_in] = table[layer, _COL[f"bias_{norm}"]]
+                out[layer].append(factors)
+        out_bias.append(weights[-1][1])
+    act = {
+        red: np.array(
+            [
+                [
+                    t[layer, _COL[f"{side}_{red}_{norm}"]]
+                    for layer, side, norm in spec.activity_terms
+                ]
+                for t in tables
+            ],
+            dtype=np.float32,
+        ).reshape(len(jobs), len(spec.activity_terms))
+        for red in ("mean", "sum")
+    }
+    f32 = functools.partial(np.asarray, dtype=np.float32)
+    return _ChunkArrays(
+        blocks=[f32(np.stack(b)) for b in blocks],
+        out_bias=f32(np.stack(out_bias)),
+        row_l1=[f32(np.stack(r)) for r in row_l1],
+        row_l2=[f32(np.stack(r)) for r in row_l2],
+        act_mean=act["mean"],
+        act_sum=act["sum"],
+        lr=f32([job.config.training.learning_rate for job in jobs]),
+        seeds=np.array([shuffle_seed(job.seed) for job in jobs], dtype=np.int64),
+    )
+
+
+def _call(program, data: Dataset, arrays: _ChunkArrays):
+    """Run one chunk: rows float32 [E+1, C, 4] and probe float32 [C, 2L] (see `_result`)."""
+    tf = _tensorflow()
+    rows, probe = program(
+        tf.constant(data.x_train),
+        tf.constant(data.y_train[:, 0]),
+        tf.constant(data.x_test),
+        tf.constant(data.y_test[:, 0]),
+        [tf.constant(b) for b in arrays.blocks],
+        tf.constant(arrays.out_bias),
+        [tf.constant(r) for r in arrays.row_l1],
+        [tf.constant(r) for r in arrays.row_l2],
+        tf.constant(arrays.act_mean),
+        tf.constant(arrays.act_sum),
+        tf.constant(arrays.lr),
+        tf.constant(arrays.seeds),
+    )
+    return rows.numpy(), probe.numpy()
+
+
+def _ratio(total, count) -> np.ndarray:
+    """Keras's Mean metric result: float32 total / float32 count (a true float32 division)."""
+    return np.asarray(total, dtype=np.float32) / np.float32(count)
+
+
+def _result(config: ExperimentConfig, rows, probe, spec: _Spec) -> TrainResult:
+    """TrainResult of one model from its rows [E+1, 4] and probe stats [2L].
+
+    rows[e] = (train loss total, train correct, test loss * n_test, test correct): the train
+    columns are epoch e's sums over its batches of loss * batch size and of correct
+    predictions, each batch measured before its own update; the test columns evaluate the
+    weights at the start of epoch e. So epoch e's val_* (end-of-epoch weights) come from
+    rows[e+1], and rows[E] holds the final weights' evaluation of the train set (one batch)
+    and of the test set. probe: per hidden layer the mean of its output on the test set, then
+    per layer the fraction of exact zeros.
+    """
+    n, m = spec.n_train, spec.n_test
+    history = np.stack(
+        [
+            _ratio(rows[:-1, 0], n),
+            _ratio(rows[:-1, 1], n),
+            _ratio(rows[1:, 2], m),
+            _ratio(rows[1:, 3], m),
+        ],
+        axis=1,
+    ).astype(np.float64)
+    n_layers = len(spec.hidden_units)
+    layer = config.probe_layer
+    result = TrainResult(
+        history=history,
+        train_accuracy=float(_ratio(rows[-1, 1], n)),
+        test_accuracy=float(_ratio(rows[-1, 3], m)),
+        train_loss=float(_ratio(rows[-1, 0], n)),
+        test_loss=float(_ratio(rows[-1, 2], m)),
+        mean_activation=float(probe[layer]),
+        zero_fraction=float(probe[n_layers + layer]),
+        diverged=False,
+    )
+    return mark_diverged(result)
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled program
+
+
+def _tensorflow():
+    """Import TensorFlow lazily (validating a config must not pay for it), and quietly."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # only effective before the first import
+    import tensorflow as tf
+
+    return tf
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_program(spec: _Spec):
+    """The tf.function (jit_compile=True) that trains the C models of a chunk for all epochs.
+
+    Inputs: x_train [n_train, 2], y_train [n_train], x_test [n_test, 2], y_test [n_test], then
+    the _ChunkArrays fields in order. Outputs: rows float32 [E+1, C, 4] and probe float32
+    [C, 2L] (see `_result`). Cached per spec: each group shape is traced and compiled once.
+    """
+    tf = _tensorflow()
+    net = _Net(spec)
+    c, n, m, k = spec.chunk, spec.n_train, spec.n_test, len(spec.activity_terms)
+    epochs = spec.epochs
+    block_shapes = [[c, spec.block_rows(i), o] for i, o in enumerate(spec.hidden_units)]
+    signature = [
+        tf.TensorSpec([n, 2], tf.float32),
+        tf.TensorSpec([n], tf.float32),
+        tf.TensorSpec([m, 2], tf.float32),
+        tf.TensorSpec([m], tf.float32),
+        [tf.TensorSpec(shape, tf.float32) for shape in block_shapes],
+        tf.TensorSpec([c, 1], tf.float32),
+        [tf.TensorSpec([*shape[:2], 1], tf.float32) for shape in block_shapes],
+        [tf.TensorSpec([*shape[:2], 1], tf.float32) for shape in block_shapes],
+        tf.TensorSpec([c, k], tf.float32),
+        tf.TensorSpec([c, k], tf.float32),
+        tf.TensorSpec([c], tf.float32),
+        tf.TensorSpec([c], tf.int64),
+    ]
+
+    def program(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        blocks,
+        out_bias,
+        row_l1,
+        row_l2,
+        act_mean,
+        act_sum,
+        lr,
+        seeds,
+    ):
+        net.bind(row_l1, row_l2, act_mean, act_sum, lr)
+        # Optimizer state next to each parameter: [C, 3, ...] = (value, Adam m, Adam v).
+        state = [
+            tf.stack([p, tf.zeros_like(p), tf.zeros_like(p)], axis=1) for p in [*blocks, out_bias]
+        ]
+        rows = tf.TensorArray(tf.float32, size=epochs + 1, element_shape=[c, 4])
+        x_all = tf.concat([x_train, x_test], axis=0)
+        y_all = tf.concat([y_train, y_test], axis=0)
+        both = ((0, n), (n, m))  # the train rows and the test rows of x_all, each one batch
+
+        def full_batch_epoch(epoch, state, rows):
+            # One forward pass over train and test rows with the weights W_e at the start of
+            # epoch e: the train rows give epoch e's loss and accuracy (Keras measures them
+            # before the update) and its gradient, the test rows evaluate W_e (the end-of-epoch
+            # weights of epoch e-1). Iteration E only evaluates: its update is masked off.
+            params = [s[:, 0] for s in state]
+            logits, act_rows, cache = net.forward(params, x_all)
+            row = net.summaries(logits, act_rows, y_all, both, net.weight_penalty(params))
+            grads = net.backward(
+                params,
+                x_train,
+                [(z[:, :n], a[:, :n]) for z, a in cache],
+                net.logit_grad(logits[:, :n], y_train),
+            )
+            state = net.update(state, grads, epoch + 1, active=epoch < epochs)
+            return epoch + 1, state, rows.write(epoch, row)
+
+        def minibatch_epoch(epoch, state, rows):
+            params = [s[:, 0] for s in state]
+            logits, act_rows, _ = net.forward(params, x_test)
+            val = net.summaries(logits, act_rows, y_test, ((0, m),), net.weight_penalty(params))
+            state, train = net.minibatch_epoch(epoch, state, x_train, y_train, seeds)
+            return epoch + 1, state, rows.write(epoch, tf.concat([train, val], axis=1))
+
+        _, state, rows = tf.while_loop(
+            lambda epoch, *_: epoch < (epochs if spec.minibatch else epochs + 1),
+            minibatch_epoch if spec.minibatch else full_batch_epoch,
+            (tf.constant(0), state, rows),
+            maximum_iterations=epochs if spec.minibatch else epochs + 1,
+        )
+        params = [s[:, 0] for s in state]
+        if spec.minibatch:  # final weights: the train set and the test set, each one batch
+            logits, act_rows, _ = net.forward(params, x_all)
+            rows = rows.write(
+                epochs, net.summaries(logits, act_rows, y_all, both, net.weight_penalty(params))
+            )
+        test_acts = [a for _, a in net.forward(params, x_test)[2]]
+        probe = tf.stack(
+            [tf.reduce_mean(a, axis=[1, 2]) for a in test_acts]
+            + [
+                tf.reduce_mean(tf.cast(tf.equal(a, 0.0), tf.float32), axis=[1, 2])
+                for a in test_acts
+            ],
+            axis=1,
+        )
+        return rows.stack(), probe
+
+    return tf.function(program, input_signature=signature, jit_compile=True, autograph=False)
+
+
+class _Net:
+    """Forward, hand-written backward and optimizer step of C stacked MLPs (code being traced).
+
+    params = [block_0, ..., block_{L-1}, out_bias] as laid out in the module docstring.
+    Sums over long axes are written as dot products (einsum): XLA:CPU runs a dot as a tuned
+    matmul with its elementwise producer fused in, while it splits a long fused reduction into a
+    reduce-window plus a reduce whose operand is written out to memory first, several times
+    slower here (measured while building this engine).
+    """
+
+    def __init__(self, spec: _Spec):
+        self.tf = _tensorflow()
+        self.spec = spec
+        self.n_layers = len(spec.hidden_units)
+
+    def bind(self, row_l1, row_l2, act_mean, act_sum, lr):
+        """The per-model factor tensors of the call being traced."""
+        self.row_l1, self.row_l2 = list(row_l1), list(row_l2)
+        self.act_mean, self.act_sum, self.lr = act_mean, act_sum, lr
+
+    # -- forward ---------------------------------------------------------------------------
+    def _dense(self, a, block, layer):
+        """Pre-activation z [C, R, o] = a @ kernel + bias; a is [R, i] or [C, R, i]."""
+        tf = self.tf
+        fan_in = self.spec.fan_ins[layer]
+        kernel, bias = block[:, :fan_in, :], block[:, fan_in, :]
+        if fan_in <= _SMALL_FAN_IN:
+            # A 2-wide contraction is two multiply-adds: broadcast, they fuse into the loops
+            # that consume z instead of a tiny-K matmul whose output must be written out.
+            acc = None
+            for j in range(fan_in):
+                col = a[None, :, j, None] if a.shape.rank == 2 else a[:, :, j, None]
+                term = col * kernel[:, None, j, :]
+                acc = term if acc is None else acc + term
+            return acc + bias[:, None, :]
+        eq = "ri,cio->cro" if a.shape.rank == 2 else "cri,cio->cro"
+        return tf.einsum(eq, a, kernel) + bias[:, None, :]
+
+    def _activation(self, z):
+        tf = self.tf
+        name = self.spec.activation
+        if name == "relu":
+            return tf.nn.relu(z)
+        if name == "tanh":
+            return tf.tanh(z)
+        if name == "sigmoid":
+            return tf.sigmoid(z)
+        return tf.nn.elu(z)
+
+    def forward(self, params, x):
+        """Logits [C, R], per-row activity sums [C, R, K] (or None), hidden (z, a) per layer.
+
+        act_rows[:, r, k] is the sum over units of |v| (l1) or v**2 (l2) for activity term k of
+        spec.activity_terms, v the layer's output before or after its activation.
+        """
+        tf = self.tf
+        a = x
+        cache = []
+        act_rows = []
+        last = self.n_layers - 1
+        for layer in range(self.n_layers):
+            z = self._dense(a, params[layer], layer)
+            a = self._activation(z)
+            cache.append((z, a))
+            pieces = []
+            if layer == last:
+                # a . w_out as (a * w_out) . ones: a dot with a shared vector fuses its
+                # elementwise operand; a per-model (batched) dot would write `a` out first.
+                pieces.append(a * params[layer][:, self.spec.fan_ins[layer] + 1, None, :])
+            for term_layer, side, norm in self.spec.activity_terms:
+                if term_layer == layer:
+                    value = z if side == "before" else a
+                    pieces.append(tf.abs(value) if norm == "l1" else tf.square(value))
+            if not pieces:
+                continue
+            ones = tf.ones([z.shape[-1]], tf.float32)
+            sums = [tf.einsum("cru,u->cr", piece, ones) for piece in pieces]
+            if layer == last:
+                logits = sums.pop(0) + params[-1]
+            act_rows += sums
+        return logits, (tf.stack(act_rows, axis=2) if act_rows else None), cache
+
+    def weight_penalty(self, params):
+        """Kernel and bias penalties of every model, [C] (None when the group has none)."""
+        tf = self.tf
+        total = None
+        for layer, (has_l1, has_l2) in enumerate(self.spec.weight_terms):
+            block = params[layer]
+            for used, factors, fn in (
+                (has_l1, self.row_l1, tf.abs),
+                (has_l2, self.row_l2, tf.square),
+            ):
+                if used:
+                    # sum_r factor_r * sum_u f(block[r, u]): kernel rows carry the kernel factor,
+                    # the bias row the bias factor, the output-kernel row 0.
+                    per_row = tf.einsum("cru,u->cr", fn(block), tf.ones([block.shape[-1]]))
+                    term = tf.reduce_sum(factors[layer][:, :, 0] * per_row, axis=1)
+                    total = term if total is None else total + term
+        return total
+
+    def summaries(self, logits, act_rows, y, row_sets, weight_penalty):
+        """Keras's metric inputs for each row set (start, size) taken as one batch: [C, 2*S].
+
+        Per set: loss * size (Keras's loss tracker weights a batch loss by the batch size) and
+        the correct count, where loss = mean of sigmoid_cross_entropy_with_logits + kernel/bias
+        penalties + activity penalties (batch_mean factors * sum / size + batch_sum factors *
+        sum).
+        """
+        tf = self.tf
+        cond = logits >= 0.0
+        per_row = (tf.where(cond, logits, 0.0) - logits * y) + tf.math.log1p(
+            tf.exp(tf.where(cond, -logits, logits))
+        )
+        pred = tf.cast(tf.sigmoid(logits) > 0.5, tf.float32)  # BinaryAccuracy, threshold 0.5
+        correct = tf.cast(tf.equal(pred, y), tf.float32)
+        columns = [per_row, correct] + ([] if act_rows is None else [act_rows])
+        stats = tf.concat([col if col.shape.rank == 3 else col[:, :, None] for col in columns], 2)
+        # Sums over each row set: reductions (not a matmul with an indicator matrix, whose
+        # rounding depended on a model's position in the chunk).
+        sums = tf.stack(
+            [tf.reduce_sum(stats[:, start : start + size], axis=1) for start, size in row_sets],
+            axis=1,
+        )  # [C, S, 2 + K]
+        out = []
+        for j, (_, size) in enumerate(row_sets):
+            loss = sums[:, j, 0] / float(size)
+            if weight_penalty is not None:
+                loss = loss + weight_penalty
+            if act_rows is not None:
+                act = sums[:, j, 2:]
+                # A factor of 0 keeps its term exactly 0 even if a sum overflowed (0 * inf =
+                # NaN would poison a model that does not use this penalty).
+                mean_terms = tf.where(self.act_mean != 0.0, self.act_mean * act, 0.0)
+                sum_terms = tf.where(self.act_sum != 0.0, self.act_sum * act, 0.0)
+                loss = (loss + tf.reduce_sum(mean_terms, axis=1) / float(size)) + tf.reduce_sum(
+                    sum_terms, axis=1
+                )
+            out += [loss * float(size), sums[:, j, 1]]
+        return tf.stack(out, axis=1)
+
+    # -- backward --------------------------------------------------------------------------
+    def logit_grad(self, logits, y):
+        """d mean(sigmoid_cross_entropy_with_logits) / d logits, [C, R], via TF's formula
+        relu(l) - l*y + log1p(exp(-|l|)) and the gradients of where, exp and log1p."""
+        tf = self.tf
+        upstream = 1.0 / float(logits.shape[1])
+        cond = logits >= 0.0
+        e = tf.exp(tf.where(cond, -logits, logits))
+        g_log = (upstream * (1.0 / (1.0 + e))) * e
+        return (tf.where(cond, upstream, 0.0) - upstream * y) + tf.where(cond, -g_log, g_log)
+
+    def _add_activity_grads(self, g, value, layer, side, rows):
+        """g + d(activity penalties on `value`)/d value; factor = batch_mean / R + batch_sum."""
+        tf = self.tf
+        for norm in ("l1", "l2"):
+            if (layer, side, norm) in self.spec.activity_terms:
+                k = self.spec.activity_terms.index((layer, side, norm))
+                factor = (self.act_mean[:, k] / rows + self.act_sum[:, k])[:, None, None]
+                g = g + factor * (tf.sign(value) if norm == "l1" else 2.0 * value)
+        return g
+
+    def _activation_grad(self, g, a):
+        """dL/dz from dL/da, computed from the output a as TF's gradient kernels do."""
+        tf = self.tf
+        name = self.spec.activation
+        if name == "relu":  # ReluGrad: g where a > 0
+            return tf.where(a > 0.0, g, 0.0)
+        if name == "tanh":  # TanhGrad: g * (1 - a^2)
+            return g * (1.0 - a * a)
+        if name == "sigmoid":  # SigmoidGrad: g * a * (1 - a)
+            return g * (a * (1.0 - a))
+        return tf.where(a < 0.0, g * (a + 1.0), g)  # EluGrad
+
+    def backward(self, params, x, cache, g_logits):
+        """Gradients of one batch's loss w.r.t. params (same layout): data and penalty terms.
+
+        x: the batch's inputs [R, 2] or [C, R, 2], cache: its (z, a) per hidden layer,
+        g_logits: [C, R] from logit_grad.
+        """
+        tf = self.tf
+        spec = self.spec
+        rows = float(g_logits.shape[1])
+        last = self.n_layers - 1
+        grads = [None] * len(params)
+        grads[-1] = tf.reduce_sum(g_logits, axis=1, keepdims=True)
+        w_out = params[last][:, spec.fan_ins[last] + 1, :]
+        g_a = g_logits[:, :, None] * w_out[:, None, :]
+        for layer in reversed(range(self.n_layers)):
+            z, a = cache[layer]
+            fan_in = spec.fan_ins[layer]
+            block = params[layer]
+            g_a = self._add_activity_grads(g_a, a, layer, "after", rows)
+            g_z = self._activation_grad(g_a, a)
+            g_z = self._add_activity_grads(g_z, z, layer, "before", rows)
+            a_prev = x if layer == 0 else cache[layer - 1][1]
+            # Kernel rows and bias row in one batched matmul, [a_prev, 1]^T g_z over the batch
+            # rows (batched per model even when a_prev is shared: XLA then keeps g_z in its
+            # natural layout instead of transposing it for one big matmul, 3x slower here).
+            inputs = tf.concat([a_prev, tf.ones(a_prev.shape[:-1] + [1], tf.float32)], axis=-1)
+            if inputs.shape.rank == 2:
+                inputs = tf.broadcast_to(inputs[None], [g_z.shape[0], *inputs.shape])
+            grad = tf.einsum("crk,cro->cko", inputs, g_z)
+            if layer == last:
+                g_out = tf.einsum("cr,cro->co", g_logits, a)
+                grad = tf.concat([grad, g_out[:, None, :]], axis=1)
+            has_l1, has_l2 = spec.weight_terms[layer]
+            if has_l1:
+                grad = grad + self.row_l1[layer] * tf.sign(block)
+            if has_l2:
+                grad = grad + self.row_l2[layer] * (2.0 * block)
+            grads[layer] = grad
+            if layer > 0:
+                g_a = tf.einsum("cro,cio->cri", g_z, block[:, :fan_in, :])
+        return grads
+
+    # -- optimizer -------------------------------------------------------------------------
+    def update(self, state, grads, step, active=None):
+        """One Keras Adam (or SGD) step of every parameter; step = optimizer.iterations + 1.
+
+        state: per parameter [C, 3, ...] = (value, m, v). Where `active` is False the state is
+        returned unchanged (the evaluation-only last iteration).
+        """
+        tf = self.tf
+        lr = self.lr
+        step = tf.cast(step, tf.float32)
+        if self.spec.optimizer == "adam":
+            b1 = tf.constant(_BETA_1, tf.float32)
+            b2 = tf.constant(_BETA_2, tf.float32)
+            alpha = lr * tf.sqrt(1.0 - tf.pow(b2, step)) / (1.0 - tf.pow(b1, step))
+        new_state = []
+        for s, g in zip(state, grads, strict=True):
+            p, m1, m2 = s[:, 0], s[:, 1], s[:, 2]
+            per_model = [-1] + [1] * (p.shape.rank - 1)
+            if self.spec.optimizer == "sgd":
+                new = tf.stack([p - g * tf.reshape(lr, per_model), m1, m2], axis=1)
+            else:
+                m1 = m1 + (g - m1) * np.float32(1 - _BETA_1)
+                m2 = m2 + (tf.square(g) - m2) * np.float32(1 - _BETA_2)
+                p = p - (m1 * tf.reshape(alpha, per_model)) / (tf.sqrt(m2) + np.float32(_EPSILON))
+                new = tf.stack([p, m1, m2], axis=1)
+            if active is not None:
+                new = tf.where(active, new, s)
+            new_state.append(new)
+        return new_state
+
+    # -- minibatches -----------------------------------------------------------------------
+    def minibatch_epoch(self, epoch, state, x_train, y_train, seeds):
+        """One epoch of minibatch steps; returns the state and the [C, 2] train row.
+
+        Each model permutes the training rows every epoch by argsort of
+        stateless_uniform(seed=(shuffle_seed(model seed), epoch)): a model's order does not
+        depend on what else is in its chunk. Full batches run in a while_loop; the last partial
+        batch (kept, as Keras does) is one more, statically shaped, step.
+        """
+        tf = self.tf
+        spec = self.spec
+        n, bs, c = spec.n_train, spec.batch_size, spec.chunk
+        n_full, rest = divmod(n, bs)
+        if spec.shuffle:
+            keys = tf.stack(
+                [
+                    tf.random.stateless_uniform(
+                        [n], seed=tf.stack([seeds[j], tf.cast(epoch, tf.int64)])
+                    )
+                    for j in range(c)
+                ]
+            )
+            order = tf.argsort(keys, axis=1, stable=True)
+        else:
+            order = tf.tile(tf.range(n)[None, :], [c, 1])
+        first_step = epoch * (n_full + (1 if rest else 0))
+
+        def step(state, idx, t):
+            xb = tf.gather(x_train, idx)  # [C, b, 2]
+            yb = tf.gather(y_train, idx)  # [C, b]
+            params = [s[:, 0] for s in state]
+            logits, act_rows, cache = self.forward(params, xb)
+            size = idx.shape[1]
+            row = self.summaries(logits, act_rows, yb, ((0, size),), self.weight_penalty(params))
+            grads = self.backward(params, xb, cache, self.logit_grad(logits, yb))
+            return self.update(state, grads, t), row
+
+        def body(j, state, total):
+            idx = tf.slice(order, [0, j * bs], [c, bs])
+            state, row = step(state, idx, first_step + j + 1)
+            return j + 1, state, total + row
+
+        _, state, total = tf.while_loop(
+            lambda j, *_: j < n_full,
+            body,
+            (tf.constant(0), state, tf.zeros([c, 2], tf.float32)),
+            maximum_iterations=n_full,
+        )
+        if rest:
+            state, row = step(state, order[:, n_full * bs :], first_step + n_full + 1)
+            total = total + row
+        return state, total

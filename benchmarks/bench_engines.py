@@ -1,0 +1,287 @@
+"""Keras engine vs fused engine: seconds per epoch, compile time and peak memory, side by side.
+
+Each measurement runs in its own Python process (so each has its own peak RSS, read from
+getrusage ru_maxrss, TensorFlow's baseline included, and its own compile caches):
+
+  keras   the tutorial model (Dense(500) ReLU, L1 1e-4 activity before ReLU) trained by
+          model.fit exactly as the Keras engine calls it; after a 5-epoch warm-up fit, `fit`
+          for --keras-epochs epochs is timed (median over --reps), giving seconds per epoch.
+  fused   FusedEngine().train on N models for --epochs epochs (full per-epoch history and
+          final metrics, as `actreg` uses it). The first call includes tracing and XLA
+          compilation; later calls reuse the compiled program. compile = first - median(rest).
+          N = 1: the tutorial model. N > 1: a sweep-like mix of L1 activity before ReLU,
+          L1 activity after ReLU and L1 kernel penalties at 8 strengths, each with its own seed.
+
+Run:     python3 benchmarks/bench_engines.py            (about 3-4 minutes on 2 cores)
+         python3 benchmarks/bench_engines.py --quick    (about a minute: 1000 epochs, 1 rep)
+         python3 benchmarks/bench_engines.py --chunk-sweep 4,8,16,32,64
+                                                        (adds models/chunk vs speed at N=240)
+Prints a markdown table. Timings on a shared machine vary by 20% or more between runs; the
+"cpu" column (process CPU time per model-epoch) is less sensitive to other load than wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+STRENGTHS = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
+TUTORIAL_REG = {
+    "target": "activity",
+    "norm": "l1",
+    "strength": 1e-4,
+    "placement": "before_activation",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1000 epochs, 1 repetition")
+    parser.add_argument("--epochs", type=int, default=None, help="fused epochs (default 4000)")
+    parser.add_argument("--keras-epochs", type=int, default=None, help="timed fit epochs")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (median)")
+    parser.add_argument("--models", default="1,30,240", help="fused N values, comma-separated")
+    parser.add_argument(
+        "--chunk-sweep", default="", help="chunk sizes to time at N=240 (e.g. 4,8,16,32,64)"
+    )
+    parser.add_argument("--worker", choices=["keras", "fused"], help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--chunk", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 1000 if args.quick else 4000
+    if args.keras_epochs is None:
+        args.keras_epochs = 30 if args.quick else 100
+    if args.reps is None:
+        args.reps = 1 if args.quick else 3
+    return args
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers (each in a fresh process; print one JSON line)
+
+
+def keras_worker(args: argparse.Namespace) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    start = time.perf_counter()
+    import keras
+
+    import_s = time.perf_counter() - start
+    from actreg_cli.config import ExperimentConfig
+    from actreg_cli.data import load_dataset
+    from actreg_cli.engines.keras_engine import build_model, make_optimizer
+    from actreg_cli.weights import initial_weights, layer_sizes
+
+    config = ExperimentConfig.model_validate({"regularizers": [TUTORIAL_REG]})
+    data = load_dataset(config.data)
+    model, _ = build_model(config)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    for layer, (kernel, bias) in zip(dense, initial_weights(layer_sizes(2, [500]), 0), strict=True):
+        layer.set_weights([kernel, bias])
+    model.compile(
+        optimizer=make_optimizer(config), loss="binary_crossentropy", metrics=["accuracy"]
+    )
+
+    def fit(epochs: int) -> float:
+        t = time.perf_counter()
+        model.fit(
+            data.x_train,
+            data.y_train,
+            validation_data=(data.x_test, data.y_test),
+            epochs=epochs,
+            batch_size=config.training.batch_size,
+            validation_batch_size=data.n_test,
+            verbose=0,
+        )
+        return time.perf_counter() - t
+
+    fit(5)  # warm-up: tracing of train and test steps
+    times = [fit(args.keras_epochs) / args.keras_epochs for _ in range(args.reps)]
+    return {
+        "s_per_epoch": statistics.median(times),
+        "all": times,
+        "import_s": import_s,
+        "rss_mb": peak_rss_mb(),
+    }
+
+
+def fused_jobs(n: int, epochs: int):
+    from actreg_cli.config import ExperimentConfig
+    from actreg_cli.engines.base import TrainJob
+    from actreg_cli.weights import repeat_seeds
+
+    if n == 1:
+        configs = [{"regularizers": [TUTORIAL_REG]}]
+    else:
+        configs = [
+            {"regularizers": [{**TUTORIAL_REG, **variant, "strength": s}]}
+            for variant in (
+                {},
+                {"placement": "after_activation"},
+                {"target": "kernel", "placement": None, "reduction": None},
+            )
+            for s in STRENGTHS
+        ]
+    seeds = repeat_seeds(0, n)
+    jobs = []
+    for i in range(n):
+        raw = configs[i % len(configs)]
+        raw = {**raw, "training": {"epochs": epochs}}
+        raw["regularizers"] = [
+            {k: v for k, v in r.items() if v is not None} for r in raw["regularizers"]
+        ]
+        jobs.append(TrainJob(ExperimentConfig.model_validate(raw), seeds[i]))
+    return jobs
+
+
+def fused_worker(args: argparse.Namespace) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    start = time.perf_counter()
+    import tensorflow  # noqa: F401  (timed separately: every TF user pays it once)
+
+    import_s = time.perf_counter() - start
+    from actreg_cli.engines.fused import FusedEngine, _make_spec, coefficients
+
+    jobs = fused_jobs(args.n, args.epochs)
+    engine = FusedEngine(chunk=args.chunk)
+    tables = [coefficients(j.config) for j in jobs]
+    chunk = _make_spec(jobs, tables, args.chunk, engine.workers).chunk
+
+    def train() -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
+        results = engine.train(jobs)
+        assert all(r.history.shape == (args.epochs, 4) for r in results)
+        return time.perf_counter() - t, time.process_time() - c
+
+    first, _ = train()
+    runs = [train() for _ in range(args.reps)]
+    wall = statistics.median(w for w, _ in runs)
+    cpu = statistics.median(c for _, c in runs)
+    model_epochs = args.n * args.epochs
+    return {
+        "n": args.n,
+        "chunk": chunk,
+        "workers": engine.workers,
+        "first_s": first,
+        "run_s": wall,
+        "all_run_s": [w for w, _ in runs],
+        "compile_s": max(first - wall, 0.0),
+        "s_per_model_epoch": wall / model_epochs,
+        "cpu_s_per_model_epoch": cpu / model_epochs,
+        "import_s": import_s,
+        "rss_mb": peak_rss_mb(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+
+
+def measure(kind: str, args: argparse.Namespace, **extra) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--epochs",
+        str(args.epochs),
+        "--keras-epochs",
+        str(args.keras_epochs),
+        "--reps",
+        str(args.reps),
+    ]
+    for key, value in extra.items():
+        command += [f"--{key}", str(value)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{kind} worker failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def fmt_us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.1f} µs"
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker == "keras":
+        print(json.dumps(keras_worker(args)))
+        return
+    if args.worker == "fused":
+        print(json.dumps(fused_worker(args)))
+        return
+
+    print(
+        f"# Engines on {os.cpu_count()} CPU cores (load average now "
+        f"{os.getloadavg()[0]:.2f}); fused epochs {args.epochs}, "
+        f"{args.reps} timed repetition(s) each\n",
+        flush=True,
+    )
+    keras = measure("keras", args)
+    keras_epoch = keras["s_per_epoch"]
+    rows = [
+        "| engine | models N | epochs | models/chunk | compile s | run s (median) "
+        "| per model-epoch (wall) | per model-epoch (cpu) | vs Keras | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| keras (model.fit) | 1 | {args.keras_epochs} timed | - | - | "
+        f"{keras_epoch * args.keras_epochs:.2f} | {fmt_us(keras_epoch)} | - | 1x | "
+        f"{keras['rss_mb']:.0f} |",
+    ]
+    fused_results = []
+    for n in (int(v) for v in args.models.split(",")):
+        r = measure("fused", args, n=n)
+        fused_results.append(r)
+        rows.append(
+            f"| fused | {n} | {args.epochs} | {r['chunk']} x {r['workers']} threads | "
+            f"{r['compile_s']:.2f} | {r['run_s']:.2f} | {fmt_us(r['s_per_model_epoch'])} | "
+            f"{fmt_us(r['cpu_s_per_model_epoch'])} | "
+            f"{keras_epoch / r['s_per_model_epoch']:,.0f}x | {r['rss_mb']:.0f} |"
+        )
+    print("\n".join(rows))
+    print(
+        f"\nKeras per-epoch times: {', '.join(f'{t * 1e3:.1f} ms' for t in keras['all'])}; "
+        f"TensorFlow/Keras import: {keras['import_s']:.1f} s (not in any number above)."
+    )
+    for r in fused_results:
+        total = r["first_s"]
+        keras_total = keras_epoch * args.epochs * r["n"]
+        print(
+            f"N={r['n']}: first call (trace + compile + train) {total:.2f} s vs Keras "
+            f"~{keras_total:,.0f} s for the same {r['n']} x {args.epochs} epochs "
+            f"({keras_total / total:,.0f}x); timed runs "
+            f"{', '.join(f'{t:.2f}' for t in r['all_run_s'])} s"
+        )
+
+    if args.chunk_sweep:
+        print(
+            "\n| models/chunk (N=240) | run s | per model-epoch (wall) | per model-epoch (cpu) "
+            "| compile s | peak RSS MB |\n|---|---|---|---|---|---|"
+        )
+        for chunk in (int(v) for v in args.chunk_sweep.split(",")):
+            r = measure("fused", args, n=240, chunk=chunk)
+            print(
+                f"| {chunk} | {r['run_s']:.2f} | {fmt_us(r['s_per_model_epoch'])} | "
+                f"{fmt_us(r['cpu_s_per_model_epoch'])} | {r['compile_s']:.2f} | "
+                f"{r['rss_mb']:.0f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

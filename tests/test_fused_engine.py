@@ -1,0 +1,322 @@
+"""The fused engine computes what the Keras engine computes.
+
+Both engines train from the same seed (same initial weights); the Keras engine is the reference.
+Per-epoch losses agree to float rounding, which grows slowly with the number of Adam steps (about
+1e-6 relative after one step, 1e-4 after 200), so the comparisons run 100 epochs or fewer. Keras
+takes 70-100 ms an epoch on the 2-core machine, which bounds how many configs this file affords.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actreg_cli.config import ExperimentConfig, validate_mapping
+from actreg_cli.engines.base import EngineUnsupported, TrainJob
+from actreg_cli.engines.fused import FusedEngine
+from actreg_cli.engines.keras_engine import KerasEngine
+
+EPOCHS = 100
+SEED = 11
+
+L1_BEFORE = {"target": "activity", "norm": "l1", "strength": 1e-4, "placement": "before_activation"}
+L1_AFTER = {"target": "activity", "norm": "l1", "strength": 1e-4, "placement": "after_activation"}
+
+# The tutorial's three variants under both activity reductions, kernel L2, and L1_L2 on two slots.
+TUTORIAL_CASES = {
+    "no_reg": [],
+    "l1_before_relu_mean": [L1_BEFORE],
+    "l1_after_relu_mean": [L1_AFTER],
+    "l1_before_relu_sum": [{**L1_BEFORE, "reduction": "batch_sum"}],
+    "l1_after_relu_sum": [{**L1_AFTER, "reduction": "batch_sum"}],
+    "kernel_l2": [{"target": "kernel", "norm": "l2", "strength": 1e-3}],
+    "l1_l2_activity_and_bias": [
+        {"target": "activity", "norm": "l1_l2", "strength": 1e-4, "l2_strength": 1e-3},
+        {"target": "bias", "norm": "l1_l2", "strength": 1e-3},
+    ],
+}
+
+
+def experiment(regularizers=(), epochs=EPOCHS, model=None, data=None, **training):
+    raw = {"regularizers": list(regularizers), "training": {"epochs": epochs, **training}}
+    if model is not None:
+        raw["model"] = model
+    if data is not None:
+        raw["data"] = data
+    return validate_mapping(raw, ExperimentConfig, "test")
+
+
+def assert_same_training(fused, keras, loss_rtol=1e-3) -> None:
+    """Per-epoch losses close, accuracies equal but for rare one-sample flips, finals equal."""
+    assert fused.history.shape == keras.history.shape
+    assert not fused.diverged and not keras.diverged
+    # Before any rounding can accumulate: the epoch-1 loss is measured on the initial weights,
+    # the epoch-2 loss after exactly one optimizer step.
+    np.testing.assert_allclose(fused.history[0, 0], keras.history[0, 0], rtol=1e-6)
+    np.testing.assert_allclose(fused.history[1, 0], keras.history[1, 0], rtol=1e-5)
+    for col in (0, 2):  # loss, val_loss
+        np.testing.assert_allclose(fused.history[:, col], keras.history[:, col], rtol=loss_rtol)
+    for col, n in ((1, 30), (3, 70)):  # accuracy (30 train samples), val_accuracy (70 test)
+        diff = np.abs(fused.history[:, col] - keras.history[:, col])
+        assert np.all(diff < 1.5 / n), "an accuracy differs by more than one sample"
+        assert np.mean(diff > 0) <= 0.03, "accuracies differ in more than 3% of epochs"
+    assert fused.train_accuracy == keras.train_accuracy
+    assert fused.test_accuracy == keras.test_accuracy
+    np.testing.assert_allclose(fused.train_loss, keras.train_loss, rtol=loss_rtol)
+    np.testing.assert_allclose(fused.test_loss, keras.test_loss, rtol=loss_rtol)
+    np.testing.assert_allclose(fused.mean_activation, keras.mean_activation, rtol=1e-2)
+    assert abs(fused.zero_fraction - keras.zero_fraction) < 0.01
+
+
+@pytest.fixture(scope="module")
+def fused_tutorial_results():
+    """All tutorial cases trained together: one group, one compiled program."""
+    jobs = [TrainJob(experiment(regs), SEED) for regs in TUTORIAL_CASES.values()]
+    return dict(zip(TUTORIAL_CASES, FusedEngine().train(jobs), strict=True))
+
+
+@pytest.mark.parametrize("case", list(TUTORIAL_CASES))
+def test_tutorial_variants_match_keras(case, fused_tutorial_results) -> None:
+    keras = KerasEngine().train([TrainJob(experiment(TUTORIAL_CASES[case]), SEED)])[0]
+    assert_same_training(fused_tutorial_results[case], keras)
+
+
+@pytest.mark.parametrize(
+    "model, regularizers, training",
+    [
+        (
+            {"hidden_units": [32, 16], "activation": "tanh"},
+            [
+                {
+                    "target": "activity",
+                    "norm": "l2",
+                    "strength": 1e-3,
+                    "layer": 0,
+                    "placement": "before_activation",
+                    "reduction": "batch_sum",
+                },
+                {"target": "kernel", "norm": "l1", "strength": 1e-3, "layer": 1},
+            ],
+            {"learning_rate": 1e-2},
+        ),
+        (
+            {"hidden_units": [32, 16], "activation": "sigmoid"},
+            [
+                {"target": "bias", "norm": "l1_l2", "strength": 1e-3, "layer": 0},
+                {"target": "activity", "norm": "l1", "strength": 1e-3, "layer": 1},
+            ],
+            {"optimizer": "sgd", "learning_rate": 0.5},
+        ),
+        (
+            {"hidden_units": [64], "activation": "elu"},
+            [
+                {"target": "kernel", "norm": "l1_l2", "strength": 1e-3, "l2_strength": 1e-2},
+                {
+                    "target": "activity",
+                    "norm": "l1",
+                    "strength": 1e-3,
+                    "placement": "before_activation",
+                },
+                {"target": "activity", "norm": "l2", "strength": 1e-4, "reduction": "batch_sum"},
+            ],
+            {},
+        ),
+    ],
+    ids=["tanh-2layers-adam", "sigmoid-2layers-sgd", "elu-3regularizers"],
+)
+def test_other_activations_layers_and_optimizers_match_keras(model, regularizers, training):
+    cfg = experiment(regularizers, epochs=20, model=model, **training)
+    fused = FusedEngine().train([TrainJob(cfg, SEED)])[0]
+    keras = KerasEngine().train([TrainJob(cfg, SEED)])[0]
+    assert_same_training(fused, keras, loss_rtol=1e-4)
+
+
+def test_minibatches_in_order_match_keras() -> None:
+    """50 samples in batches of 16 (the last has 2, and keeps it), no shuffling: same batches
+    as Keras, so the same training; the batch_mean penalty divides by each batch's size."""
+    cfg = experiment(
+        [{"target": "activity", "norm": "l1", "strength": 1e-3}],
+        epochs=15,
+        data={"n_samples": 120, "n_train": 50},
+        batch_size=16,
+        shuffle=False,
+    )
+    fused = FusedEngine().train([TrainJob(cfg, SEED)])[0]
+    keras = KerasEngine().train([TrainJob(cfg, SEED)])[0]
+    np.testing.assert_allclose(fused.history[:, [0, 2]], keras.history[:, [0, 2]], rtol=1e-4)
+    assert fused.train_accuracy == keras.train_accuracy
+    assert fused.test_accuracy == keras.test_accuracy
+
+
+def test_shuffled_minibatches_are_deterministic_per_model() -> None:
+    data = {"n_samples": 200, "n_train": 100}
+    cfg = experiment([L1_AFTER], epochs=20, data=data, batch_size=16)
+    other = experiment(
+        [{"target": "kernel", "norm": "l2", "strength": 1e-2}], epochs=20, data=data, batch_size=16
+    )
+    first = FusedEngine().train([TrainJob(cfg, 1), TrainJob(cfg, 2)])
+    again = FusedEngine().train([TrainJob(cfg, 1), TrainJob(cfg, 2)])
+    np.testing.assert_array_equal(first[0].history, again[0].history)
+    np.testing.assert_array_equal(first[1].history, again[1].history)
+    assert not np.array_equal(first[0].history, first[1].history)  # seeds matter
+    assert (
+        np.all(np.isfinite(first[0].history)) and first[0].history[-1, 0] < first[0].history[0, 0]
+    )
+    # A model's minibatch order is its own: other company in the chunk does not change it.
+    mixed = FusedEngine().train([TrainJob(other, 7), TrainJob(cfg, 2), TrainJob(other, 8)])
+    np.testing.assert_allclose(mixed[1].history, first[1].history, rtol=1e-5, atol=1e-6)
+
+
+def test_model_alone_equals_model_in_a_batch() -> None:
+    target = experiment([L1_BEFORE], epochs=100)
+    alone = FusedEngine().train([TrainJob(target, 5)])[0]
+    # Different seeds, strengths, norms, targets, reductions and learning rates around it.
+    company = [
+        TrainJob(
+            experiment(
+                [{"target": "kernel", "norm": "l2", "strength": 1e-2}],
+                epochs=100,
+                learning_rate=3e-3,
+            ),
+            1,
+        ),
+        TrainJob(experiment([{**L1_AFTER, "norm": "l2", "reduction": "batch_sum"}], epochs=100), 2),
+        TrainJob(experiment([], epochs=100), 3),
+    ]
+    inside = FusedEngine().train([company[0], TrainJob(target, 5), *company[1:]])[1]
+    # The group builds penalty kinds the lone model lacks (with factor 0 for it): equal up to
+    # float rounding of the differently fused program.
+    np.testing.assert_allclose(inside.history, alone.history, rtol=1e-5, atol=1e-7)
+    assert inside.train_accuracy == alone.train_accuracy
+    assert inside.test_accuracy == alone.test_accuracy
+    # Same penalty kinds in the group: bitwise equal, whatever the chunk size and position.
+    same_kind = [
+        TrainJob(experiment([{**L1_BEFORE, "strength": s}], epochs=100), i)
+        for i, s in enumerate((1e-3, 3e-4, 1e-5, 3e-3, 0.0))
+    ]
+    for chunk in (2, 5):
+        results = FusedEngine(chunk=chunk).train(
+            [*same_kind[:2], TrainJob(target, 5), *same_kind[2:]]
+        )
+        np.testing.assert_array_equal(results[2].history, alone.history)
+        assert results[2].mean_activation == alone.mean_activation
+
+
+def test_hand_written_gradients_equal_autodiff() -> None:
+    """The backward pass against tf.GradientTape on the same forward pass, for every activation,
+    one and two hidden layers (fan_in 2 and 16), every penalty kind, shared and per-model rows."""
+    import tensorflow as tf
+
+    from actreg_cli.engines import fused as fz
+
+    reg_sets = [
+        [
+            {
+                "target": "activity",
+                "norm": "l1",
+                "strength": 1e-2,
+                "placement": "before_activation",
+            },
+            {
+                "target": "activity",
+                "norm": "l2",
+                "strength": 1e-2,
+                "layer": -1,
+                "reduction": "batch_sum",
+            },
+        ],
+        [
+            {
+                "target": "kernel",
+                "norm": "l1_l2",
+                "strength": 1e-2,
+                "l2_strength": 3e-2,
+                "layer": -1,
+            },
+            {"target": "bias", "norm": "l2", "strength": 1e-1},
+        ],
+        [
+            {"target": "activity", "norm": "l1_l2", "strength": 1e-2, "reduction": "batch_sum"},
+            {
+                "target": "activity",
+                "norm": "l2",
+                "strength": 1e-2,
+                "layer": -1,
+                "placement": "before_activation",
+            },
+        ],
+        [],
+    ]
+    rng = np.random.default_rng(0)
+    for activation in ("relu", "tanh", "sigmoid", "elu"):
+        for units in ([16, 8], [7]):
+            jobs = []
+            for seed, regs in enumerate(reg_sets):
+                regs = [{**r, "layer": r.get("layer", 0) % len(units)} for r in regs]
+                model = {"hidden_units": units, "activation": activation}
+                jobs.append(TrainJob(experiment(regs, epochs=1, model=model), seed))
+            tables = [fz.coefficients(job.config) for job in jobs]
+            spec = fz._make_spec(jobs, tables, len(jobs), 1)
+            arrays = fz._chunk_arrays(spec, jobs, tables)
+            net = fz._Net(spec)
+            net.bind(
+                [tf.constant(r) for r in arrays.row_l1],
+                [tf.constant(r) for r in arrays.row_l2],
+                tf.constant(arrays.act_mean),
+                tf.constant(arrays.act_sum),
+                tf.constant(arrays.lr),
+            )
+            # Perturbed weights, non-zero biases: no exact zeros for sign() to sit on.
+            params = [
+                tf.constant(b + rng.normal(0, 0.3, b.shape).astype(np.float32))
+                for b in arrays.blocks
+            ] + [tf.constant(arrays.out_bias + 0.1)]
+            for shape in ([12, 2], [len(jobs), 12, 2]):
+                x = tf.constant(rng.normal(size=shape).astype(np.float32))
+                y = tf.constant((rng.random(shape[:-1]) > 0.5).astype(np.float32))
+                with tf.GradientTape() as tape:
+                    tape.watch(params)
+                    logits, act_rows, cache = net.forward(params, x)
+                    row = net.summaries(logits, act_rows, y, ((0, 12),), net.weight_penalty(params))
+                    loss = tf.reduce_sum(row[:, 0] / 12.0)  # models are independent
+                expected = tape.gradient(loss, params)
+                got = net.backward(params, x, cache, net.logit_grad(logits, y))
+                for e, g in zip(expected, got, strict=True):
+                    scale = float(np.max(np.abs(e.numpy())))
+                    np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=0, atol=1e-6 * scale)
+
+
+def test_unsupported_names_the_custom_regularizer() -> None:
+    cfg = experiment([{"target": "activity", "norm": "custom", "function": "numpy:sum"}])
+    reason = FusedEngine().unsupported(cfg)
+    assert reason is not None and "custom" in reason and "numpy:sum" in reason
+    assert "\n" not in reason
+    with pytest.raises(EngineUnsupported, match="custom"):
+        FusedEngine().train([TrainJob(cfg, 1)])
+    assert FusedEngine().unsupported(experiment(TUTORIAL_CASES["l1_l2_activity_and_bias"])) is None
+
+
+def test_diverging_model_is_reported_and_leaves_its_chunk_alone() -> None:
+    diverging = experiment(epochs=10, optimizer="sgd", learning_rate=1e6)
+    healthy = experiment([L1_AFTER], epochs=10, optimizer="sgd", learning_rate=0.1)
+    bad, good = FusedEngine().train([TrainJob(diverging, 1), TrainJob(healthy, 1)])
+    assert bad.diverged
+    assert np.isnan(bad.train_accuracy) and np.isnan(bad.test_accuracy)
+    assert not np.all(np.isfinite(bad.history[:, 0]))
+    assert not good.diverged and np.all(np.isfinite(good.history))
+    alone = FusedEngine().train([TrainJob(healthy, 1)])[0]
+    np.testing.assert_allclose(good.history, alone.history, rtol=1e-6)
+    assert KerasEngine().train([TrainJob(diverging, 1)])[0].diverged  # Keras agrees
+
+
+def test_results_keep_job_order_across_groups_and_progress_counts_model_epochs() -> None:
+    a = experiment([L1_BEFORE], epochs=7)
+    b = experiment([L1_BEFORE], epochs=5)  # another group: different epochs
+    c = experiment([L1_BEFORE], epochs=7, model={"hidden_units": [8]})  # and another
+    jobs = [TrainJob(a, 1), TrainJob(b, 2), TrainJob(c, 3), TrainJob(a, 4), TrainJob(b, 5)]
+    done = []
+    results = FusedEngine(chunk=2).train(jobs, progress=done.append)
+    assert [len(r.history) for r in results] == [7, 5, 7, 7, 5]
+    assert sum(done) == 7 + 5 + 7 + 7 + 5
+    solo = FusedEngine().train([jobs[3]])[0]
+    np.testing.assert_array_equal(results[3].history, solo.history)
