@@ -17,23 +17,13 @@ from typing import Any
 import numpy as np
 
 from actreg_cli.config import ExperimentConfig, Target, validate_mapping
-from actreg_cli.engines.base import HISTORY_COLUMNS, TrainResult
-from actreg_cli.io import save_figure, write_json, write_text
+from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS, TrainResult
+from actreg_cli.io import csv_text, save_figure, write_json, write_text
 from actreg_cli.stats import describe
 
-REPEAT_COLUMNS = (
-    "repeat",
-    "seed",
-    "train_accuracy",
-    "test_accuracy",
-    "train_loss",
-    "test_loss",
-    "mean_activation",
-    "zero_fraction",
-    "diverged",
-)
+REPEAT_COLUMNS = ("repeat", "seed", *RESULT_FIELDS, "diverged")
 #: Per-repeat quantities summarised as {mean, std, ci_low, ci_high, n, values} in summary.json.
-SUMMARY_METRICS = REPEAT_COLUMNS[2:8]
+SUMMARY_METRICS = RESULT_FIELDS
 
 
 def repeat_rows(seeds: Sequence[int], results: Sequence[TrainResult]) -> list[dict[str, Any]]:
@@ -52,14 +42,6 @@ def repeat_rows(seeds: Sequence[int], results: Sequence[TrainResult]) -> list[di
         }
         for r, (seed, res) in enumerate(zip(seeds, results, strict=True))
     ]
-
-
-def csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def write_history_csv(path: Path, histories: np.ndarray) -> None:
@@ -84,7 +66,7 @@ def read_repeats_csv(path: Path) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(fh))
     for row in rows:
         row["repeat"], row["seed"] = int(row["repeat"]), int(row["seed"])
-        row["diverged"] = row["diverged"] == "True"
+        row["diverged"] = row["diverged"] == "true"
         for key in SUMMARY_METRICS:
             row[key] = float(row[key])
     return rows

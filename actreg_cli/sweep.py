@@ -37,7 +37,7 @@ from actreg_cli.config import (
     set_path,
     validate_mapping,
 )
-from actreg_cli.engines.base import HISTORY_COLUMNS, TrainJob, TrainResult
+from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS, TrainJob, TrainResult
 from actreg_cli.io import atomic_write, write_json, write_text
 from actreg_cli.weights import repeat_seeds
 
@@ -253,15 +253,6 @@ def cell_hash(config: ExperimentConfig, engine: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # The store of finished cells
-
-RESULT_FIELDS = (
-    "train_accuracy",
-    "test_accuracy",
-    "train_loss",
-    "test_loss",
-    "mean_activation",
-    "zero_fraction",
-)
 
 
 @dataclass

@@ -12,16 +12,15 @@ Every file is written atomically; matplotlib is imported only here, inside funct
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from actreg_cli.io import save_figure, write_text
+from actreg_cli.engines.base import RESULT_FIELDS
+from actreg_cli.io import csv_text, save_figure, write_text
 from actreg_cli.stats import describe, difference
-from actreg_cli.sweep import RESULT_FIELDS, Cell, baseline_for, format_value
+from actreg_cli.sweep import Cell, baseline_for, format_value
 
 if TYPE_CHECKING:
     from actreg_cli.sweep import SweepOutcome
@@ -143,28 +142,6 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
         row.update(stats)
         rows.append(row)
     return rows
-
-
-def csv_value(value: Any) -> str:
-    """Exact text for a CSV field: floats round-trip (repr), booleans true/false, None empty."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, int | str):
-        return str(value)
-    return format_value(value)  # lists and mappings as compact JSON
-
-
-def csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([csv_value(row.get(c)) for c in columns])
-    return buffer.getvalue()
 
 
 def results_columns(outcome: SweepOutcome) -> list[str]:

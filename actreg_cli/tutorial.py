@@ -21,8 +21,8 @@ import numpy as np
 from actreg_cli.config import ExperimentConfig, dump_yaml
 from actreg_cli.data import load_dataset
 from actreg_cli.engines.base import HISTORY_COLUMNS, Engine, ProgressCallback, TrainJob
-from actreg_cli.io import save_figure, write_json, write_text
-from actreg_cli.reporter import REPEAT_COLUMNS, accuracy_figure, csv_text, repeat_rows, summarize
+from actreg_cli.io import csv_text, save_figure, write_json, write_text
+from actreg_cli.reporter import REPEAT_COLUMNS, accuracy_figure, repeat_rows, summarize
 from actreg_cli.runner import new_run_dir, run_metadata
 from actreg_cli.stats import difference
 from actreg_cli.weights import repeat_seeds

@@ -16,6 +16,15 @@ from actreg_cli.config import ExperimentConfig
 
 # Columns of TrainResult.history, in Keras's History names.
 HISTORY_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
+#: The scalar results of one training (TrainResult's float fields), as stored and summarised.
+RESULT_FIELDS = (
+    "train_accuracy",
+    "test_accuracy",
+    "train_loss",
+    "test_loss",
+    "mean_activation",
+    "zero_fraction",
+)
 
 #: Called with the number of model-epochs just finished (for progress bars).
 ProgressCallback = Callable[[int], None]
