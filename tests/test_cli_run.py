@@ -169,3 +169,14 @@ def test_failure_during_training_exits_1_and_keeps_config(tmp_path: Path, monkey
     (run_dir,) = list(runs.iterdir())
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["config"]["name"] == "flaky"
     assert not list(run_dir.glob(".*.tmp")), "no temporary files left behind"
+
+
+def test_fused_engine_refuses_a_custom_regularizer_by_name(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    result = invoke(
+        "run", CONFIGS / "circles_custom_log.yaml", "--engine", "fused", "--runs-dir", runs
+    )
+    assert result.exit_code == 2, result.output
+    assert "fused engine cannot run" in result.output and "custom" in result.output
+    assert "actreg_cli.custom_regularizers:log_sparsity" in result.output
+    assert not runs.exists() or not any(runs.iterdir())
