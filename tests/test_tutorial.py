@@ -69,6 +69,6 @@ def test_tutorial_command_writes_the_study(tmp_path: Path) -> None:
             assert len(arm["test_accuracy"]["values"]) == 2
             assert reduction in arm["verdict"]
     # The table shows this run beside the published numbers, then one verdict per claim and reduction.
-    assert "published" in result.output and "0.829" in result.output and "0.743" in result.output
+    assert "pub. test" in result.output and "0.829" in result.output and "0.743" in result.output
     assert sum(line.startswith("- batch_") for line in result.output.splitlines()) == 4
     assert (out_dir / "history.csv").read_text().count("\n") == 1 + 5 * 2 * 5

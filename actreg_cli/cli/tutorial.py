@@ -76,9 +76,9 @@ def print_table(rows: list[dict], repeats: int) -> None:
     from actreg_cli.tutorial import format_diff
 
     table = Table(title=f"Tutorial reproduction ({repeats} repeats; published = single run)")
-    for column in ("variant", "reduction", "train", "test", "published train", "published test"):
-        table.add_column(column)
-    table.add_column("test - overfit [95% CI]")
+    for column in ("variant", "reduction", "train", "test", "pub. train", "pub. test"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("test - overfit [95% CI]", no_wrap=True)
     for row in rows:
         table.add_row(
             row["variant"],
