@@ -58,6 +58,22 @@ def user_errors() -> Iterator[None]:
 
 
 @contextmanager
+def long_work_errors(what: str, on_interrupt: str) -> Iterator[None]:
+    """Around training: Ctrl-C exits 130 saying `on_interrupt`; any other failure exits 1 with
+    '<what> failed: Type: message'. Files already written stay (they are written atomically)."""
+    from rich.markup import escape
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise fail([on_interrupt], code=130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        raise fail([escape(f"{what} failed: {type(exc).__name__}: {exc}")], code=1) from exc
+
+
+@contextmanager
 def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]]:
     """A rich progress bar fed by a callback `advance(n)`; silent when stderr is no terminal."""
     from rich.progress import (

@@ -15,7 +15,7 @@ from actreg_cli.cli.common import (
     SeedOpt,
     SetOpt,
     console,
-    fail,
+    long_work_errors,
     note,
     progress_bar,
     user_errors,
@@ -50,17 +50,13 @@ def run_command(
     from actreg_cli.runner import run_experiment
 
     total = cfg.training.epochs * cfg.training.repeats
-    try:
-        with progress_bar(total, f"{cfg.name} [{chosen.name}]") as advance:
-            outcome = run_experiment(
-                cfg, engine=chosen, engine_note=why, runs_dir=runs_dir, progress=advance
-            )
-    except KeyboardInterrupt:
-        raise fail(
-            ["interrupted; the run folder keeps what was written so far"], code=130
-        ) from None
-    except Exception as exc:  # a failure during training: say so, exit 1, keep what was written
-        raise fail([f"training failed: {type(exc).__name__}: {exc}"], code=1) from exc
+    with (
+        long_work_errors("training", "interrupted; the run folder keeps what was written so far"),
+        progress_bar(total, f"{cfg.name} [{chosen.name}]") as advance,
+    ):
+        outcome = run_experiment(
+            cfg, engine=chosen, engine_note=why, runs_dir=runs_dir, progress=advance
+        )
     summary = outcome.summary
     console.print(tutorial_line(summary), highlight=False)
     if summary["n_diverged"]:

@@ -22,6 +22,7 @@ from actreg_cli.cli.common import (
     SetOpt,
     console,
     fail,
+    long_work_errors,
     note,
     progress_bar,
     user_errors,
@@ -173,26 +174,22 @@ def sweep_command(
             note(escape(line))
         console.print(plan.summary_line(), highlight=False)
 
-    try:
-        with user_errors():
-            outcome = run_sweep(
-                sweep,
-                engine=engine.value,
-                runs_dir=runs_dir,
-                force=force,
-                executor=chosen,
-                progress=progress_bar,
-                on_plan=on_plan,
-            )
-    except KeyboardInterrupt:
-        raise fail(
-            ["interrupted; the finished cells are stored: run the same command again to resume"],
-            code=130,
-        ) from None
-    except typer.Exit:
-        raise
-    except Exception as exc:  # a failure outside the chunks: say so, keep what was stored
-        raise fail([escape(f"sweep failed: {type(exc).__name__}: {exc}")], code=1) from exc
+    with (
+        long_work_errors(
+            "sweep",
+            "interrupted; the finished cells are stored: run the same command again to resume",
+        ),
+        user_errors(),
+    ):
+        outcome = run_sweep(
+            sweep,
+            engine=engine.value,
+            runs_dir=runs_dir,
+            force=force,
+            executor=chosen,
+            progress=progress_bar,
+            on_plan=on_plan,
+        )
 
     print_table(summary_table(outcome))
     print(outcome.folder)

@@ -14,6 +14,7 @@ from actreg_cli.cli.common import (
     SeedOpt,
     console,
     fail,
+    long_work_errors,
     note,
     progress_bar,
     user_errors,
@@ -48,21 +49,19 @@ def tutorial_command(
     if why:
         note(why)
     total = len(study_arms()) * repeats * probe.training.epochs
-    try:
-        with progress_bar(total, f"tutorial [{chosen.name}]") as advance:
-            outcome = run_tutorial(
-                engine=chosen,
-                engine_note=why,
-                epochs=probe.training.epochs,
-                repeats=repeats,
-                seed=probe.training.seed,
-                runs_dir=runs_dir,
-                progress=advance,
-            )
-    except KeyboardInterrupt:
-        raise fail(["interrupted; the folder keeps what was written so far"], code=130) from None
-    except Exception as exc:
-        raise fail([f"training failed: {type(exc).__name__}: {exc}"], code=1) from exc
+    with (
+        long_work_errors("training", "interrupted; the folder keeps what was written so far"),
+        progress_bar(total, f"tutorial [{chosen.name}]") as advance,
+    ):
+        outcome = run_tutorial(
+            engine=chosen,
+            engine_note=why,
+            epochs=probe.training.epochs,
+            repeats=repeats,
+            seed=probe.training.seed,
+            runs_dir=runs_dir,
+            progress=advance,
+        )
     print_table(outcome.rows, repeats)
     for sentence in outcome.verdicts:
         console.print(f"- {sentence}", highlight=False)

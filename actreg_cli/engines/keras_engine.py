@@ -146,10 +146,7 @@ class KerasEngine:
         data = load_dataset(config.data)
         keras.utils.set_random_seed(shuffle_seed(job.seed))  # minibatch order only
         model, probe = build_model(config)
-        sizes = layer_sizes(2, config.model.hidden_units)
-        dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-        for layer, (kernel, bias) in zip(dense, initial_weights(sizes, job.seed), strict=True):
-            layer.set_weights([kernel, bias])
+        set_initial_weights(model, config, job.seed)
         model.compile(
             optimizer=make_optimizer(config), loss="binary_crossentropy", metrics=["accuracy"]
         )
@@ -194,13 +191,22 @@ class KerasEngine:
         return mark_diverged(result)
 
 
-def keras_initial_weights(config: ExperimentConfig, seed: int) -> list[np.ndarray]:
-    """The weights a Keras model of `config` holds before its first step (for tests)."""
+def set_initial_weights(model, config: ExperimentConfig, seed: int) -> list:
+    """Load `weights.initial_weights` for `seed` into the model's Dense layers (in order).
+
+    Returns those layers, so callers can read the weights back.
+    """
     import keras
 
-    model, _ = build_model(config)
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     sizes = layer_sizes(2, config.model.hidden_units)
     for layer, (kernel, bias) in zip(dense, initial_weights(sizes, seed), strict=True):
         layer.set_weights([kernel, bias])
+    return dense
+
+
+def keras_initial_weights(config: ExperimentConfig, seed: int) -> list[np.ndarray]:
+    """The weights a Keras model of `config` holds before its first step (for tests)."""
+    model, _ = build_model(config)
+    dense = set_initial_weights(model, config, seed)
     return [w for layer in dense for w in layer.get_weights()]
