@@ -1,7 +1,8 @@
-"""Seeds and initial weights: the one place where a config's seed becomes random numbers.
+"""Seeds, initial weights and minibatch order: the one place where a seed becomes random numbers.
 
 Both engines start from `initial_weights(...)`, so the same seed gives the same starting point in
-Keras (`model.set_weights`) and in the fused engine.
+Keras (`model.set_weights`) and in the fused engine, and both draw epoch e's minibatch order from
+`epoch_permutation(shuffle_seed(model seed), e, n_train)`, so they train on the same batches.
 """
 
 from __future__ import annotations
@@ -43,3 +44,43 @@ def initial_weights(sizes: list[int], seed: int) -> list[tuple[np.ndarray, np.nd
 def shuffle_seed(model_seed: int) -> int:
     """Seed of the per-epoch minibatch permutations of one model (derived, never shared)."""
     return int(np.random.SeedSequence([model_seed, 1]).generate_state(1)[0] >> 1)
+
+
+# splitmix64 (Steele, Lea and Flood 2014; the seeding generator of xoshiro): a counter-based
+# integer hash. Only uint64 add, multiply (wrapping mod 2**64), xor and shifts, so numpy, Numba
+# and TensorFlow/XLA (`fused._epoch_order`) compute the same bits.
+SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
+SPLITMIX_MUL_1 = 0xBF58476D1CE4E5B9
+SPLITMIX_MUL_2 = 0x94D049BB133111EB
+#: Sort keys are (31 hash bits, 31 index bits): distinct, so every sort orders them the same way.
+INDEX_BITS = 31
+
+
+def splitmix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's output mix of each element of a uint64 array (a bijection on 64 bits)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(SPLITMIX_MUL_1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(SPLITMIX_MUL_2)
+    return z ^ (z >> np.uint64(31))
+
+
+def epoch_permutation(shuffle_seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order (int64 [n], a permutation of 0..n-1) in which epoch `epoch` visits the samples.
+
+    Minibatch b of the epoch holds samples order[b*batch_size : (b+1)*batch_size] (the last one
+    may be partial). Every engine uses this order, so the same seed trains on the same batches
+    in each: a new order every epoch (as tf.keras 2.x and unseeded Keras 3 do), reproducible.
+
+    Definition: base = mix(mix(seed + G) ^ epoch); sample i gets the hash
+    h_i = mix(base + (i + 1) * G) (a splitmix64 stream started at base), with G the splitmix64
+    gamma and all arithmetic mod 2**64; samples are sorted by the top 31 bits of h_i, ties by
+    index (key = (h_i >> 33) << 31 | i). Plain numpy on arrays (Numba can compile it unchanged).
+    """
+    if n >= 1 << INDEX_BITS:
+        raise ValueError(f"epoch_permutation supports fewer than 2**31 samples (got n={n})")
+    gamma = np.uint64(SPLITMIX_GAMMA)
+    base = splitmix64(np.full(1, shuffle_seed, dtype=np.uint64) + gamma)
+    base = splitmix64(base ^ np.uint64(epoch))
+    index = np.arange(n).astype(np.uint64)
+    hashes = splitmix64(base + (index + np.uint64(1)) * gamma)
+    keys = ((hashes >> np.uint64(64 - INDEX_BITS)) << np.uint64(INDEX_BITS)) | index
+    return np.argsort(keys.astype(np.int64), kind="mergesort")

@@ -57,7 +57,15 @@ from actreg_cli.engines.base import (
     TrainResult,
     mark_diverged,
 )
-from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
+from actreg_cli.weights import (
+    INDEX_BITS,
+    SPLITMIX_GAMMA,
+    SPLITMIX_MUL_1,
+    SPLITMIX_MUL_2,
+    initial_weights,
+    layer_sizes,
+    shuffle_seed,
+)
 
 #: Per hidden layer, the penalty factors a model can carry (see `coefficients`). Activity
 #: factors named *_mean_* are divided by the current batch size (reduction batch_mean), *_sum_*
@@ -538,6 +546,32 @@ def compiled_program(spec: _Spec):
     return tf.function(program, input_signature=signature, jit_compile=True, autograph=False)
 
 
+def epoch_order(seeds, epoch, n: int):
+    """`weights.epoch_permutation` of every model, in TensorFlow ops that XLA compiles.
+
+    seeds: int64 [C] shuffle seeds (non-negative), epoch: int32 scalar tensor. Returns int32
+    [C, n], row j equal to `epoch_permutation(seeds[j], epoch, n)` bit for bit: the same uint64
+    splitmix64 arithmetic (XLA's u64 add/multiply wrap mod 2**64, its right shift of an unsigned
+    integer is logical) and distinct int64 sort keys, so the sort's tie rule never matters.
+    """
+    tf = _tensorflow()
+    u64 = functools.partial(tf.constant, dtype=tf.uint64)
+
+    def mix(z):
+        z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(30))) * u64(SPLITMIX_MUL_1)
+        z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(27))) * u64(SPLITMIX_MUL_2)
+        return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(31)))
+
+    gamma = u64(SPLITMIX_GAMMA)
+    base = mix(tf.bitcast(seeds, tf.uint64) + gamma)
+    base = mix(tf.bitwise.bitwise_xor(base, tf.cast(epoch, tf.uint64)))
+    index = tf.range(n, dtype=tf.int64)
+    hashes = mix(base[:, None] + (tf.bitcast(index, tf.uint64) + u64(1))[None, :] * gamma)
+    high = tf.bitcast(tf.bitwise.right_shift(hashes, u64(64 - INDEX_BITS)), tf.int64)
+    keys = tf.bitwise.bitwise_or(tf.bitwise.left_shift(high, INDEX_BITS), index[None, :])
+    return tf.argsort(keys, axis=1, stable=True)
+
+
 class _Net:
     """Forward, hand-written backward and optimizer step of C stacked MLPs (code being traced).
 
@@ -787,25 +821,18 @@ class _Net:
     def minibatch_epoch(self, epoch, state, x_train, y_train, seeds):
         """One epoch of minibatch steps; returns the state and the [C, 2] train row.
 
-        Each model permutes the training rows every epoch by argsort of
-        stateless_uniform(seed=(shuffle_seed(model seed), epoch)): a model's order does not
-        depend on what else is in its chunk. Full batches run in a while_loop; the last partial
-        batch (kept, as Keras does) is one more, statically shaped, step.
+        Each model visits the training rows in epoch `epoch` in the order
+        `weights.epoch_permutation(shuffle_seed(model seed), epoch, n)` (computed in the
+        program by `epoch_order`), the order the Keras engine feeds `fit`: a model's batches do
+        not depend on what else is in its chunk. Full batches run in a while_loop; the last
+        partial batch (kept, as Keras does) is one more, statically shaped, step.
         """
         tf = self.tf
         spec = self.spec
         n, bs, c = spec.n_train, spec.batch_size, spec.chunk
         n_full, rest = divmod(n, bs)
         if spec.shuffle:
-            keys = tf.stack(
-                [
-                    tf.random.stateless_uniform(
-                        [n], seed=tf.stack([seeds[j], tf.cast(epoch, tf.int64)])
-                    )
-                    for j in range(c)
-                ]
-            )
-            order = tf.argsort(keys, axis=1, stable=True)
+            order = epoch_order(seeds, epoch, n)
         else:
             order = tf.tile(tf.range(n)[None, :], [c, 1])
         first_step = epoch * (n_full + (1 if rest else 0))

@@ -6,6 +6,8 @@ The fused engine is tested against it.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,7 +29,7 @@ from actreg_cli.engines.base import (
     TrainResult,
     mark_diverged,
 )
-from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
+from actreg_cli.weights import epoch_permutation, initial_weights, layer_sizes, shuffle_seed
 
 
 def penalty_function(reg: RegularizerConfig):
@@ -144,7 +146,9 @@ class KerasEngine:
 
         config = job.config
         data = load_dataset(config.data)
-        keras.utils.set_random_seed(shuffle_seed(job.seed))  # minibatch order only
+        # Nothing in these models draws from Keras's generators (the minibatch order comes from
+        # weights.epoch_permutation); seeded anyway, so a random layer added later is seeded too.
+        keras.utils.set_random_seed(shuffle_seed(job.seed))
         model, probe = build_model(config)
         set_initial_weights(model, config, job.seed)
         model.compile(
@@ -155,16 +159,22 @@ class KerasEngine:
             callbacks.append(
                 keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: progress(1))
             )
+        batch_size = config.training.batch_size
+        if config.training.shuffle and batch_size < data.n_train:
+            batches = epoch_shuffled_batches(data.x_train, data.y_train, batch_size, job.seed)
+            train_data = dict(x=batches)
+            callbacks.append(batches.epoch_callback())
+        else:  # in order (or one batch, where the order does not matter)
+            train_data = dict(x=data.x_train, y=data.y_train, batch_size=batch_size)
         fit = model.fit(
-            data.x_train,
-            data.y_train,
+            **train_data,
             validation_data=(data.x_test, data.y_test),
             epochs=config.training.epochs,
-            batch_size=config.training.batch_size,
             # The whole test set as one batch: val_loss then holds the exact (not batch-averaged)
             # penalty under both reductions.
             validation_batch_size=data.n_test,
-            shuffle=config.training.shuffle,
+            # Never Keras's own shuffling: with a PyDataset it would reorder the batches.
+            shuffle=False,
             verbose=0,
             callbacks=callbacks,
         )
@@ -189,6 +199,58 @@ class KerasEngine:
             diverged=False,
         )
         return mark_diverged(result)
+
+
+def epoch_shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
+    """A `keras.utils.PyDataset` of minibatches in `weights.epoch_permutation` order.
+
+    x [n, 2], y [n, 1]; seed is the model seed. Batch b of epoch e holds the rows
+    order[b*batch_size : (b+1)*batch_size] of order = epoch_permutation(shuffle_seed(seed), e, n),
+    the last batch partial when batch_size does not divide n (kept, as `fit` keeps it for
+    arrays; batch_mean penalties then divide by that batch's size). The fused engine trains on
+    the same batches.
+
+    The epoch comes from `fit` itself: pass `epoch_callback()` to `fit`, whose
+    `on_epoch_begin(epoch)` runs before Keras 3.15 starts the epoch's data iterator (it builds a
+    fresh one every epoch when `steps_per_epoch` is None). Counting the dataset's own
+    on_epoch_end/on_epoch_begin calls would be off by one: `fit` calls on_epoch_end once before
+    the first epoch (EpochIterator.reset), and a distribution strategy's symbolic build starts
+    an extra epoch. Call `fit` with shuffle=False (Keras would reorder the batches) and the
+    default workers=1 (batches are served in order from one generator).
+    """
+    return _epoch_shuffled_batches_type()(x, y, batch_size, seed)
+
+
+@functools.cache
+def _epoch_shuffled_batches_type():
+    """The PyDataset class behind `epoch_shuffled_batches` (defined on first use: Keras is
+    imported lazily, as everywhere in this module)."""
+    import keras
+
+    class _EpochShuffledBatches(keras.utils.PyDataset):
+        def __init__(self, x, y, batch_size: int, seed: int):
+            super().__init__()  # workers=1, no multiprocessing: batches in order
+            self.x, self.y, self.batch_size = x, y, batch_size
+            self.shuffle_seed = shuffle_seed(seed)
+            self.set_epoch(0)  # Keras reads a batch or two to learn the shapes before fitting
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+            self.order = epoch_permutation(self.shuffle_seed, epoch, len(self.x))
+
+        def epoch_callback(self):
+            return keras.callbacks.LambdaCallback(
+                on_epoch_begin=lambda epoch, logs=None: self.set_epoch(epoch)
+            )
+
+        def __len__(self) -> int:
+            return math.ceil(len(self.x) / self.batch_size)
+
+        def __getitem__(self, index: int):
+            rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+            return self.x[rows], self.y[rows]
+
+    return _EpochShuffledBatches
 
 
 def set_initial_weights(model, config: ExperimentConfig, seed: int) -> list:
