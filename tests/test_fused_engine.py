@@ -13,8 +13,9 @@ import pytest
 
 from actreg_cli.config import ExperimentConfig, validate_mapping
 from actreg_cli.engines.base import EngineUnsupported, TrainJob
-from actreg_cli.engines.fused import FusedEngine
+from actreg_cli.engines.fused import FusedEngine, epoch_order
 from actreg_cli.engines.keras_engine import KerasEngine
+from actreg_cli.weights import epoch_permutation, shuffle_seed
 
 EPOCHS = 100
 SEED = 11
@@ -341,3 +342,16 @@ def test_shuffled_minibatches_match_keras(reduction) -> None:
     np.testing.assert_allclose(fused.train_loss, keras.train_loss, rtol=2e-5)
     assert fused.train_accuracy == keras.train_accuracy
     assert fused.test_accuracy == keras.test_accuracy
+
+
+def test_compiled_epoch_order_equals_epoch_permutation() -> None:
+    """The order the XLA program computes is weights.epoch_permutation, bit for bit."""
+    import tensorflow as tf
+
+    seeds = np.array([0, 1, shuffle_seed(SEED), 2**63 - 1], dtype=np.int64)
+    order = tf.function(epoch_order, jit_compile=True, reduce_retracing=False)
+    for n in (1, 50, 301):
+        for epoch in (0, 1, 2, 3999):
+            got = order(tf.constant(seeds), tf.constant(epoch, tf.int32), n).numpy()
+            expected = np.stack([epoch_permutation(int(s), epoch, n) for s in seeds])
+            np.testing.assert_array_equal(got, expected)

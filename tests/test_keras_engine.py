@@ -8,8 +8,12 @@ import pytest
 
 from actreg_cli.config import ExperimentConfig
 from actreg_cli.engines.base import TrainJob
-from actreg_cli.engines.keras_engine import KerasEngine, keras_initial_weights
-from actreg_cli.weights import initial_weights, layer_sizes
+from actreg_cli.engines.keras_engine import (
+    KerasEngine,
+    epoch_shuffled_batches,
+    keras_initial_weights,
+)
+from actreg_cli.weights import epoch_permutation, initial_weights, layer_sizes, shuffle_seed
 
 
 def config(**changes) -> ExperimentConfig:
@@ -85,3 +89,57 @@ def test_training_reports_history_and_final_metrics() -> None:
     assert result.test_accuracy == pytest.approx(result.history[-1, 3])
     assert 0.0 <= result.zero_fraction <= 1.0 and result.mean_activation >= 0.0
     assert not result.diverged
+
+
+SHUFFLED = {
+    "data": {"n_samples": 120, "n_train": 50},
+    "model": {"hidden_units": [16]},
+    "training": {"epochs": 4, "batch_size": 16},
+}
+
+
+def test_shuffled_batches_follow_epoch_permutation() -> None:
+    """Epoch e's batches are x[epoch_permutation(shuffle_seed(seed), e, n)] cut into batches of
+    16, the last one partial (50 = 3 * 16 + 2), and every epoch has another order."""
+    from actreg_cli.data import load_dataset
+
+    data = load_dataset(config(**SHUFFLED).data)
+    batches = epoch_shuffled_batches(data.x_train, data.y_train, 16, seed=9)
+    assert len(batches) == 4
+    orders = []
+    for epoch in range(3):
+        batches.set_epoch(epoch)
+        served = [batches[b] for b in range(len(batches))]
+        assert [len(x) for x, _ in served] == [16, 16, 16, 2]
+        order = epoch_permutation(shuffle_seed(9), epoch, 50)
+        np.testing.assert_array_equal(np.concatenate([x for x, _ in served]), data.x_train[order])
+        np.testing.assert_array_equal(np.concatenate([y for _, y in served]), data.y_train[order])
+        orders.append(order.tobytes())
+    assert len(set(orders)) == 3
+
+
+def test_fit_sets_each_epoch_before_it_starts(monkeypatch) -> None:
+    """`fit` (Keras 3.15) hands the dataset epochs 0, 1, 2, 3 in turn, and a run is reproducible:
+    the same seed trains the same way, another seed differently."""
+    from actreg_cli.engines import keras_engine
+
+    epochs_set: list[int] = []
+    make = keras_engine.epoch_shuffled_batches
+
+    def recording(*args, **kwargs):
+        batches = make(*args, **kwargs)
+        set_epoch = batches.set_epoch
+
+        def record(epoch: int) -> None:
+            epochs_set.append(epoch)
+            set_epoch(epoch)
+
+        batches.set_epoch = record
+        return batches
+
+    monkeypatch.setattr(keras_engine, "epoch_shuffled_batches", recording)
+    cfg = config(**SHUFFLED)
+    first, again, other = (KerasEngine().train([TrainJob(cfg, seed)])[0] for seed in (3, 3, 4))
+    assert epochs_set == [0, 1, 2, 3] * 3
+    np.testing.assert_array_equal(first.history, again.history)
+    assert not np.array_equal(first.history, other.history)
