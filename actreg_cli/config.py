@@ -168,7 +168,9 @@ class TrainingConfig(StrictModel):
     learning_rate: PositiveFloat = 1e-3
     epochs: PositiveInt = 4000
     batch_size: PositiveInt = 32  # Keras's default; 30 training samples -> one full batch
-    shuffle: bool = True  # reshuffle minibatches (irrelevant when one batch holds all samples)
+    # true: a new minibatch order every epoch, weights.epoch_permutation (the same in every
+    # engine); false: in order. Irrelevant when one batch holds all samples.
+    shuffle: bool = True
     seed: NonNegativeInt = 0  # drives initial weights and shuffling of every repeat
     repeats: PositiveInt = 1  # independent trainings from derived seeds
 

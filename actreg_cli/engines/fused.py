@@ -21,6 +21,11 @@ is data, not graph: per-model factor arrays, 0 where a model lacks a penalty. On
 kinds some model of a group uses are built into its program. Jobs that differ in data, hidden
 units, activation, optimizer, epochs, effective batch size or shuffling form separate groups.
 
+Shuffled minibatches: epoch e of a model visits the training rows in the order
+`weights.epoch_permutation(shuffle_seed(model seed), e, n_train)`, computed inside the loop by
+`epoch_order` (integer hashing and a sort, bit-identical to the numpy definition), the order
+the Keras engine feeds `fit`: both engines train on the same batches.
+
 The backward pass is written by hand. It follows the gradient TensorFlow registers for each
 forward op (ReluGrad/TanhGrad/SigmoidGrad/EluGrad from the activation's output, Abs -> sign,
 Square -> 2x, the composite sigmoid_cross_entropy_with_logits), so it equals GradientTape to

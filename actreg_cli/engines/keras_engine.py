@@ -2,6 +2,15 @@
 
 Slow (60-75 ms an epoch, nearly all of it per-epoch overhead) but by definition what Keras does.
 The fused engine is tested against it.
+
+Minibatch order is the one thing taken out of Keras's hands. Keras 3.15's `fit(shuffle=True)`
+on arrays, after `keras.utils.set_random_seed`, visits the samples in the same permutation every
+epoch (tf.keras 2.x and unseeded Keras 3 draw a new one each epoch). This engine reshuffles
+every epoch instead, from the model seed: it feeds `fit` a PyDataset
+(`epoch_shuffled_batches`) that serves epoch e in the order `weights.epoch_permutation`, which
+the fused engine computes too, so both engines train on the same batches. Batch sizes, the
+last partial batch and the batch-size weighting of the epoch's loss are those of `fit` on
+arrays.
 """
 
 from __future__ import annotations
