@@ -360,13 +360,14 @@ def test_compiled_epoch_order_equals_epoch_permutation() -> None:
 @pytest.mark.slow
 def test_shuffled_minibatch_distributions_agree_over_20_seeds() -> None:
     """Issue 13's setting (circles 400/300, batch 32 so 10 batches an epoch with a partial
-    last one, L1 1e-3 before ReLU, 150 epochs) over 20 seeds; about 5 minutes (Keras).
+    last one, L1 1e-3 before ReLU, 150 epochs) over 20 seeds; ~3.5 minutes of CPU (Keras).
 
     Criterion, for final train loss, final test accuracy and the epoch-75 loss: Welch's t-test
     (means) and Levene's test (spreads) between the engines both give p > 0.05 (identical
-    samples count as agreeing); and per seed, losses agree to 1e-3 relative and test accuracies
-    to one sample (1/100). Before the engines shared an order, Keras's spread of the final loss
-    was ~6x the fused one's (Levene p 6.5e-05, issue 13).
+    samples count as agreeing); and per seed, losses agree to 3e-3 relative (measured: 3e-4;
+    1500 Adam steps of float-rounding drift) and test accuracies to one sample (1/100). Before
+    the engines shared an order, Keras's final-loss spread was ~6x the fused one's (std 0.0117
+    vs 0.0019 over 24 seeds, Levene p 1e-05; benchmarks/compare_shuffle.py).
     """
     from scipy import stats
 
@@ -395,4 +396,4 @@ def test_shuffled_minibatch_distributions_agree_over_20_seeds() -> None:
         if name == "test accuracy":
             assert np.all(np.abs(a - b) < 1.5 / 100), name
         else:
-            np.testing.assert_allclose(a, b, rtol=1e-3, err_msg=name)
+            np.testing.assert_allclose(a, b, rtol=3e-3, err_msg=name)
