@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import os
+import sys
 from collections.abc import Iterable, Sequence
 from enum import Enum
 from pathlib import Path
@@ -230,11 +232,17 @@ def import_custom_function(spec: str) -> Any:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"function must look like 'package.module:function' (got {spec!r})")
+    # `python -m actreg_cli` has the current folder on sys.path, the installed `actreg` script
+    # does not: put it there so that `function: myreg:fn` finds ./myreg.py either way.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import failure is a config error, not a crash
         raise ValueError(
-            f"cannot import module {module_name!r} for function {spec!r}: {exc}"
+            f"cannot import module {module_name!r} for function {spec!r} (looked in the current "
+            f"folder and on PYTHONPATH): {exc}"
         ) from exc
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
@@ -392,17 +400,26 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
     return f"{hint} (allowed: {allowed})"
 
 
-def format_validation_error(exc: ValidationError, origin: str, model: type[BaseModel]) -> list[str]:
-    """One line per pydantic error: `file: field.path: message (got value)`."""
+def format_validation_error(
+    exc: ValidationError,
+    origin: str,
+    model: type[BaseModel],
+    overridden: dict[str, str] | None = None,
+) -> list[str]:
+    """One line per pydantic error: `file: field.path: message (got value)`.
+
+    overridden: dotted key -> `--set 'KEY=VALUE'`; an error at or under an overridden key is
+    blamed on that --set item instead of the file (the file never held the bad value)."""
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         path = ".".join(loc) or "config"
+        origin_here = _origin_of(path, origin, overridden or {})
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             suggestion = _suggest(loc[-1], parent.model_fields) if parent else ""
-            lines.append(f"{origin}: unknown key {path!r}{suggestion}")
+            lines.append(f"{origin_here}: unknown key {path!r}{suggestion}")
             continue
         got = err.get("input")
         got_text = (
@@ -410,8 +427,17 @@ def format_validation_error(exc: ValidationError, origin: str, model: type[BaseM
             if isinstance(got, dict | list) or got is None and "missing" in err["type"]
             else f" (got {got!r})"
         )
-        lines.append(f"{origin}: {path}: {msg}{got_text}")
+        lines.append(f"{origin_here}: {path}: {msg}{got_text}")
     return lines
+
+
+def _origin_of(path: str, origin: str, overridden: dict[str, str]) -> str:
+    """Who set the value at `path`: the deepest `--set` key at or above it, else `origin`."""
+    best = ""
+    for key in overridden:
+        if (path == key or path.startswith(key + ".")) and len(key) > len(best):
+            best = key
+    return overridden[best] if best else origin
 
 
 def _model_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
@@ -429,22 +455,34 @@ def _model_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
     return schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
 
 
-def validate_mapping(data: dict[str, Any], model: type[StrictModel], origin: str) -> Any:
-    """Validate plain data into `model`, turning pydantic errors into a ConfigError."""
+def validate_mapping(
+    data: dict[str, Any],
+    model: type[StrictModel],
+    origin: str,
+    overridden: dict[str, str] | None = None,
+) -> Any:
+    """Validate plain data into `model`, turning pydantic errors into a ConfigError.
+
+    overridden: what `apply_overrides` returned, so that errors name the --set item at fault."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, origin, model)) from None
+        raise ConfigError(format_validation_error(exc, origin, model, overridden)) from None
 
 
 def apply_overrides(
     data: dict[str, Any], overrides: Sequence[str], *, model: type[StrictModel], prefix: str = ""
-) -> dict[str, Any]:
-    """Apply `--set KEY=VALUE` items (KEY relative to `prefix`, e.g. 'base.' for sweeps)."""
+) -> dict[str, str]:
+    """Apply `--set KEY=VALUE` items (KEY relative to `prefix`, e.g. 'base.' for sweeps).
+
+    Returns dotted key (with prefix) -> `--set 'KEY=VALUE'`, the origin of each overridden value."""
+    overridden: dict[str, str] = {}
     for item in overrides:
         key, value = parse_override(item)
-        set_path(data, prefix + key, value, model=model, origin=f"--set {item!r}")
-    return data
+        origin = f"--set {item!r}"
+        set_path(data, prefix + key, value, model=model, origin=origin)
+        overridden[prefix + key] = origin
+    return overridden
 
 
 def load_experiment(path: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -454,8 +492,8 @@ def load_experiment(path: Path, overrides: Sequence[str] = ()) -> ExperimentConf
         raise ConfigError(
             [f"{path}: this is a sweep config (it has 'base' and 'grid'); use `actreg sweep`"]
         )
-    apply_overrides(data, overrides, model=ExperimentConfig)
-    return validate_mapping(data, ExperimentConfig, str(path))
+    overridden = apply_overrides(data, overrides, model=ExperimentConfig)
+    return validate_mapping(data, ExperimentConfig, str(path), overridden)
 
 
 def load_sweep(path: Path, overrides: Sequence[str] = ()) -> SweepConfig:
@@ -466,8 +504,8 @@ def load_sweep(path: Path, overrides: Sequence[str] = ()) -> SweepConfig:
             [f"{path}: a sweep config needs a 'grid' mapping (dotted key: list of values)"]
         )
     data.setdefault("base", {})
-    apply_overrides(data, overrides, model=SweepConfig, prefix="base.")
-    return validate_mapping(data, SweepConfig, str(path))
+    overridden = apply_overrides(data, overrides, model=SweepConfig, prefix="base.")
+    return validate_mapping(data, SweepConfig, str(path), overridden)
 
 
 def load_any(path: Path) -> ExperimentConfig | SweepConfig:

@@ -6,6 +6,7 @@ Imports nothing heavy: `actreg --help` and config errors must come back at once.
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,36 +14,105 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from actreg_cli.config import ConfigError
 from actreg_cli.engines import EngineName
 from actreg_cli.engines.base import EngineUnsupported
 
 # Piped output (logs, CI) gets a wide page instead of 80 columns, so tables stay one line a row.
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True)
+# markup=False: config names, file paths and --set values are user text; brackets in them
+# ("model.hidden_units=[8]") must print as typed, never be read as rich styles.
+console = Console(width=None if sys.stdout.isatty() else 120, markup=False)
+err_console = Console(stderr=True, markup=False)
 
-ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
+ConfigArg = Annotated[
+    Path, typer.Argument(metavar="CONFIG", help="YAML config file.", show_default=False)
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--set", help="Override a config key, e.g. --set regularizers.0.strength=1e-3 (repeatable)."
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config key, e.g. --set regularizers.0.strength=1e-3 (repeatable).",
     ),
 ]
-EpochsOpt = Annotated[int | None, typer.Option(help="Override training.epochs.")]
-RepeatsOpt = Annotated[int | None, typer.Option(help="Override training.repeats.")]
-SeedOpt = Annotated[int | None, typer.Option(help="Override training.seed.")]
+
+
+def at_least(minimum: int) -> Callable[[int | None], int | None]:
+    """An option callback: the integer must be >= minimum (exit 2 naming the value otherwise)."""
+
+    def check(value: int | None) -> int | None:
+        if value is not None and value < minimum:
+            raise typer.BadParameter(f"must be an integer >= {minimum} (got {value})")
+        return value
+
+    return check
+
+
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option(metavar="N", callback=at_least(1), help="Override training.epochs (>= 1)."),
+]
+RepeatsOpt = Annotated[
+    int | None,
+    typer.Option(metavar="N", callback=at_least(1), help="Override training.repeats (>= 1)."),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option(metavar="N", callback=at_least(0), help="Override training.seed (>= 0)."),
+]
 EngineOpt = Annotated[
     EngineName,
-    typer.Option(help="auto: fused when it supports the config, else keras (and says why)."),
+    typer.Option(
+        metavar="[auto|keras|fused]",
+        help="auto: fused when it supports the config, else keras (and says why).",
+    ),
 ]
-RunsDirOpt = Annotated[Path, typer.Option(help="Folder that receives the run folders.")]
+
+
+def writable_folder(path: Path) -> Path:
+    """--runs-dir check, before any training: the folder exists or can be made, and takes files.
+
+    Raises typer.BadParameter (exit 2) for a file, /dev/null, or a folder this user cannot write.
+    Creates nothing: the nearest existing ancestor is probed with a temporary file.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing.is_file() else "is not a folder"
+        where = "" if existing == path else f" (its parent {existing} {what})"
+        raise typer.BadParameter(
+            f"{path}: cannot hold run folders{where or ': it ' + what}; give a folder path"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise typer.BadParameter(f"{path}: cannot write into {existing}: {reason}") from None
+    return path
+
+
+RunsDirOpt = Annotated[
+    Path,
+    typer.Option(
+        metavar="DIR",
+        help="Folder that receives the run folders (made if missing).",
+        callback=writable_folder,
+    ),
+]
 
 
 def fail(lines: list[str], code: int = 2) -> typer.Exit:
-    """Print an error (one line per problem) to stderr and return the Exit to raise."""
+    """Print an error (one line per problem) to stderr and return the Exit to raise.
+
+    The lines are plain text, printed as given (never read as rich markup)."""
     for line in lines:
-        err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        err_console.print(
+            Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True
+        )
     return typer.Exit(code=code)
 
 
@@ -61,8 +131,6 @@ def user_errors() -> Iterator[None]:
 def long_work_errors(what: str, on_interrupt: str) -> Iterator[None]:
     """Around training: Ctrl-C exits 130 saying `on_interrupt`; any other failure exits 1 with
     '<what> failed: Type: message'. Files already written stay (they are written atomically)."""
-    from rich.markup import escape
-
     try:
         yield
     except KeyboardInterrupt:
@@ -70,7 +138,7 @@ def long_work_errors(what: str, on_interrupt: str) -> Iterator[None]:
     except typer.Exit:
         raise
     except Exception as exc:
-        raise fail([escape(f"{what} failed: {type(exc).__name__}: {exc}")], code=1) from exc
+        raise fail([f"{what} failed: {type(exc).__name__}: {exc}"], code=1) from exc
 
 
 @contextmanager
@@ -86,7 +154,7 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]
     )
 
     progress = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -102,7 +170,9 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]
 
 def note(text: str) -> None:
     """A one-line remark on stderr (engine fallback and the like)."""
-    err_console.print(f"[yellow]note:[/] {text}", highlight=False, soft_wrap=True)
+    err_console.print(
+        Text.assemble(("note:", "yellow"), " ", text), highlight=False, soft_wrap=True
+    )
 
 
 def stdout_is_terminal() -> bool:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from actreg_cli.cli.common import (
     ConfigArg,
@@ -42,11 +41,17 @@ ForceOpt = Annotated[
 ]
 ExecutorOpt = Annotated[
     ExecutorName,
-    typer.Option(help="local: train the chunks here, one after another; ray: as Ray tasks."),
+    typer.Option(
+        metavar="[local|ray]",
+        help="local: train the chunks here, one after another; ray: as Ray tasks.",
+    ),
 ]
 AddressOpt = Annotated[
     str | None,
-    typer.Option(help="Ray cluster address (--executor ray); default: a local Ray instance."),
+    typer.Option(
+        metavar="HOST:PORT",
+        help="Ray cluster address (--executor ray); default: a local Ray instance.",
+    ),
 ]
 
 
@@ -63,16 +68,21 @@ def make_executor(executor: ExecutorName, address: str | None) -> Any:
         if address is not None:
             raise fail(["--address applies only to --executor ray"])
         return LocalExecutor()
-    if importlib.util.find_spec("ray") is None:
-        raise fail([escape(RAY_HINT)])
-    from actreg_cli.ray_executor import RayExecutor
+    from actreg_cli.ray_executor import RayExecutor, check_reachable
 
+    if address is not None:
+        try:
+            check_reachable(address)
+        except ValueError as exc:
+            raise fail([f"--address {address}: {exc}"]) from None
+    if importlib.util.find_spec("ray") is None:
+        raise fail([RAY_HINT])
     try:
         return RayExecutor(address=address)
     except ImportError:
-        raise fail([escape(RAY_HINT)]) from None
+        raise fail([RAY_HINT]) from None
     except ValueError as exc:
-        raise fail([escape(str(exc))]) from None
+        raise fail([str(exc)]) from None
 
 
 def _fmt(value: float, signed: bool = False) -> str:
@@ -84,6 +94,7 @@ def _fmt(value: float, signed: bool = False) -> str:
 def summary_table(outcome: Any) -> Any:
     """A compact rich table of summary.csv: swept values, n, test accuracy, vs baseline."""
     from rich.table import Table
+    from rich.text import Text
 
     from actreg_cli.sweep import format_value
     from actreg_cli.sweep_report import short_names, summary_rows
@@ -105,7 +116,7 @@ def summary_table(outcome: Any) -> Any:
     table.add_column("95% CI", justify="right")
     table.add_column("vs base [95% CI]")
     for row in summary_rows(outcome):
-        values = ["" if row[k] is None else escape(format_value(row[k])) for k in keys]
+        values = ["" if row[k] is None else format_value(row[k]) for k in keys]
         if row["status"] != "done":
             table.add_row(row["cell"], *values, "0", "failed", "", "")
             continue
@@ -116,7 +127,7 @@ def summary_table(outcome: Any) -> Any:
                 f"[{_fmt(row['diff_ci_low'], True)}, {_fmt(row['diff_ci_high'], True)}]"
             )
             if row["diff_clear"]:
-                diff = f"[bold]{diff} *[/]"
+                diff = Text(f"{diff} *", style="bold")
         table.add_row(
             row["cell"],
             *values,
@@ -138,7 +149,7 @@ def print_table(table: Any) -> None:
 
     wide = console.options.update_width(10_000)
     width = max(console.width, Measurement.get(console, wide, table).maximum)
-    Console(file=sys.stdout, width=width, highlight=False).print(table)
+    Console(file=sys.stdout, width=width, highlight=False, markup=False).print(table)
 
 
 def sweep_command(
@@ -171,7 +182,7 @@ def sweep_command(
 
     def on_plan(plan: Any) -> None:
         for line in plan.notes:
-            note(escape(line))
+            note(line)
         console.print(plan.summary_line(), highlight=False)
 
     with (
@@ -194,7 +205,7 @@ def sweep_command(
     print_table(summary_table(outcome))
     print(outcome.folder)
     if outcome.failures:
-        lines = [escape(f"cell {cell} failed: {why}") for cell, why in outcome.failures.items()]
+        lines = [f"cell {cell} failed: {why}" for cell, why in outcome.failures.items()]
         raise fail([*lines, "re-run the same command to retry the failed cells"], code=1)
 
 

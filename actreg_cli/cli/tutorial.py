@@ -12,8 +12,8 @@ from actreg_cli.cli.common import (
     EpochsOpt,
     RunsDirOpt,
     SeedOpt,
+    at_least,
     console,
-    fail,
     long_work_errors,
     note,
     progress_bar,
@@ -25,7 +25,12 @@ from actreg_cli.engines import EngineName
 def tutorial_command(
     epochs: EpochsOpt = None,
     repeats: Annotated[
-        int, typer.Option(min=1, help="Repeats of every model (mean, std, 95% CI).")
+        int,
+        typer.Option(
+            metavar="N",
+            callback=at_least(1),
+            help="Repeats of every model (mean, std, 95% CI).",
+        ),
     ] = 10,
     seed: SeedOpt = None,
     engine: EngineOpt = EngineName.auto,
@@ -38,8 +43,6 @@ def tutorial_command(
     from actreg_cli.tutorial import run_tutorial, study_arms, tutorial_config
 
     with user_errors():
-        if epochs is not None and epochs < 1:
-            raise fail([f"--epochs must be a positive integer (got {epochs})"])
         probe = tutorial_config(
             "before_relu", epochs=epochs or 4000, seed=seed or 0, repeats=repeats
         )
