@@ -152,3 +152,32 @@ def test_custom_regularizer_in_the_current_folder_is_found_by_a_script(tmp_path:
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
         assert "ok: exp.yaml" in out.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["sweep"], ["tutorial"], ["validate"]])
+def test_help_fits_80_columns_and_keeps_sentences_whole(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "-h"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    cut = [line for line in lines if line.endswith("...") and not line.startswith("Usage:")]
+    assert not cut  # Click cuts a too-long command summary with "..."
+    assert "<bool>" not in result.stdout
+
+
+def test_shell_completion_completes_commands_and_choices(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "_ACTREG_COMPLETE": "complete_bash"}
+
+    def complete(words: str) -> list[str]:
+        env.update(COMP_WORDS=words, COMP_CWORD=str(len(words.split(" ")) - 1))
+        out = subprocess.run(
+            [sys.executable, "-m", "actreg_cli"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert complete("actreg sw") == ["sweep"]
+    assert complete("actreg sweep --engine ") == ["auto", "keras", "fused"]
+    result = invoke("--show-completion", "bash")
+    assert "_ACTREG_COMPLETE=complete_bash" in result.stdout

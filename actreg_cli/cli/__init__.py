@@ -37,7 +37,7 @@ class ActregGroup(TyperGroup):
             if ctx is not None:
                 err_console.print(f"       see '{ctx.command_path} --help'", highlight=False)
             sys.exit(code)
-        except click.Abort:
+        except typer.Abort:
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -81,3 +81,14 @@ def main_options(
 
 for module in (run, tutorial, sweep, report, validate):
     module.register(app)
+
+# One line each in `actreg -h`: Click would cut the docstrings' first sentences mid-word.
+SHORT_HELP = {
+    "run": "Train one experiment (with repeats); write a run folder.",
+    "tutorial": "Reproduce the tutorial's figures and test its claims.",
+    "sweep": "Train every cell of a grid (with repeats); resumable.",
+    "report": "Re-draw a run folder's plot and summary.",
+    "validate": "Check configs without training.",
+}
+for info in app.registered_commands:
+    info.short_help = SHORT_HELP.get(info.name or "", info.short_help)
