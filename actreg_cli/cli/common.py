@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -166,6 +166,25 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]
     with progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+def print_fitting(*layouts: Callable[[], Any]) -> None:
+    """Print on stdout the first layout (a function making a rich renderable) whose natural width
+    fits the terminal, else the last. A pipe has no width to respect: it gets the first, unwrapped.
+    """
+    from rich.measure import Measurement
+
+    wide = console.options.update_width(10_000)
+    if not console.is_terminal:
+        renderable = layouts[0]()
+        width = max(console.width, Measurement.get(console, wide, renderable).maximum)
+        Console(file=sys.stdout, width=width, highlight=False, markup=False).print(renderable)
+        return
+    for build in layouts:
+        renderable = build()
+        if Measurement.get(console, wide, renderable).maximum <= console.width:
+            break
+    console.print(renderable)
 
 
 def note(text: str) -> None:

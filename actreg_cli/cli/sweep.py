@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sys
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,11 +23,13 @@ from actreg_cli.cli.common import (
     fail,
     long_work_errors,
     note,
+    print_fitting,
     progress_bar,
     user_errors,
 )
 from actreg_cli.engines import EngineName
 
+LAYOUTS = ("wide", "narrow", "stacked")  # summary_table layouts, widest first
 RAY_HINT = "the ray executor needs the optional extra: pip install -e '.[ray]'"
 
 
@@ -91,8 +93,14 @@ def _fmt(value: float, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def summary_table(outcome: Any) -> Any:
-    """A compact rich table of summary.csv: swept values, n, test accuracy, vs baseline."""
+def summary_table(outcome: Any, layout: str = "wide") -> Any:
+    """summary.csv as rich text: swept values, n, test accuracy (mean±std, 95% CI), vs baseline.
+
+    layout: "wide" (one row a cell, every column), "narrow" (without the accuracy's CI column,
+    which summary.csv keeps) or "stacked" (two lines a cell, for terminals too narrow for both).
+    The swept values, which tell the cells apart, are never shortened.
+    """
+    from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
@@ -101,55 +109,60 @@ def summary_table(outcome: Any) -> Any:
 
     keys = list(outcome.plan.sweep.grid)
     names = short_names(keys)
-    table = Table(
-        box=None,
-        pad_edge=False,
-        header_style="bold",
-        caption="test accuracy: mean±std over repeats; * the 95% CI of the difference excludes 0",
-        caption_justify="left",
-    )
-    table.add_column("cell")
-    for key in keys:
-        table.add_column(names[key])
-    table.add_column("n", justify="right")
-    table.add_column("test acc", justify="right")
-    table.add_column("95% CI", justify="right")
-    table.add_column("vs base [95% CI]")
+    caption = "test acc: mean±std over repeats; * the 95% CI of the difference excludes 0"
+    rows = []
     for row in summary_rows(outcome):
         values = ["" if row[k] is None else format_value(row[k]) for k in keys]
-        if row["status"] != "done":
-            table.add_row(row["cell"], *values, "0", "failed", "", "")
-            continue
+        done = row["status"] == "done"
         diff = ""
-        if row["baseline_cell"]:
+        if done and row["baseline_cell"]:
             diff = (
                 f"{_fmt(row['diff_vs_baseline'], True)} "
                 f"[{_fmt(row['diff_ci_low'], True)}, {_fmt(row['diff_ci_high'], True)}]"
             )
             if row["diff_clear"]:
                 diff = Text(f"{diff} *", style="bold")
-        table.add_row(
-            row["cell"],
-            *values,
-            str(row["n"]),
-            f"{_fmt(row['test_accuracy_mean'])}±{_fmt(row['test_accuracy_std'])}",
-            f"{_fmt(row['test_accuracy_ci_low'])}-{_fmt(row['test_accuracy_ci_high'])}",
-            diff,
+        acc = f"{_fmt(row['test_accuracy_mean'])}±{_fmt(row['test_accuracy_std'])}"
+        ci = f"{_fmt(row['test_accuracy_ci_low'])}-{_fmt(row['test_accuracy_ci_high'])}"
+        rows.append(
+            (
+                row["cell"],
+                values,
+                str(row["n"]) if done else "0",
+                acc if done else "failed",
+                ci if done else "",
+                diff,
+            )
         )
+
+    if layout == "stacked":
+        lines: list[Any] = []
+        for cell, values, n, acc, ci, diff in rows:
+            swept = "  ".join(f"{names[k]}={v}" for k, v in zip(keys, values, strict=True) if v)
+            lines.append(Text(f"{cell}  {swept or '(no regularizer)'}", style="bold"))
+            detail = Text(f"    n={n}  test acc {acc}")
+            if ci:
+                detail.append(f" (95% CI {ci})")
+            lines.append(detail)
+            if diff:
+                lines.append(Text.assemble("    vs base ", diff))
+        return Group(*lines, Text(caption))
+
+    table = Table(
+        box=None, pad_edge=False, header_style="bold", caption=caption, caption_justify="left"
+    )
+    table.add_column("cell", no_wrap=True)
+    for key in keys:
+        table.add_column(names[key], no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("test acc", justify="right", no_wrap=True)
+    if layout == "wide":
+        table.add_column("95% CI", justify="right", no_wrap=True)
+    table.add_column("vs base [95% CI]", no_wrap=True)
+    for cell, values, n, acc, ci, diff in rows:
+        extra = [ci] if layout == "wide" else []
+        table.add_row(cell, *values, n, acc, *extra, diff)
     return table
-
-
-def print_table(table: Any) -> None:
-    """Print to stdout; unwrapped when stdout is no terminal (a pipe has no width to respect)."""
-    if console.is_terminal:
-        console.print(table)
-        return
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    wide = console.options.update_width(10_000)
-    width = max(console.width, Measurement.get(console, wide, table).maximum)
-    Console(file=sys.stdout, width=width, highlight=False, markup=False).print(table)
 
 
 def sweep_command(
@@ -202,7 +215,7 @@ def sweep_command(
             on_plan=on_plan,
         )
 
-    print_table(summary_table(outcome))
+    print_fitting(*(partial(summary_table, outcome, layout) for layout in LAYOUTS))
     print(outcome.folder)
     if outcome.failures:
         lines = [f"cell {cell} failed: {why}" for cell, why in outcome.failures.items()]
