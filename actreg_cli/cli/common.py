@@ -128,22 +128,77 @@ def user_errors() -> Iterator[None]:
 
 
 @contextmanager
-def long_work_errors(what: str, on_interrupt: str) -> Iterator[None]:
-    """Around training: Ctrl-C exits 130 saying `on_interrupt`; any other failure exits 1 with
+def long_work_errors(what: str, on_interrupt: Callable[[], str]) -> Iterator[None]:
+    """Around training: Ctrl-C prints "stopping..." at once, then (once the engine has stopped,
+    within about a second) exits 130 saying `on_interrupt()`; any other failure exits 1 with
     '<what> failed: Type: message'. Files already written stay (they are written atomically)."""
+    import signal
+    import threading
+
+    def stopping(signum: int, frame: Any) -> None:
+        err_console.print(Text("stopping...", style="yellow"), highlight=False)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, stopping) if main_thread else None
     try:
         yield
     except KeyboardInterrupt:
-        raise fail([on_interrupt], code=130) from None
+        raise fail([on_interrupt()], code=130) from None
     except typer.Exit:
         raise
     except Exception as exc:
         raise fail([f"{what} failed: {type(exc).__name__}: {exc}"], code=1) from exc
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def interrupted_message(folder: list[Path]) -> str:
+    """What Ctrl-C leaves: `folder` holds the run folder once training has made it."""
+    if not folder:
+        return "interrupted before any run folder was made"
+    return f"interrupted; {folder[0]} keeps what was written so far (an unfinished run)"
+
+
+#: Engines that run on TensorFlow (see `start_tensorflow`).
+TENSORFLOW_ENGINES = ("keras", "fused")
+
+
+def start_tensorflow() -> None:
+    """Import TensorFlow before a progress bar starts: the import silences file descriptor 2
+    for a few seconds (actreg_cli.quiet_tensorflow), which would freeze a running bar. A
+    terminal sees "starting TensorFlow..." meanwhile, erased when done."""
+    if "tensorflow" in sys.modules:
+        return
+    show = err_console.is_terminal
+    if show:
+        err_console.file.write("starting TensorFlow...\r")
+        err_console.file.flush()
+    import tensorflow  # noqa: F401
+
+    if show:
+        err_console.file.write("\x1b[2K")  # erase the line
+        err_console.file.flush()
+
+
+#: Seconds between two progress lines when stderr is no terminal (a log file, CI, `| tee`).
+PLAIN_PROGRESS_INTERVAL_S = 10.0
 
 
 @contextmanager
-def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar fed by a callback `advance(n)`; silent when stderr is no terminal."""
+def progress_bar(
+    total: int, description: str, unit: str = "model-epochs"
+) -> Iterator[Callable[[int], None]]:
+    """Progress fed by a callback `advance(n)` (thread-safe), `total` counted in `unit`.
+
+    On a terminal: a rich bar. Otherwise one plain line at most every PLAIN_PROGRESS_INTERVAL_S
+    seconds, and one when done: "<description>: 1200/4000 model-epochs (30%), 0:00:12"."""
+    if not err_console.is_terminal:
+        with _plain_progress(total, description, unit) as advance:
+            yield advance
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -157,15 +212,48 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]
         TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn(unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
-        disable=not err_console.is_terminal,
         transient=False,
     )
     with progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+@contextmanager
+def _plain_progress(total: int, description: str, unit: str) -> Iterator[Callable[[int], None]]:
+    import threading
+    import time
+    from datetime import timedelta
+
+    lock = threading.Lock()
+    started = time.monotonic()
+    state = {"done": 0, "printed_at": started, "printed": -1}
+
+    def line() -> None:
+        done = state["done"]
+        share = f" ({100 * done / total:.0f}%)" if total else ""
+        elapsed = timedelta(seconds=round(time.monotonic() - started))
+        print(
+            f"{description}: {done}/{total} {unit}{share}, {elapsed}", file=sys.stderr, flush=True
+        )
+        state["printed"] = done
+
+    def advance(n: int) -> None:
+        with lock:
+            state["done"] += n
+            now = time.monotonic()
+            if now - state["printed_at"] >= PLAIN_PROGRESS_INTERVAL_S:
+                state["printed_at"] = now
+                line()
+
+    yield advance
+    with lock:
+        if state["printed"] != state["done"]:
+            line()
 
 
 def print_fitting(*layouts: Callable[[], Any]) -> None:

@@ -25,6 +25,7 @@ from actreg_cli.cli.common import (
     note,
     print_fitting,
     progress_bar,
+    start_tensorflow,
     user_errors,
 )
 from actreg_cli.engines import EngineName
@@ -197,11 +198,19 @@ def sweep_command(
         for line in plan.notes:
             note(line)
         console.print(plan.summary_line(), highlight=False)
+        if executor is ExecutorName.local and plan.to_run:
+            start_tensorflow()  # before the bar (Ray trains in other processes)
 
+    from actreg_cli.sweep import sweep_folder
+
+    folder = sweep_folder(sweep, runs_dir)
     with (
         long_work_errors(
             "sweep",
-            "interrupted; the finished cells are stored: run the same command again to resume",
+            lambda: (
+                f"interrupted; {folder} keeps the finished cells: run the same command again "
+                "to resume"
+            ),
         ),
         user_errors(),
     ):
@@ -211,7 +220,7 @@ def sweep_command(
             runs_dir=runs_dir,
             force=force,
             executor=chosen,
-            progress=progress_bar,
+            progress=partial(progress_bar, unit="cells"),
             on_plan=on_plan,
         )
 

@@ -9,16 +9,19 @@ from typing import Annotated, Any
 import typer
 
 from actreg_cli.cli.common import (
+    TENSORFLOW_ENGINES,
     EngineOpt,
     EpochsOpt,
     RunsDirOpt,
     SeedOpt,
     at_least,
     console,
+    interrupted_message,
     long_work_errors,
     note,
     print_fitting,
     progress_bar,
+    start_tensorflow,
     user_errors,
 )
 from actreg_cli.engines import EngineName
@@ -53,12 +56,16 @@ def tutorial_command(
         chosen, why = select_engine(engine, [probe])
     if why:
         note(why)
+    if chosen.name in TENSORFLOW_ENGINES:
+        start_tensorflow()
     total = len(study_arms()) * repeats * probe.training.epochs
+    folder: list[Path] = []
     with (
-        long_work_errors("training", "interrupted; the folder keeps what was written so far"),
+        long_work_errors("training", lambda: interrupted_message(folder)),
         progress_bar(total, f"tutorial [{chosen.name}]") as advance,
     ):
         outcome = run_tutorial(
+            on_folder=folder.append,
             engine=chosen,
             engine_note=why,
             epochs=probe.training.epochs,
@@ -120,7 +127,8 @@ def tutorial_table(rows: list[dict], repeats: int, layout: str) -> Any:
             table.add_column(column, no_wrap=True)
         table.add_column("test - overfit [95% CI]", no_wrap=True)
         group = None
-        for row in rows:
+        order = list(dict.fromkeys(row["reduction"] for row in rows))
+        for row in sorted(rows, key=lambda row: order.index(row["reduction"])):
             indent = ""
             if row["reduction"] != "none":
                 if row["reduction"] != group:

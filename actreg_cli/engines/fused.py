@@ -500,8 +500,8 @@ def _result(config: ExperimentConfig, rows, probe, spec: _Spec) -> TrainResult:
 
 
 def _tensorflow():
-    """Import TensorFlow lazily (validating a config must not pay for it), and quietly."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # only effective before the first import
+    """Import TensorFlow lazily: validating a config must not pay for it (actreg_cli's
+    quiet_tensorflow keeps the import from printing)."""
     import tensorflow as tf
 
     return tf
