@@ -308,10 +308,26 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError([f"--set {item!r}: expected KEY=VALUE, e.g. training.epochs=200"])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_value(raw)
     except yaml.YAMLError as exc:
         raise ConfigError([f"--set {item!r}: the value is not valid YAML: {exc}"]) from exc
     return key, value
+
+
+def read_value(text: str) -> Any:
+    """A value typed on the command line, read as YAML; `1e-5`, which YAML 1.1 reads as a
+    string (it wants `1.0e-5`), is the number a user means."""
+    if not text.strip():
+        return ""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if math.isfinite(number):
+            return number
+    return value
 
 
 def set_path(
@@ -496,16 +512,94 @@ def load_experiment(path: Path, overrides: Sequence[str] = ()) -> ExperimentConf
     return validate_mapping(data, ExperimentConfig, str(path), overridden)
 
 
-def load_sweep(path: Path, overrides: Sequence[str] = ()) -> SweepConfig:
-    """Read a sweep config; `--set` keys address the base experiment (e.g. training.epochs=5)."""
+def load_sweep(path: Path, overrides: Sequence[str] = (), grid: Sequence[str] = ()) -> SweepConfig:
+    """Read a sweep config; `--set` keys address the base experiment (e.g. training.epochs=5).
+
+    path: a sweep file (`base:` a mapping, or the path of an experiment file relative to the
+      sweep file), or an experiment file when `grid` is given (Hydra-style multirun: the file is
+      the base, the sweep is named `<name>-<swept keys>` so that re-running it resumes).
+    grid: `--grid KEY=V1,V2,...` items (see `parse_grid_option`); they add keys to, or replace
+      keys of, the file's grid.
+    """
     data = read_yaml_mapping(path)
-    if "grid" not in data:
+    is_sweep_file = "grid" in data or "base" in data
+    if not is_sweep_file:
+        if not grid:
+            raise ConfigError(
+                [
+                    f"{path}: an experiment config, not a sweep: give the values to sweep with "
+                    "--grid KEY=V1,V2 (e.g. --grid regularizers.0.strength=1e-5,1e-4), or train "
+                    "it once with `actreg run`"
+                ]
+            )
+        data = {"base": data, "grid": {}}
+    elif "grid" not in data and not grid:
         raise ConfigError(
             [f"{path}: a sweep config needs a 'grid' mapping (dotted key: list of values)"]
         )
+    if isinstance(data.get("base"), str):
+        data["base"] = _base_from_file(Path(path), data["base"])
     data.setdefault("base", {})
-    overridden = apply_overrides(data, overrides, model=SweepConfig, prefix="base.")
+    if not isinstance(data.get("grid", {}), dict):
+        raise ConfigError([f"{path}: grid must be a mapping (dotted key: list of values)"])
+    data.setdefault("grid", {})
+    overridden: dict[str, str] = {}
+    for item in grid:
+        key, values = parse_grid_option(item)
+        data["grid"][key] = values
+        overridden[f"grid.{key}"] = f"--grid {item!r}"
+    if not is_sweep_file:
+        base_name = data["base"].get("name") or ExperimentConfig().name
+        keys = "-".join(k.split(".")[-1] for k in data["grid"])
+        data["name"] = f"{base_name}-{keys}"
+    overridden.update(apply_overrides(data, overrides, model=SweepConfig, prefix="base."))
     return validate_mapping(data, SweepConfig, str(path), overridden)
+
+
+def _base_from_file(sweep_path: Path, name: str) -> dict[str, Any]:
+    """`base: experiment.yaml` of a sweep file: that file's mapping, validated on its own first
+    so that its errors name it (relative paths are read from the sweep file's folder)."""
+    base_path = Path(name)
+    if not base_path.is_absolute():
+        base_path = sweep_path.parent / base_path
+    data = read_yaml_mapping(base_path)
+    if "grid" in data or "base" in data:
+        raise ConfigError(
+            [f"{sweep_path}: base: {name} is a sweep config; it must name an experiment config"]
+        )
+    validate_mapping(data, ExperimentConfig, str(base_path))
+    return data
+
+
+def parse_grid_option(item: str) -> tuple[str, list[Any]]:
+    """Split `--grid KEY=V1,V2,...` into the key and its values, each read as YAML.
+
+    As in Hydra's multirun, commas inside brackets belong to one value:
+    `model.hidden_units=[8,8],[16]` sweeps two values, `[8,8]` and `[16]`.
+    """
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or not raw.strip():
+        raise ConfigError(
+            [f"--grid {item!r}: expected KEY=V1,V2,... e.g. regularizers.0.strength=1e-5,1e-4"]
+        )
+    parts, depth, current = [], 0, ""
+    for char in raw:
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    try:
+        values = [read_value(part) for part in parts]
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"--grid {item!r}: a value is not valid YAML: {exc}"]) from exc
+    return key, values
 
 
 def load_any(path: Path) -> ExperimentConfig | SweepConfig:

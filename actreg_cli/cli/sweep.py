@@ -39,6 +39,15 @@ class ExecutorName(str, Enum):
     ray = "ray"
 
 
+GridOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--grid",
+        metavar="KEY=V1,V2",
+        help="Sweep a config key over values, e.g. --grid regularizers.0.strength=1e-5,1e-4 "
+        "(repeatable: the grid is the product). CONFIG may then be an experiment file.",
+    ),
+]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Recompute every cell, even those already stored.")
 ]
@@ -168,6 +177,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
 
 def sweep_command(
     config: ConfigArg,
+    grid: GridOpt = None,
     set_: SetOpt = None,
     epochs: EpochsOpt = None,
     repeats: RepeatsOpt = None,
@@ -180,6 +190,9 @@ def sweep_command(
 ) -> None:
     """Train every cell of the sweep in CONFIG (base config x grid, repeats per cell).
 
+    CONFIG is a sweep file, or an experiment file swept with --grid (the sweep is then named
+    <experiment name>-<swept keys>).
+
     Writes runs/<sweep name>/: results.csv, summary.csv, sweep.png, sparsity.png, report.md.
 
     Finished cells are stored at once: re-running the same command resumes; --force recomputes.
@@ -190,7 +203,9 @@ def sweep_command(
     from actreg_cli.sweep import expand_grid, run_sweep
 
     with user_errors():
-        sweep = load_sweep(config, [*(set_ or []), *training_overrides(epochs, repeats, seed)])
+        sweep = load_sweep(
+            config, [*(set_ or []), *training_overrides(epochs, repeats, seed)], grid or []
+        )
         expand_grid(sweep)  # every cell valid before anything heavy is imported
     chosen = make_executor(executor, address)
 
