@@ -235,7 +235,7 @@ def sweep_command(
             runs_dir=runs_dir,
             force=force,
             executor=chosen,
-            progress=partial(progress_bar, unit="cells"),
+            progress=progress_bar,
             on_plan=on_plan,
         )
 
