@@ -195,6 +195,9 @@ def progress_bar(
 
     On a terminal: a rich bar. Otherwise one plain line at most every PLAIN_PROGRESS_INTERVAL_S
     seconds, and one when done: "<description>: 1200/4000 model-epochs (30%), 0:00:12"."""
+    if total <= 0:  # nothing to train (a resumed sweep that is complete)
+        yield lambda n: None
+        return
     if not err_console.is_terminal:
         with _plain_progress(total, description, unit) as advance:
             yield advance

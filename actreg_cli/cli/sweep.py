@@ -159,7 +159,13 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         return Group(*lines, Text(caption))
 
     table = Table(
-        box=None, pad_edge=False, header_style="bold", caption=caption, caption_justify="left"
+        box=None,
+        pad_edge=False,
+        # narrow: one space between columns instead of two
+        padding=(0, 1, 0, 1) if layout == "wide" else (0, 1, 0, 0),
+        header_style="bold",
+        caption=caption,
+        caption_justify="left",
     )
     table.add_column("cell", no_wrap=True)
     for key in keys:

@@ -97,9 +97,11 @@ _MIN_CHUNK = 2
 #: Training runs in segments of epochs, one compiled call each (the same program reused, the
 #: optimizer state carried between calls), so that progress is reported and Ctrl-C is honoured
 #: between segments. A segment is at most 1/_MIN_SEGMENTS of the epochs and about
-#: _SEGMENT_WORK activation values (models x units x rows x epochs: ~0.2 s on one core of the
-#: 2-core EPYC); results are bit-identical to one segment (tests/test_fused_engine.py).
-_MIN_SEGMENTS = 20
+#: _SEGMENT_WORK activation values (models x units x rows x epochs: ~0.2 s on an idle core of the
+#: 2-core EPYC at 15 us per tutorial model-epoch, ~1 s when the machine is shared). Results are
+#: bit-identical to one segment (tests/test_fused_engine.py); the cost, measured side by side
+#: by benchmarks/bench_fused_segments.py: ~5% more wall and CPU time for the tutorial study.
+_MIN_SEGMENTS = 10
 _SEGMENT_WORK = 6e8
 
 # Adam constants as Keras writes them (Python floats, cast to float32 where used).
