@@ -10,7 +10,7 @@ import typer
 from typer import _click as click  # typer >= 0.29 vendors its own copy of Click
 from typer.core import TyperGroup
 
-from actreg_cli.cli import compare, report, run, runs, sweep, tutorial, validate
+from actreg_cli.cli import compare, export, report, run, runs, sweep, tutorial, validate
 
 
 class ActregGroup(TyperGroup):
@@ -79,7 +79,7 @@ def main_options(
     """Run activity/kernel/bias regularization experiments on small MLPs from YAML configs."""
 
 
-for module in (run, tutorial, sweep, report, validate, runs, compare):
+for module in (run, tutorial, sweep, report, validate, runs, compare, export):
     module.register(app)
 
 # One line each in `actreg -h`: Click would cut the docstrings' first sentences mid-word.
