@@ -113,3 +113,24 @@ def test_compare_refuses_what_is_no_finished_run(runs_dir: Path) -> None:
     assert result.exit_code == 2 and "unfinished run" in result.stderr
     result = invoke("compare", finished)
     assert result.exit_code == 2 and "two or more" in result.stderr
+
+
+def test_compare_in_80_columns_letters_the_runs(runs_dir: Path, tmp_path, monkeypatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    import actreg_cli.cli.common as common
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(
+        common, "console", Console(file=buffer, width=80, force_terminal=True, color_system=None)
+    )
+    folders = [e.path for e in list_runs(runs_dir, kind="run") if e.finished]
+    result = invoke("compare", *folders, "--plot", tmp_path / "c.png")
+    assert result.exit_code == 0, result.output
+    lines = buffer.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines[:2] == [f"A = {folders[0].name}", f"B = {folders[1].name}"]
+    assert any(line.split()[:3] == ["regularizers.0.placement", "after_activation",
+                                    "before_activation"] for line in lines)  # fmt: skip

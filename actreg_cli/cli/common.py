@@ -110,10 +110,23 @@ def fail(lines: list[str], code: int = 2) -> typer.Exit:
 
     The lines are plain text, printed as given (never read as rich markup)."""
     for line in lines:
-        err_console.print(
-            Text.assemble(("error:", "bold red"), " ", line), highlight=False, soft_wrap=True
-        )
+        _print_labelled(Text("error:", style="bold red"), line)
     return typer.Exit(code=code)
+
+
+def _print_labelled(label: Text, text: str) -> None:
+    """`label text` on stderr: in a terminal wrapped at word boundaries under the text (a
+    hanging indent); elsewhere one line, however long (logs are searched line by line)."""
+    if not err_console.is_terminal:
+        err_console.print(Text.assemble(label, " ", text), highlight=False, soft_wrap=True)
+        return
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 1, 0, 0))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    grid.add_row(label, Text(text))
+    err_console.print(grid, highlight=False)
 
 
 @contextmanager
@@ -280,9 +293,7 @@ def print_fitting(*layouts: Callable[[], Any]) -> None:
 
 def note(text: str) -> None:
     """A one-line remark on stderr (engine fallback and the like)."""
-    err_console.print(
-        Text.assemble(("note:", "yellow"), " ", text), highlight=False, soft_wrap=True
-    )
+    _print_labelled(Text("note:", style="yellow"), text)
 
 
 def stdout_is_terminal() -> bool:

@@ -14,7 +14,7 @@ from actreg_cli.cli.common import print_fitting, user_errors
 def compare_command(
     run_dirs: Annotated[
         list[Path],
-        typer.Argument(metavar="RUN_DIR...", help="Two or more run folders from `actreg run`."),
+        typer.Argument(metavar="RUN_DIR", help="Two or more run folders from `actreg run`."),
     ],
     plot: Annotated[
         Path,
@@ -33,9 +33,7 @@ def compare_command(
     with user_errors():
         comparison = compare_runs(run_dirs)
     labels = unique_labels(run_dirs)
-    print_fitting(
-        *(partial(comparison_table, comparison, labels, layout) for layout in ("wide", "stacked"))
-    )
+    print_fitting(*(partial(comparison_table, comparison, labels, layout) for layout in LAYOUTS))
     import matplotlib.pyplot as plt
 
     from actreg_cli.io import save_figure
@@ -45,6 +43,9 @@ def compare_command(
     save_figure(plot, figure)
     plt.close(figure)
     print(plot)
+
+
+LAYOUTS = ("wide", "lettered", "stacked")  # comparison_table layouts, widest first
 
 
 def unique_labels(run_dirs: list[Path]) -> list[str]:
@@ -60,6 +61,13 @@ def comparison_table(comparison: Any, labels: list[str], layout: str) -> Any:
     from rich.text import Text
 
     rows = [*comparison.differences, *comparison.metrics]
+    if layout == "lettered":  # folder names are long: columns A, B, ... and a legend above
+        letters = [chr(ord("A") + i) for i in range(len(labels))]
+        legend = [
+            Text(f"{letter} = {label}") for letter, label in zip(letters, labels, strict=True)
+        ]
+        table = comparison_table(comparison, letters, "wrapped")
+        return Group(*legend, Text(""), table)
     if layout == "stacked":
         lines: list[Any] = []
         for i, label in enumerate(labels):
@@ -67,9 +75,12 @@ def comparison_table(comparison: Any, labels: list[str], layout: str) -> Any:
             lines.extend(Text(f"  {key}: {values[i]}") for key, values in rows)
         return Group(*lines)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for label in labels:
-        table.add_column(label, no_wrap=True)
+        if layout == "wrapped":  # long values (descriptions) wrap within 24 columns
+            table.add_column(label, max_width=24)
+        else:
+            table.add_column(label, no_wrap=True)
     for key, values in comparison.differences:
         table.add_row(key, *values)
     table.add_section()

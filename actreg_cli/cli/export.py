@@ -19,7 +19,7 @@ FolderArg = Annotated[
 ]
 
 
-@export_app.command("mlflow")
+@export_app.command("mlflow", short_help="Log a folder to MLflow (nested runs per model).")
 def mlflow_command(
     folder: FolderArg,
     tracking_uri: Annotated[
@@ -45,7 +45,9 @@ def mlflow_command(
     print(parent)
 
 
-@export_app.command("tensorboard")
+@export_app.command(
+    "tensorboard", short_help="Write a folder's scalars and HParams for TensorBoard."
+)
 def tensorboard_command(
     folder: FolderArg,
     logdir: Annotated[

@@ -20,7 +20,7 @@ class KindName(str, Enum):
 
 def runs_command(
     runs_dir: Annotated[
-        Path, typer.Argument(metavar="[RUNS_DIR]", help="Folder of run folders.")
+        Path, typer.Argument(metavar="RUNS_DIR", help="Folder of run folders.")
     ] = Path("runs"),
     kind: Annotated[
         KindName | None,
