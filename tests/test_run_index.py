@@ -126,11 +126,18 @@ def test_compare_in_80_columns_letters_the_runs(runs_dir: Path, tmp_path, monkey
     monkeypatch.setattr(
         common, "console", Console(file=buffer, width=80, force_terminal=True, color_system=None)
     )
+    from functools import partial
+
+    from actreg_cli.cli.compare import LAYOUTS, comparison_table
+
     folders = [e.path for e in list_runs(runs_dir, kind="run") if e.finished]
-    result = invoke("compare", *folders, "--plot", tmp_path / "c.png")
-    assert result.exit_code == 0, result.output
+    labels = [f"a-long-folder-name-{i}-20260101-100000" for i in range(2)]
+    comparison = compare_runs(folders)
+    common.print_fitting(
+        *(partial(comparison_table, comparison, labels, layout) for layout in LAYOUTS)
+    )
     lines = buffer.getvalue().splitlines()
     assert max(len(line) for line in lines) <= 80
-    assert lines[:2] == [f"A = {folders[0].name}", f"B = {folders[1].name}"]
+    assert lines[:2] == [f"A = {labels[0]}", f"B = {labels[1]}"]
     assert any(line.split()[:3] == ["regularizers.0.placement", "after_activation",
                                     "before_activation"] for line in lines)  # fmt: skip
