@@ -69,6 +69,7 @@ def test_ctrl_c_in_a_terminal_stops_says_so_and_names_the_run_folder(tmp_path: P
     print(f"Ctrl-C -> message {message_s:.2f} s, -> exit {exit_s:.2f} s")
     assert proc.returncode == 130
     assert "stopping..." in text
+    assert "long [fused]" in text  # the engine's name, not eaten as rich markup
     folders = list(runs.iterdir())
     assert len(folders) == 1 and (folders[0] / "config.yaml").is_file()
     assert not (folders[0] / "summary.json").exists()
