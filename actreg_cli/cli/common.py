@@ -124,7 +124,7 @@ def _print_labelled(label: Text, text: str) -> None:
 
     grid = Table.grid(padding=(0, 1, 0, 0))
     grid.add_column(no_wrap=True)
-    grid.add_column()
+    grid.add_column(overflow="fold")  # a path longer than a line is broken, never cut
     grid.add_row(label, Text(text))
     err_console.print(grid, highlight=False)
 
