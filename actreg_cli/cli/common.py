@@ -223,16 +223,26 @@ def progress_bar(
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.table import Column
 
+    # The numbers never give way: the description gets what the counts and times (~46
+    # columns) and a 10-column bar leave of the terminal, shortened with an ellipsis beyond.
+    keep = Column(no_wrap=True)
+    room = max(10, err_console.width - 56)
     progress = Progress(
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(unit),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        TextColumn(
+            "{task.description}",
+            markup=False,
+            table_column=Column(no_wrap=True, overflow="ellipsis", max_width=room),
+        ),
+        BarColumn(bar_width=None, table_column=Column(ratio=1)),
+        MofNCompleteColumn(table_column=keep),
+        TextColumn(unit, table_column=keep),
+        TimeElapsedColumn(table_column=keep),
+        TimeRemainingColumn(table_column=keep),
         console=err_console,
         transient=False,
+        expand=True,
     )
     with progress:
         task = progress.add_task(description, total=total)
