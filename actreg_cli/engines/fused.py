@@ -3,7 +3,9 @@
 It computes what `keras_engine.KerasEngine` computes (see /work/shared/keras-semantics.md), but
 trains a stack of C models in lockstep: the whole training loop (every epoch, the optimizer, the
 per-epoch train metrics and the test-set evaluation) is one `tf.function(jit_compile=True)`
-around a `tf.while_loop`, and one call returns the history and final metrics of all C models.
+around a `tf.while_loop`. It is called once per segment of epochs (at most a tenth of them),
+the optimizer state handed from one call to the next, so that progress is reported and Ctrl-C
+honoured between segments; the result is bit-identical to one call over all epochs.
 
 Layout (C = models in a chunk, R = rows of a batch, i/o = fan_in/fan_out of a hidden layer):
   block l     float32 [C, i+1, o]: rows 0..i-1 the kernel, row i the bias. The last hidden
