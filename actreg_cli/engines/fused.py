@@ -16,7 +16,7 @@ Layout (C = models in a chunk, R = rows of a batch, i/o = fan_in/fan_out of a hi
   z, a        float32 [C, R, o]: a hidden layer's output before / after its activation
   logits      float32 [C, R]
   rows        float32 [epochs + 1, C, 4]: per epoch (train loss * rows, train correct count,
-              test loss * n_test, test correct count), see `_result`; one device-to-host copy
+              test loss * n_test, test correct count), see `_result`; copied out per segment
 
 What differs between models (seed, strength, norm, target, placement, reduction, learning rate)
 is data, not graph: per-model factor arrays, 0 where a model lacks a penalty. Only the penalty
