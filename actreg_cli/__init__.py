@@ -1,8 +1,9 @@
 """actreg: run regularization experiments on small Keras MLPs from YAML configs."""
 
-import os
+from actreg_cli import quiet_tensorflow
 
-# TensorFlow prints pages of C++ start-up chatter (CUDA probes, CPU features) that bury results.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow prints C++ start-up chatter (CUDA probes, oneDNN notices) that buries results and
+# breaks the progress bar; silenced before anything here can import it.
+quiet_tensorflow.install()
 
 __version__ = "0.1.0"

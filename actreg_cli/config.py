@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import os
+import sys
 from collections.abc import Iterable, Sequence
 from enum import Enum
 from pathlib import Path
@@ -232,11 +234,17 @@ def import_custom_function(spec: str) -> Any:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"function must look like 'package.module:function' (got {spec!r})")
+    # `python -m actreg_cli` has the current folder on sys.path, the installed `actreg` script
+    # does not: put it there so that `function: myreg:fn` finds ./myreg.py either way.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import failure is a config error, not a crash
         raise ValueError(
-            f"cannot import module {module_name!r} for function {spec!r}: {exc}"
+            f"cannot import module {module_name!r} for function {spec!r} (looked in the current "
+            f"folder and on PYTHONPATH): {exc}"
         ) from exc
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
@@ -302,10 +310,26 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError([f"--set {item!r}: expected KEY=VALUE, e.g. training.epochs=200"])
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_value(raw)
     except yaml.YAMLError as exc:
         raise ConfigError([f"--set {item!r}: the value is not valid YAML: {exc}"]) from exc
     return key, value
+
+
+def read_value(text: str) -> Any:
+    """A value typed on the command line, read as YAML; `1e-5`, which YAML 1.1 reads as a
+    string (it wants `1.0e-5`), is the number a user means."""
+    if not text.strip():
+        return ""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if math.isfinite(number):
+            return number
+    return value
 
 
 def set_path(
@@ -394,17 +418,26 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
     return f"{hint} (allowed: {allowed})"
 
 
-def format_validation_error(exc: ValidationError, origin: str, model: type[BaseModel]) -> list[str]:
-    """One line per pydantic error: `file: field.path: message (got value)`."""
+def format_validation_error(
+    exc: ValidationError,
+    origin: str,
+    model: type[BaseModel],
+    overridden: dict[str, str] | None = None,
+) -> list[str]:
+    """One line per pydantic error: `file: field.path: message (got value)`.
+
+    overridden: dotted key -> `--set 'KEY=VALUE'`; an error at or under an overridden key is
+    blamed on that --set item instead of the file (the file never held the bad value)."""
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         path = ".".join(loc) or "config"
+        origin_here = _origin_of(path, origin, overridden or {})
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             suggestion = _suggest(loc[-1], parent.model_fields) if parent else ""
-            lines.append(f"{origin}: unknown key {path!r}{suggestion}")
+            lines.append(f"{origin_here}: unknown key {path!r}{suggestion}")
             continue
         got = err.get("input")
         got_text = (
@@ -412,8 +445,17 @@ def format_validation_error(exc: ValidationError, origin: str, model: type[BaseM
             if isinstance(got, dict | list) or got is None and "missing" in err["type"]
             else f" (got {got!r})"
         )
-        lines.append(f"{origin}: {path}: {msg}{got_text}")
+        lines.append(f"{origin_here}: {path}: {msg}{got_text}")
     return lines
+
+
+def _origin_of(path: str, origin: str, overridden: dict[str, str]) -> str:
+    """Who set the value at `path`: the deepest `--set` key at or above it, else `origin`."""
+    best = ""
+    for key in overridden:
+        if (path == key or path.startswith(key + ".")) and len(key) > len(best):
+            best = key
+    return overridden[best] if best else origin
 
 
 def _model_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
@@ -431,22 +473,34 @@ def _model_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
     return schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
 
 
-def validate_mapping(data: dict[str, Any], model: type[StrictModel], origin: str) -> Any:
-    """Validate plain data into `model`, turning pydantic errors into a ConfigError."""
+def validate_mapping(
+    data: dict[str, Any],
+    model: type[StrictModel],
+    origin: str,
+    overridden: dict[str, str] | None = None,
+) -> Any:
+    """Validate plain data into `model`, turning pydantic errors into a ConfigError.
+
+    overridden: what `apply_overrides` returned, so that errors name the --set item at fault."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, origin, model)) from None
+        raise ConfigError(format_validation_error(exc, origin, model, overridden)) from None
 
 
 def apply_overrides(
     data: dict[str, Any], overrides: Sequence[str], *, model: type[StrictModel], prefix: str = ""
-) -> dict[str, Any]:
-    """Apply `--set KEY=VALUE` items (KEY relative to `prefix`, e.g. 'base.' for sweeps)."""
+) -> dict[str, str]:
+    """Apply `--set KEY=VALUE` items (KEY relative to `prefix`, e.g. 'base.' for sweeps).
+
+    Returns dotted key (with prefix) -> `--set 'KEY=VALUE'`, the origin of each overridden value."""
+    overridden: dict[str, str] = {}
     for item in overrides:
         key, value = parse_override(item)
-        set_path(data, prefix + key, value, model=model, origin=f"--set {item!r}")
-    return data
+        origin = f"--set {item!r}"
+        set_path(data, prefix + key, value, model=model, origin=origin)
+        overridden[prefix + key] = origin
+    return overridden
 
 
 def load_experiment(path: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -456,20 +510,98 @@ def load_experiment(path: Path, overrides: Sequence[str] = ()) -> ExperimentConf
         raise ConfigError(
             [f"{path}: this is a sweep config (it has 'base' and 'grid'); use `actreg sweep`"]
         )
-    apply_overrides(data, overrides, model=ExperimentConfig)
-    return validate_mapping(data, ExperimentConfig, str(path))
+    overridden = apply_overrides(data, overrides, model=ExperimentConfig)
+    return validate_mapping(data, ExperimentConfig, str(path), overridden)
 
 
-def load_sweep(path: Path, overrides: Sequence[str] = ()) -> SweepConfig:
-    """Read a sweep config; `--set` keys address the base experiment (e.g. training.epochs=5)."""
+def load_sweep(path: Path, overrides: Sequence[str] = (), grid: Sequence[str] = ()) -> SweepConfig:
+    """Read a sweep config; `--set` keys address the base experiment (e.g. training.epochs=5).
+
+    path: a sweep file (`base:` a mapping, or the path of an experiment file relative to the
+      sweep file), or an experiment file when `grid` is given (Hydra-style multirun: the file is
+      the base, the sweep is named `<name>-<swept keys>` so that re-running it resumes).
+    grid: `--grid KEY=V1,V2,...` items (see `parse_grid_option`); they add keys to, or replace
+      keys of, the file's grid.
+    """
     data = read_yaml_mapping(path)
-    if "grid" not in data:
+    is_sweep_file = "grid" in data or "base" in data
+    if not is_sweep_file:
+        if not grid:
+            raise ConfigError(
+                [
+                    f"{path}: an experiment config, not a sweep: give the values to sweep with "
+                    "--grid KEY=V1,V2 (e.g. --grid regularizers.0.strength=1e-5,1e-4), or train "
+                    "it once with `actreg run`"
+                ]
+            )
+        data = {"base": data, "grid": {}}
+    elif "grid" not in data and not grid:
         raise ConfigError(
             [f"{path}: a sweep config needs a 'grid' mapping (dotted key: list of values)"]
         )
+    if isinstance(data.get("base"), str):
+        data["base"] = _base_from_file(Path(path), data["base"])
     data.setdefault("base", {})
-    apply_overrides(data, overrides, model=SweepConfig, prefix="base.")
-    return validate_mapping(data, SweepConfig, str(path))
+    if not isinstance(data.get("grid", {}), dict):
+        raise ConfigError([f"{path}: grid must be a mapping (dotted key: list of values)"])
+    data.setdefault("grid", {})
+    overridden: dict[str, str] = {}
+    for item in grid:
+        key, values = parse_grid_option(item)
+        data["grid"][key] = values
+        overridden[f"grid.{key}"] = f"--grid {item!r}"
+    if not is_sweep_file:
+        base_name = data["base"].get("name") or ExperimentConfig().name
+        keys = "-".join(k.split(".")[-1] for k in data["grid"])
+        data["name"] = f"{base_name}-{keys}"
+    overridden.update(apply_overrides(data, overrides, model=SweepConfig, prefix="base."))
+    return validate_mapping(data, SweepConfig, str(path), overridden)
+
+
+def _base_from_file(sweep_path: Path, name: str) -> dict[str, Any]:
+    """`base: experiment.yaml` of a sweep file: that file's mapping, validated on its own first
+    so that its errors name it (relative paths are read from the sweep file's folder)."""
+    base_path = Path(name)
+    if not base_path.is_absolute():
+        base_path = sweep_path.parent / base_path
+    data = read_yaml_mapping(base_path)
+    if "grid" in data or "base" in data:
+        raise ConfigError(
+            [f"{sweep_path}: base: {name} is a sweep config; it must name an experiment config"]
+        )
+    validate_mapping(data, ExperimentConfig, str(base_path))
+    return data
+
+
+def parse_grid_option(item: str) -> tuple[str, list[Any]]:
+    """Split `--grid KEY=V1,V2,...` into the key and its values, each read as YAML.
+
+    As in Hydra's multirun, commas inside brackets belong to one value:
+    `model.hidden_units=[8,8],[16]` sweeps two values, `[8,8]` and `[16]`.
+    """
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or not raw.strip():
+        raise ConfigError(
+            [f"--grid {item!r}: expected KEY=V1,V2,... e.g. regularizers.0.strength=1e-5,1e-4"]
+        )
+    parts, depth, current = [], 0, ""
+    for char in raw:
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    try:
+        values = [read_value(part) for part in parts]
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"--grid {item!r}: a value is not valid YAML: {exc}"]) from exc
+    return key, values
 
 
 def load_any(path: Path) -> ExperimentConfig | SweepConfig:

@@ -8,6 +8,7 @@ goes on with the others.
 
 from __future__ import annotations
 
+import functools
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -20,7 +21,13 @@ DoneCallback = Callable[[int, list[TrainResult]], None]
 FailedCallback = Callable[[int, str], None]
 
 
-def train_chunk(engine: str, jobs: Sequence[TrainJob]) -> list[TrainResult]:
+#: progress(chunk_index, n): n more model-epochs of that chunk trained (see `LocalExecutor`).
+ChunkProgress = Callable[[int, int], None]
+
+
+def train_chunk(
+    engine: str, jobs: Sequence[TrainJob], progress: Callable[[int], None] | None = None
+) -> list[TrainResult]:
     """Train one chunk with the named engine (module-level so that it pickles for remote workers).
 
     `engine` is a concrete engine name ("keras" or "fused"): the sweep resolves "auto" per cell
@@ -29,7 +36,7 @@ def train_chunk(engine: str, jobs: Sequence[TrainJob]) -> list[TrainResult]:
     from actreg_cli.engines import select_engine
 
     selected, _ = select_engine(engine, [job.config for job in jobs])
-    results = selected.train(list(jobs))
+    results = selected.train(list(jobs), progress)
     if len(results) != len(jobs):
         raise RuntimeError(
             f"engine {engine!r} returned {len(results)} results for {len(jobs)} jobs"
@@ -61,8 +68,11 @@ class LocalExecutor:
     """Trains the chunks one after another in this process.
 
     An exception inside a chunk fails that chunk only; KeyboardInterrupt stops the sweep (the
-    chunks finished so far are already stored, so re-running resumes).
+    chunks finished so far are already stored, so re-running resumes). It reports model-epochs
+    while a chunk trains (`reports_progress`: run_sweep then passes `progress`).
     """
+
+    reports_progress = True
 
     def run(
         self,
@@ -70,10 +80,14 @@ class LocalExecutor:
         engine: str,
         on_done: DoneCallback,
         on_failed: FailedCallback,
+        progress: ChunkProgress | None = None,
     ) -> None:
         for index, jobs in enumerate(chunks):
+            chunk_progress = None
+            if progress is not None:
+                chunk_progress = functools.partial(progress, index)
             try:
-                results = train_chunk(engine, jobs)
+                results = train_chunk(engine, jobs, chunk_progress)
             except Exception as exc:  # one bad chunk must not lose the rest of the sweep
                 on_failed(index, failure_message(exc))
                 continue

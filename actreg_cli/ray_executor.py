@@ -40,6 +40,30 @@ def import_ray() -> Any:
     return ray
 
 
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast when nothing listens at a cluster address (`ray.init` would wait minutes).
+
+    address: `host:port` or `ray://host:port`; `auto` and `local` are left to Ray. Raises
+    ValueError naming the address and the reason.
+    """
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"{address!r} is not a Ray address; expected host:port or ray://host:port")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ValueError(
+            f"no Ray cluster answers at {address} ({reason}); start one with `ray start --head` "
+            "or leave out --address for a local instance"
+        ) from None
+
+
 def package_root() -> Path:
     """The folder that holds the `actreg_cli` package (what a worker needs on its sys.path)."""
     import actreg_cli

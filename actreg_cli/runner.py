@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ def run_experiment(
     engine_note: str | None = None,
     runs_dir: Path = Path("runs"),
     progress: ProgressCallback | None = None,
+    on_folder: Callable[[Path], None] | None = None,
 ) -> RunOutcome:
     """Train `config.training.repeats` models and write a run folder. Returns what was done.
 
@@ -90,6 +92,8 @@ def run_experiment(
     jobs = make_jobs(config)
     seeds = [job.seed for job in jobs]
     run_dir = new_run_dir(Path(runs_dir), config.name)
+    if on_folder is not None:  # the CLI names it if training is interrupted
+        on_folder(run_dir)
     write_text(
         run_dir / "config.yaml", dump_yaml(run_metadata(config, seeds, engine.name, engine_note))
     )

@@ -581,8 +581,8 @@ def run_sweep(
     """Train the cells of `sweep` that are not stored yet and write the sweep folder.
 
     executor: an `executors.Executor` (default: LocalExecutor, in this process).
-    progress: `progress(total, description)` -> context manager yielding `advance(n_cells)`
-      (cli.common.progress_bar fits).
+    progress: `progress(total, description)` -> context manager yielding `advance(n)`, both in
+      model-epochs (repeats x epochs of the cells to train; cli.common.progress_bar fits).
     on_plan: called with the plan before training (the CLI prints "N of M cells already done").
 
     Every cell is stored as soon as its chunk finishes; a chunk that fails is reported in
@@ -614,13 +614,27 @@ def run_sweep(
     ]
     pending = [(name, cells) for name, cells in pending if cells]
 
-    with (progress or _no_progress)(len(plan.to_run), f"sweep {sweep.name}") as advance:
+    def model_epochs(cells: Sequence[Cell]) -> int:
+        return sum(c.config.training.repeats * c.config.training.epochs for c in cells)
+
+    with (progress or _no_progress)(model_epochs(plan.to_run), f"sweep {sweep.name}") as advance:
+        # The bar counts model-epochs: as they train where the executor reports them (local),
+        # otherwise (Ray) a chunk's worth when it comes back.
+        reported = [0] * len(pending)
+
+        def trained_some(index: int, n: int) -> None:
+            reported[index] += n
+            advance(n)
+
+        def finish(index: int) -> None:
+            advance(model_epochs(pending[index][1]) - reported[index])
+            reported[index] = model_epochs(pending[index][1])
 
         def failed(index: int, message: str) -> None:
             cells = pending[index][1]
             for cell in cells:
                 failures[cell.id] = message
-            advance(len(cells))
+            finish(index)
 
         def done(index: int, results: list[TrainResult]) -> None:
             name, cells = pending[index]
@@ -634,18 +648,22 @@ def run_sweep(
                 store.save(cell, plan.hashes[cell.id], name, results[start : start + n])
                 start += n
                 trained.append(cell.id)
-            advance(len(cells))
+            finish(index)
 
         # One executor.run per engine (an executor trains every chunk it gets with one engine);
         # `where` maps the executor's chunk index back to the index in `pending`.
         for name in dict.fromkeys(engine_name for engine_name, _ in pending):
             where = [i for i, (engine_name, _) in enumerate(pending) if engine_name == name]
             jobs = [[TrainJob(c.config, s) for c in pending[i][1] for s in c.seeds] for i in where]
+            extra = {}
+            if getattr(executor, "reports_progress", False):
+                extra["progress"] = lambda i, n, where=where: trained_some(where[i], n)
             executor.run(
                 jobs,
                 name,
                 lambda i, results, where=where: done(where[i], results),
                 lambda i, message, where=where: failed(where[i], message),
+                **extra,
             )
 
     records = {}

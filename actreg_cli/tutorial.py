@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,7 @@ def run_tutorial(
     reductions: Sequence[str] = REDUCTIONS,
     runs_dir: Path = Path("runs"),
     progress: ProgressCallback | None = None,
+    on_folder: Callable[[Path], None] | None = None,
 ) -> TutorialOutcome:
     """Train every arm `repeats` times from the same seeds and write the study folder."""
     arms = study_arms(reductions)
@@ -114,6 +115,8 @@ def run_tutorial(
     seeds = repeat_seeds(seed, repeats)
     jobs = [TrainJob(configs[arm], s) for arm in arms for s in seeds]
     out_dir = new_run_dir(Path(runs_dir), "tutorial")
+    if on_folder is not None:  # the CLI names it if training is interrupted
+        on_folder(out_dir)
     metadata = run_metadata(configs[arms[0]], seeds, engine.name, engine_note)
     metadata["config"] = {f"{v}/{r}": configs[(v, r)].resolved() for v, r in arms}
     write_text(out_dir / "config.yaml", dump_yaml(metadata))

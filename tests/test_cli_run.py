@@ -126,7 +126,7 @@ def test_report_on_a_folder_that_is_no_run(tmp_path: Path) -> None:
             ["run", "{tiny}", "--set", "regularizers.0.strength=-1"],
             ["regularizers.0.strength", "(got -1)"],
         ),
-        (["run", "{tiny}", "--epochs", "0"], ["training.epochs", "greater than 0", "(got 0)"]),
+        (["run", "{tiny}", "--epochs", "0"], ["'--epochs'", "must be an integer >= 1", "(got 0)"]),
         (["run", "{tiny}", "--engine", "turbo"], ["turbo"]),
     ],
 )

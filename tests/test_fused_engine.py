@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from actreg_cli.config import ExperimentConfig, validate_mapping
+from actreg_cli.engines import fused
 from actreg_cli.engines.base import EngineUnsupported, TrainJob
 from actreg_cli.engines.fused import FusedEngine, epoch_order
 from actreg_cli.engines.keras_engine import KerasEngine
@@ -397,3 +398,30 @@ def test_shuffled_minibatch_distributions_agree_over_20_seeds() -> None:
             assert np.all(np.abs(a - b) < 1.5 / 100), name
         else:
             np.testing.assert_allclose(a, b, rtol=3e-3, err_msg=name)
+
+
+@pytest.mark.parametrize("batch_size", [32, 8], ids=["full_batch", "minibatch"])
+def test_training_in_segments_is_bit_identical_to_one_segment(batch_size: int) -> None:
+    """The optimizer state carried from one compiled call to the next loses nothing."""
+    regs = [{"target": "kernel", "norm": "l2", "strength": 1e-3}, {**L1_BEFORE, "strength": 1e-2}]
+    cfg = experiment(regs, epochs=13, model={"hidden_units": [16, 8]}, batch_size=batch_size)
+    jobs = [TrainJob(cfg, seed) for seed in (1, 2, 3)]
+    engine = FusedEngine(chunk=2)
+    whole = engine._train_group(jobs, None, segment=14)  # 13 epochs (+1 evaluation): one call
+    steps: list[int] = []
+    parts = engine._train_group(jobs, steps.append, segment=4)
+    for one, many in zip(whole, parts, strict=True):
+        np.testing.assert_array_equal(one.history, many.history)
+        assert (one.test_accuracy, one.train_loss, one.mean_activation, one.zero_fraction) == (
+            many.test_accuracy, many.train_loss, many.mean_activation, many.zero_fraction
+        )  # fmt: skip
+    # Progress after every segment of each chunk (2 + 1 models), in model-epochs.
+    assert sum(steps) == 3 * 13 and len(steps) == 2 * 4 and max(steps) <= 2 * 4
+
+
+def test_segments_are_a_small_part_of_training() -> None:
+    spec = fused._make_spec(
+        [TrainJob(experiment(epochs=4000), 1)], [fused.coefficients(experiment())], None, 2
+    )
+    assert spec.loop_epochs == 4001
+    assert 1 <= spec.segment_epochs() <= 4001 / fused._MIN_SEGMENTS + 1

@@ -239,9 +239,10 @@ def test_a_sweep_through_ray_stores_the_same_results_as_a_local_one(
 
     assert outcome.failures == {} and outcome.n_trained == N_CELLS
     assert {outcome.plan.engines[cell.id] for cell in outcome.cells} == {engine}
-    # The bar counts cells, advanced as each chunk comes back.
-    assert progress.totals == [N_CELLS]
-    assert sum(progress.advances) == N_CELLS
+    # The bar counts model-epochs; from Ray, a chunk's worth as each chunk comes back.
+    model_epochs = sum(c.config.training.repeats * c.config.training.epochs for c in outcome.cells)
+    assert progress.totals == [model_epochs]
+    assert sum(progress.advances) == model_epochs
     assert len(progress.advances) == len(outcome.plan.chunks)
     assert_same_sweep(outcome.folder, references(engine))
 

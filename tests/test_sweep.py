@@ -385,7 +385,7 @@ def test_diverged_runs_are_recorded_and_the_sweep_goes_on(tmp_path: Path):
 def test_local_executor_reports_a_failing_chunk_and_goes_on(monkeypatch):
     import actreg_cli.executors as executors
 
-    def train_chunk(engine, jobs):
+    def train_chunk(engine, jobs, progress=None):
         if jobs[0].seed == 2:
             raise ValueError("cannot train this one")
         return [fake_result(job) for job in jobs]
@@ -401,3 +401,23 @@ def test_local_executor_reports_a_failing_chunk_and_goes_on(monkeypatch):
     )
     assert sorted(done) == [0, 2]
     assert failed[1].startswith("ValueError: cannot train this one")
+
+
+def test_local_sweep_progress_counts_model_epochs_as_they_train(tmp_path) -> None:
+    """The bar moves during a chunk (the engine reports), and ends at repeats x epochs."""
+    from contextlib import contextmanager
+
+    totals: list[int] = []
+    advances: list[int] = []
+
+    @contextmanager
+    def progress(total: int, description: str):
+        totals.append(total)
+        yield advances.append
+
+    sweep = sweep_config(grid={"regularizers.0.strength": [1e-2, 1e-4]})
+    outcome = run_sweep(sweep, engine="fused", runs_dir=tmp_path, progress=progress)
+    expected = sum(c.config.training.repeats * c.config.training.epochs for c in outcome.cells)
+    assert totals == [expected]
+    assert sum(advances) == expected
+    assert len(advances) > len(outcome.plan.chunks)  # during chunks, not only after each

@@ -2,16 +2,93 @@
 
 from __future__ import annotations
 
-import typer
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
 
-from actreg_cli.cli import report, run, sweep, tutorial, validate
+import typer
+from typer import _click as click  # typer >= 0.29 vendors its own copy of Click
+from typer.core import TyperGroup
+
+from actreg_cli.cli import compare, export, report, run, runs, sweep, tutorial, validate
+
+
+class ActregGroup(TyperGroup):
+    """Click's own errors (bad option value, unknown option, missing argument) printed in the
+    tool's one style, `error: ...` on stderr with exit code 2, instead of Click's boxed panel."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            from actreg_cli.cli.common import err_console, fail
+
+            code = fail([exc.format_message()], code=exc.exit_code).exit_code
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                err_console.print(f"       see '{ctx.command_path} --help'", highlight=False)
+            sys.exit(code)
+        except typer.Abort:
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from actreg_cli import __version__
+
+        print(f"actreg {__version__}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     name="actreg",
+    cls=ActregGroup,
     help="Run activity/kernel/bias regularization experiments on small MLPs from YAML configs.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain Click help: paragraphs re-wrapped to the terminal (no mid-sentence breaks from the
+    # docstrings' line ends), no boxes, and flags shown without a `<bool>` type.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-for module in (run, tutorial, sweep, report, validate):
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_show_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Run activity/kernel/bias regularization experiments on small MLPs from YAML configs."""
+
+
+for module in (run, tutorial, sweep, report, validate, runs, compare, export):
     module.register(app)
+
+# One line each in `actreg -h`: Click would cut the docstrings' first sentences mid-word.
+SHORT_HELP = {
+    "run": "Train one experiment (with repeats); write a run folder.",
+    "tutorial": "Reproduce the tutorial's figures and test its claims.",
+    "sweep": "Train every cell of a grid (with repeats); resumable.",
+    "report": "Re-draw a run folder's plot and summary.",
+    "validate": "Check configs without training.",
+}
+for info in app.registered_commands:
+    info.short_help = SHORT_HELP.get(info.name or "", info.short_help)

@@ -6,44 +6,127 @@ Imports nothing heavy: `actreg --help` and config errors must come back at once.
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from actreg_cli.config import ConfigError
 from actreg_cli.engines import EngineName
 from actreg_cli.engines.base import EngineUnsupported
 
 # Piped output (logs, CI) gets a wide page instead of 80 columns, so tables stay one line a row.
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True)
+# markup=False: config names, file paths and --set values are user text; brackets in them
+# ("model.hidden_units=[8]") must print as typed, never be read as rich styles.
+console = Console(width=None if sys.stdout.isatty() else 120, markup=False)
+err_console = Console(stderr=True, markup=False)
 
-ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
+ConfigArg = Annotated[
+    Path, typer.Argument(metavar="CONFIG", help="YAML config file.", show_default=False)
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--set", help="Override a config key, e.g. --set regularizers.0.strength=1e-3 (repeatable)."
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config key, e.g. --set regularizers.0.strength=1e-3 (repeatable).",
     ),
 ]
-EpochsOpt = Annotated[int | None, typer.Option(help="Override training.epochs.")]
-RepeatsOpt = Annotated[int | None, typer.Option(help="Override training.repeats.")]
-SeedOpt = Annotated[int | None, typer.Option(help="Override training.seed.")]
+
+
+def at_least(minimum: int) -> Callable[[int | None], int | None]:
+    """An option callback: the integer must be >= minimum (exit 2 naming the value otherwise)."""
+
+    def check(value: int | None) -> int | None:
+        if value is not None and value < minimum:
+            raise typer.BadParameter(f"must be an integer >= {minimum} (got {value})")
+        return value
+
+    return check
+
+
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option(metavar="N", callback=at_least(1), help="Override training.epochs (>= 1)."),
+]
+RepeatsOpt = Annotated[
+    int | None,
+    typer.Option(metavar="N", callback=at_least(1), help="Override training.repeats (>= 1)."),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option(metavar="N", callback=at_least(0), help="Override training.seed (>= 0)."),
+]
 EngineOpt = Annotated[
     EngineName,
-    typer.Option(help="auto: fused when it supports the config, else keras (and says why)."),
+    typer.Option(
+        metavar="[auto|keras|fused]",
+        help="auto: fused when it supports the config, else keras (and says why).",
+    ),
 ]
-RunsDirOpt = Annotated[Path, typer.Option(help="Folder that receives the run folders.")]
+
+
+def writable_folder(path: Path) -> Path:
+    """--runs-dir check, before any training: the folder exists or can be made, and takes files.
+
+    Raises typer.BadParameter (exit 2) for a file, /dev/null, or a folder this user cannot write.
+    Creates nothing: the nearest existing ancestor is probed with a temporary file.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing.is_file() else "is not a folder"
+        where = "" if existing == path else f" (its parent {existing} {what})"
+        raise typer.BadParameter(
+            f"{path}: cannot hold run folders{where or ': it ' + what}; give a folder path"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise typer.BadParameter(f"{path}: cannot write into {existing}: {reason}") from None
+    return path
+
+
+RunsDirOpt = Annotated[
+    Path,
+    typer.Option(
+        metavar="DIR",
+        help="Folder that receives the run folders (made if missing).",
+        callback=writable_folder,
+    ),
+]
 
 
 def fail(lines: list[str], code: int = 2) -> typer.Exit:
-    """Print an error (one line per problem) to stderr and return the Exit to raise."""
+    """Print an error (one line per problem) to stderr and return the Exit to raise.
+
+    The lines are plain text, printed as given (never read as rich markup)."""
     for line in lines:
-        err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        _print_labelled(Text("error:", style="bold red"), line)
     return typer.Exit(code=code)
+
+
+def _print_labelled(label: Text, text: str) -> None:
+    """`label text` on stderr: in a terminal wrapped at word boundaries under the text (a
+    hanging indent); elsewhere one line, however long (logs are searched line by line)."""
+    if not err_console.is_terminal:
+        err_console.print(Text.assemble(label, " ", text), highlight=False, soft_wrap=True)
+        return
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 1, 0, 0))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")  # a path longer than a line is broken, never cut
+    grid.add_row(label, Text(text))
+    err_console.print(grid, highlight=False)
 
 
 @contextmanager
@@ -58,24 +141,80 @@ def user_errors() -> Iterator[None]:
 
 
 @contextmanager
-def long_work_errors(what: str, on_interrupt: str) -> Iterator[None]:
-    """Around training: Ctrl-C exits 130 saying `on_interrupt`; any other failure exits 1 with
+def long_work_errors(what: str, on_interrupt: Callable[[], str]) -> Iterator[None]:
+    """Around training: Ctrl-C prints "stopping..." at once, then (once the engine has stopped,
+    within about a second) exits 130 saying `on_interrupt()`; any other failure exits 1 with
     '<what> failed: Type: message'. Files already written stay (they are written atomically)."""
-    from rich.markup import escape
+    import signal
+    import threading
 
+    def stopping(signum: int, frame: Any) -> None:
+        err_console.print(Text("stopping...", style="yellow"), highlight=False)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, stopping) if main_thread else None
     try:
         yield
     except KeyboardInterrupt:
-        raise fail([on_interrupt], code=130) from None
+        raise fail([on_interrupt()], code=130) from None
     except typer.Exit:
         raise
     except Exception as exc:
-        raise fail([escape(f"{what} failed: {type(exc).__name__}: {exc}")], code=1) from exc
+        raise fail([f"{what} failed: {type(exc).__name__}: {exc}"], code=1) from exc
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
+def interrupted_message(folder: list[Path]) -> str:
+    """What Ctrl-C leaves: `folder` holds the run folder once training has made it."""
+    if not folder:
+        return "interrupted before any run folder was made"
+    return f"interrupted; {folder[0]} keeps what was written so far (an unfinished run)"
+
+
+#: Engines that run on TensorFlow (see `start_tensorflow`).
+TENSORFLOW_ENGINES = ("keras", "fused")
+
+
+def start_tensorflow() -> None:
+    """Import TensorFlow before a progress bar starts: the import silences file descriptor 2
+    for a few seconds (actreg_cli.quiet_tensorflow), which would freeze a running bar. A
+    terminal sees "starting TensorFlow..." meanwhile, erased when done."""
+    if "tensorflow" in sys.modules:
+        return
+    show = err_console.is_terminal
+    if show:
+        err_console.file.write("starting TensorFlow...\r")
+        err_console.file.flush()
+    import tensorflow  # noqa: F401
+
+    if show:
+        err_console.file.write("\x1b[2K")  # erase the line
+        err_console.file.flush()
+
+
+#: Seconds between two progress lines when stderr is no terminal (a log file, CI, `| tee`).
+PLAIN_PROGRESS_INTERVAL_S = 10.0
 
 
 @contextmanager
-def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar fed by a callback `advance(n)`; silent when stderr is no terminal."""
+def progress_bar(
+    total: int, description: str, unit: str = "model-epochs"
+) -> Iterator[Callable[[int], None]]:
+    """Progress fed by a callback `advance(n)` (thread-safe), `total` counted in `unit`.
+
+    On a terminal: a rich bar. Otherwise one plain line at most every PLAIN_PROGRESS_INTERVAL_S
+    seconds, and one when done: "<description>: 1200/4000 model-epochs (30%), 0:00:12"."""
+    if total <= 0:  # nothing to train (a resumed sweep that is complete)
+        yield lambda n: None
+        return
+    if not err_console.is_terminal:
+        with _plain_progress(total, description, unit) as advance:
+            yield advance
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -84,25 +223,87 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.table import Column
 
+    # The numbers never give way: the description gets what the counts and times (~46
+    # columns) and a 10-column bar leave of the terminal, shortened with an ellipsis beyond.
+    keep = Column(no_wrap=True)
+    room = max(10, err_console.width - 56)
     progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        TextColumn(
+            "{task.description}",
+            markup=False,
+            table_column=Column(no_wrap=True, overflow="ellipsis", max_width=room),
+        ),
+        BarColumn(bar_width=None, table_column=Column(ratio=1)),
+        MofNCompleteColumn(table_column=keep),
+        TextColumn(unit, table_column=keep),
+        TimeElapsedColumn(table_column=keep),
+        TimeRemainingColumn(table_column=keep),
         console=err_console,
-        disable=not err_console.is_terminal,
         transient=False,
+        expand=True,
     )
     with progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
 
 
+@contextmanager
+def _plain_progress(total: int, description: str, unit: str) -> Iterator[Callable[[int], None]]:
+    import threading
+    import time
+    from datetime import timedelta
+
+    lock = threading.Lock()
+    started = time.monotonic()
+    state = {"done": 0, "printed_at": started, "printed": -1}
+
+    def line() -> None:
+        done = state["done"]
+        share = f" ({100 * done / total:.0f}%)" if total else ""
+        elapsed = timedelta(seconds=round(time.monotonic() - started))
+        print(
+            f"{description}: {done}/{total} {unit}{share}, {elapsed}", file=sys.stderr, flush=True
+        )
+        state["printed"] = done
+
+    def advance(n: int) -> None:
+        with lock:
+            state["done"] += n
+            now = time.monotonic()
+            if now - state["printed_at"] >= PLAIN_PROGRESS_INTERVAL_S:
+                state["printed_at"] = now
+                line()
+
+    yield advance
+    with lock:
+        if state["printed"] != state["done"]:
+            line()
+
+
+def print_fitting(*layouts: Callable[[], Any]) -> None:
+    """Print on stdout the first layout (a function making a rich renderable) whose natural width
+    fits the terminal, else the last. A pipe has no width to respect: it gets the first, unwrapped.
+    """
+    from rich.measure import Measurement
+
+    wide = console.options.update_width(10_000)
+    if not console.is_terminal:
+        renderable = layouts[0]()
+        width = max(console.width, Measurement.get(console, wide, renderable).maximum)
+        Console(file=sys.stdout, width=width, highlight=False, markup=False).print(renderable)
+        return
+    for build in layouts:
+        renderable = build()
+        if Measurement.get(console, wide, renderable).maximum <= console.width:
+            break
+    console.print(renderable)
+
+
 def note(text: str) -> None:
     """A one-line remark on stderr (engine fallback and the like)."""
-    err_console.print(f"[yellow]note:[/] {text}", highlight=False, soft_wrap=True)
+    _print_labelled(Text("note:", style="yellow"), text)
 
 
 def stdout_is_terminal() -> bool:

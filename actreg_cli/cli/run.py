@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from actreg_cli.cli.common import (
+    TENSORFLOW_ENGINES,
     ConfigArg,
     EngineOpt,
     EpochsOpt,
@@ -15,9 +16,11 @@ from actreg_cli.cli.common import (
     SeedOpt,
     SetOpt,
     console,
+    interrupted_message,
     long_work_errors,
     note,
     progress_bar,
+    start_tensorflow,
     user_errors,
 )
 from actreg_cli.engines import EngineName
@@ -49,13 +52,21 @@ def run_command(
     from actreg_cli.reporter import tutorial_line
     from actreg_cli.runner import run_experiment
 
+    if chosen.name in TENSORFLOW_ENGINES:
+        start_tensorflow()
     total = cfg.training.epochs * cfg.training.repeats
+    folder: list[Path] = []
     with (
-        long_work_errors("training", "interrupted; the run folder keeps what was written so far"),
+        long_work_errors("training", lambda: interrupted_message(folder)),
         progress_bar(total, f"{cfg.name} [{chosen.name}]") as advance,
     ):
         outcome = run_experiment(
-            cfg, engine=chosen, engine_note=why, runs_dir=runs_dir, progress=advance
+            cfg,
+            engine=chosen,
+            engine_note=why,
+            runs_dir=runs_dir,
+            progress=advance,
+            on_folder=folder.append,
         )
     summary = outcome.summary
     console.print(tutorial_line(summary), highlight=False)

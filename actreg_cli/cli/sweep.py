@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sys
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from actreg_cli.cli.common import (
     ConfigArg,
@@ -24,11 +23,14 @@ from actreg_cli.cli.common import (
     fail,
     long_work_errors,
     note,
+    print_fitting,
     progress_bar,
+    start_tensorflow,
     user_errors,
 )
 from actreg_cli.engines import EngineName
 
+LAYOUTS = ("wide", "narrow", "stacked")  # summary_table layouts, widest first
 RAY_HINT = "the ray executor needs the optional extra: pip install -e '.[ray]'"
 
 
@@ -37,16 +39,31 @@ class ExecutorName(str, Enum):
     ray = "ray"
 
 
+GridOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--grid",
+        metavar="KEY=V1,V2",
+        help="Sweep a config key over values, e.g. --grid regularizers.0.strength=1e-5,1e-4 "
+        "(repeatable: the grid is the product). CONFIG may then be an experiment file.",
+    ),
+]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Recompute every cell, even those already stored.")
 ]
 ExecutorOpt = Annotated[
     ExecutorName,
-    typer.Option(help="local: train the chunks here, one after another; ray: as Ray tasks."),
+    typer.Option(
+        metavar="[local|ray]",
+        help="local: train the chunks here, one after another; ray: as Ray tasks.",
+    ),
 ]
 AddressOpt = Annotated[
     str | None,
-    typer.Option(help="Ray cluster address (--executor ray); default: a local Ray instance."),
+    typer.Option(
+        metavar="HOST:PORT",
+        help="Ray cluster address (--executor ray); default: a local Ray instance.",
+    ),
 ]
 
 
@@ -63,16 +80,21 @@ def make_executor(executor: ExecutorName, address: str | None) -> Any:
         if address is not None:
             raise fail(["--address applies only to --executor ray"])
         return LocalExecutor()
-    if importlib.util.find_spec("ray") is None:
-        raise fail([escape(RAY_HINT)])
-    from actreg_cli.ray_executor import RayExecutor
+    from actreg_cli.ray_executor import RayExecutor, check_reachable
 
+    if address is not None:
+        try:
+            check_reachable(address)
+        except ValueError as exc:
+            raise fail([f"--address {address}: {exc}"]) from None
+    if importlib.util.find_spec("ray") is None:
+        raise fail([RAY_HINT])
     try:
         return RayExecutor(address=address)
     except ImportError:
-        raise fail([escape(RAY_HINT)]) from None
+        raise fail([RAY_HINT]) from None
     except ValueError as exc:
-        raise fail([escape(str(exc))]) from None
+        raise fail([str(exc)]) from None
 
 
 def _fmt(value: float, signed: bool = False) -> str:
@@ -81,68 +103,87 @@ def _fmt(value: float, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def summary_table(outcome: Any) -> Any:
-    """A compact rich table of summary.csv: swept values, n, test accuracy, vs baseline."""
+def summary_table(outcome: Any, layout: str = "wide") -> Any:
+    """summary.csv as rich text: swept values, n, test accuracy (mean±std, 95% CI), vs baseline.
+
+    layout: "wide" (one row a cell, every column), "narrow" (without the accuracy's CI column,
+    which summary.csv keeps) or "stacked" (two lines a cell, for terminals too narrow for both).
+    The swept values, which tell the cells apart, are never shortened.
+    """
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     from actreg_cli.sweep import format_value
     from actreg_cli.sweep_report import short_names, summary_rows
 
     keys = list(outcome.plan.sweep.grid)
     names = short_names(keys)
-    table = Table(
-        box=None,
-        pad_edge=False,
-        header_style="bold",
-        caption="test accuracy: mean±std over repeats; * the 95% CI of the difference excludes 0",
-        caption_justify="left",
-    )
-    table.add_column("cell")
-    for key in keys:
-        table.add_column(names[key])
-    table.add_column("n", justify="right")
-    table.add_column("test acc", justify="right")
-    table.add_column("95% CI", justify="right")
-    table.add_column("vs base [95% CI]")
+    caption = "test acc: mean±std over repeats; * the 95% CI of the difference excludes 0"
+    rows = []
     for row in summary_rows(outcome):
-        values = ["" if row[k] is None else escape(format_value(row[k])) for k in keys]
-        if row["status"] != "done":
-            table.add_row(row["cell"], *values, "0", "failed", "", "")
-            continue
+        values = ["" if row[k] is None else format_value(row[k]) for k in keys]
+        done = row["status"] == "done"
         diff = ""
-        if row["baseline_cell"]:
+        if done and row["baseline_cell"]:
             diff = (
                 f"{_fmt(row['diff_vs_baseline'], True)} "
                 f"[{_fmt(row['diff_ci_low'], True)}, {_fmt(row['diff_ci_high'], True)}]"
             )
             if row["diff_clear"]:
-                diff = f"[bold]{diff} *[/]"
-        table.add_row(
-            row["cell"],
-            *values,
-            str(row["n"]),
-            f"{_fmt(row['test_accuracy_mean'])}±{_fmt(row['test_accuracy_std'])}",
-            f"{_fmt(row['test_accuracy_ci_low'])}-{_fmt(row['test_accuracy_ci_high'])}",
-            diff,
+                diff = Text(f"{diff} *", style="bold")
+        acc = f"{_fmt(row['test_accuracy_mean'])}±{_fmt(row['test_accuracy_std'])}"
+        ci = f"{_fmt(row['test_accuracy_ci_low'])}-{_fmt(row['test_accuracy_ci_high'])}"
+        rows.append(
+            (
+                row["cell"],
+                values,
+                str(row["n"]) if done else "0",
+                acc if done else "failed",
+                ci if done else "",
+                diff,
+            )
         )
+
+    if layout == "stacked":
+        lines: list[Any] = []
+        for cell, values, n, acc, ci, diff in rows:
+            swept = "  ".join(f"{names[k]}={v}" for k, v in zip(keys, values, strict=True) if v)
+            lines.append(Text(f"{cell}  {swept or '(no regularizer)'}", style="bold"))
+            detail = Text(f"    n={n}  test acc {acc}")
+            if ci:
+                detail.append(f" (95% CI {ci})")
+            lines.append(detail)
+            if diff:
+                lines.append(Text.assemble("    vs base ", diff))
+        return Group(*lines, Text(caption))
+
+    table = Table(
+        box=None,
+        pad_edge=False,
+        # narrow: one space between columns instead of two
+        padding=(0, 1, 0, 1) if layout == "wide" else (0, 1, 0, 0),
+        header_style="bold",
+        caption=caption,
+        caption_justify="left",
+    )
+    table.add_column("cell", no_wrap=True)
+    for key in keys:
+        table.add_column(names[key], no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("test acc", justify="right", no_wrap=True)
+    if layout == "wide":
+        table.add_column("95% CI", justify="right", no_wrap=True)
+    table.add_column("vs base [95% CI]", no_wrap=True)
+    for cell, values, n, acc, ci, diff in rows:
+        extra = [ci] if layout == "wide" else []
+        table.add_row(cell, *values, n, acc, *extra, diff)
     return table
-
-
-def print_table(table: Any) -> None:
-    """Print to stdout; unwrapped when stdout is no terminal (a pipe has no width to respect)."""
-    if console.is_terminal:
-        console.print(table)
-        return
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    wide = console.options.update_width(10_000)
-    width = max(console.width, Measurement.get(console, wide, table).maximum)
-    Console(file=sys.stdout, width=width, highlight=False).print(table)
 
 
 def sweep_command(
     config: ConfigArg,
+    grid: GridOpt = None,
     set_: SetOpt = None,
     epochs: EpochsOpt = None,
     repeats: RepeatsOpt = None,
@@ -155,6 +196,9 @@ def sweep_command(
 ) -> None:
     """Train every cell of the sweep in CONFIG (base config x grid, repeats per cell).
 
+    CONFIG is a sweep file, or an experiment file swept with --grid (the sweep is then named
+    <experiment name>-<swept keys>).
+
     Writes runs/<sweep name>/: results.csv, summary.csv, sweep.png, sparsity.png, report.md.
 
     Finished cells are stored at once: re-running the same command resumes; --force recomputes.
@@ -165,19 +209,29 @@ def sweep_command(
     from actreg_cli.sweep import expand_grid, run_sweep
 
     with user_errors():
-        sweep = load_sweep(config, [*(set_ or []), *training_overrides(epochs, repeats, seed)])
+        sweep = load_sweep(
+            config, [*(set_ or []), *training_overrides(epochs, repeats, seed)], grid or []
+        )
         expand_grid(sweep)  # every cell valid before anything heavy is imported
     chosen = make_executor(executor, address)
 
     def on_plan(plan: Any) -> None:
         for line in plan.notes:
-            note(escape(line))
+            note(line)
         console.print(plan.summary_line(), highlight=False)
+        if executor is ExecutorName.local and plan.to_run:
+            start_tensorflow()  # before the bar (Ray trains in other processes)
 
+    from actreg_cli.sweep import sweep_folder
+
+    folder = sweep_folder(sweep, runs_dir)
     with (
         long_work_errors(
             "sweep",
-            "interrupted; the finished cells are stored: run the same command again to resume",
+            lambda: (
+                f"interrupted; {folder} keeps the finished cells: run the same command again "
+                "to resume"
+            ),
         ),
         user_errors(),
     ):
@@ -191,10 +245,10 @@ def sweep_command(
             on_plan=on_plan,
         )
 
-    print_table(summary_table(outcome))
+    print_fitting(*(partial(summary_table, outcome, layout) for layout in LAYOUTS))
     print(outcome.folder)
     if outcome.failures:
-        lines = [escape(f"cell {cell} failed: {why}") for cell, why in outcome.failures.items()]
+        lines = [f"cell {cell} failed: {why}" for cell, why in outcome.failures.items()]
         raise fail([*lines, "re-run the same command to retry the failed cells"], code=1)
 
 

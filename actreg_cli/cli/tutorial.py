@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from actreg_cli.cli.common import (
+    TENSORFLOW_ENGINES,
     EngineOpt,
     EpochsOpt,
     RunsDirOpt,
     SeedOpt,
+    at_least,
     console,
-    fail,
+    interrupted_message,
     long_work_errors,
     note,
+    print_fitting,
     progress_bar,
+    start_tensorflow,
     user_errors,
 )
 from actreg_cli.engines import EngineName
@@ -25,7 +30,12 @@ from actreg_cli.engines import EngineName
 def tutorial_command(
     epochs: EpochsOpt = None,
     repeats: Annotated[
-        int, typer.Option(min=1, help="Repeats of every model (mean, std, 95% CI).")
+        int,
+        typer.Option(
+            metavar="N",
+            callback=at_least(1),
+            help="Repeats of every model (mean, std, 95% CI).",
+        ),
     ] = 10,
     seed: SeedOpt = None,
     engine: EngineOpt = EngineName.auto,
@@ -38,8 +48,6 @@ def tutorial_command(
     from actreg_cli.tutorial import run_tutorial, study_arms, tutorial_config
 
     with user_errors():
-        if epochs is not None and epochs < 1:
-            raise fail([f"--epochs must be a positive integer (got {epochs})"])
         probe = tutorial_config(
             "before_relu", epochs=epochs or 4000, seed=seed or 0, repeats=repeats
         )
@@ -48,12 +56,16 @@ def tutorial_command(
         chosen, why = select_engine(engine, [probe])
     if why:
         note(why)
+    if chosen.name in TENSORFLOW_ENGINES:
+        start_tensorflow()
     total = len(study_arms()) * repeats * probe.training.epochs
+    folder: list[Path] = []
     with (
-        long_work_errors("training", "interrupted; the folder keeps what was written so far"),
+        long_work_errors("training", lambda: interrupted_message(folder)),
         progress_bar(total, f"tutorial [{chosen.name}]") as advance,
     ):
         outcome = run_tutorial(
+            on_folder=folder.append,
             engine=chosen,
             engine_note=why,
             epochs=probe.training.epochs,
@@ -69,12 +81,70 @@ def tutorial_command(
 
 
 def print_table(rows: list[dict], repeats: int) -> None:
+    """The reproduction table in the first layout that fits the terminal (see `tutorial_table`)."""
+    print_fitting(*(partial(tutorial_table, rows, repeats, layout) for layout in LAYOUTS))
+
+
+LAYOUTS = ("wide", "grouped", "stacked")  # tutorial_table layouts, widest first
+
+
+def tutorial_table(rows: list[dict], repeats: int, layout: str) -> Any:
+    """rows of `run_tutorial` as rich text.
+
+    layout: "wide" (one column each: variant, reduction, train, test, published train and test,
+    difference to overfit), "grouped" (rows grouped under their reduction, published train/test in
+    one column: fits 80 columns) or "stacked" (one line a row, wrapped by the terminal).
+    Variant and reduction names, which tell the rows apart, are never shortened.
+    """
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     from actreg_cli.reporter import format_mean_std
     from actreg_cli.tutorial import format_diff
 
-    table = Table(title=f"Tutorial reproduction ({repeats} repeats; published = single run)")
+    title = f"Tutorial reproduction ({repeats} repeats; published = single run)"
+
+    def mean_std(stats: dict) -> str:
+        text = format_mean_std(stats)
+        return text if layout == "wide" else text.replace(" +/- ", "±")
+
+    def published(row: dict) -> str:
+        return f"{row['published_train']:.3f}/{row['published_test']:.3f}"
+
+    if layout == "stacked":
+        lines: list[Any] = [Text(title, style="bold")]
+        for row in rows:
+            lines.append(Text(f"{row['variant']}, {row['reduction']}:", style="bold"))
+            lines.append(Text(f"  train {mean_std(row['train'])}  test {mean_std(row['test'])}"))
+            lines.append(Text(f"  published {published(row)}"))
+            lines.append(Text(f"  test - overfit {format_diff(row['diff'])}"))
+        return Group(*lines)
+
+    if layout == "grouped":
+        table = Table(box=None, pad_edge=False, header_style="bold", title=title)
+        for column in ("variant", "train", "test", "published"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("test - overfit [95% CI]", no_wrap=True)
+        group = None
+        order = list(dict.fromkeys(row["reduction"] for row in rows))
+        for row in sorted(rows, key=lambda row: order.index(row["reduction"])):
+            indent = ""
+            if row["reduction"] != "none":
+                if row["reduction"] != group:
+                    group = row["reduction"]
+                    table.add_row(Text(f"{group}:", style="italic"))
+                indent = "  "
+            table.add_row(
+                indent + row["variant"],
+                mean_std(row["train"]),
+                mean_std(row["test"]),
+                published(row),
+                format_diff(row["diff"]),
+            )
+        return table
+
+    table = Table(title=title)
     for column in ("variant", "reduction", "train", "test", "pub. train", "pub. test"):
         table.add_column(column, no_wrap=True)
     table.add_column("test - overfit [95% CI]", no_wrap=True)
@@ -82,13 +152,13 @@ def print_table(rows: list[dict], repeats: int) -> None:
         table.add_row(
             row["variant"],
             row["reduction"],
-            format_mean_std(row["train"]),
-            format_mean_std(row["test"]),
+            mean_std(row["train"]),
+            mean_std(row["test"]),
             f"{row['published_train']:.3f}",
             f"{row['published_test']:.3f}",
             format_diff(row["diff"]),
         )
-    console.print(table)
+    return table
 
 
 def register(app: typer.Typer) -> None:

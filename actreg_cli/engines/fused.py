@@ -3,7 +3,9 @@
 It computes what `keras_engine.KerasEngine` computes (see /work/shared/keras-semantics.md), but
 trains a stack of C models in lockstep: the whole training loop (every epoch, the optimizer, the
 per-epoch train metrics and the test-set evaluation) is one `tf.function(jit_compile=True)`
-around a `tf.while_loop`, and one call returns the history and final metrics of all C models.
+around a `tf.while_loop`. It is called once per segment of epochs (at most a tenth of them),
+the optimizer state handed from one call to the next, so that progress is reported and Ctrl-C
+honoured between segments; the result is bit-identical to one call over all epochs.
 
 Layout (C = models in a chunk, R = rows of a batch, i/o = fan_in/fan_out of a hidden layer):
   block l     float32 [C, i+1, o]: rows 0..i-1 the kernel, row i the bias. The last hidden
@@ -14,7 +16,7 @@ Layout (C = models in a chunk, R = rows of a batch, i/o = fan_in/fan_out of a hi
   z, a        float32 [C, R, o]: a hidden layer's output before / after its activation
   logits      float32 [C, R]
   rows        float32 [epochs + 1, C, 4]: per epoch (train loss * rows, train correct count,
-              test loss * n_test, test correct count), see `_result`; one device-to-host copy
+              test loss * n_test, test correct count), see `_result`; copied out per segment
 
 What differs between models (seed, strength, norm, target, placement, reduction, learning rate)
 is data, not graph: per-model factor arrays, 0 where a model lacks a penalty. Only the penalty
@@ -47,7 +49,8 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
@@ -106,6 +109,16 @@ _MAX_CHUNK = 32
 #: not depend on which chunk it was trained in.
 _MIN_CHUNK = 2
 
+#: Training runs in segments of epochs, one compiled call each (the same program reused, the
+#: optimizer state carried between calls), so that progress is reported and Ctrl-C is honoured
+#: between segments. A segment is at most 1/_MIN_SEGMENTS of the epochs and about
+#: _SEGMENT_WORK activation values (models x units x rows x epochs: ~0.2 s on an idle core of the
+#: 2-core EPYC at 15 us per tutorial model-epoch, ~1 s when the machine is shared). Results are
+#: bit-identical to one segment (tests/test_fused_engine.py); the cost, measured side by side
+#: by benchmarks/bench_fused_segments.py: ~5% more wall and CPU time for the tutorial study.
+_MIN_SEGMENTS = 10
+_SEGMENT_WORK = 6e8
+
 # Adam constants as Keras writes them (Python floats, cast to float32 where used).
 _BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-7
 
@@ -161,6 +174,18 @@ class _Spec:
     @property
     def fan_ins(self) -> tuple[int, ...]:
         return (2, *self.hidden_units[:-1])
+
+    @property
+    def loop_epochs(self) -> int:
+        """Iterations of the training loop: full-batch training runs one more, which only
+        evaluates the final weights (its update is masked off)."""
+        return self.epochs if self.minibatch else self.epochs + 1
+
+    def segment_epochs(self) -> int:
+        """Loop iterations per compiled call (see _SEGMENT_WORK)."""
+        work = self.chunk * sum(self.hidden_units) * (self.n_train + self.n_test)
+        by_work = math.ceil(_SEGMENT_WORK / max(work, 1))
+        return max(1, min(math.ceil(self.loop_epochs / _MIN_SEGMENTS), by_work))
 
     def block_rows(self, layer: int) -> int:
         """Rows of hidden layer `layer`'s parameter block: kernel, bias (and output kernel)."""
@@ -250,32 +275,49 @@ class FusedEngine:
         return results  # type: ignore[return-value]
 
     def _train_group(
-        self, jobs: Sequence[TrainJob], progress: ProgressCallback | None
+        self,
+        jobs: Sequence[TrainJob],
+        progress: ProgressCallback | None,
+        segment: int | None = None,
     ) -> list[TrainResult]:
+        """segment: loop iterations per compiled call (default `spec.segment_epochs()`)."""
         data = load_dataset(jobs[0].config.data)
         tables = [coefficients(job.config) for job in jobs]
         spec = _make_spec(jobs, tables, self.chunk, self.workers)
-        program = compiled_program(spec)
+        segment = segment or spec.segment_epochs()
+        program = compiled_program(spec, segment)
         chunk = spec.chunk
+        stop = threading.Event()  # set on Ctrl-C (or a failure): chunks end after their segment
 
         def run(start: int):
             real = list(range(start, min(start + chunk, len(jobs))))
             padded = real + [real[-1]] * (chunk - len(real))  # copies: same program, no recompile
             arrays = _chunk_arrays(spec, [jobs[i] for i in padded], [tables[i] for i in padded])
-            rows, probe = _call(program, data, arrays)
+            on_segment = None
+            if progress is not None:
+                # Model-epochs, the bar's unit; the full-batch loop's extra evaluation-only
+                # iteration counts for nothing, so a finished chunk adds exactly models x epochs.
+                def on_segment(first: int, last: int) -> None:
+                    progress(len(real) * (min(last, spec.epochs) - min(first, spec.epochs)))
+
+            rows, probe = _call(program, data, arrays, spec, segment, stop, on_segment)
             return real, rows, probe
 
         results: list[TrainResult | None] = [None] * len(jobs)
         starts = range(0, len(jobs), chunk)
         # One thread per core: XLA runs one chunk's loop mostly on one core, and the call
         # releases the GIL, so chunks on two threads use two cores.
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(starts))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(starts)))
+        try:
             for future in as_completed([pool.submit(run, start) for start in starts]):
                 real, rows, probe = future.result()
                 for c, index in enumerate(real):
                     results[index] = _result(jobs[index].config, rows[:, c], probe[c], spec)
-                if progress is not None:
-                    progress(len(real) * spec.epochs)
+        except BaseException:  # Ctrl-C lands here, in the main thread: stop the workers too
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return results  # type: ignore[return-value]
 
 
@@ -376,16 +418,31 @@ def _chunk_arrays(spec: _Spec, jobs: Sequence[TrainJob], tables: Sequence[np.nda
     )
 
 
-def _call(program, data: Dataset, arrays: _ChunkArrays):
-    """Run one chunk: rows float32 [E+1, C, 4] and probe float32 [C, 2L] (see `_result`)."""
+class _Stopped(Exception):
+    """Training of a chunk was abandoned between segments (the group is being interrupted)."""
+
+
+def _call(
+    program,
+    data: Dataset,
+    arrays: _ChunkArrays,
+    spec: _Spec,
+    segment: int,
+    stop: threading.Event,
+    on_segment: Callable[[int, int], None] | None = None,
+):
+    """Train one chunk, `segment` loop iterations per call of `program`; the optimizer state
+    goes from one call to the next. Returns rows float32 [E+1, C, 4] and probe float32 [C, 2L]
+    (see `_result`). on_segment(first, last) after each call; raises _Stopped once `stop` is set.
+    """
     tf = _tensorflow()
-    rows, probe = program(
+    constants = (
         tf.constant(data.x_train),
         tf.constant(data.y_train[:, 0]),
         tf.constant(data.x_test),
         tf.constant(data.y_test[:, 0]),
-        [tf.constant(b) for b in arrays.blocks],
-        tf.constant(arrays.out_bias),
+    )
+    per_model = (
         [tf.constant(r) for r in arrays.row_l1],
         [tf.constant(r) for r in arrays.row_l2],
         tf.constant(arrays.act_mean),
@@ -393,7 +450,25 @@ def _call(program, data: Dataset, arrays: _ChunkArrays):
         tf.constant(arrays.lr),
         tf.constant(arrays.seeds),
     )
-    return rows.numpy(), probe.numpy()
+    # Optimizer state next to each parameter: [C, 3, ...] = (value, Adam m, Adam v).
+    state = [
+        tf.constant(np.stack([p, np.zeros_like(p), np.zeros_like(p)], axis=1))
+        for p in [*arrays.blocks, arrays.out_bias]
+    ]
+    parts = []
+    for first in range(0, spec.loop_epochs, segment):
+        if stop.is_set():
+            raise _Stopped
+        last = min(first + segment, spec.loop_epochs)
+        state, rows, final, probe = program(
+            *constants, state, *per_model, tf.constant(first), tf.constant(last)
+        )
+        parts.append(rows.numpy()[: last - first])
+        if on_segment is not None:
+            on_segment(first, last)
+    if spec.minibatch:  # the final weights' evaluation, after the last epoch
+        parts.append(final.numpy()[None])
+    return np.concatenate(parts), probe.numpy()
 
 
 def _ratio(total, count) -> np.ndarray:
@@ -442,20 +517,25 @@ def _result(config: ExperimentConfig, rows, probe, spec: _Spec) -> TrainResult:
 
 
 def _tensorflow():
-    """Import TensorFlow lazily (validating a config must not pay for it), and quietly."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # only effective before the first import
+    """Import TensorFlow lazily: validating a config must not pay for it (actreg_cli's
+    quiet_tensorflow keeps the import from printing)."""
     import tensorflow as tf
 
     return tf
 
 
 @functools.lru_cache(maxsize=32)
-def compiled_program(spec: _Spec):
-    """The tf.function (jit_compile=True) that trains the C models of a chunk for all epochs.
+def compiled_program(spec: _Spec, segment: int):
+    """The tf.function (jit_compile=True) that trains the C models of a chunk for up to
+    `segment` iterations of the training loop, from epoch `first` to `last` (exclusive).
 
-    Inputs: x_train [n_train, 2], y_train [n_train], x_test [n_test, 2], y_test [n_test], then
-    the _ChunkArrays fields in order. Outputs: rows float32 [E+1, C, 4] and probe float32
-    [C, 2L] (see `_result`). Cached per spec: each group shape is traced and compiled once.
+    Inputs: x_train [n_train, 2], y_train [n_train], x_test [n_test, 2], y_test [n_test], the
+    optimizer state (per parameter [C, 3, ...]: value, Adam m, Adam v), the other _ChunkArrays
+    fields in order, then first and last (int32 scalars, last - first <= segment). Outputs: the
+    new state; rows float32 [segment, C, 4] (rows[i] for loop iteration first + i, valid up to
+    last - first); the final weights' row [C, 4] (minibatch training, see `_result`); and probe
+    float32 [C, 2L] of the new state. Cached per (spec, segment): traced and compiled once, then
+    called once per segment.
     """
     tf = _tensorflow()
     net = _Net(spec)
@@ -467,14 +547,15 @@ def compiled_program(spec: _Spec):
         tf.TensorSpec([n], tf.float32),
         tf.TensorSpec([m, 2], tf.float32),
         tf.TensorSpec([m], tf.float32),
-        [tf.TensorSpec(shape, tf.float32) for shape in block_shapes],
-        tf.TensorSpec([c, 1], tf.float32),
+        [tf.TensorSpec([s[0], 3, *s[1:]], tf.float32) for s in [*block_shapes, [c, 1]]],
         [tf.TensorSpec([*shape[:2], 1], tf.float32) for shape in block_shapes],
         [tf.TensorSpec([*shape[:2], 1], tf.float32) for shape in block_shapes],
         tf.TensorSpec([c, k], tf.float32),
         tf.TensorSpec([c, k], tf.float32),
         tf.TensorSpec([c], tf.float32),
         tf.TensorSpec([c], tf.int64),
+        tf.TensorSpec([], tf.int32),
+        tf.TensorSpec([], tf.int32),
     ]
 
     def program(
@@ -482,21 +563,18 @@ def compiled_program(spec: _Spec):
         y_train,
         x_test,
         y_test,
-        blocks,
-        out_bias,
+        state,
         row_l1,
         row_l2,
         act_mean,
         act_sum,
         lr,
         seeds,
+        first,
+        last,
     ):
         net.bind(row_l1, row_l2, act_mean, act_sum, lr)
-        # Optimizer state next to each parameter: [C, 3, ...] = (value, Adam m, Adam v).
-        state = [
-            tf.stack([p, tf.zeros_like(p), tf.zeros_like(p)], axis=1) for p in [*blocks, out_bias]
-        ]
-        rows = tf.TensorArray(tf.float32, size=epochs + 1, element_shape=[c, 4])
+        rows = tf.TensorArray(tf.float32, size=segment, element_shape=[c, 4])
         x_all = tf.concat([x_train, x_test], axis=0)
         y_all = tf.concat([y_train, y_test], axis=0)
         both = ((0, n), (n, m))  # the train rows and the test rows of x_all, each one batch
@@ -516,27 +594,26 @@ def compiled_program(spec: _Spec):
                 net.logit_grad(logits[:, :n], y_train),
             )
             state = net.update(state, grads, epoch + 1, active=epoch < epochs)
-            return epoch + 1, state, rows.write(epoch, row)
+            return epoch + 1, state, rows.write(epoch - first, row)
 
         def minibatch_epoch(epoch, state, rows):
             params = [s[:, 0] for s in state]
             logits, act_rows, _ = net.forward(params, x_test)
             val = net.summaries(logits, act_rows, y_test, ((0, m),), net.weight_penalty(params))
             state, train = net.minibatch_epoch(epoch, state, x_train, y_train, seeds)
-            return epoch + 1, state, rows.write(epoch, tf.concat([train, val], axis=1))
+            return epoch + 1, state, rows.write(epoch - first, tf.concat([train, val], axis=1))
 
         _, state, rows = tf.while_loop(
-            lambda epoch, *_: epoch < (epochs if spec.minibatch else epochs + 1),
+            lambda epoch, *_: epoch < last,
             minibatch_epoch if spec.minibatch else full_batch_epoch,
-            (tf.constant(0), state, rows),
-            maximum_iterations=epochs if spec.minibatch else epochs + 1,
+            (first, state, rows),
+            maximum_iterations=segment,
         )
         params = [s[:, 0] for s in state]
-        if spec.minibatch:  # final weights: the train set and the test set, each one batch
-            logits, act_rows, _ = net.forward(params, x_all)
-            rows = rows.write(
-                epochs, net.summaries(logits, act_rows, y_all, both, net.weight_penalty(params))
-            )
+        # The final weights on the train set and the test set, each one batch (used after the
+        # last segment of minibatch training; full-batch training evaluates them in its loop).
+        logits, act_rows, _ = net.forward(params, x_all)
+        final = net.summaries(logits, act_rows, y_all, both, net.weight_penalty(params))
         test_acts = [a for _, a in net.forward(params, x_test)[2]]
         probe = tf.stack(
             [tf.reduce_mean(a, axis=[1, 2]) for a in test_acts]
@@ -546,7 +623,7 @@ def compiled_program(spec: _Spec):
             ],
             axis=1,
         )
-        return rows.stack(), probe
+        return state, rows.stack(), final, probe
 
     return tf.function(program, input_signature=signature, jit_compile=True, autograph=False)
 

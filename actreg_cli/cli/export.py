@@ -1,0 +1,71 @@
+"""`actreg export mlflow|tensorboard FOLDER`: a run or sweep folder into MLflow or TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from actreg_cli.cli.common import fail, user_errors
+
+export_app = typer.Typer(
+    help="Export a run or sweep folder to MLflow or TensorBoard (optional extras).",
+    no_args_is_help=True,
+)
+
+FolderArg = Annotated[
+    Path, typer.Argument(metavar="FOLDER", help="A run folder or a sweep folder.")
+]
+
+
+@export_app.command("mlflow", short_help="Log a folder to MLflow (nested runs per model).")
+def mlflow_command(
+    folder: FolderArg,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(metavar="URI", help="MLflow tracking URI, e.g. sqlite:///mlflow.db."),
+    ] = None,
+    experiment: Annotated[
+        str, typer.Option(metavar="NAME", help="MLflow experiment (made if missing).")
+    ] = "actreg",
+) -> None:
+    """Log FOLDER as one MLflow run (its files as artifacts) with a nested run per trained model:
+    config parameters, per-epoch metrics (step = epoch) and final metrics. Prints the run id."""
+    from actreg_cli.export import export_mlflow
+
+    with user_errors():
+        try:
+            parent, children = export_mlflow(
+                folder, tracking_uri=tracking_uri, experiment=experiment
+            )
+        except ImportError as exc:
+            raise fail([str(exc)]) from None
+    print(f"{len(children)} models logged under MLflow run {parent} (experiment {experiment})")
+    print(parent)
+
+
+@export_app.command(
+    "tensorboard", short_help="Write a folder's scalars and HParams for TensorBoard."
+)
+def tensorboard_command(
+    folder: FolderArg,
+    logdir: Annotated[
+        Path, typer.Option(metavar="DIR", help="TensorBoard log folder (made if missing).")
+    ] = Path("tb_logs"),
+) -> None:
+    """Write per-epoch scalars, final metrics and the HParams summary of every trained model in
+    FOLDER under DIR/<folder name>/; view with `tensorboard --logdir DIR`."""
+    from actreg_cli.export import export_tensorboard
+
+    with user_errors():
+        try:
+            written = export_tensorboard(folder, logdir)
+        except ImportError as exc:
+            raise fail([str(exc)]) from None
+    print(f"{len(written)} models written")
+    print(Path(logdir) / Path(folder).name)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(export_app, name="export", short_help="Export a folder to MLflow or TensorBoard.")

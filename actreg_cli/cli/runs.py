@@ -1,0 +1,75 @@
+"""`actreg runs [RUNS_DIR]`: list run, tutorial and sweep folders, newest first."""
+
+from __future__ import annotations
+
+from enum import Enum
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from actreg_cli.cli.common import print_fitting, user_errors
+
+
+class KindName(str, Enum):
+    run = "run"
+    tutorial = "tutorial"
+    sweep = "sweep"
+
+
+def runs_command(
+    runs_dir: Annotated[
+        Path, typer.Argument(metavar="RUNS_DIR", help="Folder of run folders.")
+    ] = Path("runs"),
+    kind: Annotated[
+        KindName | None,
+        typer.Option(metavar="[run|tutorial|sweep]", help="Only folders of this kind."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="Only names containing TEXT.")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(metavar="ENGINE", help="Only folders trained with ENGINE.")
+    ] = None,
+) -> None:
+    """List the runs, tutorials and sweeps in RUNS_DIR, newest first: name, date (UTC), what was
+    varied, test accuracy mean [95% CI] (a sweep's best cell) and engine."""
+    from actreg_cli.run_index import list_runs
+
+    with user_errors():
+        entries = list_runs(runs_dir, kind=kind.value if kind else None, name=name, engine=engine)
+    print_fitting(*(partial(runs_table, entries, layout) for layout in ("wide", "stacked")))
+
+
+def runs_table(entries: list[Any], layout: str) -> Any:
+    """The index as a table ("wide") or two lines a folder ("stacked", for narrow terminals)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    def when(entry: Any) -> str:
+        return entry.created.strftime("%Y-%m-%d %H:%M") if entry.created else "?"
+
+    def result(entry: Any) -> str:
+        return entry.metric if entry.finished else "unfinished"
+
+    if not entries:
+        return Text("no run, tutorial or sweep folders found")
+    if layout == "stacked":
+        lines: list[Any] = []
+        for e in entries:
+            lines.append(Text(f"{e.path.name}  ({e.kind}, {when(e)}, {e.engine})", style="bold"))
+            lines.append(Text(f"  {e.varied}"))
+            lines.append(Text(f"  test acc {result(e)}"))
+        return Group(*lines)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("folder", "kind", "created (UTC)", "varied", "test acc [95% CI]", "engine"):
+        table.add_column(column, no_wrap=True)
+    for e in entries:
+        table.add_row(e.path.name, e.kind, when(e), e.varied, result(e), e.engine)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("runs", short_help="List runs, tutorials and sweeps, newest first.")(runs_command)

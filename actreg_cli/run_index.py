@@ -1,0 +1,323 @@
+"""What the runs folder holds: an index of run, tutorial and sweep folders (`actreg runs`) and
+side-by-side comparisons of run folders (`actreg compare`).
+
+Reads only what the folders already hold (config.yaml / sweep.yaml, summary.json / summary.csv,
+history.csv); a folder without its results (an interrupted run) is listed as "unfinished". No
+TensorFlow: listing is instant.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from actreg_cli.config import ConfigError
+
+KINDS = ("run", "tutorial", "sweep")
+
+
+@dataclass
+class RunEntry:
+    """One folder of the runs folder, summarised for the index."""
+
+    path: Path
+    kind: str  # run | tutorial | sweep
+    name: str
+    created: dt.datetime | None  # UTC; from the folder's metadata, else its modification time
+    varied: str  # what this folder is about: the regularizers (run), the grid (sweep), ...
+    metric: str  # the main result: test accuracy mean [95% CI] (sweep: its best cell)
+    engine: str
+    finished: bool
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _created(meta: dict[str, Any], folder: Path) -> dt.datetime:
+    text = meta.get("created")
+    if isinstance(text, str):
+        try:
+            return dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc)
+        except ValueError:
+            pass
+    return dt.datetime.fromtimestamp(folder.stat().st_mtime, dt.timezone.utc)
+
+
+def _ci_text(mean: float, low: float, high: float) -> str:
+    if not math.isfinite(mean):
+        return "nan"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def describe_regularizers(config: dict[str, Any]) -> str:
+    """'activity l1 1e-04 before_activation/batch_sum' for each regularizer, or 'none'."""
+    parts = []
+    for reg in config.get("regularizers") or []:
+        words = [str(reg.get("target")), str(reg.get("norm")), f"{float(reg.get('strength')):g}"]
+        if reg.get("target") == "activity":
+            words.append(f"{reg.get('placement')}/{reg.get('reduction')}")
+        parts.append(" ".join(words))
+    return "; ".join(parts) or "none"
+
+
+def _run_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
+    config = meta.get("config") or {}
+    summary_path = folder / "summary.json"
+    metric, finished = "-", summary_path.is_file()
+    if finished:
+        import json
+
+        test = json.loads(summary_path.read_text(encoding="utf-8"))["test_accuracy"]
+        metric = _ci_text(test["mean"], test.get("ci_low", math.nan), test.get("ci_high", math.nan))
+    return RunEntry(
+        path=folder,
+        kind="run",
+        name=str(config.get("name", folder.name)),
+        created=_created(meta, folder),
+        varied=describe_regularizers(config),
+        metric=metric,
+        engine=str(meta.get("engine", "?")),
+        finished=finished,
+    )
+
+
+def _tutorial_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
+    summary_path = folder / "summary.json"
+    finished = summary_path.is_file()
+    metric = "-"
+    if finished:
+        import json
+
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        overfit = summary["overfit"]["none"]["test_accuracy"]
+        metric = "overfit " + _ci_text(
+            overfit["mean"], overfit.get("ci_low", math.nan), overfit.get("ci_high", math.nan)
+        )
+    arms = list(meta.get("config") or {})
+    return RunEntry(
+        path=folder,
+        kind="tutorial",
+        name="tutorial",
+        created=_created(meta, folder),
+        varied=f"{len(arms)} models (variant/reduction)",
+        metric=metric,
+        engine=str(meta.get("engine", "?")),
+        finished=finished,
+    )
+
+
+def _sweep_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
+    sweep = meta.get("sweep") or {}
+    grid = sweep.get("grid") or {}
+    varied = " x ".join(f"{key.split('.')[-1]} ({len(values)})" for key, values in grid.items())
+    summary_path = folder / "summary.csv"
+    finished = summary_path.is_file()
+    metric = "-"
+    cells = meta.get("cells") or []
+    engines = sorted({str(c.get("engine")) for c in cells if isinstance(c, dict)}) or [
+        str(meta.get("engine_requested", "?"))
+    ]
+    if finished:
+        with summary_path.open(encoding="utf-8", newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if r.get("status", "done") == "done"]
+        scored = [r for r in rows if math.isfinite(_float(r.get("test_accuracy_mean")))]
+        if scored:
+            best = max(scored, key=lambda r: _float(r["test_accuracy_mean"]))
+            metric = f"best {best['cell']} " + _ci_text(
+                _float(best["test_accuracy_mean"]),
+                _float(best.get("test_accuracy_ci_low")),
+                _float(best.get("test_accuracy_ci_high")),
+            )
+    return RunEntry(
+        path=folder,
+        kind="sweep",
+        name=str(meta.get("name", folder.name)),
+        created=_created(meta, folder),
+        varied=varied or "-",
+        metric=metric,
+        engine=",".join(engines),
+        finished=finished,
+    )
+
+
+def _float(text: Any) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_entry(folder: Path) -> RunEntry | None:
+    """The index entry of one folder, or None when it is no run, tutorial or sweep folder."""
+    if (folder / "sweep.yaml").is_file():
+        return _sweep_entry(folder, _read_yaml(folder / "sweep.yaml"))
+    if not (folder / "config.yaml").is_file():
+        return None
+    meta = _read_yaml(folder / "config.yaml")
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        return None
+    if "overfit/none" in config:  # run_tutorial saves one resolved config per variant/reduction
+        return _tutorial_entry(folder, meta)
+    return _run_entry(folder, meta)
+
+
+def list_runs(
+    runs_dir: Path,
+    *,
+    kind: str | None = None,
+    name: str | None = None,
+    engine: str | None = None,
+) -> list[RunEntry]:
+    """Every run, tutorial and sweep folder directly under `runs_dir`, newest first.
+
+    kind: only this kind (see KINDS); name: only names containing this text (case-insensitive);
+    engine: only folders trained (partly) with this engine. Raises ConfigError when `runs_dir`
+    is no folder.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise ConfigError([f"{runs_dir}: no such folder; expected the folder of run folders"])
+    entries = []
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        try:
+            entry = read_entry(folder)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            entry = RunEntry(folder, "?", folder.name, None, f"unreadable: {exc}", "-", "?", False)
+        if entry is None:
+            continue
+        if kind and entry.kind != kind:
+            continue
+        if name and name.lower() not in f"{entry.name} {folder.name}".lower():
+            continue
+        if engine and engine not in entry.engine.split(","):
+            continue
+        entries.append(entry)
+    oldest = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    return sorted(entries, key=lambda e: e.created or oldest, reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing run folders
+
+
+@dataclass
+class Comparison:
+    """Run folders side by side: the config keys whose values differ, and the results."""
+
+    folders: list[Path]
+    differences: list[tuple[str, list[str]]]  # dotted key -> value per run
+    metrics: list[tuple[str, list[str]]]  # metric name -> 'mean +/- std [CI]' per run
+    histories: list[Any]  # per run: float64 [repeats, epochs, 4] (see reporter)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings and lists as dotted keys: {'training.epochs': 4000, ...}."""
+    if isinstance(data, list) and not data:
+        return {}  # no regularizers: their keys show as "-" next to runs that have them
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
+        items = ((str(i), x) for i, x in enumerate(data))
+    else:
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+COMPARED_METRICS = ("test_accuracy", "train_accuracy", "mean_activation", "zero_fraction")
+
+
+def compare_runs(folders: Sequence[Path]) -> Comparison:
+    """Read two or more run folders (from `actreg run`). Raises ConfigError naming any folder
+    that is no finished run folder."""
+    import json
+
+    from actreg_cli.reporter import read_history_csv
+
+    errors, metas = [], []
+    for folder in folders:
+        entry = read_entry(Path(folder)) if Path(folder).is_dir() else None
+        if entry is None or entry.kind != "run":
+            what = "a sweep or tutorial folder" if entry else "not a run folder"
+            errors.append(f"{folder}: {what}; compare takes run folders written by `actreg run`")
+        elif not entry.finished:
+            errors.append(f"{folder}: an unfinished run (no summary.json); nothing to compare")
+        else:
+            metas.append(_read_yaml(Path(folder) / "config.yaml"))
+    if errors:
+        raise ConfigError(errors)
+    flats = [flatten(meta["config"]) for meta in metas]
+    keys = list(dict.fromkeys(k for flat in flats for k in flat))
+    differences = [
+        (key, [_show(flat.get(key, "-")) for flat in flats])
+        for key in keys
+        if len({repr(flat.get(key, "-")) for flat in flats}) > 1
+    ]
+    differences.append(("engine", [str(meta.get("engine", "?")) for meta in metas]))
+    summaries = [
+        json.loads((Path(f) / "summary.json").read_text(encoding="utf-8")) for f in folders
+    ]
+    metrics = []
+    for name in COMPARED_METRICS:
+        row = []
+        for summary in summaries:
+            stats = summary.get(name) or {}
+            row.append(
+                _ci_text(
+                    stats.get("mean", math.nan),
+                    stats.get("ci_low", math.nan),
+                    stats.get("ci_high", math.nan),
+                )
+            )
+        metrics.append((name, row))
+    histories = [read_history_csv(Path(f) / "history.csv") for f in folders]
+    return Comparison([Path(f) for f in folders], differences, metrics, histories)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "null" if value is None else str(value)
+
+
+def comparison_figure(comparison: Comparison, labels: Sequence[str]) -> Any:
+    """Test accuracy per epoch (mean over repeats, +/- 1 std band) of every run, one axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7.0, 4.4))
+    for histories, label in zip(comparison.histories, labels, strict=True):
+        values = histories[:, :, 3]  # val_accuracy: the test set after each epoch
+        epochs = np.arange(1, values.shape[1] + 1)
+        mean = np.nanmean(values, axis=0)
+        (line,) = ax.plot(epochs, mean, label=label, linewidth=1.2)
+        if values.shape[0] > 1:
+            std = np.nanstd(values, axis=0, ddof=1)
+            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0.0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("test accuracy per epoch (mean +/- std over repeats)", fontsize=10)
+    return fig

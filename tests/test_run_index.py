@@ -1,0 +1,143 @@
+"""`actreg runs` (the index of a runs folder) and `actreg compare` (run folders side by side)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import write_yaml
+from typer.testing import CliRunner
+
+from actreg_cli.cli import app
+from actreg_cli.run_index import compare_runs, list_runs
+
+runner = CliRunner()
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def set_created(folder: Path, when: str, meta_file: str = "config.yaml") -> None:
+    meta = yaml.safe_load((folder / meta_file).read_text())
+    meta["created"] = when
+    (folder / meta_file).write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    """Two finished runs (L1 before / after the activation), an unfinished one and a sweep."""
+    tmp = tmp_path_factory.mktemp("index")
+    runs = tmp / "runs"
+    config = write_yaml(
+        tmp / "tiny.yaml",
+        {
+            "name": "tiny",
+            "model": {"hidden_units": [8]},
+            "regularizers": [{"norm": "l1", "strength": 1e-3, "placement": "before_activation"}],
+            "training": {"epochs": 4, "repeats": 2, "seed": 5},
+        },
+    )
+    folders = []
+    for placement, when in (("before_activation", "2026-01-01T10:00:00+00:00"),
+                            ("after_activation", "2026-01-02T10:00:00+00:00")):  # fmt: skip
+        result = invoke(
+            "run", config, "--engine", "fused", "--runs-dir", runs,
+            "--set", f"regularizers.0.placement={placement}",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        folder = Path(result.stdout.strip().splitlines()[-1])
+        set_created(folder, when)
+        folders.append(folder)
+    unfinished = runs / "tiny-unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text((folders[0] / "config.yaml").read_text())
+    set_created(unfinished, "2026-01-03T10:00:00+00:00")
+    result = invoke(
+        "sweep", config, "--grid", "regularizers.0.strength=1e-3,1e-1", "--engine", "fused",
+        "--runs-dir", runs,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (runs / "not-a-run").mkdir()  # ignored
+    return runs
+
+
+def test_runs_lists_every_kind_newest_first(runs_dir: Path) -> None:
+    entries = list_runs(runs_dir)
+    assert [e.kind for e in entries] == ["sweep", "run", "run", "run"]  # sweep made today
+    assert [e.finished for e in entries] == [True, False, True, True]
+    sweep, unfinished, after, before = entries
+    assert sweep.name == "tiny-strength" and sweep.varied == "strength (2)"
+    assert sweep.metric.startswith("best ")  # the best cell (baseline included)
+    assert "after_activation" in after.varied and "before_activation" in before.varied
+    assert after.engine == "fused"
+    assert before.metric.count("[") == 1  # mean [95% CI]
+
+
+def test_runs_command_filters_and_shows_results(runs_dir: Path) -> None:
+    result = invoke("runs", runs_dir, "--kind", "run")
+    assert result.exit_code == 0, result.output
+    assert "tiny-strength" not in result.stdout
+    assert "unfinished" in result.stdout and "2026-01-02 10:00" in result.stdout
+    result = invoke("runs", runs_dir, "--name", "STRENGTH")
+    assert result.exit_code == 0
+    assert "tiny-strength" in result.stdout and "2026-01-02" not in result.stdout
+    result = invoke("runs", runs_dir / "missing")
+    assert result.exit_code == 2 and "no such folder" in result.stderr
+
+
+def test_compare_puts_differences_and_results_side_by_side(runs_dir: Path, tmp_path) -> None:
+    entries = [e for e in list_runs(runs_dir, kind="run") if e.finished]
+    folders = [e.path for e in entries]
+    comparison = compare_runs(folders)
+    differing = dict(comparison.differences)
+    assert differing["regularizers.0.placement"] == ["after_activation", "before_activation"]
+    assert "training.epochs" not in differing  # equal values are left out
+    assert [name for name, _ in comparison.metrics][0] == "test_accuracy"
+
+    plot = tmp_path / "cmp.png"
+    result = invoke("compare", *folders, "--plot", plot)
+    assert result.exit_code == 0, result.output
+    assert "regularizers.0.placement" in result.stdout and "test_accuracy" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == str(plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_refuses_what_is_no_finished_run(runs_dir: Path) -> None:
+    finished = next(e.path for e in list_runs(runs_dir, kind="run") if e.finished)
+    result = invoke("compare", finished, runs_dir / "tiny-strength")
+    assert result.exit_code == 2
+    assert "tiny-strength: a sweep or tutorial folder" in result.stderr
+    result = invoke("compare", finished, runs_dir / "tiny-unfinished")
+    assert result.exit_code == 2 and "unfinished run" in result.stderr
+    result = invoke("compare", finished)
+    assert result.exit_code == 2 and "two or more" in result.stderr
+
+
+def test_compare_in_80_columns_letters_the_runs(runs_dir: Path, tmp_path, monkeypatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    import actreg_cli.cli.common as common
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(
+        common, "console", Console(file=buffer, width=80, force_terminal=True, color_system=None)
+    )
+    from functools import partial
+
+    from actreg_cli.cli.compare import LAYOUTS, comparison_table
+
+    folders = [e.path for e in list_runs(runs_dir, kind="run") if e.finished]
+    labels = [f"a-long-folder-name-{i}-20260101-100000" for i in range(2)]
+    comparison = compare_runs(folders)
+    common.print_fitting(
+        *(partial(comparison_table, comparison, labels, layout) for layout in LAYOUTS)
+    )
+    lines = buffer.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines[:2] == [f"A = {labels[0]}", f"B = {labels[1]}"]
+    assert any(line.split()[:3] == ["regularizers.0.placement", "after_activation",
+                                    "before_activation"] for line in lines)  # fmt: skip
