@@ -63,7 +63,7 @@ from actreg_cli.engines.base import (
     ProgressCallback,
     TrainJob,
     TrainResult,
-    mark_diverged,
+    result_from_totals,
 )
 from actreg_cli.weights import (
     INDEX_BITS,
@@ -471,45 +471,10 @@ def _call(
     return np.concatenate(parts), probe.numpy()
 
 
-def _ratio(total, count) -> np.ndarray:
-    """Keras's Mean metric result: float32 total / float32 count (a true float32 division)."""
-    return np.asarray(total, dtype=np.float32) / np.float32(count)
-
-
 def _result(config: ExperimentConfig, rows, probe, spec: _Spec) -> TrainResult:
-    """TrainResult of one model from its rows [E+1, 4] and probe stats [2L].
-
-    rows[e] = (train loss total, train correct, test loss * n_test, test correct): the train
-    columns are epoch e's sums over its batches of loss * batch size and of correct
-    predictions, each batch measured before its own update; the test columns evaluate the
-    weights at the start of epoch e. So epoch e's val_* (end-of-epoch weights) come from
-    rows[e+1], and rows[E] holds the final weights' evaluation of the train set (one batch)
-    and of the test set. probe: per hidden layer the mean of its output on the test set, then
-    per layer the fraction of exact zeros.
-    """
-    n, m = spec.n_train, spec.n_test
-    history = np.stack(
-        [
-            _ratio(rows[:-1, 0], n),
-            _ratio(rows[:-1, 1], n),
-            _ratio(rows[1:, 2], m),
-            _ratio(rows[1:, 3], m),
-        ],
-        axis=1,
-    ).astype(np.float64)
-    n_layers = len(spec.hidden_units)
-    layer = config.probe_layer
-    result = TrainResult(
-        history=history,
-        train_accuracy=float(_ratio(rows[-1, 1], n)),
-        test_accuracy=float(_ratio(rows[-1, 3], m)),
-        train_loss=float(_ratio(rows[-1, 0], n)),
-        test_loss=float(_ratio(rows[-1, 2], m)),
-        mean_activation=float(probe[layer]),
-        zero_fraction=float(probe[n_layers + layer]),
-        diverged=False,
-    )
-    return mark_diverged(result)
+    """TrainResult of one model from its rows [E+1, 4] and probe stats [2L] (see
+    `engines.base.result_from_totals`)."""
+    return result_from_totals(config, rows, probe, spec.n_train, spec.n_test)
 
 
 # ---------------------------------------------------------------------------------------------
