@@ -136,10 +136,11 @@ class CpuEngine:
         orders = np.tile(np.arange(n_train, dtype=np.int64), (len(jobs), 1))
         numba.set_num_threads(max(1, min(self.workers, len(jobs), numba.config.NUMBA_NUM_THREADS)))
         rows, probe, _ = cpu_kernel.train_models(
-            np.ascontiguousarray(data.x_train, dtype=np.float32),
-            np.ascontiguousarray(data.y_train[:, 0], dtype=np.float32),
-            np.ascontiguousarray(data.x_test, dtype=np.float32),
-            np.ascontiguousarray(data.y_test[:, 0], dtype=np.float32),
+            # Writable copies: one compiled signature, whatever flags the cached data carries.
+            np.array(data.x_train, dtype=np.float32),
+            np.array(data.y_train[:, 0], dtype=np.float32),
+            np.array(data.x_test, dtype=np.float32),
+            np.array(data.y_test[:, 0], dtype=np.float32),
             params,
             coef,
             lr,

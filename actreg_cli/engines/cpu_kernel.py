@@ -41,112 +41,121 @@ _JIT = {"cache": True, "fastmath": _FASTMATH, "error_model": "numpy", "nogil": T
 
 @njit(**_JIT)
 def _sign(v):
-    """tf.sign: -1, 0 or 1 (0 at 0, the gradient TensorFlow gives |x| there)."""
+    """tf.sign: -1, 0 or 1 (0 at 0, the gradient TensorFlow gives |x| there); branch-free."""
     one = np.float32(1.0)
     zero = np.float32(0.0)
-    return one if v > zero else (-one if v < zero else zero)
+    return (one if v > zero else zero) - (one if v < zero else zero)
 
 
 @njit(**_JIT)
-def _activate(z, a, act):
-    """a = activation(z), elementwise over one row's units."""
+def _dense_row(p, src, s_off, fan_in, w_off, b_off, o, zb, ab, db, h, act):
+    """One row of hidden layer: z = src[s_off : s_off+fan_in] @ kernel + bias, a = act(z),
+    d = da/dz written as TF's gradient kernels compute it from a (ReluGrad: a > 0, TanhGrad:
+    1 - a^2, SigmoidGrad: a (1 - a), EluGrad: a + 1 where a < 0). zb/ab/db[h : h+o] get z/a/d.
+
+    One loop per activation (a switch inside the loop would stop its vectorization); a
+    2-input layer (the first one) computes z inside that loop, wider ones accumulate first.
+    Loops index views (not base + offset arithmetic, which LLVM vectorized 3x worse here).
+    """
     zero = np.float32(0.0)
     one = np.float32(1.0)
-    n = z.shape[0]
-    if act == 0:
-        for o in range(n):
-            a[o] = z[o] if z[o] > zero else zero
-    elif act == 1:
-        for o in range(n):
-            a[o] = np.tanh(z[o])
-    elif act == 2:
-        for o in range(n):
-            a[o] = one / (one + np.exp(-z[o]))
-    else:
-        for o in range(n):
-            a[o] = z[o] if z[o] > zero else np.expm1(z[o])
-
-
-@njit(**_JIT)
-def _activation_grad(g, a, act):
-    """g <- dL/dz from g = dL/da, from the output a as TF's ReluGrad/TanhGrad/... do."""
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    n = g.shape[0]
-    if act == 0:
-        for o in range(n):
-            g[o] = g[o] if a[o] > zero else zero
-    elif act == 1:
-        for o in range(n):
-            g[o] = g[o] * (one - a[o] * a[o])
-    elif act == 2:
-        for o in range(n):
-            g[o] = g[o] * (a[o] * (one - a[o]))
-    else:
-        for o in range(n):
-            g[o] = g[o] * (a[o] + one) if a[o] < zero else g[o]
-
-
-@njit(**_JIT)
-def _abs_sum(v):
-    s = np.float32(0.0)
-    for o in range(v.shape[0]):
-        s += abs(v[o])
-    return s
-
-
-@njit(**_JIT)
-def _square_sum(v):
-    s = np.float32(0.0)
-    for o in range(v.shape[0]):
-        s += v[o] * v[o]
-    return s
-
-
-@njit(**_JIT)
-def _add_norm_grads(g, v, f1, f2):
-    """g += f1 * sign(v) + f2 * 2v (activity or weight penalty gradients; 0 factors skipped)."""
-    two = np.float32(2.0)
-    if f1 != 0:
-        for o in range(g.shape[0]):
-            g[o] += f1 * _sign(v[o])
-    if f2 != 0:
-        for o in range(g.shape[0]):
-            g[o] += f2 * (two * v[o])
-
-
-@njit(**_JIT)
-def _forward_row(p, x_row, units, w_off, b_off, h_off, zb, ab, act):
-    """One row through every hidden layer: zb/ab [sum(units)] hold z and a of each layer."""
-    n_layers = units.shape[0]
-    for layer in range(n_layers):
-        o = units[layer]
-        z = zb[h_off[layer] : h_off[layer] + o]
-        if layer == 0:
-            a_prev = x_row
-        else:
-            a_prev = ab[h_off[layer - 1] : h_off[layer]]
-        fan_in = a_prev.shape[0]
-        z[:] = np.float32(0.0)
-        for i in range(fan_in):
-            xi = a_prev[i]
-            w = p[w_off[layer] + i * o : w_off[layer] + (i + 1) * o]
+    z_v = zb[h : h + o]
+    a_v = ab[h : h + o]
+    d_v = db[h : h + o]
+    bias = p[b_off : b_off + o]
+    if fan_in == 2:
+        x0 = src[s_off]
+        x1 = src[s_off + 1]
+        k0 = p[w_off : w_off + o]
+        k1 = p[w_off + o : w_off + 2 * o]
+        if act == 0:
             for u in range(o):
-                z[u] += xi * w[u]
-        bias = p[b_off[layer] : b_off[layer] + o]
+                z = (x0 * k0[u] + x1 * k1[u]) + bias[u]
+                z_v[u] = z
+                a_v[u] = z if z > zero else zero
+                d_v[u] = one if z > zero else zero
+            return
         for u in range(o):
-            z[u] += bias[u]
-        _activate(z, ab[h_off[layer] : h_off[layer] + o], act)
+            z_v[u] = (x0 * k0[u] + x1 * k1[u]) + bias[u]
+    else:
+        for u in range(o):
+            z_v[u] = zero
+        for i in range(fan_in):
+            xi = src[s_off + i]
+            k_i = p[w_off + i * o : w_off + (i + 1) * o]
+            for u in range(o):
+                z_v[u] += xi * k_i[u]
+        for u in range(o):
+            z_v[u] += bias[u]
+    if act == 0:
+        for u in range(o):
+            z = z_v[u]
+            a_v[u] = z if z > zero else zero
+            d_v[u] = one if z > zero else zero
+    elif act == 1:
+        for u in range(o):
+            a = np.tanh(z_v[u])
+            a_v[u] = a
+            d_v[u] = one - a * a
+    elif act == 2:
+        for u in range(o):
+            a = one / (one + np.exp(-z_v[u]))
+            a_v[u] = a
+            d_v[u] = a * (one - a)
+    else:
+        for u in range(o):
+            z = z_v[u]
+            a = z if z > zero else np.expm1(z)
+            a_v[u] = a
+            d_v[u] = a + one if a < zero else one
 
 
 @njit(**_JIT)
-def _logit(p, ab, last_off, last_units, out_w, out_b):
+def _forward_row(p, x, r, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act):
+    """Row r of x (flat [n * n_in]) through every hidden layer (z, a, d of layer l at
+    h_off[l] in zb/ab/db)."""
+    for layer in range(units.shape[0]):
+        if layer == 0:
+            _dense_row(
+                p, x, r * fan_ins[0], fan_ins[0], w_off[0], b_off[0], units[0], zb, ab, db, 0, act
+            )
+        else:
+            _dense_row(
+                p, ab, h_off[layer - 1], fan_ins[layer], w_off[layer], b_off[layer],
+                units[layer], zb, ab, db, h_off[layer], act,
+            )  # fmt: skip
+
+
+@njit(**_JIT)
+def _row_sums(zb, ab, h, o, act_sums, layer):
+    """act_sums[layer] += (sum|z|, sum z^2, sum|a|, sum a^2) over one row's units."""
+    s0 = np.float32(0.0)
+    s1 = np.float32(0.0)
+    s2 = np.float32(0.0)
+    s3 = np.float32(0.0)
+    z_v = zb[h : h + o]
+    a_v = ab[h : h + o]
+    for u in range(o):
+        z = z_v[u]
+        a = a_v[u]
+        s0 += abs(z)
+        s1 += z * z
+        s2 += abs(a)
+        s3 += a * a
+    act_sums[layer, 0] += s0
+    act_sums[layer, 1] += s1
+    act_sums[layer, 2] += s2
+    act_sums[layer, 3] += s3
+
+
+@njit(**_JIT)
+def _logit(p, ab, h, o, out_w, out_b):
     """The output unit's logit from the last hidden layer's output (binary task, n_out = 1)."""
-    a = ab[last_off : last_off + last_units]
-    w = p[out_w : out_w + last_units]
     s = np.float32(0.0)
-    for u in range(last_units):
-        s += a[u] * w[u]
+    a_v = ab[h : h + o]
+    w_v = p[out_w : out_w + o]
+    for u in range(o):
+        s += a_v[u] * w_v[u]
     return s + p[out_b]
 
 
@@ -173,33 +182,191 @@ def _binary_logit_grad(logit, y, upstream):
 
 
 @njit(**_JIT)
+def _backward_layer(
+    grad, src, s_off, fan_in, w_off, b_off, o, zb, ab, db, gb, h, fa1, fa2, fb1, fb2
+):
+    """Backward of one row through one hidden layer, accumulated into grad.
+
+    On entry gb[h : h+o] holds dL/da; fa1/fa2 (fb1/fb2) are the L1/L2 activity gradient
+    factors after (before) the activation. Adds the kernel and bias gradients to grad and leaves dL/dz in gb. The
+    caller turns dL/dz into the previous layer's dL/da (`_backprop_to_input`).
+    """
+    two = np.float32(2.0)
+    z_v = zb[h : h + o]
+    a_v = ab[h : h + o]
+    d_v = db[h : h + o]
+    g_v = gb[h : h + o]
+    g_bias = grad[b_off : b_off + o]
+    if fan_in == 2:
+        x0 = src[s_off]
+        x1 = src[s_off + 1]
+        g_k0 = grad[w_off : w_off + o]
+        g_k1 = grad[w_off + o : w_off + 2 * o]
+        for u in range(o):
+            a = a_v[u]
+            z = z_v[u]
+            g_a = (g_v[u] + fa1 * _sign(a)) + fa2 * (two * a)
+            g_z = (g_a * d_v[u] + fb1 * _sign(z)) + fb2 * (two * z)
+            g_v[u] = g_z
+            g_k0[u] += x0 * g_z
+            g_k1[u] += x1 * g_z
+            g_bias[u] += g_z
+        return
+    for u in range(o):
+        a = a_v[u]
+        z = z_v[u]
+        g_a = (g_v[u] + fa1 * _sign(a)) + fa2 * (two * a)
+        g_z = (g_a * d_v[u] + fb1 * _sign(z)) + fb2 * (two * z)
+        g_v[u] = g_z
+        g_bias[u] += g_z
+    for i in range(fan_in):
+        xi = src[s_off + i]
+        g_k = grad[w_off + i * o : w_off + (i + 1) * o]
+        for u in range(o):
+            g_k[u] += xi * g_v[u]
+
+
+@njit(**_JIT)
+def _backprop_to_input(p, gb, h_prev, fan_in, w_off, h, o):
+    """gb[h_prev + i] = sum_u dL/dz[u] * kernel[i, u]: dL/da of the previous layer."""
+    g_v = gb[h : h + o]
+    for i in range(fan_in):
+        k_i = p[w_off + i * o : w_off + (i + 1) * o]
+        s = np.float32(0.0)
+        for u in range(o):
+            s += g_v[u] * k_i[u]
+        gb[h_prev + i] = s
+
+
+@njit(**_JIT)
 def _weight_penalty(p, coef, units, fan_ins, w_off, b_off):
     """Kernel and bias L1/L2 penalties of the hidden layers on the current weights (float32)."""
     total = np.float32(0.0)
     for layer in range(units.shape[0]):
-        n_w = fan_ins[layer] * units[layer]
-        kernel = p[w_off[layer] : w_off[layer] + n_w]
-        bias = p[b_off[layer] : b_off[layer] + units[layer]]
-        if coef[layer, _K_L1] != 0:
-            total += coef[layer, _K_L1] * _abs_sum(kernel)
-        if coef[layer, _K_L2] != 0:
-            total += coef[layer, _K_L2] * _square_sum(kernel)
-        if coef[layer, _B_L1] != 0:
-            total += coef[layer, _B_L1] * _abs_sum(bias)
-        if coef[layer, _B_L2] != 0:
-            total += coef[layer, _B_L2] * _square_sum(bias)
+        for start, count, c1, c2 in (
+            (w_off[layer], fan_ins[layer] * units[layer], _K_L1, _K_L2),
+            (b_off[layer], units[layer], _B_L1, _B_L2),
+        ):
+            f1 = coef[layer, c1]
+            f2 = coef[layer, c2]
+            if f1 != 0:
+                s = np.float32(0.0)
+                for j in range(start, start + count):
+                    s += abs(p[j])
+                total += f1 * s
+            if f2 != 0:
+                s = np.float32(0.0)
+                for j in range(start, start + count):
+                    s += p[j] * p[j]
+                total += f2 * s
     return total
+
+
+@njit(**_JIT)
+def _add_weight_penalty_grads(p, grad, coef, units, fan_ins, w_off, b_off):
+    """grad += factor * sign(w) (L1) + factor * 2w (L2) on every penalised kernel and bias."""
+    two = np.float32(2.0)
+    for layer in range(units.shape[0]):
+        for start, count, c1, c2 in (
+            (w_off[layer], fan_ins[layer] * units[layer], _K_L1, _K_L2),
+            (b_off[layer], units[layer], _B_L1, _B_L2),
+        ):
+            f1 = coef[layer, c1]
+            f2 = coef[layer, c2]
+            if f1 != 0:
+                for j in range(start, start + count):
+                    grad[j] += f1 * _sign(p[j])
+            if f2 != 0:
+                for j in range(start, start + count):
+                    grad[j] += f2 * (two * p[j])
+
+
+@njit(**_JIT)
+def _rows_one_relu_layer(
+    p, grad, x, y, rows, o, out_w, out_b, zb, ab, act_sums, factors, upstream, any_activity,
+    train,
+):  # fmt: skip
+    """`_batch`'s row loop for the commonest MLP, one ReLU layer on the 2 inputs, in one
+    function: the views of the parameters are made once per batch, and each row's forward
+    (z, a, the logit dot and the activity sums) and backward are one loop over the units.
+    Computes what the general path computes; returns (sum of row losses, correct count).
+    """
+    zero = np.float32(0.0)
+    two = np.float32(2.0)
+    k0 = p[0:o]
+    k1 = p[o : 2 * o]
+    bias = p[2 * o : 3 * o]
+    w_out = p[out_w : out_w + o]
+    g_k0 = grad[0:o]
+    g_k1 = grad[o : 2 * o]
+    g_bias = grad[2 * o : 3 * o]
+    g_out = grad[out_w : out_w + o]
+    z_v = zb[0:o]
+    a_v = ab[0:o]
+    fb1, fb2, fa1, fa2 = factors[0, 0], factors[0, 1], factors[0, 2], factors[0, 3]
+    ce_sum = 0.0
+    correct = 0.0
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        x0 = x[2 * r]
+        x1 = x[2 * r + 1]
+        s = np.float32(0.0)
+        if any_activity:
+            s0 = np.float32(0.0)
+            s1 = np.float32(0.0)
+            s2 = np.float32(0.0)
+            s3 = np.float32(0.0)
+            for u in range(o):
+                z = (x0 * k0[u] + x1 * k1[u]) + bias[u]
+                a = z if z > zero else zero
+                z_v[u] = z
+                a_v[u] = a
+                s += a * w_out[u]
+                s0 += abs(z)
+                s1 += z * z
+                s2 += a  # |a| = a after a ReLU
+                s3 += a * a
+            act_sums[0, 0] += s0
+            act_sums[0, 1] += s1
+            act_sums[0, 2] += s2
+            act_sums[0, 3] += s3
+        else:
+            for u in range(o):
+                z = (x0 * k0[u] + x1 * k1[u]) + bias[u]
+                a = z if z > zero else zero
+                z_v[u] = z
+                a_v[u] = a
+                s += a * w_out[u]
+        logit = s + p[out_b]
+        loss, hit = _binary_loss(logit, y[r])
+        ce_sum += loss
+        correct += hit
+        if not train:
+            continue
+        g = _binary_logit_grad(logit, y[r], upstream)
+        grad[out_b] += g
+        for u in range(o):
+            a = a_v[u]
+            z = z_v[u]
+            g_out[u] += g * a
+            g_a = (g * w_out[u] + fa1 * _sign(a)) + fa2 * (two * a)
+            g_z = ((g_a if a > zero else zero) + fb1 * _sign(z)) + fb2 * (two * z)  # ReluGrad
+            g_k0[u] += x0 * g_z
+            g_k1[u] += x1 * g_z
+            g_bias[u] += g_z
+    return ce_sum, correct
 
 
 @njit(**_JIT)
 def _batch(
     p, grad, x, y, rows, coef, units, fan_ins, w_off, b_off, h_off, out_w, out_b, act,
-    zb, ab, gb, act_sums, train,
+    zb, ab, db, gb, act_sums, factors, train,
 ):  # fmt: skip
     """Loss (float32, Keras's batch loss incl. penalties) and correct count of one batch.
 
     rows: indices into x/y. With train, grad [P] is overwritten with the batch loss gradient.
-    act_sums [L, 4]: scratch for per-layer sum|z|, sum z^2, sum|a|, sum a^2.
+    act_sums [L, 4]: scratch for per-layer sum|z|, sum z^2, sum|a|, sum a^2; factors [L, 4]
+    scratch for the activity gradient factors (before L1, before L2, after L1, after L2).
     """
     n_layers = units.shape[0]
     size = rows.shape[0]
@@ -209,77 +376,64 @@ def _batch(
     last_off = h_off[last]
     last_units = units[last]
     act_sums[:, :] = np.float32(0.0)
+    any_activity = False
+    for layer in range(n_layers):
+        # batch_mean factors are divided by this batch's size, batch_sum ones are not.
+        for j in range(4):
+            col = (_BEFORE_MEAN_L1, _BEFORE_MEAN_L2, _AFTER_MEAN_L1, _AFTER_MEAN_L2)[j]
+            factors[layer, j] = coef[layer, col] / size_f + coef[layer, col + 2]
+            any_activity = any_activity or factors[layer, j] != 0
     if train:
         grad[:] = np.float32(0.0)
-    # Activity gradient factors of this batch: batch_mean factors / size + batch_sum factors.
-    ce_sum = 0.0
-    correct = 0.0
-    for k in range(size):
-        r = rows[k]
-        _forward_row(p, x[r], units, w_off, b_off, h_off, zb, ab, act)
-        for layer in range(n_layers):
-            z = zb[h_off[layer] : h_off[layer] + units[layer]]
-            a = ab[h_off[layer] : h_off[layer] + units[layer]]
-            c = coef[layer]
-            if c[_BEFORE_MEAN_L1] != 0 or c[_BEFORE_SUM_L1] != 0:
-                act_sums[layer, 0] += _abs_sum(z)
-            if c[_BEFORE_MEAN_L2] != 0 or c[_BEFORE_SUM_L2] != 0:
-                act_sums[layer, 1] += _square_sum(z)
-            if c[_AFTER_MEAN_L1] != 0 or c[_AFTER_SUM_L1] != 0:
-                act_sums[layer, 2] += _abs_sum(a)
-            if c[_AFTER_MEAN_L2] != 0 or c[_AFTER_SUM_L2] != 0:
-                act_sums[layer, 3] += _square_sum(a)
-        logit = _logit(p, ab, last_off, last_units, out_w, out_b)
-        loss, hit = _binary_loss(logit, y[r])
-        ce_sum += loss
-        correct += hit
-        if not train:
-            continue
-        # Backward of this row, accumulated into grad.
-        g_logit = _binary_logit_grad(logit, y[r], upstream)
-        grad[out_b] += g_logit
-        a_last = ab[last_off : last_off + last_units]
-        w_out = p[out_w : out_w + last_units]
-        g_out = grad[out_w : out_w + last_units]
-        g = gb[last_off : last_off + last_units]
-        for u in range(last_units):
-            g_out[u] += g_logit * a_last[u]
-            g[u] = g_logit * w_out[u]
-        for layer in range(last, -1, -1):
-            o = units[layer]
-            z = zb[h_off[layer] : h_off[layer] + o]
-            a = ab[h_off[layer] : h_off[layer] + o]
-            g = gb[h_off[layer] : h_off[layer] + o]
-            c = coef[layer]
-            _add_norm_grads(
-                g, a, c[_AFTER_MEAN_L1] / size_f + c[_AFTER_SUM_L1],
-                c[_AFTER_MEAN_L2] / size_f + c[_AFTER_SUM_L2],
-            )  # fmt: skip
-            _activation_grad(g, a, act)
-            _add_norm_grads(
-                g, z, c[_BEFORE_MEAN_L1] / size_f + c[_BEFORE_SUM_L1],
-                c[_BEFORE_MEAN_L2] / size_f + c[_BEFORE_SUM_L2],
-            )  # fmt: skip
-            if layer == 0:
-                a_prev = x[r]
-            else:
-                a_prev = ab[h_off[layer - 1] : h_off[layer]]
-            for i in range(fan_ins[layer]):
-                xi = a_prev[i]
-                gw = grad[w_off[layer] + i * o : w_off[layer] + (i + 1) * o]
-                for u in range(o):
-                    gw[u] += xi * g[u]
-            g_bias = grad[b_off[layer] : b_off[layer] + o]
-            for u in range(o):
-                g_bias[u] += g[u]
-            if layer > 0:
-                g_prev = gb[h_off[layer - 1] : h_off[layer]]
-                for i in range(fan_ins[layer]):
-                    w = p[w_off[layer] + i * o : w_off[layer] + (i + 1) * o]
-                    s = np.float32(0.0)
-                    for u in range(o):
-                        s += g[u] * w[u]
-                    g_prev[i] = s
+    if n_layers == 1 and fan_ins[0] == 2 and act == 0:
+        ce_sum, correct = _rows_one_relu_layer(
+            p, grad, x, y, rows, units[0], out_w, out_b, zb, ab, act_sums, factors, upstream,
+            any_activity, train,
+        )  # fmt: skip
+    else:
+        ce_sum = 0.0
+        correct = 0.0
+        for k in range(size):
+            r = rows[k]
+            _forward_row(p, x, r, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act)
+            if any_activity:
+                for layer in range(n_layers):
+                    _row_sums(zb, ab, h_off[layer], units[layer], act_sums, layer)
+            logit = _logit(p, ab, last_off, last_units, out_w, out_b)
+            loss, hit = _binary_loss(logit, y[r])
+            ce_sum += loss
+            correct += hit
+            if not train:
+                continue
+            # Backward of this row, accumulated into grad.
+            g_logit = _binary_logit_grad(logit, y[r], upstream)
+            grad[out_b] += g_logit
+            g_out = grad[out_w : out_w + last_units]
+            w_out = p[out_w : out_w + last_units]
+            a_last = ab[last_off : last_off + last_units]
+            g_last = gb[last_off : last_off + last_units]
+            for u in range(last_units):
+                g_out[u] += g_logit * a_last[u]
+                g_last[u] = g_logit * w_out[u]
+            for layer in range(last, -1, -1):
+                fan_in = fan_ins[layer]
+                f = factors
+                if layer == 0:
+                    _backward_layer(
+                        grad, x, r * fan_in, fan_in, w_off[0], b_off[0], units[0], zb, ab, db, gb,
+                        0, f[0, 2], f[0, 3], f[0, 0], f[0, 1],
+                    )  # fmt: skip
+                else:
+                    _backward_layer(
+                        grad, ab, h_off[layer - 1], fan_in, w_off[layer], b_off[layer],
+                        units[layer], zb, ab, db, gb, h_off[layer], f[layer, 2], f[layer, 3],
+                        f[layer, 0], f[layer, 1],
+                    )  # fmt: skip
+                if layer > 0:
+                    _backprop_to_input(
+                        p, gb, h_off[layer - 1], fan_ins[layer], w_off[layer], h_off[layer],
+                        units[layer],
+                    )  # fmt: skip
     penalty = _weight_penalty(p, coef, units, fan_ins, w_off, b_off)
     mean_terms = np.float32(0.0)
     sum_terms = np.float32(0.0)
@@ -292,15 +446,7 @@ def _batch(
                 sum_terms += coef[layer, col + 2] * act_sums[layer, j]
     loss = ((np.float32(ce_sum) / size_f + penalty) + mean_terms / size_f) + sum_terms
     if train:
-        for layer in range(n_layers):
-            c = coef[layer]
-            n_w = fan_ins[layer] * units[layer]
-            k0 = w_off[layer]
-            b0 = b_off[layer]
-            _add_norm_grads(grad[k0 : k0 + n_w], p[k0 : k0 + n_w], c[_K_L1], c[_K_L2])
-            _add_norm_grads(
-                grad[b0 : b0 + units[layer]], p[b0 : b0 + units[layer]], c[_B_L1], c[_B_L2]
-            )
+        _add_weight_penalty_grads(p, grad, coef, units, fan_ins, w_off, b_off)
     return loss, np.float32(correct)
 
 
@@ -369,6 +515,9 @@ def train_models(
     test_rows = np.arange(n_test)
     train_rows = np.arange(n_train)
     n_batches = (n_train + batch_size - 1) // batch_size
+    # Flat rows: row r's inputs at [r * n_in, (r + 1) * n_in).
+    x_train = x_train.reshape(n_train * n_in)
+    x_test = x_test.reshape(n_test * n_in)
     for c in prange(n_models):
         p = params[c].copy()
         m = np.zeros(n_params, np.float32)
@@ -376,8 +525,10 @@ def train_models(
         grad = np.zeros(n_params, np.float32)
         zb = np.zeros(h_off[n_layers], np.float32)
         ab = np.zeros(h_off[n_layers], np.float32)
+        db = np.zeros(h_off[n_layers], np.float32)
         gb = np.zeros(h_off[n_layers], np.float32)
         act_sums = np.zeros((n_layers, 4), np.float32)
+        factors = np.zeros((n_layers, 4), np.float32)
         cf = coef[c]
         order = orders[c]
         step = 0
@@ -388,7 +539,7 @@ def train_models(
                 batch = order[b * batch_size : min((b + 1) * batch_size, n_train)]
                 loss, correct = _batch(
                     p, grad, x_train, y_train, batch, cf, units, fan_ins, w_off, b_off, h_off,
-                    out_w, out_b, act, zb, ab, gb, act_sums, True,
+                    out_w, out_b, act, zb, ab, db, gb, act_sums, factors, True,
                 )  # fmt: skip
                 loss_total += loss * np.float32(batch.shape[0])
                 correct_total += correct
@@ -398,19 +549,19 @@ def train_models(
             rows_out[c, epoch, 1] = correct_total
             loss, correct = _batch(
                 p, grad, x_test, y_test, test_rows, cf, units, fan_ins, w_off, b_off, h_off,
-                out_w, out_b, act, zb, ab, gb, act_sums, False,
+                out_w, out_b, act, zb, ab, db, gb, act_sums, factors, False,
             )  # fmt: skip
             rows_out[c, epoch + 1, 2] = loss * np.float32(n_test)
             rows_out[c, epoch + 1, 3] = correct
         loss, correct = _batch(
             p, grad, x_train, y_train, train_rows, cf, units, fan_ins, w_off, b_off, h_off,
-            out_w, out_b, act, zb, ab, gb, act_sums, False,
+            out_w, out_b, act, zb, ab, db, gb, act_sums, factors, False,
         )  # fmt: skip
         rows_out[c, epochs, 0] = loss * np.float32(n_train)
         rows_out[c, epochs, 1] = correct
         # Probe: each hidden layer's output on the test set (mean, fraction of exact zeros).
         for r in range(n_test):
-            _forward_row(p, x_test[r], units, w_off, b_off, h_off, zb, ab, act)
+            _forward_row(p, x_test, r, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act)
             for layer in range(n_layers):
                 a = ab[h_off[layer] : h_off[layer + 1]]
                 s = 0.0
