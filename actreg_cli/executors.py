@@ -30,7 +30,7 @@ def train_chunk(
 ) -> list[TrainResult]:
     """Train one chunk with the named engine (module-level so that it pickles for remote workers).
 
-    `engine` is a concrete engine name ("keras" or "fused"): the sweep resolves "auto" per cell
+    `engine` is a concrete engine name ("keras", "fused" or "cpu"): the sweep resolves "auto" per cell
     before it forms chunks, so every job of a chunk runs on the engine its cell was keyed with.
     """
     from actreg_cli.engines import select_engine

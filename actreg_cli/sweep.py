@@ -45,8 +45,9 @@ from actreg_cli.weights import repeat_seeds
 STORE_VERSION = 1
 #: Fields of a cell's config that cannot change its results (left out of its hash).
 UNHASHED_FIELDS = ("name", "description")
-#: Models per chunk for the fused engine: one compiled program trains a whole chunk. The keras
-#: engine trains models one by one, so it gets one cell per chunk (finer resume and progress).
+#: Models per chunk for the fused and cpu engines: one compiled program trains a whole chunk.
+#: The keras engine trains models one by one, so it gets one cell per chunk (finer resume and
+#: progress).
 FUSED_MODELS_PER_CHUNK = 64
 #: At most this many invalid-cell lines are printed; the rest are counted.
 MAX_ERROR_LINES = 20
@@ -369,7 +370,7 @@ class SweepPlan:
     folder: Path
     cells: list[Cell]
     hashes: dict[str, str]  # cell id -> cell_hash
-    engines: dict[str, str]  # cell id -> concrete engine ("keras" or "fused")
+    engines: dict[str, str]  # cell id -> concrete engine ("keras", "fused" or "cpu")
     chunks: list[Chunk]  # the whole grid, whatever is done already
     done: set[str]  # ids of cells whose results are stored (empty with force)
     notes: list[str] = field(default_factory=list)
@@ -406,7 +407,7 @@ def sweep_folder(sweep: SweepConfig, runs_dir: Path) -> Path:
 def resolve_engines(cells: Sequence[Cell], engine: str) -> tuple[dict[str, str], list[str]]:
     """The concrete engine of every cell, and notes on fallbacks.
 
-    `auto` is decided per cell (fused where it supports the cell, else keras), so that a cell's
+    `auto` is decided per cell (the fastest engine that supports it), so that a cell's
     hash and chunk do not depend on its neighbours. Raises EngineUnsupported for `fused` on a
     cell it cannot run.
     """
@@ -455,13 +456,13 @@ def plan_chunks(
 
     Cells are grouped by engine (in order of first appearance) and packed in grid order, whole
     cells only, balanced, up to `models_per_chunk` models each (default: one cell for keras,
-    FUSED_MODELS_PER_CHUNK for fused). Done cells are not left out here, so a resumed sweep
+    FUSED_MODELS_PER_CHUNK for fused and cpu). Done cells are not left out here, so a resumed sweep
     trains the same groups as an uninterrupted one.
     """
     chunks: list[Chunk] = []
     for engine in dict.fromkeys(engines[c.id] for c in cells):
         members = [c for c in cells if engines[c.id] == engine]
-        limit = models_per_chunk or (FUSED_MODELS_PER_CHUNK if engine == "fused" else 1)
+        limit = models_per_chunk or (1 if engine == "keras" else FUSED_MODELS_PER_CHUNK)
         sizes = [c.config.training.repeats for c in members]
         for part in balanced_partition(sizes, limit):
             chunks.append(Chunk(engine, tuple(members[i] for i in part)))

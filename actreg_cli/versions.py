@@ -5,7 +5,16 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-PACKAGES = ("actreg", "tensorflow", "keras", "numpy", "scikit-learn", "matplotlib", "pydantic")
+PACKAGES = (
+    "actreg",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "scikit-learn",
+    "matplotlib",
+    "pydantic",
+    "numba",
+)
 
 
 def library_versions() -> dict[str, str]:

@@ -65,8 +65,9 @@ SeedOpt = Annotated[
 EngineOpt = Annotated[
     EngineName,
     typer.Option(
-        metavar="[auto|keras|fused]",
-        help="auto: fused when it supports the config, else keras (and says why).",
+        metavar="[auto|keras|fused|cpu]",
+        help="auto: the fastest engine that supports the config (cpu, then fused, then "
+        "keras), and says why it passed one over.",
     ),
 ]
 
