@@ -7,7 +7,6 @@ saved CSV files alone, so a run folder can be re-drawn without training again.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -44,21 +43,30 @@ def repeat_rows(seeds: Sequence[int], results: Sequence[TrainResult]) -> list[di
     ]
 
 
+def history_csv_rows(histories: np.ndarray, prefix: str = "") -> str:
+    """histories: [repeats, epochs, 4] -> lines (prefix, repeat, epoch 1.., loss, accuracy,
+    val_loss, val_accuracy), floats with the 9 digits that identify a float32."""
+    from actreg_cli.csv_format import numeric_csv_rows
+
+    repeats, epochs, _ = histories.shape
+    flat = histories.reshape(-1, len(HISTORY_COLUMNS))
+    index = [np.repeat(np.arange(repeats), epochs), np.tile(np.arange(1, epochs + 1), repeats)]
+    return numeric_csv_rows(index, list(flat.T), prefix)
+
+
 def write_history_csv(path: Path, histories: np.ndarray) -> None:
-    """histories: [repeats, epochs, 4] -> rows (repeat, epoch 1.., loss, accuracy, val_*)."""
-    buffer = io.StringIO()
-    buffer.write(",".join(("repeat", "epoch", *HISTORY_COLUMNS)) + "\n")
-    for r, history in enumerate(histories):
-        for e, row in enumerate(history, start=1):
-            buffer.write(f"{r},{e}," + ",".join(repr(float(v)) for v in row) + "\n")
-    write_text(path, buffer.getvalue())
+    """history.csv: header, then one row per repeat and epoch (see `history_csv_rows`)."""
+    header = ",".join(("repeat", "epoch", *HISTORY_COLUMNS)) + "\n"
+    write_text(path, header + history_csv_rows(histories))
 
 
 def read_history_csv(path: Path) -> np.ndarray:
-    """Inverse of write_history_csv: [repeats, epochs, 4] float64."""
+    """Inverse of write_history_csv: [repeats, epochs, 4] float64 (each value a float32, as
+    the engines computed it)."""
     table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     repeats = int(table[:, 0].max()) + 1
-    return table[:, 2:].reshape(repeats, -1, len(HISTORY_COLUMNS))
+    values = table[:, 2:].astype(np.float32).astype(np.float64)
+    return values.reshape(repeats, -1, len(HISTORY_COLUMNS))
 
 
 def read_repeats_csv(path: Path) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ in one call, so the fused engine trains the whole study as one batch.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,13 @@ from actreg_cli.config import ExperimentConfig, dump_yaml
 from actreg_cli.data import load_dataset
 from actreg_cli.engines.base import HISTORY_COLUMNS, Engine, ProgressCallback, TrainJob
 from actreg_cli.io import csv_text, save_figure, write_json, write_text
-from actreg_cli.reporter import REPEAT_COLUMNS, accuracy_figure, repeat_rows, summarize
+from actreg_cli.reporter import (
+    REPEAT_COLUMNS,
+    accuracy_figure,
+    history_csv_rows,
+    repeat_rows,
+    summarize,
+)
 from actreg_cli.runner import new_run_dir, run_metadata
 from actreg_cli.stats import difference
 from actreg_cli.weights import repeat_seeds
@@ -179,14 +184,11 @@ def _plot_variant(path: Path, variant: str, by_arm: dict) -> None:
 
 
 def _write_histories(out_dir: Path, by_arm: dict) -> None:
-    buffer = io.StringIO()
-    buffer.write(",".join(("variant", "reduction", "repeat", "epoch", *HISTORY_COLUMNS)) + "\n")
+    parts = [",".join(("variant", "reduction", "repeat", "epoch", *HISTORY_COLUMNS)) + "\n"]
     for (variant, reduction), results in by_arm.items():
-        for r, res in enumerate(results):
-            for e, row in enumerate(res.history, start=1):
-                values = ",".join(repr(float(v)) for v in row)
-                buffer.write(f"{variant},{reduction},{r},{e},{values}\n")
-    write_text(out_dir / "history.csv", buffer.getvalue())
+        histories = np.stack([res.history for res in results])
+        parts.append(history_csv_rows(histories, prefix=f"{variant},{reduction},"))
+    write_text(out_dir / "history.csv", "".join(parts))
 
 
 def _summarize(configs, by_arm, seeds, engine_name, reductions):
