@@ -187,16 +187,14 @@ def test_ray_executor_without_ray_says_how_to_install_it(sweep_file, tmp_path, m
     assert "pip install -e '.[ray]'" in result.stderr
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("actreg_cli.engines.fused") is None, reason="no fused engine"
-)
-def test_default_engine_auto_runs_the_fused_engine(sweep_file: Path, tmp_path: Path):
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="no cpu engine")
+def test_default_engine_auto_runs_the_cpu_engine(sweep_file: Path, tmp_path: Path):
     result = invoke("sweep", sweep_file, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     folder = Path(last_line(result.stdout))
     meta = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8"))
     assert meta["engine_requested"] == "auto"
-    assert {c["engine"] for c in meta["cells"]} == {"fused"}
+    assert {c["engine"] for c in meta["cells"]} == {"cpu"}
     rows = list(csv.DictReader((folder / "results.csv").read_text().splitlines()))
     assert len(rows) == N_CELLS * REPEATS
     assert all(r["diverged"] == "false" for r in rows)
