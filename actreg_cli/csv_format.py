@@ -123,9 +123,12 @@ def _format_rows(prefix, ints, floats, powers):
 
 def numeric_csv_rows(
     int_columns: Sequence[np.ndarray], float32_columns: Sequence[np.ndarray], prefix: str = ""
-) -> str:
+) -> np.ndarray:
     """CSV lines (no header): `prefix` (constant text, e.g. 'overfit,none,'), then
-    non-negative integer columns, then float32 columns (given as any float dtype); all [rows]."""
+    non-negative integer columns, then float32 columns (given as any float dtype); all [rows].
+
+    Returns the ASCII text as uint8 [bytes] (write it with `file.write`; no str copy of a
+    file that can reach tens of MB)."""
     n = len(int_columns[0]) if int_columns else len(float32_columns[0])
     ints = np.zeros((n, len(int_columns)), dtype=np.int64)
     for j, column in enumerate(int_columns):
@@ -136,4 +139,4 @@ def numeric_csv_rows(
     if np.any(ints < 0):
         raise ValueError("numeric_csv_rows writes non-negative integers only")
     text = np.frombuffer(prefix.encode("ascii"), dtype=np.uint8).copy()
-    return _format_rows(text, ints, floats, _POWERS).tobytes().decode("ascii")
+    return _format_rows(text, ints, floats, _POWERS)

@@ -17,7 +17,7 @@ import numpy as np
 
 from actreg_cli.config import ExperimentConfig, Target, validate_mapping
 from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS, TrainResult
-from actreg_cli.io import csv_text, save_figure, write_json, write_text
+from actreg_cli.io import atomic_write, csv_text, save_figure, write_json, write_text
 from actreg_cli.stats import describe
 
 REPEAT_COLUMNS = ("repeat", "seed", *RESULT_FIELDS, "diverged")
@@ -43,9 +43,10 @@ def repeat_rows(seeds: Sequence[int], results: Sequence[TrainResult]) -> list[di
     ]
 
 
-def history_csv_rows(histories: np.ndarray, prefix: str = "") -> str:
+def history_csv_rows(histories: np.ndarray, prefix: str = "") -> np.ndarray:
     """histories: [repeats, epochs, 4] -> lines (prefix, repeat, epoch 1.., loss, accuracy,
-    val_loss, val_accuracy), floats with the 9 digits that identify a float32."""
+    val_loss, val_accuracy) as ASCII bytes (uint8 array), floats with the 9 digits that
+    identify a float32."""
     from actreg_cli.csv_format import numeric_csv_rows
 
     repeats, epochs, _ = histories.shape
@@ -57,7 +58,19 @@ def history_csv_rows(histories: np.ndarray, prefix: str = "") -> str:
 def write_history_csv(path: Path, histories: np.ndarray) -> None:
     """history.csv: header, then one row per repeat and epoch (see `history_csv_rows`)."""
     header = ",".join(("repeat", "epoch", *HISTORY_COLUMNS)) + "\n"
-    write_text(path, header + history_csv_rows(histories))
+    write_csv_bytes(path, header, [history_csv_rows(histories)])
+
+
+def write_csv_bytes(path: Path, header: str, parts: Sequence[np.ndarray]) -> None:
+    """Write `header` then each uint8 array of ASCII rows, atomically, without joining them."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(header.encode("ascii"))
+            for part in parts:
+                fh.write(memoryview(part))
+
+    atomic_write(path, write)
 
 
 def read_history_csv(path: Path) -> np.ndarray:

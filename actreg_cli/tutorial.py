@@ -27,6 +27,7 @@ from actreg_cli.reporter import (
     history_csv_rows,
     repeat_rows,
     summarize,
+    write_csv_bytes,
 )
 from actreg_cli.runner import new_run_dir, run_metadata
 from actreg_cli.stats import difference
@@ -184,11 +185,12 @@ def _plot_variant(path: Path, variant: str, by_arm: dict) -> None:
 
 
 def _write_histories(out_dir: Path, by_arm: dict) -> None:
-    parts = [",".join(("variant", "reduction", "repeat", "epoch", *HISTORY_COLUMNS)) + "\n"]
-    for (variant, reduction), results in by_arm.items():
-        histories = np.stack([res.history for res in results])
-        parts.append(history_csv_rows(histories, prefix=f"{variant},{reduction},"))
-    write_text(out_dir / "history.csv", "".join(parts))
+    header = ",".join(("variant", "reduction", "repeat", "epoch", *HISTORY_COLUMNS)) + "\n"
+    parts = [
+        history_csv_rows(np.stack([res.history for res in results]), f"{variant},{reduction},")
+        for (variant, reduction), results in by_arm.items()
+    ]
+    write_csv_bytes(out_dir / "history.csv", header, parts)
 
 
 def _summarize(configs, by_arm, seeds, engine_name, reductions):

@@ -36,7 +36,7 @@ def test_every_float32_reads_back_exactly() -> None:
         dtype=np.float32,
     )
     values = np.concatenate([values, edges])
-    text = numeric_csv_rows([np.arange(values.size)], [values])
+    text = numeric_csv_rows([np.arange(values.size)], [values]).tobytes().decode("ascii")
     table = np.loadtxt(text.splitlines(), delimiter=",", dtype=str)
     assert table[:, 0].astype(np.int64).tolist() == list(range(values.size))
     np.testing.assert_array_equal(table[:, 1].astype(np.float64).astype(np.float32), values)
@@ -45,6 +45,7 @@ def test_every_float32_reads_back_exactly() -> None:
 def test_special_values_and_short_forms() -> None:
     values = np.array([1.0, 0.5, -2.5e-5, 0.0, np.nan, np.inf, -np.inf, 0.733333349])
     text = numeric_csv_rows([np.array([3] * 8), np.arange(8)], [values], prefix="a,b,")
+    text = text.tobytes().decode("ascii")
     assert text.splitlines() == [
         "a,b,3,0,1e+00",
         "a,b,3,1,5e-01",
