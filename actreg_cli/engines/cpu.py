@@ -26,6 +26,7 @@ A model's numbers do not depend on the other models of the call or on the thread
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 
@@ -53,6 +54,8 @@ def _worker_count() -> int:
 
 def unsupported_reason(config: ExperimentConfig) -> str | None:
     """Why the cpu engine cannot train `config` (one line), or None."""
+    if importlib.util.find_spec("numba") is None:  # a declared dependency, but say so if absent
+        return "numba is not installed (pip install numba)"
     for reg in config.regularizers:
         if reg.norm is Norm.custom:
             return f"custom regularizer '{reg.function}' cannot be compiled by the cpu engine"
