@@ -8,7 +8,10 @@ and its gradient contributions are added to the model's gradient sums before the
 
 Parameter vector of one model (float32 [P]), per hidden layer l with fan_in i and units o:
   kernel [i, o] row-major at w_off[l], bias [o] at b_off[l]; then the output layer: kernel
-  [o_last, n_out] at out_w, bias [n_out] at out_b (n_out = 1: one logit, binary task).
+  [o_last, n_out] at out_w, bias [n_out] at out_b. Today n_out = 1 (one logit, the binary
+  task): `_logit`, `_binary_loss` and `_binary_logit_grad` are the only task-specific code, so
+  multiclass (softmax cross-entropy over n_out logits) and regression (mean squared error)
+  are a loss function and its logit gradient each, chosen by a task code like `act`.
 Penalty factors of one model: float32 [L, 12], columns fused.COEF_COLUMNS.
 
 Every formula is the one in /work/shared/keras-semantics.md, as `fused.py` writes it: the loss
@@ -25,15 +28,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from actreg_cli.engines.fused import COEF_COLUMNS
+
 #: Activation codes (config.model.activation -> int).
 ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "elu": 3}
 #: Optimizer codes.
 OPTIMIZERS = {"adam": 0, "sgd": 1}
 
-# fused.COEF_COLUMNS, by index.
-_K_L1, _K_L2, _B_L1, _B_L2 = 0, 1, 2, 3
-_BEFORE_MEAN_L1, _BEFORE_MEAN_L2, _BEFORE_SUM_L1, _BEFORE_SUM_L2 = 4, 5, 6, 7
-_AFTER_MEAN_L1, _AFTER_MEAN_L2, _AFTER_SUM_L1, _AFTER_SUM_L2 = 8, 9, 10, 11
+# Columns of a model's penalty table (fused.COEF_COLUMNS, the one list of them). `_batch` reads
+# a batch_sum column as its batch_mean column + 2.
+_K_L1, _K_L2, _B_L1, _B_L2 = (COEF_COLUMNS.index(f"{t}_{n}") for t in ("kernel", "bias") for n in ("l1", "l2"))  # fmt: skip
+_BEFORE_MEAN_L1, _BEFORE_MEAN_L2, _BEFORE_SUM_L1, _BEFORE_SUM_L2 = (
+    COEF_COLUMNS.index(f"before_{r}_{n}") for r in ("mean", "sum") for n in ("l1", "l2")
+)
+_AFTER_MEAN_L1, _AFTER_MEAN_L2, _AFTER_SUM_L1, _AFTER_SUM_L2 = (
+    COEF_COLUMNS.index(f"after_{r}_{n}") for r in ("mean", "sum") for n in ("l1", "l2")
+)
 
 _FASTMATH = {"reassoc", "contract"}
 _JIT = {"cache": True, "fastmath": _FASTMATH, "error_model": "numpy", "nogil": True}
