@@ -14,9 +14,9 @@ fallback); `NUMBA_CACHE_DIR` chooses another place. A second process compiles no
 
 Covers: dense layers of any widths, relu/tanh/sigmoid/elu, adam/sgd, every built-in penalty
 (kernel, bias, activity before/after the activation, batch_mean/batch_sum, L1/L2/L1_L2), full
-batch and unshuffled minibatches, the binary task. Not yet: custom regularizers (any Python
-function; Numba cannot compile it), shuffled minibatches (the shared permutation function of
-issue 13 is not on main yet).
+batch and minibatches (shuffled every epoch by `weights.epoch_permutation`, compiled as it is
+written, so the batches are the keras and fused engines' batches), the binary task. Not:
+custom regularizers (any Python function; Numba cannot compile it).
 
 Float rounding: sums run in another order than TensorFlow's or XLA's kernels (over units with
 SIMD lanes, over rows one at a time), so losses agree with the other engines to ~1e-6 relative
@@ -42,7 +42,7 @@ from actreg_cli.engines.base import (
     result_from_totals,
 )
 from actreg_cli.engines.fused import coefficients
-from actreg_cli.weights import initial_weights, layer_sizes
+from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
 
 
 def _worker_count() -> int:
@@ -59,9 +59,6 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
     for reg in config.regularizers:
         if reg.norm is Norm.custom:
             return f"custom regularizer '{reg.function}' cannot be compiled by the cpu engine"
-    t = config.training
-    if t.shuffle and min(t.batch_size, config.data.n_train) < config.data.n_train:
-        return "shuffled minibatches are not in the cpu engine yet (set training.shuffle: false)"
     return None
 
 
@@ -75,6 +72,7 @@ def _group_key(config: ExperimentConfig) -> tuple:
         t.optimizer,
         t.epochs,
         min(t.batch_size, config.data.n_train),
+        t.shuffle and t.batch_size < config.data.n_train,
     )
 
 
@@ -135,8 +133,10 @@ class CpuEngine:
         out_b = params.shape[1] - 1
         coef = np.stack([coefficients(job.config) for job in jobs]).astype(np.float32)
         lr = np.array([job.config.training.learning_rate for job in jobs], dtype=np.float32)
-        # Unshuffled: every epoch takes the training rows in order (batches are slices of it).
-        orders = np.tile(np.arange(n_train, dtype=np.int64), (len(jobs), 1))
+        batch_size = min(config.training.batch_size, n_train)
+        # One batch holds every sample: its order is irrelevant (as in the fused engine).
+        shuffle = config.training.shuffle and batch_size < n_train
+        shuffle_seeds = np.array([shuffle_seed(job.seed) for job in jobs], dtype=np.int64)
         numba.set_num_threads(max(1, min(self.workers, len(jobs), numba.config.NUMBA_NUM_THREADS)))
         rows, probe, _ = cpu_kernel.train_models(
             # Writable copies: one compiled signature, whatever flags the cached data carries.
@@ -153,8 +153,9 @@ class CpuEngine:
             cpu_kernel.ACTIVATIONS[config.model.activation],
             cpu_kernel.OPTIMIZERS[config.training.optimizer],
             config.training.epochs,
-            min(config.training.batch_size, n_train),
-            orders,
+            batch_size,
+            shuffle_seeds,
+            shuffle,
         )
         return [
             result_from_totals(job.config, rows[c], probe[c], n_train, data.n_test)

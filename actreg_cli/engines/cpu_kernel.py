@@ -25,9 +25,12 @@ use FMA); no-NaN/no-inf assumptions are not made, so a diverging model still sho
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
+from actreg_cli import weights
 from actreg_cli.engines.fused import COEF_COLUMNS
 
 #: Activation codes (config.model.activation -> int).
@@ -47,6 +50,19 @@ _AFTER_MEAN_L1, _AFTER_MEAN_L2, _AFTER_SUM_L1, _AFTER_SUM_L2 = (
 
 _FASTMATH = {"reassoc", "contract"}
 _JIT = {"cache": True, "fastmath": _FASTMATH, "error_model": "numpy", "nogil": True}
+
+
+def _compiled_epoch_permutation():
+    """weights.epoch_permutation compiled as it is written (the very function every engine's
+    minibatch order comes from), its call of weights.splitmix64 bound to a compiled copy."""
+    namespace = dict(weights.__dict__, splitmix64=njit(cache=True)(weights.splitmix64))
+    function = types.FunctionType(
+        weights.epoch_permutation.__code__, namespace, "epoch_permutation"
+    )
+    return njit(cache=True)(function)
+
+
+_epoch_permutation = _compiled_epoch_permutation()
 
 
 @njit(**_JIT)
@@ -485,14 +501,15 @@ def _update(p, m, v, grad, step, lr, optimizer):
 @njit(parallel=True, **_JIT)
 def train_models(
     x_train, y_train, x_test, y_test, params, coef, lr, units, out_w, out_b, act, optimizer,
-    epochs, batch_size, orders,
+    epochs, batch_size, shuffle_seeds, shuffle,
 ):  # fmt: skip
     """Train C models; returns (rows float32 [C, E+1, 4], probe float32 [C, 2L], params).
 
     x_*: float32 [n, n_in]; y_*: float32 [n]; params: float32 [C, P] initial weights (layout in
     the module docstring, copied, not modified); coef: float32 [C, L, 12]; lr: float32 [C];
-    units: int64 [L]; orders: int64 [C, n_train] the order of training rows (batches are
-    consecutive slices of it, the last partial one kept).
+    units: int64 [L]; batches are consecutive slices of the epoch's order of the training rows
+    (the last partial one kept): with shuffle, epoch e's order is
+    weights.epoch_permutation(shuffle_seeds[c], e, n_train) (int64 [C] seeds), else 0..n-1.
     rows[:, e] = (sum over epoch e's batches of loss * size, correct count, test loss * n_test,
     test correct) with the train columns measured before each batch's update and the test
     columns on the weights at the start of epoch e (so rows[:, e+1, 2:] is epoch e's val_*);
@@ -540,9 +557,11 @@ def train_models(
         act_sums = np.zeros((n_layers, 4), np.float32)
         factors = np.zeros((n_layers, 4), np.float32)
         cf = coef[c]
-        order = orders[c]
+        order = train_rows
         step = 0
         for epoch in range(epochs):
+            if shuffle:
+                order = _epoch_permutation(shuffle_seeds[c], epoch, n_train)
             loss_total = np.float32(0.0)
             correct_total = np.float32(0.0)
             for b in range(n_batches):
