@@ -178,6 +178,6 @@ def test_shell_completion_completes_commands_and_choices(tmp_path: Path) -> None
         return out.stdout.split()
 
     assert complete("actreg sw") == ["sweep"]
-    assert complete("actreg sweep --engine ") == ["auto", "keras", "fused"]
+    assert complete("actreg sweep --engine ") == ["auto", "keras", "fused", "cpu"]
     result = invoke("--show-completion", "bash")
     assert "_ACTREG_COMPLETE=complete_bash" in result.stdout
