@@ -219,11 +219,11 @@ def main() -> None:
         print(json.dumps(sgemm_worker(args)))
         return
 
-    from actreg_cli.engines.cpu import _worker_count
+    from actreg_cli.engines.fused import worker_count
 
     load = os.getloadavg()[0]
     print(
-        f"# cpu vs fused engine on {_worker_count()} cores (load average {load:.2f} at start); "
+        f"# cpu vs fused engine on {worker_count()} cores (load average {load:.2f} at start); "
         f"{args.epochs} epochs, medians of {args.reps} timed run(s)\n",
         flush=True,
     )

@@ -6,7 +6,7 @@ each, in order. Jobs may differ in anything; an engine groups what it can train 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,6 +74,29 @@ class Engine(Protocol):
         self, jobs: Sequence[TrainJob], progress: ProgressCallback | None = None
     ) -> list[TrainResult]:
         """Train every job; results in the order of `jobs`."""
+
+
+def train_grouped(
+    engine: Engine,
+    jobs: Sequence[TrainJob],
+    key: Callable[[ExperimentConfig], Hashable],
+    train_group: Callable[[list[TrainJob]], list[TrainResult]],
+) -> list[TrainResult]:
+    """Refuse unsupported jobs (EngineUnsupported), train jobs with equal `key(config)` together
+    (`train_group`, groups in order of first appearance) and return results in `jobs` order."""
+    for job in jobs:
+        reason = engine.unsupported(job.config)
+        if reason is not None:
+            raise EngineUnsupported(reason)
+    groups: dict[Hashable, list[int]] = {}
+    for index, job in enumerate(jobs):
+        groups.setdefault(key(job.config), []).append(index)
+    results: list[TrainResult | None] = [None] * len(jobs)
+    for indices in groups.values():
+        trained = train_group([jobs[i] for i in indices])
+        for i, result in zip(indices, trained, strict=True):
+            results[i] = result
+    return results  # type: ignore[return-value]
 
 
 def mark_diverged(result: TrainResult) -> TrainResult:

@@ -27,7 +27,6 @@ A model's numbers do not depend on the other models of the call or on the thread
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,21 +34,14 @@ import numpy as np
 from actreg_cli.config import ExperimentConfig, Norm
 from actreg_cli.data import load_dataset
 from actreg_cli.engines.base import (
-    EngineUnsupported,
     ProgressCallback,
     TrainJob,
     TrainResult,
     result_from_totals,
+    train_grouped,
 )
-from actreg_cli.engines.fused import coefficients
+from actreg_cli.engines.fused import coefficients, worker_count
 from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
-
-
-def _worker_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def unsupported_reason(config: ExperimentConfig) -> str | None:
@@ -89,7 +81,7 @@ class CpuEngine:
     name = "cpu"
 
     def __init__(self, workers: int | None = None, models_per_call: int | None = None):
-        self.workers = workers or _worker_count()
+        self.workers = workers or worker_count()
         # Calls of a few models per thread keep the progress bar moving; the per-call cost
         # (~0.1 ms) is nothing next to a model's training.
         self.models_per_call = models_per_call or 4 * self.workers
@@ -100,23 +92,16 @@ class CpuEngine:
     def train(
         self, jobs: Sequence[TrainJob], progress: ProgressCallback | None = None
     ) -> list[TrainResult]:
-        for job in jobs:
-            reason = self.unsupported(job.config)
-            if reason is not None:
-                raise EngineUnsupported(reason)
-        groups: dict[tuple, list[int]] = {}
-        for index, job in enumerate(jobs):
-            groups.setdefault(_group_key(job.config), []).append(index)
-        results: list[TrainResult | None] = [None] * len(jobs)
-        for indices in groups.values():
-            for start in range(0, len(indices), self.models_per_call):
-                part = indices[start : start + self.models_per_call]
-                trained = self._train_call([jobs[i] for i in part])
-                for i, result in zip(part, trained, strict=True):
-                    results[i] = result
+        def train_group(group: list[TrainJob]) -> list[TrainResult]:
+            results = []
+            for start in range(0, len(group), self.models_per_call):
+                part = group[start : start + self.models_per_call]
+                results += self._train_call(part)
                 if progress is not None:
-                    progress(len(part) * jobs[part[0]].config.training.epochs)
-        return results  # type: ignore[return-value]
+                    progress(len(part) * part[0].config.training.epochs)
+            return results
+
+        return train_grouped(self, jobs, _group_key, train_group)
 
     def _train_call(self, jobs: Sequence[TrainJob]) -> list[TrainResult]:
         """One kernel call for jobs of one group."""

@@ -64,6 +64,7 @@ from actreg_cli.engines.base import (
     TrainJob,
     TrainResult,
     result_from_totals,
+    train_grouped,
 )
 from actreg_cli.weights import (
     INDEX_BITS,
@@ -226,7 +227,8 @@ def choose_chunk(n_models: int, units: Sequence[int], n_rows: int, workers: int)
     return math.ceil(n_models / n_chunks)
 
 
-def _worker_count() -> int:
+def worker_count() -> int:
+    """CPU cores this process may run on (threads an engine uses by default)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -249,7 +251,7 @@ class FusedEngine:
 
     def __init__(self, chunk: int | None = None, workers: int | None = None):
         self.chunk = chunk  # None: choose_chunk decides
-        self.workers = workers or _worker_count()
+        self.workers = workers or worker_count()
 
     def unsupported(self, config: ExperimentConfig) -> str | None:
         for reg in config.regularizers:
@@ -260,19 +262,9 @@ class FusedEngine:
     def train(
         self, jobs: Sequence[TrainJob], progress: ProgressCallback | None = None
     ) -> list[TrainResult]:
-        for job in jobs:
-            reason = self.unsupported(job.config)
-            if reason is not None:
-                raise EngineUnsupported(reason)
-        groups: dict[tuple, list[int]] = {}
-        for index, job in enumerate(jobs):
-            groups.setdefault(_group_key(job.config), []).append(index)
-        results: list[TrainResult | None] = [None] * len(jobs)
-        for indices in groups.values():
-            trained = self._train_group([jobs[i] for i in indices], progress)
-            for i, result in zip(indices, trained, strict=True):
-                results[i] = result
-        return results  # type: ignore[return-value]
+        return train_grouped(
+            self, jobs, _group_key, lambda group: self._train_group(group, progress)
+        )
 
     def _train_group(
         self,
