@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -12,12 +13,26 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
+    """Call `write(tmp_path)` on a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    The file gets the mode a plain `open(path, "w")` would give (0666 minus the umask): mkstemp
+    creates 0600, which would hide results from the group a shared runs/ folder is meant for.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
@@ -58,8 +73,26 @@ def write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def json_safe(data: Any) -> Any:
+    """`data` with every non-finite float (a diverged run's NaN) replaced by None, so that the
+    file is standard JSON (`null`) that any reader accepts; bare NaN is not JSON."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [json_safe(value) for value in data]
+    return data
+
+
 def write_json(path: Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+    """Standard JSON: NaN and infinities are written as null (read them back with `json_float`)."""
+    return write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
+def json_float(value: Any) -> float:
+    """A float read from a file written by `write_json`: null (a non-finite value) -> NaN."""
+    return float("nan") if value is None else float(value)
 
 
 def save_figure(path: Path, figure: Any) -> Path:

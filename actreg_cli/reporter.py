@@ -83,8 +83,12 @@ def read_history_csv(path: Path) -> np.ndarray:
 
 
 def read_repeats_csv(path: Path) -> list[dict[str, Any]]:
+    """The rows of repeats.csv; ValueError naming the file when it holds no repeat at all
+    (a header-only file would otherwise turn a good summary into an empty one)."""
     with open(path, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{path} has no rows (header only); expected one row per repeat")
     for row in rows:
         row["repeat"], row["seed"] = int(row["repeat"]), int(row["seed"])
         row["diverged"] = row["diverged"] == "true"
@@ -210,4 +214,5 @@ def tutorial_line(summary: dict[str, Any]) -> str:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
+    """summary.json as written (non-finite numbers are null)."""
     return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))

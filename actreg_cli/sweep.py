@@ -38,7 +38,7 @@ from actreg_cli.config import (
     validate_mapping,
 )
 from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS, TrainJob, TrainResult
-from actreg_cli.io import atomic_write, write_json, write_text
+from actreg_cli.io import atomic_write, json_float, write_json, write_text
 from actreg_cli.weights import repeat_seeds
 
 #: Bump when the stored cell format or what a hash covers changes: old cells are then recomputed.
@@ -275,11 +275,20 @@ class CellRecord:
         return sum(bool(run["diverged"]) for run in self.runs)
 
 
+def _stored_run(run: dict[str, Any]) -> dict[str, Any]:
+    """One stored repeat, checked: every RESULT_FIELDS metric (null -> NaN) and `diverged`."""
+    checked = {"repeat": int(run["repeat"]), "seed": int(run["seed"])}
+    checked.update({name: json_float(run[name]) for name in RESULT_FIELDS})
+    checked["diverged"] = bool(run["diverged"])
+    return checked
+
+
 class CellStore:
     """cells/<hash>.json per finished cell, written atomically after its history (.history.npy)."""
 
     def __init__(self, sweep_dir: Path):
         self.folder = Path(sweep_dir) / "cells"
+        self.damaged: list[str] = []  # one line per damaged file met by `load`
 
     def json_path(self, digest: str) -> Path:
         return self.folder / f"{digest}.json"
@@ -288,8 +297,15 @@ class CellStore:
         return self.folder / f"{digest}.history.npy"
 
     def load(self, digest: str, repeats: int) -> CellRecord | None:
-        """The stored record, or None if absent or not a complete record of `repeats` runs."""
+        """The stored record, or None if absent or not a complete record of `repeats` runs.
+
+        A file that is there but damaged (unreadable JSON, a missing metric, a wrong number of
+        runs) also gives None, so the cell is recomputed; why is added to `self.damaged` with
+        the file's path, for the caller to print.
+        """
         path = self.json_path(digest)
+        if not path.exists():
+            return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             record = CellRecord(
@@ -297,11 +313,17 @@ class CellStore:
                 engine=data["engine"],
                 config=data["config"],
                 values=data["values"],
-                runs=data["runs"],
+                runs=[_stored_run(run) for run in data["runs"]],
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            self.damaged.append(f"{path}: damaged stored cell ({why}); recomputing it")
             return None
         if record.hash != digest or len(record.runs) != repeats:
+            self.damaged.append(
+                f"{path}: damaged stored cell (hash or number of runs does not match: "
+                f"{len(record.runs)} runs for {repeats} repeats); recomputing it"
+            )
             return None
         return record
 
@@ -491,6 +513,7 @@ def plan_sweep(
         done = {
             c.id for c in cells if store.load(hashes[c.id], c.config.training.repeats) is not None
         }
+        notes.extend(store.damaged)
     chunks = plan_chunks(cells, engines, models_per_chunk)
     return SweepPlan(sweep, folder, cells, hashes, engines, chunks, done, notes)
 

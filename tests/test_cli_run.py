@@ -108,6 +108,20 @@ def test_report_redraws_from_saved_history(tiny_config_file: Path, tmp_path: Pat
     assert again.output.strip().splitlines()[-1] == str(run_dir)
 
 
+def test_report_refuses_a_header_only_repeats_csv(tiny_config_file: Path, tmp_path: Path) -> None:
+    result = invoke(
+        "run", tiny_config_file, "--engine", "keras", "--repeats", 1, "--runs-dir", tmp_path
+    )
+    run_dir = Path(result.output.strip().splitlines()[-1])
+    before = (run_dir / "summary.json").read_text()
+    repeats = run_dir / "repeats.csv"
+    repeats.write_text(repeats.read_text().splitlines()[0] + "\n")
+    again = invoke("report", run_dir)
+    assert again.exit_code == 2
+    assert "repeats.csv has no rows (header only)" in again.output
+    assert (run_dir / "summary.json").read_text() == before  # the good summary stays
+
+
 def test_report_on_a_folder_that_is_no_run(tmp_path: Path) -> None:
     result = invoke("report", tmp_path)
     assert result.exit_code == 2

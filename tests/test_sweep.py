@@ -421,3 +421,39 @@ def test_local_sweep_progress_counts_model_epochs_as_they_train(tmp_path) -> Non
     assert totals == [expected]
     assert sum(advances) == expected
     assert len(advances) > len(outcome.plan.chunks)  # during chunks, not only after each
+
+
+def test_a_damaged_stored_cell_is_named_and_recomputed(tmp_path: Path):
+    first = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    path = CellStore(first.folder).json_path(first.plan.hashes["c2"])
+    data = json.loads(path.read_text())
+    del data["runs"][1]["test_accuracy"]  # parseable, but a metric is missing
+    path.write_text(json.dumps(data))
+    executor = FakeExecutor()
+    again = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=executor)
+    assert again.exit_code == 0 and again.n_trained == 1
+    assert [note for note in again.plan.notes if str(path) in note] == [
+        f"{path}: damaged stored cell (missing 'test_accuracy'); recomputing it"
+    ]
+    assert again.records["c2"].metric("test_accuracy") == first.records["c2"].metric(
+        "test_accuracy"
+    )
+
+
+def test_diverged_cells_are_stored_as_standard_json(tmp_path: Path):
+    class AllDiverge(FakeExecutor):
+        def run(self, chunks, engine, on_done, on_failed):
+            def done(index, results):
+                for result in results:
+                    result.diverged = True
+                    result.test_accuracy = result.train_accuracy = float("nan")
+                on_done(index, results)
+
+            super().run(chunks, engine, done, on_failed)
+
+    outcome = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=AllDiverge())
+    path = CellStore(outcome.folder).json_path(outcome.plan.hashes["c1"])
+    assert "NaN" not in path.read_text()
+    rerun = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    assert rerun.n_trained == 0
+    assert all(math.isnan(v) for v in rerun.records["c1"].metric("test_accuracy"))
