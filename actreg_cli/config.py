@@ -20,15 +20,41 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Field types. Floats are finite: `.inf` or `.nan` in a config is a typo, never a setting.
-PositiveInt = Annotated[int, Field(gt=0, strict=False)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-Strength = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Numbers refuse booleans (`epochs: true` would otherwise train 1 epoch) but keep accepting
+# numeric strings, because YAML 1.1 reads `1e-4` as a string.
+
+
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got a boolean ({str(value).lower()})")
+    return value
+
+
+NoBool = BeforeValidator(_not_a_boolean)
+PositiveInt = Annotated[int, Field(gt=0, strict=False), NoBool]
+NonNegativeInt = Annotated[int, Field(ge=0), NoBool]
+Strength = Annotated[float, Field(ge=0, allow_inf_nan=False), NoBool]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False), NoBool]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False), NoBool]
+#: Upper bounds that keep a valid config runnable: what numpy/scikit-learn accept as a seed, and
+#: sizes whose arrays fit in memory (history is float64 [repeats, epochs, 4]).
+MAX_RANDOM_STATE = 2**32 - 1
+MAX_EPOCHS = 1_000_000
+MAX_REPEATS = 10_000
+MAX_SAMPLES = 10_000_000
+MAX_UNITS = 100_000
 
 
 class ConfigError(Exception):
@@ -50,11 +76,12 @@ class DataConfig(StrictModel):
     """A 2-D binary classification set; the first `n_train` samples train, the rest test."""
 
     name: Literal["circles", "moons"] = "circles"
-    n_samples: PositiveInt = 100  # total samples, train + test
+    n_samples: Annotated[PositiveInt, Field(le=MAX_SAMPLES)] = 100  # total samples, train + test
     n_train: PositiveInt = 30  # the first n_train samples train (as in the tutorial)
     noise: NonNegativeFloat = 0.1  # std of Gaussian noise added to the points
     factor: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.8  # circles: inner/outer
-    random_state: NonNegativeInt = 1  # make_circles/make_moons seed (the tutorial uses 1)
+    # make_circles/make_moons seed (the tutorial uses 1); scikit-learn takes 0..2**32-1
+    random_state: Annotated[NonNegativeInt, Field(le=MAX_RANDOM_STATE)] = 1
 
     @model_validator(mode="after")
     def _split_leaves_a_test_set(self) -> DataConfig:
@@ -69,7 +96,9 @@ class DataConfig(StrictModel):
 class ModelConfig(StrictModel):
     """An MLP: 2 inputs -> hidden Dense layers -> Dense(1, sigmoid)."""
 
-    hidden_units: Annotated[list[PositiveInt], Field(min_length=1)] = [500]
+    hidden_units: Annotated[
+        list[Annotated[PositiveInt, Field(le=MAX_UNITS)]], Field(min_length=1, max_length=100)
+    ] = [500]
     activation: Literal["relu", "tanh", "sigmoid", "elu"] = "relu"
 
 
@@ -168,13 +197,13 @@ class RegularizerConfig(StrictModel):
 class TrainingConfig(StrictModel):
     optimizer: Literal["adam", "sgd"] = "adam"
     learning_rate: PositiveFloat = 1e-3
-    epochs: PositiveInt = 4000
+    epochs: Annotated[PositiveInt, Field(le=MAX_EPOCHS)] = 4000
     batch_size: PositiveInt = 32  # Keras's default; 30 training samples -> one full batch
     # true: a new minibatch order every epoch, weights.epoch_permutation (the same in every
     # engine); false: in order. Irrelevant when one batch holds all samples.
-    shuffle: bool = True
+    shuffle: StrictBool = True
     seed: NonNegativeInt = 0  # drives initial weights and shuffling of every repeat
-    repeats: PositiveInt = 1  # independent trainings from derived seeds
+    repeats: Annotated[PositiveInt, Field(le=MAX_REPEATS)] = 1  # trainings from derived seeds
 
 
 class ExperimentConfig(StrictModel):
@@ -222,7 +251,7 @@ class SweepConfig(StrictModel):
     description: str = ""
     base: ExperimentConfig = ExperimentConfig()
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(min_length=1)
-    baseline: bool = True  # add a cell with no regularizers to compare against
+    baseline: StrictBool = True  # add a cell with no regularizers to compare against
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +270,10 @@ def import_custom_function(spec: str) -> Any:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
+    except SystemExit as exc:  # user code calling sys.exit must not end `validate` with 0
+        raise ValueError(
+            f"importing module {module_name!r} for function {spec!r} called sys.exit({exc.code})"
+        ) from None
     except Exception as exc:  # any import failure is a config error, not a crash
         raise ValueError(
             f"cannot import module {module_name!r} for function {spec!r} (looked in the current "
@@ -260,6 +293,10 @@ def check_custom_function(spec: str) -> None:
     probe = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4)
     try:
         value = np.asarray(fn(probe))
+    except SystemExit as exc:
+        raise ValueError(
+            f"custom function {spec!r} called sys.exit({exc.code}) on a [3, 4] float32 array"
+        ) from None
     except Exception as exc:
         raise ValueError(
             f"custom function {spec!r} failed on a [3, 4] float32 array: {exc}"
@@ -276,6 +313,76 @@ def check_custom_function(spec: str) -> None:
 # Loading and overriding
 
 
+#: A config is a few dozen values: anything much bigger is a mistake or an attack (YAML aliases
+#: can make a 1 kB file expand to gigabytes; deep nesting can exhaust Python's stack).
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 50
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (plain YAML keeps the last one, silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # SafeLoader reports unhashable keys itself
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {first}); each key may appear once",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_yaml_size(data: Any) -> str | None:
+    """Why `data` is too big or too deep to be a config (aliases counted as expanded), or None."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            return (
+                f"the file expands to more than {MAX_YAML_VALUES} values (YAML aliases?); "
+                "a config holds a few dozen"
+            )
+        if depth > MAX_YAML_DEPTH:
+            return f"nesting deeper than {MAX_YAML_DEPTH} levels; a config is a few levels deep"
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return None
+
+
+def load_yaml_text(text: str, origin: str) -> Any:
+    """Parse YAML text as a config: duplicate keys, alias bombs and deep nesting are ConfigErrors
+    naming `origin` (and the line where the parser knows it)."""
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{origin}: invalid YAML{where}: {problem}"]) from None
+    except RecursionError:
+        raise ConfigError(
+            [f"{origin}: invalid YAML: nesting too deep; a config is a few levels deep"]
+        ) from None
+    why = _check_yaml_size(data)
+    if why:
+        raise ConfigError([f"{origin}: invalid YAML: {why}"])
+    return data
+
+
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; ConfigError (with the line) otherwise."""
     path = Path(path)
@@ -287,13 +394,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from exc
+    data = load_yaml_text(text, str(path))
     if data is None:
         raise ConfigError([f"{path}: the file is empty; expected a mapping of config sections"])
     if not isinstance(data, dict):
@@ -309,19 +410,17 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError([f"--set {item!r}: expected KEY=VALUE, e.g. training.epochs=200"])
-    try:
-        value = read_value(raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"--set {item!r}: the value is not valid YAML: {exc}"]) from exc
+    value = read_value(raw, f"--set {item!r}")
     return key, value
 
 
-def read_value(text: str) -> Any:
+def read_value(text: str, origin: str = "command line") -> Any:
     """A value typed on the command line, read as YAML; `1e-5`, which YAML 1.1 reads as a
-    string (it wants `1.0e-5`), is the number a user means."""
+    string (it wants `1.0e-5`), is the number a user means. ConfigError naming `origin` for
+    invalid YAML, duplicate keys, alias bombs or deep nesting (`load_yaml_text`)."""
     if not text.strip():
         return ""
-    value = yaml.safe_load(text)
+    value = load_yaml_text(text, origin)
     if isinstance(value, str):
         try:
             number = float(value)

@@ -49,6 +49,9 @@ UNHASHED_FIELDS = ("name", "description")
 #: The keras engine trains models one by one, so it gets one cell per chunk (finer resume and
 #: progress).
 FUSED_MODELS_PER_CHUNK = 64
+#: Grids with more cells than this are refused unless asked for explicitly (`allow_large`): each
+#: cell is a validated config held in memory (10**6 cells took ~4 GB before anything printed).
+MAX_GRID_CELLS = 10_000
 #: At most this many invalid-cell lines are printed; the rest are counted.
 MAX_ERROR_LINES = 20
 
@@ -108,7 +111,30 @@ def get_path(data: Any, dotted: str) -> Any:
     return node
 
 
-def expand_grid(sweep: SweepConfig, origin: str = "grid") -> list[Cell]:
+def grid_size(sweep: SweepConfig) -> int:
+    """Number of cells `expand_grid` would make (grid product plus baselines), without making them."""
+    n = math.prod(len(values) for values in sweep.grid.values())
+    if sweep.baseline:
+        n += math.prod(len(v) for k, v in sweep.grid.items() if not is_regularizer_key(k))
+    return n
+
+
+def check_grid_size(sweep: SweepConfig, origin: str, allow_large: bool = False) -> None:
+    """ConfigError stating the size of a grid above MAX_GRID_CELLS, unless `allow_large`."""
+    n = grid_size(sweep)
+    if n > MAX_GRID_CELLS and not allow_large:
+        sizes = " x ".join(f"{len(v)} ({k})" for k, v in sweep.grid.items())
+        models = n * sweep.base.training.repeats
+        raise ConfigError(
+            [
+                f"{origin}: the grid has {n} cells ({sizes}{' + baselines' if sweep.baseline else ''}"
+                f"), {models} models to train: more than {MAX_GRID_CELLS} cells; pass "
+                "--allow-large-grid to run it anyway"
+            ]
+        )
+
+
+def expand_grid(sweep: SweepConfig, origin: str = "grid", allow_large: bool = False) -> list[Cell]:
     """Every cell of the sweep, validated: baseline cell(s) first, then the grid in order.
 
     The grid is the Cartesian product of its lists, the last key varying fastest. Cells are
@@ -117,8 +143,10 @@ def expand_grid(sweep: SweepConfig, origin: str = "grid") -> list[Cell]:
     unregularized cell (`regularizers: []`) is added per combination of the swept keys outside
     `regularizers` (just one when every swept key is a regularizer key).
 
-    Raises ConfigError naming the grid key, or the cell (its swept values) and the field.
+    Raises ConfigError naming the grid key, or the cell (its swept values) and the field, and
+    for a grid of more than MAX_GRID_CELLS cells (its size, before expanding) unless `allow_large`.
     """
+    check_grid_size(sweep, origin, allow_large)
     base = sweep.base.model_dump(mode="json", exclude_unset=True)
     keys = list(sweep.grid)
     errors = _check_keys(base, sweep.grid, origin)
@@ -498,13 +526,14 @@ def plan_sweep(
     runs_dir: Path = Path("runs"),
     force: bool = False,
     models_per_chunk: int | None = None,
+    allow_large: bool = False,
 ) -> SweepPlan:
     """Validate and expand the sweep, key its cells and find the ones already stored.
 
     Raises ConfigError or EngineUnsupported before anything is trained or written.
     """
     folder = sweep_folder(sweep, runs_dir)
-    cells = expand_grid(sweep)
+    cells = expand_grid(sweep, allow_large=allow_large)
     engines, notes = resolve_engines(cells, engine)
     hashes = {c.id: cell_hash(c.config, engines[c.id]) for c in cells}
     store = CellStore(folder)
@@ -601,6 +630,7 @@ def run_sweep(
     progress: ProgressFactory | None = None,
     on_plan: Callable[[SweepPlan], None] | None = None,
     models_per_chunk: int | None = None,
+    allow_large: bool = False,
 ) -> SweepOutcome:
     """Train the cells of `sweep` that are not stored yet and write the sweep folder.
 
@@ -618,7 +648,12 @@ def run_sweep(
 
     started = time.perf_counter()
     plan = plan_sweep(
-        sweep, engine=engine, runs_dir=runs_dir, force=force, models_per_chunk=models_per_chunk
+        sweep,
+        engine=engine,
+        runs_dir=runs_dir,
+        force=force,
+        models_per_chunk=models_per_chunk,
+        allow_large=allow_large,
     )
     if on_plan is not None:
         on_plan(plan)

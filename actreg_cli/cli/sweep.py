@@ -51,6 +51,12 @@ GridOpt = Annotated[
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Recompute every cell, even those already stored.")
 ]
+AllowLargeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-large-grid", help="Run a grid of more than 10000 cells (refused without this)."
+    ),
+]
 ExecutorOpt = Annotated[
     ExecutorName,
     typer.Option(
@@ -193,6 +199,7 @@ def sweep_command(
     runs_dir: RunsDirOpt = Path("runs"),
     executor: ExecutorOpt = ExecutorName.local,
     address: AddressOpt = None,
+    allow_large_grid: AllowLargeOpt = False,
 ) -> None:
     """Train every cell of the sweep in CONFIG (base config x grid, repeats per cell).
 
@@ -212,7 +219,9 @@ def sweep_command(
         sweep = load_sweep(
             config, [*(set_ or []), *training_overrides(epochs, repeats, seed)], grid or []
         )
-        expand_grid(sweep)  # every cell valid before anything heavy is imported
+        expand_grid(
+            sweep, str(config), allow_large_grid
+        )  # every cell valid before anything heavy is imported
     chosen = make_executor(executor, address)
 
     def on_plan(plan: Any) -> None:
@@ -243,6 +252,7 @@ def sweep_command(
             executor=chosen,
             progress=progress_bar,
             on_plan=on_plan,
+            allow_large=allow_large_grid,
         )
 
     print_fitting(*(partial(summary_table, outcome, layout) for layout in LAYOUTS))
