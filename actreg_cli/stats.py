@@ -1,4 +1,5 @@
-"""Summary statistics over repeats: mean, sample std, t-based 95% confidence intervals."""
+"""Summary statistics over repeats: mean, sample std, t-based 95% confidence intervals, Welch and
+paired differences with p-values, and Holm's correction for many comparisons."""
 
 from __future__ import annotations
 
@@ -45,20 +46,91 @@ def difference(
 ) -> dict[str, float]:
     """mean(a) - mean(b) with a Welch confidence interval (unequal variances).
 
-    Returns {diff, ci_low, ci_high}; the bounds are NaN when either side has fewer than 2 values.
+    Returns {diff, ci_low, ci_high, p}: p is the two-sided Welch t-test p-value. The bounds and p
+    are NaN when either side has fewer than 2 finite values; with no spread at all the interval
+    is degenerate (ci_low == ci_high == diff) and p is NaN: there is no noise to compare with.
     """
     xa = np.array([v for v in a if math.isfinite(v)], dtype=np.float64)
     xb = np.array([v for v in b if math.isfinite(v)], dtype=np.float64)
     nan = float("nan")
     if xa.size == 0 or xb.size == 0:
-        return {"diff": nan, "ci_low": nan, "ci_high": nan}
+        return {"diff": nan, "ci_low": nan, "ci_high": nan, "p": nan}
     diff = float(xa.mean() - xb.mean())
     if xa.size < 2 or xb.size < 2:
-        return {"diff": diff, "ci_low": nan, "ci_high": nan}
+        return {"diff": diff, "ci_low": nan, "ci_high": nan, "p": nan}
     va, vb = xa.var(ddof=1) / xa.size, xb.var(ddof=1) / xb.size
     se = math.sqrt(va + vb)
     if se == 0.0:
-        return {"diff": diff, "ci_low": diff, "ci_high": diff}
+        return {"diff": diff, "ci_low": diff, "ci_high": diff, "p": nan}
     dof = (va + vb) ** 2 / (va**2 / (xa.size - 1) + vb**2 / (xb.size - 1))
     half = t_quantile(confidence, max(1.0, dof)) * se
-    return {"diff": diff, "ci_low": diff - half, "ci_high": diff + half}
+    return {
+        "diff": diff,
+        "ci_low": diff - half,
+        "ci_high": diff + half,
+        "p": _two_sided_p(diff / se, max(1.0, dof)),
+    }
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], confidence: float = 0.95
+) -> dict[str, float]:
+    """mean(a[i] - b[i]) over the pairs where both are finite, with a paired-t interval.
+
+    For repeats that share seeds across arms (repeat i of every arm starts from the same
+    initial weights), the pairwise differences carry less noise than two independent samples.
+    Returns {diff, ci_low, ci_high, p, n}: n pairs; bounds and p NaN when n < 2; a degenerate
+    interval (every difference the same) has ci_low == ci_high == diff and p NaN.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired samples must have the same length ({len(a)} != {len(b)})")
+    d = np.array(
+        [x - y for x, y in zip(a, b, strict=True) if math.isfinite(x) and math.isfinite(y)],
+        dtype=np.float64,
+    )
+    nan = float("nan")
+    n = int(d.size)
+    if n == 0:
+        return {"diff": nan, "ci_low": nan, "ci_high": nan, "p": nan, "n": 0}
+    mean = float(d.mean())
+    if n < 2:
+        return {"diff": mean, "ci_low": nan, "ci_high": nan, "p": nan, "n": n}
+    se = float(d.std(ddof=1)) / math.sqrt(n)
+    if se == 0.0:
+        return {"diff": mean, "ci_low": mean, "ci_high": mean, "p": nan, "n": n}
+    half = t_quantile(confidence, n - 1) * se
+    return {
+        "diff": mean,
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "p": _two_sided_p(mean / se, n - 1),
+        "n": n,
+    }
+
+
+def _two_sided_p(t: float, dof: float) -> float:
+    from scipy import stats
+
+    return float(2.0 * stats.t.sf(abs(t), dof))
+
+
+def is_degenerate(diff: dict[str, float]) -> bool:
+    """True when an interval has zero width (identical repeats: no evidence either way)."""
+    lo, hi = diff["ci_low"], diff["ci_high"]
+    return math.isfinite(lo) and math.isfinite(hi) and lo == hi
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order (NaN stays NaN, not counted).
+
+    Reject a hypothesis at level alpha when its adjusted p-value is below alpha: the chance of
+    any false "better/worse" among all the comparisons then stays below alpha.
+    """
+    finite = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    m = len(finite)
+    adjusted = [float("nan")] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from actreg_cli.engines.base import RESULT_FIELDS
 from actreg_cli.io import csv_text, save_figure, write_text
-from actreg_cli.stats import describe, difference
+from actreg_cli.stats import describe, difference, holm, is_degenerate, paired_difference
 from actreg_cli.sweep import Cell, baseline_for, format_value
 
 if TYPE_CHECKING:
@@ -49,8 +49,16 @@ SUMMARY_STAT_COLUMNS = (
     "diff_vs_baseline",
     "diff_ci_low",
     "diff_ci_high",
+    "paired_diff_ci_low",
+    "paired_diff_ci_high",
+    "n_pairs",
+    "p_paired",
+    "p_holm",
     "diff_clear",
 )
+#: A cell is called better or worse than its baseline only from at least this many paired
+#: repeats, and only when its Holm-adjusted paired p-value is below 1 - CONFIDENCE.
+MIN_PAIRS_FOR_VERDICT = 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,8 +94,10 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
     """One row per cell: status, swept values and SUMMARY_STAT_COLUMNS (NaN where not defined).
 
     n counts the finite (not diverged) repeats. The difference is mean(test accuracy of the cell)
-    minus mean(test accuracy of its baseline cell) with a Welch 95% CI; `diff_clear` is true when
-    that interval excludes 0, i.e. the difference is clearly larger than the repeat-to-repeat noise.
+    minus mean(test accuracy of its baseline cell), with a Welch 95% CI and a paired 95% CI (repeat
+    r of both shares its seed). `diff_clear` (the cell is better or worse than its baseline) is
+    true when the paired t-test's p-value, Holm-adjusted over all the sweep's comparisons, is
+    below 0.05, from at least MIN_PAIRS_FOR_VERDICT pairs and a non-degenerate interval.
     """
     keys = swept_keys(outcome)
     nan = float("nan")
@@ -128,19 +138,35 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
             base = None if cell.baseline else baseline_for(cell, outcome.cells)
             base_record = outcome.records.get(base.id) if base is not None else None
             if base is not None and base_record is not None:
-                diff = difference(
-                    record.metric("test_accuracy"), base_record.metric("test_accuracy"), CONFIDENCE
+                mine, theirs = record.metric("test_accuracy"), base_record.metric("test_accuracy")
+                diff = difference(mine, theirs, CONFIDENCE)
+                # Repeat r of a cell and of its baseline share the model seed: a paired design.
+                paired = (
+                    paired_difference(mine, theirs, CONFIDENCE)
+                    if len(mine) == len(theirs)
+                    else {"ci_low": nan, "ci_high": nan, "p": nan, "n": 0}
                 )
-                lo, hi = diff["ci_low"], diff["ci_high"]
                 stats.update(
                     baseline_cell=base.id,
                     diff_vs_baseline=diff["diff"],
-                    diff_ci_low=lo,
-                    diff_ci_high=hi,
-                    diff_clear=bool(math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)),
+                    diff_ci_low=diff["ci_low"],
+                    diff_ci_high=diff["ci_high"],
+                    paired_diff_ci_low=paired["ci_low"],
+                    paired_diff_ci_high=paired["ci_high"],
+                    n_pairs=paired["n"],
+                    p_paired=paired["p"],
+                    diff_clear=False,
                 )
+                if is_degenerate(paired) or paired["n"] < MIN_PAIRS_FOR_VERDICT:
+                    stats["p_paired"] = nan  # no verdict: too few pairs or no spread at all
         row.update(stats)
         rows.append(row)
+    # Holm over every comparison with the baseline: calling any cell better or worse is then
+    # wrong with probability below 1 - CONFIDENCE, however many cells the grid has.
+    compared = [row for row in rows if row["baseline_cell"]]
+    for row, adjusted in zip(compared, holm([r["p_paired"] for r in compared]), strict=True):
+        row["p_holm"] = adjusted
+        row["diff_clear"] = bool(math.isfinite(adjusted) and adjusted < 1 - CONFIDENCE)
     return rows
 
 
@@ -352,14 +378,17 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
             f"{_ci(best['test_accuracy_ci_low'], best['test_accuracy_ci_high'])}, n = {best['n']})."
         )
         if best["baseline_cell"]:
-            verdict = (
-                "clearly larger than the noise"
-                if best["diff_clear"]
-                else "not clearly larger than the noise (its 95% CI includes 0)"
-            )
+            if best["diff_clear"]:
+                verdict = "clearly larger than the noise (Holm-corrected)"
+            elif not math.isfinite(best["p_paired"]):
+                verdict = f"no verdict (needs at least {MIN_PAIRS_FOR_VERDICT} repeats with spread)"
+            else:
+                verdict = "not clearly larger than the noise (Holm-corrected)"
             lines.append(
                 f"Difference from the baseline: {_num(best['diff_vs_baseline'], signed=True)} "
-                f"(95% CI {_ci(best['diff_ci_low'], best['diff_ci_high'], signed=True)}), "
+                f"(paired 95% CI "
+                f"{_ci(best['paired_diff_ci_low'], best['paired_diff_ci_high'], signed=True)}; "
+                f"Welch {_ci(best['diff_ci_low'], best['diff_ci_high'], signed=True)}), "
                 f"{verdict}."
             )
         rivals = [
@@ -383,40 +412,45 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
         lines.append("No cell could be compared with a baseline (missing results).")
     else:
         lines.append(
-            "Test accuracy of the cell minus that of its baseline (no regularizers), with a Welch "
-            "95% CI. A difference is clearly larger than the noise when its CI excludes 0."
+            "Test accuracy of the cell minus that of its baseline (no regularizers), with a paired "
+            "95% CI (repeat r of both starts from the same seed) and a Welch 95% CI. A cell is "
+            "called better or worse only when the paired t-test's p-value, Holm-corrected over "
+            f"all {len(compared)} comparisons, is below {1 - CONFIDENCE:.2f}, from at least "
+            f"{MIN_PAIRS_FOR_VERDICT} repeats with some spread."
         )
         lines.append("")
         clear = [r for r in compared if r["diff_clear"]]
-        undefined = [r for r in compared if not math.isfinite(r["diff_ci_low"])]
+        no_verdict = [r for r in compared if not math.isfinite(r["p_paired"])]
         for row in clear:
             direction = "better" if row["diff_vs_baseline"] > 0 else "worse"
             lines.append(
                 f"- **{row['cell']}** ({cells[row['cell']].label}): "
-                f"{_num(row['diff_vs_baseline'], signed=True)} "
-                f"(95% CI {_ci(row['diff_ci_low'], row['diff_ci_high'], signed=True)}), {direction}"
+                f"{_num(row['diff_vs_baseline'], signed=True)} (paired 95% CI "
+                f"{_ci(row['paired_diff_ci_low'], row['paired_diff_ci_high'], signed=True)}; "
+                f"Welch {_ci(row['diff_ci_low'], row['diff_ci_high'], signed=True)}; "
+                f"Holm p = {row['p_holm']:.2g}), {direction}"
             )
         if not clear:
-            lines.append("None of the differences is clearly larger than the noise.")
-        elif len(compared) > 1:
-            by_chance = len(compared) * (1 - CONFIDENCE)
-            lines += [
-                "",
-                f"With {len(compared)} comparisons, about {by_chance:.1f} intervals would exclude "
-                "0 by chance alone even if no regularizer had any effect.",
-            ]
-        within = [r["cell"] for r in compared if not r["diff_clear"] and r not in undefined]
+            lines.append(
+                "No cell is better or worse than its baseline beyond the noise (Holm-corrected)."
+            )
+        within = [r["cell"] for r in compared if not r["diff_clear"] and r not in no_verdict]
         if within:
-            lines += ["", f"Within the noise (CI includes 0): {', '.join(within)}."]
-        if undefined:
             lines += [
                 "",
-                f"No interval for {', '.join(r['cell'] for r in undefined)}: a CI needs at least "
-                "2 finite repeats on each side (run with --repeats 3 or more).",
+                f"Within the noise (Holm-corrected p >= {1 - CONFIDENCE:.2f}): {', '.join(within)}.",
+            ]
+        if no_verdict:
+            lines += [
+                "",
+                f"No verdict for {', '.join(r['cell'] for r in no_verdict)}: a verdict needs at "
+                f"least {MIN_PAIRS_FOR_VERDICT} finite repeats on each side and differences that "
+                f"are not all identical (run with --repeats {2 * MIN_PAIRS_FOR_VERDICT}).",
             ]
     lines += ["", "## All cells", ""]
     lines.append(
-        "| cell | swept values | n | test accuracy mean ± std | 95% CI | vs baseline [95% CI] |"
+        "| cell | swept values | n | test accuracy mean ± std | 95% CI "
+        "| vs baseline [paired 95% CI] [Welch 95% CI] |"
     )
     lines.append("|---|---|---|---|---|---|")
     for row in summary:
@@ -425,6 +459,7 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
         if row["baseline_cell"]:
             diff = (
                 f"{_num(row['diff_vs_baseline'], signed=True)} "
+                f"[{_ci(row['paired_diff_ci_low'], row['paired_diff_ci_high'], signed=True)}] "
                 f"[{_ci(row['diff_ci_low'], row['diff_ci_high'], signed=True)}]"
                 + (" **clear**" if row["diff_clear"] else "")
             )

@@ -30,7 +30,7 @@ from actreg_cli.reporter import (
     write_csv_bytes,
 )
 from actreg_cli.runner import new_run_dir, run_metadata
-from actreg_cli.stats import difference
+from actreg_cli.stats import difference, is_degenerate, paired_difference
 from actreg_cli.weights import repeat_seeds
 
 VARIANTS = ("overfit", "before_relu", "after_relu")
@@ -43,6 +43,11 @@ TITLES = {
     "after_relu": "L1 1e-4 activity regularization after ReLU",
 }
 DEFAULT_REPEATS = 10
+#: The tutorial trains for 4000 epochs; a verdict at other epochs is about another training.
+PUBLISHED_EPOCHS = 4000
+#: Fewer repeats than this give no verdict: a t interval from 2-4 values is too unstable to
+#: confirm or contradict a published single-run number.
+MIN_REPEATS_FOR_VERDICT = 5
 
 
 def tutorial_config(
@@ -210,10 +215,13 @@ def _summarize(configs, by_arm, seeds, engine_name, reductions):
     table, verdicts = [], []
     for variant, reduction in by_arm:
         stats = summary[variant][reduction]
-        diff = None
+        diff = paired = None
         if variant != "overfit":
+            # Repeat i of every arm starts from the same seed, so the differences pair up.
             diff = difference(stats["test_accuracy"]["values"], overfit_test)
+            paired = paired_difference(stats["test_accuracy"]["values"], overfit_test)
             stats["test_accuracy_minus_overfit"] = diff
+            stats["test_accuracy_minus_overfit_paired"] = paired
         table.append(
             {
                 "variant": variant,
@@ -223,51 +231,87 @@ def _summarize(configs, by_arm, seeds, engine_name, reductions):
                 "published_train": PUBLISHED[variant][0],
                 "published_test": PUBLISHED[variant][1],
                 "diff": diff,
+                "paired": paired,
                 "n_diverged": stats["n_diverged"],
             }
         )
     for reduction in reductions:
         for variant in VARIANTS[1:]:
+            arm = summary[variant][reduction]
             sentence = claim_verdict(
-                variant, reduction, summary[variant][reduction]["test_accuracy_minus_overfit"]
+                variant,
+                reduction,
+                arm["test_accuracy_minus_overfit"],
+                arm["test_accuracy_minus_overfit_paired"],
+                epochs=arm["epochs"],
             )
             summary[variant][reduction]["verdict"] = sentence
             verdicts.append(sentence)
     return summary, table, verdicts, all_rows
 
 
-def claim_verdict(variant: str, reduction: str, diff: dict[str, float]) -> str:
+def claim_verdict(
+    variant: str,
+    reduction: str,
+    welch: dict[str, float],
+    paired: dict[str, float],
+    *,
+    epochs: int = PUBLISHED_EPOCHS,
+) -> str:
     """One sentence: does the tutorial's claim for `variant` hold under `reduction`?
 
     The tutorial claims L1 before the ReLU improves test accuracy over the overfit model and L1
-    after the ReLU does not. "Clearly" means the 95% CI of the difference excludes zero.
+    after the ReLU does not. The verdict uses the paired 95% CI (repeats share seeds across
+    arms); "clearly" means it excludes zero. No verdict from fewer than MIN_REPEATS_FOR_VERDICT
+    finite pairs or from a degenerate interval (no spread: nothing to tell noise from effect).
+    At epochs other than the published 4000 the sentence says so.
     """
-    d, lo, hi = diff["diff"], diff["ci_low"], diff["ci_high"]
+    d, lo, hi, n = paired["diff"], paired["ci_low"], paired["ci_high"], paired["n"]
     where = "before" if variant == "before_relu" else "after"
-    numbers = f"test accuracy {d:+.3f} vs overfit (95% CI {lo:+.3f} to {hi:+.3f})"
+    at = "" if epochs == PUBLISHED_EPOCHS else f" (at {epochs} epochs, not the published 4000)"
+    numbers = (
+        f"test accuracy {d:+.3f} vs overfit (paired 95% CI {lo:+.3f} to {hi:+.3f}, n = {n}; "
+        f"Welch {welch['ci_low']:+.3f} to {welch['ci_high']:+.3f})"
+    )
     if not math.isfinite(d):
-        return f"{reduction}: L1 {where} ReLU: no finite result (every repeat diverged)."
-    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{reduction}: L1 {where} ReLU: no finite result (every repeat diverged){at}."
+    if n < MIN_REPEATS_FOR_VERDICT:
         return (
-            f"{reduction}: L1 {where} ReLU: test accuracy {d:+.3f} vs overfit; one repeat cannot "
-            f"tell this from noise (use --repeats 10)."
+            f"{reduction}: L1 {where} ReLU: NO VERDICT: test accuracy {d:+.3f} vs overfit from "
+            f"{n} paired repeat(s); a verdict needs at least {MIN_REPEATS_FOR_VERDICT} "
+            f"(use --repeats 10){at}."
+        )
+    if is_degenerate(paired) or is_degenerate(welch):
+        return (
+            f"{reduction}: L1 {where} ReLU: NO VERDICT: test accuracy {d:+.3f} vs overfit with no "
+            f"spread over {n} repeats (degenerate interval {lo:+.3f} to {hi:+.3f}): identical "
+            f"repeats cannot tell an effect from noise (too few epochs to train?){at}."
         )
     if variant == "before_relu":
         if lo > 0:
-            return f"{reduction}: the claim that L1 before ReLU helps HOLDS: {numbers}."
+            return f"{reduction}: the claim that L1 before ReLU helps HOLDS: {numbers}{at}."
         if hi < 0:
-            return f"{reduction}: the claim that L1 before ReLU helps is CONTRADICTED: it hurts, {numbers}."
-        return f"{reduction}: the claim that L1 before ReLU helps is NOT SUPPORTED: {numbers} includes 0."
+            return (
+                f"{reduction}: the claim that L1 before ReLU helps is CONTRADICTED: it hurts, "
+                f"{numbers}{at}."
+            )
+        return (
+            f"{reduction}: the claim that L1 before ReLU helps is NOT SUPPORTED: {numbers} "
+            f"includes 0{at}."
+        )
     if lo > 0:
         return (
-            f"{reduction}: the claim that L1 after ReLU does not help FAILS: it helps, {numbers}."
+            f"{reduction}: the claim that L1 after ReLU does not help FAILS: it helps, "
+            f"{numbers}{at}."
         )
     if hi < 0:
         return (
-            f"{reduction}: the claim that L1 after ReLU does not help HOLDS (it hurts): {numbers}."
+            f"{reduction}: the claim that L1 after ReLU does not help HOLDS (it hurts): "
+            f"{numbers}{at}."
         )
     return (
-        f"{reduction}: the claim that L1 after ReLU does not help HOLDS (no clear gain): {numbers}."
+        f"{reduction}: the claim that L1 after ReLU does not help HOLDS (no clear gain): "
+        f"{numbers}{at}."
     )
 
 
@@ -279,6 +323,16 @@ def format_diff(diff: dict[str, float] | None) -> str:
     return f"{diff['diff']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]"
 
 
+def epochs_note(epochs: int) -> str | None:
+    """A warning when the study did not train for the published 4000 epochs."""
+    if epochs == PUBLISHED_EPOCHS:
+        return None
+    return (
+        f"These models trained {epochs} epochs, not the published {PUBLISHED_EPOCHS}: the "
+        "comparison with the published numbers and the verdicts are about a different training."
+    )
+
+
 def report_markdown(rows, verdicts, epochs: int, repeats: int, engine: str) -> str:
     from actreg_cli.reporter import format_mean_std
 
@@ -286,16 +340,25 @@ def report_markdown(rows, verdicts, epochs: int, repeats: int, engine: str) -> s
         "# Reproduction of the activity-regularization tutorial",
         "",
         f"{repeats} repeat(s) per arm, {epochs} epochs, engine `{engine}`. "
-        "Test accuracy difference vs the overfit model with a Welch 95% CI.",
+        "Test accuracy difference vs the overfit model: paired 95% CI (repeat i of every arm "
+        "shares its seed) and Welch 95% CI. Verdicts use the paired interval and need at least "
+        f"{MIN_REPEATS_FOR_VERDICT} repeats and a non-degenerate interval.",
         "",
-        "| variant | reduction | train | test | published train | published test | test - overfit [95% CI] |",
-        "|---|---|---|---|---|---|---|",
+    ]
+    note = epochs_note(epochs)
+    if note:
+        lines += [f"**Note:** {note}", ""]
+    lines += [
+        "| variant | reduction | train | test | published train | published test "
+        "| test - overfit, paired [95% CI] | Welch [95% CI] |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['variant']} | {row['reduction']} | {format_mean_std(row['train'])} | "
             f"{format_mean_std(row['test'])} | {row['published_train']:.3f} | "
-            f"{row['published_test']:.3f} | {format_diff(row['diff'])} |"
+            f"{row['published_test']:.3f} | {format_diff(row['paired'])} | "
+            f"{format_diff(row['diff'])} |"
         )
     lines += ["", "## Do the tutorial's claims hold?", ""] + [f"- {v}" for v in verdicts] + [""]
     return "\n".join(lines)

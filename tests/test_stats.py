@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from actreg_cli.stats import describe, difference
+from actreg_cli.stats import describe, difference, holm, is_degenerate, paired_difference
 
 
 def test_describe_matches_scipy() -> None:
@@ -39,3 +39,39 @@ def test_welch_difference_matches_scipy() -> None:
     lo, hi = res.confidence_interval(0.95)
     assert d["diff"] == pytest.approx(np.mean(a) - np.mean(b))
     assert (d["ci_low"], d["ci_high"]) == (pytest.approx(lo, rel=1e-6), pytest.approx(hi, rel=1e-6))
+
+
+def test_paired_difference_matches_scipy_ttest_rel() -> None:
+    a = [0.80, 0.83, 0.76, 0.79, 0.81, 0.84]
+    b = [0.78, 0.80, 0.75, 0.79, 0.77, 0.80]
+    d = paired_difference(a, b)
+    diffs = np.subtract(a, b)
+    lo, hi = sps.t.interval(0.95, len(a) - 1, loc=diffs.mean(), scale=sps.sem(diffs))
+    assert d["diff"] == pytest.approx(diffs.mean()) and d["n"] == 6
+    assert (d["ci_low"], d["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert d["p"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    # Pairing removes the shared repeat-to-repeat noise: the paired interval is narrower.
+    welch = difference(a, b)
+    assert welch["p"] == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue)
+    assert d["ci_high"] - d["ci_low"] < welch["ci_high"] - welch["ci_low"]
+
+
+def test_paired_difference_drops_pairs_with_a_diverged_side() -> None:
+    d = paired_difference([0.8, float("nan"), 0.9, 0.7], [0.7, 0.7, float("nan"), 0.6])
+    assert d["n"] == 2 and d["diff"] == pytest.approx(0.1)
+
+
+def test_identical_repeats_give_a_degenerate_interval_and_no_p() -> None:
+    d = paired_difference([0.8, 0.8, 0.8], [0.7, 0.7, 0.7])
+    assert is_degenerate(d) and math.isnan(d["p"])
+    assert is_degenerate(difference([0.8, 0.8], [0.7, 0.7]))
+    assert not is_degenerate(paired_difference([0.8, 0.9], [0.7, 0.7]))
+
+
+def test_holm_adjusts_step_down_and_keeps_order() -> None:
+    # Sorted 0.01, 0.02, 0.03, 0.04 with m = 4: 0.04, 0.06, 0.06 (monotone), 0.06.
+    got = holm([0.03, 0.01, float("nan"), 0.04, 0.02])
+    assert got[1] == pytest.approx(0.04) and got[4] == pytest.approx(0.06)
+    assert got[0] == pytest.approx(0.06) and got[3] == pytest.approx(0.06)
+    assert math.isnan(got[2])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1, and never below an earlier one

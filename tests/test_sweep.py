@@ -37,7 +37,9 @@ def fake_result(job: TrainJob, epochs_rows: int = 3) -> TrainResult:
     strength = config.regularizers[0].strength if config.regularizers else 0.0
     rng = np.random.default_rng(job.seed)
     accuracy = 0.7 + 0.1 * math.exp(-abs(math.log10(strength) + 4)) if strength else 0.7
-    accuracy += float(rng.normal(0.0, 0.01))
+    # Noise that differs between cells of the same seed, so paired differences have spread.
+    noise = np.random.default_rng([job.seed, round(strength * 1e12)])
+    accuracy += float(noise.normal(0.0, 0.01))
     return TrainResult(
         history=rng.random((epochs_rows, 4)),
         train_accuracy=1.0,

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from test_sweep import FakeExecutor, sweep_config
 
-from actreg_cli.stats import describe, difference
+from actreg_cli.stats import describe, difference, holm, paired_difference
 from actreg_cli.sweep import run_sweep
 from actreg_cli.sweep_report import _x_axis, summary_columns
 from actreg_cli.weights import repeat_seeds
@@ -33,7 +33,9 @@ def number(text: str) -> float:
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    return run_sweep(sweep_config(), engine="keras", runs_dir=runs, executor=FakeExecutor())
+    sweep = sweep_config()
+    sweep.base.training.repeats = 6  # verdicts need at least 5 paired repeats
+    return run_sweep(sweep, engine="keras", runs_dir=runs, executor=FakeExecutor())
 
 
 def test_results_csv_has_one_row_per_cell_and_repeat(outcome):
@@ -85,6 +87,11 @@ def test_summary_csv_agrees_with_results_csv(outcome):
         return [float(r[column]) for r in results if r["cell"] == cell_id]
 
     base_acc = values("baseline", "test_accuracy")
+    compared = [r for r in summary if r["baseline"] == "false"]
+    p_values = [
+        paired_difference(values(r["cell"], "test_accuracy"), base_acc)["p"] for r in compared
+    ]
+    adjusted = dict(zip([r["cell"] for r in compared], holm(p_values), strict=True))
     for row in summary:
         acc = values(row["cell"], "test_accuracy")
         expected = describe(acc)
@@ -104,7 +111,12 @@ def test_summary_csv_agrees_with_results_csv(outcome):
         assert float(row["diff_vs_baseline"]) == pytest.approx(diff["diff"], abs=1e-12)
         lo, hi = float(row["diff_ci_low"]), float(row["diff_ci_high"])
         assert (lo, hi) == (pytest.approx(diff["ci_low"]), pytest.approx(diff["ci_high"]))
-        assert row["diff_clear"] == ("true" if lo > 0 or hi < 0 else "false")
+        paired = paired_difference(acc, base_acc)
+        assert float(row["paired_diff_ci_low"]) == pytest.approx(paired["ci_low"])
+        assert float(row["paired_diff_ci_high"]) == pytest.approx(paired["ci_high"])
+        assert float(row["p_paired"]) == pytest.approx(paired["p"])
+        assert float(row["p_holm"]) == pytest.approx(adjusted[row["cell"]])
+        assert row["diff_clear"] == ("true" if adjusted[row["cell"]] < 0.05 else "false")
 
 
 def test_report_names_the_best_cell_and_the_clear_differences(outcome):
@@ -120,7 +132,8 @@ def test_report_names_the_best_cell_and_the_clear_differences(outcome):
     diff_section = report.split("## Differences from the baseline")[1].split("## All cells")[0]
     for cell_id in clear:
         assert f"- **{cell_id}**" in diff_section
-    assert f"Within the noise (CI includes 0): {', '.join(noisy)}." in diff_section
+    assert f"Within the noise (Holm-corrected p >= 0.05): {', '.join(noisy)}." in diff_section
+    assert "Holm-corrected over all 6 comparisons" in diff_section
 
 
 def test_plots_and_sweep_yaml_are_written(outcome):
@@ -129,7 +142,7 @@ def test_plots_and_sweep_yaml_are_written(outcome):
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
     meta = yaml.safe_load((outcome.folder / "sweep.yaml").read_text(encoding="utf-8"))
     assert set(meta["versions"]) >= {"python", "tensorflow", "keras", "numpy"}
-    assert meta["seeds"] == repeat_seeds(5, 3)
+    assert meta["seeds"] == repeat_seeds(5, 6)
     assert meta["sweep"]["grid"] == {
         "regularizers.0.strength": [1e-2, 1e-4, 1e-6],
         "regularizers.0.placement": ["before_activation", "after_activation"],
@@ -173,3 +186,29 @@ def test_diverged_runs_are_counted_and_left_out(tmp_path: Path):
     finite = [float(r["test_accuracy"]) for r in results[1:]]
     assert float(rows["c1"]["test_accuracy_mean"]) == pytest.approx(sum(finite) / 2)
     assert "c1: 1 of 3 runs diverged" in (outcome.folder / "report.md").read_text()
+
+
+def test_a_difference_that_only_one_uncorrected_test_calls_clear_is_not_called_better(tmp_path):
+    # Six repeats; the cells' uncorrected paired p-values fall between 0.05/6 and 0.05 for some:
+    # without Holm they would be "better", with Holm they must not be.
+    sweep = sweep_config()
+    sweep.base.training.repeats = 6
+    outcome = run_sweep(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    summary = read_csv(outcome.folder / "summary.csv")
+    uncorrected_only = [
+        r["cell"]
+        for r in summary
+        if r["p_paired"] not in ("", "nan") and float(r["p_paired"]) < 0.05 <= float(r["p_holm"])
+    ]
+    assert uncorrected_only, "the fake data should have a difference significant only uncorrected"
+    for row in summary:
+        if row["cell"] in uncorrected_only:
+            assert row["diff_clear"] == "false"
+
+
+def test_too_few_repeats_give_no_verdict(tmp_path):
+    outcome = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    summary = read_csv(outcome.folder / "summary.csv")
+    assert all(r["diff_clear"] in ("false", "") for r in summary)
+    report = (outcome.folder / "report.md").read_text(encoding="utf-8")
+    assert "No verdict for c1, c2, c3, c4, c5, c6: a verdict needs at least 5" in report

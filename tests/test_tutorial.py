@@ -28,17 +28,36 @@ def test_shipped_configs_are_the_tutorials_models(variant: str, filename: str) -
     assert shipped.resolved() == tutorial_config(variant, "batch_sum").resolved()
 
 
-def test_verdicts_follow_the_confidence_interval() -> None:
-    helps = {"diff": 0.05, "ci_low": 0.02, "ci_high": 0.08}
-    noise = {"diff": 0.01, "ci_low": -0.02, "ci_high": 0.04}
-    hurts = {"diff": -0.05, "ci_low": -0.08, "ci_high": -0.02}
-    assert "HOLDS" in claim_verdict("before_relu", "batch_sum", helps)
-    assert "NOT SUPPORTED" in claim_verdict("before_relu", "batch_sum", noise)
-    assert "CONTRADICTED" in claim_verdict("before_relu", "batch_mean", hurts)
-    assert "FAILS" in claim_verdict("after_relu", "batch_sum", helps)
-    assert "HOLDS" in claim_verdict("after_relu", "batch_sum", noise)
-    one_run = {"diff": 0.04, "ci_low": math.nan, "ci_high": math.nan}
-    assert "one repeat cannot" in claim_verdict("before_relu", "batch_sum", one_run)
+def _paired(diff: float, lo: float, hi: float, n: int = 10) -> dict:
+    return {"diff": diff, "ci_low": lo, "ci_high": hi, "p": 0.01, "n": n}
+
+
+def test_verdicts_follow_the_paired_confidence_interval() -> None:
+    welch = {"diff": 0.0, "ci_low": -0.1, "ci_high": 0.1, "p": 0.5}
+    helps = _paired(0.05, 0.02, 0.08)
+    noise = _paired(0.01, -0.02, 0.04)
+    hurts = _paired(-0.05, -0.08, -0.02)
+    assert "HOLDS" in claim_verdict("before_relu", "batch_sum", welch, helps)
+    assert "NOT SUPPORTED" in claim_verdict("before_relu", "batch_sum", welch, noise)
+    assert "CONTRADICTED" in claim_verdict("before_relu", "batch_mean", welch, hurts)
+    assert "FAILS" in claim_verdict("after_relu", "batch_sum", welch, helps)
+    assert "HOLDS" in claim_verdict("after_relu", "batch_sum", welch, noise)
+    sentence = claim_verdict("before_relu", "batch_sum", welch, helps)
+    assert "paired 95% CI +0.020 to +0.080, n = 10" in sentence
+    assert "Welch -0.100 to +0.100" in sentence and "epochs" not in sentence
+
+
+def test_no_verdict_from_few_repeats_or_a_degenerate_interval() -> None:
+    welch = {"diff": 0.014, "ci_low": 0.014, "ci_high": 0.014, "p": math.nan}
+    two = _paired(0.014, 0.014, 0.014, n=2)
+    sentence = claim_verdict("before_relu", "batch_sum", welch, two, epochs=50)
+    assert "NO VERDICT" in sentence and "HOLDS" not in sentence
+    assert "2 paired repeat(s); a verdict needs at least 5" in sentence
+    assert "(at 50 epochs, not the published 4000)" in sentence
+    five = _paired(0.014, 0.014, 0.014, n=5)
+    sentence = claim_verdict("after_relu", "batch_mean", welch, five)
+    assert "NO VERDICT" in sentence and "degenerate interval" in sentence
+    assert "HOLDS" not in sentence and "FAILS" not in sentence
 
 
 def test_tutorial_command_writes_the_study(tmp_path: Path) -> None:
@@ -70,5 +89,14 @@ def test_tutorial_command_writes_the_study(tmp_path: Path) -> None:
             assert reduction in arm["verdict"]
     # The table shows this run beside the published numbers, then one verdict per claim and reduction.
     assert "pub. test" in result.output and "0.829" in result.output and "0.743" in result.output
-    assert sum(line.startswith("- batch_") for line in result.output.splitlines()) == 4
+    verdicts = [line for line in result.output.splitlines() if line.startswith("- batch_")]
+    assert len(verdicts) == 4
+    # Two repeats of five epochs: no verdict, and the output says the epochs are not the 4000.
+    assert all("NO VERDICT" in line and "not the published 4000" in line for line in verdicts)
+    assert "trained 5 epochs, not the published 4000" in " ".join(result.output.split())
+    report = (out_dir / "report.md").read_text()
+    assert "**Note:** These models trained 5 epochs, not the published 4000" in report
+    assert "| test - overfit, paired [95% CI] | Welch [95% CI] |" in report
+    paired = summary["before_relu"]["batch_sum"]["test_accuracy_minus_overfit_paired"]
+    assert paired["n"] == 2
     assert (out_dir / "history.csv").read_text().count("\n") == 1 + 5 * 2 * 5

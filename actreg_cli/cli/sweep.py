@@ -125,7 +125,10 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
 
     keys = list(outcome.plan.sweep.grid)
     names = short_names(keys)
-    caption = "test acc: mean±std over repeats; * the 95% CI of the difference excludes 0"
+    caption = (
+        "test acc: mean±std over repeats; vs base: paired 95% CI; "
+        "* better/worse: paired t-test, Holm-corrected p < 0.05"
+    )
     rows = []
     for row in summary_rows(outcome):
         values = ["" if row[k] is None else format_value(row[k]) for k in keys]
@@ -134,7 +137,8 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         if done and row["baseline_cell"]:
             diff = (
                 f"{_fmt(row['diff_vs_baseline'], True)} "
-                f"[{_fmt(row['diff_ci_low'], True)}, {_fmt(row['diff_ci_high'], True)}]"
+                f"[{_fmt(row['paired_diff_ci_low'], True)}, "
+                f"{_fmt(row['paired_diff_ci_high'], True)}]"
             )
             if row["diff_clear"]:
                 diff = Text(f"{diff} *", style="bold")
@@ -180,7 +184,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     table.add_column("test acc", justify="right", no_wrap=True)
     if layout == "wide":
         table.add_column("95% CI", justify="right", no_wrap=True)
-    table.add_column("vs base [95% CI]", no_wrap=True)
+    table.add_column("vs base [paired 95% CI]", no_wrap=True)
     for cell, values, n, acc, ci, diff in rows:
         extra = [ci] if layout == "wide" else []
         table.add_row(cell, *values, n, acc, *extra, diff)

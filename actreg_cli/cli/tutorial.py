@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from actreg_cli.cli.common import (
     TENSORFLOW_ENGINES,
@@ -75,8 +76,12 @@ def tutorial_command(
             progress=advance,
         )
     print_table(outcome.rows, repeats)
+    from actreg_cli.tutorial import epochs_note
+
+    if epochs_note(probe.training.epochs):
+        note(epochs_note(probe.training.epochs))
     for sentence in outcome.verdicts:
-        console.print(f"- {sentence}", highlight=False)
+        console.print(f"- {escape(sentence)}", highlight=False, soft_wrap=True)
     print(outcome.out_dir)
 
 
@@ -118,14 +123,19 @@ def tutorial_table(rows: list[dict], repeats: int, layout: str) -> Any:
             lines.append(Text(f"{row['variant']}, {row['reduction']}:", style="bold"))
             lines.append(Text(f"  train {mean_std(row['train'])}  test {mean_std(row['test'])}"))
             lines.append(Text(f"  published {published(row)}"))
-            lines.append(Text(f"  test - overfit {format_diff(row['diff'])}"))
+            lines.append(
+                Text(
+                    f"  test - overfit: paired {format_diff(row['paired'])}, "
+                    f"Welch {format_diff(row['diff'])}"
+                )
+            )
         return Group(*lines)
 
     if layout == "grouped":
         table = Table(box=None, pad_edge=False, header_style="bold", title=title)
         for column in ("variant", "train", "test", "published"):
             table.add_column(column, no_wrap=True)
-        table.add_column("test - overfit [95% CI]", no_wrap=True)
+        table.add_column("test - overfit, paired [95% CI]", no_wrap=True)
         group = None
         order = list(dict.fromkeys(row["reduction"] for row in rows))
         for row in sorted(rows, key=lambda row: order.index(row["reduction"])):
@@ -140,14 +150,15 @@ def tutorial_table(rows: list[dict], repeats: int, layout: str) -> Any:
                 mean_std(row["train"]),
                 mean_std(row["test"]),
                 published(row),
-                format_diff(row["diff"]),
+                format_diff(row["paired"]),
             )
         return table
 
     table = Table(title=title)
     for column in ("variant", "reduction", "train", "test", "pub. train", "pub. test"):
         table.add_column(column, no_wrap=True)
-    table.add_column("test - overfit [95% CI]", no_wrap=True)
+    table.add_column("test - overfit, paired [95% CI]", no_wrap=True)
+    table.add_column("Welch [95% CI]", no_wrap=True)
     for row in rows:
         table.add_row(
             row["variant"],
@@ -156,6 +167,7 @@ def tutorial_table(rows: list[dict], repeats: int, layout: str) -> Any:
             mean_std(row["test"]),
             f"{row['published_train']:.3f}",
             f"{row['published_test']:.3f}",
+            format_diff(row["paired"]),
             format_diff(row["diff"]),
         )
     return table
