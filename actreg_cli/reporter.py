@@ -119,11 +119,15 @@ def summarize(
     return summary
 
 
-def accuracy_figure(histories: np.ndarray, title: str, ax: Any = None) -> Any:
+def accuracy_figure(
+    histories: np.ndarray, title: str, ax: Any = None, diverged: Sequence[bool] | None = None
+) -> Any:
     """Train and test accuracy per epoch; with repeats, the mean and a +/- 1 std band.
 
-    histories: [repeats, epochs, 4]. Draws on `ax` when given, else on a new figure.
-    Returns the figure.
+    histories: [repeats, epochs, 4]; diverged: one flag per repeat (engines.base.has_diverged).
+    Diverged repeats are left out of the mean and drawn one by one as red dashed lines, with a
+    red note saying how many diverged, so that a diverged run never looks like a normal one.
+    Draws on `ax` when given, else on a new figure. Returns the figure.
     """
     import matplotlib
 
@@ -134,16 +138,47 @@ def accuracy_figure(histories: np.ndarray, title: str, ax: Any = None) -> Any:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
     else:
         fig = ax.figure
+    n = histories.shape[0]
+    flags = np.zeros(n, dtype=bool) if diverged is None else np.asarray(diverged, dtype=bool)
+    ok = histories[~flags]
     epochs = np.arange(1, histories.shape[1] + 1)
     for column, label, color in ((1, "train", "tab:blue"), (3, "test", "tab:orange")):
-        values = histories[:, :, column]
+        if not len(ok):
+            break
+        values = ok[:, :, column]
         mean = np.nanmean(values, axis=0)
         ax.plot(epochs, mean, label=label, color=color, linewidth=1.2)
-        if histories.shape[0] > 1:
+        if len(ok) > 1:
             std = np.nanstd(values, axis=0, ddof=1)
             ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-    n = histories.shape[0]
-    ax.set_title(title if n == 1 else f"{title} (mean +/- std of {n} repeats)", fontsize=10)
+    n_bad = int(flags.sum())
+    for k, history in enumerate(histories[flags]):
+        label = f"test, diverged repeat{'s' if n_bad > 1 else ''}" if k == 0 else None
+        ax.plot(epochs, history[:, 3], color="tab:red", ls="--", lw=0.9, alpha=0.8, label=label)
+    if n_bad:
+        ax.text(
+            0.5,
+            0.5,
+            f"{n_bad} of {n} repeat{'s' if n > 1 else ''} DIVERGED\n"
+            "(loss non-finite or > 1000x its start)"
+            + ("\nleft out of the mean" if len(ok) else ""),
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="tab:red",
+            fontsize=11,
+            fontweight="bold",
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "tab:red"},
+        )
+    if n == 1:
+        shown = title + (" (DIVERGED)" if n_bad else "")
+    elif not len(ok):
+        shown = f"{title} (all {n} repeats DIVERGED)"
+    else:
+        shown = f"{title} (mean +/- std of {len(ok)} repeats" + (
+            f"; {n_bad} diverged)" if n_bad else ")"
+        )
+    ax.set_title(shown, fontsize=10)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0.0, 1.05)
@@ -174,7 +209,7 @@ def _write_summary_and_plot(
 
     summary = summarize(config, rows, engine)
     write_json(run_dir / "summary.json", summary)
-    fig = accuracy_figure(histories, config.name)
+    fig = accuracy_figure(histories, config.name, diverged=[row["diverged"] for row in rows])
     save_figure(run_dir / "accuracy.png", fig)
     plt.close(fig)
     return summary

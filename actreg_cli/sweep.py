@@ -42,7 +42,7 @@ from actreg_cli.io import atomic_write, json_float, write_json, write_text
 from actreg_cli.weights import repeat_seeds
 
 #: Bump when the stored cell format or what a hash covers changes: old cells are then recomputed.
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: huge-but-finite losses count as diverged (engines.base.has_diverged)
 #: Fields of a cell's config that cannot change its results (left out of its hash).
 UNHASHED_FIELDS = ("name", "description")
 #: Models per chunk for the fused and cpu engines: one compiled program trains a whole chunk.

@@ -242,6 +242,29 @@ def _draw_metric(
     colors = [f"C{i % 10}" for i in range(len(groups))]
     # Small horizontal offsets keep error bars of different lines at the same x apart.
     spread = len(groups) - 1
+    lost = [c for _, cs in groups for c in cs if rows_by_id[c.id]["n"] == 0]
+    lost = [c for c in lost if rows_by_id[c.id]["n_diverged"] > 0]
+    if lost:
+        # Cells whose every repeat diverged have no mean: mark them at the bottom, in red.
+        xs = [
+            c.values[x_key] if categorical is None else categorical.index(c.values[x_key])
+            for c in lost
+        ]
+        ax.scatter(
+            xs,
+            [0.03] * len(xs),
+            marker="x",
+            s=60,
+            color="tab:red",
+            transform=ax.get_xaxis_transform(),
+            label="every repeat diverged",
+            zorder=5,
+        )
+        # A blended transform does not widen the x limits by itself.
+        ax.dataLim.update_from_data_xy(
+            [(x, 0.0) for x in xs], ignore=False, updatex=True, updatey=False
+        )
+        ax.autoscale_view()
     for k, (label, cells) in enumerate(groups):
         cells = [c for c in cells if rows_by_id[c.id]["n"] > 0]
         if not cells:
@@ -473,8 +496,8 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
         if row["n_diverged"]:
             repeats = cells[row["cell"]].config.training.repeats
             problems.append(
-                f"- {row['cell']}: {row['n_diverged']} of {repeats} runs diverged (non-finite "
-                "loss); their accuracies are NaN and left out of the means"
+                f"- {row['cell']}: {row['n_diverged']} of {repeats} runs diverged (loss non-finite "
+                "or over 1000x its start); their accuracies are NaN and left out of the means"
             )
     for cell_id, message in outcome.failures.items():
         problems.append(f"- {cell_id}: failed: {message}")

@@ -183,7 +183,7 @@ def _plot_variant(path: Path, variant: str, by_arm: dict) -> None:
     for ax, arm in zip(axes[0], arms, strict=True):
         histories = np.stack([res.history for res in by_arm[arm]])
         title = TITLES[variant] if arm[1] == "none" else f"{TITLES[variant]}, {arm[1]}"
-        accuracy_figure(histories, title, ax=ax)
+        accuracy_figure(histories, title, ax=ax, diverged=[res.diverged for res in by_arm[arm]])
     fig.tight_layout()
     save_figure(path, fig)
     plt.close(fig)

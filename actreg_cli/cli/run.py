@@ -71,7 +71,10 @@ def run_command(
     summary = outcome.summary
     console.print(tutorial_line(summary), highlight=False)
     if summary["n_diverged"]:
-        note(f"{summary['n_diverged']} of {summary['repeats']} repeats diverged (NaN/inf loss)")
+        note(
+            f"{summary['n_diverged']} of {summary['repeats']} repeats diverged (loss non-finite or over 1000x its start); "
+            "their accuracies are NaN"
+        )
     console.print(
         f"mean activation {summary['mean_activation']['mean']:.4g}, "
         f"zero fraction {summary['zero_fraction']['mean']:.3f} (hidden layer {summary['probe_layer']}, test set)",

@@ -51,7 +51,7 @@ class TrainResult:
       `model.evaluate`), each set as one batch.
     mean_activation, zero_fraction: over the test set, of the output (after the activation) of
       hidden layer `config.probe_layer`: its mean, and the fraction of exact zeros.
-    diverged: a loss became NaN or infinite; accuracies are then NaN.
+    diverged: a loss became non-finite or huge (`has_diverged`); accuracies are then NaN.
     """
 
     history: np.ndarray
@@ -99,13 +99,28 @@ def train_grouped(
     return results  # type: ignore[return-value]
 
 
+#: A run has diverged when a loss exceeds this many times its loss at the initial weights (the
+#: first epoch's training loss, measured before any update) or is not finite. Training only
+#: lowers the training loss, and an overfit model's test loss stays within ~10x of its start;
+#: a learning rate of 1e6 gives test losses of 1e9-1e12 that are finite but meaningless.
+DIVERGENCE_FACTOR = 1000.0
+
+
+def has_diverged(history: np.ndarray, train_loss: float, test_loss: float) -> bool:
+    """The divergence definition (see DIVERGENCE_FACTOR) for one run.
+
+    history: [epochs, 4], columns HISTORY_COLUMNS; train_loss/test_loss: on the final weights.
+    """
+    losses = np.concatenate([np.asarray(history)[:, [0, 2]].ravel(), [train_loss, test_loss]])
+    if not np.all(np.isfinite(losses)):
+        return True
+    limit = DIVERGENCE_FACTOR * max(float(history[0, 0]), 1.0)
+    return bool(np.max(losses) > limit)
+
+
 def mark_diverged(result: TrainResult) -> TrainResult:
-    """NaN the accuracies of a run whose loss went non-finite, so no mean hides garbage."""
-    finite = (
-        bool(np.all(np.isfinite(result.history[:, [0, 2]])))
-        and np.isfinite([result.train_loss, result.test_loss]).all()
-    )
-    if not finite:
+    """NaN the accuracies of a run that diverged (`has_diverged`), so no mean hides garbage."""
+    if has_diverged(result.history, result.train_loss, result.test_loss):
         result.diverged = True
         result.train_accuracy = float("nan")
         result.test_accuracy = float("nan")
