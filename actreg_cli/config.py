@@ -25,6 +25,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     ValidationError,
     model_validator,
@@ -215,6 +216,8 @@ class ExperimentConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     regularizers: list[RegularizerConfig] = []
     training: TrainingConfig = TrainingConfig()
+    # What changed this config after it was read (`renamed`), e.g. "c.yaml with --set ...".
+    _changed_by: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _regularized_layers_exist(self) -> ExperimentConfig:
@@ -603,14 +606,111 @@ def apply_overrides(
 
 
 def load_experiment(path: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read, override and validate an experiment config. Raises ConfigError."""
+    """Read, override and validate an experiment config. Raises ConfigError.
+
+    With overrides, the name and description are made to describe what will run (unless the
+    overrides set them): see `renamed`.
+    """
     data = read_yaml_mapping(path)
     if "grid" in data and "base" in data:
         raise ConfigError(
             [f"{path}: this is a sweep config (it has 'base' and 'grid'); use `actreg sweep`"]
         )
     overridden = apply_overrides(data, overrides, model=ExperimentConfig)
-    return validate_mapping(data, ExperimentConfig, str(path), overridden)
+    config = validate_mapping(data, ExperimentConfig, str(path), overridden)
+    changes = [parse_override(item) for item in overrides]
+    return renamed(config, changes, f"{Path(path).name} with --set {' '.join(overrides)}")
+
+
+#: Keys whose last part alone would be ambiguous in a derived name.
+_NAME_KEYS = ("name", "description")
+#: Changes that repeat the same experiment rather than change it: they keep the name.
+_SAME_EXPERIMENT_KEYS = ("training.repeats", "training.seed")
+
+
+def _short_key(key: str) -> str:
+    last = key.split(".")[-1]
+    return key if last in _NAME_KEYS else last
+
+
+def renamed(
+    config: ExperimentConfig, changes: Sequence[tuple[str, Any]], origin: str
+) -> ExperimentConfig:
+    """`config` with a name and description that say what the `changes` (key, value) made of it.
+
+    `--set regularizers.0.strength=1e-3` on circles_l1_before_relu gives the name
+    'circles_l1_before_relu-strength-0.001' and a description generated from the resolved config
+    (`describe_experiment`), so that folder names, plot titles and saved descriptions never show
+    the file's stale words. Changes that set `name` or `description` themselves win.
+    """
+    set_keys = {key for key, _ in changes}
+    effective = [
+        (key, value)
+        for key, value in changes
+        if key not in _NAME_KEYS and key not in _SAME_EXPERIMENT_KEYS
+    ]
+    if not effective:
+        return config
+    previous = list(config._changed_by)
+    config = config.model_copy(deep=True)
+    config._changed_by = [*previous, origin]
+    if "name" not in set_keys:
+        resolved = config.resolved()
+        parts = []
+        for key, _ in effective:
+            try:
+                value = _get_dotted(resolved, key)
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            parts.append(f"{_short_key(key)}-{_name_value(value)}")
+        config.name = "-".join([config.name, *parts])
+    if "description" not in set_keys:
+        config.description = f"{describe_experiment(config)} (from {'; '.join(config._changed_by)})"
+    return config
+
+
+def _get_dotted(data: Any, dotted: str) -> Any:
+    node = data
+    for part in dotted.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def _name_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | dict):
+        return "x".join(str(v) for v in value) if isinstance(value, list) else "custom"
+    return str(value)
+
+
+def describe_experiment(config: ExperimentConfig) -> str:
+    """What runs, in words: data, model, every penalty, optimiser and epochs (one line).
+
+    e.g. 'circles data (100 samples, 30 train, noise 0.1); MLP [500] relu; L1 0.001 on activity
+    before activation (batch_sum); adam lr 0.001; 4000 epochs'.
+    """
+    data, model, training = config.data, config.model, config.training
+    parts = [
+        f"{data.name} data ({data.n_samples} samples, {data.n_train} train, noise {data.noise:g})",
+        f"MLP {model.hidden_units} {model.activation}",
+    ]
+    penalties = []
+    for reg in config.regularizers:
+        norm = {"l1": "L1", "l2": "L2", "l1_l2": "L1L2", "custom": "custom"}[reg.norm.value]
+        what = f"{norm} {reg.strength:g}"
+        if reg.norm is Norm.custom:
+            what += f" x {reg.function}"
+        where = f"on {reg.target.value}"
+        if len(model.hidden_units) > 1:
+            where += f" of layer {reg.layer}"
+        if reg.target is Target.activity:
+            where += f" {reg.placement.value.replace('_', ' ')} ({reg.reduction.value})"
+        penalties.append(f"{what} {where}")
+    parts.append(", ".join(penalties) if penalties else "no regularization")
+    parts.append(f"{training.optimizer} lr {training.learning_rate:g}")
+    parts.append(f"{training.epochs} epochs")
+    return "; ".join(parts)
 
 
 def load_sweep(path: Path, overrides: Sequence[str] = (), grid: Sequence[str] = ()) -> SweepConfig:
@@ -718,7 +818,10 @@ def with_training(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
         return config
     data = config.resolved()
     data["training"].update(changes)
-    return validate_mapping(data, ExperimentConfig, "command line")
+    changed = validate_mapping(data, ExperimentConfig, "command line")
+    changed._changed_by = list(config._changed_by)
+    options = " ".join(f"--{key} {value}" for key, value in changes.items())
+    return renamed(changed, [(f"training.{k}", v) for k, v in changes.items()], options)
 
 
 def dump_yaml(data: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from actreg_cli.config import ExperimentConfig, Target, validate_mapping
+from actreg_cli.config import ExperimentConfig, Target, describe_experiment, validate_mapping
 from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS, TrainResult
 from actreg_cli.io import atomic_write, csv_text, save_figure, write_json, write_text
 from actreg_cli.stats import describe
@@ -103,6 +103,8 @@ def summarize(
     """summary.json: each metric over repeats as {mean, std, ci_low, ci_high, n, values}."""
     summary: dict[str, Any] = {
         "name": config.name,
+        "description": config.description,
+        "what_ran": describe_experiment(config),
         "engine": engine,
         "epochs": config.training.epochs,
         "repeats": len(rows),
@@ -209,10 +211,17 @@ def _write_summary_and_plot(
 
     summary = summarize(config, rows, engine)
     write_json(run_dir / "summary.json", summary)
-    fig = accuracy_figure(histories, config.name, diverged=[row["diverged"] for row in rows])
+    fig = accuracy_figure(histories, run_title(config), diverged=[row["diverged"] for row in rows])
     save_figure(run_dir / "accuracy.png", fig)
     plt.close(fig)
     return summary
+
+
+def run_title(config: ExperimentConfig, width: int = 80) -> str:
+    """A plot title that says what ran: the name, then the resolved config in words (wrapped)."""
+    import textwrap
+
+    return "\n".join([config.name, *textwrap.wrap(describe_experiment(config), width)])
 
 
 def load_run_config(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:

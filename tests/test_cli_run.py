@@ -194,3 +194,45 @@ def test_fused_engine_refuses_a_custom_regularizer_by_name(tmp_path: Path) -> No
     assert "fused engine cannot run" in result.output and "custom" in result.output
     assert "actreg_cli.custom_regularizers:log_sparsity" in result.output
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_names_and_descriptions_follow_the_overrides(tmp_path: Path) -> None:
+    result = invoke(
+        "run",
+        CONFIGS / "circles_l1_before_relu.yaml",
+        "--set",
+        "regularizers.0.strength=1e-3",
+        "--set",
+        "model.hidden_units=[8]",
+        "--epochs",
+        3,
+        "--engine",
+        "keras",
+        "--runs-dir",
+        tmp_path,
+    )
+    assert result.exit_code == 0, result.output
+    run_dir = Path(result.output.strip().splitlines()[-1])
+    assert run_dir.name.startswith("circles_l1_before_relu-strength-0.001-hidden_units-8-epochs-3-")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "1e-4" not in summary["description"] and "L1 0.001" in summary["description"]
+    assert summary["what_ran"] == (
+        "circles data (100 samples, 30 train, noise 0.1); MLP [8] relu; L1 0.001 on activity "
+        "before activation (batch_sum); adam lr 0.001; 3 epochs"
+    )
+    assert "circles_l1_before_relu.yaml with --set" in summary["description"]
+
+
+def test_data_override_renames_and_titles(tmp_path: Path) -> None:
+    from actreg_cli.config import load_experiment
+    from actreg_cli.reporter import run_title
+
+    config = load_experiment(CONFIGS / "circles_overfit.yaml", ["data.name=moons"])
+    assert config.name == "circles_overfit-data.name-moons"
+    title = run_title(config)
+    assert title.startswith("circles_overfit-data.name-moons\nmoons data (100 samples")
+    assert "4000 epochs" in title and "no regularization" in " ".join(title.split())
+    unchanged = load_experiment(CONFIGS / "circles_overfit.yaml", ["training.repeats=3"])
+    assert unchanged.name == "circles_overfit"  # repeats repeat the experiment, not change it
+    named = load_experiment(CONFIGS / "circles_overfit.yaml", ["name=mine", "data.noise=0.2"])
+    assert named.name == "mine" and "noise 0.2" in named.description
