@@ -6,9 +6,10 @@ done and cuts the whole grid into chunks; `run_sweep` hands the missing chunks t
 stores each cell the moment its chunk comes back, then writes the tables, plots and report
 (`sweep_report`). Re-running the same command therefore resumes; `force` recomputes everything.
 
-Sweep folder (runs/<sweep name>/): sweep.yaml (resolved sweep, cells, seeds, versions),
-cells/<hash>.json (+ <hash>.history.npy) per finished cell, results.csv, summary.csv, sweep.png,
-sparsity.png, report.md.
+Sweep folder (runs/<sweep name>/): cells/<hash>.json (+ <hash>.history.npy) per finished cell,
+shared by every study of the sweep; one report folder per study (`study_key`: overrides, epochs,
+repeats, seed, engine) with sweep.yaml (resolved sweep, cells, seeds, versions), results.csv,
+summary.csv, sweep.png, sparsity.png, report.md.
 """
 
 from __future__ import annotations
@@ -417,13 +418,16 @@ class Chunk:
 @dataclass
 class SweepPlan:
     sweep: SweepConfig
-    folder: Path
+    folder: Path  # this study's report folder: runs/<sweep name>/<study_key>
     cells: list[Cell]
     hashes: dict[str, str]  # cell id -> cell_hash
     engines: dict[str, str]  # cell id -> concrete engine ("keras", "fused" or "cpu")
     chunks: list[Chunk]  # the whole grid, whatever is done already
     done: set[str]  # ids of cells whose results are stored (empty with force)
     notes: list[str] = field(default_factory=list)
+    store_folder: Path = Path()  # runs/<sweep name>: cells/ shared by every study of the sweep
+    engine_requested: str = "auto"
+    overrides: list[str] = field(default_factory=list)  # --set items (and --epochs etc.)
 
     @property
     def to_run(self) -> list[Cell]:
@@ -452,6 +456,23 @@ def sweep_folder(sweep: SweepConfig, runs_dir: Path) -> Path:
             ]
         )
     return Path(runs_dir) / sweep.name
+
+
+def study_key(sweep: SweepConfig, engine: str) -> str:
+    """The report folder name of one study of a sweep, e.g. 'auto-e4000-r10-s0-1a2b3c4d'.
+
+    Readable parts (engine, epochs, repeats, seed of the base) and 8 hex digits of a hash of
+    the whole resolved sweep (base, grid, baseline; name and description left out) and the
+    engine asked for, so that a run with other overrides, epochs, repeats, seed or engine never
+    overwrites another study's report. Cells stay in the shared store (cells/) by their hash.
+    """
+    data = sweep.model_dump(mode="json")
+    for name in ("name", "description"):
+        data.pop(name, None)
+    payload = _canonical({"sweep": data, "engine": engine})
+    digest = hashlib.sha256(payload.encode("ascii")).hexdigest()[:8]
+    t = sweep.base.training
+    return f"{engine}-e{t.epochs}-r{t.repeats}-s{t.seed}-{digest}"
 
 
 def resolve_engines(cells: Sequence[Cell], engine: str) -> tuple[dict[str, str], list[str]]:
@@ -532,11 +553,13 @@ def plan_sweep(
 
     Raises ConfigError or EngineUnsupported before anything is trained or written.
     """
-    folder = sweep_folder(sweep, runs_dir)
+    store_folder = sweep_folder(sweep, runs_dir)
+    engine = str(getattr(engine, "value", engine))
+    folder = store_folder / study_key(sweep, engine)
     cells = expand_grid(sweep, allow_large=allow_large)
     engines, notes = resolve_engines(cells, engine)
     hashes = {c.id: cell_hash(c.config, engines[c.id]) for c in cells}
-    store = CellStore(folder)
+    store = CellStore(store_folder)
     done = set()
     if not force:
         done = {
@@ -544,7 +567,18 @@ def plan_sweep(
         }
         notes.extend(store.damaged)
     chunks = plan_chunks(cells, engines, models_per_chunk)
-    return SweepPlan(sweep, folder, cells, hashes, engines, chunks, done, notes)
+    return SweepPlan(
+        sweep,
+        folder,
+        cells,
+        hashes,
+        engines,
+        chunks,
+        done,
+        notes,
+        store_folder=store_folder,
+        engine_requested=engine,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,7 +596,13 @@ class SweepOutcome:
 
     @property
     def folder(self) -> Path:
+        """This study's report folder (runs/<sweep name>/<study key>)."""
         return self.plan.folder
+
+    @property
+    def store_folder(self) -> Path:
+        """The sweep's folder holding the shared cell store (cells/)."""
+        return self.plan.store_folder
 
     @property
     def cells(self) -> list[Cell]:
@@ -584,6 +624,8 @@ def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
         "description": plan.sweep.description,
         "engine_requested": str(getattr(engine, "value", engine)),
         "engine_notes": plan.notes,
+        "overrides": plan.overrides,
+        "store": str(plan.store_folder / "cells"),
         "command": " ".join(["actreg", *sys.argv[1:]]),
         "versions": library_versions(),
         "seeds": repeat_seeds(base.training.seed, base.training.repeats),
@@ -631,6 +673,7 @@ def run_sweep(
     on_plan: Callable[[SweepPlan], None] | None = None,
     models_per_chunk: int | None = None,
     allow_large: bool = False,
+    overrides: Sequence[str] = (),
 ) -> SweepOutcome:
     """Train the cells of `sweep` that are not stored yet and write the sweep folder.
 
@@ -638,6 +681,7 @@ def run_sweep(
     progress: `progress(total, description)` -> context manager yielding `advance(n)`, both in
       model-epochs (repeats x epochs of the cells to train; cli.common.progress_bar fits).
     on_plan: called with the plan before training (the CLI prints "N of M cells already done").
+    overrides: the `--set` items the sweep was loaded with, stated in the report.
 
     Every cell is stored as soon as its chunk finishes; a chunk that fails is reported in
     `SweepOutcome.failures` and the others go on. KeyboardInterrupt propagates, with everything
@@ -657,11 +701,13 @@ def run_sweep(
     )
     if on_plan is not None:
         on_plan(plan)
+    plan.overrides = list(overrides)
     plan.folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(plan.store_folder)
     remove_stale_temporaries(plan.folder)
     write_text(plan.folder / "sweep.yaml", dump_yaml(sweep_metadata(plan, engine)))
 
-    store = CellStore(plan.folder)
+    store = CellStore(plan.store_folder)
     executor = executor if executor is not None else LocalExecutor()
     failures: dict[str, str] = {}
     trained: list[str] = []

@@ -13,6 +13,7 @@ Every file is written atomically; matplotlib is imported only here, inside funct
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,6 +179,40 @@ def summary_columns(outcome: SweepOutcome) -> list[str]:
     return ["cell", "baseline", "status", *swept_keys(outcome), *SUMMARY_STAT_COLUMNS]
 
 
+def _values(items: Sequence[Any]) -> str:
+    distinct = list(dict.fromkeys(items))
+    return ", ".join(format_value(v) for v in distinct) if distinct else "none"
+
+
+def study_facts(outcome: SweepOutcome) -> dict[str, str]:
+    """The values that define this study, over all its cells: activity reduction(s), epochs,
+    repeats, seed, engine (asked for -> used), and the overrides it was run with."""
+    from actreg_cli.config import Target
+
+    plan = outcome.plan
+    configs = [c.config for c in plan.cells]
+    reductions = [
+        reg.reduction.value
+        for config in configs
+        for reg in config.regularizers
+        if reg.target is Target.activity
+    ]
+    used = sorted(set(plan.engines.values()))
+    return {
+        "reduction": _values(reductions) if reductions else "none (no activity penalty)",
+        "epochs": _values([c.training.epochs for c in configs]),
+        "repeats": _values([c.training.repeats for c in configs]),
+        "seed": _values([c.training.seed for c in configs]),
+        "engine": f"{plan.engine_requested} -> {', '.join(used)}",
+        "overrides": " ".join(plan.overrides) if plan.overrides else "none",
+    }
+
+
+def study_line(outcome: SweepOutcome) -> str:
+    """One line stating the study: 'reduction batch_sum; epochs 4000; ...; overrides none'."""
+    return "; ".join(f"{key} {value}" for key, value in study_facts(outcome).items())
+
+
 # ---------------------------------------------------------------------------------------------
 # Plots
 
@@ -325,7 +360,11 @@ def plot_sweep(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path: P
     _draw_metric(ax, outcome, rows_by_id, "test_accuracy", x_key, categorical)
     ax.set_ylabel("test accuracy (mean, 95% CI)")
     repeats = outcome.plan.sweep.base.training.repeats
-    ax.set_title(f"{outcome.plan.sweep.name}: test accuracy, {repeats} repeats per cell")
+    ax.set_title(
+        f"{outcome.plan.sweep.name}: test accuracy, {repeats} repeats per cell\n"
+        + "\n".join(textwrap.wrap(study_line(outcome), 100)),
+        fontsize=9,
+    )
     ax.legend(fontsize=8, loc="best")
     return save_figure(path, fig)
 
@@ -342,7 +381,10 @@ def plot_sparsity(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path
     _draw_metric(ax_zero, outcome, rows_by_id, "zero_fraction", x_key, categorical)
     ax_zero.set_ylabel("fraction of activations exactly 0")
     layer = outcome.plan.sweep.base.probe_layer
-    fig.suptitle(f"{outcome.plan.sweep.name}: activations of hidden layer {layer}")
+    fig.suptitle(
+        f"{outcome.plan.sweep.name}: activations of hidden layer {layer}\n{study_line(outcome)}",
+        fontsize=10,
+    )
     ax_zero.legend(fontsize=8, loc="best")
     return save_figure(path, fig)
 
@@ -378,12 +420,19 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
     lines = [f"# Sweep `{sweep.name}`", ""]
     if sweep.description:
         lines += [sweep.description.strip(), ""]
+    facts = study_facts(outcome)
+    lines += [
+        "| study | |",
+        "|---|---|",
+        *[f"| {key} | {value} |" for key, value in facts.items()],
+        "",
+    ]
     lines += [
         f"- {len(plan.cells)} cells ({sum(c.baseline for c in plan.cells)} baseline), "
         f"{training.repeats} repeats each, {training.epochs} epochs, "
         f"engine {', '.join(engines)}; swept: {', '.join(f'`{k}`' for k in sweep.grid)}",
         f"- this run trained {outcome.n_trained} cells and took {len(plan.done)} from the store "
-        f"(`cells/`); {outcome.elapsed_s:.1f} s",
+        f"(`../cells/`, shared by every study of this sweep); {outcome.elapsed_s:.1f} s",
         "- files: `results.csv` (one row per cell and repeat), `summary.csv` (one row per cell), "
         "`sweep.png`, `sparsity.png`, `sweep.yaml` (resolved config, seeds, versions)",
         "",

@@ -60,7 +60,8 @@ def keras_run(sweep_file: Path, tmp_path_factory):
     started = time.perf_counter()
     result = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs)
     print(f"tiny keras sweep: {time.perf_counter() - started:.1f} s")
-    folder = runs / NAME
+    folder = Path(last_line(result.stdout)) if result.exit_code == 0 else runs / NAME
+    assert folder.parent == runs / NAME  # runs/<sweep name>/<study>
     results = (folder / "results.csv").read_bytes() if result.exit_code == 0 else b""
     return result, folder, results
 
@@ -76,7 +77,7 @@ def test_sweep_writes_its_folder_and_prints_its_path_last(keras_run):
     assert f"0 of {N_CELLS} cells already done, {N_CELLS} to run" in result.stdout
     for name in ("results.csv", "summary.csv", "sweep.png", "sparsity.png", "report.md"):
         assert (folder / name).stat().st_size > 0, name
-    assert len(list((folder / "cells").glob("*.json"))) == N_CELLS
+    assert len(list((folder.parent / "cells").glob("*.json"))) == N_CELLS
     rows = list(csv.DictReader(results.decode().splitlines()))
     assert len(rows) == N_CELLS * REPEATS
     assert {r["cell"] for r in rows} == {"baseline", "c1", "c2"}
@@ -91,12 +92,12 @@ def test_sweep_writes_its_folder_and_prints_its_path_last(keras_run):
 
 def test_rerun_trains_nothing_and_force_trains_everything(keras_run, sweep_file):
     _, folder, results = keras_run
-    runs = folder.parent
+    runs = folder.parent.parent
     again = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs)
     assert again.exit_code == 0, again.output
     assert f"{N_CELLS} of {N_CELLS} cells already done, 0 to run" in again.stdout
     assert (folder / "results.csv").read_bytes() == results
-    stored = {p: p.stat().st_mtime_ns for p in (folder / "cells").glob("*.json")}
+    stored = {p: p.stat().st_mtime_ns for p in (folder.parent / "cells").glob("*.json")}
     forced = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs, "--force")
     assert forced.exit_code == 0, forced.output
     assert f"0 of {N_CELLS} cells already done, {N_CELLS} to run" in forced.stdout
@@ -126,12 +127,12 @@ def test_killed_sweep_resumes_with_only_the_missing_cells(keras_run, sweep_file,
     assert 1 <= done < N_CELLS, "the kill must land mid-sweep"
     for path in cells.glob("*.json"):  # no half-written file
         assert len(json.loads(path.read_text(encoding="utf-8"))["runs"]) == REPEATS
-    assert not (runs / NAME / "results.csv").exists()
+    assert not list((runs / NAME).glob("*/results.csv"))
 
     result = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs)
     assert result.exit_code == 0, result.output
     assert f"{done} of {N_CELLS} cells already done, {N_CELLS - done} to run" in result.stdout
-    assert (runs / NAME / "results.csv").read_bytes() == uninterrupted
+    assert (Path(last_line(result.stdout)) / "results.csv").read_bytes() == uninterrupted
     assert not list((runs / NAME).glob("**/*.tmp"))
 
 
@@ -212,4 +213,4 @@ def test_ray_executor_gives_the_local_results(keras_run, sweep_file: Path, tmp_p
     )
     assert result.exit_code == 0, result.output
     assert last_line(result.stdout) == str(runs / NAME)
-    assert (runs / NAME / "results.csv").read_bytes() == uninterrupted
+    assert (Path(last_line(result.stdout)) / "results.csv").read_bytes() == uninterrupted

@@ -172,17 +172,19 @@ def reference(references) -> Path:
 
 
 def stored_cells(folder: Path) -> list[Path]:
-    return sorted((folder / "cells").glob("[!.]*.json"))
+    return sorted((folder.parent / "cells").glob("[!.]*.json"))
 
 
 def assert_same_sweep(folder: Path, reference: Path) -> None:
     """Same tables, and every stored cell (results and per-epoch history) byte for byte."""
     for table in ("results.csv", "summary.csv"):
         assert (folder / table).read_text() == (reference / table).read_text(), table
-    names = sorted(p.name for p in (reference / "cells").glob("[!.]*"))
-    assert sorted(p.name for p in (folder / "cells").glob("[!.]*")) == names
+    names = sorted(p.name for p in (reference.parent / "cells").glob("[!.]*"))
+    assert sorted(p.name for p in (folder.parent / "cells").glob("[!.]*")) == names
     for name in names:
-        assert (folder / "cells" / name).read_bytes() == (reference / "cells" / name).read_bytes()
+        assert (folder.parent / "cells" / name).read_bytes() == (
+            reference.parent / "cells" / name
+        ).read_bytes()
 
 
 def actreg(*args: str) -> list[str]:

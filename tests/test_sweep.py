@@ -308,7 +308,7 @@ def test_cells_are_stored_and_a_rerun_trains_nothing(tmp_path: Path):
     outcome = run_sweep(sweep, engine="keras", runs_dir=tmp_path, executor=executor)
     assert outcome.exit_code == 0 and outcome.n_trained == 7
     assert len(executor.chunks) == 7 and set(executor.engines) == {"keras"}
-    store = CellStore(outcome.folder)
+    store = CellStore(outcome.store_folder)
     for cell in outcome.cells:
         digest = outcome.plan.hashes[cell.id]
         record = store.load(digest, 3)
@@ -427,7 +427,7 @@ def test_local_sweep_progress_counts_model_epochs_as_they_train(tmp_path) -> Non
 
 def test_a_damaged_stored_cell_is_named_and_recomputed(tmp_path: Path):
     first = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
-    path = CellStore(first.folder).json_path(first.plan.hashes["c2"])
+    path = CellStore(first.store_folder).json_path(first.plan.hashes["c2"])
     data = json.loads(path.read_text())
     del data["runs"][1]["test_accuracy"]  # parseable, but a metric is missing
     path.write_text(json.dumps(data))
@@ -454,7 +454,7 @@ def test_diverged_cells_are_stored_as_standard_json(tmp_path: Path):
             super().run(chunks, engine, done, on_failed)
 
     outcome = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=AllDiverge())
-    path = CellStore(outcome.folder).json_path(outcome.plan.hashes["c1"])
+    path = CellStore(outcome.store_folder).json_path(outcome.plan.hashes["c1"])
     assert "NaN" not in path.read_text()
     rerun = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
     assert rerun.n_trained == 0

@@ -212,3 +212,54 @@ def test_too_few_repeats_give_no_verdict(tmp_path):
     assert all(r["diff_clear"] in ("false", "") for r in summary)
     report = (outcome.folder / "report.md").read_text(encoding="utf-8")
     assert "No verdict for c1, c2, c3, c4, c5, c6: a verdict needs at least 5" in report
+
+
+def test_each_study_gets_its_own_report_folder_and_says_what_it_is(tmp_path):
+    from conftest import write_yaml
+
+    from actreg_cli.config import load_sweep
+
+    path = write_yaml(
+        tmp_path / "s.yaml",
+        {
+            "name": "strength",
+            "base": {
+                "model": {"hidden_units": [16]},
+                "regularizers": [{"strength": 1e-4}],
+                "training": {"epochs": 3, "repeats": 3, "seed": 5},
+            },
+            "grid": {"regularizers.0.strength": [1e-2, 1e-4]},
+        },
+    )
+    runs = tmp_path / "runs"
+    mean = run_sweep(load_sweep(path), engine="keras", runs_dir=runs, executor=FakeExecutor())
+    report_mean = (mean.folder / "report.md").read_text()
+    overrides = ["regularizers.0.reduction=batch_sum"]
+    executor = FakeExecutor()
+    summed = run_sweep(
+        load_sweep(path, overrides),
+        engine="keras",
+        runs_dir=runs,
+        executor=executor,
+        overrides=overrides,
+    )
+    # Two report folders side by side; the first report is untouched.
+    assert summed.folder != mean.folder and summed.folder.parent == mean.folder.parent
+    assert (mean.folder / "report.md").read_text() == report_mean
+    # One shared store: the baseline cell (no regularizer, no reduction) is reused.
+    assert summed.plan.summary_line() == "1 of 3 cells already done, 2 to run"
+    assert len(list((runs / "strength" / "cells").glob("*.json"))) == 5
+    assert mean.folder.name.startswith("keras-e3-r3-s5-")
+    report = (summed.folder / "report.md").read_text()
+    assert "| reduction | batch_sum |" in report and "| epochs | 3 |" in report
+    assert "| repeats | 3 |" in report and "| engine | keras -> keras |" in report
+    assert "| overrides | regularizers.0.reduction=batch_sum |" in report
+    assert "| reduction | batch_mean |" in report_mean and "| overrides | none |" in report_mean
+    other_epochs = run_sweep(
+        load_sweep(path, ["training.epochs=4"]),
+        engine="keras",
+        runs_dir=runs,
+        executor=FakeExecutor(),
+    )
+    assert other_epochs.folder.name.startswith("keras-e4-r3-s5-")
+    assert len({mean.folder, summed.folder, other_epochs.folder}) == 3

@@ -121,7 +121,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     from rich.text import Text
 
     from actreg_cli.sweep import format_value
-    from actreg_cli.sweep_report import short_names, summary_rows
+    from actreg_cli.sweep_report import short_names, study_line, summary_rows
 
     keys = list(outcome.plan.sweep.grid)
     names = short_names(keys)
@@ -129,6 +129,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         "test acc: mean±std over repeats; vs base: paired 95% CI; "
         "* better/worse: paired t-test, Holm-corrected p < 0.05"
     )
+    study = Text(study_line(outcome))  # what defines this study: reduction, epochs, overrides...
     rows = []
     for row in summary_rows(outcome):
         values = ["" if row[k] is None else format_value(row[k]) for k in keys]
@@ -156,7 +157,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         )
 
     if layout == "stacked":
-        lines: list[Any] = []
+        lines: list[Any] = [study]
         for cell, values, n, acc, ci, diff in rows:
             swept = "  ".join(f"{names[k]}={v}" for k, v in zip(keys, values, strict=True) if v)
             lines.append(Text(f"{cell}  {swept or '(no regularizer)'}", style="bold"))
@@ -169,6 +170,8 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         return Group(*lines, Text(caption))
 
     table = Table(
+        title=study,
+        title_justify="left",
         box=None,
         pad_edge=False,
         # narrow: one space between columns instead of two
@@ -210,7 +213,9 @@ def sweep_command(
     CONFIG is a sweep file, or an experiment file swept with --grid (the sweep is then named
     <experiment name>-<swept keys>).
 
-    Writes runs/<sweep name>/: results.csv, summary.csv, sweep.png, sparsity.png, report.md.
+    Writes runs/<sweep name>/<study>/: results.csv, summary.csv, sweep.png, sparsity.png,
+    report.md; one <study> folder per set of overrides, epochs, repeats, seed and engine (the
+    finished cells in runs/<sweep name>/cells/ are shared).
 
     Finished cells are stored at once: re-running the same command resumes; --force recomputes.
 
@@ -219,10 +224,9 @@ def sweep_command(
     from actreg_cli.config import load_sweep
     from actreg_cli.sweep import expand_grid, run_sweep
 
+    overrides = [*(set_ or []), *training_overrides(epochs, repeats, seed)]
     with user_errors():
-        sweep = load_sweep(
-            config, [*(set_ or []), *training_overrides(epochs, repeats, seed)], grid or []
-        )
+        sweep = load_sweep(config, overrides, grid or [])
         expand_grid(
             sweep, str(config), allow_large_grid
         )  # every cell valid before anything heavy is imported
@@ -257,6 +261,7 @@ def sweep_command(
             progress=progress_bar,
             on_plan=on_plan,
             allow_large=allow_large_grid,
+            overrides=overrides,
         )
 
     print_fitting(*(partial(summary_table, outcome, layout) for layout in LAYOUTS))
