@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from actreg_cli.config import ExperimentConfig, Target, describe_experiment, validate_mapping
+from actreg_cli.config import ExperimentConfig, Target, describe_experiment
 from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS, TrainResult
 from actreg_cli.io import atomic_write, csv_text, save_figure, write_json, write_text
 from actreg_cli.stats import describe
@@ -225,20 +225,23 @@ def run_title(config: ExperimentConfig, width: int = 80) -> str:
 
 
 def load_run_config(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """The resolved config saved in a run folder and the metadata beside it."""
+    """The config saved in a run folder (config.yaml) and the metadata beside it (run.yaml)."""
     import yaml
 
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    config = validate_mapping(saved["config"], ExperimentConfig, str(run_dir / "config.yaml"))
-    return config, saved
+    from actreg_cli.config import load_experiment
+
+    config = load_experiment(run_dir / "config.yaml")
+    meta_path = run_dir / "run.yaml"
+    meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    return config, meta or {}
 
 
 def report_run(run_dir: Path) -> dict[str, Any]:
-    """Re-draw accuracy.png and rewrite summary.json from the run folder's CSV files."""
-    config, saved = load_run_config(run_dir)
+    """Re-draw accuracy.png and rewrite summary.json from the run folder's saved files."""
+    config, meta = load_run_config(run_dir)
     histories = read_history_csv(run_dir / "history.csv")
     rows = read_repeats_csv(run_dir / "repeats.csv")
-    return _write_summary_and_plot(run_dir, config, histories, rows, saved.get("engine", "unknown"))
+    return _write_summary_and_plot(run_dir, config, histories, rows, meta.get("engine", "unknown"))
 
 
 def format_mean_std(stats: dict[str, Any]) -> str:

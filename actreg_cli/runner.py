@@ -1,8 +1,9 @@
 """Run one experiment: config -> jobs (one per repeat) -> engine -> run folder.
 
 The run folder is created only after the config is valid and the engine chosen; config.yaml (the
-resolved config, the seeds, the engine and the library versions) is written before training, so a
-run that fails part-way still says what it was.
+resolved config: a valid experiment config, so `actreg run RUN/config.yaml` repeats the run) and
+run.yaml (seeds, engine, library versions, command) are written before training, so a run that
+fails part-way still says what it was.
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
 def run_metadata(
     config: ExperimentConfig, seeds: list[int], engine: str, engine_note: str | None
 ) -> dict[str, Any]:
-    """The contents of a run folder's config.yaml."""
+    """The contents of a run folder's run.yaml (config.yaml holds the config alone)."""
     return {
-        "config": config.resolved(),
+        "name": config.name,
         "seeds": seeds,
         "engine": engine,
         "engine_note": engine_note,
@@ -94,8 +95,9 @@ def run_experiment(
     run_dir = new_run_dir(Path(runs_dir), config.name)
     if on_folder is not None:  # the CLI names it if training is interrupted
         on_folder(run_dir)
+    write_text(run_dir / "config.yaml", dump_yaml(config.resolved()))
     write_text(
-        run_dir / "config.yaml", dump_yaml(run_metadata(config, seeds, engine.name, engine_note))
+        run_dir / "run.yaml", dump_yaml(run_metadata(config, seeds, engine.name, engine_note))
     )
     results = engine.train(jobs, progress)
     summary = write_run(run_dir, config, seeds, results, engine.name)

@@ -630,6 +630,8 @@ def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
         "versions": library_versions(),
         "seeds": repeat_seeds(base.training.seed, base.training.repeats),
         "sweep": plan.sweep.model_dump(mode="json"),
+        # As written (defaults left to be derived per cell): `reopen_sweep` re-expands it.
+        "sweep_as_written": plan.sweep.model_dump(mode="json", exclude_unset=True),
         "cells": [
             {
                 "id": c.id,
@@ -790,3 +792,51 @@ def run_sweep(
     )
     outcome.files = write_outputs(outcome)
     return outcome
+
+
+def reopen_sweep(folder: Path) -> SweepOutcome:
+    """A study's outcome rebuilt from its saved files alone (sweep.yaml and the cell store), for
+    `actreg report`: the cells are re-expanded from the sweep as written and each is looked up
+    in ../cells by the hash sweep.yaml recorded. Nothing is trained."""
+    import yaml
+
+    folder = Path(folder)
+    meta_path = folder / "sweep.yaml"
+    meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+    if not isinstance(meta, dict) or "sweep_as_written" not in meta:
+        raise ConfigError(
+            [
+                f"{meta_path}: written by an older version (no 'sweep_as_written'); run the sweep again"
+            ]
+        )
+    sweep = validate_mapping(meta["sweep_as_written"], SweepConfig, str(meta_path))
+    cells = expand_grid(sweep, str(meta_path), allow_large=True)
+    saved = {c["id"]: c for c in meta["cells"]}
+    if [c.id for c in cells] != list(saved):
+        raise ConfigError([f"{meta_path}: its cells do not match its sweep; run the sweep again"])
+    hashes = {c.id: saved[c.id]["hash"] for c in cells}
+    engines = {c.id: saved[c.id]["engine"] for c in cells}
+    store_folder = folder.parent
+    store = CellStore(store_folder)
+    records = {}
+    failures = {}
+    for cell in cells:
+        record = store.load(hashes[cell.id], cell.config.training.repeats)
+        if record is None:
+            failures[cell.id] = f"no stored results in {store.json_path(hashes[cell.id])}"
+        else:
+            records[cell.id] = record
+    plan = SweepPlan(
+        sweep,
+        folder,
+        cells,
+        hashes,
+        engines,
+        plan_chunks(cells, engines),
+        set(records),
+        [*meta.get("engine_notes", []), *store.damaged],
+        store_folder=store_folder,
+        engine_requested=meta.get("engine_requested", "auto"),
+        overrides=list(meta.get("overrides", [])),
+    )
+    return SweepOutcome(plan, records, failures, n_trained=0, elapsed_s=0.0)

@@ -19,7 +19,14 @@ import numpy as np
 
 from actreg_cli.config import ExperimentConfig, dump_yaml
 from actreg_cli.data import load_dataset
-from actreg_cli.engines.base import HISTORY_COLUMNS, Engine, ProgressCallback, TrainJob
+from actreg_cli.engines.base import (
+    HISTORY_COLUMNS,
+    RESULT_FIELDS,
+    Engine,
+    ProgressCallback,
+    TrainJob,
+    TrainResult,
+)
 from actreg_cli.io import csv_text, save_figure, write_json, write_text
 from actreg_cli.reporter import (
     REPEAT_COLUMNS,
@@ -129,15 +136,35 @@ def run_tutorial(
     if on_folder is not None:  # the CLI names it if training is interrupted
         on_folder(out_dir)
     metadata = run_metadata(configs[arms[0]], seeds, engine.name, engine_note)
+    metadata.pop("name", None)
+    metadata.update(epochs=epochs, repeats=repeats, reductions=list(reductions))
     metadata["config"] = {f"{v}/{r}": configs[(v, r)].resolved() for v, r in arms}
-    write_text(out_dir / "config.yaml", dump_yaml(metadata))
-    plot_circles(out_dir / "circles.png", configs[arms[0]])
+    write_text(out_dir / STUDY_FILE, dump_yaml(metadata))
 
     results = engine.train(jobs, progress)
     by_arm = {arm: results[i * repeats : (i + 1) * repeats] for i, arm in enumerate(arms)}
     _write_histories(out_dir, by_arm)
+    return write_study(out_dir, configs, by_arm, seeds, engine.name, reductions)
+
+
+#: The study's metadata: seeds, engine, versions, epochs, repeats and every arm's config.
+STUDY_FILE = "study.yaml"
+
+
+def write_study(
+    out_dir: Path,
+    configs: dict[tuple[str, str], ExperimentConfig],
+    by_arm: dict[tuple[str, str], Sequence[TrainResult]],
+    seeds: Sequence[int],
+    engine_name: str,
+    reductions: Sequence[str],
+) -> TutorialOutcome:
+    """Write everything made from the results: summary.json, repeats.csv, figures, report.md."""
+    first = next(iter(configs.values()))
+    epochs, repeats = first.training.epochs, len(seeds)
+    plot_circles(out_dir / "circles.png", first)
     summary, rows, verdicts, repeat_table = _summarize(
-        configs, by_arm, seeds, engine.name, reductions
+        configs, by_arm, seeds, engine_name, reductions
     )
     write_json(out_dir / "summary.json", summary)
     write_text(
@@ -145,8 +172,52 @@ def run_tutorial(
     )
     for variant in VARIANTS:
         _plot_variant(out_dir / f"{variant}.png", variant, by_arm)
-    write_text(out_dir / "report.md", report_markdown(rows, verdicts, epochs, repeats, engine.name))
+    write_text(out_dir / "report.md", report_markdown(rows, verdicts, epochs, repeats, engine_name))
     return TutorialOutcome(out_dir, summary, rows, verdicts)
+
+
+def report_tutorial(out_dir: Path) -> TutorialOutcome:
+    """Re-draw a tutorial folder (figures, summary.json, report.md) from its saved files alone:
+    study.yaml, history.csv and repeats.csv."""
+    import csv
+
+    import yaml
+
+    from actreg_cli.config import validate_mapping
+    from actreg_cli.reporter import read_repeats_csv
+
+    meta = yaml.safe_load((out_dir / STUDY_FILE).read_text(encoding="utf-8"))
+    configs = {
+        tuple(key.split("/", 1)): validate_mapping(data, ExperimentConfig, f"{STUDY_FILE} {key}")
+        for key, data in meta["config"].items()
+    }
+    rows_by_arm: dict[tuple[str, str], list[dict[str, Any]]] = {arm: [] for arm in configs}
+    for row in read_repeats_csv(out_dir / "repeats.csv"):
+        rows_by_arm[(row["variant"], row["reduction"])].append(row)
+    histories: dict[tuple[str, str], dict[int, list[list[float]]]] = {arm: {} for arm in configs}
+    with open(out_dir / "history.csv", encoding="utf-8", newline="") as fh:
+        for line in csv.DictReader(fh):
+            arm = (line["variant"], line["reduction"])
+            values = [float(line[c]) for c in HISTORY_COLUMNS]
+            histories[arm].setdefault(int(line["repeat"]), []).append(values)
+    by_arm = {}
+    for arm, rows in rows_by_arm.items():
+        if len(rows) != len(meta["seeds"]):
+            raise ValueError(
+                f"{out_dir / 'repeats.csv'}: {len(rows)} rows for {arm[0]}/{arm[1]}, "
+                f"expected {len(meta['seeds'])} (one per repeat)"
+            )
+        by_arm[arm] = [
+            TrainResult(
+                history=np.asarray(histories[arm][row["repeat"]], dtype=np.float64),
+                diverged=row["diverged"],
+                **{name: row[name] for name in RESULT_FIELDS},
+            )
+            for row in sorted(rows, key=lambda r: r["repeat"])
+        ]
+    return write_study(
+        out_dir, configs, by_arm, meta["seeds"], meta.get("engine", "unknown"), meta["reductions"]
+    )
 
 
 def arm_args(arm: tuple[str, str]) -> tuple[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_run_writes_a_complete_run_folder(tiny_config_file: Path, tmp_path: Path
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     run_dir = Path(lines[-1])
-    assert run_dir.parent == runs and run_dir.name.startswith("tiny-")
+    assert run_dir.parent == runs and run_dir.name.startswith("tiny-epochs-4-")
     assert any(
         line.startswith("Train: ") and ", Test: " in line and "+/-" in line for line in lines
     )
@@ -73,10 +74,11 @@ def test_run_writes_a_complete_run_folder(tiny_config_file: Path, tmp_path: Path
         "accuracy.png",
     }
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert saved["config"]["training"]["epochs"] == 4
-    assert saved["config"]["regularizers"][0]["reduction"] == "batch_mean"
-    assert len(saved["seeds"]) == 2 and saved["engine"] == "keras"
-    assert {"python", "tensorflow", "keras", "numpy"} <= set(saved["versions"])
+    assert saved["training"]["epochs"] == 4
+    assert saved["regularizers"][0]["reduction"] == "batch_mean"
+    meta = yaml.safe_load((run_dir / "run.yaml").read_text())
+    assert len(meta["seeds"]) == 2 and meta["engine"] == "keras"
+    assert {"python", "tensorflow", "keras", "numpy"} <= set(meta["versions"])
 
     with open(run_dir / "history.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -181,7 +183,7 @@ def test_failure_during_training_exits_1_and_keeps_config(tmp_path: Path, monkey
     assert result.exit_code == 1, result.output
     assert "training failed" in result.output and "cannot handle tensors" in result.output
     (run_dir,) = list(runs.iterdir())
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["config"]["name"] == "flaky"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["name"] == "flaky"
     assert not list(run_dir.glob(".*.tmp")), "no temporary files left behind"
 
 
@@ -236,3 +238,40 @@ def test_data_override_renames_and_titles(tmp_path: Path) -> None:
     assert unchanged.name == "circles_overfit"  # repeats repeat the experiment, not change it
     named = load_experiment(CONFIGS / "circles_overfit.yaml", ["name=mine", "data.noise=0.2"])
     assert named.name == "mine" and "noise 0.2" in named.description
+
+
+def test_a_run_folders_config_reproduces_the_run(tmp_path: Path) -> None:
+    first = invoke(
+        "run",
+        CONFIGS / "circles_l1_before_relu.yaml",
+        "--set",
+        "model.hidden_units=[8]",
+        "--epochs",
+        3,
+        "--repeats",
+        2,
+        "--engine",
+        "keras",
+        "--runs-dir",
+        tmp_path / "a",
+    )
+    assert first.exit_code == 0, first.output
+    run_dir = Path(first.output.strip().splitlines()[-1])
+    assert set(yaml.safe_load((run_dir / "config.yaml").read_text())) == {
+        "name",
+        "description",
+        "data",
+        "model",
+        "regularizers",
+        "training",
+    }
+    assert invoke("validate", run_dir / "config.yaml").exit_code == 0
+    again = invoke(
+        "run", run_dir / "config.yaml", "--engine", "keras", "--runs-dir", tmp_path / "b"
+    )
+    assert again.exit_code == 0, again.output
+    rerun_dir = Path(again.output.strip().splitlines()[-1])
+    stamp = re.compile(r"-\d{8}-\d{6}(-\d+)?$")  # new_run_dir's time stamp
+    assert stamp.sub("", rerun_dir.name) == stamp.sub("", run_dir.name)
+    assert (rerun_dir / "repeats.csv").read_text() == (run_dir / "repeats.csv").read_text()
+    assert (rerun_dir / "config.yaml").read_text() == (run_dir / "config.yaml").read_text()

@@ -263,3 +263,21 @@ def test_each_study_gets_its_own_report_folder_and_says_what_it_is(tmp_path):
     )
     assert other_epochs.folder.name.startswith("keras-e4-r3-s5-")
     assert len({mean.folder, summed.folder, other_epochs.folder}) == 3
+
+
+def test_report_redraws_a_sweep_study_from_its_saved_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from actreg_cli.cli import app
+
+    outcome = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    tables = {n: (outcome.folder / n).read_bytes() for n in ("results.csv", "summary.csv")}
+    for name in ("results.csv", "summary.csv", "report.md", "sweep.png", "sparsity.png"):
+        (outcome.folder / name).unlink()
+    result = CliRunner().invoke(app, ["report", str(outcome.folder)])
+    assert result.exit_code == 0, result.output
+    assert "7 of 7 cells re-drawn from the store" in result.output
+    for name, data in tables.items():
+        assert (outcome.folder / name).read_bytes() == data, name
+    assert (outcome.folder / "sweep.png").read_bytes().startswith(PNG_MAGIC)
+    assert "## Best cell" in (outcome.folder / "report.md").read_text()

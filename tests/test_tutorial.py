@@ -76,7 +76,7 @@ def test_tutorial_command_writes_the_study(tmp_path: Path) -> None:
         "repeats.csv",
         "history.csv",
         "report.md",
-        "config.yaml",
+        "study.yaml",
     }
     summary = json.loads((out_dir / "summary.json").read_text())
     assert set(summary) == {"overfit", "before_relu", "after_relu"}
@@ -99,4 +99,15 @@ def test_tutorial_command_writes_the_study(tmp_path: Path) -> None:
     assert "| test - overfit, paired [95% CI] | Welch [95% CI] |" in report
     paired = summary["before_relu"]["batch_sum"]["test_accuracy_minus_overfit_paired"]
     assert paired["n"] == 2
+    # `actreg report` re-draws the whole folder from study.yaml, history.csv and repeats.csv.
+    drawn = {name: (out_dir / name).read_bytes() for name in ("summary.json", "report.md")}
+    for name in ("summary.json", "report.md", "circles.png", "overfit.png", "after_relu.png"):
+        (out_dir / name).unlink()
+    again = CliRunner().invoke(app, ["report", str(out_dir)])
+    assert again.exit_code == 0, again.output
+    assert again.output.strip().splitlines()[-1] == str(out_dir)
+    for name, data in drawn.items():
+        assert (out_dir / name).read_bytes() == data, name
+    for name in ("circles.png", "overfit.png", "after_relu.png"):
+        assert (out_dir / name).read_bytes()[:4] == b"\x89PNG"
     assert (out_dir / "history.csv").read_text().count("\n") == 1 + 5 * 2 * 5

@@ -1,4 +1,4 @@
-"""`actreg report RUN_DIR`: re-draw a run folder's plot and summary from its saved history."""
+"""`actreg report FOLDER`: re-draw a run, tutorial or sweep-study folder from its saved files."""
 
 from __future__ import annotations
 
@@ -9,27 +9,76 @@ import typer
 
 from actreg_cli.cli.common import console, fail
 
+#: The files that identify each kind of folder and must be there to re-draw it.
+NEEDED = {
+    "run": ("config.yaml", "history.csv", "repeats.csv"),
+    "tutorial": ("study.yaml", "history.csv", "repeats.csv"),
+    "sweep": ("sweep.yaml",),
+}
+
+
+def folder_kind(folder: Path) -> str:
+    if (folder / "sweep.yaml").is_file():
+        return "sweep"
+    if (folder / "study.yaml").is_file():
+        return "tutorial"
+    return "run"
+
 
 def report_command(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `actreg run`.")],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A folder written by `actreg run`, `actreg tutorial` or `actreg sweep`."
+        ),
+    ],
 ) -> None:
-    """Rewrite summary.json and accuracy.png from history.csv and repeats.csv."""
-    needed = ("config.yaml", "history.csv", "repeats.csv")
+    """Rewrite the summaries, tables, figures and report of FOLDER from its saved files.
+
+    run: summary.json and accuracy.png from config.yaml, history.csv, repeats.csv. tutorial:
+    summary.json, figures and report.md from study.yaml, history.csv, repeats.csv. sweep study:
+    results.csv, summary.csv, figures and report.md from sweep.yaml and the cell store.
+    """
     if not run_dir.is_dir():
-        raise fail([f"{run_dir}: not a folder; expected a run folder written by `actreg run`"])
-    missing = [name for name in needed if not (run_dir / name).is_file()]
+        raise fail([f"{run_dir}: not a folder; expected a run, tutorial or sweep folder"])
+    kind = folder_kind(run_dir)
+    missing = [name for name in NEEDED[kind] if not (run_dir / name).is_file()]
     if missing:
-        raise fail([f"{run_dir}: not a complete run folder; missing {', '.join(missing)}"])
+        raise fail(
+            [
+                f"{run_dir}: not a complete run folder; missing {', '.join(missing)} "
+                "(expected a folder written by `actreg run`, `tutorial` or `sweep`)"
+            ]
+        )
+    from rich.markup import escape
+
     from actreg_cli.config import ConfigError
-    from actreg_cli.reporter import report_run, tutorial_line
 
     try:
-        summary = report_run(run_dir)
+        if kind == "run":
+            from actreg_cli.reporter import report_run, tutorial_line
+
+            console.print(tutorial_line(report_run(run_dir)), highlight=False)
+        elif kind == "tutorial":
+            from actreg_cli.tutorial import report_tutorial
+
+            outcome = report_tutorial(run_dir)
+            for sentence in outcome.verdicts:
+                console.print(f"- {escape(sentence)}", highlight=False, soft_wrap=True)
+        else:
+            from actreg_cli.sweep import reopen_sweep
+            from actreg_cli.sweep_report import write_outputs
+
+            outcome = reopen_sweep(run_dir)
+            write_outputs(outcome)
+            console.print(
+                f"{len(outcome.records)} of {len(outcome.cells)} cells re-drawn from the store",
+                highlight=False,
+            )
     except ConfigError as exc:
         raise fail(exc.errors) from None
-    except (ValueError, KeyError) as exc:
-        raise fail([f"{run_dir}: cannot read the saved results: {exc}"]) from None
-    console.print(tutorial_line(summary), highlight=False)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise fail([escape(f"{run_dir}: cannot read the saved results: {exc}")]) from None
     print(run_dir)
 
 
