@@ -164,7 +164,7 @@ def expand_grid(sweep: SweepConfig, origin: str = "grid", allow_large: bool = Fa
         for key, value in values.items():
             set_path(data, key, copy.deepcopy(value), model=ExperimentConfig, origin=origin)
         label = ", ".join(f"{k}={format_value(v)}" for k, v in values.items()) or "no swept keys"
-        where = f"cell {cell_id} ({'baseline, ' if baseline else ''}{label})"
+        where = f"{origin}: cell {cell_id} ({'baseline, ' if baseline else ''}{label})"
         try:
             config = validate_mapping(data, ExperimentConfig, where)
         except ConfigError as exc:
@@ -446,16 +446,24 @@ class SweepPlan:
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def sweep_folder(sweep: SweepConfig, runs_dir: Path) -> Path:
+def sweep_folder(sweep: SweepConfig, runs_dir: Path, origin: str = "sweep") -> Path:
     """runs_dir/<sweep name>: a stable name, so that re-running the same sweep resumes it."""
     if not SWEEP_NAME.fullmatch(sweep.name):
         raise ConfigError(
             [
-                f"name: the sweep name names its folder, so it must use letters, digits, '_', '.' "
-                f"and '-' and start with a letter or digit (got {sweep.name!r})"
+                f"{origin}: name: the sweep name names its folder, so it must use letters, "
+                f"digits, '_', '.' and '-' and start with a letter or digit (got {sweep.name!r})"
             ]
         )
     return Path(runs_dir) / sweep.name
+
+
+def check_sweep(sweep: SweepConfig, origin: str, allow_large: bool = False) -> list[Cell]:
+    """Every check `actreg sweep` makes before training, as `actreg validate` makes them too:
+    the name can name a folder, the grid's size, every cell valid and distinct. Returns the
+    cells; raises ConfigError naming `origin` (the file)."""
+    sweep_folder(sweep, Path("."), origin)
+    return expand_grid(sweep, origin, allow_large)
 
 
 def study_key(sweep: SweepConfig, engine: str) -> str:

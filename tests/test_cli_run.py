@@ -35,7 +35,7 @@ def test_validate_and_help_do_not_import_tensorflow() -> None:
         "import sys\n"
         "from actreg_cli.cli import app\n"
         "try:\n"
-        f"    app(['validate', r'{CONFIGS / 'circles_l1_before_relu.yaml'}'])\n"
+        f"    app(['validate', *{sorted(str(p) for p in CONFIGS.glob('*.yaml'))!r}])\n"
         "except SystemExit as e:\n"
         "    assert e.code == 0, e.code\n"
         "assert 'tensorflow' not in sys.modules and 'matplotlib' not in sys.modules\n"
@@ -275,3 +275,34 @@ def test_a_run_folders_config_reproduces_the_run(tmp_path: Path) -> None:
     assert stamp.sub("", rerun_dir.name) == stamp.sub("", run_dir.name)
     assert (rerun_dir / "repeats.csv").read_text() == (run_dir / "repeats.csv").read_text()
     assert (rerun_dir / "config.yaml").read_text() == (run_dir / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"grid": {"regularizers.0.strength": [1e-3, -0.1]}}, ["cell c2", "greater than or equal"]),
+        ({"grid": {"regularizers.0.strength": ["1e-4", 0.0001]}}, ["same experiment"]),
+        ({"grid": {"regularizers.0.target": ["kernel"]}}, ["'placement' applies only"]),
+        ({"name": "bad name/x"}, ["the sweep name names its folder"]),
+        ({"grid": {"regularizers.1.strength": [1e-3]}}, ["'regularizers.1' does not exist"]),
+    ],
+)
+def test_validate_rejects_every_sweep_that_sweep_rejects(tmp_path: Path, changes, words) -> None:
+    data = {
+        "name": "s",
+        "base": {
+            "regularizers": [{"strength": 1e-4, "placement": "after_activation"}],
+            "training": {"epochs": 2},
+        },
+        "grid": {"regularizers.0.strength": [1e-3]},
+    }
+    data.update(changes)
+    path = write_yaml(tmp_path / "bad_sweep.yaml", data)
+    checked = invoke("validate", path)
+    swept = invoke("sweep", path, "--runs-dir", tmp_path / "runs")
+    assert checked.exit_code == swept.exit_code == 2, (checked.output, swept.output)
+    assert checked.output == swept.output  # the same checks, the same words
+    assert str(path) in checked.output
+    for word in words:
+        assert word in checked.output, checked.output
+    assert not (tmp_path / "runs").exists()

@@ -222,14 +222,13 @@ def sweep_command(
     The last line printed is the sweep folder. Exit code 2: bad input; 1: some cells failed.
     """
     from actreg_cli.config import load_sweep
-    from actreg_cli.sweep import expand_grid, run_sweep
+    from actreg_cli.sweep import check_sweep, run_sweep
 
     overrides = [*(set_ or []), *training_overrides(epochs, repeats, seed)]
     with user_errors():
         sweep = load_sweep(config, overrides, grid or [])
-        expand_grid(
-            sweep, str(config), allow_large_grid
-        )  # every cell valid before anything heavy is imported
+        # Every cell valid before anything heavy is imported (the checks `validate` makes).
+        check_sweep(sweep, str(config), allow_large_grid)
     chosen = make_executor(executor, address)
 
     def on_plan(plan: Any) -> None:

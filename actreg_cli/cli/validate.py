@@ -13,17 +13,25 @@ from actreg_cli.cli.common import console, fail
 def validate_command(
     configs: Annotated[list[Path], typer.Argument(help="Experiment or sweep YAML files.")],
 ) -> None:
-    """Validate each config; print 'ok' per valid file, every problem of the others; exit 2 if any."""
+    """Validate each config; print 'ok' per valid file, every problem of the others; exit 2 if any.
+
+    A sweep is checked exactly as `actreg sweep` checks it before training: every cell of its
+    grid expanded and validated. A config with a custom `function:` imports and runs that code.
+    """
+    from rich.markup import escape
+
     from actreg_cli.config import ConfigError, SweepConfig, load_any
+    from actreg_cli.sweep import check_sweep
 
     problems: list[str] = []
     for path in configs:
         try:
             cfg = load_any(path)
+            cells = check_sweep(cfg, str(path)) if isinstance(cfg, SweepConfig) else None
         except ConfigError as exc:
-            problems.extend(exc.errors)
+            problems.extend(escape(line) for line in exc.errors)
             continue
-        kind = "sweep" if isinstance(cfg, SweepConfig) else "experiment"
+        kind = "experiment" if cells is None else f"sweep of {len(cells)} cells"
         console.print(f"ok: {path} ({kind} '{cfg.name}')", highlight=False)
     if problems:
         raise fail(problems)
