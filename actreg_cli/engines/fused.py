@@ -19,9 +19,10 @@ Layout (C = models in a chunk, R = rows of a batch, i/o = fan_in/fan_out of a hi
               test loss * n_test, test correct count), see `_result`; copied out per segment
 
 What differs between models (seed, strength, norm, target, placement, reduction, learning rate)
-is data, not graph: per-model factor arrays, 0 where a model lacks a penalty. Only the penalty
-kinds some model of a group uses are built into its program. Jobs that differ in data, hidden
-units, activation, optimizer, epochs, effective batch size or shuffling form separate groups.
+is data, not graph: per-model factor arrays. The penalty kinds a model uses (kernel/bias L1/L2,
+activity L1/L2 before/after per layer) are built into its program, so jobs with different
+kinds, or that differ in data, hidden units, activation, optimizer, epochs, effective batch size
+or shuffling, form separate groups (one compiled program each).
 
 Shuffled minibatches: epoch e of a model visits the training rows in the order
 `weights.epoch_permutation(shuffle_seed(model seed), e, n_train)`, computed inside the loop by
@@ -36,8 +37,9 @@ float rounding (tests/test_fused_engine.py checks both), in fewer kernels than a
 Float rounding: XLA sums in other orders than TensorFlow's kernels, so losses agree with the
 Keras engine to ~1e-6 relative after one step and drift to ~1e-4 after 100-200 Adam steps;
 an accuracy can differ by one sample in an epoch where a point sits on the decision boundary.
-A model's numbers do not depend on its chunk or position in it; they can change in the last
-bit when the group's set of penalty kinds changes (XLA fuses a different program).
+A model's numbers do not depend on its chunk, its position in it or the other jobs, to the last
+bit: its program depends on its own penalty kinds only (grouping by kinds), and a chunk holds at
+least two models (_MIN_CHUNK).
 
 Speed (2-core EPYC, benchmarks/bench_engines.py): the tutorial model trains 4000 epochs in
 ~0.2 s plus ~1.5 s of tracing and compilation (model.fit: ~70-90 ms an epoch); 240 models
@@ -195,7 +197,12 @@ class _Spec:
 
 
 def _group_key(config: ExperimentConfig) -> tuple:
-    """Jobs with equal keys train in one program; everything else is per-model data."""
+    """Jobs with equal keys train in one program; everything else is per-model data.
+
+    The key holds the penalty kinds the model uses: a program is built for the kinds of its
+    models, so grouping by each model's own kinds makes its program, and its numbers to the last
+    bit, independent of the other jobs (a resumed sweep equals an uninterrupted one byte for
+    byte)."""
     t = config.training
     n_train = config.data.n_train
     batch = min(t.batch_size, n_train)
@@ -207,6 +214,7 @@ def _group_key(config: ExperimentConfig) -> tuple:
         t.epochs,
         batch,
         t.shuffle and batch < n_train,
+        _penalty_kinds(coefficients(config) != 0),
     )
 
 
@@ -323,6 +331,7 @@ def _make_spec(
     n_test = config.data.n_samples - n_train
     batch = min(config.training.batch_size, n_train)
     used = np.any(np.stack(tables) != 0, axis=0)  # [L, 12]: factors some model uses
+    weight_terms, activity_terms = _penalty_kinds(used)
     return _Spec(
         hidden_units=units,
         activation=config.model.activation,
@@ -333,21 +342,28 @@ def _make_spec(
         batch_size=batch,
         shuffle=config.training.shuffle and batch < n_train,
         chunk=max(_MIN_CHUNK, chunk or choose_chunk(len(jobs), units, batch + n_test, workers)),
-        weight_terms=tuple(
-            (
-                bool(row[_COL["kernel_l1"]] or row[_COL["bias_l1"]]),
-                bool(row[_COL["kernel_l2"]] or row[_COL["bias_l2"]]),
-            )
-            for row in used
-        ),
-        activity_terms=tuple(
-            (layer, side, norm)
-            for layer in range(len(units))
-            for side in ("before", "after")
-            for norm in ("l1", "l2")
-            if used[layer, _COL[f"{side}_mean_{norm}"]] or used[layer, _COL[f"{side}_sum_{norm}"]]
-        ),
+        weight_terms=weight_terms,
+        activity_terms=activity_terms,
     )
+
+
+def _penalty_kinds(used: np.ndarray) -> tuple[tuple, tuple]:
+    """(weight_terms, activity_terms) of `_Spec` for `used`, bool [L, 12]: the factors in use."""
+    weight_terms = tuple(
+        (
+            bool(row[_COL["kernel_l1"]] or row[_COL["bias_l1"]]),
+            bool(row[_COL["kernel_l2"]] or row[_COL["bias_l2"]]),
+        )
+        for row in used
+    )
+    activity_terms = tuple(
+        (layer, side, norm)
+        for layer in range(used.shape[0])
+        for side in ("before", "after")
+        for norm in ("l1", "l2")
+        if used[layer, _COL[f"{side}_mean_{norm}"]] or used[layer, _COL[f"{side}_sum_{norm}"]]
+    )
+    return weight_terms, activity_terms
 
 
 @dataclass
