@@ -172,6 +172,8 @@ def write_study(
     )
     for variant in VARIANTS:
         _plot_variant(out_dir / f"{variant}.png", variant, by_arm)
+    _plot_overlay(out_dir / OVERLAY_PNG, by_arm, reductions, epochs)
+    _plot_final(out_dir / FINAL_PNG, summary, list(by_arm), epochs)
     write_text(out_dir / "report.md", report_markdown(rows, verdicts, epochs, repeats, engine_name))
     return TutorialOutcome(out_dir, summary, rows, verdicts)
 
@@ -255,6 +257,101 @@ def _plot_variant(path: Path, variant: str, by_arm: dict) -> None:
         histories = np.stack([res.history for res in by_arm[arm]])
         title = TITLES[variant] if arm[1] == "none" else f"{TITLES[variant]}, {arm[1]}"
         accuracy_figure(histories, title, ax=ax, diverged=[res.diverged for res in by_arm[arm]])
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)
+
+
+OVERLAY_PNG = "test_accuracy_overlay.png"
+FINAL_PNG = "final_test_accuracy.png"
+#: Every figure of the study folder, in the order report.md shows them, with a caption.
+FIGURES = {
+    OVERLAY_PNG: "Test accuracy per epoch of the three variants, one panel per reduction",
+    FINAL_PNG: "Final test accuracy per arm (mean, 95% CI) with the published single runs",
+    "overfit.png": "Overfit MLP: train and test accuracy per epoch",
+    "before_relu.png": "L1 before ReLU: train and test accuracy per epoch",
+    "after_relu.png": "L1 after ReLU: train and test accuracy per epoch",
+    "circles.png": "The circles data",
+}
+COLORS = {"overfit": "0.25", "before_relu": "tab:green", "after_relu": "tab:purple"}
+
+
+def _plot_overlay(path: Path, by_arm: dict, reductions: Sequence[str], epochs: int) -> None:
+    """Test accuracy per epoch: the three variants overlaid (mean over the finite repeats and a
+    +/- 1 std band), one panel per reduction; the overfit model (no penalty) is in every panel."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, len(reductions), figsize=(6.4 * len(reductions), 4.4), squeeze=False, sharey=True
+    )
+    for ax, reduction in zip(axes[0], reductions, strict=True):
+        for variant in VARIANTS:
+            arm = (variant, "none" if variant == "overfit" else reduction)
+            ok = [res.history[:, 3] for res in by_arm[arm] if not res.diverged]
+            label = TITLES[variant]
+            n_bad = len(by_arm[arm]) - len(ok)
+            if n_bad:
+                label += f" ({n_bad} diverged, left out)"
+            if not ok:
+                continue
+            values = np.stack(ok)
+            x = np.arange(1, values.shape[1] + 1)
+            mean = values.mean(axis=0)
+            ax.plot(x, mean, color=COLORS[variant], lw=1.3, label=label)
+            if len(ok) > 1:
+                std = values.std(axis=0, ddof=1)
+                ax.fill_between(x, mean - std, mean + std, color=COLORS[variant], alpha=0.15, lw=0)
+        n = len(next(iter(by_arm.values())))
+        ax.set_title(
+            f"activity reduction {reduction}: test accuracy, mean +/- std of {n} repeats, "
+            f"{epochs} epochs",
+            fontsize=9,
+        )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    save_figure(path, fig)
+    plt.close(fig)
+
+
+def _plot_final(path: Path, summary: dict, arms: Sequence[tuple[str, str]], epochs: int) -> None:
+    """Final test accuracy per arm: mean and 95% CI over the repeats, the tutorial's published
+    single-run value as a red star beside it."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for k, (variant, reduction) in enumerate(arms):
+        stats = summary[variant][reduction]["test_accuracy"]
+        mean, lo, hi = stats["mean"], stats["ci_low"], stats["ci_high"]
+        if math.isfinite(mean):
+            yerr = [[mean - lo], [hi - mean]] if math.isfinite(lo) else None
+            ax.errorbar(
+                [k],
+                [mean],
+                yerr=yerr,
+                fmt="o",
+                color=COLORS[variant],
+                capsize=5,
+                ms=6,
+                label="this study: mean, 95% CI" if k == 0 else None,
+            )
+        ax.plot(
+            [k + 0.18],
+            [PUBLISHED[variant][1]],
+            marker="*",
+            ms=12,
+            color="tab:red",
+            ls="none",
+            label=f"published single run ({PUBLISHED_EPOCHS} epochs)" if k == 0 else None,
+        )
+    ax.set_xticks(range(len(arms)), [f"{v}\n{r}" for v, r in arms], fontsize=8)
+    n = summary[arms[0][0]][arms[0][1]]["repeats"]
+    ax.set_title(f"Final test accuracy per arm ({n} repeats, {epochs} epochs)", fontsize=10)
+    ax.set_ylabel("test accuracy")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     save_figure(path, fig)
     plt.close(fig)
@@ -432,4 +529,7 @@ def report_markdown(rows, verdicts, epochs: int, repeats: int, engine: str) -> s
             f"{format_diff(row['diff'])} |"
         )
     lines += ["", "## Do the tutorial's claims hold?", ""] + [f"- {v}" for v in verdicts] + [""]
+    lines += ["## Figures", ""]
+    for name, caption in FIGURES.items():
+        lines += [f"### {caption}", "", f"![{caption}]({name})", ""]
     return "\n".join(lines)

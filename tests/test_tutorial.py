@@ -77,7 +77,12 @@ def test_tutorial_command_writes_the_study(tmp_path: Path) -> None:
         "history.csv",
         "report.md",
         "study.yaml",
+        "test_accuracy_overlay.png",
+        "final_test_accuracy.png",
     }
+    report_text = (out_dir / "report.md").read_text()
+    for png in out_dir.glob("*.png"):  # report.md embeds every figure
+        assert f"]({png.name})" in report_text, png.name
     summary = json.loads((out_dir / "summary.json").read_text())
     assert set(summary) == {"overfit", "before_relu", "after_relu"}
     assert summary["overfit"]["published"]["test_accuracy"] == PUBLISHED["overfit"][1]
