@@ -424,3 +424,27 @@ def test_segments_are_a_small_part_of_training() -> None:
     )
     assert spec.loop_epochs == 4001
     assert 1 <= spec.segment_epochs() <= 4001 / fused._MIN_SEGMENTS + 1
+
+
+#: What README.md promises about fused vs keras (tests/test_readme.py checks it says so).
+LOSS_RTOL = 1e-3
+
+
+@pytest.mark.slow
+def test_long_runs_agree_within_the_stated_guarantee() -> None:
+    """README's guarantee at 300 epochs over 8 seeds (slow: ~3 min of model.fit): per-epoch
+    losses within LOSS_RTOL, a final accuracy off by at most one boundary sample, and the
+    distribution over repeats the same (the paired difference's 95% CI contains 0)."""
+    from actreg_cli.stats import paired_difference
+
+    config = experiment([{**L1_BEFORE, "reduction": "batch_sum"}], epochs=300)
+    jobs = [TrainJob(config, seed) for seed in range(8)]
+    fused = FusedEngine().train(jobs)
+    keras = KerasEngine().train(jobs)
+    for f, k in zip(fused, keras, strict=True):
+        for col in (0, 2):
+            np.testing.assert_allclose(f.history[:, col], k.history[:, col], rtol=LOSS_RTOL)
+        assert abs(f.test_accuracy - k.test_accuracy) <= 1 / 70 + 1e-9
+        assert abs(f.train_accuracy - k.train_accuracy) <= 1 / 30 + 1e-9
+    diff = paired_difference([f.test_accuracy for f in fused], [k.test_accuracy for k in keras])
+    assert diff["ci_low"] <= 0.0 <= diff["ci_high"], diff
