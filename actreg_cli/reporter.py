@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from actreg_cli.config import ExperimentConfig, Target, describe_experiment
+from actreg_cli.config import ExperimentConfig, Target, describe_experiment, validate_mapping
 from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS, TrainResult
 from actreg_cli.io import atomic_write, csv_text, save_figure, write_json, write_text
 from actreg_cli.stats import describe
@@ -228,10 +228,17 @@ def load_run_config(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     """The config saved in a run folder (config.yaml) and the metadata beside it (run.yaml)."""
     import yaml
 
-    from actreg_cli.config import load_experiment
+    from actreg_cli.config import load_experiment, read_yaml_mapping
 
-    config = load_experiment(run_dir / "config.yaml")
     meta_path = run_dir / "run.yaml"
+    if not meta_path.is_file():
+        saved = read_yaml_mapping(run_dir / "config.yaml")
+        if "config" in saved and "seeds" in saved:  # a folder from before run.yaml existed
+            config = validate_mapping(
+                saved["config"], ExperimentConfig, str(run_dir / "config.yaml")
+            )
+            return config, saved
+    config = load_experiment(run_dir / "config.yaml")
     meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     return config, meta or {}
 
