@@ -171,8 +171,9 @@ def reference(references) -> Path:
     return references("keras")
 
 
-def stored_cells(folder: Path) -> list[Path]:
-    return sorted((folder.parent / "cells").glob("[!.]*.json"))
+def stored_cells(store: Path) -> list[Path]:
+    """The finished cells in a sweep's shared store, runs/<sweep name>/cells."""
+    return sorted((store / "cells").glob("[!.]*.json"))
 
 
 def assert_same_sweep(folder: Path, reference: Path) -> None:
@@ -297,13 +298,14 @@ def test_a_sweep_interrupted_on_ray_resumes_on_the_local_executor(
             runs_dir=tmp_path,
             executor=InterruptAfterFirstChunk(RayExecutor()),
         )
-    folder = tmp_path / SWEEP["name"]
-    assert len(stored_cells(folder)) == 1  # the chunks still running were cancelled, not stored
+    store = tmp_path / SWEEP["name"]
+    assert len(stored_cells(store)) == 1  # the chunks still running were cancelled, not stored
 
     outcome = run_sweep(sweep, engine="keras", runs_dir=tmp_path, executor=LocalExecutor())
 
     assert outcome.failures == {} and outcome.n_trained == N_CELLS - 1
-    assert_same_sweep(folder, reference)
+    assert outcome.folder.parent == store
+    assert_same_sweep(outcome.folder, reference)
 
 
 def test_a_sweep_killed_on_the_local_executor_resumes_on_ray(
@@ -346,8 +348,9 @@ def test_a_sweep_killed_on_the_local_executor_resumes_on_ray(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     lines = resumed.stdout.strip().splitlines()
     assert f"{n_stored} of {N_CELLS} cells already done, {N_CELLS - n_stored} to run" in lines
-    assert lines[-1] == str(folder)  # nothing from Ray after the folder on stdout
-    assert_same_sweep(folder, reference)
+    study = Path(lines[-1])  # nothing from Ray after the folder on stdout
+    assert study.parent == folder and (study / "report.md").is_file()
+    assert_same_sweep(study, reference)
 
 
 def test_a_task_larger_than_the_local_instance_is_refused(ray_instance):
