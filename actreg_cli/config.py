@@ -659,7 +659,7 @@ def renamed(
         parts = []
         for key, _ in effective:
             try:
-                value = _get_dotted(resolved, key)
+                value = get_path(resolved, key)
             except (KeyError, IndexError, TypeError, ValueError):
                 continue
             parts.append(f"{_short_key(key)}-{_name_value(value)}")
@@ -669,7 +669,8 @@ def renamed(
     return config
 
 
-def _get_dotted(data: Any, dotted: str) -> Any:
+def get_path(data: Any, dotted: str) -> Any:
+    """The value at `a.b.0.c` in nested dicts and lists (KeyError/IndexError if absent)."""
     node = data
     for part in dotted.split("."):
         node = node[int(part)] if isinstance(node, list) else node[part]

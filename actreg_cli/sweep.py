@@ -35,6 +35,7 @@ from actreg_cli.config import (
     ExperimentConfig,
     SweepConfig,
     dump_yaml,
+    get_path,
     set_path,
     validate_mapping,
 )
@@ -102,14 +103,6 @@ def format_value(value: Any) -> str:
 
 def is_regularizer_key(key: str) -> bool:
     return key == "regularizers" or key.startswith("regularizers.")
-
-
-def get_path(data: Any, dotted: str) -> Any:
-    """The value at `a.b.0.c` in nested dicts and lists (the key is known to exist)."""
-    node = data
-    for part in dotted.split("."):
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node
 
 
 def grid_size(sweep: SweepConfig) -> int:
