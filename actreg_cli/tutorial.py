@@ -256,6 +256,7 @@ def _plot_variant(path: Path, variant: str, by_arm: dict) -> None:
     for ax, arm in zip(axes[0], arms, strict=True):
         histories = np.stack([res.history for res in by_arm[arm]])
         title = TITLES[variant] if arm[1] == "none" else f"{TITLES[variant]}, {arm[1]}"
+        title += f", {histories.shape[1]} epochs"
         accuracy_figure(histories, title, ax=ax, diverged=[res.diverged for res in by_arm[arm]])
     fig.tight_layout()
     save_figure(path, fig)
