@@ -55,12 +55,11 @@ def trained_models(folder: Path) -> tuple[str, list[TrainedModel]]:
 
 
 def _run_models(folder: Path) -> list[TrainedModel]:
-    import yaml
 
     from actreg_cli.reporter import read_history_csv, read_repeats_csv
-    from actreg_cli.run_index import flatten
+    from actreg_cli.run_index import flatten, read_meta
 
-    meta = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    meta = read_meta(folder)
     params = {**flatten(meta["config"]), "engine": meta.get("engine", "?")}
     histories = read_history_csv(folder / "history.csv")
     models = []
@@ -84,7 +83,7 @@ def _sweep_models(folder: Path) -> list[TrainedModel]:
     from actreg_cli.sweep import CellStore
 
     meta = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8"))
-    store = CellStore(folder)
+    store = CellStore(folder.parent)  # a study folder; the cells are shared by the sweep
     models = []
     for cell in meta.get("cells") or []:
         repeats = len(cell.get("seeds") or []) or 1

@@ -1,7 +1,8 @@
 """What the runs folder holds: an index of run, tutorial and sweep folders (`actreg runs`) and
 side-by-side comparisons of run folders (`actreg compare`).
 
-Reads only what the folders already hold (config.yaml / sweep.yaml, summary.json / summary.csv,
+Reads only what the folders already hold (config.yaml + run.yaml / study.yaml / sweep.yaml,
+summary.json / summary.csv,
 history.csv); a folder without its results (an interrupted run) is listed as "unfinished". No
 TensorFlow: listing is instant.
 """
@@ -161,19 +162,46 @@ def _float(text: Any) -> float:
         return math.nan
 
 
+def read_meta(folder: Path) -> dict[str, Any]:
+    """A run or tutorial folder's metadata with its resolved config under "config" ({} if none).
+
+    run folder: run.yaml (seeds, engine, versions, ...) plus config.yaml (the experiment
+    config); tutorial folder: study.yaml (its "config" holds one config per variant/reduction);
+    a run folder from before run.yaml existed: config.yaml, which then held both.
+    """
+    folder = Path(folder)
+    if (folder / "run.yaml").is_file():
+        config = _read_yaml(folder / "config.yaml")
+        return {**_read_yaml(folder / "run.yaml"), "config": config} if config else {}
+    if (folder / "study.yaml").is_file():
+        return _read_yaml(folder / "study.yaml")
+    meta = _read_yaml(folder / "config.yaml")
+    return meta if isinstance(meta.get("config"), dict) else {}
+
+
 def read_entry(folder: Path) -> RunEntry | None:
     """The index entry of one folder, or None when it is no run, tutorial or sweep folder."""
     if (folder / "sweep.yaml").is_file():
         return _sweep_entry(folder, _read_yaml(folder / "sweep.yaml"))
-    if not (folder / "config.yaml").is_file():
-        return None
-    meta = _read_yaml(folder / "config.yaml")
+    meta = read_meta(folder)
     config = meta.get("config")
     if not isinstance(config, dict):
         return None
     if "overfit/none" in config:  # run_tutorial saves one resolved config per variant/reduction
         return _tutorial_entry(folder, meta)
     return _run_entry(folder, meta)
+
+
+def _candidate_folders(runs_dir: Path) -> list[Path]:
+    """The folders directly under `runs_dir`, with a sweep folder (runs/<sweep name>/, holding
+    the shared cells/) replaced by its study folders, the ones with a sweep.yaml."""
+    folders = []
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        if (folder / "cells").is_dir() and not (folder / "sweep.yaml").is_file():
+            folders.extend(sorted(s for s in folder.iterdir() if (s / "sweep.yaml").is_file()))
+        else:
+            folders.append(folder)
+    return folders
 
 
 def list_runs(
@@ -193,7 +221,7 @@ def list_runs(
     if not runs_dir.is_dir():
         raise ConfigError([f"{runs_dir}: no such folder; expected the folder of run folders"])
     entries = []
-    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+    for folder in _candidate_folders(runs_dir):
         try:
             entry = read_entry(folder)
         except (OSError, KeyError, TypeError, ValueError) as exc:
@@ -260,7 +288,7 @@ def compare_runs(folders: Sequence[Path]) -> Comparison:
         elif not entry.finished:
             errors.append(f"{folder}: an unfinished run (no summary.json); nothing to compare")
         else:
-            metas.append(_read_yaml(Path(folder) / "config.yaml"))
+            metas.append(read_meta(Path(folder)))
     if errors:
         raise ConfigError(errors)
     flats = [flatten(meta["config"]) for meta in metas]

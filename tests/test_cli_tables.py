@@ -30,7 +30,7 @@ def tutorial_rows() -> list[dict]:
 
     rows = [
         dict(variant="overfit", reduction="none", train=stats(1.0, 0.0), test=stats(0.757, 0.02),
-             published_train=1.0, published_test=0.786, diff=None),
+             published_train=1.0, published_test=0.786, diff=None, paired=None),
     ]  # fmt: skip
     # In run_tutorial's order: variant by variant, each under both reductions.
     for variant, pub_train, pub_test in (("before_relu", 0.967, 0.829), ("after_relu", 1, 0.743)):
@@ -39,7 +39,9 @@ def tutorial_rows() -> list[dict]:
                 dict(variant=variant, reduction=reduction, train=stats(0.98, 0.01),
                      test=stats(0.757 + shift, 0.03), published_train=pub_train,
                      published_test=pub_test,
-                     diff={"diff": shift, "ci_low": shift - 0.05, "ci_high": shift + 0.05})
+                     diff={"diff": shift, "ci_low": shift - 0.05, "ci_high": shift + 0.05},
+                     paired={"diff": shift, "ci_low": shift - 0.02, "ci_high": shift + 0.02,
+                             "n": 10})
             )  # fmt: skip
     return rows
 
@@ -52,8 +54,10 @@ def test_tutorial_table_fits_the_terminal(monkeypatch, width: int) -> None:
     assert max(len(line) for line in text.splitlines()) <= width
     assert "..." not in text and "…" not in text
     for words in ("batch_sum", "batch_mean", "before_relu", "after_relu", "0.967", "0.743",
-                  "+0.043 [-0.007, +0.093]", "-0.014 [-0.064, +0.036]"):  # fmt: skip
-        assert words in text, (width, words, text)
+                  "+0.043 [+0.023, +0.063]", "-0.014 [-0.034, +0.006]"):  # fmt: skip
+        assert words in text, (width, words, text)  # the paired interval, at every width
+    if width >= 200:  # the wide layout shows Welch's interval beside it
+        assert "+0.043 [-0.007, +0.093]" in text and "-0.014 [-0.064, +0.036]" in text
 
 
 def test_tutorial_table_at_80_columns_is_one_line_a_model(monkeypatch) -> None:

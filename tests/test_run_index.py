@@ -19,7 +19,7 @@ def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def set_created(folder: Path, when: str, meta_file: str = "config.yaml") -> None:
+def set_created(folder: Path, when: str, meta_file: str = "run.yaml") -> None:
     meta = yaml.safe_load((folder / meta_file).read_text())
     meta["created"] = when
     (folder / meta_file).write_text(yaml.safe_dump(meta, sort_keys=False))
@@ -52,7 +52,8 @@ def runs_dir(tmp_path_factory) -> Path:
         folders.append(folder)
     unfinished = runs / "tiny-unfinished"
     unfinished.mkdir()
-    (unfinished / "config.yaml").write_text((folders[0] / "config.yaml").read_text())
+    for name in ("config.yaml", "run.yaml"):  # written before training starts
+        (unfinished / name).write_text((folders[0] / name).read_text())
     set_created(unfinished, "2026-01-03T10:00:00+00:00")
     result = invoke(
         "sweep", config, "--grid", "regularizers.0.strength=1e-3,1e-1", "--engine", "fused",
@@ -106,9 +107,11 @@ def test_compare_puts_differences_and_results_side_by_side(runs_dir: Path, tmp_p
 
 def test_compare_refuses_what_is_no_finished_run(runs_dir: Path) -> None:
     finished = next(e.path for e in list_runs(runs_dir, kind="run") if e.finished)
-    result = invoke("compare", finished, runs_dir / "tiny-strength")
+    study = next(e.path for e in list_runs(runs_dir, kind="sweep"))  # runs/tiny-strength/<study>
+    assert study.parent == runs_dir / "tiny-strength"
+    result = invoke("compare", finished, study)
     assert result.exit_code == 2
-    assert "tiny-strength: a sweep or tutorial folder" in result.stderr
+    assert f"{study.name}: a sweep or tutorial folder" in result.stderr
     result = invoke("compare", finished, runs_dir / "tiny-unfinished")
     assert result.exit_code == 2 and "unfinished run" in result.stderr
     result = invoke("compare", finished)

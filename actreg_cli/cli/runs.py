@@ -54,12 +54,18 @@ def runs_table(entries: list[Any], layout: str) -> Any:
     def result(entry: Any) -> str:
         return entry.metric if entry.finished else "unfinished"
 
+    def label(entry: Any) -> str:
+        # A sweep study lives in runs/<sweep name>/<study>: show both parts.
+        if entry.kind == "sweep" and (entry.path.parent / "cells").is_dir():
+            return f"{entry.path.parent.name}/{entry.path.name}"
+        return entry.path.name
+
     if not entries:
         return Text("no run, tutorial or sweep folders found")
     if layout == "stacked":
         lines: list[Any] = []
         for e in entries:
-            lines.append(Text(f"{e.path.name}  ({e.kind}, {when(e)}, {e.engine})", style="bold"))
+            lines.append(Text(f"{label(e)}  ({e.kind}, {when(e)}, {e.engine})", style="bold"))
             lines.append(Text(f"  {e.varied}"))
             lines.append(Text(f"  test acc {result(e)}"))
         return Group(*lines)
@@ -67,7 +73,7 @@ def runs_table(entries: list[Any], layout: str) -> Any:
     for column in ("folder", "kind", "created (UTC)", "varied", "test acc [95% CI]", "engine"):
         table.add_column(column, no_wrap=True)
     for e in entries:
-        table.add_row(e.path.name, e.kind, when(e), e.varied, result(e), e.engine)
+        table.add_row(label(e), e.kind, when(e), e.varied, result(e), e.engine)
     return table
 
 

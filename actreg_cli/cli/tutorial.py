@@ -135,7 +135,7 @@ def tutorial_table(rows: list[dict], repeats: int, layout: str) -> Any:
         table = Table(box=None, pad_edge=False, header_style="bold", title=title)
         for column in ("variant", "train", "test", "published"):
             table.add_column(column, no_wrap=True)
-        table.add_column("test - overfit, paired [95% CI]", no_wrap=True)
+        table.add_column("vs overfit [paired CI]", no_wrap=True)  # 95%, as the wide layout
         group = None
         order = list(dict.fromkeys(row["reduction"] for row in rows))
         for row in sorted(rows, key=lambda row: order.index(row["reduction"])):
