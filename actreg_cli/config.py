@@ -678,10 +678,14 @@ def get_path(data: Any, dotted: str) -> Any:
 
 
 def _name_value(value: Any) -> str:
+    """A value as a short part of a folder name: 0.001, 64x64 (a list of numbers), 'set' for
+    anything nested (a whole regularizer list), which the description spells out."""
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, list) and all(isinstance(v, int | float | str) for v in value):
+        return "x".join(_name_value(v) for v in value) or "none"
     if isinstance(value, list | dict):
-        return "x".join(str(v) for v in value) if isinstance(value, list) else "custom"
+        return "set"
     return str(value)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 
+@functools.cache
 def current_umask() -> int:
-    """The process umask (read by setting it and putting it straight back)."""
+    """The process umask, read once: reading means setting it and putting it straight back, which
+    must not race with threads creating files later (the result's writes happen on threads)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
