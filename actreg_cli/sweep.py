@@ -39,6 +39,7 @@ from actreg_cli.config import (
 )
 from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS, TrainJob, TrainResult
 from actreg_cli.io import atomic_write, write_json, write_text
+from actreg_cli.tasks import Task
 from actreg_cli.weights import repeat_seeds
 
 #: Bump when the stored cell format or what a hash covers changes: old cells are then recomputed.
@@ -686,3 +687,17 @@ def run_sweep(
     )
     outcome.files = write_outputs(outcome)
     return outcome
+
+
+def check_one_task(cells: Sequence[Cell]) -> Task:
+    """The task every cell of a sweep shares (its table compares one metric); ConfigError if
+    the grid mixes tasks. Loads each distinct data set once (DataError for bad data)."""
+    from actreg_cli.data import check_data
+
+    tasks: dict[Task, str] = {}
+    for cell in cells:
+        tasks.setdefault(check_data(cell.config).task, cell.id)
+    if len(tasks) > 1:
+        found = ", ".join(f"{task.value} (cell {cell})" for task, cell in tasks.items())
+        raise ConfigError([f"grid: every cell of a sweep must have the same task; found {found}"])
+    return next(iter(tasks))
