@@ -18,6 +18,7 @@ from typing import Any
 from actreg_cli.config import ExperimentConfig, dump_yaml
 from actreg_cli.engines.base import Engine, ProgressCallback, TrainJob, TrainResult
 from actreg_cli.io import write_text
+from actreg_cli.reporter import saved_task as task_of
 from actreg_cli.reporter import write_run
 from actreg_cli.versions import library_versions
 from actreg_cli.weights import repeat_seeds
@@ -108,5 +109,5 @@ def run_experiment(
         on_folder(run_dir)
     write_text(run_dir / "config.yaml", dump_yaml(metadata))
     results = engine.train(jobs, progress)
-    summary = write_run(run_dir, config, seeds, results, engine.name)
+    summary = write_run(run_dir, config, seeds, results, engine.name, task_of(metadata))
     return RunOutcome(run_dir, config, seeds, engine.name, engine_note, results, summary)

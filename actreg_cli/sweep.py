@@ -37,9 +37,9 @@ from actreg_cli.config import (
     set_path,
     validate_mapping,
 )
-from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS, TrainJob, TrainResult
+from actreg_cli.engines.base import TrainJob, TrainResult
 from actreg_cli.io import atomic_write, write_json, write_text
-from actreg_cli.tasks import Task
+from actreg_cli.tasks import Task, history_columns
 from actreg_cli.weights import repeat_seeds
 
 #: Bump when the stored cell format or what a hash covers changes: old cells are then recomputed.
@@ -259,7 +259,8 @@ def cell_hash(config: ExperimentConfig, engine: str) -> str:
 
 @dataclass
 class CellRecord:
-    """Stored results of one cell: a dict per repeat (repeat, seed, RESULT_FIELDS, diverged)."""
+    """Stored results of one cell: a dict per repeat (repeat, seed, the task's result fields
+    (tasks.result_fields), diverged)."""
 
     hash: str
     engine: str
@@ -268,7 +269,7 @@ class CellRecord:
     runs: list[dict[str, Any]]
 
     def metric(self, name: str) -> list[float]:
-        """One value per repeat (NaN where a run diverged, for the accuracies)."""
+        """One value per repeat (NaN where a run diverged, for the task's metrics)."""
         return [float(run[name]) for run in self.runs]
 
     @property
@@ -279,8 +280,9 @@ class CellRecord:
 class CellStore:
     """cells/<hash>.json per finished cell, written atomically after its history (.history.npy)."""
 
-    def __init__(self, sweep_dir: Path):
+    def __init__(self, sweep_dir: Path, task: Task = Task.binary):
         self.folder = Path(sweep_dir) / "cells"
+        self.task = task  # which result fields and history columns a record holds
 
     def json_path(self, digest: str) -> Path:
         return self.folder / f"{digest}.json"
@@ -307,7 +309,7 @@ class CellStore:
         return record
 
     def load_history(self, digest: str) -> np.ndarray:
-        """float64 [repeats, epochs, 4], columns engines.base.HISTORY_COLUMNS."""
+        """float64 [repeats, epochs, 4], columns tasks.history_columns(task)."""
         return np.load(self.history_path(digest))
 
     def save(
@@ -316,7 +318,7 @@ class CellStore:
         runs = []
         for repeat, (seed, result) in enumerate(zip(cell.seeds, results, strict=True)):
             run: dict[str, Any] = {"repeat": repeat, "seed": seed}
-            run.update({name: float(getattr(result, name)) for name in RESULT_FIELDS})
+            run.update(result.values(self.task))
             run["diverged"] = bool(result.diverged)
             runs.append(run)
         record = CellRecord(
@@ -340,7 +342,8 @@ class CellStore:
                 "store_version": STORE_VERSION,
                 "hash": digest,
                 "engine": engine,
-                "history_columns": list(HISTORY_COLUMNS),
+                "task": self.task.value,
+                "history_columns": list(history_columns(self.task)),
                 "values": record.values,
                 "config": record.config,
                 "runs": runs,
@@ -375,6 +378,7 @@ class SweepPlan:
     chunks: list[Chunk]  # the whole grid, whatever is done already
     done: set[str]  # ids of cells whose results are stored (empty with force)
     notes: list[str] = field(default_factory=list)
+    task: Task = Task.binary  # shared by every cell (check_one_task)
 
     @property
     def to_run(self) -> list[Cell]:
@@ -484,16 +488,17 @@ def plan_sweep(
     """
     folder = sweep_folder(sweep, runs_dir)
     cells = expand_grid(sweep)
+    task = check_one_task(cells)
     engines, notes = resolve_engines(cells, engine)
     hashes = {c.id: cell_hash(c.config, engines[c.id]) for c in cells}
-    store = CellStore(folder)
+    store = CellStore(folder, task)
     done = set()
     if not force:
         done = {
             c.id for c in cells if store.load(hashes[c.id], c.config.training.repeats) is not None
         }
     chunks = plan_chunks(cells, engines, models_per_chunk)
-    return SweepPlan(sweep, folder, cells, hashes, engines, chunks, done, notes)
+    return SweepPlan(sweep, folder, cells, hashes, engines, chunks, done, notes, task)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -536,6 +541,7 @@ def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
         "command": " ".join(["actreg", *sys.argv[1:]]),
         "versions": library_versions(),
         "seeds": repeat_seeds(base.training.seed, base.training.repeats),
+        "task": plan.task.value,
         "sweep": plan.sweep.model_dump(mode="json"),
         "cells": [
             {
@@ -604,7 +610,7 @@ def run_sweep(
     remove_stale_temporaries(plan.folder)
     write_text(plan.folder / "sweep.yaml", dump_yaml(sweep_metadata(plan, engine)))
 
-    store = CellStore(plan.folder)
+    store = CellStore(plan.folder, plan.task)
     executor = executor if executor is not None else LocalExecutor()
     failures: dict[str, str] = {}
     trained: list[str] = []

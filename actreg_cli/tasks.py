@@ -76,9 +76,11 @@ def result_fields(task: Task | str) -> tuple[str, ...]:
     )
 
 
-#: Every result field any task has (TrainResult holds them all; NaN where a task has none).
+#: Every final-metric field any task has (TrainResult holds them all; NaN where unused).
 ALL_METRIC_FIELDS = tuple(
-    dict.fromkeys(f for t in Task for f in result_fields(t) if f[-5:] != "_loss")
+    dict.fromkeys(
+        f"{split}_{m}" for t in Task for m in spec(t).final_metrics for split in ("train", "test")
+    )
 )
 
 
