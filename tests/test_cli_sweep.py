@@ -213,3 +213,33 @@ def test_ray_executor_gives_the_local_results(keras_run, sweep_file: Path, tmp_p
     assert result.exit_code == 0, result.output
     assert last_line(result.stdout) == str(runs / NAME)
     assert (runs / NAME / "results.csv").read_bytes() == uninterrupted
+
+
+def test_regression_sweep_ranks_by_lowest_mse(tmp_path):
+    """A regression sweep compares test MSE, and "better" means lower."""
+    sweep = {
+        "name": "reg_sweep",
+        "base": {
+            "data": {"name": "regression", "n_samples": 80, "n_features": 4, "n_informative": 4},
+            "model": {"hidden_units": [8]},
+            "regularizers": [{"target": "kernel", "norm": "l2", "strength": 1e-3}],
+            "training": {"epochs": 5, "repeats": 3, "seed": 2, "batch_size": 128},
+        },
+        "grid": {"regularizers.0.strength": [1.0, 1e-4]},
+    }
+    cfg = write_yaml(tmp_path / "reg_sweep.yaml", sweep)
+    result = invoke("sweep", cfg, "--engine", "fused", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "test MSE: mean±std over repeats (lower is better)" in result.stdout
+    folder = tmp_path / "runs" / "reg_sweep"
+    with open(folder / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert "test_mse_mean" in rows[0] and "test_accuracy_mean" not in rows[0]
+    report = (folder / "report.md").read_text()
+    assert "main metric test MSE (lower is better)" in report
+    best = min(rows, key=lambda r: float(r["test_mse_mean"]))
+    best_section = report.split("## Best cell")[1].split("##")[0]
+    assert f"**{best['cell']}**" in best_section
+    with open(folder / "results.csv") as fh:
+        results = list(csv.DictReader(fh))
+    assert {"test_mse", "test_mae", "test_r2"} <= set(results[0])

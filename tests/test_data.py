@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_yaml
 from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
@@ -16,7 +17,6 @@ from actreg_cli.config import ConfigError, DataConfig, ExperimentConfig, load_ex
 from actreg_cli.data import DataError, load_dataset
 from actreg_cli.data.generated import make_circles, make_moons
 from actreg_cli.tasks import Task
-from tests.conftest import write_yaml
 
 DATA = TypeAdapter(DataConfig)
 

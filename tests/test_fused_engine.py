@@ -494,3 +494,22 @@ def test_every_task_matches_keras(case) -> None:
         assert abs(fused.test_accuracy - keras.test_accuracy) < 1.5 / dataset.n_test
         assert abs(fused.train_accuracy - keras.train_accuracy) < 1.5 / dataset.n_train
         assert np.isnan(fused.test_mse) and np.isnan(keras.test_r2)
+
+
+def test_resample_trains_each_repeat_on_its_own_split() -> None:
+    """With data.resample, repeat seed s trains on the split drawn from data_seed(s): the same
+    model as a fixed split with split_seed = data_seed(s)."""
+    from actreg_cli.data import data_seed
+
+    def iris(**data):
+        return experiment(
+            [L1_AFTER], epochs=3, model={"hidden_units": [8]}, data={"name": "iris", **data},
+            batch_size=256,
+        )  # fmt: skip
+
+    moving = iris(resample=True)
+    results = FusedEngine().train([TrainJob(moving, 1), TrainJob(moving, 2)])
+    assert not np.array_equal(results[0].history, results[1].history)
+    for seed, got in zip((1, 2), results, strict=True):
+        fixed = FusedEngine().train([TrainJob(iris(split_seed=data_seed(seed)), seed)])[0]
+        np.testing.assert_array_equal(got.history, fixed.history)

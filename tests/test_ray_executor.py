@@ -23,11 +23,11 @@ from conftest import REPO, write_yaml
 ray = pytest.importorskip("ray")
 
 from actreg_cli.config import ExperimentConfig, load_sweep  # noqa: E402
-from actreg_cli.tasks import result_fields  # noqa: E402
 from actreg_cli.engines.base import TrainJob, TrainResult  # noqa: E402
 from actreg_cli.executors import LocalExecutor, train_chunk  # noqa: E402
 from actreg_cli.ray_executor import INSTALL_HINT, RayExecutor  # noqa: E402
 from actreg_cli.sweep import run_sweep  # noqa: E402
+from actreg_cli.tasks import result_fields  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
