@@ -94,6 +94,12 @@ def format_value(value: Any) -> str:
         return f"{value:g}" if float(f"{value:g}") == value else repr(value)
     if isinstance(value, int | str):
         return str(value)
+    if isinstance(value, dict):  # e.g. a whole regularizer: its set fields, no nulls
+        return (
+            "{"
+            + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items() if v is not None)
+            + "}"
+        )
     return json.dumps(value, separators=(",", ":"))
 
 
