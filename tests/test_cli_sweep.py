@@ -243,3 +243,14 @@ def test_regression_sweep_ranks_by_lowest_mse(tmp_path):
     with open(folder / "results.csv") as fh:
         results = list(csv.DictReader(fh))
     assert {"test_mse", "test_mae", "test_r2"} <= set(results[0])
+
+
+def test_sweep_on_a_bad_csv_exits_2_and_writes_nothing(tmp_path):
+    (tmp_path / "bad.csv").write_text("a,label\n1,x\n2,\n", encoding="utf-8")
+    sweep = tiny_sweep(name="bad_data")
+    sweep["base"]["data"] = {"name": "csv", "path": "bad.csv", "target": "label"}
+    cfg = write_yaml(tmp_path / "bad_sweep.yaml", sweep)
+    result = invoke("sweep", cfg, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert "bad.csv: line 3, target column 'label': empty or missing label" in result.output
+    assert not (tmp_path / "runs" / "bad_data").exists()
