@@ -13,8 +13,8 @@ between the two data sets (so both see the same machine load), and the table giv
 wall time and of process CPU time per model-epoch. Rows per epoch (train + test) and features
 say how much more arithmetic one breast_cancer model-epoch is.
 
-Run:     python3 benchmarks/bench_data.py                 (about 10 minutes on 2 loaded cores)
-         python3 benchmarks/bench_data.py --epochs 20 --reps 1     (about 2 minutes)
+Run:     python3 benchmarks/bench_data.py                 (about 7 minutes on 2 loaded cores)
+         python3 benchmarks/bench_data.py --epochs 100    (measured: 3.4 minutes, load ~5)
 Prints a markdown table.
 """
 
