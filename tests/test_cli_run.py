@@ -251,7 +251,7 @@ def test_multiclass_run_records_split_class_counts(tmp_path: Path) -> None:
     run_dir = Path(result.output.strip().splitlines()[-1])
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["data"]["task"] == "multiclass"
-    assert saved["data"]["class_counts_test"] == {"0": 10, "1": 10, "2": 10}
+    assert saved["data"]["class_counts_test"] == {"setosa": 10, "versicolor": 10, "virginica": 10}
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["task"] == "multiclass" and 0.0 <= summary["test_accuracy"]["mean"] <= 1.0
     assert "initialization noise only" in summary["intervals_cover"]

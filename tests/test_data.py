@@ -134,7 +134,7 @@ def test_split_seed_and_stratification():
     assert abs(share[0] - share[1]) < 0.01  # stratified: same class balance in both
     c = load_dataset(data(name="iris", test_fraction=0.2))
     assert (c.n_train, c.n_test) == (120, 30)
-    assert c.describe()["class_counts_test"] == {"0": 10, "1": 10, "2": 10}
+    assert c.describe()["class_counts_test"] == {"setosa": 10, "versicolor": 10, "virginica": 10}
 
 
 def test_standardize_uses_train_rows_only():

@@ -42,6 +42,7 @@ class Samples:
     first_n_train: int | None = None
     fixed_test: tuple[np.ndarray, np.ndarray] | None = None
     feature_names: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()  # names of classes 0..K-1 when y holds class indices
 
 
 @dataclass(frozen=True)

@@ -30,4 +30,7 @@ def load_bundled(config: BundledData) -> Samples:
         origin=f"data '{config.name}'",
         task=task,
         feature_names=names,
+        class_names=tuple(str(n) for n in getattr(bunch, "target_names", ()))
+        if task is not Task.regression
+        else (),
     )

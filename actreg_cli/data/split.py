@@ -27,6 +27,8 @@ def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Data
         x_all, y_raw, n_fixed = samples.x, samples.y, None
     task = resolve_task(config.task, samples, y_raw)
     y, class_names = encode_target(task, y_raw, samples.origin)
+    if samples.class_names and len(samples.class_names) == len(class_names):
+        class_names = samples.class_names  # the source's names for classes 0..K-1
     n_classes = 0 if task is Task.regression else len(class_names)
 
     if n_fixed is not None:
