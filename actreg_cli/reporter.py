@@ -60,7 +60,7 @@ def history_csv_rows(histories: np.ndarray, prefix: str = "") -> np.ndarray:
     return numeric_csv_rows(index, list(flat.T), prefix)
 
 
-def write_history_csv(path: Path, histories: np.ndarray, task: Task) -> None:
+def write_history_csv(path: Path, histories: np.ndarray, task: Task = Task.binary) -> None:
     """history.csv: header (the task's columns), then one row per repeat and epoch (see
     `history_csv_rows`)."""
     header = ",".join(("repeat", "epoch", *history_columns(task))) + "\n"

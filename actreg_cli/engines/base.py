@@ -172,8 +172,9 @@ def result_from_totals(
         diverged=False,
     )
     if final is None:
-        result.train_accuracy = float(_ratio(rows[-1, 1], n))
-        result.test_accuracy = float(_ratio(rows[-1, 3], m))
+        # correct counts over set sizes, in float64 as tasks.final_metrics computes them
+        result.train_accuracy = float(rows[-1, 1]) / n
+        result.test_accuracy = float(rows[-1, 3]) / m
     else:
         task, data, outputs = final
         result.set_final_metrics(task, "train", data.y_train, outputs[:n])
