@@ -14,6 +14,7 @@ import importlib
 import math
 import os
 import sys
+import typing
 from collections.abc import Iterable, Sequence
 from enum import Enum
 from pathlib import Path
@@ -73,29 +74,206 @@ class StrictModel(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------
-class DataConfig(StrictModel):
-    """A 2-D binary classification set; the first `n_train` samples train, the rest test."""
+class TaskName(str, Enum):
+    """What the network predicts; `auto` infers it from the data (see actreg_cli/tasks.py)."""
 
-    name: Literal["circles", "moons"] = "circles"
-    n_samples: Annotated[PositiveInt, Field(le=MAX_SAMPLES)] = 100  # total samples, train + test
-    n_train: PositiveInt = 30  # the first n_train samples train (as in the tutorial)
-    noise: NonNegativeFloat = 0.1  # std of Gaussian noise added to the points
-    factor: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.8  # circles: inner/outer
-    # make_circles/make_moons seed (the tutorial uses 1); scikit-learn takes 0..2**32-1
+    auto = "auto"
+    binary = "binary"  # sigmoid output, binary cross-entropy, accuracy
+    multiclass = "multiclass"  # softmax output, sparse categorical cross-entropy, accuracy
+    regression = "regression"  # linear output, mean squared error; MSE, MAE and R^2
+
+
+Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+SampleCount = Annotated[PositiveInt, Field(le=MAX_SAMPLES)]
+
+
+class _DataBase(StrictModel):
+    """Fields every data source shares: the task, the split and the scaling.
+
+    Split: generated data with `n_train` set takes the first n_train samples for training (the
+    tutorial's split); everything else holds out `test_fraction` of the samples after a shuffle
+    seeded by `split_seed`, stratified by class for classification when `stratify` is true.
+    `standardize` scales each feature (and a regression target) to mean 0, std 1 with the
+    statistics of the training rows only. `resample: true` draws a new split (and, for
+    generated data, a new sample) for every repeat from the repeat's seed.
+    """
+
+    name: str  # the source; each subclass narrows it to its Literal (first in saved configs)
+    task: TaskName = TaskName.auto
+    test_fraction: Fraction | None = None  # held-out share of the samples (default 0.3)
+    # seeds the shuffle of a test_fraction split
+    split_seed: Annotated[NonNegativeInt, Field(le=MAX_RANDOM_STATE)] = 0
+    stratify: bool = True  # classification: keep class proportions in train and test
+    standardize: bool = True  # scale features (and a regression target) on train statistics
+    resample: bool = False  # a new split (and generated sample) for every repeat
+
+    @property
+    def uses_first_n_train(self) -> bool:
+        return getattr(self, "n_train", None) is not None
+
+    @property
+    def effective_test_fraction(self) -> float:
+        return 0.3 if self.test_fraction is None else self.test_fraction
+
+
+class _GeneratedBase(_DataBase):
+    n_samples: SampleCount = 100  # total samples, train + test
+    n_train: PositiveInt | None = None  # if set, the first n_train samples train
+    # the generator's seed (the tutorial uses 1); scikit-learn takes 0..2**32-1
     random_state: Annotated[NonNegativeInt, Field(le=MAX_RANDOM_STATE)] = 1
 
     @model_validator(mode="after")
-    def _split_leaves_a_test_set(self) -> DataConfig:
-        if self.n_train >= self.n_samples:
+    def _split_leaves_a_test_set(self) -> _GeneratedBase:
+        if self.n_train is not None:
+            if self.test_fraction is not None:
+                raise ValueError(
+                    "give either n_train (the first n_train samples train) or test_fraction, "
+                    "not both"
+                )
+            if self.n_train >= self.n_samples:
+                raise ValueError(
+                    f"n_train must be smaller than n_samples so that a test set remains "
+                    f"(got n_train={self.n_train}, n_samples={self.n_samples})"
+                )
+        return self
+
+
+class CirclesData(_GeneratedBase):
+    """sklearn make_circles: 2-D binary classification (the tutorial's data)."""
+
+    name: Literal["circles"] = "circles"
+    n_train: PositiveInt | None = 30  # the tutorial: the first 30 of 100 samples train
+    noise: NonNegativeFloat = 0.1  # std of Gaussian noise added to the points
+    factor: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.8  # inner/outer radius
+    standardize: bool = False  # the tutorial feeds the raw points
+
+
+class MoonsData(_GeneratedBase):
+    """sklearn make_moons: 2-D binary classification."""
+
+    name: Literal["moons"] = "moons"
+    n_train: PositiveInt | None = 30
+    noise: NonNegativeFloat = 0.1
+    standardize: bool = False
+
+
+class BlobsData(_GeneratedBase):
+    """sklearn make_blobs: Gaussian clusters, one class each."""
+
+    name: Literal["blobs"] = "blobs"
+    n_samples: SampleCount = 300
+    n_features: PositiveInt = 2
+    centers: Annotated[int, Field(ge=2)] = 3  # number of classes
+    cluster_std: PositiveFloat = 1.0
+
+
+class ClassificationData(_GeneratedBase):
+    """sklearn make_classification."""
+
+    name: Literal["classification"] = "classification"
+    n_samples: SampleCount = 500
+    n_features: PositiveInt = 20
+    n_informative: PositiveInt = 2
+    n_redundant: NonNegativeInt = 2
+    n_classes: Annotated[int, Field(ge=2)] = 2
+    n_clusters_per_class: PositiveInt = 2
+    flip_y: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.01
+    class_sep: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _sklearn_constraints(self) -> ClassificationData:
+        if self.n_informative + self.n_redundant > self.n_features:
             raise ValueError(
-                f"n_train must be smaller than n_samples so that a test set remains "
-                f"(got n_train={self.n_train}, n_samples={self.n_samples})"
+                f"n_informative + n_redundant must be at most n_features (got "
+                f"{self.n_informative} + {self.n_redundant} > {self.n_features})"
+            )
+        if self.n_classes * self.n_clusters_per_class > 2**self.n_informative:
+            raise ValueError(
+                f"n_classes * n_clusters_per_class must be at most 2**n_informative (got "
+                f"{self.n_classes} * {self.n_clusters_per_class} > 2**{self.n_informative})"
             )
         return self
 
 
+class RegressionData(_GeneratedBase):
+    """sklearn make_regression: a noisy linear target."""
+
+    name: Literal["regression"] = "regression"
+    n_samples: SampleCount = 500
+    n_features: PositiveInt = 10
+    n_informative: PositiveInt = 10
+    noise: NonNegativeFloat = 10.0  # std of Gaussian noise added to the target
+
+    @model_validator(mode="after")
+    def _informative_fit(self) -> RegressionData:
+        if self.n_informative > self.n_features:
+            raise ValueError(
+                f"n_informative must be at most n_features "
+                f"(got {self.n_informative} > {self.n_features})"
+            )
+        return self
+
+
+class BundledData(_DataBase):
+    """A data set that ships with scikit-learn (read from its package folder, never downloaded).
+
+    digits (1797 x 64, 10 classes), iris (150 x 4, 3), wine (178 x 13, 3), breast_cancer
+    (569 x 30, 2), diabetes (442 x 10, regression).
+    """
+
+    name: Literal["digits", "iris", "wine", "breast_cancer", "diabetes"]
+
+
+class CsvData(_DataBase):
+    """A CSV file with a header row: `target` is the label column; the features are `features`
+    (default: every other column). Relative paths resolve against the config file's folder."""
+
+    name: Literal["csv"]
+    path: str
+    target: str
+    features: Annotated[list[str], Field(min_length=1)] | None = None
+
+
+class NpzData(_DataBase):
+    """A .npz file with arrays `x` [samples, features] and `y` [samples], or x_train, y_train,
+    x_test, y_test for a fixed split (then test_fraction, split_seed and resample do not apply).
+    Relative paths resolve against the config file's folder."""
+
+    name: Literal["npz"]
+    path: str
+
+
+DataConfig = Annotated[
+    CirclesData
+    | MoonsData
+    | BlobsData
+    | ClassificationData
+    | RegressionData
+    | BundledData
+    | CsvData
+    | NpzData,
+    Field(discriminator="name"),
+]
+#: data.name -> the config class of that source.
+DATA_SOURCES: dict[str, type[_DataBase]] = {
+    name: cls
+    for cls in (
+        CirclesData,
+        MoonsData,
+        BlobsData,
+        ClassificationData,
+        RegressionData,
+        BundledData,
+        CsvData,
+        NpzData,
+    )
+    for name in typing.get_args(cls.model_fields["name"].annotation)
+}
+FILE_SOURCES = ("csv", "npz")
+
+
 class ModelConfig(StrictModel):
-    """An MLP: 2 inputs -> hidden Dense layers -> Dense(1, sigmoid)."""
+    """An MLP: the data's features -> hidden Dense layers -> the task's output layer."""
 
     hidden_units: Annotated[
         list[Annotated[PositiveInt, Field(le=MAX_UNITS)]], Field(min_length=1, max_length=100)
@@ -212,12 +390,21 @@ class ExperimentConfig(StrictModel):
 
     name: str = "experiment"
     description: str = ""
-    data: DataConfig = DataConfig()
+    data: DataConfig = CirclesData()
     model: ModelConfig = ModelConfig()
     regularizers: list[RegularizerConfig] = []
     training: TrainingConfig = TrainingConfig()
     # What changed this config after it was read (`renamed`), e.g. "c.yaml with --set ...".
     _changed_by: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_name_defaults_to_circles(cls, data: Any) -> Any:
+        # `name` picks the data source's schema; a data section without one is the tutorial's.
+        section = data.get("data") if isinstance(data, dict) else None
+        if isinstance(section, dict) and "name" not in section:
+            data = {**data, "data": {"name": "circles", **section}}
+        return data
 
     @model_validator(mode="after")
     def _regularized_layers_exist(self) -> ExperimentConfig:
@@ -448,6 +635,8 @@ def set_path(
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         here = ".".join(parts[: depth + 1])
+        if schema is DataConfig:
+            schema = _data_source(node.get("name") if isinstance(node, dict) else None, origin)
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             fields = schema.model_fields
             if part not in fields:
@@ -493,11 +682,25 @@ def _inner_type(annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         return _inner_type(typing.get_args(annotation)[0])
+    if set(typing.get_args(annotation)) == set(DATA_SOURCES.values()):
+        return DataConfig  # the data union: one source, picked by `name` (see _data_source)
     if origin is list:
         return annotation
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     return None
+
+
+def _data_source(name: Any, origin: str) -> type[BaseModel]:
+    """The config class of data source `name` (circles when the section names none)."""
+    name = "circles" if name is None else name
+    if name not in DATA_SOURCES:
+        raise ConfigError(
+            [
+                f"{origin}: data.name {name!r} is not a data source{_suggest(str(name), DATA_SOURCES)}"
+            ]
+        )
+    return DATA_SOURCES[name]
 
 
 def _is_list_of_models(schema: Any) -> bool:
@@ -532,12 +735,20 @@ def format_validation_error(
     blamed on that --set item instead of the file (the file never held the bad value)."""
     lines = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
+        raw_loc = [str(p) for p in err["loc"]]
+        loc = _drop_union_tags(model, raw_loc)
+        if err["type"] == "union_tag_invalid":
+            tag = err.get("input", {}).get("name") if isinstance(err.get("input"), dict) else None
+            lines.append(
+                f"{origin}: {'.'.join(loc)}.name: {tag!r} is not a data source"
+                f"{_suggest(str(tag), DATA_SOURCES)}"
+            )
+            continue
         path = ".".join(loc) or "config"
         origin_here = _origin_of(path, origin, overridden or {})
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            parent = _model_at(model, loc[:-1])
+            parent = _model_at(model, raw_loc[:-1])
             suggestion = _suggest(loc[-1], parent.model_fields) if parent else ""
             lines.append(f"{origin_here}: unknown key {path!r}{suggestion}")
             continue
@@ -560,9 +771,35 @@ def _origin_of(path: str, origin: str, overridden: dict[str, str]) -> str:
     return overridden[best] if best else origin
 
 
+def _drop_union_tags(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """pydantic puts a data source's name into error paths (data.circles.noise): drop it."""
+    out: list[str] = []
+    schema: Any = model
+    skip_next = False
+    for part in loc:
+        if skip_next:
+            skip_next = False
+            schema = DATA_SOURCES.get(part, schema)
+            continue
+        out.append(part)
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            field = schema.model_fields.get(part)
+            schema = _inner_type(field.annotation) if field else None
+            if schema is DataConfig:
+                skip_next = True
+        elif _is_list_of_models(schema):
+            schema = _list_item_model(schema)
+        else:
+            schema = None
+    return out
+
+
 def _model_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
     schema: Any = model
     for part in loc:
+        if schema is DataConfig:
+            schema = DATA_SOURCES.get(part)
+            continue
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             field = schema.model_fields.get(part)
             if field is None:
@@ -616,6 +853,7 @@ def load_experiment(path: Path, overrides: Sequence[str] = ()) -> ExperimentConf
         raise ConfigError(
             [f"{path}: this is a sweep config (it has 'base' and 'grid'); use `actreg sweep`"]
         )
+    resolve_data_path(data, path)
     overridden = apply_overrides(data, overrides, model=ExperimentConfig)
     config = validate_mapping(data, ExperimentConfig, str(path), overridden)
     changes = [parse_override(item) for item in overrides]
@@ -689,6 +927,27 @@ def _name_value(value: Any) -> str:
     return str(value)
 
 
+def describe_data(data: DataConfig) -> str:
+    """The data source in words, e.g. 'circles data (100 samples, 30 train, noise 0.1)' or
+    'breast_cancer data (test fraction 0.3, standardized)'."""
+    details = []
+    if (path := getattr(data, "path", None)) is not None:
+        details.append(str(path))
+    if (n_samples := getattr(data, "n_samples", None)) is not None:
+        details.append(f"{n_samples} samples")
+    if data.uses_first_n_train:
+        details.append(f"{data.n_train} train")
+    else:
+        details.append(f"test fraction {data.effective_test_fraction:g}")
+    if (noise := getattr(data, "noise", None)) is not None:
+        details.append(f"noise {noise:g}")
+    if data.standardize:
+        details.append("standardized")
+    if data.resample:
+        details.append("resampled per repeat")
+    return f"{data.name} data ({', '.join(details)})"
+
+
 def describe_experiment(config: ExperimentConfig) -> str:
     """What runs, in words: data, model, every penalty, optimiser and epochs (one line).
 
@@ -697,7 +956,7 @@ def describe_experiment(config: ExperimentConfig) -> str:
     """
     data, model, training = config.data, config.model, config.training
     parts = [
-        f"{data.name} data ({data.n_samples} samples, {data.n_train} train, noise {data.noise:g})",
+        describe_data(data),
         f"MLP {model.hidden_units} {model.activation}",
     ]
     penalties = []
@@ -746,6 +1005,8 @@ def load_sweep(path: Path, overrides: Sequence[str] = (), grid: Sequence[str] = 
     if isinstance(data.get("base"), str):
         data["base"] = _base_from_file(Path(path), data["base"])
     data.setdefault("base", {})
+    if isinstance(data["base"], dict):
+        resolve_data_path(data["base"], path)
     if not isinstance(data.get("grid", {}), dict):
         raise ConfigError([f"{path}: grid must be a mapping (dotted key: list of values)"])
     data.setdefault("grid", {})
@@ -773,6 +1034,7 @@ def _base_from_file(sweep_path: Path, name: str) -> dict[str, Any]:
         raise ConfigError(
             [f"{sweep_path}: base: {name} is a sweep config; it must name an experiment config"]
         )
+    resolve_data_path(data, base_path)
     validate_mapping(data, ExperimentConfig, str(base_path))
     return data
 
@@ -813,7 +1075,18 @@ def load_any(path: Path) -> ExperimentConfig | SweepConfig:
     data = read_yaml_mapping(path)
     if "grid" in data or "base" in data:
         return load_sweep(path)
+    resolve_data_path(data, path)
     return validate_mapping(data, ExperimentConfig, str(path))
+
+
+def resolve_data_path(experiment: dict[str, Any], config_path: Path) -> None:
+    """A data file's relative `path` is relative to the config file's folder: make it absolute
+    (so the saved, resolved config names the file that was read)."""
+    section = experiment.get("data")
+    if isinstance(section, dict) and isinstance(section.get("path"), str):
+        file = Path(section["path"]).expanduser()
+        if not file.is_absolute():
+            section["path"] = str((Path(config_path).parent / file).resolve())
 
 
 def with_training(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:

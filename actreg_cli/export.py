@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from actreg_cli.config import ConfigError
-from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS
+from actreg_cli.tasks import Task, history_columns, result_fields
 
 MLFLOW_HINT = "export mlflow needs the optional 'mlflow' extra: pip install -e '.[mlflow]'"
 TENSORBOARD_HINT = (
@@ -33,8 +33,9 @@ class TrainedModel:
 
     name: str  # "repeat-0" (run folder) or "c03/repeat-0" (sweep folder)
     params: dict[str, Any]  # dotted config keys (resolved) plus seed, engine, cell and repeat
-    history: np.ndarray  # float64 [epochs, 4], columns engines.base.HISTORY_COLUMNS
-    final: dict[str, float] = field(default_factory=dict)  # RESULT_FIELDS at the last epoch
+    history: np.ndarray  # float64 [epochs, 4], columns `history_columns`
+    final: dict[str, float] = field(default_factory=dict)  # tasks.result_fields, final weights
+    history_columns: tuple[str, ...] = history_columns(Task.binary)  # the task's (tasks.py)
 
 
 def trained_models(folder: Path) -> tuple[str, list[TrainedModel]]:
@@ -56,10 +57,11 @@ def trained_models(folder: Path) -> tuple[str, list[TrainedModel]]:
 
 def _run_models(folder: Path) -> list[TrainedModel]:
 
-    from actreg_cli.reporter import read_history_csv, read_repeats_csv
+    from actreg_cli.reporter import read_history_csv, read_repeats_csv, saved_task
     from actreg_cli.run_index import flatten, read_meta
 
     meta = read_meta(folder)
+    task = saved_task(meta)
     params = {**flatten(meta["config"]), "engine": meta.get("engine", "?")}
     histories = read_history_csv(folder / "history.csv")
     models = []
@@ -70,7 +72,8 @@ def _run_models(folder: Path) -> list[TrainedModel]:
                 name=f"repeat-{r}",
                 params={**params, "repeat": r, "seed": row["seed"]},
                 history=histories[r],
-                final={k: float(row[k]) for k in RESULT_FIELDS if k in row},
+                final={k: float(row[k]) for k in result_fields(task) if k in row},
+                history_columns=history_columns(task),
             )
         )
     return models
@@ -83,7 +86,8 @@ def _sweep_models(folder: Path) -> list[TrainedModel]:
     from actreg_cli.sweep import CellStore
 
     meta = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8"))
-    store = CellStore(folder.parent)  # a study folder; the cells are shared by the sweep
+    task = Task(meta.get("task", Task.binary.value))
+    store = CellStore(folder.parent, task)  # a study folder; the cells are shared by the sweep
     models = []
     for cell in meta.get("cells") or []:
         repeats = len(cell.get("seeds") or []) or 1
@@ -98,7 +102,8 @@ def _sweep_models(folder: Path) -> list[TrainedModel]:
                     name=f"{cell['id']}/repeat-{run['repeat']}",
                     params={**params, "repeat": run["repeat"], "seed": run["seed"]},
                     history=history,
-                    final={k: float(run[k]) for k in RESULT_FIELDS},
+                    final={k: float(run[k]) for k in result_fields(task)},
+                    history_columns=history_columns(task),
                 )
             )
     return models
@@ -157,7 +162,7 @@ def export_mlflow(
         metrics = [
             Metric(column, float(value), now, epoch)
             for epoch, row in enumerate(model.history, start=1)
-            for column, value in zip(HISTORY_COLUMNS, row, strict=True)
+            for column, value in zip(model.history_columns, row, strict=True)
         ]
         last = len(model.history)
         metrics += [Metric(f"final_{k}", v, now, last) for k, v in model.final.items()]
@@ -196,7 +201,7 @@ def export_tensorboard(folder: Path, logdir: Path) -> list[Path]:
                 trial_id=f"{Path(folder).name}/{model.name}",
             )
             for epoch, row in enumerate(model.history, start=1):
-                for column, value in zip(HISTORY_COLUMNS, row, strict=True):
+                for column, value in zip(model.history_columns, row, strict=True):
                     tf.summary.scalar(column, float(value), step=epoch)
             last = len(model.history)
             for key, value in model.final.items():

@@ -1,4 +1,8 @@
-"""What a run leaves behind: history.csv, repeats.csv, summary.json and accuracy.png.
+"""What a run leaves behind: history.csv, repeats.csv, summary.json and a curve plot
+(accuracy.png for classification, mae.png for regression).
+
+The columns follow the task (tasks.py): test_accuracy for classification; test_mse, test_mae
+and test_r2 for regression; test_loss always.
 
 Every file is written atomically. `report_run` rebuilds summary.json and accuracy.png from the
 saved CSV files alone, so a run folder can be re-drawn without training again.
@@ -16,48 +20,50 @@ from typing import Any
 import numpy as np
 
 from actreg_cli.config import ExperimentConfig, Target, describe_experiment, validate_mapping
-from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS, TrainResult
+from actreg_cli.engines.base import TrainResult
 from actreg_cli.io import atomic_write, csv_text, save_figure, write_json, write_text
 from actreg_cli.stats import describe
-
-REPEAT_COLUMNS = ("repeat", "seed", *RESULT_FIELDS, "diverged")
-#: Per-repeat quantities summarised as {mean, std, ci_low, ci_high, n, values} in summary.json.
-SUMMARY_METRICS = RESULT_FIELDS
+from actreg_cli.tasks import Task, history_columns, result_fields, spec
 
 
-def repeat_rows(seeds: Sequence[int], results: Sequence[TrainResult]) -> list[dict[str, Any]]:
-    """One row per repeat, keys REPEAT_COLUMNS."""
+def repeat_columns(task: Task) -> tuple[str, ...]:
+    """Columns of repeats.csv: repeat, seed, the task's result fields, diverged."""
+    return ("repeat", "seed", *result_fields(task), "diverged")
+
+
+def intervals_cover(config: ExperimentConfig) -> str:
+    """What the spread over repeats (and so a confidence interval) includes."""
+    if config.data.resample:
+        return "initialization and data noise (data.resample: a new split/sample per repeat)"
+    return "initialization noise only (the same data split in every repeat)"
+
+
+def repeat_rows(
+    task: Task, seeds: Sequence[int], results: Sequence[TrainResult]
+) -> list[dict[str, Any]]:
+    """One row per repeat, keys repeat_columns(task)."""
     return [
-        {
-            "repeat": r,
-            "seed": seed,
-            "train_accuracy": res.train_accuracy,
-            "test_accuracy": res.test_accuracy,
-            "train_loss": res.train_loss,
-            "test_loss": res.test_loss,
-            "mean_activation": res.mean_activation,
-            "zero_fraction": res.zero_fraction,
-            "diverged": res.diverged,
-        }
+        {"repeat": r, "seed": seed, **res.values(task), "diverged": res.diverged}
         for r, (seed, res) in enumerate(zip(seeds, results, strict=True))
     ]
 
 
 def history_csv_rows(histories: np.ndarray, prefix: str = "") -> np.ndarray:
-    """histories: [repeats, epochs, 4] -> lines (prefix, repeat, epoch 1.., loss, accuracy,
-    val_loss, val_accuracy) as ASCII bytes (uint8 array), floats with the 9 digits that
-    identify a float32."""
+    """histories: [repeats, epochs, 4] -> lines (prefix, repeat, epoch 1.., loss, metric,
+    val_loss, val_metric; metric: accuracy, or mae for regression) as ASCII bytes (uint8
+    array), floats with the 9 digits that identify a float32."""
     from actreg_cli.csv_format import numeric_csv_rows
 
     repeats, epochs, _ = histories.shape
-    flat = histories.reshape(-1, len(HISTORY_COLUMNS))
+    flat = histories.reshape(-1, 4)
     index = [np.repeat(np.arange(repeats), epochs), np.tile(np.arange(1, epochs + 1), repeats)]
     return numeric_csv_rows(index, list(flat.T), prefix)
 
 
-def write_history_csv(path: Path, histories: np.ndarray) -> None:
-    """history.csv: header, then one row per repeat and epoch (see `history_csv_rows`)."""
-    header = ",".join(("repeat", "epoch", *HISTORY_COLUMNS)) + "\n"
+def write_history_csv(path: Path, histories: np.ndarray, task: Task = Task.binary) -> None:
+    """history.csv: header (the task's columns), then one row per repeat and epoch (see
+    `history_csv_rows`)."""
+    header = ",".join(("repeat", "epoch", *history_columns(task))) + "\n"
     write_csv_bytes(path, header, [history_csv_rows(histories)])
 
 
@@ -79,7 +85,7 @@ def read_history_csv(path: Path) -> np.ndarray:
     table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     repeats = int(table[:, 0].max()) + 1
     values = table[:, 2:].astype(np.float32).astype(np.float64)
-    return values.reshape(repeats, -1, len(HISTORY_COLUMNS))
+    return values.reshape(repeats, -1, 4)
 
 
 def read_repeats_csv(path: Path) -> list[dict[str, Any]]:
@@ -92,20 +98,25 @@ def read_repeats_csv(path: Path) -> list[dict[str, Any]]:
     for row in rows:
         row["repeat"], row["seed"] = int(row["repeat"]), int(row["seed"])
         row["diverged"] = row["diverged"] == "true"
-        for key in SUMMARY_METRICS:
+        for key in set(row) - {"repeat", "seed", "diverged"}:
             row[key] = float(row[key])
     return rows
 
 
 def summarize(
-    config: ExperimentConfig, rows: Sequence[dict[str, Any]], engine: str
+    config: ExperimentConfig, rows: Sequence[dict[str, Any]], engine: str, task: Task
 ) -> dict[str, Any]:
-    """summary.json: each metric over repeats as {mean, std, ci_low, ci_high, n, values}."""
+    """summary.json: each of the task's result fields over repeats as {mean, std, ci_low,
+    ci_high, n, values}, the task, its main metric and what the intervals cover."""
     summary: dict[str, Any] = {
         "name": config.name,
         "description": config.description,
         "what_ran": describe_experiment(config),
         "engine": engine,
+        "task": task.value,
+        "main_metric": spec(task).main_metric,
+        "higher_is_better": spec(task).higher_is_better,
+        "intervals_cover": intervals_cover(config),
         "epochs": config.training.epochs,
         "repeats": len(rows),
         "seeds": [row["seed"] for row in rows],
@@ -114,7 +125,7 @@ def summarize(
         ),
         "probe_layer": config.probe_layer,
     }
-    for key in SUMMARY_METRICS:
+    for key in result_fields(task):
         summary[key] = describe([row[key] for row in rows])
     summary["diverged"] = [row["diverged"] for row in rows]
     summary["n_diverged"] = sum(summary["diverged"])
@@ -122,9 +133,14 @@ def summarize(
 
 
 def accuracy_figure(
-    histories: np.ndarray, title: str, ax: Any = None, diverged: Sequence[bool] | None = None
+    histories: np.ndarray,
+    title: str,
+    ax: Any = None,
+    diverged: Sequence[bool] | None = None,
+    task: Task = Task.binary,
 ) -> Any:
-    """Train and test accuracy per epoch; with repeats, the mean and a +/- 1 std band.
+    """Train and test accuracy (regression: MAE) per epoch; with repeats, the mean and a
+    +/- 1 std band.
 
     histories: [repeats, epochs, 4]; diverged: one flag per repeat (engines.base.has_diverged).
     Diverged repeats are left out of the mean and drawn one by one as red dashed lines, with a
@@ -182,10 +198,12 @@ def accuracy_figure(
         )
     ax.set_title(shown, fontsize=10)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0.0, 1.05)
+    metric = spec(task).history_metric
+    ax.set_ylabel(metric)
+    if metric == "accuracy":
+        ax.set_ylim(0.0, 1.05)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
     return fig
 
 
@@ -195,24 +213,40 @@ def write_run(
     seeds: Sequence[int],
     results: Sequence[TrainResult],
     engine: str,
+    task: Task = Task.binary,
 ) -> dict[str, Any]:
-    """Write history.csv, repeats.csv, summary.json and accuracy.png; return the summary."""
+    """Write history.csv, repeats.csv, summary.json and the curve plot; return the summary."""
     histories = np.stack([res.history for res in results])
-    write_history_csv(run_dir / "history.csv", histories)
-    rows = repeat_rows(seeds, results)
-    write_text(run_dir / "repeats.csv", csv_text(REPEAT_COLUMNS, rows))
-    return _write_summary_and_plot(run_dir, config, histories, rows, engine)
+    write_history_csv(run_dir / "history.csv", histories, task)
+    rows = repeat_rows(task, seeds, results)
+    write_text(run_dir / "repeats.csv", csv_text(repeat_columns(task), rows))
+    return _write_summary_and_plot(run_dir, config, histories, rows, engine, task)
+
+
+def curve_plot_name(task: Task) -> str:
+    """accuracy.png (classification) or mae.png (regression)."""
+    return f"{spec(task).history_metric}.png"
 
 
 def _write_summary_and_plot(
-    run_dir: Path, config: ExperimentConfig, histories: np.ndarray, rows: list, engine: str
+    run_dir: Path,
+    config: ExperimentConfig,
+    histories: np.ndarray,
+    rows: list,
+    engine: str,
+    task: Task,
 ) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
-    summary = summarize(config, rows, engine)
+    summary = summarize(config, rows, engine, task)
     write_json(run_dir / "summary.json", summary)
-    fig = accuracy_figure(histories, run_title(config), diverged=[row["diverged"] for row in rows])
-    save_figure(run_dir / "accuracy.png", fig)
+    fig = accuracy_figure(
+        histories,
+        run_title(config),
+        diverged=[row["diverged"] for row in rows],
+        task=task,
+    )
+    save_figure(run_dir / curve_plot_name(task), fig)
     plt.close(fig)
     return summary
 
@@ -243,12 +277,19 @@ def load_run_config(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     return config, meta or {}
 
 
+def saved_task(saved: dict[str, Any]) -> Task:
+    """The task a run folder's run.yaml recorded (runs from before tasks were binary)."""
+    data = saved.get("data") or (saved.get("data_per_repeat") or [{}])[0]
+    return Task(data.get("task", Task.binary.value))
+
+
 def report_run(run_dir: Path) -> dict[str, Any]:
-    """Re-draw accuracy.png and rewrite summary.json from the run folder's saved files."""
+    """Re-draw the curve plot and rewrite summary.json from the run folder's saved files."""
     config, meta = load_run_config(run_dir)
     histories = read_history_csv(run_dir / "history.csv")
     rows = read_repeats_csv(run_dir / "repeats.csv")
-    return _write_summary_and_plot(run_dir, config, histories, rows, meta.get("engine", "unknown"))
+    engine = meta.get("engine", "unknown")
+    return _write_summary_and_plot(run_dir, config, histories, rows, engine, saved_task(meta))
 
 
 def format_mean_std(stats: dict[str, Any]) -> str:
@@ -260,7 +301,15 @@ def format_mean_std(stats: dict[str, Any]) -> str:
 
 
 def tutorial_line(summary: dict[str, Any]) -> str:
-    """The tutorial's printout: 'Train: 0.967, Test: 0.829' (with repeats: mean +/- std)."""
+    """The tutorial's printout: 'Train: 0.967, Test: 0.829' (with repeats: mean +/- std);
+    for regression 'Train: MSE 0.41, Test: MSE 0.52, MAE 0.57, R^2 0.48'."""
+    if summary.get("task") == Task.regression.value:
+        return (
+            f"Train: MSE {format_mean_std(summary['train_mse'])}, "
+            f"Test: MSE {format_mean_std(summary['test_mse'])}, "
+            f"MAE {format_mean_std(summary['test_mae'])}, "
+            f"R^2 {format_mean_std(summary['test_r2'])}"
+        )
     return (
         f"Train: {format_mean_std(summary['train_accuracy'])}, "
         f"Test: {format_mean_std(summary['test_accuracy'])}"

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from actreg_cli.config import ConfigError
+from actreg_cli.tasks import Task, spec
 
 KINDS = ("run", "tutorial", "sweep")
 
@@ -82,8 +83,12 @@ def _run_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     if finished:
         import json
 
-        test = json.loads(summary_path.read_text(encoding="utf-8"))["test_accuracy"]
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        main = summary.get("main_metric", "test_accuracy")  # runs from before tasks: accuracy
+        test = summary[main]
         metric = _ci_text(test["mean"], test.get("ci_low", math.nan), test.get("ci_high", math.nan))
+        if main != "test_accuracy":
+            metric = f"{main.removeprefix('test_')} {metric}"
     return RunEntry(
         path=folder,
         kind="run",
@@ -135,14 +140,19 @@ def _sweep_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     if finished:
         with summary_path.open(encoding="utf-8", newline="") as handle:
             rows = [r for r in csv.DictReader(handle) if r.get("status", "done") == "done"]
-        scored = [r for r in rows if math.isfinite(_float(r.get("test_accuracy_mean")))]
+        task = spec(Task(meta.get("task", Task.binary.value)))
+        main = task.main_metric
+        sign = 1.0 if task.higher_is_better else -1.0  # best: highest accuracy, lowest MSE
+        scored = [r for r in rows if math.isfinite(_float(r.get(f"{main}_mean")))]
         if scored:
-            best = max(scored, key=lambda r: _float(r["test_accuracy_mean"]))
+            best = max(scored, key=lambda r: sign * _float(r[f"{main}_mean"]))
             metric = f"best {best['cell']} " + _ci_text(
-                _float(best["test_accuracy_mean"]),
-                _float(best.get("test_accuracy_ci_low")),
-                _float(best.get("test_accuracy_ci_high")),
+                _float(best[f"{main}_mean"]),
+                _float(best.get(f"{main}_ci_low")),
+                _float(best.get(f"{main}_ci_high")),
             )
+            if main != "test_accuracy":
+                metric = f"{metric} ({main.removeprefix('test_')})"
     return RunEntry(
         path=folder,
         kind="sweep",
@@ -269,7 +279,14 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-COMPARED_METRICS = ("test_accuracy", "train_accuracy", "mean_activation", "zero_fraction")
+def compared_metrics(summaries: Sequence[dict[str, Any]]) -> list[str]:
+    """The test and train metrics of the runs' tasks (accuracy; MSE, MAE, R^2), then the probe's
+    mean activation and zero fraction."""
+    tasks = dict.fromkeys(Task(s.get("task", Task.binary.value)) for s in summaries)
+    metrics = [
+        f"{split}_{m}" for t in tasks for m in spec(t).final_metrics for split in ("test", "train")
+    ]
+    return [*dict.fromkeys(metrics), "mean_activation", "zero_fraction"]
 
 
 def compare_runs(folders: Sequence[Path]) -> Comparison:
@@ -303,7 +320,7 @@ def compare_runs(folders: Sequence[Path]) -> Comparison:
         json.loads((Path(f) / "summary.json").read_text(encoding="utf-8")) for f in folders
     ]
     metrics = []
-    for name in COMPARED_METRICS:
+    for name in compared_metrics(summaries):
         row = []
         for summary in summaries:
             stats = summary.get(name) or {}

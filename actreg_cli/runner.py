@@ -19,6 +19,7 @@ from typing import Any
 from actreg_cli.config import ExperimentConfig, dump_yaml
 from actreg_cli.engines.base import Engine, ProgressCallback, TrainJob, TrainResult
 from actreg_cli.io import write_text
+from actreg_cli.reporter import saved_task as task_of
 from actreg_cli.reporter import write_run
 from actreg_cli.versions import library_versions
 from actreg_cli.weights import repeat_seeds
@@ -61,12 +62,23 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
     raise RuntimeError(f"could not create a fresh run folder under {runs_dir}")
 
 
+def data_splits(config: ExperimentConfig, seeds: list[int]) -> dict[str, Any]:
+    """What a run records about its data: task, split sizes and class counts (per repeat when
+    data.resample draws a new split for each). Raises DataError for bad data."""
+    from actreg_cli.data import job_dataset
+
+    if not config.data.resample:
+        return {"data": job_dataset(config, seeds[0]).describe()}
+    return {"data_per_repeat": [job_dataset(config, seed).describe() for seed in seeds]}
+
+
 def run_metadata(
     config: ExperimentConfig, seeds: list[int], engine: str, engine_note: str | None
 ) -> dict[str, Any]:
     """The contents of a run folder's run.yaml (config.yaml holds the config alone)."""
     return {
         "name": config.name,
+        **data_splits(config, seeds),
         "seeds": seeds,
         "engine": engine,
         "engine_note": engine_note,
@@ -92,6 +104,7 @@ def run_experiment(
     """
     jobs = make_jobs(config)
     seeds = [job.seed for job in jobs]
+    metadata = run_metadata(config, seeds, engine.name, engine_note)  # bad data fails here
     run_dir = new_run_dir(Path(runs_dir), config.name)
     if on_folder is not None:  # the CLI names it if training is interrupted
         on_folder(run_dir)
@@ -100,5 +113,5 @@ def run_experiment(
         run_dir / "run.yaml", dump_yaml(run_metadata(config, seeds, engine.name, engine_note))
     )
     results = engine.train(jobs, progress)
-    summary = write_run(run_dir, config, seeds, results, engine.name)
+    summary = write_run(run_dir, config, seeds, results, engine.name, task_of(metadata))
     return RunOutcome(run_dir, config, seeds, engine.name, engine_note, results, summary)

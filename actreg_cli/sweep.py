@@ -39,8 +39,9 @@ from actreg_cli.config import (
     set_path,
     validate_mapping,
 )
-from actreg_cli.engines.base import HISTORY_COLUMNS, RESULT_FIELDS, TrainJob, TrainResult
+from actreg_cli.engines.base import TrainJob, TrainResult
 from actreg_cli.io import atomic_write, json_float, write_json, write_text
+from actreg_cli.tasks import Task, history_columns, result_fields
 from actreg_cli.weights import repeat_seeds
 
 #: Bump when the stored cell format or what a hash covers changes: old cells are then recomputed.
@@ -98,6 +99,12 @@ def format_value(value: Any) -> str:
         return f"{value:g}" if float(f"{value:g}") == value else repr(value)
     if isinstance(value, int | str):
         return str(value)
+    if isinstance(value, dict):  # e.g. a whole regularizer: its set fields, no nulls
+        return (
+            "{"
+            + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items() if v is not None)
+            + "}"
+        )
     return json.dumps(value, separators=(",", ":"))
 
 
@@ -280,7 +287,8 @@ def cell_hash(config: ExperimentConfig, engine: str) -> str:
 
 @dataclass
 class CellRecord:
-    """Stored results of one cell: a dict per repeat (repeat, seed, RESULT_FIELDS, diverged)."""
+    """Stored results of one cell: a dict per repeat (repeat, seed, the task's result fields
+    (tasks.result_fields), diverged)."""
 
     hash: str
     engine: str
@@ -289,7 +297,7 @@ class CellRecord:
     runs: list[dict[str, Any]]
 
     def metric(self, name: str) -> list[float]:
-        """One value per repeat (NaN where a run diverged, for the accuracies)."""
+        """One value per repeat (NaN where a run diverged, for the task's metrics)."""
         return [float(run[name]) for run in self.runs]
 
     @property
@@ -297,10 +305,11 @@ class CellRecord:
         return sum(bool(run["diverged"]) for run in self.runs)
 
 
-def _stored_run(run: dict[str, Any]) -> dict[str, Any]:
-    """One stored repeat, checked: every RESULT_FIELDS metric (null -> NaN) and `diverged`."""
+def _stored_run(run: dict[str, Any], task: Task) -> dict[str, Any]:
+    """One stored repeat, checked: every result field of the task (tasks.result_fields; null ->
+    NaN) and `diverged`."""
     checked = {"repeat": int(run["repeat"]), "seed": int(run["seed"])}
-    checked.update({name: json_float(run[name]) for name in RESULT_FIELDS})
+    checked.update({name: json_float(run[name]) for name in result_fields(task)})
     checked["diverged"] = bool(run["diverged"])
     return checked
 
@@ -308,9 +317,10 @@ def _stored_run(run: dict[str, Any]) -> dict[str, Any]:
 class CellStore:
     """cells/<hash>.json per finished cell, written atomically after its history (.history.npy)."""
 
-    def __init__(self, sweep_dir: Path):
+    def __init__(self, sweep_dir: Path, task: Task = Task.binary):
         self.folder = Path(sweep_dir) / "cells"
         self.damaged: list[str] = []  # one line per damaged file met by `load`
+        self.task = task  # which result fields and history columns a record holds
 
     def json_path(self, digest: str) -> Path:
         return self.folder / f"{digest}.json"
@@ -335,7 +345,7 @@ class CellStore:
                 engine=data["engine"],
                 config=data["config"],
                 values=data["values"],
-                runs=[_stored_run(run) for run in data["runs"]],
+                runs=[_stored_run(run, self.task) for run in data["runs"]],
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
@@ -350,7 +360,7 @@ class CellStore:
         return record
 
     def load_history(self, digest: str) -> np.ndarray:
-        """float64 [repeats, epochs, 4], columns engines.base.HISTORY_COLUMNS."""
+        """float64 [repeats, epochs, 4], columns tasks.history_columns(task)."""
         return np.load(self.history_path(digest))
 
     def save(
@@ -359,7 +369,7 @@ class CellStore:
         runs = []
         for repeat, (seed, result) in enumerate(zip(cell.seeds, results, strict=True)):
             run: dict[str, Any] = {"repeat": repeat, "seed": seed}
-            run.update({name: float(getattr(result, name)) for name in RESULT_FIELDS})
+            run.update(result.values(self.task))
             run["diverged"] = bool(result.diverged)
             runs.append(run)
         record = CellRecord(
@@ -383,7 +393,8 @@ class CellStore:
                 "store_version": STORE_VERSION,
                 "hash": digest,
                 "engine": engine,
-                "history_columns": list(HISTORY_COLUMNS),
+                "task": self.task.value,
+                "history_columns": list(history_columns(self.task)),
                 "values": record.values,
                 "config": record.config,
                 "runs": runs,
@@ -418,6 +429,7 @@ class SweepPlan:
     chunks: list[Chunk]  # the whole grid, whatever is done already
     done: set[str]  # ids of cells whose results are stored (empty with force)
     notes: list[str] = field(default_factory=list)
+    task: Task = Task.binary  # shared by every cell (check_one_task)
     store_folder: Path = Path()  # runs/<sweep name>: cells/ shared by every study of the sweep
     engine_requested: str = "auto"
     overrides: list[str] = field(default_factory=list)  # --set items (and --epochs etc.)
@@ -558,9 +570,10 @@ def plan_sweep(
     engine = str(getattr(engine, "value", engine))
     folder = store_folder / study_key(sweep, engine)
     cells = expand_grid(sweep, allow_large=allow_large)
+    task = check_one_task(cells)
     engines, notes = resolve_engines(cells, engine)
     hashes = {c.id: cell_hash(c.config, engines[c.id]) for c in cells}
-    store = CellStore(store_folder)
+    store = CellStore(store_folder, task)
     done = set()
     if not force:
         done = {
@@ -577,6 +590,7 @@ def plan_sweep(
         chunks,
         done,
         notes,
+        task=task,
         store_folder=store_folder,
         engine_requested=engine,
     )
@@ -630,6 +644,7 @@ def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
         "command": " ".join(["actreg", *sys.argv[1:]]),
         "versions": library_versions(),
         "seeds": repeat_seeds(base.training.seed, base.training.repeats),
+        "task": plan.task.value,
         "sweep": plan.sweep.model_dump(mode="json"),
         # As written (defaults left to be derived per cell): `reopen_sweep` re-expands it.
         "sweep_as_written": plan.sweep.model_dump(mode="json", exclude_unset=True),
@@ -710,7 +725,7 @@ def run_sweep(
     remove_stale_temporaries(plan.folder)
     write_text(plan.folder / "sweep.yaml", dump_yaml(sweep_metadata(plan, engine)))
 
-    store = CellStore(plan.store_folder)
+    store = CellStore(plan.store_folder, plan.task)
     executor = executor if executor is not None else LocalExecutor()
     failures: dict[str, str] = {}
     trained: list[str] = []
@@ -795,6 +810,20 @@ def run_sweep(
     return outcome
 
 
+def check_one_task(cells: Sequence[Cell]) -> Task:
+    """The task every cell of a sweep shares (its table compares one metric); ConfigError if
+    the grid mixes tasks. Loads each distinct data set once (DataError for bad data)."""
+    from actreg_cli.data import check_data
+
+    tasks: dict[Task, str] = {}
+    for cell in cells:
+        tasks.setdefault(check_data(cell.config).task, cell.id)
+    if len(tasks) > 1:
+        found = ", ".join(f"{task.value} (cell {cell})" for task, cell in tasks.items())
+        raise ConfigError([f"grid: every cell of a sweep must have the same task; found {found}"])
+    return next(iter(tasks))
+
+
 def reopen_sweep(folder: Path) -> SweepOutcome:
     """A study's outcome rebuilt from its saved files alone (sweep.yaml and the cell store), for
     `actreg report`: the cells are re-expanded from the sweep as written and each is looked up
@@ -818,7 +847,8 @@ def reopen_sweep(folder: Path) -> SweepOutcome:
     hashes = {c.id: saved[c.id]["hash"] for c in cells}
     engines = {c.id: saved[c.id]["engine"] for c in cells}
     store_folder = folder.parent
-    store = CellStore(store_folder)
+    task = Task(meta["task"]) if "task" in meta else check_one_task(cells)
+    store = CellStore(store_folder, task)
     records = {}
     failures = {}
     for cell in cells:
@@ -836,6 +866,7 @@ def reopen_sweep(folder: Path) -> SweepOutcome:
         plan_chunks(cells, engines),
         set(records),
         [*meta.get("engine_notes", []), *store.damaged],
+        task=task,
         store_folder=store_folder,
         engine_requested=meta.get("engine_requested", "auto"),
         overrides=list(meta.get("overrides", [])),

@@ -1,7 +1,10 @@
 """The files of a sweep folder, made from its stored cells: tables, plots and a short report.
 
+The main metric is the task's (tasks.py): test accuracy for classification (higher is better),
+test MSE for regression (lower is better); "better than the baseline" follows its direction.
+
 results.csv: one row per cell and repeat. summary.csv: one row per cell (mean, std, 95% CI of the
-test accuracy; difference from the baseline with a Welch 95% CI). sweep.png: test accuracy against
+main metric; difference from the baseline with a Welch 95% CI). sweep.png: the main metric against
 the swept strength (log axis) or the first swept key (categorical axis), one line per combination
 of the other swept values, error bars = 95% CI, the baseline as a horizontal band. sparsity.png:
 mean activation and zero fraction the same way. report.md: the best cell and the differences from
@@ -18,26 +21,55 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from actreg_cli.engines.base import RESULT_FIELDS
 from actreg_cli.io import csv_text, save_figure, write_text
 from actreg_cli.stats import describe, difference, holm, is_degenerate, paired_difference
 from actreg_cli.sweep import Cell, baseline_for, format_value
+from actreg_cli.tasks import Task, TaskSpec, result_fields, spec
 
 if TYPE_CHECKING:
     from actreg_cli.sweep import SweepOutcome
 
 CONFIDENCE = 0.95
 
-RESULT_COLUMNS_AFTER_VALUES = ("repeat", "seed", *RESULT_FIELDS, "diverged")
-SUMMARY_STAT_COLUMNS = (
+
+def main_metric(outcome: SweepOutcome) -> TaskSpec:
+    """The task's spec: `.main_metric` (e.g. test_accuracy) and `.higher_is_better`."""
+    return spec(outcome.plan.task)
+
+
+def train_metric(metric: str) -> str:
+    """test_accuracy -> train_accuracy: the same metric on the training rows."""
+    return "train_" + metric.removeprefix("test_")
+
+
+def metric_label(metric: str) -> str:
+    """test_accuracy -> 'test accuracy', test_mse -> 'test MSE'."""
+    split, _, name = metric.partition("_")
+    return f"{split} {name if name == 'accuracy' else name.upper()}"
+
+
+def result_columns_after_values(task: Task) -> tuple[str, ...]:
+    return ("repeat", "seed", *result_fields(task), "diverged")
+
+
+def summary_stat_columns(task: Task) -> tuple[str, ...]:
+    """summary.csv's statistics; MAIN stands for the task's main metric (test_accuracy or
+    test_mse), TRAIN for the same on the training rows."""
+    main = spec(task).main_metric
+    return tuple(
+        c.replace("MAIN", main).replace("TRAIN", train_metric(main)) for c in _SUMMARY_STAT_TEMPLATE
+    )
+
+
+_SUMMARY_STAT_TEMPLATE = (
     "n",
     "n_diverged",
-    "test_accuracy_mean",
-    "test_accuracy_std",
-    "test_accuracy_ci_low",
-    "test_accuracy_ci_high",
-    "train_accuracy_mean",
-    "train_accuracy_std",
+    "MAIN_mean",
+    "MAIN_std",
+    "MAIN_ci_low",
+    "MAIN_ci_high",
+    "TRAIN_mean",
+    "TRAIN_std",
     "mean_activation_mean",
     "mean_activation_std",
     "mean_activation_ci_low",
@@ -86,22 +118,26 @@ def results_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
         for run in record.runs:
             row: dict[str, Any] = {"cell": cell.id, "baseline": cell.baseline}
             row.update(_value_cells(cell, keys))
-            row.update({name: run[name] for name in RESULT_COLUMNS_AFTER_VALUES})
+            columns = result_columns_after_values(outcome.plan.task)
+            row.update({name: run.get(name, float("nan")) for name in columns})
             rows.append(row)
     return rows
 
 
 def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
-    """One row per cell: status, swept values and SUMMARY_STAT_COLUMNS (NaN where not defined).
+    """One row per cell: status, swept values and summary_stat_columns (NaN where not defined).
 
-    n counts the finite (not diverged) repeats. The difference is mean(test accuracy of the cell)
-    minus mean(test accuracy of its baseline cell), with a Welch 95% CI and a paired 95% CI (repeat
-    r of both shares its seed). `diff_clear` (the cell is better or worse than its baseline) is
+    n counts the finite (not diverged) repeats. The difference is mean(main metric of the cell)
+    minus mean(main metric of its baseline cell), with a Welch 95% CI and a paired 95% CI (repeat
+    r of both shares its seed); whether a positive difference is better depends on the metric's
+    direction (`main_metric`). `diff_clear` (the cell is better or worse than its baseline) is
     true when the paired t-test's p-value, Holm-adjusted over all the sweep's comparisons, is
     below 0.05, from at least MIN_PAIRS_FOR_VERDICT pairs and a non-degenerate interval.
     """
     keys = swept_keys(outcome)
     nan = float("nan")
+    main = main_metric(outcome).main_metric
+    train_main = train_metric(main)
     rows = []
     for cell in outcome.cells:
         record = outcome.records.get(cell.id)
@@ -111,20 +147,22 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
             "status": "done" if record is not None else "failed",
         }
         row.update(_value_cells(cell, keys))
-        stats = {name: nan for name in SUMMARY_STAT_COLUMNS}
+        stats = {name: nan for name in summary_stat_columns(outcome.plan.task)}
         stats.update(n=0, n_diverged=0, baseline_cell=None, diff_clear=None)
         if record is not None:
-            test = describe(record.metric("test_accuracy"), CONFIDENCE)
-            train = describe(record.metric("train_accuracy"), CONFIDENCE)
+            test = describe(record.metric(main), CONFIDENCE)
+            train = describe(record.metric(train_main), CONFIDENCE)
             stats.update(
-                n=test["n"],
-                n_diverged=record.n_diverged,
-                test_accuracy_mean=test["mean"],
-                test_accuracy_std=test["std"],
-                test_accuracy_ci_low=test["ci_low"],
-                test_accuracy_ci_high=test["ci_high"],
-                train_accuracy_mean=train["mean"],
-                train_accuracy_std=train["std"],
+                {
+                    "n": test["n"],
+                    "n_diverged": record.n_diverged,
+                    f"{main}_mean": test["mean"],
+                    f"{main}_std": test["std"],
+                    f"{main}_ci_low": test["ci_low"],
+                    f"{main}_ci_high": test["ci_high"],
+                    f"{train_main}_mean": train["mean"],
+                    f"{train_main}_std": train["std"],
+                }
             )
             for metric in ("mean_activation", "zero_fraction"):
                 d = describe(record.metric(metric), CONFIDENCE)
@@ -139,9 +177,10 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
             base = None if cell.baseline else baseline_for(cell, outcome.cells)
             base_record = outcome.records.get(base.id) if base is not None else None
             if base is not None and base_record is not None:
-                mine, theirs = record.metric("test_accuracy"), base_record.metric("test_accuracy")
+                mine, theirs = record.metric(main), base_record.metric(main)
                 diff = difference(mine, theirs, CONFIDENCE)
-                # Repeat r of a cell and of its baseline share the model seed: a paired design.
+                # Repeat r of a cell and of its baseline share the model seed (and, with
+                # data.resample, the split): a paired design.
                 paired = (
                     paired_difference(mine, theirs, CONFIDENCE)
                     if len(mine) == len(theirs)
@@ -172,11 +211,22 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
 
 
 def results_columns(outcome: SweepOutcome) -> list[str]:
-    return ["cell", "baseline", *swept_keys(outcome), *RESULT_COLUMNS_AFTER_VALUES]
+    return [
+        "cell",
+        "baseline",
+        *swept_keys(outcome),
+        *result_columns_after_values(outcome.plan.task),
+    ]
 
 
 def summary_columns(outcome: SweepOutcome) -> list[str]:
-    return ["cell", "baseline", "status", *swept_keys(outcome), *SUMMARY_STAT_COLUMNS]
+    return [
+        "cell",
+        "baseline",
+        "status",
+        *swept_keys(outcome),
+        *summary_stat_columns(outcome.plan.task),
+    ]
 
 
 def _values(items: Sequence[Any]) -> str:
@@ -230,7 +280,8 @@ def strength_key(keys: Sequence[str], cells: Sequence[Cell]) -> str | None:
 
 def short_names(keys: Sequence[str]) -> dict[str, str]:
     """`regularizers.0.placement` -> `placement`, unless two keys would end the same."""
-    last = [k.split(".")[-1] for k in keys]
+    # A list index alone ("regularizers.0" -> "0") names nothing: keep the key whole.
+    last = [k if k.split(".")[-1].isdigit() else k.split(".")[-1] for k in keys]
     return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
 
 
@@ -357,11 +408,12 @@ def plot_sweep(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path: P
     x_key, categorical = _x_axis(outcome)
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
-    _draw_metric(ax, outcome, rows_by_id, "test_accuracy", x_key, categorical)
-    ax.set_ylabel("test accuracy (mean, 95% CI)")
+    main = main_metric(outcome).main_metric
+    _draw_metric(ax, outcome, rows_by_id, main, x_key, categorical)
+    ax.set_ylabel(f"{metric_label(main)} (mean, 95% CI)")
     repeats = outcome.plan.sweep.base.training.repeats
     ax.set_title(
-        f"{outcome.plan.sweep.name}: test accuracy, {repeats} repeats per cell\n"
+        f"{outcome.plan.sweep.name}: {metric_label(main)}, {repeats} repeats per cell\n"
         + "\n".join(textwrap.wrap(study_line(outcome), 100)),
         fontsize=9,
     )
@@ -405,14 +457,28 @@ def _ci(lo: float, hi: float, signed: bool = False) -> str:
     return f"{_num(lo, signed=signed)} to {_num(hi, signed=signed)}"
 
 
-def best_cell(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The row with the highest mean test accuracy (the first such in grid order)."""
-    rows = [r for r in summary if r["n"] > 0 and math.isfinite(r["test_accuracy_mean"])]
-    return max(rows, key=lambda r: r["test_accuracy_mean"]) if rows else None
+def best_cell(summary: Sequence[dict[str, Any]], task: Task = Task.binary) -> dict[str, Any] | None:
+    """The row with the best mean main metric (highest accuracy, lowest MSE; the first such in
+    grid order)."""
+    main, higher = spec(task).main_metric, spec(task).higher_is_better
+    rows = [r for r in summary if r["n"] > 0 and math.isfinite(r[f"{main}_mean"])]
+    if not rows:
+        return None
+    sign = 1.0 if higher else -1.0
+    return max(rows, key=lambda r: sign * r[f"{main}_mean"])
+
+
+def is_better(diff: float, task: Task) -> bool:
+    """Whether a cell-minus-baseline difference of the main metric is an improvement."""
+    return diff > 0 if spec(task).higher_is_better else diff < 0
 
 
 def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> str:
     plan = outcome.plan
+    task = plan.task
+    main = spec(task).main_metric
+    label = metric_label(main)
+    direction_note = "higher is better" if spec(task).higher_is_better else "lower is better"
     sweep = plan.sweep
     cells = {c.id: c for c in plan.cells}
     training = sweep.base.training
@@ -435,19 +501,25 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
         f"(`../cells/`, shared by every study of this sweep); {outcome.elapsed_s:.1f} s",
         "- files: `results.csv` (one row per cell and repeat), `summary.csv` (one row per cell), "
         "`sweep.png`, `sparsity.png`, `sweep.yaml` (resolved config, seeds, versions)",
+        f"- task {task.value}: main metric {label} ({direction_note}); the 95% CIs cover "
+        + (
+            "initialization and data noise (`data.resample`: a new split per repeat)"
+            if sweep.base.data.resample
+            else "initialization noise only (the same data split in every repeat)"
+        ),
         "",
         "## Best cell",
         "",
     ]
-    best = best_cell(summary)
+    best = best_cell(summary, task)
     if best is None:
-        lines.append("No cell has a finite test accuracy (every run diverged or failed).")
+        lines.append(f"No cell has a finite {label} (every run diverged or failed).")
     else:
         cell = cells[best["cell"]]
         lines.append(
-            f"**{cell.id}** ({cell.label}): test accuracy {_num(best['test_accuracy_mean'])} "
-            f"(std {_num(best['test_accuracy_std'])}, 95% CI "
-            f"{_ci(best['test_accuracy_ci_low'], best['test_accuracy_ci_high'])}, n = {best['n']})."
+            f"**{cell.id}** ({cell.label}): {label} {_num(best[f'{main}_mean'])} "
+            f"(std {_num(best[f'{main}_std'])}, 95% CI "
+            f"{_ci(best[f'{main}_ci_low'], best[f'{main}_ci_high'])}, n = {best['n']})."
         )
         if best["baseline_cell"]:
             if best["diff_clear"]:
@@ -463,13 +535,16 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
                 f"Welch {_ci(best['diff_ci_low'], best['diff_ci_high'], signed=True)}), "
                 f"{verdict}."
             )
+        # The far end of the best cell's CI: its low end when higher is better, else its high end.
+        edge = best[f"{main}_ci_low" if spec(task).higher_is_better else f"{main}_ci_high"]
         rivals = [
             r["cell"]
             for r in summary
             if r is not best
             and r["n"] > 0
-            and math.isfinite(best["test_accuracy_ci_low"])
-            and r["test_accuracy_mean"] >= best["test_accuracy_ci_low"]
+            and math.isfinite(edge)
+            and not is_better(edge - r[f"{main}_mean"], task)
+            and math.isfinite(r[f"{main}_mean"])
         ]
         if rivals:
             lines.append(
@@ -484,17 +559,18 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
         lines.append("No cell could be compared with a baseline (missing results).")
     else:
         lines.append(
-            "Test accuracy of the cell minus that of its baseline (no regularizers), with a paired "
-            "95% CI (repeat r of both starts from the same seed) and a Welch 95% CI. A cell is "
-            "called better or worse only when the paired t-test's p-value, Holm-corrected over "
-            f"all {len(compared)} comparisons, is below {1 - CONFIDENCE:.2f}, from at least "
-            f"{MIN_PAIRS_FOR_VERDICT} repeats with some spread."
+            f"{label[0].upper() + label[1:]} of the cell minus that of its baseline (no "
+            f"regularizers; {direction_note}), with a paired 95% CI (repeat r of both starts "
+            "from the same seed) and a Welch 95% CI. A cell is called better or worse only when "
+            f"the paired t-test's p-value, Holm-corrected over all {len(compared)} comparisons, "
+            f"is below {1 - CONFIDENCE:.2f}, from at least {MIN_PAIRS_FOR_VERDICT} repeats with "
+            "some spread."
         )
         lines.append("")
         clear = [r for r in compared if r["diff_clear"]]
         no_verdict = [r for r in compared if not math.isfinite(r["p_paired"])]
         for row in clear:
-            direction = "better" if row["diff_vs_baseline"] > 0 else "worse"
+            direction = "better" if is_better(row["diff_vs_baseline"], task) else "worse"
             lines.append(
                 f"- **{row['cell']}** ({cells[row['cell']].label}): "
                 f"{_num(row['diff_vs_baseline'], signed=True)} (paired 95% CI "
@@ -521,7 +597,7 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
             ]
     lines += ["", "## All cells", ""]
     lines.append(
-        "| cell | swept values | n | test accuracy mean ± std | 95% CI "
+        f"| cell | swept values | n | {label} mean ± std | 95% CI "
         "| vs baseline [paired 95% CI] [Welch 95% CI] |"
     )
     lines.append("|---|---|---|---|---|---|")
@@ -536,9 +612,9 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
                 + (" **clear**" if row["diff_clear"] else "")
             )
         lines.append(
-            f"| {cell.id} | {cell.label} | {row['n']} | {_num(row['test_accuracy_mean'])} ± "
-            f"{_num(row['test_accuracy_std'])} | "
-            f"{_ci(row['test_accuracy_ci_low'], row['test_accuracy_ci_high'])} | {diff} |"
+            f"| {cell.id} | {cell.label} | {row['n']} | {_num(row[f'{main}_mean'])} ± "
+            f"{_num(row[f'{main}_std'])} | "
+            f"{_ci(row[f'{main}_ci_low'], row[f'{main}_ci_high'])} | {diff} |"
         )
     problems = []
     for row in summary:
@@ -546,7 +622,7 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
             repeats = cells[row["cell"]].config.training.repeats
             problems.append(
                 f"- {row['cell']}: {row['n_diverged']} of {repeats} runs diverged (loss non-finite "
-                "or over 1000x its start); their accuracies are NaN and left out of the means"
+                "or over 1000x its start); their metrics are NaN and left out of the means"
             )
     for cell_id, message in outcome.failures.items():
         problems.append(f"- {cell_id}: failed: {message}")
@@ -554,7 +630,7 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
         lines += ["", "## Problems", "", *problems]
     if plan.notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in plan.notes]]
-    lines += ["", "![test accuracy](sweep.png)", "", "![sparsity](sparsity.png)", ""]
+    lines += ["", f"![{label}](sweep.png)", "", "![sparsity](sparsity.png)", ""]
     return "\n".join(lines)
 
 

@@ -19,27 +19,23 @@ import numpy as np
 
 from actreg_cli.config import ExperimentConfig, dump_yaml
 from actreg_cli.data import load_dataset
-from actreg_cli.engines.base import (
-    HISTORY_COLUMNS,
-    RESULT_FIELDS,
-    Engine,
-    ProgressCallback,
-    TrainJob,
-    TrainResult,
-)
+from actreg_cli.engines.base import Engine, ProgressCallback, TrainJob, TrainResult
 from actreg_cli.io import csv_text, save_figure, write_json, write_text
 from actreg_cli.reporter import (
-    REPEAT_COLUMNS,
     accuracy_figure,
     history_csv_rows,
+    repeat_columns,
     repeat_rows,
     summarize,
     write_csv_bytes,
 )
 from actreg_cli.runner import new_run_dir, run_metadata
 from actreg_cli.stats import difference, is_degenerate, paired_difference
+from actreg_cli.tasks import Task, history_columns, result_fields
 from actreg_cli.weights import repeat_seeds
 
+#: The tutorial's task: binary circles, always.
+TASK = Task.binary
 VARIANTS = ("overfit", "before_relu", "after_relu")
 REDUCTIONS = ("batch_sum", "batch_mean")
 #: The tutorial's published single-run (train, test) accuracies.
@@ -168,7 +164,8 @@ def write_study(
     )
     write_json(out_dir / "summary.json", summary)
     write_text(
-        out_dir / "repeats.csv", csv_text(("variant", "reduction", *REPEAT_COLUMNS), repeat_table)
+        out_dir / "repeats.csv",
+        csv_text(("variant", "reduction", *repeat_columns(TASK)), repeat_table),
     )
     for variant in VARIANTS:
         _plot_variant(out_dir / f"{variant}.png", variant, by_arm)
@@ -200,7 +197,7 @@ def report_tutorial(out_dir: Path) -> TutorialOutcome:
     with open(out_dir / "history.csv", encoding="utf-8", newline="") as fh:
         for line in csv.DictReader(fh):
             arm = (line["variant"], line["reduction"])
-            values = [float(line[c]) for c in HISTORY_COLUMNS]
+            values = [float(line[c]) for c in history_columns(TASK)]
             histories[arm].setdefault(int(line["repeat"]), []).append(values)
     by_arm = {}
     for arm, rows in rows_by_arm.items():
@@ -213,7 +210,7 @@ def report_tutorial(out_dir: Path) -> TutorialOutcome:
             TrainResult(
                 history=np.asarray(histories[arm][row["repeat"]], dtype=np.float64),
                 diverged=row["diverged"],
-                **{name: row[name] for name in RESULT_FIELDS},
+                **{name: row[name] for name in result_fields(TASK)},
             )
             for row in sorted(rows, key=lambda r: r["repeat"])
         ]
@@ -359,7 +356,7 @@ def _plot_final(path: Path, summary: dict, arms: Sequence[tuple[str, str]], epoc
 
 
 def _write_histories(out_dir: Path, by_arm: dict) -> None:
-    header = ",".join(("variant", "reduction", "repeat", "epoch", *HISTORY_COLUMNS)) + "\n"
+    header = ",".join(("variant", "reduction", "repeat", "epoch", *history_columns(TASK))) + "\n"
     parts = [
         history_csv_rows(np.stack([res.history for res in results]), f"{variant},{reduction},")
         for (variant, reduction), results in by_arm.items()
@@ -374,11 +371,11 @@ def _summarize(configs, by_arm, seeds, engine_name, reductions):
     }
     all_rows = []
     for (variant, reduction), results in by_arm.items():
-        repeat_table = repeat_rows(seeds, results)
+        repeat_table = repeat_rows(TASK, seeds, results)
         for row in repeat_table:
             all_rows.append({"variant": variant, "reduction": reduction, **row})
         summary[variant][reduction] = summarize(
-            configs[(variant, reduction)], repeat_table, engine_name
+            configs[(variant, reduction)], repeat_table, engine_name, TASK
         )
     overfit_test = summary["overfit"]["none"]["test_accuracy"]["values"]
     table, verdicts = [], []

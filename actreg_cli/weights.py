@@ -21,9 +21,9 @@ def repeat_seeds(seed: int, repeats: int) -> list[int]:
     ]
 
 
-def layer_sizes(n_inputs: int, hidden_units: list[int]) -> list[int]:
-    """[inputs, hidden..., 1]: the widths of every layer of the MLP, output included."""
-    return [n_inputs, *hidden_units, 1]
+def layer_sizes(n_inputs: int, hidden_units: list[int], n_outputs: int = 1) -> list[int]:
+    """[inputs, hidden..., outputs]: the widths of every layer of the MLP, output included."""
+    return [n_inputs, *hidden_units, n_outputs]
 
 
 def initial_weights(sizes: list[int], seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -78,20 +78,17 @@ def peak_rss_mb() -> float:
 def keras_worker(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.perf_counter()
-    import keras
+    import keras  # noqa: F401  (timed: the import itself)
 
     import_s = time.perf_counter() - start
     from actreg_cli.config import ExperimentConfig
     from actreg_cli.data import load_dataset
-    from actreg_cli.engines.keras_engine import build_model, make_optimizer
-    from actreg_cli.weights import initial_weights, layer_sizes
+    from actreg_cli.engines.keras_engine import build_model, make_optimizer, set_initial_weights
 
     config = ExperimentConfig.model_validate({"regularizers": [TUTORIAL_REG]})
     data = load_dataset(config.data)
-    model, _ = build_model(config)
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    for layer, (kernel, bias) in zip(dense, initial_weights(layer_sizes(2, [500]), 0), strict=True):
-        layer.set_weights([kernel, bias])
+    model, _ = build_model(config, data)
+    set_initial_weights(model, config, data, 0)
     model.compile(
         optimizer=make_optimizer(config), loss="binary_crossentropy", metrics=["accuracy"]
     )
@@ -154,12 +151,14 @@ def fused_worker(args: argparse.Namespace) -> dict:
     import tensorflow  # noqa: F401  (timed separately: every TF user pays it once)
 
     import_s = time.perf_counter() - start
+    from actreg_cli.data import job_dataset
     from actreg_cli.engines.fused import FusedEngine, _make_spec, coefficients
 
     jobs = fused_jobs(args.n, args.epochs)
     engine = FusedEngine(chunk=args.chunk)
     tables = [coefficients(j.config) for j in jobs]
-    chunk = _make_spec(jobs, tables, args.chunk, engine.workers).chunk
+    data = job_dataset(jobs[0].config, jobs[0].seed)
+    chunk = _make_spec(jobs, tables, args.chunk, engine.workers, data).chunk
 
     def train() -> tuple[float, float]:
         t, c = time.perf_counter(), time.process_time()

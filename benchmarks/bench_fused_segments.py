@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from actreg_cli.config import ExperimentConfig, validate_mapping
+from actreg_cli.data import job_dataset
 from actreg_cli.engines import fused
 from actreg_cli.engines.base import TrainJob
 
@@ -40,7 +41,9 @@ def main() -> None:
     )
     jobs = [TrainJob(config, seed) for seed in range(args.models)]
     engine = fused.FusedEngine()
-    spec = fused._make_spec(jobs, [fused.coefficients(config)] * len(jobs), None, engine.workers)
+    data = job_dataset(config, jobs[0].seed)
+    tables = [fused.coefficients(config)] * len(jobs)
+    spec = fused._make_spec(jobs, tables, None, engine.workers, data)
     variants = {"segments": spec.segment_epochs(), "one call": spec.loop_epochs}
     print(
         f"{args.models} models x {args.epochs} epochs, chunk {spec.chunk}, "

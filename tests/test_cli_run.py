@@ -306,3 +306,78 @@ def test_validate_rejects_every_sweep_that_sweep_rejects(tmp_path: Path, changes
     for word in words:
         assert word in checked.output, checked.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_regression_run_reports_mse_mae_r2(tmp_path: Path) -> None:
+    """diabetes (regression), fused engine, resample: the task's columns everywhere, and the
+    summary says the intervals cover data noise too."""
+    cfg = write_yaml(
+        tmp_path / "reg.yaml",
+        {
+            "name": "reg",
+            "data": {"name": "diabetes", "resample": True},
+            "model": {"hidden_units": [8]},
+            "regularizers": [{"target": "kernel", "norm": "l2", "strength": 1e-3}],
+            "training": {"epochs": 3, "repeats": 2, "batch_size": 512},
+        },
+    )
+    result = invoke("run", cfg, "--engine", "fused", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "Train: MSE " in result.output and "R^2 " in result.output
+    run_dir = Path(result.output.strip().splitlines()[-1])
+    with open(run_dir / "repeats.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[2:-1] == [
+        "train_mse",
+        "test_mse",
+        "train_mae",
+        "test_mae",
+        "train_r2",
+        "test_r2",
+        "train_loss",
+        "test_loss",
+        "mean_activation",
+        "zero_fraction",
+    ]
+    with open(run_dir / "history.csv") as fh:
+        assert list(csv.DictReader(fh).fieldnames or []) == [
+            "repeat", "epoch", "loss", "mae", "val_loss", "val_mae"
+        ]  # fmt: skip
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["task"], summary["main_metric"], summary["higher_is_better"]) == (
+        "regression",
+        "test_mse",
+        False,
+    )
+    assert "data noise" in summary["intervals_cover"]
+    mse = [float(r["test_mse"]) for r in rows]
+    assert summary["test_mse"]["values"] == pytest.approx(mse)
+    assert all(m > 0 for m in mse) and "test_accuracy" not in summary
+    saved = yaml.safe_load((run_dir / "run.yaml").read_text())
+    assert [d["n_train"] for d in saved["data_per_repeat"]] == [309, 309]
+    assert (run_dir / "mae.png").read_bytes()[:4] == b"\x89PNG"
+    # report re-draws from the CSV files with the recorded task
+    again = invoke("report", run_dir)
+    assert again.exit_code == 0, again.output
+    assert json.loads((run_dir / "summary.json").read_text())["test_mse"] == summary["test_mse"]
+
+
+def test_multiclass_run_records_split_class_counts(tmp_path: Path) -> None:
+    cfg = write_yaml(
+        tmp_path / "iris.yaml",
+        {
+            "name": "iris",
+            "data": {"name": "iris", "test_fraction": 0.2},
+            "model": {"hidden_units": [8]},
+            "training": {"epochs": 2, "repeats": 1, "batch_size": 256},
+        },
+    )
+    result = invoke("run", cfg, "--engine", "keras", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    run_dir = Path(result.output.strip().splitlines()[-1])
+    saved = yaml.safe_load((run_dir / "run.yaml").read_text())
+    assert saved["data"]["task"] == "multiclass"
+    assert saved["data"]["class_counts_test"] == {"setosa": 10, "versicolor": 10, "virginica": 10}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["task"] == "multiclass" and 0.0 <= summary["test_accuracy"]["mean"] <= 1.0
+    assert "initialization noise only" in summary["intervals_cover"]

@@ -248,3 +248,44 @@ def test_resuming_one_cell_of_a_fused_chunk_is_byte_identical(tmp_path: Path):
     assert resumed.exit_code == 0, resumed.output
     assert "4 of 5 cells already done, 1 to run" in resumed.stdout
     assert (folder / "results.csv").read_bytes() == whole
+
+
+def test_regression_sweep_ranks_by_lowest_mse(tmp_path):
+    """A regression sweep compares test MSE, and "better" means lower."""
+    sweep = {
+        "name": "reg_sweep",
+        "base": {
+            "data": {"name": "regression", "n_samples": 80, "n_features": 4, "n_informative": 4},
+            "model": {"hidden_units": [8]},
+            "regularizers": [{"target": "kernel", "norm": "l2", "strength": 1e-3}],
+            "training": {"epochs": 5, "repeats": 3, "seed": 2, "batch_size": 128},
+        },
+        "grid": {"regularizers.0.strength": [1.0, 1e-4]},
+    }
+    cfg = write_yaml(tmp_path / "reg_sweep.yaml", sweep)
+    result = invoke("sweep", cfg, "--engine", "fused", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "test MSE: mean±std over repeats (lower is better)" in result.stdout
+    folder = Path(last_line(result.stdout))
+    with open(folder / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert "test_mse_mean" in rows[0] and "test_accuracy_mean" not in rows[0]
+    report = (folder / "report.md").read_text()
+    assert "main metric test MSE (lower is better)" in report
+    best = min(rows, key=lambda r: float(r["test_mse_mean"]))
+    best_section = report.split("## Best cell")[1].split("##")[0]
+    assert f"**{best['cell']}**" in best_section
+    with open(folder / "results.csv") as fh:
+        results = list(csv.DictReader(fh))
+    assert {"test_mse", "test_mae", "test_r2"} <= set(results[0])
+
+
+def test_sweep_on_a_bad_csv_exits_2_and_writes_nothing(tmp_path):
+    (tmp_path / "bad.csv").write_text("a,label\n1,x\n2,\n", encoding="utf-8")
+    sweep = tiny_sweep(name="bad_data")
+    sweep["base"]["data"] = {"name": "csv", "path": "bad.csv", "target": "label"}
+    cfg = write_yaml(tmp_path / "bad_sweep.yaml", sweep)
+    result = invoke("sweep", cfg, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2, result.output
+    assert "bad.csv: line 3, target column 'label': empty or missing label" in result.output
+    assert not (tmp_path / "runs" / "bad_data").exists()

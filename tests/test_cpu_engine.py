@@ -19,6 +19,7 @@ import pytest
 from test_fused_engine import L1_AFTER, L1_BEFORE, SEED, TUTORIAL_CASES, assert_same_training
 from test_fused_engine import experiment as _experiment
 
+from actreg_cli.data import job_dataset
 from actreg_cli.engines import EngineName, select_engine
 from actreg_cli.engines.base import EngineUnsupported, TrainJob
 from actreg_cli.engines.cpu import CpuEngine, flat_initial_weights
@@ -204,7 +205,7 @@ def test_gradient_equals_autodiff() -> None:
             got = flat - final[0]
             # The same weights in the fused engine's blocks, through its forward and loss.
             tables = [fz.coefficients(cfg)]
-            spec = fz._make_spec([job], tables, 1, 1)
+            spec = fz._make_spec([job], tables, 1, 1, job_dataset(job.config, job.seed))
             arrays = fz._chunk_arrays(spec, [job], tables)
             net = fz._Net(spec)
             net.bind(
@@ -307,3 +308,12 @@ def test_compiled_code_is_cached_on_disk_and_reused(tmp_path: Path) -> None:
     assert runs[0] == ["0", "1", "False", "False"]  # compiled and written to the cache
     assert runs[1] == ["1", "0", "False", "False"]  # loaded, nothing compiled
     assert any(tmp_path.rglob("*.nbi"))
+
+
+def test_cpu_engine_declares_other_data_and_tasks_unsupported() -> None:
+    """The kernel is binary-only on 2-D generated data: other sources are refused in one line
+    (and `auto` then picks another engine)."""
+    for data in ({"name": "iris"}, {"name": "diabetes"}, {"name": "circles", "resample": True}):
+        reason = CpuEngine().unsupported(_experiment(data=data))
+        assert reason is not None and "cpu engine" in reason and data["name"] in reason
+    assert CpuEngine().unsupported(_experiment(data={"name": "moons"})) is None

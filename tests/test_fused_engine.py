@@ -205,11 +205,8 @@ def test_model_alone_equals_model_in_a_batch() -> None:
 
 def test_hand_written_gradients_equal_autodiff() -> None:
     """The backward pass against tf.GradientTape on the same forward pass, for every activation,
-    one and two hidden layers (fan_in 2 and 16), every penalty kind, shared and per-model rows."""
-    import tensorflow as tf
-
-    from actreg_cli.engines import fused as fz
-
+    one and two hidden layers (fan_in 2 and 16), every penalty kind, shared and per-model rows,
+    and every task (sigmoid, softmax and squared-error outputs)."""
     reg_sets = [
         [
             {
@@ -251,40 +248,61 @@ def test_hand_written_gradients_equal_autodiff() -> None:
     rng = np.random.default_rng(0)
     for activation in ("relu", "tanh", "sigmoid", "elu"):
         for units in ([16, 8], [7]):
-            jobs = []
-            for seed, regs in enumerate(reg_sets):
-                regs = [{**r, "layer": r.get("layer", 0) % len(units)} for r in regs]
-                model = {"hidden_units": units, "activation": activation}
-                jobs.append(TrainJob(experiment(regs, epochs=1, model=model), seed))
-            tables = [fz.coefficients(job.config) for job in jobs]
-            spec = fz._make_spec(jobs, tables, len(jobs), 1)
-            arrays = fz._chunk_arrays(spec, jobs, tables)
-            net = fz._Net(spec)
-            net.bind(
-                [tf.constant(r) for r in arrays.row_l1],
-                [tf.constant(r) for r in arrays.row_l2],
-                tf.constant(arrays.act_mean),
-                tf.constant(arrays.act_sum),
-                tf.constant(arrays.lr),
-            )
-            # Perturbed weights, non-zero biases: no exact zeros for sign() to sit on.
-            params = [
-                tf.constant(b + rng.normal(0, 0.3, b.shape).astype(np.float32))
-                for b in arrays.blocks
-            ] + [tf.constant(arrays.out_bias + 0.1)]
-            for shape in ([12, 2], [len(jobs), 12, 2]):
-                x = tf.constant(rng.normal(size=shape).astype(np.float32))
-                y = tf.constant((rng.random(shape[:-1]) > 0.5).astype(np.float32))
-                with tf.GradientTape() as tape:
-                    tape.watch(params)
-                    logits, act_rows, cache = net.forward(params, x)
-                    row = net.summaries(logits, act_rows, y, ((0, 12),), net.weight_penalty(params))
-                    loss = tf.reduce_sum(row[:, 0] / 12.0)  # models are independent
-                expected = tape.gradient(loss, params)
-                got = net.backward(params, x, cache, net.logit_grad(logits, y))
-                for e, g in zip(expected, got, strict=True):
-                    scale = float(np.max(np.abs(e.numpy())))
-                    np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=0, atol=1e-6 * scale)
+            check_gradients(reg_sets, rng, activation, units, None)
+    # The other tasks: softmax cross-entropy over 3 classes (iris: 4 features) and the squared
+    # error of a linear output (diabetes: 10 features, a matmul for the first layer).
+    for data in ({"name": "iris"}, {"name": "diabetes"}):
+        for activation, units in (("relu", [16, 8]), ("tanh", [7])):
+            check_gradients(reg_sets, rng, activation, units, data)
+
+
+def check_gradients(reg_sets, rng, activation, units, data) -> None:
+    import tensorflow as tf
+
+    from actreg_cli.data import job_dataset
+    from actreg_cli.engines import fused as fz
+    from actreg_cli.tasks import Task
+
+    jobs = []
+    for seed, regs in enumerate(reg_sets):
+        regs = [{**r, "layer": r.get("layer", 0) % len(units)} for r in regs]
+        model = {"hidden_units": units, "activation": activation}
+        jobs.append(TrainJob(experiment(regs, epochs=1, model=model, data=data), seed))
+    dataset = job_dataset(jobs[0].config, jobs[0].seed)
+    tables = [fz.coefficients(job.config) for job in jobs]
+    spec = fz._make_spec(jobs, tables, len(jobs), 1, dataset)
+    arrays = fz._chunk_arrays(spec, jobs, tables)
+    net = fz._Net(spec)
+    net.bind(
+        [tf.constant(r) for r in arrays.row_l1],
+        [tf.constant(r) for r in arrays.row_l2],
+        tf.constant(arrays.act_mean),
+        tf.constant(arrays.act_sum),
+        tf.constant(arrays.lr),
+    )
+    # Perturbed weights, non-zero biases: no exact zeros for sign() to sit on.
+    params = [
+        tf.constant(b + rng.normal(0, 0.3, b.shape).astype(np.float32)) for b in arrays.blocks
+    ] + [tf.constant(arrays.out_bias + 0.1)]
+    for shape in ([12, spec.n_features], [len(jobs), 12, spec.n_features]):
+        x = tf.constant(rng.normal(size=shape).astype(np.float32))
+        if spec.task is Task.binary:
+            labels = rng.random(shape[:-1]) > 0.5
+        elif spec.task is Task.multiclass:
+            labels = rng.integers(0, spec.n_outputs, shape[:-1])
+        else:
+            labels = rng.normal(size=shape[:-1])
+        y = tf.constant(labels.astype(np.float32))
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            logits, act_rows, cache = net.forward(params, x)
+            row = net.summaries(logits, act_rows, y, ((0, 12),), net.weight_penalty(params))
+            loss = tf.reduce_sum(row[:, 0] / 12.0)  # models are independent
+        expected = tape.gradient(loss, params)
+        got = net.backward(params, x, cache, net.logit_grad(logits, y))
+        for e, g in zip(expected, got, strict=True):
+            scale = float(np.max(np.abs(e.numpy())))
+            np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=0, atol=1e-6 * scale)
 
 
 def test_unsupported_names_the_custom_regularizer() -> None:
@@ -419,8 +437,11 @@ def test_training_in_segments_is_bit_identical_to_one_segment(batch_size: int) -
 
 
 def test_segments_are_a_small_part_of_training() -> None:
+    from actreg_cli.data import job_dataset
+
+    job = TrainJob(experiment(epochs=4000), 1)
     spec = fused._make_spec(
-        [TrainJob(experiment(epochs=4000), 1)], [fused.coefficients(experiment())], None, 2
+        [job], [fused.coefficients(experiment())], None, 2, job_dataset(job.config, job.seed)
     )
     assert spec.loop_epochs == 4001
     assert 1 <= spec.segment_epochs() <= 4001 / fused._MIN_SEGMENTS + 1
@@ -448,3 +469,70 @@ def test_long_runs_agree_within_the_stated_guarantee() -> None:
         assert abs(f.train_accuracy - k.train_accuracy) <= 1 / 30 + 1e-9
     diff = paired_difference([f.test_accuracy for f in fused], [k.test_accuracy for k in keras])
     assert diff["ci_low"] <= 0.0 <= diff["ci_high"], diff
+
+
+# The bundled data sets, one per task, full batch (batch_size above n_train) or shuffled
+# minibatches (both engines visit the rows in weights.epoch_permutation order). 20 epochs of a
+# 32-unit MLP.
+TASK_CASES = {
+    "binary-breast_cancer": ({"name": "breast_cancer"}, 512, True),
+    "multiclass-iris": ({"name": "iris"}, 128, True),
+    "multiclass-wine-minibatch": ({"name": "wine"}, 32, True),
+    "regression-diabetes": ({"name": "diabetes"}, 512, True),
+    "regression-generated-minibatch": ({"name": "regression", "n_samples": 120}, 32, True),
+}
+
+
+@pytest.mark.parametrize("case", list(TASK_CASES))
+def test_every_task_matches_keras(case) -> None:
+    from actreg_cli.data import job_dataset
+    from actreg_cli.tasks import Task
+
+    data, batch_size, shuffle = TASK_CASES[case]
+    regs = [L1_BEFORE, {"target": "kernel", "norm": "l2", "strength": 1e-3}]
+    cfg = experiment(
+        regs, epochs=20, model={"hidden_units": [32]}, data=data, batch_size=batch_size,
+        shuffle=shuffle, learning_rate=1e-2,
+    )  # fmt: skip
+    dataset = job_dataset(cfg, SEED)
+    fused = FusedEngine().train([TrainJob(cfg, SEED)])[0]
+    keras = KerasEngine().train([TrainJob(cfg, SEED)])[0]
+    assert fused.history.shape == keras.history.shape == (20, 4)
+    assert not fused.diverged and not keras.diverged
+    np.testing.assert_allclose(fused.history[0, 0], keras.history[0, 0], rtol=1e-6)
+    for col in (0, 2):
+        np.testing.assert_allclose(fused.history[:, col], keras.history[:, col], rtol=1e-4)
+    assert fused.history[-1, 0] < fused.history[0, 0]  # it learns
+    np.testing.assert_allclose(fused.test_loss, keras.test_loss, rtol=1e-4)
+    np.testing.assert_allclose(fused.mean_activation, keras.mean_activation, rtol=1e-3)
+    if dataset.task is Task.regression:
+        np.testing.assert_allclose(fused.history[:, [1, 3]], keras.history[:, [1, 3]], rtol=1e-4)
+        for name in ("train_mse", "test_mse", "train_mae", "test_mae", "test_r2"):
+            np.testing.assert_allclose(getattr(fused, name), getattr(keras, name), rtol=1e-4)
+        assert np.isnan(fused.test_accuracy) and np.isnan(keras.test_accuracy)
+    else:
+        for col, n in ((1, dataset.n_train), (3, dataset.n_test)):
+            diff = np.abs(fused.history[:, col] - keras.history[:, col])
+            assert np.all(diff < 1.5 / n), "an accuracy differs by more than one sample"
+        assert abs(fused.test_accuracy - keras.test_accuracy) < 1.5 / dataset.n_test
+        assert abs(fused.train_accuracy - keras.train_accuracy) < 1.5 / dataset.n_train
+        assert np.isnan(fused.test_mse) and np.isnan(keras.test_r2)
+
+
+def test_resample_trains_each_repeat_on_its_own_split() -> None:
+    """With data.resample, repeat seed s trains on the split drawn from data_seed(s): the same
+    model as a fixed split with split_seed = data_seed(s)."""
+    from actreg_cli.data import data_seed
+
+    def iris(**data):
+        return experiment(
+            [L1_AFTER], epochs=3, model={"hidden_units": [8]}, data={"name": "iris", **data},
+            batch_size=256,
+        )  # fmt: skip
+
+    moving = iris(resample=True)
+    results = FusedEngine().train([TrainJob(moving, 1), TrainJob(moving, 2)])
+    assert not np.array_equal(results[0].history, results[1].history)
+    for seed, got in zip((1, 2), results, strict=True):
+        fixed = FusedEngine().train([TrainJob(iris(split_seed=data_seed(seed)), seed)])[0]
+        np.testing.assert_array_equal(got.history, fixed.history)

@@ -23,18 +23,18 @@ from conftest import REPO, write_yaml
 ray = pytest.importorskip("ray")
 
 from actreg_cli.config import ExperimentConfig, load_sweep  # noqa: E402
-from actreg_cli.engines.base import RESULT_FIELDS as TRAIN_RESULT_FIELDS  # noqa: E402
 from actreg_cli.engines.base import TrainJob, TrainResult  # noqa: E402
 from actreg_cli.executors import LocalExecutor, train_chunk  # noqa: E402
 from actreg_cli.ray_executor import INSTALL_HINT, RayExecutor  # noqa: E402
 from actreg_cli.sweep import run_sweep  # noqa: E402
+from actreg_cli.tasks import result_fields  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
 RAY_CPUS = 2  # the module's Ray instance, as on a small CI runner
 
 # Everything a TrainResult reports per training, the diverged flag included.
-RESULT_FIELDS = (*TRAIN_RESULT_FIELDS, "diverged")
+RESULT_FIELDS = (*result_fields("binary"), "diverged")
 
 
 @pytest.fixture(scope="module")

@@ -144,3 +144,38 @@ def test_compare_in_80_columns_letters_the_runs(runs_dir: Path, tmp_path, monkey
     assert lines[:2] == [f"A = {labels[0]}", f"B = {labels[1]}"]
     assert any(line.split()[:3] == ["regularizers.0.placement", "after_activation",
                                     "before_activation"] for line in lines)  # fmt: skip
+
+
+def test_regression_runs_and_sweeps_are_indexed_by_mse(tmp_path: Path) -> None:
+    """A regression run shows its test MSE; a regression sweep's best cell is its lowest MSE;
+    compare lists MSE, MAE and R^2."""
+    config = write_yaml(
+        tmp_path / "reg.yaml",
+        {
+            "name": "reg",
+            "data": {"name": "regression", "n_samples": 60, "n_features": 3, "n_informative": 3},
+            "model": {"hidden_units": [8]},
+            "regularizers": [{"target": "kernel", "norm": "l2", "strength": 1e-3}],
+            "training": {"epochs": 3, "repeats": 2, "batch_size": 64},
+        },
+    )
+    runs = tmp_path / "runs"
+    folders = []
+    for strength in ("1e-3", "1.0"):
+        result = invoke(
+            "run", config, "--engine", "fused", "--runs-dir", runs,
+            "--set", f"regularizers.0.strength={strength}",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        folders.append(Path(result.stdout.strip().splitlines()[-1]))
+    result = invoke(
+        "sweep", config, "--grid", "regularizers.0.strength=1e-3,1.0", "--engine", "fused",
+        "--runs-dir", runs,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    entries = {e.kind: e for e in list_runs(runs)}
+    assert entries["run"].metric.startswith("mse ")
+    assert entries["sweep"].metric.startswith("best ") and entries["sweep"].metric.endswith("(mse)")
+    comparison = compare_runs(folders)
+    names = [name for name, _ in comparison.metrics]
+    assert names[:6] == ["test_mse", "train_mse", "test_mae", "train_mae", "test_r2", "train_r2"]

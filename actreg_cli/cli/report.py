@@ -50,8 +50,6 @@ def report_command(
                 "(expected a folder written by `actreg run`, `tutorial` or `sweep`)"
             ]
         )
-    from rich.markup import escape
-
     from actreg_cli.config import ConfigError
 
     try:
@@ -64,7 +62,7 @@ def report_command(
 
             outcome = report_tutorial(run_dir)
             for sentence in outcome.verdicts:
-                console.print(f"- {escape(sentence)}", highlight=False, soft_wrap=True)
+                console.print(f"- {sentence}", highlight=False, soft_wrap=True)
         else:
             from actreg_cli.sweep import reopen_sweep
             from actreg_cli.sweep_report import write_outputs
@@ -78,7 +76,7 @@ def report_command(
     except ConfigError as exc:
         raise fail(exc.errors) from None
     except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise fail([escape(f"{run_dir}: cannot read the saved results: {exc}")]) from None
+        raise fail([f"{run_dir}: cannot read the saved results: {exc}"]) from None
     print(run_dir)
 
 

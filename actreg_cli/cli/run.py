@@ -47,6 +47,9 @@ def run_command(
         from actreg_cli.engines import select_engine
 
         chosen, why = select_engine(engine, [cfg])
+        from actreg_cli.data import check_data
+
+        check_data(cfg)  # bad data files: exit 2 before anything is written
     if why:
         note(why)
     from actreg_cli.reporter import tutorial_line

@@ -110,9 +110,10 @@ def _fmt(value: float, signed: bool = False) -> str:
 
 
 def summary_table(outcome: Any, layout: str = "wide") -> Any:
-    """summary.csv as rich text: swept values, n, test accuracy (mean±std, 95% CI), vs baseline.
+    """summary.csv as rich text: swept values, n, the task's main metric
+    (test accuracy or test MSE: mean±std, 95% CI), vs baseline.
 
-    layout: "wide" (one row a cell, every column), "narrow" (without the accuracy's CI column,
+    layout: "wide" (one row a cell, every column), "narrow" (without the metric's CI column,
     which summary.csv keeps) or "stacked" (two lines a cell, for terminals too narrow for both).
     The swept values, which tell the cells apart, are never shortened.
     """
@@ -121,12 +122,23 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     from rich.text import Text
 
     from actreg_cli.sweep import format_value
-    from actreg_cli.sweep_report import short_names, study_line, summary_rows
+    from actreg_cli.sweep_report import (
+        main_metric,
+        metric_label,
+        short_names,
+        study_line,
+        summary_rows,
+    )
 
+    task_spec = main_metric(outcome)
+    main = task_spec.main_metric
+    label = metric_label(main)
+    short_label = label.replace("accuracy", "acc")
+    direction = "higher is better" if task_spec.higher_is_better else "lower is better"
     keys = list(outcome.plan.sweep.grid)
     names = short_names(keys)
     caption = (
-        "test acc: mean±std over repeats; vs base: paired 95% CI; "
+        f"{short_label}: mean±std over repeats ({direction}); vs base: paired 95% CI; "
         "* better/worse: paired t-test, Holm-corrected p < 0.05"
     )
     study = Text(study_line(outcome))  # what defines this study: reduction, epochs, overrides...
@@ -143,8 +155,8 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
             )
             if row["diff_clear"]:
                 diff = Text(f"{diff} *", style="bold")
-        acc = f"{_fmt(row['test_accuracy_mean'])}±{_fmt(row['test_accuracy_std'])}"
-        ci = f"{_fmt(row['test_accuracy_ci_low'])}-{_fmt(row['test_accuracy_ci_high'])}"
+        acc = f"{_fmt(row[f'{main}_mean'])}±{_fmt(row[f'{main}_std'])}"
+        ci = f"{_fmt(row[f'{main}_ci_low'])}-{_fmt(row[f'{main}_ci_high'])}"
         rows.append(
             (
                 row["cell"],
@@ -161,7 +173,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         for cell, values, n, acc, ci, diff in rows:
             swept = "  ".join(f"{names[k]}={v}" for k, v in zip(keys, values, strict=True) if v)
             lines.append(Text(f"{cell}  {swept or '(no regularizer)'}", style="bold"))
-            detail = Text(f"    n={n}  test acc {acc}")
+            detail = Text(f"    n={n}  {short_label} {acc}")
             if ci:
                 detail.append(f" (95% CI {ci})")
             lines.append(detail)
@@ -184,7 +196,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     for key in keys:
         table.add_column(names[key], no_wrap=True)
     table.add_column("n", justify="right", no_wrap=True)
-    table.add_column("test acc", justify="right", no_wrap=True)
+    table.add_column(short_label, justify="right", no_wrap=True)
     if layout == "wide":
         table.add_column("95% CI", justify="right", no_wrap=True)
     table.add_column("vs base [paired 95% CI]", no_wrap=True)

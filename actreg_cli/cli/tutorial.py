@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from actreg_cli.cli.common import (
     TENSORFLOW_ENGINES,
@@ -81,7 +80,7 @@ def tutorial_command(
     if epochs_note(probe.training.epochs):
         note(epochs_note(probe.training.epochs))
     for sentence in outcome.verdicts:
-        console.print(f"- {escape(sentence)}", highlight=False, soft_wrap=True)
+        console.print(f"- {sentence}", highlight=False, soft_wrap=True)
     print(outcome.out_dir)
 
 

@@ -16,11 +16,10 @@ def validate_command(
     """Validate each config; print 'ok' per valid file, every problem of the others; exit 2 if any.
 
     A sweep is checked exactly as `actreg sweep` checks it before training: every cell of its
-    grid expanded and validated. A config with a custom `function:` imports and runs that code.
+    grid expanded and validated. A data file (CSV, NPZ) is read and checked. A config with a
+    custom `function:` imports and runs that code.
     """
-    from rich.markup import escape
-
-    from actreg_cli.config import ConfigError, SweepConfig, load_any
+    from actreg_cli.config import FILE_SOURCES, ConfigError, SweepConfig, load_any
     from actreg_cli.sweep import check_sweep
 
     problems: list[str] = []
@@ -28,8 +27,13 @@ def validate_command(
         try:
             cfg = load_any(path)
             cells = check_sweep(cfg, str(path)) if isinstance(cfg, SweepConfig) else None
+            experiment = cfg.base if isinstance(cfg, SweepConfig) else cfg
+            if experiment.data.name in FILE_SOURCES:  # reading a file needs numpy only
+                from actreg_cli.data import check_data
+
+                check_data(experiment)
         except ConfigError as exc:
-            problems.extend(escape(line) for line in exc.errors)
+            problems.extend(exc.errors)
             continue
         kind = "experiment" if cells is None else f"sweep of {len(cells)} cells"
         console.print(f"ok: {path} ({kind} '{cfg.name}')", highlight=False)

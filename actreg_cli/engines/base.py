@@ -6,25 +6,18 @@ each, in order. Jobs may differ in anything; an engine groups what it can train 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from actreg_cli.config import ExperimentConfig
+from actreg_cli.tasks import ALL_METRIC_FIELDS, Task, final_metrics, result_fields
 
-# Columns of TrainResult.history, in Keras's History names.
-HISTORY_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
-#: The scalar results of one training (TrainResult's float fields), as stored and summarised.
-RESULT_FIELDS = (
-    "train_accuracy",
-    "test_accuracy",
-    "train_loss",
-    "test_loss",
-    "mean_activation",
-    "zero_fraction",
-)
+#: TrainResult.history's columns for a task: tasks.history_columns (Keras's History names).
+#: The scalar results stored and summarised for a task: tasks.result_fields.
 
 #: Called with the number of model-epochs just finished (for progress bars).
 ProgressCallback = Callable[[int], None]
@@ -44,24 +37,43 @@ class TrainJob:
 class TrainResult:
     """One trained model.
 
-    history: float64 [epochs, 4], columns HISTORY_COLUMNS. loss/accuracy are Keras's epoch
-      averages over the training batches, each measured before its own update; val_* are measured
-      on the test set with the end-of-epoch weights. Losses include the penalties.
-    train_/test_accuracy, train_/test_loss: evaluated on the final weights (the tutorial's
-      `model.evaluate`), each set as one batch.
+    history: float64 [epochs, 4], columns tasks.history_columns(task): loss and the task's
+      metric (accuracy, or mae for regression) as Keras's epoch averages over the training
+      batches, each measured before its own update; val_* are measured on the test set with the
+      end-of-epoch weights. Losses include the penalties.
+    train_/test_loss: evaluated on the final weights (the tutorial's `model.evaluate`), each set
+      as one batch; penalties included.
+    train_/test_<metric>: the task's final metrics (tasks.final_metrics) on the final weights:
+      accuracy for classification; mse, mae and r2 (no penalties) for regression. Fields a task
+      does not have stay NaN.
     mean_activation, zero_fraction: over the test set, of the output (after the activation) of
       hidden layer `config.probe_layer`: its mean, and the fraction of exact zeros.
     diverged: a loss became non-finite or huge (`has_diverged`); accuracies are then NaN.
     """
 
     history: np.ndarray
-    train_accuracy: float
-    test_accuracy: float
     train_loss: float
     test_loss: float
     mean_activation: float
     zero_fraction: float
     diverged: bool
+    train_accuracy: float = math.nan
+    test_accuracy: float = math.nan
+    train_mse: float = math.nan
+    test_mse: float = math.nan
+    train_mae: float = math.nan
+    test_mae: float = math.nan
+    train_r2: float = math.nan
+    test_r2: float = math.nan
+
+    def set_final_metrics(self, task: Task, split: str, y_true, outputs) -> None:
+        """Fill `<split>_<metric>` from the network's final outputs on that set."""
+        for name, value in final_metrics(task, y_true, outputs).items():
+            setattr(self, f"{split}_{name}", value)
+
+    def values(self, task: Task) -> dict[str, float]:
+        """The task's result fields (tasks.result_fields) and their values."""
+        return {name: float(getattr(self, name)) for name in result_fields(task)}
 
 
 class Engine(Protocol):
@@ -79,10 +91,10 @@ class Engine(Protocol):
 def train_grouped(
     engine: Engine,
     jobs: Sequence[TrainJob],
-    key: Callable[[ExperimentConfig], Hashable],
+    key: Callable[[TrainJob], Hashable],
     train_group: Callable[[list[TrainJob]], list[TrainResult]],
 ) -> list[TrainResult]:
-    """Refuse unsupported jobs (EngineUnsupported), train jobs with equal `key(config)` together
+    """Refuse unsupported jobs (EngineUnsupported), train jobs with equal `key(job)` together
     (`train_group`, groups in order of first appearance) and return results in `jobs` order."""
     for job in jobs:
         reason = engine.unsupported(job.config)
@@ -90,7 +102,7 @@ def train_grouped(
             raise EngineUnsupported(reason)
     groups: dict[Hashable, list[int]] = {}
     for index, job in enumerate(jobs):
-        groups.setdefault(key(job.config), []).append(index)
+        groups.setdefault(key(job), []).append(index)
     results: list[TrainResult | None] = [None] * len(jobs)
     for indices in groups.values():
         trained = train_group([jobs[i] for i in indices])
@@ -109,7 +121,7 @@ DIVERGENCE_FACTOR = 1000.0
 def has_diverged(history: np.ndarray, train_loss: float, test_loss: float) -> bool:
     """The divergence definition (see DIVERGENCE_FACTOR) for one run.
 
-    history: [epochs, 4], columns HISTORY_COLUMNS; train_loss/test_loss: on the final weights.
+    history: [epochs, 4], columns tasks.history_columns(task); train_loss/test_loss: on the final weights.
     """
     losses = np.concatenate([np.asarray(history)[:, [0, 2]].ravel(), [train_loss, test_loss]])
     if not np.all(np.isfinite(losses)):
@@ -119,11 +131,11 @@ def has_diverged(history: np.ndarray, train_loss: float, test_loss: float) -> bo
 
 
 def mark_diverged(result: TrainResult) -> TrainResult:
-    """NaN the accuracies of a run that diverged (`has_diverged`), so no mean hides garbage."""
+    """NaN the metrics of a run that diverged (`has_diverged`), so no mean hides garbage."""
     if has_diverged(result.history, result.train_loss, result.test_loss):
         result.diverged = True
-        result.train_accuracy = float("nan")
-        result.test_accuracy = float("nan")
+        for name in ALL_METRIC_FIELDS:
+            setattr(result, name, math.nan)
     return result
 
 
@@ -133,7 +145,12 @@ def _ratio(total, count) -> np.ndarray:
 
 
 def result_from_totals(
-    config: ExperimentConfig, rows: np.ndarray, probe: np.ndarray, n_train: int, n_test: int
+    config: ExperimentConfig,
+    rows: np.ndarray,
+    probe: np.ndarray,
+    n_train: int,
+    n_test: int,
+    final: tuple[Task, Any, np.ndarray] | None = None,
 ) -> TrainResult:
     """TrainResult of one model from the per-epoch totals the fused and cpu engines produce.
 
@@ -143,7 +160,11 @@ def result_from_totals(
     the weights at the start of epoch e. So epoch e's val_* (end-of-epoch weights) come from
     rows[e+1], and rows[E] holds the final weights' evaluation of the train set (one batch)
     and of the test set. probe: float32 [2L], per hidden layer the mean of its output on the
-    test set, then per layer the fraction of exact zeros.
+    test set, then per layer the fraction of exact zeros. For regression the "correct" columns
+    hold sums of absolute errors (history: mae, val_mae).
+    final: (task, the Dataset, outputs [n_train + n_test, K]): the task's final metrics from the
+    network's outputs (tasks.final_metrics). Without it (binary task only) the final accuracies
+    come from rows[E].
     """
     n, m = n_train, n_test
     history = np.stack(
@@ -159,12 +180,18 @@ def result_from_totals(
     layer = config.probe_layer
     result = TrainResult(
         history=history,
-        train_accuracy=float(_ratio(rows[-1, 1], n)),
-        test_accuracy=float(_ratio(rows[-1, 3], m)),
         train_loss=float(_ratio(rows[-1, 0], n)),
         test_loss=float(_ratio(rows[-1, 2], m)),
         mean_activation=float(probe[layer]),
         zero_fraction=float(probe[n_layers + layer]),
         diverged=False,
     )
+    if final is None:
+        # correct counts over set sizes, in float64 as tasks.final_metrics computes them
+        result.train_accuracy = float(rows[-1, 1]) / n
+        result.test_accuracy = float(rows[-1, 3]) / m
+    else:
+        task, data, outputs = final
+        result.set_final_metrics(task, "train", data.y_train, outputs[:n])
+        result.set_final_metrics(task, "test", data.y_test, outputs[n:])
     return mark_diverged(result)

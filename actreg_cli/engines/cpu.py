@@ -51,6 +51,17 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
     for reg in config.regularizers:
         if reg.norm is Norm.custom:
             return f"custom regularizer '{reg.function}' cannot be compiled by the cpu engine"
+    data = config.data
+    if (
+        data.name not in ("circles", "moons")
+        or data.n_train is None
+        or data.resample
+        or data.task.value not in ("auto", "binary")
+    ):
+        return (
+            "the cpu engine trains the binary task on circles or moons with a first-n_train "
+            f"split only (data '{data.name}')"
+        )
     return None
 
 
@@ -101,7 +112,7 @@ class CpuEngine:
                     progress(len(part) * part[0].config.training.epochs)
             return results
 
-        return train_grouped(self, jobs, _group_key, train_group)
+        return train_grouped(self, jobs, lambda job: _group_key(job.config), train_group)
 
     def _train_call(self, jobs: Sequence[TrainJob]) -> list[TrainResult]:
         """One kernel call for jobs of one group."""

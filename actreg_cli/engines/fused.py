@@ -7,16 +7,17 @@ around a `tf.while_loop`. It is called once per segment of epochs (at most a ten
 the optimizer state handed from one call to the next, so that progress is reported and Ctrl-C
 honoured between segments; the result is bit-identical to one call over all epochs.
 
-Layout (C = models in a chunk, R = rows of a batch, i/o = fan_in/fan_out of a hidden layer):
+Layout (C = models in a chunk, R = rows of a batch, i/o = fan_in/fan_out of a hidden layer,
+F = features, K = output units: the classes for multiclass, else 1; tasks.py names the task):
   block l     float32 [C, i+1, o]: rows 0..i-1 the kernel, row i the bias. The last hidden
-              layer's block has one more row: the output layer's kernel ([o, 1] as a row).
-  out_bias    float32 [C, 1]
+              layer's block has K more rows: the output layer's kernel ([o, K] as K rows).
+  out_bias    float32 [C, K] (K = 1 but for multiclass: the number of classes)
   state       per parameter [C, 3, ...]: (value, Adam m, Adam v), updated by one fused kernel
-  x           float32 [R, 2] (rows shared by all models) or [C, R, 2] (per-model minibatches)
+  x           float32 [R, F] (rows shared by all models) or [C, R, F] (per-model minibatches)
   z, a        float32 [C, R, o]: a hidden layer's output before / after its activation
-  logits      float32 [C, R]
-  rows        float32 [epochs + 1, C, 4]: per epoch (train loss * rows, train correct count,
-              test loss * n_test, test correct count), see `_result`; copied out per segment
+  logits      float32 [C, R] (K = 1) or [C, R, K]
+  rows        float32 [epochs + 1, C, 4]: per epoch (train loss * rows, train metric total,
+              test loss * n_test, test metric total), see `_result`; copied out per segment
 
 What differs between models (seed, strength, norm, target, placement, reduction, learning rate)
 is data, not graph: per-model factor arrays. The penalty kinds a model uses (kernel/bias L1/L2,
@@ -31,7 +32,8 @@ the Keras engine feeds `fit`: both engines train on the same batches.
 
 The backward pass is written by hand. It follows the gradient TensorFlow registers for each
 forward op (ReluGrad/TanhGrad/SigmoidGrad/EluGrad from the activation's output, Abs -> sign,
-Square -> 2x, the composite sigmoid_cross_entropy_with_logits), so it equals GradientTape to
+Square -> 2x, the composite sigmoid_cross_entropy_with_logits, softmax - onehot of the sparse
+softmax cross-entropy kernel, -2 (y - l) of the squared error), so it equals GradientTape to
 float rounding (tests/test_fused_engine.py checks both), in fewer kernels than autodiff's graph.
 
 Float rounding: XLA sums in other orders than TensorFlow's kernels, so losses agree with the
@@ -59,7 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from actreg_cli.config import ExperimentConfig, Norm, Placement, Reduction, Target
-from actreg_cli.data import Dataset, load_dataset
+from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import (
     EngineUnsupported,
     ProgressCallback,
@@ -68,6 +70,7 @@ from actreg_cli.engines.base import (
     result_from_totals,
     train_grouped,
 )
+from actreg_cli.tasks import Task, output_units
 from actreg_cli.weights import (
     INDEX_BITS,
     SPLITMIX_GAMMA,
@@ -159,6 +162,9 @@ class _Spec:
     """Everything that shapes a compiled program; programs are cached by it."""
 
     hidden_units: tuple[int, ...]
+    n_features: int  # inputs of the first layer
+    task: Task  # the output layer and loss (tasks.py)
+    n_outputs: int  # output units: K classes (multiclass) or 1
     activation: str
     optimizer: str
     epochs: int
@@ -176,7 +182,7 @@ class _Spec:
 
     @property
     def fan_ins(self) -> tuple[int, ...]:
-        return (2, *self.hidden_units[:-1])
+        return (self.n_features, *self.hidden_units[:-1])
 
     @property
     def loop_epochs(self) -> int:
@@ -193,21 +199,23 @@ class _Spec:
     def block_rows(self, layer: int) -> int:
         """Rows of hidden layer `layer`'s parameter block: kernel, bias (and output kernel)."""
         last = layer == len(self.hidden_units) - 1
-        return self.fan_ins[layer] + 1 + (1 if last else 0)
+        return self.fan_ins[layer] + 1 + (self.n_outputs if last else 0)
 
 
-def _group_key(config: ExperimentConfig) -> tuple:
+def _group_key(job: TrainJob) -> tuple:
     """Jobs with equal keys train in one program; everything else is per-model data.
 
     The key holds the penalty kinds the model uses: a program is built for the kinds of its
     models, so grouping by each model's own kinds makes its program, and its numbers to the last
     bit, independent of the other jobs (a resumed sweep equals an uninterrupted one byte for
     byte)."""
+    config = job.config
     t = config.training
-    n_train = config.data.n_train
+    n_train = job_dataset(config, job.seed).n_train
     batch = min(t.batch_size, n_train)
     return (
         config.data.model_dump_json(),
+        job.seed if config.data.resample else None,  # each repeat's own data
         tuple(config.model.hidden_units),
         config.model.activation,
         t.optimizer,
@@ -281,9 +289,9 @@ class FusedEngine:
         segment: int | None = None,
     ) -> list[TrainResult]:
         """segment: loop iterations per compiled call (default `spec.segment_epochs()`)."""
-        data = load_dataset(jobs[0].config.data)
+        data = job_dataset(jobs[0].config, jobs[0].seed)
         tables = [coefficients(job.config) for job in jobs]
-        spec = _make_spec(jobs, tables, self.chunk, self.workers)
+        spec = _make_spec(jobs, tables, self.chunk, self.workers, data)
         segment = segment or spec.segment_epochs()
         program = compiled_program(spec, segment)
         chunk = spec.chunk
@@ -300,8 +308,8 @@ class FusedEngine:
                 def on_segment(first: int, last: int) -> None:
                     progress(len(real) * (min(last, spec.epochs) - min(first, spec.epochs)))
 
-            rows, probe = _call(program, data, arrays, spec, segment, stop, on_segment)
-            return real, rows, probe
+            rows, probe, outputs = _call(program, data, arrays, spec, segment, stop, on_segment)
+            return real, rows, probe, outputs
 
         results: list[TrainResult | None] = [None] * len(jobs)
         starts = range(0, len(jobs), chunk)
@@ -310,9 +318,11 @@ class FusedEngine:
         pool = ThreadPoolExecutor(max_workers=min(self.workers, len(starts)))
         try:
             for future in as_completed([pool.submit(run, start) for start in starts]):
-                real, rows, probe = future.result()
+                real, rows, probe, outputs = future.result()
                 for c, index in enumerate(real):
-                    results[index] = _result(jobs[index].config, rows[:, c], probe[c], spec)
+                    results[index] = _result(
+                        jobs[index].config, rows[:, c], probe[c], outputs[c], spec, data
+                    )
         except BaseException:  # Ctrl-C lands here, in the main thread: stop the workers too
             stop.set()
             raise
@@ -322,18 +332,24 @@ class FusedEngine:
 
 
 def _make_spec(
-    jobs: Sequence[TrainJob], tables: Sequence[np.ndarray], chunk: int | None, workers: int
+    jobs: Sequence[TrainJob],
+    tables: Sequence[np.ndarray],
+    chunk: int | None,
+    workers: int,
+    data: Dataset,
 ) -> _Spec:
-    """The program shape of one group of jobs (equal `_group_key`)."""
+    """The program shape of one group of jobs (equal `_group_key`) on its data set."""
     config = jobs[0].config
     units = tuple(config.model.hidden_units)
-    n_train = config.data.n_train
-    n_test = config.data.n_samples - n_train
+    n_train, n_test = data.n_train, data.n_test
     batch = min(config.training.batch_size, n_train)
     used = np.any(np.stack(tables) != 0, axis=0)  # [L, 12]: factors some model uses
     weight_terms, activity_terms = _penalty_kinds(used)
     return _Spec(
         hidden_units=units,
+        n_features=data.n_features,
+        task=data.task,
+        n_outputs=output_units(data.task, data.n_classes),
         activation=config.model.activation,
         optimizer=config.training.optimizer,
         epochs=config.training.epochs,
@@ -371,7 +387,7 @@ class _ChunkArrays:
     """Program inputs of one chunk (numpy, float32 unless noted)."""
 
     blocks: list[np.ndarray]  # per hidden layer [C, rows, o]
-    out_bias: np.ndarray  # [C, 1]
+    out_bias: np.ndarray  # [C, K]
     row_l1: list[np.ndarray]  # per hidden layer [C, rows, 1]: kernel/bias L1 factor per row
     row_l2: list[np.ndarray]  # same for L2
     act_mean: np.ndarray  # [C, K] factors of spec.activity_terms reduced by batch_mean
@@ -381,7 +397,7 @@ class _ChunkArrays:
 
 
 def _chunk_arrays(spec: _Spec, jobs: Sequence[TrainJob], tables: Sequence[np.ndarray]):
-    sizes = layer_sizes(2, list(spec.hidden_units))
+    sizes = layer_sizes(spec.n_features, list(spec.hidden_units), spec.n_outputs)
     n_layers = len(spec.hidden_units)
     blocks = [[] for _ in range(n_layers)]
     out_bias, row_l1, row_l2 = [], [[] for _ in range(n_layers)], [[] for _ in range(n_layers)]
@@ -391,7 +407,7 @@ def _chunk_arrays(spec: _Spec, jobs: Sequence[TrainJob], tables: Sequence[np.nda
             kernel, bias = weights[layer]
             rows = [kernel, bias[None, :]]
             if layer == n_layers - 1:
-                rows.append(weights[-1][0].T)  # output kernel [o, 1] as one row
+                rows.append(weights[-1][0].T)  # output kernel [o, K] as K rows
             blocks[layer].append(np.concatenate(rows))
             fan_in = kernel.shape[0]
             for out, norm in ((row_l1, "l1"), (row_l2, "l2")):
@@ -440,8 +456,8 @@ def _call(
     on_segment: Callable[[int, int], None] | None = None,
 ):
     """Train one chunk, `segment` loop iterations per call of `program`; the optimizer state
-    goes from one call to the next. Returns rows float32 [E+1, C, 4] and probe float32 [C, 2L]
-    (see `_result`). on_segment(first, last) after each call; raises _Stopped once `stop` is set.
+    goes from one call to the next. Returns rows float32 [E+1, C, 4], probe float32 [C, 2L] and
+    the final outputs float32 [C, n_train + n_test, K] (see `_result`). on_segment(first, last) after each call; raises _Stopped once `stop` is set.
     """
     tf = _tensorflow()
     constants = (
@@ -468,7 +484,7 @@ def _call(
         if stop.is_set():
             raise _Stopped
         last = min(first + segment, spec.loop_epochs)
-        state, rows, final, probe = program(
+        state, rows, final, probe, outputs = program(
             *constants, state, *per_model, tf.constant(first), tf.constant(last)
         )
         parts.append(rows.numpy()[: last - first])
@@ -476,13 +492,18 @@ def _call(
             on_segment(first, last)
     if spec.minibatch:  # the final weights' evaluation, after the last epoch
         parts.append(final.numpy()[None])
-    return np.concatenate(parts), probe.numpy()
+    return np.concatenate(parts), probe.numpy(), outputs.numpy()
 
 
-def _result(config: ExperimentConfig, rows, probe, spec: _Spec) -> TrainResult:
-    """TrainResult of one model from its rows [E+1, 4] and probe stats [2L] (see
-    `engines.base.result_from_totals`)."""
-    return result_from_totals(config, rows, probe, spec.n_train, spec.n_test)
+def _result(
+    config: ExperimentConfig, rows, probe, outputs, spec: _Spec, data: Dataset
+) -> TrainResult:
+    """TrainResult of one model from its rows [E+1, 4], probe stats [2L] (see
+    `engines.base.result_from_totals`) and final outputs [n_train + n_test, K]: the output
+    layer's activations (sigmoid, softmax or linear) on the train rows, then the test rows."""
+    return result_from_totals(
+        config, rows, probe, spec.n_train, spec.n_test, final=(spec.task, data, outputs)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,25 +523,30 @@ def compiled_program(spec: _Spec, segment: int):
     """The tf.function (jit_compile=True) that trains the C models of a chunk for up to
     `segment` iterations of the training loop, from epoch `first` to `last` (exclusive).
 
-    Inputs: x_train [n_train, 2], y_train [n_train], x_test [n_test, 2], y_test [n_test], the
-    optimizer state (per parameter [C, 3, ...]: value, Adam m, Adam v), the other _ChunkArrays
-    fields in order, then first and last (int32 scalars, last - first <= segment). Outputs: the
-    new state; rows float32 [segment, C, 4] (rows[i] for loop iteration first + i, valid up to
-    last - first); the final weights' row [C, 4] (minibatch training, see `_result`); and probe
-    float32 [C, 2L] of the new state. Cached per (spec, segment): traced and compiled once, then
-    called once per segment.
+    Inputs: x_train [n_train, F], y_train [n_train], x_test [n_test, F], y_test [n_test] (y:
+    0/1, the class index, or the target), the optimizer state (per parameter [C, 3, ...]:
+    value, Adam m, Adam v), the other _ChunkArrays fields in order, then first and last (int32
+    scalars, last - first <= segment). Outputs: the new state; rows float32 [segment, C, 4]
+    (rows[i] for loop iteration first + i, valid up to last - first); the final weights' row
+    [C, 4] (minibatch training, see `_result`); probe float32 [C, 2L] and the outputs
+    [C, n_train + n_test, K] of the new state. Cached per (spec, segment): traced and compiled
+    once, then called once per segment.
     """
     tf = _tensorflow()
     net = _Net(spec)
     c, n, m, k = spec.chunk, spec.n_train, spec.n_test, len(spec.activity_terms)
     epochs = spec.epochs
     block_shapes = [[c, spec.block_rows(i), o] for i, o in enumerate(spec.hidden_units)]
+    d = spec.n_features
     signature = [
-        tf.TensorSpec([n, 2], tf.float32),
+        tf.TensorSpec([n, d], tf.float32),
         tf.TensorSpec([n], tf.float32),
-        tf.TensorSpec([m, 2], tf.float32),
+        tf.TensorSpec([m, d], tf.float32),
         tf.TensorSpec([m], tf.float32),
-        [tf.TensorSpec([s[0], 3, *s[1:]], tf.float32) for s in [*block_shapes, [c, 1]]],
+        [
+            tf.TensorSpec([s[0], 3, *s[1:]], tf.float32)
+            for s in [*block_shapes, [c, spec.n_outputs]]
+        ],
         [tf.TensorSpec([*shape[:2], 1], tf.float32) for shape in block_shapes],
         [tf.TensorSpec([*shape[:2], 1], tf.float32) for shape in block_shapes],
         tf.TensorSpec([c, k], tf.float32),
@@ -587,6 +613,7 @@ def compiled_program(spec: _Spec, segment: int):
         # last segment of minibatch training; full-batch training evaluates them in its loop).
         logits, act_rows, _ = net.forward(params, x_all)
         final = net.summaries(logits, act_rows, y_all, both, net.weight_penalty(params))
+        outputs = net.outputs(logits)
         test_acts = [a for _, a in net.forward(params, x_test)[2]]
         probe = tf.stack(
             [tf.reduce_mean(a, axis=[1, 2]) for a in test_acts]
@@ -596,7 +623,7 @@ def compiled_program(spec: _Spec, segment: int):
             ],
             axis=1,
         )
-        return state, rows.stack(), final, probe
+        return state, rows.stack(), final, probe, outputs
 
     return tf.function(program, input_signature=signature, jit_compile=True, autograph=False)
 
@@ -677,9 +704,10 @@ class _Net:
         return tf.nn.elu(z)
 
     def forward(self, params, x):
-        """Logits [C, R], per-row activity sums [C, R, K] (or None), hidden (z, a) per layer.
+        """Logits [C, R] (one output) or [C, R, K] (multiclass), per-row activity sums [C, R, T]
+        (or None), hidden (z, a) per layer.
 
-        act_rows[:, r, k] is the sum over units of |v| (l1) or v**2 (l2) for activity term k of
+        act_rows[:, r, t] is the sum over units of |v| (l1) or v**2 (l2) for activity term t of
         spec.activity_terms, v the layer's output before or after its activation.
         """
         tf = self.tf
@@ -692,10 +720,14 @@ class _Net:
             a = self._activation(z)
             cache.append((z, a))
             pieces = []
-            if layer == last:
+            single = self.spec.n_outputs == 1
+            if layer == last and single:
                 # a . w_out as (a * w_out) . ones: a dot with a shared vector fuses its
                 # elementwise operand; a per-model (batched) dot would write `a` out first.
                 pieces.append(a * params[layer][:, self.spec.fan_ins[layer] + 1, None, :])
+            elif layer == last:  # K outputs: logits [C, R, K]
+                w_out = params[layer][:, self.spec.fan_ins[layer] + 1 :, :]  # [C, K, o]
+                logits = tf.einsum("cru,cku->crk", a, w_out) + params[-1][:, None, :]
             for term_layer, side, norm in self.spec.activity_terms:
                 if term_layer == layer:
                     value = z if side == "before" else a
@@ -704,7 +736,7 @@ class _Net:
                 continue
             ones = tf.ones([z.shape[-1]], tf.float32)
             sums = [tf.einsum("cru,u->cr", piece, ones) for piece in pieces]
-            if layer == last:
+            if layer == last and single:
                 logits = sums.pop(0) + params[-1]
             act_rows += sums
         return logits, (tf.stack(act_rows, axis=2) if act_rows else None), cache
@@ -727,21 +759,54 @@ class _Net:
                     total = term if total is None else total + term
         return total
 
+    def outputs(self, logits):
+        """The output layer's activation of the logits, [C, R, K]: what Keras's model returns."""
+        tf = self.tf
+        if self.spec.task is Task.binary:
+            return tf.sigmoid(logits)[:, :, None]
+        if self.spec.task is Task.multiclass:
+            return tf.nn.softmax(logits, axis=-1)
+        return logits[:, :, None]
+
+    def _softmax_parts(self, logits, y):
+        """(shifted logits, log-sum-exp of them, one-hot labels) as TF's sparse softmax
+        cross-entropy kernel computes them: logits minus their max over the classes."""
+        tf = self.tf
+        shifted = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
+        lse = tf.math.log(tf.reduce_sum(tf.exp(shifted), axis=-1))
+        onehot = tf.one_hot(tf.cast(y, tf.int32), self.spec.n_outputs, dtype=tf.float32)
+        return shifted, lse, onehot
+
+    def per_row(self, logits, y):
+        """Per-row data loss and metric, each [C, R]: the task's loss (before the batch mean)
+        and the correct prediction (1/0) or the absolute error (regression)."""
+        tf = self.tf
+        task = self.spec.task
+        if task is Task.regression:  # mean_squared_error; metric mae
+            diff = y - logits
+            return tf.square(diff), tf.abs(diff)
+        if task is Task.multiclass:  # sparse_softmax_cross_entropy_with_logits; argmax accuracy
+            shifted, lse, onehot = self._softmax_parts(logits, y)
+            loss = lse - tf.reduce_sum(onehot * shifted, axis=-1)
+            pred = tf.cast(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.float32)
+            return loss, tf.cast(tf.equal(pred, y), tf.float32)
+        cond = logits >= 0.0
+        loss = (tf.where(cond, logits, 0.0) - logits * y) + tf.math.log1p(
+            tf.exp(tf.where(cond, -logits, logits))
+        )
+        pred = tf.cast(tf.sigmoid(logits) > 0.5, tf.float32)  # BinaryAccuracy, threshold 0.5
+        return loss, tf.cast(tf.equal(pred, y), tf.float32)
+
     def summaries(self, logits, act_rows, y, row_sets, weight_penalty):
         """Keras's metric inputs for each row set (start, size) taken as one batch: [C, 2*S].
 
         Per set: loss * size (Keras's loss tracker weights a batch loss by the batch size) and
-        the correct count, where loss = mean of sigmoid_cross_entropy_with_logits + kernel/bias
-        penalties + activity penalties (batch_mean factors * sum / size + batch_sum factors *
-        sum).
+        the metric total (correct count, or sum of absolute errors), where loss = mean of the
+        per-row data loss (`per_row`) + kernel/bias penalties + activity penalties (batch_mean
+        factors * sum / size + batch_sum factors * sum).
         """
         tf = self.tf
-        cond = logits >= 0.0
-        per_row = (tf.where(cond, logits, 0.0) - logits * y) + tf.math.log1p(
-            tf.exp(tf.where(cond, -logits, logits))
-        )
-        pred = tf.cast(tf.sigmoid(logits) > 0.5, tf.float32)  # BinaryAccuracy, threshold 0.5
-        correct = tf.cast(tf.equal(pred, y), tf.float32)
+        per_row, correct = self.per_row(logits, y)
         columns = [per_row, correct] + ([] if act_rows is None else [act_rows])
         stats = tf.concat([col if col.shape.rank == 3 else col[:, :, None] for col in columns], 2)
         # Sums over each row set: reductions (not a matmul with an indicator matrix, whose
@@ -769,10 +834,22 @@ class _Net:
 
     # -- backward --------------------------------------------------------------------------
     def logit_grad(self, logits, y):
-        """d mean(sigmoid_cross_entropy_with_logits) / d logits, [C, R], via TF's formula
-        relu(l) - l*y + log1p(exp(-|l|)) and the gradients of where, exp and log1p."""
+        """d mean(data loss) / d logits, shaped like logits.
+
+        binary: TF's sigmoid_cross_entropy_with_logits, relu(l) - l*y + log1p(exp(-|l|)), and
+        the gradients of where, exp and log1p; multiclass: softmax - onehot (the gradient TF's
+        sparse softmax cross-entropy kernel returns); regression: the gradient of
+        mean(square(y - l)), -2 (y - l).
+        """
         tf = self.tf
         upstream = 1.0 / float(logits.shape[1])
+        if self.spec.task is Task.regression:
+            return -(upstream * (2.0 * (y - logits)))
+        if self.spec.task is Task.multiclass:
+            shifted, lse, onehot = self._softmax_parts(logits, y)
+            e = tf.exp(shifted)
+            softmax = e / tf.reduce_sum(e, axis=-1, keepdims=True)
+            return upstream * (softmax - onehot)
         cond = logits >= 0.0
         e = tf.exp(tf.where(cond, -logits, logits))
         g_log = (upstream * (1.0 / (1.0 + e))) * e
@@ -803,17 +880,23 @@ class _Net:
     def backward(self, params, x, cache, g_logits):
         """Gradients of one batch's loss w.r.t. params (same layout): data and penalty terms.
 
-        x: the batch's inputs [R, 2] or [C, R, 2], cache: its (z, a) per hidden layer,
-        g_logits: [C, R] from logit_grad.
+        x: the batch's inputs [R, F] or [C, R, F], cache: its (z, a) per hidden layer,
+        g_logits: [C, R] (or [C, R, K]) from logit_grad.
         """
         tf = self.tf
         spec = self.spec
         rows = float(g_logits.shape[1])
         last = self.n_layers - 1
         grads = [None] * len(params)
-        grads[-1] = tf.reduce_sum(g_logits, axis=1, keepdims=True)
-        w_out = params[last][:, spec.fan_ins[last] + 1, :]
-        g_a = g_logits[:, :, None] * w_out[:, None, :]
+        single = spec.n_outputs == 1
+        if single:
+            grads[-1] = tf.reduce_sum(g_logits, axis=1, keepdims=True)
+            w_out = params[last][:, spec.fan_ins[last] + 1, :]
+            g_a = g_logits[:, :, None] * w_out[:, None, :]
+        else:  # g_logits [C, R, K], output kernel rows [C, K, o]
+            grads[-1] = tf.reduce_sum(g_logits, axis=1)
+            w_out = params[last][:, spec.fan_ins[last] + 1 :, :]
+            g_a = tf.einsum("crk,cko->cro", g_logits, w_out)
         for layer in reversed(range(self.n_layers)):
             z, a = cache[layer]
             fan_in = spec.fan_ins[layer]
@@ -829,9 +912,11 @@ class _Net:
             if inputs.shape.rank == 2:
                 inputs = tf.broadcast_to(inputs[None], [g_z.shape[0], *inputs.shape])
             grad = tf.einsum("crk,cro->cko", inputs, g_z)
-            if layer == last:
+            if layer == last and single:
                 g_out = tf.einsum("cr,cro->co", g_logits, a)
                 grad = tf.concat([grad, g_out[:, None, :]], axis=1)
+            elif layer == last:
+                grad = tf.concat([grad, tf.einsum("crk,cro->cko", g_logits, a)], axis=1)
             has_l1, has_l2 = spec.weight_terms[layer]
             if has_l1:
                 grad = grad + self.row_l1[layer] * tf.sign(block)
@@ -893,7 +978,7 @@ class _Net:
         first_step = epoch * (n_full + (1 if rest else 0))
 
         def step(state, idx, t):
-            xb = tf.gather(x_train, idx)  # [C, b, 2]
+            xb = tf.gather(x_train, idx)  # [C, b, F]
             yb = tf.gather(y_train, idx)  # [C, b]
             params = [s[:, 0] for s in state]
             logits, act_rows, cache = self.forward(params, xb)

@@ -30,14 +30,9 @@ from actreg_cli.config import (
     Target,
     import_custom_function,
 )
-from actreg_cli.data import load_dataset
-from actreg_cli.engines.base import (
-    HISTORY_COLUMNS,
-    ProgressCallback,
-    TrainJob,
-    TrainResult,
-    mark_diverged,
-)
+from actreg_cli.data import Dataset, job_dataset
+from actreg_cli.engines.base import ProgressCallback, TrainJob, TrainResult, mark_diverged
+from actreg_cli.tasks import history_columns, output_units, spec
 from actreg_cli.weights import epoch_permutation, initial_weights, layer_sizes, shuffle_seed
 
 
@@ -85,8 +80,9 @@ def combine(penalties):
     return total
 
 
-def build_model(config: ExperimentConfig):
-    """The MLP of `config` as a Keras Sequential model (uncompiled, weights from Keras init).
+def build_model(config: ExperimentConfig, data: Dataset):
+    """The MLP of `config` for `data` as a Keras model (uncompiled, weights from Keras init):
+    data.n_features inputs, the task's output layer (tasks.py).
 
     Returns (model, probe) where probe maps inputs to the output after the activation of hidden
     layer `config.probe_layer`.
@@ -102,7 +98,7 @@ def build_model(config: ExperimentConfig):
             slot = f"activity_{reg.placement.value}"
         slots.setdefault((reg.layer, slot), []).append(penalty_function(reg))
 
-    inputs = keras.Input(shape=(2,))
+    inputs = keras.Input(shape=(data.n_features,))
     x = inputs
     probe_output = None
     for i, units in enumerate(config.model.hidden_units):
@@ -122,7 +118,9 @@ def build_model(config: ExperimentConfig):
             )(x)
         if i == config.probe_layer:
             probe_output = x
-    outputs = layers.Dense(1, activation="sigmoid")(x)
+    outputs = layers.Dense(
+        output_units(data.task, data.n_classes), activation=spec(data.task).output_activation
+    )(x)
     model = keras.Model(inputs, outputs)
     probe = keras.Model(inputs, probe_output)
     return model, probe
@@ -154,14 +152,15 @@ class KerasEngine:
         import keras
 
         config = job.config
-        data = load_dataset(config.data)
+        data = job_dataset(config, job.seed)
+        task = spec(data.task)
         # Nothing in these models draws from Keras's generators (the minibatch order comes from
         # weights.epoch_permutation); seeded anyway, so a random layer added later is seeded too.
         keras.utils.set_random_seed(shuffle_seed(job.seed))
-        model, probe = build_model(config)
-        set_initial_weights(model, config, job.seed)
+        model, probe = build_model(config, data)
+        set_initial_weights(model, config, data, job.seed)
         model.compile(
-            optimizer=make_optimizer(config), loss="binary_crossentropy", metrics=["accuracy"]
+            optimizer=make_optimizer(config), loss=task.loss, metrics=[task.history_metric]
         )
         callbacks = []
         if progress is not None:
@@ -188,32 +187,35 @@ class KerasEngine:
             callbacks=callbacks,
         )
         history = np.stack(
-            [np.asarray(fit.history[k], dtype=np.float64) for k in HISTORY_COLUMNS], 1
+            [np.asarray(fit.history[k], dtype=np.float64) for k in history_columns(data.task)],
+            1,
         )
-        train_loss, train_acc = model.evaluate(
+        train_loss, _ = model.evaluate(
             data.x_train, data.y_train, batch_size=data.n_train, verbose=0
         )
-        test_loss, test_acc = model.evaluate(
-            data.x_test, data.y_test, batch_size=data.n_test, verbose=0
-        )
+        test_loss, _ = model.evaluate(data.x_test, data.y_test, batch_size=data.n_test, verbose=0)
         hidden = np.asarray(probe(data.x_test))
         result = TrainResult(
             history=history,
-            train_accuracy=float(train_acc),
-            test_accuracy=float(test_acc),
             train_loss=float(train_loss),
             test_loss=float(test_loss),
             mean_activation=float(hidden.mean()),
             zero_fraction=float((hidden == 0.0).mean()),
             diverged=False,
         )
+        for split, x, y in (
+            ("train", data.x_train, data.y_train),
+            ("test", data.x_test, data.y_test),
+        ):
+            outputs = np.asarray(model(x, training=False))
+            result.set_final_metrics(data.task, split, y, outputs)
         return mark_diverged(result)
 
 
 def epoch_shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
     """A `keras.utils.PyDataset` of minibatches in `weights.epoch_permutation` order.
 
-    x [n, 2], y [n, 1]; seed is the model seed. Batch b of epoch e holds the rows
+    x [n, features], y [n, 1]; seed is the model seed. Batch b of epoch e holds the rows
     order[b*batch_size : (b+1)*batch_size] of order = epoch_permutation(shuffle_seed(seed), e, n),
     the last batch partial when batch_size does not divide n (kept, as `fit` keeps it for
     arrays; batch_mean penalties then divide by that batch's size). The fused engine trains on
@@ -262,7 +264,7 @@ def _epoch_shuffled_batches_type():
     return _EpochShuffledBatches
 
 
-def set_initial_weights(model, config: ExperimentConfig, seed: int) -> list:
+def set_initial_weights(model, config: ExperimentConfig, data: Dataset, seed: int) -> list:
     """Load `weights.initial_weights` for `seed` into the model's Dense layers (in order).
 
     Returns those layers, so callers can read the weights back.
@@ -270,14 +272,22 @@ def set_initial_weights(model, config: ExperimentConfig, seed: int) -> list:
     import keras
 
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    sizes = layer_sizes(2, config.model.hidden_units)
+    sizes = model_layer_sizes(config, data)
     for layer, (kernel, bias) in zip(dense, initial_weights(sizes, seed), strict=True):
         layer.set_weights([kernel, bias])
     return dense
 
 
+def model_layer_sizes(config: ExperimentConfig, data: Dataset) -> list[int]:
+    """[features, hidden..., output units] of the MLP of `config` on `data`."""
+    return layer_sizes(
+        data.n_features, config.model.hidden_units, output_units(data.task, data.n_classes)
+    )
+
+
 def keras_initial_weights(config: ExperimentConfig, seed: int) -> list[np.ndarray]:
     """The weights a Keras model of `config` holds before its first step (for tests)."""
-    model, _ = build_model(config)
-    dense = set_initial_weights(model, config, seed)
+    data = job_dataset(config, seed)
+    model, _ = build_model(config, data)
+    dense = set_initial_weights(model, config, data, seed)
     return [w for layer in dense for w in layer.get_weights()]

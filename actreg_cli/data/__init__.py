@@ -1,0 +1,156 @@
+"""Data: a `data:` config section in, a split, scaled, task-labelled `Dataset` out.
+
+Sources: generated (generated.py: circles, moons, blobs, classification, regression), bundled
+with scikit-learn (bundled.py: digits, iris, wine, breast_cancer, diabetes; read from sklearn's
+package folder, never downloaded), and files (files.py: csv, npz). split.py turns a source's
+samples into train and test rows, infers or checks the task from the labels and standardizes.
+
+Bad input (a missing file, a non-numeric cell, a label that cannot be a class, ...) raises
+`DataError`, a ConfigError: the CLI prints it and exits 2. Nothing here imports sklearn or
+TensorFlow at module import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from actreg_cli.config import FILE_SOURCES, ConfigError, DataConfig, ExperimentConfig
+from actreg_cli.tasks import Task
+
+
+class DataError(ConfigError):
+    """A data source cannot be used; the message names the file (or source), row or column."""
+
+    def __init__(self, message: str):
+        super().__init__([message])
+
+
+@dataclass(frozen=True)
+class Samples:
+    """What a source yields before the split: x float64 [samples, features], y [samples]
+    (numbers, or strings for class names), and the task the source implies (None: infer).
+    `fixed_test` holds (x_test, y_test) when the source fixes the split itself."""
+
+    x: np.ndarray
+    y: np.ndarray
+    origin: str  # names the source in messages: a file path or "data 'iris'"
+    task: Task | None = None
+    first_n_train: int | None = None
+    fixed_test: tuple[np.ndarray, np.ndarray] | None = None
+    feature_names: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()  # names of classes 0..K-1 when y holds class indices
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """float32 arrays x_* [samples, features] and y_* [samples, 1].
+
+    y holds 0.0/1.0 (binary), the class index 0..K-1 (multiclass) or the target value
+    (regression; standardized with the train statistics when `standardize` is on).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    task: Task
+    n_classes: int  # 0 for regression
+    class_names: tuple[str, ...] = ()  # the label each class index stands for
+    target_scale: tuple[float, float] = (0.0, 1.0)  # regression: (train mean, train std) removed
+    feature_names: tuple[str, ...] = field(default=())
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.x_test.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+    def describe(self) -> dict[str, Any]:
+        """The split as a run records it: task, sizes and class counts."""
+        out: dict[str, Any] = {
+            "task": self.task.value,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "n_features": self.n_features,
+        }
+        if self.task is not Task.regression:
+            names = self.class_names or tuple(str(k) for k in range(self.n_classes))
+            for split, y in (("train", self.y_train), ("test", self.y_test)):
+                counts = np.bincount(y[:, 0].astype(np.int64), minlength=self.n_classes)
+                out[f"class_counts_{split}"] = {
+                    name: int(c) for name, c in zip(names, counts, strict=True)
+                }
+        else:
+            out["target_train_mean_std"] = list(self.target_scale)
+        return out
+
+
+def data_seed(repeat_seed: int) -> int:
+    """The seed of a repeat's data (resample: true), a stream apart from its weights' seed."""
+    return int(np.random.SeedSequence([repeat_seed, 0xDA7A]).generate_state(1)[0])
+
+
+def load_dataset(config: DataConfig, repeat_seed: int | None = None) -> Dataset:
+    """The data set described by `config`, deterministic in its seeds.
+
+    With `config.resample` and a `repeat_seed`, generated samples and the split are drawn from
+    `data_seed(repeat_seed)` instead of `random_state` / `split_seed`. Raises DataError.
+    """
+    seed = data_seed(repeat_seed) if config.resample and repeat_seed is not None else None
+    return _load(config.model_dump_json(), seed)
+
+
+def job_dataset(config: ExperimentConfig, seed: int) -> Dataset:
+    """The data set a training job with model seed `seed` uses."""
+    return load_dataset(config.data, seed)
+
+
+def check_data(config: ExperimentConfig) -> Dataset:
+    """Load the data once so that bad files fail before anything is trained or written."""
+    return load_dataset(config.data, config.training.seed)
+
+
+@lru_cache(maxsize=64)
+def _load(config_json: str, seed: int | None) -> Dataset:
+    from pydantic import TypeAdapter
+
+    from actreg_cli.data.split import make_dataset
+
+    config = TypeAdapter(DataConfig).validate_json(config_json)
+    samples = _samples(config_json, seed if _generated(config) else None)
+    dataset = make_dataset(config, samples, seed)
+    for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+        array.setflags(write=False)  # cached and shared between runs: nobody may modify it
+    return dataset
+
+
+def _generated(config: DataConfig) -> bool:
+    return hasattr(config, "random_state")
+
+
+@lru_cache(maxsize=16)
+def _samples(config_json: str, seed: int | None) -> Samples:
+    from pydantic import TypeAdapter
+
+    config = TypeAdapter(DataConfig).validate_json(config_json)
+    if config.name in FILE_SOURCES:
+        from actreg_cli.data.files import read_file
+
+        return read_file(config)
+    if _generated(config):
+        from actreg_cli.data.generated import generate
+
+        return generate(config, seed)
+    from actreg_cli.data.bundled import load_bundled
+
+    return load_bundled(config)

@@ -1,0 +1,177 @@
+"""Samples -> Dataset: the task from the labels, the train/test split, the scaling.
+
+Task inference (`task: auto`): class names (text) are classes; numbers with exactly two
+distinct values are binary; whole numbers 0..K-1 with every value present and K <= 20 are
+multiclass; other numbers are a regression target. A source that knows its task (sklearn's
+generators and bundled sets) says so. `task:` in the config overrides all of this.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from actreg_cli.config import DataConfig, TaskName
+from actreg_cli.data import DataError, Dataset, Samples
+from actreg_cli.tasks import Task
+
+MAX_INFERRED_CLASSES = 20
+
+
+def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Dataset:
+    """Split and scale `samples`; `seed` (resample) replaces `split_seed`."""
+    if samples.fixed_test is not None:
+        x_all = np.concatenate([samples.x, samples.fixed_test[0]])
+        y_raw = np.concatenate([samples.y, samples.fixed_test[1]])
+        n_fixed = len(samples.x)
+    else:
+        x_all, y_raw, n_fixed = samples.x, samples.y, None
+    task = resolve_task(config.task, samples, y_raw)
+    y, class_names = encode_target(task, y_raw, samples.origin)
+    if samples.class_names and len(samples.class_names) == len(class_names):
+        class_names = samples.class_names  # the source's names for classes 0..K-1
+    n_classes = 0 if task is Task.regression else len(class_names)
+
+    if n_fixed is not None:
+        train = np.arange(n_fixed)
+        test = np.arange(n_fixed, len(x_all))
+    elif samples.first_n_train is not None:
+        train = np.arange(samples.first_n_train)
+        test = np.arange(samples.first_n_train, len(x_all))
+    else:
+        split_seed = config.split_seed if seed is None else seed
+        stratify = config.stratify and task is not Task.regression
+        train, test = shuffled_split(
+            len(x_all), config.effective_test_fraction, split_seed, y if stratify else None
+        )
+    if len(train) == 0 or len(test) == 0:
+        raise DataError(
+            f"{samples.origin}: the split leaves {len(train)} training and {len(test)} test "
+            f"samples of {len(x_all)}; both need at least one (data.test_fraction)"
+        )
+    if task is not Task.regression and len(np.unique(y[train])) < 2:
+        raise DataError(
+            f"{samples.origin}: the training rows hold one class only; a classifier needs two "
+            f"or more (check data.target, the split, or data.test_fraction)"
+        )
+    x_train, x_test = x_all[train], x_all[test]
+    y_train, y_test = y[train], y[test]
+    target_scale = (0.0, 1.0)
+    if config.standardize:
+        x_train, x_test = standardize(x_train, x_test)
+        if task is Task.regression:
+            mean, std = float(y_train.mean()), float(y_train.std())
+            std = std if std > 0 else 1.0
+            y_train, y_test = (y_train - mean) / std, (y_test - mean) / std
+            target_scale = (mean, std)
+    f32 = np.float32
+    return Dataset(
+        x_train=np.ascontiguousarray(x_train, dtype=f32),
+        y_train=np.asarray(y_train, dtype=f32).reshape(-1, 1),
+        x_test=np.ascontiguousarray(x_test, dtype=f32),
+        y_test=np.asarray(y_test, dtype=f32).reshape(-1, 1),
+        task=task,
+        n_classes=n_classes,
+        class_names=class_names,
+        target_scale=target_scale,
+        feature_names=samples.feature_names,
+    )
+
+
+def resolve_task(requested: TaskName, samples: Samples, y: np.ndarray) -> Task:
+    """The config's task, else the source's, else inferred from the labels (module docstring)."""
+    if requested is not TaskName.auto:
+        return Task(requested.value)
+    if samples.task is not None:
+        return samples.task
+    numbers = _as_numbers(y)
+    distinct = np.unique(y if numbers is None else numbers)
+    if len(distinct) < 2:
+        raise DataError(
+            f"{samples.origin}: the target has one class only ({distinct[0]}): a classifier "
+            f"needs two or more classes (and a regression a target that varies)"
+        )
+    if numbers is None or len(distinct) == 2:
+        return Task.binary if len(distinct) == 2 else Task.multiclass
+    whole = np.all(distinct == np.round(distinct))
+    contiguous = whole and distinct[0] == 0 and distinct[-1] == len(distinct) - 1
+    if contiguous and len(distinct) <= MAX_INFERRED_CLASSES:
+        return Task.multiclass
+    return Task.regression
+
+
+def encode_target(task: Task, y: np.ndarray, origin: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """y as float64 [samples]: class index 0..K-1 (sorted labels) or the regression value;
+    and the class names (empty for regression)."""
+    numbers = _as_numbers(y)
+    if task is Task.regression:
+        if numbers is None:
+            row = next(i for i, v in enumerate(y) if _as_numbers(np.array([v])) is None)
+            raise DataError(
+                f"{origin}: target {y[row]!r} (row {row}) is not a number; a regression target "
+                f"must be numeric (or set data.task to binary or multiclass)"
+            )
+        return numbers, ()
+    if numbers is not None:
+        fractional = np.flatnonzero(numbers != np.round(numbers))
+        if len(fractional):
+            row = int(fractional[0])
+            raise DataError(
+                f"{origin}: label {y[row]} (row {row}) cannot be a class: class labels must be "
+                f"whole numbers or names (or set data.task: regression)"
+            )
+        labels, index = np.unique(numbers, return_inverse=True)
+        names = tuple(str(int(v)) for v in labels)
+    else:
+        labels, index = np.unique(np.asarray(y, dtype=str), return_inverse=True)
+        names = tuple(str(v) for v in labels)
+    if len(labels) < 2:
+        raise DataError(
+            f"{origin}: the target has one class only ({names[0]}); a classifier needs two or more"
+        )
+    if task is Task.binary and len(labels) != 2:
+        raise DataError(
+            f"{origin}: task binary needs exactly 2 classes; the target has {len(labels)} "
+            f"({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}); use task: multiclass"
+        )
+    return index.astype(np.float64), names
+
+
+def _as_numbers(y: np.ndarray) -> np.ndarray | None:
+    """y as float64 if every label is a number, else None."""
+    if np.issubdtype(y.dtype, np.number) or y.dtype == bool:
+        return y.astype(np.float64)
+    try:
+        return np.asarray([float(v) for v in y], dtype=np.float64)
+    except ValueError:
+        return None
+
+
+def shuffled_split(
+    n: int, test_fraction: float, seed: int, classes: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and test row indices: a seeded shuffle, `test_fraction` held out (rounded),
+    per class when `classes` is given (stratified)."""
+    rng = np.random.default_rng(seed)
+    if classes is None:
+        groups = [np.arange(n)]
+    else:
+        groups = [np.flatnonzero(classes == c) for c in np.unique(classes)]
+    # round(test_fraction * n) test rows in all, shared out in proportion to the class sizes
+    # (largest remainders), so stratifying never changes the split's size.
+    quota = np.array([test_fraction * len(rows) for rows in groups])
+    counts = np.floor(quota).astype(int)
+    extra = int(round(test_fraction * n)) - int(counts.sum())
+    counts[np.argsort(-(quota - counts), kind="stable")[: max(extra, 0)]] += 1
+    test = [rng.permutation(rows)[:k] for rows, k in zip(groups, counts, strict=True)]
+    test_rows = np.sort(np.concatenate(test))
+    train_rows = np.setdiff1d(np.arange(n), test_rows)
+    return train_rows, test_rows
+
+
+def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x - mean) / std per feature with the train rows' mean and std (a constant feature is
+    only centred): nothing about the test rows leaks into training."""
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return (x_train - mean) / std, (x_test - mean) / std

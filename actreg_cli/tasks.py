@@ -1,0 +1,108 @@
+"""The task a network solves: the one place that knows its output layer, loss and metrics.
+
+Both engines (the Keras layers and losses; the fused engine's hand-written equivalents), the
+reporter and the sweep report consult this module; nothing else decides what a task means.
+
+  binary      Dense(1, sigmoid), binary_crossentropy, accuracy (threshold 0.5)
+  multiclass  Dense(K, softmax), sparse_categorical_crossentropy (integer labels 0..K-1),
+              accuracy (argmax)
+  regression  Dense(1, linear), mean_squared_error; MSE, MAE and R^2 reported
+
+Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+
+class Task(str, Enum):
+    binary = "binary"
+    multiclass = "multiclass"
+    regression = "regression"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    output_activation: str  # Keras activation name of the output layer
+    loss: str  # Keras loss name (mean over the batch)
+    history_metric: str  # Keras metric name recorded per epoch (History key)
+    final_metrics: tuple[str, ...]  # computed on the final weights for train and test
+    main_metric: str  # the result field that ranks models and decides "better than baseline"
+    higher_is_better: bool
+
+    @property
+    def is_classification(self) -> bool:
+        return self.history_metric == "accuracy"
+
+
+SPECS: dict[Task, TaskSpec] = {
+    Task.binary: TaskSpec("sigmoid", "binary_crossentropy", "accuracy", ("accuracy",),
+                          "test_accuracy", True),
+    Task.multiclass: TaskSpec("softmax", "sparse_categorical_crossentropy", "accuracy",
+                              ("accuracy",), "test_accuracy", True),
+    Task.regression: TaskSpec("linear", "mean_squared_error", "mae", ("mse", "mae", "r2"),
+                              "test_mse", False),
+}  # fmt: skip
+
+
+def spec(task: Task | str) -> TaskSpec:
+    return SPECS[Task(task)]
+
+
+def output_units(task: Task | str, n_classes: int) -> int:
+    """Units of the output layer: K for multiclass, else 1."""
+    return n_classes if Task(task) is Task.multiclass else 1
+
+
+def history_columns(task: Task | str) -> tuple[str, str, str, str]:
+    """Columns of TrainResult.history, in Keras's History names."""
+    metric = spec(task).history_metric
+    return ("loss", metric, "val_loss", f"val_{metric}")
+
+
+def result_fields(task: Task | str) -> tuple[str, ...]:
+    """The scalar results of one training, as stored in repeats.csv and summarised."""
+    metrics = spec(task).final_metrics
+    return (
+        *(f"{split}_{m}" for m in metrics for split in ("train", "test")),
+        "train_loss",
+        "test_loss",
+        "mean_activation",
+        "zero_fraction",
+    )
+
+
+#: Every final-metric field any task has (TrainResult holds them all; NaN where unused).
+ALL_METRIC_FIELDS = tuple(
+    dict.fromkeys(
+        f"{split}_{m}" for t in Task for m in spec(t).final_metrics for split in ("train", "test")
+    )
+)
+
+
+def final_metrics(task: Task | str, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
+    """The task's final metrics of one set: {'accuracy'} or {'mse', 'mae', 'r2'}.
+
+    y_true: [samples] or [samples, 1] (0/1, class index, or target value); outputs: the
+    network's output [samples, units] (sigmoid probability, softmax probabilities, or value).
+    Computed in float64 from float32 outputs, as Keras's metrics would up to float rounding.
+    """
+    task = Task(task)
+    y = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    out = np.asarray(outputs, dtype=np.float64).reshape(len(y), -1)
+    if task is Task.binary:
+        return {"accuracy": float(np.mean((out[:, 0] > 0.5) == (y == 1.0)))}
+    if task is Task.multiclass:
+        return {"accuracy": float(np.mean(np.argmax(out, axis=1) == y))}
+    err = out[:, 0] - y
+    sse = float(np.sum(err**2))
+    sst = float(np.sum((y - y.mean()) ** 2))
+    return {
+        "mse": sse / len(y),
+        "mae": float(np.mean(np.abs(err))),
+        "r2": 1.0 - sse / sst if sst > 0 else float("nan"),
+    }
