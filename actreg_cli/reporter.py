@@ -98,9 +98,13 @@ def read_repeats_csv(path: Path) -> list[dict[str, Any]]:
     for row in rows:
         row["repeat"], row["seed"] = int(row["repeat"]), int(row["seed"])
         row["diverged"] = row["diverged"] == "true"
-        for key in set(row) - {"repeat", "seed", "diverged"}:
+        for key in set(row) & _NUMERIC_REPEAT_COLUMNS:  # a tutorial's variant etc. stay text
             row[key] = float(row[key])
     return rows
+
+
+#: repeats.csv columns read as floats: every task's result fields.
+_NUMERIC_REPEAT_COLUMNS = {field for task in Task for field in result_fields(task)}
 
 
 def summarize(
