@@ -31,6 +31,7 @@ from actreg_cli.cli.common import (
 from actreg_cli.engines import EngineName
 
 LAYOUTS = ("wide", "narrow", "stacked")  # summary_table layouts, widest first
+RAY_CONNECT_TIMEOUT_S = 15.0  # a reachable cluster answers in a few seconds
 RAY_HINT = "the ray executor needs the optional extra: pip install -e '.[ray]'"
 
 
@@ -90,17 +91,24 @@ def make_executor(executor: ExecutorName, address: str | None) -> Any:
 
     if address is not None:
         try:
-            check_reachable(address)
+            check_reachable(address)  # a closed port fails at once, before Ray is imported
         except ValueError as exc:
             raise fail([f"--address {address}: {exc}"]) from None
     if importlib.util.find_spec("ray") is None:
         raise fail([RAY_HINT])
     try:
-        return RayExecutor(address=address)
+        chosen = RayExecutor(address=address)
     except ImportError:
         raise fail([RAY_HINT]) from None
     except ValueError as exc:
         raise fail([str(exc)]) from None
+    if address is not None:
+        # Connect before the sweep folder is made, so a wrong address leaves nothing behind.
+        try:
+            chosen.connect(timeout_s=RAY_CONNECT_TIMEOUT_S)
+        except ValueError as exc:
+            raise fail([f"--address {address}: {exc}"]) from None
+    return chosen
 
 
 def _fmt(value: float, signed: bool = False) -> str:
