@@ -740,7 +740,9 @@ def run_sweep(
     def model_epochs(cells: Sequence[Cell]) -> int:
         return sum(c.config.training.repeats * c.config.training.epochs for c in cells)
 
-    with (progress or _no_progress)(model_epochs(plan.to_run), f"sweep {sweep.name}") as advance:
+    with (progress or _no_progress)(
+        model_epochs(plan.to_run), f"sweep {sweep.name} [{engine}]"
+    ) as advance:
         # The bar counts model-epochs: as they train where the executor reports them (local),
         # otherwise (Ray) a chunk's worth when it comes back.
         reported = [0] * len(pending)

@@ -226,10 +226,15 @@ def progress_bar(
     )
     from rich.table import Column
 
-    # The numbers never give way: the description gets what the counts and times (~46
-    # columns) and a 10-column bar leave of the terminal, shortened with an ellipsis beyond.
+    # The numbers never give way. Below 100 columns the time-remaining column goes, and the
+    # description gets what the counts and times (~46 or ~56 columns) and a 10-column bar leave,
+    # its name shortened with an ellipsis but its "[engine]" kept whole.
     keep = Column(no_wrap=True)
-    room = max(10, err_console.width - 56)
+    narrow = err_console.width < 100
+    room = max(10, err_console.width - (46 if narrow else 56))
+    times = [TimeElapsedColumn(table_column=keep)]
+    if not narrow:
+        times.append(TimeRemainingColumn(table_column=keep))
     progress = Progress(
         TextColumn(
             "{task.description}",
@@ -239,15 +244,29 @@ def progress_bar(
         BarColumn(bar_width=None, table_column=Column(ratio=1)),
         MofNCompleteColumn(table_column=keep),
         TextColumn(unit, table_column=keep),
-        TimeElapsedColumn(table_column=keep),
-        TimeRemainingColumn(table_column=keep),
+        *times,
         console=err_console,
         transient=False,
         expand=True,
     )
+    description = fit_description(description, room)
     with progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+def fit_description(description: str, room: int) -> str:
+    """`description` in at most `room` columns: "sweep very_long_na… [fused]" (the trailing
+    "[engine]" kept whole, the text before it shortened with an ellipsis)."""
+    if len(description) <= room:
+        return description
+    head, sep, tail = description.rpartition(" [")
+    suffix = f"{sep}{tail}" if sep and tail.endswith("]") else ""
+    if not suffix:
+        head = description
+    if room - len(suffix) < 2:  # no room for the name: shorten the whole text
+        return description[: room - 1] + "…"
+    return head[: room - len(suffix) - 1] + "…" + suffix
 
 
 @contextmanager
