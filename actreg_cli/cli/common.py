@@ -312,7 +312,11 @@ def print_fitting(*layouts: Callable[[], Any]) -> None:
     if not console.is_terminal:
         renderable = layouts[0]()
         width = max(console.width, Measurement.get(console, wide, renderable).maximum)
-        Console(file=sys.stdout, width=width, highlight=False, markup=False).print(renderable)
+        piped = Console(width=width, highlight=False, markup=False, color_system=None)
+        with piped.capture() as captured:
+            piped.print(renderable)
+        # Padding to the table's width is noise in a file or a diff.
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
         return
     for build in layouts:
         renderable = build()

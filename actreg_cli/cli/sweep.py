@@ -197,8 +197,6 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         # narrow: one space between columns instead of two
         padding=(0, 1, 0, 1) if layout == "wide" else (0, 1, 0, 0),
         header_style="bold",
-        caption=caption,
-        caption_justify="left",
     )
     table.add_column("cell", no_wrap=True)
     for key in keys:
@@ -211,7 +209,8 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     for cell, values, n, acc, ci, diff in rows:
         extra = [ci] if layout == "wide" else []
         table.add_row(cell, *values, n, acc, *extra, diff)
-    return table
+    # The caption as its own text (not the table's caption, which wraps at the table's width).
+    return Group(table, Text(caption))
 
 
 def sweep_command(
