@@ -1015,16 +1015,14 @@ def load_sweep(path: Path, overrides: Sequence[str] = (), grid: Sequence[str] = 
     if not isinstance(data.get("grid", {}), dict):
         raise ConfigError([f"{path}: grid must be a mapping (dotted key: list of values)"])
     data.setdefault("grid", {})
-    overridden: dict[str, str] = {}
     for item in grid:
         key, values = parse_grid_option(item)
         data["grid"][key] = values
-        overridden[f"grid.{key}"] = f"--grid {item!r}"
     if not is_sweep_file:
         base_name = data["base"].get("name") or ExperimentConfig().name
         keys = "-".join(k.split(".")[-1] for k in data["grid"])
         data["name"] = f"{base_name}-{keys}"
-    overridden.update(apply_overrides(data, overrides, model=SweepConfig, prefix="base."))
+    overridden = apply_overrides(data, overrides, model=SweepConfig, prefix="base.")
     return validate_mapping(data, SweepConfig, str(path), overridden)
 
 

@@ -80,6 +80,13 @@ def training_overrides(epochs: int | None, repeats: int | None, seed: int | None
     return [f"training.{key}={value}" for key, value in items.items() if value is not None]
 
 
+def grid_origins(grid: list[str]) -> dict[str, str]:
+    """Each key given with --grid -> the option that gave it, as errors name it."""
+    from actreg_cli.config import parse_grid_option
+
+    return {parse_grid_option(item)[0]: f"--grid {item!r}" for item in grid}
+
+
 def make_executor(executor: ExecutorName, address: str | None) -> Any:
     from actreg_cli.executors import LocalExecutor
 
@@ -246,8 +253,9 @@ def sweep_command(
     overrides = [*(set_ or []), *training_overrides(epochs, repeats, seed)]
     with user_errors():
         sweep = load_sweep(config, overrides, grid or [])
-        # Every cell valid before anything heavy is imported (the checks `validate` makes).
-        check_sweep(sweep, str(config), allow_large_grid)
+        # Every cell valid before anything heavy is imported (the checks `validate` makes);
+        # errors name the file, or the --grid option that gave a key.
+        check_sweep(sweep, str(config), allow_large_grid, origins=grid_origins(grid or []))
     chosen = make_executor(executor, address)
 
     def on_plan(plan: Any) -> None:
