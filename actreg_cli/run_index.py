@@ -230,6 +230,17 @@ def list_runs(
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise ConfigError([f"{runs_dir}: no such folder; expected the folder of run folders"])
+    try:
+        itself = read_entry(runs_dir)
+    except (OSError, KeyError, TypeError, ValueError):
+        itself = None
+    if itself is not None:
+        raise ConfigError(
+            [
+                f"{runs_dir} is a {itself.kind} folder; give the folder that holds it "
+                f"({runs_dir.resolve().parent})"
+            ]
+        )
     entries = []
     for folder in _candidate_folders(runs_dir):
         try:

@@ -88,6 +88,18 @@ def test_runs_command_filters_and_shows_results(runs_dir: Path) -> None:
     assert result.exit_code == 2 and "no such folder" in result.stderr
 
 
+def test_runs_of_a_run_or_sweep_folder_says_to_give_its_parent(runs_dir: Path) -> None:
+    for entry in list_runs(runs_dir):
+        if not entry.finished:
+            continue
+        result = invoke("runs", entry.path)
+        assert result.exit_code == 2, result.output
+        assert (
+            f"{entry.path} is a {entry.kind} folder; give the folder that holds it "
+            f"({runs_dir.resolve()})" in result.stderr.replace("\n", "")
+        )
+
+
 def test_compare_puts_differences_and_results_side_by_side(runs_dir: Path, tmp_path) -> None:
     entries = [e for e in list_runs(runs_dir, kind="run") if e.finished]
     folders = [e.path for e in entries]
