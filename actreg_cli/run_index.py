@@ -235,11 +235,11 @@ def list_runs(
     except (OSError, KeyError, TypeError, ValueError):
         itself = None
     if itself is not None:
+        holder = runs_dir.resolve().parent
+        if (holder / "cells").is_dir():  # a sweep's study folder: runs/<sweep name>/<study>
+            holder = holder.parent
         raise ConfigError(
-            [
-                f"{runs_dir} is a {itself.kind} folder; give the folder that holds it "
-                f"({runs_dir.resolve().parent})"
-            ]
+            [f"{runs_dir} is a {itself.kind} folder; give the folder that holds it ({holder})"]
         )
     entries = []
     for folder in _candidate_folders(runs_dir):
@@ -311,7 +311,7 @@ def compare_runs(folders: Sequence[Path]) -> Comparison:
     for folder in folders:
         entry = read_entry(Path(folder)) if Path(folder).is_dir() else None
         if entry is None or entry.kind != "run":
-            what = "a sweep or tutorial folder" if entry else "not a run folder"
+            what = f"a {entry.kind} folder" if entry else "not a run folder"
             errors.append(f"{folder}: {what}; compare takes run folders written by `actreg run`")
         elif not entry.finished:
             errors.append(f"{folder}: an unfinished run (no summary.json); nothing to compare")

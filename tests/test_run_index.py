@@ -123,7 +123,7 @@ def test_compare_refuses_what_is_no_finished_run(runs_dir: Path) -> None:
     assert study.parent == runs_dir / "tiny-strength"
     result = invoke("compare", finished, study)
     assert result.exit_code == 2
-    assert f"{study.name}: a sweep or tutorial folder" in result.stderr
+    assert f"{study.name}: a sweep folder; compare takes run folders" in result.stderr
     result = invoke("compare", finished, runs_dir / "tiny-unfinished")
     assert result.exit_code == 2 and "unfinished run" in result.stderr
     result = invoke("compare", finished)
