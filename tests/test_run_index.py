@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -70,10 +72,17 @@ def test_runs_lists_every_kind_newest_first(runs_dir: Path) -> None:
     assert [e.finished for e in entries] == [True, False, True, True]
     sweep, unfinished, after, before = entries
     assert sweep.name == "tiny-strength" and sweep.varied == "strength (2)"
-    assert sweep.metric.startswith("best ")  # the best cell (baseline included)
+    # The best cell (baseline included) by mean test accuracy, with its 95% CI, from summary.csv
+    with (sweep.path / "summary.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    best = max(rows, key=lambda r: float(r["test_accuracy_mean"]))
+    mean, low, high = (float(best[f"test_accuracy_{k}"]) for k in ("mean", "ci_low", "ci_high"))
+    assert sweep.metric == f"best {best['cell']} {mean:.3f} [{low:.3f}, {high:.3f}]"
     assert "after_activation" in after.varied and "before_activation" in before.varied
     assert after.engine == "fused"
-    assert before.metric.count("[") == 1  # mean [95% CI]
+    stats = json.loads((before.path / "summary.json").read_text())["test_accuracy"]
+    assert 0.0 <= stats["ci_low"] <= stats["mean"] <= stats["ci_high"] <= 1.0
+    assert before.metric == f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
 
 
 def test_runs_command_filters_and_shows_results(runs_dir: Path) -> None:
