@@ -22,8 +22,6 @@ import yaml
 from actreg_cli.config import ConfigError
 from actreg_cli.tasks import Task, spec
 
-KINDS = ("run", "tutorial", "sweep")
-
 
 @dataclass
 class RunEntry:
@@ -223,8 +221,8 @@ def list_runs(
 ) -> list[RunEntry]:
     """Every run, tutorial and sweep folder directly under `runs_dir`, newest first.
 
-    kind: only this kind (see KINDS); name: only names containing this text (case-insensitive);
-    engine: only folders trained (partly) with this engine. Raises ConfigError when `runs_dir`
+    kind: only this kind (run, tutorial or sweep: cli.runs.KindName); name: only names
+    containing this text (case-insensitive); engine: only folders trained (partly) with this engine. Raises ConfigError when `runs_dir`
     is no folder.
     """
     runs_dir = Path(runs_dir)
@@ -270,7 +268,7 @@ class Comparison:
 
     folders: list[Path]
     differences: list[tuple[str, list[str]]]  # dotted key -> value per run
-    metrics: list[tuple[str, list[str]]]  # metric name -> 'mean +/- std [CI]' per run
+    metrics: list[tuple[str, list[str]]]  # metric name -> 'mean [CI low, CI high]' per run
     histories: list[Any]  # per run: float64 [repeats, epochs, 4] (see reporter)
 
 
