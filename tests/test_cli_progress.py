@@ -68,6 +68,8 @@ def test_ctrl_c_in_a_terminal_stops_says_so_and_names_the_run_folder(tmp_path: P
     print(f"Ctrl-C -> message {message_s:.2f} s, -> exit {exit_s:.2f} s")
     assert proc.returncode == 130
     assert "stopping..." in text
+    # The bar was stopped before "stopping..." was printed, not drawn again below it.
+    assert "/400000" not in text.split("stopping...", 1)[1]
     # In 80 columns: the name and the engine (not eaten as rich markup, not cut off).
     assert "circles_l1_before_relu [fused]" in text
     folders = list(runs.iterdir())
@@ -105,3 +107,15 @@ def test_plain_progress_prints_at_most_once_per_interval(monkeypatch, capsys) ->
             advance(10)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("job: 100/100 model-epochs (100%), ")
+
+
+def test_ctrl_c_outside_training_says_interrupted(monkeypatch, tmp_path: Path) -> None:
+    import actreg_cli.run_index as run_index
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_index, "list_runs", interrupted)
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "error: interrupted"

@@ -150,6 +150,8 @@ def long_work_errors(what: str, on_interrupt: Callable[[], str]) -> Iterator[Non
     import threading
 
     def stopping(signum: int, frame: Any) -> None:
+        for progress in _live_progress:  # the bar first: drawn again below the line, it would
+            progress.stop()  # leave a stale copy in the terminal's scrollback
         err_console.print(Text("stopping...", style="yellow"), highlight=False)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
         raise KeyboardInterrupt
@@ -196,6 +198,9 @@ def start_tensorflow() -> None:
         err_console.file.write("\x1b[2K")  # erase the line
         err_console.file.flush()
 
+
+#: The rich bars on screen now, which Ctrl-C stops before saying "stopping..." (main thread).
+_live_progress: list[Any] = []
 
 #: Seconds between two progress lines when stderr is no terminal (a log file, CI, `| tee`).
 PLAIN_PROGRESS_INTERVAL_S = 10.0
@@ -252,7 +257,11 @@ def progress_bar(
     description = fit_description(description, room)
     with progress:
         task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+        _live_progress.append(progress)
+        try:
+            yield lambda n: progress.advance(task, n)
+        finally:
+            _live_progress.remove(progress)
 
 
 def fit_description(description: str, room: int) -> str:
