@@ -144,3 +144,17 @@ def test_grid_cli_errors_exit_2_and_name_the_option(tmp_path: Path) -> None:
     result = invoke("sweep", CONFIGS / "circles_overfit.yaml", "--runs-dir", tmp_path)
     assert result.exit_code == 2 and "--grid KEY=V1,V2" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_grid_on_a_sweep_file_reports_in_its_own_study_folder() -> None:
+    """`--grid` on a sweep file keeps the file's name (and its shared cell store), but its report
+    goes to another study folder than the full sweep's, so neither overwrites the other."""
+    from actreg_cli.sweep import study_key
+
+    sweep_file = CONFIGS / "sweep_strength.yaml"
+    full = load_sweep(sweep_file)
+    narrowed = load_sweep(sweep_file, [], ["regularizers.0.strength=1e-5"])
+    again = load_sweep(sweep_file, [], ["regularizers.0.strength=1e-5"])
+    assert narrowed.name == full.name
+    assert study_key(narrowed, "fused") != study_key(full, "fused")
+    assert study_key(again, "fused") == study_key(narrowed, "fused")  # the same command resumes
