@@ -86,9 +86,14 @@ def test_sweep_writes_its_folder_and_prints_its_path_last(keras_run):
     table = result.stdout.split("to run")[1]
     assert "test acc" in table and "vs base" in table
     assert "c1" in table and "0.1" in table and "c2" in table and "0.001" in table
-    # Piped: the caption on one line after the rows, and no padding at the ends of lines.
-    caption = "test acc: mean±std over repeats; * the 95% CI of the difference excludes 0"
+    # Piped: study line and caption each on one line, and no padding at the ends of lines.
+    caption = (
+        "test acc: mean±std over repeats; vs base: paired 95% CI; "
+        "* better/worse: paired t-test, Holm-corrected p < 0.05"
+    )
     assert caption in table.splitlines()
+    assert any(line.startswith("reduction ") and line.endswith("overrides none") for line in
+               table.splitlines())  # fmt: skip
     assert all(line == line.rstrip() for line in table.splitlines())
     meta = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8"))
     assert {c["engine"] for c in meta["cells"]} == {"keras"}

@@ -197,8 +197,6 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         return Group(*lines, Text(caption))
 
     table = Table(
-        title=study,
-        title_justify="left",
         box=None,
         pad_edge=False,
         # narrow: one space between columns instead of two
@@ -216,8 +214,9 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     for cell, values, n, acc, ci, diff in rows:
         extra = [ci] if layout == "wide" else []
         table.add_row(cell, *values, n, acc, *extra, diff)
-    # The caption as its own text (not the table's caption, which wraps at the table's width).
-    return Group(table, Text(caption))
+    # Study line and caption as their own text (a table's title and caption wrap at the
+    # table's width, mid-sentence).
+    return Group(study, table, Text(caption))
 
 
 def sweep_command(
