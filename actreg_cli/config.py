@@ -13,6 +13,7 @@ import difflib
 import importlib
 import math
 import os
+import re
 import sys
 import typing
 from collections.abc import Iterable, Sequence
@@ -553,11 +554,11 @@ def _check_yaml_size(data: Any) -> str | None:
     return None
 
 
-def load_yaml_text(text: str, origin: str) -> Any:
+def load_yaml_text(text: str, origin: str, loader: type[_ConfigLoader] = _ConfigLoader) -> Any:
     """Parse YAML text as a config: duplicate keys, alias bombs and deep nesting are ConfigErrors
     naming `origin` (and the line where the parser knows it)."""
     try:
-        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -604,21 +605,25 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+class _CommandLineLoader(_ConfigLoader):
+    """_ConfigLoader with YAML 1.2's floats: unquoted `1e-5` is a number (YAML 1.1 wants
+    `1.0e-5`), while a quoted `'1e5'` stays the string the user typed."""
+
+
+_CommandLineLoader.add_implicit_resolver(  # PyYAML copies the inherited resolvers first
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def read_value(text: str, origin: str = "command line") -> Any:
-    """A value typed on the command line, read as YAML; `1e-5`, which YAML 1.1 reads as a
-    string (it wants `1.0e-5`), is the number a user means. ConfigError naming `origin` for
-    invalid YAML, duplicate keys, alias bombs or deep nesting (`load_yaml_text`)."""
+    """A value typed on the command line, read as YAML (`_CommandLineLoader`). ConfigError
+    naming `origin` for invalid YAML, duplicate keys, alias bombs or deep nesting
+    (`load_yaml_text`)."""
     if not text.strip():
         return ""
-    value = load_yaml_text(text, origin)
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        if math.isfinite(number):
-            return number
-    return value
+    return load_yaml_text(text, origin, loader=_CommandLineLoader)
 
 
 def set_path(
@@ -1010,16 +1015,14 @@ def load_sweep(path: Path, overrides: Sequence[str] = (), grid: Sequence[str] = 
     if not isinstance(data.get("grid", {}), dict):
         raise ConfigError([f"{path}: grid must be a mapping (dotted key: list of values)"])
     data.setdefault("grid", {})
-    overridden: dict[str, str] = {}
     for item in grid:
         key, values = parse_grid_option(item)
         data["grid"][key] = values
-        overridden[f"grid.{key}"] = f"--grid {item!r}"
     if not is_sweep_file:
         base_name = data["base"].get("name") or ExperimentConfig().name
         keys = "-".join(k.split(".")[-1] for k in data["grid"])
         data["name"] = f"{base_name}-{keys}"
-    overridden.update(apply_overrides(data, overrides, model=SweepConfig, prefix="base."))
+    overridden = apply_overrides(data, overrides, model=SweepConfig, prefix="base.")
     return validate_mapping(data, SweepConfig, str(path), overridden)
 
 

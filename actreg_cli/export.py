@@ -123,12 +123,18 @@ def _param_value(value: Any) -> bool | int | float | str:
 
 
 def export_mlflow(
-    folder: Path, *, tracking_uri: str | None = None, experiment: str | None = None
+    folder: Path,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    force: bool = False,
 ) -> tuple[str, list[str]]:
     """Log `folder` to MLflow; returns (parent run id, the nested runs' ids in order).
 
     experiment: the MLflow experiment (made if missing); default "actreg".
     tracking_uri: where MLflow stores runs (e.g. sqlite:///mlflow.db); default MLflow's own.
+    force: replace (delete) an earlier export of the same folder (found by its `actreg.folder`
+      tag) instead of refusing with ConfigError, so that the experiment never holds it twice.
     """
     kind, models = trained_models(folder)
     try:
@@ -142,6 +148,20 @@ def export_mlflow(
     found = client.get_experiment_by_name(name)
     experiment_id = found.experiment_id if found else client.create_experiment(name)
     folder = Path(folder)
+    where = str(folder.resolve()).replace("'", "\\'")
+    earlier = client.search_runs([experiment_id], filter_string=f"tags.`actreg.folder` = '{where}'")
+    if earlier and not force:
+        raise ConfigError(
+            [
+                f"{folder}: already exported to MLflow experiment {name!r} (run "
+                f"{earlier[0].info.run_id}); give --force to replace that export"
+            ]
+        )
+    for run in earlier:
+        parent_filter = f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+        for child in client.search_runs([experiment_id], filter_string=parent_filter):
+            client.delete_run(child.info.run_id)
+        client.delete_run(run.info.run_id)
     parent = client.create_run(
         experiment_id,
         run_name=folder.name,
@@ -181,10 +201,25 @@ def export_mlflow(
 # TensorBoard
 
 
-def export_tensorboard(folder: Path, logdir: Path) -> list[Path]:
+def export_tensorboard(folder: Path, logdir: Path, *, force: bool = False) -> list[Path]:
     """Write per-epoch scalars, final metrics and HParams for every model of `folder` under
-    logdir/<folder name>/<model name>; returns those event-file folders."""
+    logdir/<folder name>/<model name>; returns those event-file folders.
+
+    A non-empty logdir/<folder name> (an earlier export: TensorBoard would show both) raises
+    ConfigError, unless `force`, which empties it first."""
     kind, models = trained_models(folder)
+    target = Path(logdir) / Path(folder).name
+    if target.exists() and any(target.iterdir()):
+        if not force:
+            raise ConfigError(
+                [
+                    f"{target}: not empty (an earlier export?); TensorBoard would show both: "
+                    "give --force to replace it, or another --logdir"
+                ]
+            )
+        import shutil
+
+        shutil.rmtree(target)
     try:
         from tensorboard.plugins.hparams import api as hparams_api
     except ImportError as exc:

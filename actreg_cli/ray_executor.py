@@ -41,7 +41,7 @@ def import_ray() -> Any:
 
 
 def check_reachable(address: str, timeout_s: float = 3.0) -> None:
-    """Fail fast when nothing listens at a cluster address (`ray.init` would wait minutes).
+    """Fail fast when nothing listens at a cluster address (`RayExecutor.connect` tells the rest).
 
     address: `host:port` or `ray://host:port`; `auto` and `local` are left to Ray. Raises
     ValueError naming the address and the reason.
@@ -107,6 +107,41 @@ class RayExecutor:
         self.max_retries = max_retries
         self.cpus_per_task = cpus_per_task
         self.train_fn = train_fn
+        # Set by `connect`: whether that call started/joined Ray (so `run` shuts it down after).
+        self._connected_here: bool | None = None
+
+    def connect(self, timeout_s: float = 15.0) -> None:
+        """Connect to Ray now, within `timeout_s` seconds (before any sweep folder is made).
+
+        `ray.init` to an address where something other than a Ray head listens retries for
+        minutes and ignores SIGTERM meanwhile, so it runs in a daemon thread that is abandoned
+        after the time limit. Raises ValueError naming the address when it fails or times out.
+        """
+        import threading
+
+        ray = import_ray()
+        outcome: dict[str, Any] = {}
+
+        def attempt() -> None:
+            try:
+                with contextlib.redirect_stdout(sys.stderr):
+                    outcome["here"] = self._connect(ray)
+            except Exception as exc:  # reported to the caller below
+                outcome["error"] = exc
+
+        where = self.address if self.address is not None else "a local Ray instance"
+        thread = threading.Thread(target=attempt, name="ray-connect", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise ValueError(
+                f"no Ray cluster answered at {where} within {timeout_s:g} s; start one with "
+                "`ray start --head` or leave out --address for a local instance"
+            )
+        if "error" in outcome:
+            exc = outcome["error"]
+            raise ValueError(f"could not connect to Ray at {where}: {_first_line(exc)}") from None
+        self._connected_here = outcome["here"]
 
     # -----------------------------------------------------------------------------------------
     def runtime_env(self, *, ship_package: bool) -> dict[str, Any]:
@@ -187,7 +222,10 @@ class RayExecutor:
         on_done: Callable[[int, list[TrainResult]], None],
         on_failed: Callable[[int, str], None],
     ) -> None:
-        connected_here = self._connect(ray)
+        if self._connected_here is None:
+            connected_here = self._connect(ray)
+        else:
+            connected_here, self._connected_here = self._connected_here, None
         pending: dict[Any, int] = {}
         try:
             self._check_fits(ray)

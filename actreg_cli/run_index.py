@@ -22,8 +22,6 @@ import yaml
 from actreg_cli.config import ConfigError
 from actreg_cli.tasks import Task, spec
 
-KINDS = ("run", "tutorial", "sweep")
-
 
 @dataclass
 class RunEntry:
@@ -223,13 +221,24 @@ def list_runs(
 ) -> list[RunEntry]:
     """Every run, tutorial and sweep folder directly under `runs_dir`, newest first.
 
-    kind: only this kind (see KINDS); name: only names containing this text (case-insensitive);
-    engine: only folders trained (partly) with this engine. Raises ConfigError when `runs_dir`
+    kind: only this kind (run, tutorial or sweep: cli.runs.KindName); name: only names
+    containing this text (case-insensitive); engine: only folders trained (partly) with this engine. Raises ConfigError when `runs_dir`
     is no folder.
     """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise ConfigError([f"{runs_dir}: no such folder; expected the folder of run folders"])
+    try:
+        itself = read_entry(runs_dir)
+    except (OSError, KeyError, TypeError, ValueError):
+        itself = None
+    if itself is not None:
+        holder = runs_dir.resolve().parent
+        if (holder / "cells").is_dir():  # a sweep's study folder: runs/<sweep name>/<study>
+            holder = holder.parent
+        raise ConfigError(
+            [f"{runs_dir} is a {itself.kind} folder; give the folder that holds it ({holder})"]
+        )
     entries = []
     for folder in _candidate_folders(runs_dir):
         try:
@@ -259,7 +268,7 @@ class Comparison:
 
     folders: list[Path]
     differences: list[tuple[str, list[str]]]  # dotted key -> value per run
-    metrics: list[tuple[str, list[str]]]  # metric name -> 'mean +/- std [CI]' per run
+    metrics: list[tuple[str, list[str]]]  # metric name -> 'mean [CI low, CI high]' per run
     histories: list[Any]  # per run: float64 [repeats, epochs, 4] (see reporter)
 
 
@@ -300,7 +309,7 @@ def compare_runs(folders: Sequence[Path]) -> Comparison:
     for folder in folders:
         entry = read_entry(Path(folder)) if Path(folder).is_dir() else None
         if entry is None or entry.kind != "run":
-            what = "a sweep or tutorial folder" if entry else "not a run folder"
+            what = f"a {entry.kind} folder" if entry else "not a run folder"
             errors.append(f"{folder}: {what}; compare takes run folders written by `actreg run`")
         elif not entry.finished:
             errors.append(f"{folder}: an unfinished run (no summary.json); nothing to compare")

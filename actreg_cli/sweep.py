@@ -22,7 +22,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +135,12 @@ def check_grid_size(sweep: SweepConfig, origin: str, allow_large: bool = False) 
         )
 
 
-def expand_grid(sweep: SweepConfig, origin: str = "grid", allow_large: bool = False) -> list[Cell]:
+def expand_grid(
+    sweep: SweepConfig,
+    origin: str = "grid",
+    allow_large: bool = False,
+    origins: Mapping[str, str] | None = None,
+) -> list[Cell]:
     """Every cell of the sweep, validated: baseline cell(s) first, then the grid in order.
 
     The grid is the Cartesian product of its lists, the last key varying fastest. Cells are
@@ -144,13 +149,16 @@ def expand_grid(sweep: SweepConfig, origin: str = "grid", allow_large: bool = Fa
     unregularized cell (`regularizers: []`) is added per combination of the swept keys outside
     `regularizers` (just one when every swept key is a regularizer key).
 
+    origin: who wrote the grid, as errors name it (the sweep file); origins: the same for
+      single keys (`--grid 'KEY=V1,V2'` for a key given on the command line).
     Raises ConfigError naming the grid key, or the cell (its swept values) and the field, and
     for a grid of more than MAX_GRID_CELLS cells (its size, before expanding) unless `allow_large`.
     """
     check_grid_size(sweep, origin, allow_large)
     base = sweep.base.model_dump(mode="json", exclude_unset=True)
     keys = list(sweep.grid)
-    errors = _check_keys(base, sweep.grid, origin)
+    origins = dict(origins or {})
+    errors = _check_keys(base, sweep.grid, origin, origins)
     if errors:
         raise ConfigError(errors)
 
@@ -162,11 +170,17 @@ def expand_grid(sweep: SweepConfig, origin: str = "grid", allow_large: bool = Fa
         if baseline:
             data["regularizers"] = []
         for key, value in values.items():
-            set_path(data, key, copy.deepcopy(value), model=ExperimentConfig, origin=origin)
+            set_path(
+                data, key, copy.deepcopy(value), model=ExperimentConfig,
+                origin=origins.get(key, origin),
+            )  # fmt: skip
         label = ", ".join(f"{k}={format_value(v)}" for k, v in values.items()) or "no swept keys"
-        where = f"{origin}: cell {cell_id} ({'baseline, ' if baseline else ''}{label})"
+        cell = f"cell {cell_id} ({'baseline, ' if baseline else ''}{label})"
+        where = f"{origin}: {cell}"
+        # A bad value of a key from the command line is blamed on its --grid option.
+        blamed = {key: f"{origins[key]}: {cell}" for key in values if key in origins}
         try:
-            config = validate_mapping(data, ExperimentConfig, where)
+            config = validate_mapping(data, ExperimentConfig, where, blamed)
         except ConfigError as exc:
             errors.extend(exc.errors)
             return
@@ -196,10 +210,13 @@ def expand_grid(sweep: SweepConfig, origin: str = "grid", allow_large: bool = Fa
     return cells
 
 
-def _check_keys(base: dict[str, Any], grid: dict[str, list[Any]], origin: str) -> list[str]:
+def _check_keys(
+    base: dict[str, Any], grid: dict[str, list[Any]], default: str, origins: dict[str, str]
+) -> list[str]:
     """Each grid key must be a config key that exists in the base; lists non-empty, no repeats."""
     errors: list[str] = []
     for key, values in grid.items():
+        origin = origins.get(key, default)
         if not isinstance(values, list) or not values:
             errors.append(
                 f"{origin}: {key!r}: the list of values is empty; give at least one value"
@@ -218,7 +235,7 @@ def _check_keys(base: dict[str, Any], grid: dict[str, list[Any]], origin: str) -
     keys = list(grid)
     for a, b in itertools.permutations(keys, 2):
         if b.startswith(a + "."):
-            errors.append(f"{origin}: keys {a!r} and {b!r} overlap: sweep one or the other")
+            errors.append(f"{default}: keys {a!r} and {b!r} overlap: sweep one or the other")
     return errors
 
 
@@ -463,12 +480,18 @@ def sweep_folder(sweep: SweepConfig, runs_dir: Path, origin: str = "sweep") -> P
     return Path(runs_dir) / sweep.name
 
 
-def check_sweep(sweep: SweepConfig, origin: str, allow_large: bool = False) -> list[Cell]:
+def check_sweep(
+    sweep: SweepConfig,
+    origin: str,
+    allow_large: bool = False,
+    origins: Mapping[str, str] | None = None,
+) -> list[Cell]:
     """Every check `actreg sweep` makes before training, as `actreg validate` makes them too:
     the name can name a folder, the grid's size, every cell valid and distinct. Returns the
-    cells; raises ConfigError naming `origin` (the file)."""
+    cells; raises ConfigError naming `origin` (the file), or for a key in `origins` the
+    `--grid` option that gave it."""
     sweep_folder(sweep, Path("."), origin)
-    return expand_grid(sweep, origin, allow_large)
+    return expand_grid(sweep, origin, allow_large, origins)
 
 
 def study_key(sweep: SweepConfig, engine: str) -> str:
@@ -740,7 +763,9 @@ def run_sweep(
     def model_epochs(cells: Sequence[Cell]) -> int:
         return sum(c.config.training.repeats * c.config.training.epochs for c in cells)
 
-    with (progress or _no_progress)(model_epochs(plan.to_run), f"sweep {sweep.name}") as advance:
+    with (progress or _no_progress)(
+        model_epochs(plan.to_run), f"sweep {sweep.name} [{engine}]"
+    ) as advance:
         # The bar counts model-epochs: as they train where the executor reports them (local),
         # otherwise (Ray) a chunk's worth when it comes back.
         reported = [0] * len(pending)

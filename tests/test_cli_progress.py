@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, write_yaml
+from conftest import REPO
 from typer.testing import CliRunner
 
 import actreg_cli.cli.common as common
@@ -36,15 +36,14 @@ def read_until(fd: int, pattern: str, seen: bytearray, deadline: float) -> re.Ma
 
 
 def test_ctrl_c_in_a_terminal_stops_says_so_and_names_the_run_folder(tmp_path: Path) -> None:
-    # Long enough (hundreds of thousands of epochs) that only Ctrl-C can end it within the test.
-    config = write_yaml(
-        tmp_path / "long.yaml",
-        {"name": "long", "model": {"hidden_units": [500]}, "training": {"epochs": 400_000}},
-    )
+    # A shipped config (its long name), made long enough (hundreds of thousands of epochs)
+    # that only Ctrl-C can end it within the test.
+    config = REPO / "configs" / "circles_l1_before_relu.yaml"
     runs = tmp_path / "runs"
     master, slave = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80", "TERM": "xterm"}
-    cmd = [sys.executable, "-m", "actreg_cli", "run", str(config), "--engine", "fused"]
+    cmd = [sys.executable, "-m", "actreg_cli", "run", str(config), "--engine", "fused",
+           "--set", "training.epochs=400000", "--set", "training.repeats=1"]  # fmt: skip
     proc = subprocess.Popen(
         [*cmd, "--runs-dir", str(runs)], stdin=slave, stdout=slave, stderr=slave, env=env
     )
@@ -69,7 +68,10 @@ def test_ctrl_c_in_a_terminal_stops_says_so_and_names_the_run_folder(tmp_path: P
     print(f"Ctrl-C -> message {message_s:.2f} s, -> exit {exit_s:.2f} s")
     assert proc.returncode == 130
     assert "stopping..." in text
-    assert "long [fused]" in text  # the engine's name, not eaten as rich markup
+    # The bar was stopped before "stopping..." was printed, not drawn again below it.
+    assert "/400000" not in text.split("stopping...", 1)[1]
+    # In 80 columns: the name and the engine (not eaten as rich markup, not cut off).
+    assert re.search(r"circles_l1_before_relu[^\s\[]* \[fused\]", text), text[-3000:]
     folders = list(runs.iterdir())
     assert len(folders) == 1 and (folders[0] / "config.yaml").is_file()
     assert not (folders[0] / "summary.json").exists()
@@ -77,6 +79,13 @@ def test_ctrl_c_in_a_terminal_stops_says_so_and_names_the_run_folder(tmp_path: P
     assert re.sub(r"\s+", "", f"interrupted; {folders[0]} keeps what was written so far") in flat
     assert "Traceback" not in text
     assert "absl::InitializeLog" not in text and "oneDNN" not in text
+
+
+def test_a_long_description_keeps_its_engine() -> None:
+    text = common.fit_description("sweep a_rather_long_sweep_name_indeed [fused]", 24)
+    assert text == "sweep a_rather_… [fused]" and len(text) == 24
+    assert common.fit_description("short [cpu]", 24) == "short [cpu]"
+    assert common.fit_description("no_engine_here_but_very_long", 10) == "no_engine…"
 
 
 def test_no_terminal_gets_plain_progress_lines(monkeypatch, tiny_config_file: Path, tmp_path):
@@ -98,3 +107,15 @@ def test_plain_progress_prints_at_most_once_per_interval(monkeypatch, capsys) ->
             advance(10)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("job: 100/100 model-epochs (100%), ")
+
+
+def test_ctrl_c_outside_training_says_interrupted(monkeypatch, tmp_path: Path) -> None:
+    import actreg_cli.run_index as run_index
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_index, "list_runs", interrupted)
+    result = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "error: interrupted"

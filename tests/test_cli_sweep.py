@@ -86,6 +86,15 @@ def test_sweep_writes_its_folder_and_prints_its_path_last(keras_run):
     table = result.stdout.split("to run")[1]
     assert "test acc" in table and "vs base" in table
     assert "c1" in table and "0.1" in table and "c2" in table and "0.001" in table
+    # Piped: study line and caption each on one line, and no padding at the ends of lines.
+    assert any(
+        line.startswith("test acc: mean±std over repeats")
+        and line.endswith("paired t-test, Holm-corrected p < 0.05")
+        for line in table.splitlines()
+    )
+    assert any(line.startswith("reduction ") and line.endswith("overrides none") for line in
+               table.splitlines())  # fmt: skip
+    assert all(line == line.rstrip() for line in table.splitlines())
     meta = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8"))
     assert {c["engine"] for c in meta["cells"]} == {"keras"}
 

@@ -16,6 +16,7 @@ from actreg_cli.config import (
     Reduction,
     load_experiment,
     load_sweep,
+    parse_override,
     with_training,
 )
 
@@ -188,3 +189,13 @@ def test_sweep_config_set_addresses_base(tmp_path: Path) -> None:
     sweep = load_sweep(path, ["training.epochs=5"])
     assert sweep.base.training.epochs == 5
     assert isinstance(sweep.base, ExperimentConfig)
+
+
+def test_only_unquoted_exponent_numbers_on_the_command_line_are_floats() -> None:
+    config = load_experiment(
+        CONFIGS / "circles_l1_before_relu.yaml", ["name='1e5'", "regularizers.0.strength=1e-5"]
+    )
+    assert config.name == "1e5"  # quoted: the string as typed
+    assert config.regularizers[0].strength == pytest.approx(1e-5)  # YAML 1.1 would say "1e-5"
+    assert parse_override('name="2E-3"') == ("name", "2E-3")
+    assert parse_override("regularizers.0.strength=-2E+3") == ("regularizers.0.strength", -2000.0)

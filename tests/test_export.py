@@ -143,3 +143,40 @@ def test_export_refuses_what_is_no_run_or_sweep_folder(tmp_path) -> None:
     result = invoke("export", "tensorboard", tmp_path, "--logdir", tmp_path / "tb")
     assert result.exit_code == 2 and "not a run or sweep folder" in result.stderr
     assert not (tmp_path / "tb").exists()
+
+
+def test_exporting_a_folder_twice_never_duplicates_it(folders, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["export", "mlflow", folders["run"], "--tracking-uri", uri, "--experiment", "twice"]
+    first = invoke(*args)
+    assert first.exit_code == 0, first.output
+    again = invoke(*args)
+    assert again.exit_code == 2
+    assert "already exported to MLflow experiment 'twice'" in again.stderr
+    assert "--force" in again.stderr
+    forced = invoke(*args, "--force")
+    assert forced.exit_code == 0, forced.output
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_experiment_by_name("twice").experiment_id
+    runs = client.search_runs([experiment_id])  # active runs only
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.run_id for r in parents] == [forced.stdout.strip().splitlines()[-1]]
+    assert len(runs) == 1 + REPEATS  # the parent and one nested run per repeat, once
+
+    logdir = tmp_path / "tb"
+    tb_args = ["export", "tensorboard", folders["run"], "--logdir", logdir]
+    assert invoke(*tb_args).exit_code == 0
+    events = sorted((logdir / folders["run"].name).rglob("events.out.tfevents.*"))
+    again = invoke(*tb_args)
+    assert again.exit_code == 2
+    assert f"{logdir / folders['run'].name}: not empty" in again.stderr
+    assert sorted((logdir / folders["run"].name).rglob("events.out.tfevents.*")) == events
+    forced = invoke(*tb_args, "--force")
+    assert forced.exit_code == 0, forced.output
+    after = sorted((logdir / folders["run"].name).rglob("events.out.tfevents.*"))
+    assert len(after) == len(events) == REPEATS  # replaced, not added beside the first

@@ -444,7 +444,16 @@ def test_segments_are_a_small_part_of_training() -> None:
         [job], [fused.coefficients(experiment())], None, 2, job_dataset(job.config, job.seed)
     )
     assert spec.loop_epochs == 4001
-    assert 1 <= spec.segment_epochs() <= 4001 / fused._MIN_SEGMENTS + 1
+    # The tutorial's model is small: 4001 loop epochs in _MIN_SEGMENTS (10) calls of 401.
+    assert fused._MIN_SEGMENTS == 10 and spec.segment_epochs() == 401
+    # A big model is cut by work instead: 2 models x 10000 units x 100 samples a loop epoch,
+    # 6e8 / 2e6 = 300 epochs a call.
+    big = experiment(epochs=4000, model={"hidden_units": [5000, 5000]})
+    spec = fused._make_spec(
+        [TrainJob(big, 1)], [fused.coefficients(big)], None, 2, job_dataset(big, 1)
+    )
+    assert (spec.chunk, spec.n_train + spec.n_test, fused._SEGMENT_WORK) == (2, 100, 6e8)
+    assert spec.segment_epochs() == 300
 
 
 #: What README.md promises about fused vs keras (tests/test_readme.py checks it says so).

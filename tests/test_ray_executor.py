@@ -370,3 +370,35 @@ def test_without_ray_the_executor_says_how_to_install_it(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install -e '\.\[ray\]'") as info:
         RayExecutor()
     assert str(info.value) == INSTALL_HINT
+
+
+def test_an_address_where_no_ray_head_answers_is_refused_before_anything_is_written(tmp_path):
+    """A plain HTTP server accepts the TCP connection; Ray itself must then be asked, in time."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        banner = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N (...)"
+        port = int(banner.split(" port ")[1].split()[0])
+        runs = tmp_path / "runs"
+        result = subprocess.run(
+            actreg(
+                "sweep", str(REPO / "configs" / "sweep_strength.yaml"), "--executor", "ray",
+                "--address", f"127.0.0.1:{port}", "--runs-dir", str(runs),
+            ),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        server.kill()
+        server.wait()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"--address 127.0.0.1:{port}: no Ray cluster answered at 127.0.0.1:{port}" in (
+        result.stderr
+    )
+    assert not runs.exists()

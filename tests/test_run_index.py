@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -70,10 +72,17 @@ def test_runs_lists_every_kind_newest_first(runs_dir: Path) -> None:
     assert [e.finished for e in entries] == [True, False, True, True]
     sweep, unfinished, after, before = entries
     assert sweep.name == "tiny-strength" and sweep.varied == "strength (2)"
-    assert sweep.metric.startswith("best ")  # the best cell (baseline included)
+    # The best cell (baseline included) by mean test accuracy, with its 95% CI, from summary.csv
+    with (sweep.path / "summary.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    best = max(rows, key=lambda r: float(r["test_accuracy_mean"]))
+    mean, low, high = (float(best[f"test_accuracy_{k}"]) for k in ("mean", "ci_low", "ci_high"))
+    assert sweep.metric == f"best {best['cell']} {mean:.3f} [{low:.3f}, {high:.3f}]"
     assert "after_activation" in after.varied and "before_activation" in before.varied
     assert after.engine == "fused"
-    assert before.metric.count("[") == 1  # mean [95% CI]
+    stats = json.loads((before.path / "summary.json").read_text())["test_accuracy"]
+    assert 0.0 <= stats["ci_low"] <= stats["mean"] <= stats["ci_high"] <= 1.0
+    assert before.metric == f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
 
 
 def test_runs_command_filters_and_shows_results(runs_dir: Path) -> None:
@@ -86,6 +95,18 @@ def test_runs_command_filters_and_shows_results(runs_dir: Path) -> None:
     assert "tiny-strength" in result.stdout and "2026-01-02" not in result.stdout
     result = invoke("runs", runs_dir / "missing")
     assert result.exit_code == 2 and "no such folder" in result.stderr
+
+
+def test_runs_of_a_run_or_sweep_folder_says_to_give_its_parent(runs_dir: Path) -> None:
+    for entry in list_runs(runs_dir):
+        if not entry.finished:
+            continue
+        result = invoke("runs", entry.path)
+        assert result.exit_code == 2, result.output
+        assert (
+            f"{entry.path} is a {entry.kind} folder; give the folder that holds it "
+            f"({runs_dir.resolve()})" in result.stderr.replace("\n", "")
+        )
 
 
 def test_compare_puts_differences_and_results_side_by_side(runs_dir: Path, tmp_path) -> None:
@@ -111,7 +132,7 @@ def test_compare_refuses_what_is_no_finished_run(runs_dir: Path) -> None:
     assert study.parent == runs_dir / "tiny-strength"
     result = invoke("compare", finished, study)
     assert result.exit_code == 2
-    assert f"{study.name}: a sweep or tutorial folder" in result.stderr
+    assert f"{study.name}: a sweep folder; compare takes run folders" in result.stderr
     result = invoke("compare", finished, runs_dir / "tiny-unfinished")
     assert result.exit_code == 2 and "unfinished run" in result.stderr
     result = invoke("compare", finished)

@@ -11,6 +11,7 @@ from conftest import CONFIGS, write_yaml
 from typer.testing import CliRunner
 
 from actreg_cli.cli import app
+from actreg_cli.cli.sweep import grid_origins
 from actreg_cli.config import ConfigError, load_sweep, parse_grid_option
 from actreg_cli.sweep import expand_grid
 
@@ -52,16 +53,22 @@ def test_grid_on_an_experiment_file_makes_a_named_sweep() -> None:
 
 
 def test_bad_grid_values_are_blamed_on_the_grid_option() -> None:
-    sweep = load_sweep(CONFIGS / "circles_overfit.yaml", [], ["training.epochs=5,-1"])
+    items = ["training.epochs=5,-1"]
+    sweep = load_sweep(CONFIGS / "circles_overfit.yaml", [], items)
     with pytest.raises(ConfigError) as exc:
-        expand_grid(sweep)
-    assert "training.epochs=-1" in str(exc.value)
+        expand_grid(sweep, origins=grid_origins(items))
+    assert "--grid 'training.epochs=5,-1': cell c2 (training.epochs=-1)" in str(exc.value)
     with pytest.raises(ConfigError, match=r"--grid 'strength': expected KEY=V1,V2"):
         load_sweep(CONFIGS / "circles_overfit.yaml", [], ["strength"])
-    with pytest.raises(ConfigError, match="unknown key 'regularizers.0.strenght'"):
+    items = ["regularizers.0.strenght=1"]
+    with pytest.raises(ConfigError) as exc:
         expand_grid(
-            load_sweep(CONFIGS / "circles_l1_before_relu.yaml", [], ["regularizers.0.strenght=1"])
+            load_sweep(CONFIGS / "circles_l1_before_relu.yaml", [], items),
+            origins=grid_origins(items),
         )
+    assert "--grid 'regularizers.0.strenght=1': unknown key 'regularizers.0.strenght'" in str(
+        exc.value
+    )
 
 
 def test_an_experiment_file_without_grid_says_how_to_sweep_it() -> None:
@@ -123,7 +130,31 @@ def test_grid_cli_errors_exit_2_and_name_the_option(tmp_path: Path) -> None:
         "--runs-dir", tmp_path,
     )  # fmt: skip
     assert result.exit_code == 2
-    assert "training.epochs=0" in result.stderr
+    assert "--grid 'training.epochs=3,0': cell c2 (training.epochs=0)" in result.stderr
+    sweep_file = CONFIGS / "sweep_strength.yaml"
+    result = invoke(
+        "sweep", sweep_file, "--grid", "regularizers.0.strength=1,1.0", "--runs-dir", tmp_path
+    )
+    assert result.exit_code == 2
+    assert "--grid 'regularizers.0.strength=1,1.0': 'regularizers.0.strength': the value 1" in (
+        result.stderr
+    )
+    result = invoke("sweep", sweep_file, "--grid", "training.epochs=0", "--runs-dir", tmp_path)
+    assert result.exit_code == 2 and "--grid 'training.epochs=0': cell" in result.stderr
     result = invoke("sweep", CONFIGS / "circles_overfit.yaml", "--runs-dir", tmp_path)
     assert result.exit_code == 2 and "--grid KEY=V1,V2" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_grid_on_a_sweep_file_reports_in_its_own_study_folder() -> None:
+    """`--grid` on a sweep file keeps the file's name (and its shared cell store), but its report
+    goes to another study folder than the full sweep's, so neither overwrites the other."""
+    from actreg_cli.sweep import study_key
+
+    sweep_file = CONFIGS / "sweep_strength.yaml"
+    full = load_sweep(sweep_file)
+    narrowed = load_sweep(sweep_file, [], ["regularizers.0.strength=1e-5"])
+    again = load_sweep(sweep_file, [], ["regularizers.0.strength=1e-5"])
+    assert narrowed.name == full.name
+    assert study_key(narrowed, "fused") != study_key(full, "fused")
+    assert study_key(again, "fused") == study_key(narrowed, "fused")  # the same command resumes

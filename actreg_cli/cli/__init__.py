@@ -17,6 +17,15 @@ class ActregGroup(TyperGroup):
     """Click's own errors (bad option value, unknown option, missing argument) printed in the
     tool's one style, `error: ...` on stderr with exit code 2, instead of Click's boxed panel."""
 
+    def invoke(self, ctx: click.Context) -> Any:
+        # Ctrl-C outside training (which says more itself): typer would exit 130 in silence.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            from actreg_cli.cli.common import fail
+
+            raise fail(["interrupted"], code=130) from None
+
     def main(
         self,
         args: Sequence[str] | None = None,
@@ -37,8 +46,10 @@ class ActregGroup(TyperGroup):
             if ctx is not None:
                 err_console.print(f"       see '{ctx.command_path} --help'", highlight=False)
             sys.exit(code)
-        except typer.Abort:
-            sys.exit(130)
+        except typer.Abort:  # end of input at a prompt
+            from actreg_cli.cli.common import fail
+
+            sys.exit(fail(["interrupted"], code=130).exit_code)
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -150,6 +150,8 @@ def long_work_errors(what: str, on_interrupt: Callable[[], str]) -> Iterator[Non
     import threading
 
     def stopping(signum: int, frame: Any) -> None:
+        for progress in _live_progress:  # the bar first: drawn again below the line, it would
+            progress.stop()  # leave a stale copy in the terminal's scrollback
         err_console.print(Text("stopping...", style="yellow"), highlight=False)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
         raise KeyboardInterrupt
@@ -197,6 +199,9 @@ def start_tensorflow() -> None:
         err_console.file.flush()
 
 
+#: The rich bars on screen now, which Ctrl-C stops before saying "stopping..." (main thread).
+_live_progress: list[Any] = []
+
 #: Seconds between two progress lines when stderr is no terminal (a log file, CI, `| tee`).
 PLAIN_PROGRESS_INTERVAL_S = 10.0
 
@@ -226,10 +231,15 @@ def progress_bar(
     )
     from rich.table import Column
 
-    # The numbers never give way: the description gets what the counts and times (~46
-    # columns) and a 10-column bar leave of the terminal, shortened with an ellipsis beyond.
+    # The numbers never give way. Below 100 columns the time-remaining column goes, and the
+    # description gets what the counts and times (~46 or ~56 columns) and a 10-column bar leave,
+    # its name shortened with an ellipsis but its "[engine]" kept whole.
     keep = Column(no_wrap=True)
-    room = max(10, err_console.width - 56)
+    narrow = err_console.width < 100
+    room = max(10, err_console.width - (46 if narrow else 56))
+    times = [TimeElapsedColumn(table_column=keep)]
+    if not narrow:
+        times.append(TimeRemainingColumn(table_column=keep))
     progress = Progress(
         TextColumn(
             "{task.description}",
@@ -239,15 +249,33 @@ def progress_bar(
         BarColumn(bar_width=None, table_column=Column(ratio=1)),
         MofNCompleteColumn(table_column=keep),
         TextColumn(unit, table_column=keep),
-        TimeElapsedColumn(table_column=keep),
-        TimeRemainingColumn(table_column=keep),
+        *times,
         console=err_console,
         transient=False,
         expand=True,
     )
+    description = fit_description(description, room)
     with progress:
         task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+        _live_progress.append(progress)
+        try:
+            yield lambda n: progress.advance(task, n)
+        finally:
+            _live_progress.remove(progress)
+
+
+def fit_description(description: str, room: int) -> str:
+    """`description` in at most `room` columns: "sweep very_long_na… [fused]" (the trailing
+    "[engine]" kept whole, the text before it shortened with an ellipsis)."""
+    if len(description) <= room:
+        return description
+    head, sep, tail = description.rpartition(" [")
+    suffix = f"{sep}{tail}" if sep and tail.endswith("]") else ""
+    if not suffix:
+        head = description
+    if room - len(suffix) < 2:  # no room for the name: shorten the whole text
+        return description[: room - 1] + "…"
+    return head[: room - len(suffix) - 1] + "…" + suffix
 
 
 @contextmanager
@@ -293,7 +321,11 @@ def print_fitting(*layouts: Callable[[], Any]) -> None:
     if not console.is_terminal:
         renderable = layouts[0]()
         width = max(console.width, Measurement.get(console, wide, renderable).maximum)
-        Console(file=sys.stdout, width=width, highlight=False, markup=False).print(renderable)
+        piped = Console(width=width, highlight=False, markup=False, color_system=None)
+        with piped.capture() as captured:
+            piped.print(renderable)
+        # Padding to the table's width is noise in a file or a diff.
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
         return
     for build in layouts:
         renderable = build()

@@ -14,6 +14,9 @@ export_app = typer.Typer(
     no_args_is_help=True,
 )
 
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace an earlier export of the same folder.")
+]
 FolderArg = Annotated[
     Path, typer.Argument(metavar="FOLDER", help="A run folder or a sweep folder.")
 ]
@@ -29,15 +32,17 @@ def mlflow_command(
     experiment: Annotated[
         str, typer.Option(metavar="NAME", help="MLflow experiment (made if missing).")
     ] = "actreg",
+    force: ForceOpt = False,
 ) -> None:
     """Log FOLDER as one MLflow run (its files as artifacts) with a nested run per trained model:
-    config parameters, per-epoch metrics (step = epoch) and final metrics. Prints the run id."""
+    config parameters, per-epoch metrics (step = epoch) and final metrics. Prints the run id.
+    A folder exported before is refused (exit 2) unless --force, which replaces that export."""
     from actreg_cli.export import export_mlflow
 
     with user_errors():
         try:
             parent, children = export_mlflow(
-                folder, tracking_uri=tracking_uri, experiment=experiment
+                folder, tracking_uri=tracking_uri, experiment=experiment, force=force
             )
         except ImportError as exc:
             raise fail([str(exc)]) from None
@@ -53,14 +58,16 @@ def tensorboard_command(
     logdir: Annotated[
         Path, typer.Option(metavar="DIR", help="TensorBoard log folder (made if missing).")
     ] = Path("tb_logs"),
+    force: ForceOpt = False,
 ) -> None:
     """Write per-epoch scalars, final metrics and the HParams summary of every trained model in
-    FOLDER under DIR/<folder name>/; view with `tensorboard --logdir DIR`."""
+    FOLDER under DIR/<folder name>/; view with `tensorboard --logdir DIR`. A non-empty
+    DIR/<folder name>/ is refused (exit 2) unless --force, which empties it first."""
     from actreg_cli.export import export_tensorboard
 
     with user_errors():
         try:
-            written = export_tensorboard(folder, logdir)
+            written = export_tensorboard(folder, logdir, force=force)
         except ImportError as exc:
             raise fail([str(exc)]) from None
     print(f"{len(written)} models written")

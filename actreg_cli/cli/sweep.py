@@ -31,6 +31,7 @@ from actreg_cli.cli.common import (
 from actreg_cli.engines import EngineName
 
 LAYOUTS = ("wide", "narrow", "stacked")  # summary_table layouts, widest first
+RAY_CONNECT_TIMEOUT_S = 15.0  # a reachable cluster answers in a few seconds
 RAY_HINT = "the ray executor needs the optional extra: pip install -e '.[ray]'"
 
 
@@ -79,6 +80,13 @@ def training_overrides(epochs: int | None, repeats: int | None, seed: int | None
     return [f"training.{key}={value}" for key, value in items.items() if value is not None]
 
 
+def grid_origins(grid: list[str]) -> dict[str, str]:
+    """Each key given with --grid -> the option that gave it, as errors name it."""
+    from actreg_cli.config import parse_grid_option
+
+    return {parse_grid_option(item)[0]: f"--grid {item!r}" for item in grid}
+
+
 def make_executor(executor: ExecutorName, address: str | None) -> Any:
     from actreg_cli.executors import LocalExecutor
 
@@ -90,17 +98,24 @@ def make_executor(executor: ExecutorName, address: str | None) -> Any:
 
     if address is not None:
         try:
-            check_reachable(address)
+            check_reachable(address)  # a closed port fails at once, before Ray is imported
         except ValueError as exc:
             raise fail([f"--address {address}: {exc}"]) from None
     if importlib.util.find_spec("ray") is None:
         raise fail([RAY_HINT])
     try:
-        return RayExecutor(address=address)
+        chosen = RayExecutor(address=address)
     except ImportError:
         raise fail([RAY_HINT]) from None
     except ValueError as exc:
         raise fail([str(exc)]) from None
+    if address is not None:
+        # Connect before the sweep folder is made, so a wrong address leaves nothing behind.
+        try:
+            chosen.connect(timeout_s=RAY_CONNECT_TIMEOUT_S)
+        except ValueError as exc:
+            raise fail([f"--address {address}: {exc}"]) from None
+    return chosen
 
 
 def _fmt(value: float, signed: bool = False) -> str:
@@ -182,15 +197,11 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         return Group(*lines, Text(caption))
 
     table = Table(
-        title=study,
-        title_justify="left",
         box=None,
         pad_edge=False,
         # narrow: one space between columns instead of two
         padding=(0, 1, 0, 1) if layout == "wide" else (0, 1, 0, 0),
         header_style="bold",
-        caption=caption,
-        caption_justify="left",
     )
     table.add_column("cell", no_wrap=True)
     for key in keys:
@@ -203,7 +214,9 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     for cell, values, n, acc, ci, diff in rows:
         extra = [ci] if layout == "wide" else []
         table.add_row(cell, *values, n, acc, *extra, diff)
-    return table
+    # Study line and caption as their own text (a table's title and caption wrap at the
+    # table's width, mid-sentence).
+    return Group(study, table, Text(caption))
 
 
 def sweep_command(
@@ -239,8 +252,9 @@ def sweep_command(
     overrides = [*(set_ or []), *training_overrides(epochs, repeats, seed)]
     with user_errors():
         sweep = load_sweep(config, overrides, grid or [])
-        # Every cell valid before anything heavy is imported (the checks `validate` makes).
-        check_sweep(sweep, str(config), allow_large_grid)
+        # Every cell valid before anything heavy is imported (the checks `validate` makes);
+        # errors name the file, or the --grid option that gave a key.
+        check_sweep(sweep, str(config), allow_large_grid, origins=grid_origins(grid or []))
     chosen = make_executor(executor, address)
 
     def on_plan(plan: Any) -> None:
