@@ -524,7 +524,7 @@ def resolve_engines(cells: Sequence[Cell], engine: str) -> tuple[dict[str, str],
     if name is EngineName.keras:
         return {c.id: "keras" for c in cells}, []
     engines: dict[str, str] = {}
-    notes: list[str] = []
+    cells_by_reason: dict[str, list[str]] = {}  # one note per reason, however many cells
     for cell in cells:
         try:
             chosen, why = select_engine(name, [cell.config])
@@ -535,9 +535,19 @@ def resolve_engines(cells: Sequence[Cell], engine: str) -> tuple[dict[str, str],
                 "using the keras engine: the fused engine is not installed in this build"
             ]
         engines[cell.id] = chosen.name
-        if why and why not in notes:
-            notes.append(f"cell {cell.id}: {why}")
+        if why:
+            cells_by_reason.setdefault(why, []).append(cell.id)
+    notes = [f"{_cell_list(ids)}: {why}" for why, ids in cells_by_reason.items()]
     return engines, notes
+
+
+def _cell_list(ids: Sequence[str]) -> str:
+    """'cell c3', 'cells c1, c2', or 'cells c01, c02, c03, ... c24 (24 cells)' (the cells' ids)."""
+    if len(ids) == 1:
+        return f"cell {ids[0]}"
+    if len(ids) <= 4:
+        return f"cells {', '.join(ids)}"
+    return f"cells {', '.join(ids[:3])}, ... {ids[-1]} ({len(ids)} cells)"
 
 
 def balanced_partition(sizes: Sequence[int], limit: int) -> list[list[int]]:

@@ -26,6 +26,7 @@ from actreg_cli.sweep import (
     expand_grid,
     plan_chunks,
     plan_sweep,
+    resolve_engines,
     run_sweep,
 )
 from actreg_cli.weights import repeat_seeds
@@ -269,6 +270,26 @@ def test_cell_hash_is_the_same_in_a_fresh_process():
 
 # ---------------------------------------------------------------------------------------------
 # Chunking
+
+
+def test_auto_fallback_is_one_note_for_all_the_cells_it_concerns():
+    """Six cells the fast engines cannot run (a custom regularizer) give one note, not six."""
+    sweep = sweep_config(
+        base={
+            "model": {"hidden_units": [16]},
+            "regularizers": [
+                {"norm": "custom", "function": "actreg_cli.custom_regularizers:log_sparsity"}
+            ],
+            "training": {"epochs": 3, "repeats": 2},
+        }
+    )
+    cells = expand_grid(sweep)
+    engines, notes = resolve_engines(cells, "auto")
+    regularized = [c.id for c in cells if not c.baseline]
+    assert len(regularized) == 6 and {engines[c] for c in regularized} == {"keras"}
+    assert len(notes) == 1, notes
+    assert notes[0].startswith("cells c1, c2, c3, ... c6 (6 cells): using the keras engine")
+    assert "custom" in notes[0]
 
 
 def test_keras_chunks_hold_one_cell_and_fused_chunks_are_balanced_whole_cells():
