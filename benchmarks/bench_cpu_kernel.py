@@ -99,7 +99,7 @@ def flops_per_model_epoch(units, n_train: int, n_test: int, activity_layers: int
 
 def kernel_worker(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from bench_engines import fused_jobs
+    from bench_engines import fused_jobs, timed_trainings
 
     start = time.perf_counter()
     if args.engine == "cpu":
@@ -115,14 +115,7 @@ def kernel_worker(args: argparse.Namespace) -> dict:
     import_s = time.perf_counter() - start
     jobs = fused_jobs(args.n, args.epochs)
 
-    def train() -> tuple[float, float]:
-        t, c = time.perf_counter(), time.process_time()
-        results = engine.train(jobs)
-        assert all(r.history.shape == (args.epochs, 4) for r in results)
-        return time.perf_counter() - t, time.process_time() - c
-
-    first, first_cpu = train()
-    runs = [train() for _ in range(args.reps)]
+    (first, first_cpu), runs = timed_trainings(engine, jobs, args.epochs, args.reps)
     wall = statistics.median(w for w, _ in runs)
     cpu = statistics.median(c for _, c in runs)
     model_epochs = args.n * args.epochs

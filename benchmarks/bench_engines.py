@@ -145,6 +145,22 @@ def fused_jobs(n: int, epochs: int):
     return jobs
 
 
+def timed_trainings(
+    engine, jobs: list, epochs: int, reps: int
+) -> tuple[tuple[float, float], list[tuple[float, float]]]:
+    """(wall s, process CPU s) of a first `engine.train(jobs)` (load or compile included), then
+    of `reps` more. jobs: TrainJobs; each call is checked to give `epochs` history rows a model."""
+
+    def train() -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
+        results = engine.train(jobs)
+        assert all(r.history.shape == (epochs, 4) for r in results)
+        return time.perf_counter() - t, time.process_time() - c
+
+    first = train()
+    return first, [train() for _ in range(reps)]
+
+
 def fused_worker(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.perf_counter()
@@ -160,14 +176,7 @@ def fused_worker(args: argparse.Namespace) -> dict:
     data = job_dataset(jobs[0].config, jobs[0].seed)
     chunk = _make_spec(jobs, tables, args.chunk, engine.workers, data).chunk
 
-    def train() -> tuple[float, float]:
-        t, c = time.perf_counter(), time.process_time()
-        results = engine.train(jobs)
-        assert all(r.history.shape == (args.epochs, 4) for r in results)
-        return time.perf_counter() - t, time.process_time() - c
-
-    first, _ = train()
-    runs = [train() for _ in range(args.reps)]
+    (first, _), runs = timed_trainings(engine, jobs, args.epochs, args.reps)
     wall = statistics.median(w for w, _ in runs)
     cpu = statistics.median(c for _, c in runs)
     model_epochs = args.n * args.epochs
