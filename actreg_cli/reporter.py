@@ -11,7 +11,6 @@ saved CSV files alone, so a run folder can be re-drawn without training again.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -318,8 +317,3 @@ def tutorial_line(summary: dict[str, Any]) -> str:
         f"Train: {format_mean_std(summary['train_accuracy'])}, "
         f"Test: {format_mean_std(summary['test_accuracy'])}"
     )
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """summary.json as written (non-finite numbers are null)."""
-    return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))

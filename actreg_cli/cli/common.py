@@ -337,7 +337,3 @@ def print_fitting(*layouts: Callable[[], Any]) -> None:
 def note(text: str) -> None:
     """A one-line remark on stderr (engine fallback and the like)."""
     _print_labelled(Text("note:", style="yellow"), text)
-
-
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
