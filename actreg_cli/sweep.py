@@ -526,14 +526,7 @@ def resolve_engines(cells: Sequence[Cell], engine: str) -> tuple[dict[str, str],
     engines: dict[str, str] = {}
     cells_by_reason: dict[str, list[str]] = {}  # one note per reason, however many cells
     for cell in cells:
-        try:
-            chosen, why = select_engine(name, [cell.config])
-        except ModuleNotFoundError as exc:
-            if name is not EngineName.auto or exc.name != "actreg_cli.engines.fused":
-                raise
-            return {c.id: "keras" for c in cells}, [
-                "using the keras engine: the fused engine is not installed in this build"
-            ]
+        chosen, why = select_engine(name, [cell.config])
         engines[cell.id] = chosen.name
         if why:
             cells_by_reason.setdefault(why, []).append(cell.id)
