@@ -15,6 +15,7 @@ import math
 import os
 import re
 import sys
+import types
 import typing
 from collections.abc import Iterable, Sequence
 from enum import Enum
@@ -82,6 +83,7 @@ class TaskName(str, Enum):
     binary = "binary"  # sigmoid output, binary cross-entropy, accuracy
     multiclass = "multiclass"  # softmax output, sparse categorical cross-entropy, accuracy
     regression = "regression"  # linear output, mean squared error; MSE, MAE and R^2
+    reconstruction = "reconstruction"  # an autoencoder: the target is the input; MSE, MAE
 
 
 Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
@@ -107,6 +109,15 @@ class _DataBase(StrictModel):
     stratify: bool = True  # classification: keep class proportions in train and test
     standardize: bool = True  # scale features (and a regression target) on train statistics
     resample: bool = False  # a new split (and generated sample) for every repeat
+    # How a model sees one sample: [features] (flat, the default), [steps, features] (a
+    # sequence, for an lstm layer) or [height, width, channels] (an image, for conv2d); the
+    # flat features are reshaped in row-major order, e.g. digits' 64 pixels as [8, 8, 1].
+    input_shape: (
+        Annotated[
+            list[Annotated[PositiveInt, Field(le=MAX_SAMPLES)]], Field(min_length=1, max_length=3)
+        ]
+        | None
+    ) = None
 
     @property
     def uses_first_n_train(self) -> bool:
@@ -273,15 +284,6 @@ DATA_SOURCES: dict[str, type[_DataBase]] = {
 FILE_SOURCES = ("csv", "npz")
 
 
-class ModelConfig(StrictModel):
-    """An MLP: the data's features -> hidden Dense layers -> the task's output layer."""
-
-    hidden_units: Annotated[
-        list[Annotated[PositiveInt, Field(le=MAX_UNITS)]], Field(min_length=1, max_length=100)
-    ] = [500]
-    activation: Literal["relu", "tanh", "sigmoid", "elu"] = "relu"
-
-
 class Target(str, Enum):
     activity = "activity"
     kernel = "kernel"
@@ -311,8 +313,8 @@ class Reduction(str, Enum):
     batch_sum = "batch_sum"
 
 
-class RegularizerConfig(StrictModel):
-    """One penalty on one hidden layer.
+class PenaltyConfig(StrictModel):
+    """One penalty on one layer (as a layer's `regularizers` item: the layer it sits on).
 
     penalty = strength * sum|x| (l1), strength * sum x**2 (l2, no 1/2), both for l1_l2 (the L2
     factor is `l2_strength`, default `strength`), or strength * function(x) for a custom one.
@@ -325,13 +327,12 @@ class RegularizerConfig(StrictModel):
     norm: Norm = Norm.l1
     strength: Strength = 1e-4
     l2_strength: Strength | None = None  # l1_l2 only: the L2 factor (default: strength)
-    layer: NonNegativeInt = 0  # index into model.hidden_units
     placement: Placement | None = None  # activity only; default after_activation
     reduction: Reduction | None = None  # activity only; default batch_mean
     function: str | None = None  # custom only: "package.module:function", tensor -> scalar
 
     @model_validator(mode="after")
-    def _fields_fit_target_and_norm(self) -> RegularizerConfig:
+    def _fields_fit_target_and_norm(self) -> PenaltyConfig:
         if self.target is not Target.activity:
             for name in ("placement", "reduction"):
                 if getattr(self, name) is not None:
@@ -374,6 +375,179 @@ class RegularizerConfig(StrictModel):
         return 0.0
 
 
+class RegularizerConfig(PenaltyConfig):
+    """One penalty on one layer, listed under the experiment's `regularizers`: `layer` indexes
+    model.hidden_units (the MLP shorthand) or model.layers."""
+
+    layer: NonNegativeInt = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: the MLP shorthand (`hidden_units`) or a list of layers. The task decides the output
+# layer, which is always appended (tasks.py). Shapes are checked against the data in
+# actreg_cli/models/plan.py.
+
+Activation = Literal["relu", "tanh", "sigmoid", "elu", "linear"]
+Size = Annotated[PositiveInt, Field(le=MAX_UNITS)]
+#: A window size or stride: one number for both axes, or [rows, columns].
+Window = Size | Annotated[list[Size], Field(min_length=2, max_length=2)]
+
+
+def pair(value: int | list[int]) -> tuple[int, int]:
+    """A `Window` field as (rows, columns)."""
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+class _LayerBase(StrictModel):
+    kind: str
+
+    #: whether the layer has weights, and so accepts regularizers
+    has_kernel: typing.ClassVar[bool] = False
+
+
+class _KernelLayer(_LayerBase):
+    # each subclass declares `regularizers: list[PenaltyConfig] = []` last, so that saved
+    # configs list the penalties after the layer's shape
+    has_kernel: typing.ClassVar[bool] = True
+
+
+class DenseLayer(_KernelLayer):
+    """Dense(units, activation): input [features] -> [units]."""
+
+    kind: Literal["dense"]
+    units: Size
+    activation: Activation = "relu"
+    regularizers: list[PenaltyConfig] = []
+
+
+class Conv2DLayer(_KernelLayer):
+    """Conv2D: input [height, width, channels] -> [height', width', filters]; Keras's padding
+    rules ('valid': no padding, 'same': output size ceil(size / stride))."""
+
+    kind: Literal["conv2d"]
+    filters: Size
+    kernel_size: Window = 3
+    strides: Window = 1
+    padding: Literal["valid", "same"] = "valid"
+    activation: Activation = "relu"
+    regularizers: list[PenaltyConfig] = []
+
+
+class LstmLayer(_KernelLayer):
+    """LSTM(units): input [steps, features] -> [units] (the last h_t), or [steps, units] with
+    return_sequences. Keras's defaults: tanh, sigmoid gates, unit_forget_bias. Its activations
+    are internal, so an activity regularizer sees the output h (placement after_activation)."""
+
+    kind: Literal["lstm"]
+    units: Size
+    return_sequences: StrictBool = False
+    regularizers: list[PenaltyConfig] = []
+
+    @model_validator(mode="after")
+    def _no_placement_before_activation(self) -> LstmLayer:
+        for j, reg in enumerate(self.regularizers):
+            _check_lstm_placement(reg, f"regularizers.{j}")
+        return self
+
+
+class MaxPool2DLayer(_LayerBase):
+    """MaxPooling2D: [height, width, channels] -> pooled; strides default to pool_size."""
+
+    kind: Literal["max_pool2d"]
+    pool_size: Window = 2
+    strides: Window | None = None
+    padding: Literal["valid", "same"] = "valid"
+
+
+class FlattenLayer(_LayerBase):
+    """Flatten: any shape -> [product] (row-major, as Keras)."""
+
+    kind: Literal["flatten"]
+
+
+class DropoutLayer(_LayerBase):
+    """Dropout(rate): zeroes each value with probability `rate` while training (scaling the
+    rest by 1/(1-rate)); the identity when evaluating."""
+
+    kind: Literal["dropout"]
+    rate: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), NoBool]
+
+
+class ActivationLayer(_LayerBase):
+    kind: Literal["activation"]
+    activation: Activation
+
+
+LayerConfig = Annotated[
+    DenseLayer
+    | Conv2DLayer
+    | LstmLayer
+    | MaxPool2DLayer
+    | FlattenLayer
+    | DropoutLayer
+    | ActivationLayer,
+    Field(discriminator="kind"),
+]
+LAYER_KINDS: dict[str, type[_LayerBase]] = {
+    typing.get_args(cls.model_fields["kind"].annotation)[0]: cls
+    for cls in (
+        DenseLayer, Conv2DLayer, LstmLayer, MaxPool2DLayer, FlattenLayer, DropoutLayer,
+        ActivationLayer,
+    )
+}  # fmt: skip
+DEFAULT_HIDDEN_UNITS = [500]
+
+
+class ModelConfig(StrictModel):
+    """The network between the data and the task's output layer: either the MLP shorthand
+    (`hidden_units`, `activation`, `dropout`) or `layers`, a list of layers, each with its own
+    `regularizers`. Without either, the tutorial's MLP: one hidden layer of 500 ReLU units."""
+
+    hidden_units: Annotated[list[Size], Field(min_length=1, max_length=100)] | None = (
+        None  # default [500] when `layers` is not given
+    )
+    activation: Activation = "relu"  # of every hidden layer of the shorthand
+    # shorthand only: a Dropout(rate) after every hidden layer (0: none)
+    dropout: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), NoBool] = 0.0
+    layers: Annotated[list[LayerConfig], Field(min_length=1, max_length=100)] | None = None
+
+    @model_validator(mode="after")
+    def _shorthand_or_layers(self) -> ModelConfig:
+        if self.layers is None:
+            if self.hidden_units is None:
+                object.__setattr__(self, "hidden_units", list(DEFAULT_HIDDEN_UNITS))
+            return self
+        clashes = [
+            name
+            for name, value, default in (
+                ("hidden_units", self.hidden_units, None),
+                ("activation", self.activation, "relu"),
+                ("dropout", self.dropout, 0.0),
+            )
+            if value != default
+        ]
+        if clashes:
+            raise ValueError(
+                f"give either 'layers' or the MLP shorthand, not both: remove "
+                f"{', '.join(repr(c) for c in clashes)} (each layer has its own activation; "
+                f"dropout is a layer: {{kind: dropout, rate: 0.5}})"
+            )
+        return self
+
+    @property
+    def uses_layers(self) -> bool:
+        return self.layers is not None
+
+
+def _check_lstm_placement(reg: PenaltyConfig, where: str) -> None:
+    if reg.target is Target.activity and reg.placement is Placement.before_activation:
+        raise ValueError(
+            f"{where}: placement 'before_activation' has no meaning on an lstm layer: its tanh "
+            f"and sigmoid gates are internal, so an activity regularizer sees the layer's "
+            f"output h; use placement: after_activation"
+        )
+
+
 class TrainingConfig(StrictModel):
     optimizer: Literal["adam", "sgd"] = "adam"
     learning_rate: PositiveFloat = 1e-3
@@ -409,22 +583,91 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _regularized_layers_exist(self) -> ExperimentConfig:
-        n_hidden = len(self.model.hidden_units)
+        layers = self.model.layers
+        if layers is None:
+            n_hidden = len(self.model.hidden_units)
+            for i, reg in enumerate(self.regularizers):
+                if reg.layer >= n_hidden:
+                    raise ValueError(
+                        f"regularizers.{i}.layer must index a hidden layer, 0..{n_hidden - 1} "
+                        f"(got {reg.layer})"
+                    )
+            return self
         for i, reg in enumerate(self.regularizers):
-            if reg.layer >= n_hidden:
+            if reg.layer >= len(layers):
                 raise ValueError(
-                    f"regularizers.{i}.layer must index a hidden layer, 0..{n_hidden - 1} "
+                    f"regularizers.{i}.layer must index model.layers, 0..{len(layers) - 1} "
                     f"(got {reg.layer})"
                 )
+            layer = layers[reg.layer]
+            if not layer.has_kernel:
+                raise ValueError(
+                    f"regularizers.{i}.layer {reg.layer} is model.layers.{reg.layer} "
+                    f"({layer.kind}), which has no kernel; regularizers go on dense, conv2d "
+                    f"or lstm layers"
+                )
+            if isinstance(layer, LstmLayer):
+                _check_lstm_placement(reg, f"regularizers.{i}")
         return self
+
+    def layer_regularizers(self, index: int) -> list[PenaltyConfig]:
+        """The penalties on layer `index` (of hidden_units, or of model.layers): the layer's
+        own `regularizers`, then the experiment's `regularizers` that name it."""
+        own = []
+        if self.model.layers is not None:
+            own = list(getattr(self.model.layers[index], "regularizers", []))
+        return own + [reg for reg in self.regularizers if reg.layer == index]
+
+    @property
+    def all_regularizers(self) -> list[tuple[int, PenaltyConfig]]:
+        """(layer index, penalty) of every penalty, in layer order."""
+        n = (
+            len(self.model.layers)
+            if self.model.layers is not None
+            else len(self.model.hidden_units)
+        )
+        return [(i, reg) for i in range(n) for reg in self.layer_regularizers(i)]
 
     @property
     def probe_layer(self) -> int:
-        """Hidden layer whose activations are summarised: the first activity-regularized one."""
-        for reg in self.regularizers:
+        """Layer whose activations are summarised (an index into hidden_units or model.layers):
+        the first activity-regularized one, else the first regularized one, else the first
+        layer with a kernel."""
+        if self.model.layers is None:
+            for reg in self.regularizers:
+                if reg.target is Target.activity:
+                    return reg.layer
+            return self.regularizers[0].layer if self.regularizers else 0
+        pairs = self.all_regularizers
+        for i, reg in pairs:
             if reg.target is Target.activity:
-                return reg.layer
-        return self.regularizers[0].layer if self.regularizers else 0
+                return i
+        if pairs:
+            return pairs[0][0]
+        return next(i for i, layer in enumerate(self.model.layers) if layer.has_kernel)
+
+    @property
+    def mlp_shorthand_reason(self) -> str | None:
+        """Why this is not a plain MLP that the hand-written MLP engines (fused's MLP program,
+        cpu) train, in words; None when it is one: hidden_units without dropout, flat input,
+        a binary, multiclass or regression task."""
+        if self.model.layers is not None:
+            return "model.layers is given (the MLP programs train hidden_units models)"
+        if self.model.dropout > 0:
+            return "model.dropout is on"
+        if self.data.input_shape is not None and len(self.data.input_shape) > 1:
+            return f"data.input_shape is {self.data.input_shape}, not flat"
+        if self.data.task is TaskName.reconstruction:
+            return "the task is reconstruction"
+        return None
+
+    @property
+    def probe_name(self) -> str:
+        """`probe_layer` in words: 'hidden layer 0' or 'model.layers.0 (conv2d)'."""
+        if self.model.layers is None:
+            return f"hidden layer {self.probe_layer}"
+        layer = self.model.layers[self.probe_layer]
+        return f"model.layers.{self.probe_layer} ({layer.kind})"
 
     def resolved(self) -> dict[str, Any]:
         """Plain data of the config with every default filled in (what gets saved)."""
@@ -642,6 +885,9 @@ def set_path(
         here = ".".join(parts[: depth + 1])
         if schema is DataConfig:
             schema = _data_source(node.get("name") if isinstance(node, dict) else None, origin)
+        elif schema is LayerConfig:
+            kind = node.get("kind") if isinstance(node, dict) else None
+            schema = _layer_kind(kind, origin, ".".join(parts[:depth]))
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             fields = schema.model_fields
             if part not in fields:
@@ -687,8 +933,13 @@ def _inner_type(annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         return _inner_type(typing.get_args(annotation)[0])
-    if set(typing.get_args(annotation)) == set(DATA_SOURCES.values()):
+    args = set(typing.get_args(annotation)) - {type(None)}
+    if args == set(DATA_SOURCES.values()):
         return DataConfig  # the data union: one source, picked by `name` (see _data_source)
+    if args == set(LAYER_KINDS.values()):
+        return LayerConfig  # the layer union: one kind, picked by `kind` (see _layer_kind)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _inner_type(args.pop())  # an optional section
     if origin is list:
         return annotation
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -706,6 +957,18 @@ def _data_source(name: Any, origin: str) -> type[BaseModel]:
             ]
         )
     return DATA_SOURCES[name]
+
+
+def _layer_kind(kind: Any, origin: str, where: str) -> type[BaseModel]:
+    """The config class of layer kind `kind`."""
+    if kind not in LAYER_KINDS:
+        raise ConfigError(
+            [
+                f"{origin}: {where}.kind {kind!r} is not a layer kind (one of "
+                f"{', '.join(LAYER_KINDS)}){_suggest(str(kind), LAYER_KINDS)}"
+            ]
+        )
+    return LAYER_KINDS[kind]
 
 
 def _is_list_of_models(schema: Any) -> bool:
@@ -777,14 +1040,15 @@ def _origin_of(path: str, origin: str, overridden: dict[str, str]) -> str:
 
 
 def _drop_union_tags(model: type[BaseModel], loc: list[str]) -> list[str]:
-    """pydantic puts a data source's name into error paths (data.circles.noise): drop it."""
+    """pydantic puts a data source's name or a layer's kind into error paths
+    (data.circles.noise, model.layers.0.conv2d.filters): drop it."""
     out: list[str] = []
     schema: Any = model
     skip_next = False
     for part in loc:
         if skip_next:
             skip_next = False
-            schema = DATA_SOURCES.get(part, schema)
+            schema = DATA_SOURCES.get(part) or LAYER_KINDS.get(part) or schema
             continue
         out.append(part)
         if isinstance(schema, type) and issubclass(schema, BaseModel):
@@ -794,6 +1058,7 @@ def _drop_union_tags(model: type[BaseModel], loc: list[str]) -> list[str]:
                 skip_next = True
         elif _is_list_of_models(schema):
             schema = _list_item_model(schema)
+            skip_next = schema is LayerConfig
         else:
             schema = None
     return out
@@ -802,8 +1067,8 @@ def _drop_union_tags(model: type[BaseModel], loc: list[str]) -> list[str]:
 def _model_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
     schema: Any = model
     for part in loc:
-        if schema is DataConfig:
-            schema = DATA_SOURCES.get(part)
+        if schema is DataConfig or schema is LayerConfig:
+            schema = DATA_SOURCES.get(part) or LAYER_KINDS.get(part)
             continue
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             field = schema.model_fields.get(part)

@@ -127,6 +127,7 @@ def summarize(
             {reg.reduction.value for reg in config.regularizers if reg.target is Target.activity}
         ),
         "probe_layer": config.probe_layer,
+        "probe_name": config.probe_name,
     }
     for key in result_fields(task):
         summary[key] = describe([row[key] for row in rows])
@@ -305,7 +306,14 @@ def format_mean_std(stats: dict[str, Any]) -> str:
 
 def tutorial_line(summary: dict[str, Any]) -> str:
     """The tutorial's printout: 'Train: 0.967, Test: 0.829' (with repeats: mean +/- std);
-    for regression 'Train: MSE 0.41, Test: MSE 0.52, MAE 0.57, R^2 0.48'."""
+    for regression 'Train: MSE 0.41, Test: MSE 0.52, MAE 0.57, R^2 0.48'; for reconstruction
+    'Train: MSE 0.41, Test: MSE 0.52, MAE 0.57'."""
+    if summary.get("task") == Task.reconstruction.value:
+        return (
+            f"Train: MSE {format_mean_std(summary['train_mse'])}, "
+            f"Test: MSE {format_mean_std(summary['test_mse'])}, "
+            f"MAE {format_mean_std(summary['test_mae'])}"
+        )
     if summary.get("task") == Task.regression.value:
         return (
             f"Train: MSE {format_mean_std(summary['train_mse'])}, "

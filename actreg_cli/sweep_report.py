@@ -432,9 +432,9 @@ def plot_sparsity(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path
     ax_mean.set_ylabel("mean activation (test set, mean, 95% CI)")
     _draw_metric(ax_zero, outcome, rows_by_id, "zero_fraction", x_key, categorical)
     ax_zero.set_ylabel("fraction of activations exactly 0")
-    layer = outcome.plan.sweep.base.probe_layer
+    layer = outcome.plan.sweep.base.probe_name
     fig.suptitle(
-        f"{outcome.plan.sweep.name}: activations of hidden layer {layer}\n{study_line(outcome)}",
+        f"{outcome.plan.sweep.name}: activations of {layer}\n{study_line(outcome)}",
         fontsize=10,
     )
     ax_zero.legend(fontsize=8, loc="best")

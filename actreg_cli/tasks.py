@@ -7,6 +7,8 @@ reporter and the sweep report consult this module; nothing else decides what a t
   multiclass  Dense(K, softmax), sparse_categorical_crossentropy (integer labels 0..K-1),
               accuracy (argmax)
   regression  Dense(1, linear), mean_squared_error; MSE, MAE and R^2 reported
+  reconstruction  Dense(features, linear) rebuilding the input (an autoencoder),
+              mean_squared_error over every feature; MSE and MAE reported
 
 Imports nothing heavy.
 """
@@ -23,6 +25,7 @@ class Task(str, Enum):
     binary = "binary"
     multiclass = "multiclass"
     regression = "regression"
+    reconstruction = "reconstruction"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ SPECS: dict[Task, TaskSpec] = {
                               ("accuracy",), "test_accuracy", True),
     Task.regression: TaskSpec("linear", "mean_squared_error", "mae", ("mse", "mae", "r2"),
                               "test_mse", False),
+    Task.reconstruction: TaskSpec("linear", "mean_squared_error", "mae", ("mse", "mae"),
+                                  "test_mse", False),
 }  # fmt: skip
 
 
@@ -53,9 +58,12 @@ def spec(task: Task | str) -> TaskSpec:
     return SPECS[Task(task)]
 
 
-def output_units(task: Task | str, n_classes: int) -> int:
-    """Units of the output layer: K for multiclass, else 1."""
-    return n_classes if Task(task) is Task.multiclass else 1
+def output_units(task: Task | str, n_classes: int, n_features: int = 1) -> int:
+    """Units of the output layer: K for multiclass, the features for reconstruction, else 1."""
+    task = Task(task)
+    if task is Task.multiclass:
+        return n_classes
+    return n_features if task is Task.reconstruction else 1
 
 
 def history_columns(task: Task | str) -> tuple[str, str, str, str]:
@@ -85,13 +93,19 @@ ALL_METRIC_FIELDS = tuple(
 
 
 def final_metrics(task: Task | str, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
-    """The task's final metrics of one set: {'accuracy'} or {'mse', 'mae', 'r2'}.
+    """The task's final metrics of one set: {'accuracy'}, {'mse', 'mae', 'r2'} or {'mse', 'mae'}.
 
-    y_true: [samples] or [samples, 1] (0/1, class index, or target value); outputs: the
-    network's output [samples, units] (sigmoid probability, softmax probabilities, or value).
+    y_true: [samples] or [samples, 1] (0/1, class index, or target value), or for reconstruction
+    the inputs [samples, features]; outputs: the network's output [samples, units] (sigmoid
+    probability, softmax probabilities, value, or reconstructed features).
+    MSE and MAE of a reconstruction are means over every sample and feature (Keras's loss).
     Computed in float64 from float32 outputs, as Keras's metrics would up to float rounding.
     """
     task = Task(task)
+    if task is Task.reconstruction:
+        target = np.asarray(y_true, dtype=np.float64)
+        err = np.asarray(outputs, dtype=np.float64).reshape(target.shape) - target
+        return {"mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err)))}
     y = np.asarray(y_true, dtype=np.float64).reshape(-1)
     out = np.asarray(outputs, dtype=np.float64).reshape(len(y), -1)
     if task is Task.binary:

@@ -41,6 +41,48 @@ def initial_weights(sizes: list[int], seed: int) -> list[tuple[np.ndarray, np.nd
     return weights
 
 
+def layer_initial_weights(layers, seed: int) -> list[list[np.ndarray]]:
+    """Keras's default initial weights of every layer with weights, drawn in layer order from
+    `seed`: one float32 list per such layer, in `get_weights` order (models.plan.LayerPlan).
+
+    dense, conv2d: kernel Glorot-uniform (conv2d fans: kernel rows * columns * in/out
+      channels), bias zeros. For an MLP this draws exactly `initial_weights(sizes, seed)`.
+    lstm: kernel Glorot-uniform over [features, 4 units]; recurrent kernel orthogonal (Keras's
+      Orthogonal: the Q of a QR of a standard-normal matrix, columns' signs fixed by R's
+      diagonal); bias zeros except the forget gate's ones (unit_forget_bias).
+    layers: models.plan.LayerPlan items (those without weights are skipped).
+    """
+    rng = np.random.Generator(np.random.PCG64(seed))
+    out = []
+    for layer in layers:
+        if not layer.weights:
+            continue
+        shapes = dict(layer.weights)
+        kernel_shape = shapes["kernel"]
+        receptive = int(np.prod(kernel_shape[:-2])) if len(kernel_shape) > 2 else 1
+        fan_in, fan_out = receptive * kernel_shape[-2], receptive * kernel_shape[-1]
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        kernel = rng.uniform(-limit, limit, size=kernel_shape).astype(np.float32)
+        if layer.kind != "lstm":
+            out.append([kernel, np.zeros(shapes["bias"], dtype=np.float32)])
+            continue
+        units = shapes["recurrent_kernel"][0]
+        recurrent = _orthogonal(rng, (units, 4 * units))
+        bias = np.zeros(4 * units, dtype=np.float32)
+        bias[units : 2 * units] = 1.0  # gates i, f, c, o: the forget gate starts open
+        out.append([kernel, recurrent, bias])
+    return out
+
+
+def _orthogonal(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A [rows, cols] matrix with orthonormal rows or columns (Keras's Orthogonal, gain 1)."""
+    rows, cols = shape
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    return (q.T if rows < cols else q).astype(np.float32)
+
+
 def shuffle_seed(model_seed: int) -> int:
     """Seed of the per-epoch minibatch permutations of one model (derived, never shared)."""
     return int(np.random.SeedSequence([model_seed, 1]).generate_state(1)[0] >> 1)

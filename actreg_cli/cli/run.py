@@ -80,7 +80,7 @@ def run_command(
         )
     console.print(
         f"mean activation {summary['mean_activation']['mean']:.4g}, "
-        f"zero fraction {summary['zero_fraction']['mean']:.3f} (hidden layer {summary['probe_layer']}, test set)",
+        f"zero fraction {summary['zero_fraction']['mean']:.3f} ({summary['probe_name']}, test set)",
         highlight=False,
     )
     print(outcome.run_dir)

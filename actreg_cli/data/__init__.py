@@ -47,10 +47,13 @@ class Samples:
 
 @dataclass(frozen=True)
 class Dataset:
-    """float32 arrays x_* [samples, features] and y_* [samples, 1].
+    """float32 arrays x_* [samples, features] and y_* [samples, 1] ([samples, features] for
+    reconstruction).
 
-    y holds 0.0/1.0 (binary), the class index 0..K-1 (multiclass) or the target value
-    (regression; standardized with the train statistics when `standardize` is on).
+    y holds 0.0/1.0 (binary), the class index 0..K-1 (multiclass), the target value
+    (regression; standardized with the train statistics when `standardize` is on), or a copy of
+    x (reconstruction). x stays flat here; `input_shape` is how a model sees one sample
+    (`shaped` reshapes), e.g. (8, 8, 1) for digits as images.
     """
 
     x_train: np.ndarray
@@ -62,6 +65,15 @@ class Dataset:
     class_names: tuple[str, ...] = ()  # the label each class index stands for
     target_scale: tuple[float, float] = (0.0, 1.0)  # regression: (train mean, train std) removed
     feature_names: tuple[str, ...] = field(default=())
+    input_shape_: tuple[int, ...] | None = None  # None: flat, (n_features,)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.input_shape_ or (self.n_features,)
+
+    def shaped(self, x: np.ndarray) -> np.ndarray:
+        """x [samples, features] as the model sees it: [samples, *input_shape]."""
+        return x.reshape(len(x), *self.input_shape)
 
     @property
     def n_train(self) -> int:
@@ -83,7 +95,11 @@ class Dataset:
             "n_test": self.n_test,
             "n_features": self.n_features,
         }
-        if self.task is not Task.regression:
+        if self.input_shape_ is not None:
+            out["input_shape"] = list(self.input_shape_)
+        if self.task is Task.reconstruction:
+            pass
+        elif self.task is not Task.regression:
             names = self.class_names or tuple(str(k) for k in range(self.n_classes))
             for split, y in (("train", self.y_train), ("test", self.y_test)):
                 counts = np.bincount(y[:, 0].astype(np.int64), minlength=self.n_classes)

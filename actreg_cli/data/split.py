@@ -8,11 +8,13 @@ generators and bundled sets) says so. `task:` in the config overrides all of thi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from actreg_cli.config import DataConfig, TaskName
 from actreg_cli.data import DataError, Dataset, Samples
-from actreg_cli.tasks import Task
+from actreg_cli.tasks import Task, spec
 
 MAX_INFERRED_CLASSES = 20
 
@@ -26,10 +28,15 @@ def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Data
     else:
         x_all, y_raw, n_fixed = samples.x, samples.y, None
     task = resolve_task(config.task, samples, y_raw)
-    y, class_names = encode_target(task, y_raw, samples.origin)
+    input_shape = check_input_shape(config, samples.origin, x_all.shape[1])
+    if task is Task.reconstruction:
+        # An autoencoder's target is its input (after scaling, below); labels are not used.
+        y, class_names = np.zeros(len(x_all)), ()
+    else:
+        y, class_names = encode_target(task, y_raw, samples.origin)
     if samples.class_names and len(samples.class_names) == len(class_names):
         class_names = samples.class_names  # the source's names for classes 0..K-1
-    n_classes = 0 if task is Task.regression else len(class_names)
+    n_classes = len(class_names) if spec(task).is_classification else 0
 
     if n_fixed is not None:
         train = np.arange(n_fixed)
@@ -39,7 +46,7 @@ def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Data
         test = np.arange(samples.first_n_train, len(x_all))
     else:
         split_seed = config.split_seed if seed is None else seed
-        stratify = config.stratify and task is not Task.regression
+        stratify = config.stratify and spec(task).is_classification
         train, test = shuffled_split(
             len(x_all), config.effective_test_fraction, split_seed, y if stratify else None
         )
@@ -48,7 +55,7 @@ def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Data
             f"{samples.origin}: the split leaves {len(train)} training and {len(test)} test "
             f"samples of {len(x_all)}; both need at least one (data.test_fraction)"
         )
-    if task is not Task.regression and len(np.unique(y[train])) < 2:
+    if spec(task).is_classification and len(np.unique(y[train])) < 2:
         raise DataError(
             f"{samples.origin}: the training rows hold one class only; a classifier needs two "
             f"or more (check data.target, the split, or data.test_fraction)"
@@ -64,17 +71,35 @@ def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Data
             y_train, y_test = (y_train - mean) / std, (y_test - mean) / std
             target_scale = (mean, std)
     f32 = np.float32
+    if task is Task.reconstruction:
+        y_train, y_test = x_train, x_test
+    n_targets = x_all.shape[1] if task is Task.reconstruction else 1
     return Dataset(
         x_train=np.ascontiguousarray(x_train, dtype=f32),
-        y_train=np.asarray(y_train, dtype=f32).reshape(-1, 1),
+        y_train=np.asarray(y_train, dtype=f32).reshape(-1, n_targets),
         x_test=np.ascontiguousarray(x_test, dtype=f32),
-        y_test=np.asarray(y_test, dtype=f32).reshape(-1, 1),
+        y_test=np.asarray(y_test, dtype=f32).reshape(-1, n_targets),
         task=task,
         n_classes=n_classes,
         class_names=class_names,
         target_scale=target_scale,
         feature_names=samples.feature_names,
+        input_shape_=input_shape,
     )
+
+
+def check_input_shape(config: DataConfig, origin: str, n_features: int) -> tuple[int, ...] | None:
+    """config.input_shape as a tuple, checked to hold one sample's features exactly."""
+    if config.input_shape is None:
+        return None
+    shape = tuple(config.input_shape)
+    if math.prod(shape) != n_features:
+        raise DataError(
+            f"{origin}: data.input_shape {list(shape)} holds {math.prod(shape)} values per "
+            f"sample, but the data has {n_features} features; the product must equal "
+            f"{n_features} (e.g. [8, 8, 1] or [8, 8] for digits' 64 pixels)"
+        )
+    return shape
 
 
 def resolve_task(requested: TaskName, samples: Samples, y: np.ndarray) -> Task:

@@ -48,6 +48,8 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
     """Why the cpu engine cannot train `config` (one line), or None."""
     if importlib.util.find_spec("numba") is None:  # a declared dependency, but say so if absent
         return "numba is not installed (pip install numba)"
+    if (reason := config.mlp_shorthand_reason) is not None:
+        return reason
     for reg in config.regularizers:
         if reg.norm is Norm.custom:
             return f"custom regularizer '{reg.function}' cannot be compiled by the cpu engine"

@@ -270,6 +270,8 @@ class FusedEngine:
         self.workers = workers or worker_count()
 
     def unsupported(self, config: ExperimentConfig) -> str | None:
+        if (reason := config.mlp_shorthand_reason) is not None:
+            return reason
         for reg in config.regularizers:
             if reg.norm is Norm.custom:
                 return _custom_reason(reg.function)

@@ -32,8 +32,9 @@ from actreg_cli.config import (
 )
 from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import ProgressCallback, TrainJob, TrainResult, mark_diverged
-from actreg_cli.tasks import history_columns, output_units, spec
-from actreg_cli.weights import epoch_permutation, initial_weights, layer_sizes, shuffle_seed
+from actreg_cli.models.plan import LayerPlan, config_plan
+from actreg_cli.tasks import history_columns, spec
+from actreg_cli.weights import epoch_permutation, layer_initial_weights, shuffle_seed
 
 
 def penalty_function(reg: RegularizerConfig):
@@ -81,49 +82,70 @@ def combine(penalties):
 
 
 def build_model(config: ExperimentConfig, data: Dataset):
-    """The MLP of `config` for `data` as a Keras model (uncompiled, weights from Keras init):
-    data.n_features inputs, the task's output layer (tasks.py).
+    """The network of `config` for `data` as a Keras model (uncompiled, weights from Keras
+    init), layer by layer from `models.plan.config_plan`, the task's output layer last.
 
-    Returns (model, probe) where probe maps inputs to the output after the activation of hidden
-    layer `config.probe_layer`.
+    Returns (model, probe) where probe maps inputs to the output after the activation of
+    layer `plan.probe`.
     """
     import keras
+
+    plan = config_plan(config, data)
+    inputs = keras.Input(shape=plan.input_shape)
+    x = inputs
+    probe_output = None
+    for k, layer in enumerate(plan.layers):
+        x = _keras_layer(layer, x)
+        if k == plan.probe:
+            probe_output = x
+    return keras.Model(inputs, x), keras.Model(inputs, probe_output)
+
+
+def _keras_layer(layer: LayerPlan, x):
+    """Apply one planned layer (and, for a penalty before its activation, the Activation
+    layer that follows it) to the Keras tensor x."""
     from keras import layers
 
-    activation = config.model.activation
-    slots: dict[tuple[int, str], list] = {}
-    for reg in config.regularizers:
+    opts = dict(layer.options)
+    slots: dict[str, list] = {}
+    for reg in layer.penalties:
         slot = reg.target.value
         if reg.target is Target.activity:
             slot = f"activity_{reg.placement.value}"
-        slots.setdefault((reg.layer, slot), []).append(penalty_function(reg))
-
-    inputs = keras.Input(shape=(data.n_features,))
-    x = inputs
-    probe_output = None
-    for i, units in enumerate(config.model.hidden_units):
-        before = combine(slots.get((i, f"activity_{Placement.before_activation.value}"), []))
-        after = combine(slots.get((i, f"activity_{Placement.after_activation.value}"), []))
-        dense_kwargs = dict(
-            kernel_regularizer=combine(slots.get((i, "kernel"), [])),
-            bias_regularizer=combine(slots.get((i, "bias"), [])),
-        )
-        if before is not None:
-            # The tutorial's "before ReLU": a linear Dense carries the penalty, then Activation.
-            x = layers.Dense(units, activity_regularizer=before, **dense_kwargs)(x)
-            x = layers.Activation(activation, activity_regularizer=after)(x)
+        slots.setdefault(slot, []).append(penalty_function(reg))
+    before = combine(slots.get(f"activity_{Placement.before_activation.value}", []))
+    after = combine(slots.get(f"activity_{Placement.after_activation.value}", []))
+    weighted = dict(
+        kernel_regularizer=combine(slots.get("kernel", [])),
+        bias_regularizer=combine(slots.get("bias", [])),
+    )
+    if layer.kind in ("dense", "conv2d"):
+        if layer.kind == "dense":
+            make = functools.partial(layers.Dense, opts["units"], **weighted)
         else:
-            x = layers.Dense(
-                units, activation=activation, activity_regularizer=after, **dense_kwargs
-            )(x)
-        if i == config.probe_layer:
-            probe_output = x
-    outputs = layers.Dense(
-        output_units(data.task, data.n_classes), activation=spec(data.task).output_activation
-    )(x)
-    model = keras.Model(inputs, outputs)
-    probe = keras.Model(inputs, probe_output)
-    return model, probe
+            make = functools.partial(
+                layers.Conv2D, opts["filters"], opts["kernel_size"], strides=opts["strides"],
+                padding=opts["padding"], **weighted,
+            )  # fmt: skip
+        if before is not None:
+            # The tutorial's "before ReLU": a linear layer carries the penalty, then Activation.
+            x = make(activity_regularizer=before)(x)
+            return layers.Activation(layer.activation, activity_regularizer=after)(x)
+        return make(activation=layer.activation, activity_regularizer=after)(x)
+    if layer.kind == "lstm":
+        return layers.LSTM(
+            opts["units"], return_sequences=opts["return_sequences"],
+            activity_regularizer=after, **weighted,
+        )(x)  # fmt: skip
+    if layer.kind == "max_pool2d":
+        return layers.MaxPooling2D(opts["pool_size"], opts["strides"], opts["padding"])(x)
+    if layer.kind == "flatten":
+        return layers.Flatten()(x)
+    if layer.kind == "dropout":
+        return layers.Dropout(opts["rate"])(x)
+    if layer.kind == "activation":
+        return layers.Activation(layer.activation)(x)
+    raise AssertionError(f"unknown layer kind {layer.kind!r}")
 
 
 def make_optimizer(config: ExperimentConfig):
@@ -159,6 +181,7 @@ class KerasEngine:
         keras.utils.set_random_seed(shuffle_seed(job.seed))
         model, probe = build_model(config, data)
         set_initial_weights(model, config, data, job.seed)
+        x_train, x_test = data.shaped(data.x_train), data.shaped(data.x_test)
         model.compile(
             optimizer=make_optimizer(config), loss=task.loss, metrics=[task.history_metric]
         )
@@ -169,14 +192,14 @@ class KerasEngine:
             )
         batch_size = config.training.batch_size
         if config.training.shuffle and batch_size < data.n_train:
-            batches = epoch_shuffled_batches(data.x_train, data.y_train, batch_size, job.seed)
+            batches = epoch_shuffled_batches(x_train, data.y_train, batch_size, job.seed)
             train_data = dict(x=batches)
             callbacks.append(batches.epoch_callback())
         else:  # in order (or one batch, where the order does not matter)
-            train_data = dict(x=data.x_train, y=data.y_train, batch_size=batch_size)
+            train_data = dict(x=x_train, y=data.y_train, batch_size=batch_size)
         fit = model.fit(
             **train_data,
-            validation_data=(data.x_test, data.y_test),
+            validation_data=(x_test, data.y_test),
             epochs=config.training.epochs,
             # The whole test set as one batch: val_loss then holds the exact (not batch-averaged)
             # penalty under both reductions.
@@ -190,11 +213,9 @@ class KerasEngine:
             [np.asarray(fit.history[k], dtype=np.float64) for k in history_columns(data.task)],
             1,
         )
-        train_loss, _ = model.evaluate(
-            data.x_train, data.y_train, batch_size=data.n_train, verbose=0
-        )
-        test_loss, _ = model.evaluate(data.x_test, data.y_test, batch_size=data.n_test, verbose=0)
-        hidden = np.asarray(probe(data.x_test))
+        train_loss, _ = model.evaluate(x_train, data.y_train, batch_size=data.n_train, verbose=0)
+        test_loss, _ = model.evaluate(x_test, data.y_test, batch_size=data.n_test, verbose=0)
+        hidden = np.asarray(probe(x_test))
         result = TrainResult(
             history=history,
             train_loss=float(train_loss),
@@ -203,10 +224,7 @@ class KerasEngine:
             zero_fraction=float((hidden == 0.0).mean()),
             diverged=False,
         )
-        for split, x, y in (
-            ("train", data.x_train, data.y_train),
-            ("test", data.x_test, data.y_test),
-        ):
+        for split, x, y in (("train", x_train, data.y_train), ("test", x_test, data.y_test)):
             outputs = np.asarray(model(x, training=False))
             result.set_final_metrics(data.task, split, y, outputs)
         return mark_diverged(result)
@@ -265,29 +283,21 @@ def _epoch_shuffled_batches_type():
 
 
 def set_initial_weights(model, config: ExperimentConfig, data: Dataset, seed: int) -> list:
-    """Load `weights.initial_weights` for `seed` into the model's Dense layers (in order).
+    """Load `weights.layer_initial_weights` for `seed` into the model's layers with weights
+    (Dense, Conv2D, LSTM, in order).
 
     Returns those layers, so callers can read the weights back.
     """
-    import keras
-
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    sizes = model_layer_sizes(config, data)
-    for layer, (kernel, bias) in zip(dense, initial_weights(sizes, seed), strict=True):
-        layer.set_weights([kernel, bias])
-    return dense
-
-
-def model_layer_sizes(config: ExperimentConfig, data: Dataset) -> list[int]:
-    """[features, hidden..., output units] of the MLP of `config` on `data`."""
-    return layer_sizes(
-        data.n_features, config.model.hidden_units, output_units(data.task, data.n_classes)
-    )
+    plan = config_plan(config, data)
+    weighted = [layer for layer in model.layers if layer.weights]
+    for layer, values in zip(weighted, layer_initial_weights(plan.layers, seed), strict=True):
+        layer.set_weights(values)
+    return weighted
 
 
 def keras_initial_weights(config: ExperimentConfig, seed: int) -> list[np.ndarray]:
     """The weights a Keras model of `config` holds before its first step (for tests)."""
     data = job_dataset(config, seed)
     model, _ = build_model(config, data)
-    dense = set_initial_weights(model, config, data, seed)
-    return [w for layer in dense for w in layer.get_weights()]
+    weighted = set_initial_weights(model, config, data, seed)
+    return [w for layer in weighted for w in layer.get_weights()]

@@ -1,0 +1,1 @@
+"""Networks as engines build them: `plan.model_plan` turns a model config into layers."""
