@@ -124,7 +124,11 @@ def summarize(
         "repeats": len(rows),
         "seeds": [row["seed"] for row in rows],
         "activity_reductions": sorted(
-            {reg.reduction.value for reg in config.regularizers if reg.target is Target.activity}
+            {
+                reg.reduction.value
+                for _, reg in config.all_regularizers
+                if reg.target is Target.activity
+            }
         ),
         "probe_layer": config.probe_layer,
         "probe_name": config.probe_name,

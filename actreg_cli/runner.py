@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from actreg_cli.config import ExperimentConfig, dump_yaml
+from actreg_cli.engines import engine_backend
 from actreg_cli.engines.base import Engine, ProgressCallback, TrainJob, TrainResult
 from actreg_cli.io import write_text
 from actreg_cli.reporter import saved_task as task_of
@@ -81,6 +82,7 @@ def run_metadata(
         **data_splits(config, seeds),
         "seeds": seeds,
         "engine": engine,
+        "backend": engine_backend(engine),
         "engine_note": engine_note,
         "activity_reduction_semantics": ACTIVITY_REDUCTION_NOTE,
         "versions": library_versions(),

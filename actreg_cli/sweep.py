@@ -108,8 +108,17 @@ def format_value(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+_LAYER_REGULARIZERS = re.compile(r"model\.layers\.\d+\.regularizers(\.|$)")
+
+
 def is_regularizer_key(key: str) -> bool:
-    return key == "regularizers" or key.startswith("regularizers.")
+    """Whether a swept key sets a penalty (`regularizers...`, `model.layers.N.regularizers...`):
+    baseline cells leave those out."""
+    return (
+        key == "regularizers"
+        or key.startswith("regularizers.")
+        or _LAYER_REGULARIZERS.match(key) is not None
+    )
 
 
 def grid_size(sweep: SweepConfig) -> int:
@@ -146,8 +155,9 @@ def expand_grid(
     The grid is the Cartesian product of its lists, the last key varying fastest. Cells are
     expanded from the base *as written* (`exclude_unset`), so defaults that depend on other fields
     (an activity regularizer's placement) are derived again for each cell. With `baseline`, one
-    unregularized cell (`regularizers: []`) is added per combination of the swept keys outside
-    `regularizers` (just one when every swept key is a regularizer key).
+    unregularized cell (no `regularizers`, on the experiment or on any layer) is added per
+    combination of the swept keys outside them (just one when every swept key is a regularizer
+    key).
 
     origin: who wrote the grid, as errors name it (the sweep file); origins: the same for
       single keys (`--grid 'KEY=V1,V2'` for a key given on the command line).
@@ -169,6 +179,9 @@ def expand_grid(
         data = copy.deepcopy(base)
         if baseline:
             data["regularizers"] = []
+            for layer in (data.get("model") or {}).get("layers") or []:
+                if isinstance(layer, dict):
+                    layer.pop("regularizers", None)
         for key, value in values.items():
             set_path(
                 data, key, copy.deepcopy(value), model=ExperimentConfig,

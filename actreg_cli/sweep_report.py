@@ -238,13 +238,14 @@ def study_facts(outcome: SweepOutcome) -> dict[str, str]:
     """The values that define this study, over all its cells: activity reduction(s), epochs,
     repeats, seed, engine (asked for -> used), and the overrides it was run with."""
     from actreg_cli.config import Target
+    from actreg_cli.engines import engine_backend
 
     plan = outcome.plan
     configs = [c.config for c in plan.cells]
     reductions = [
         reg.reduction.value
         for config in configs
-        for reg in config.regularizers
+        for _, reg in config.all_regularizers
         if reg.target is Target.activity
     ]
     used = sorted(set(plan.engines.values()))
@@ -253,7 +254,8 @@ def study_facts(outcome: SweepOutcome) -> dict[str, str]:
         "epochs": _values([c.training.epochs for c in configs]),
         "repeats": _values([c.training.repeats for c in configs]),
         "seed": _values([c.training.seed for c in configs]),
-        "engine": f"{plan.engine_requested} -> {', '.join(used)}",
+        "engine": f"{plan.engine_requested} -> "
+        + ", ".join(f"{name} ({engine_backend(name)})" for name in used),
         "overrides": " ".join(plan.overrides) if plan.overrides else "none",
     }
 

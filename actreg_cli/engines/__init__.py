@@ -34,6 +34,17 @@ def _engine(name: EngineName) -> Engine:
     return KerasEngine()
 
 
+def engine_backend(name: str) -> str:
+    """What computes an engine's training, as runs record it: the Keras backend for `keras`
+    (KERAS_BACKEND, else keras.json, else tensorflow), 'tensorflow-xla' for `fused`,
+    'numba' for `cpu`. Reading the Keras setting imports Keras."""
+    if name == EngineName.keras.value:
+        import keras
+
+        return str(keras.config.backend())
+    return {EngineName.fused.value: "tensorflow-xla", EngineName.cpu.value: "numba"}[name]
+
+
 #: What `auto` tries, fastest first (on a CPU: the cpu engine ~15 µs a model-epoch, fused
 #: ~20-50, keras ~70 ms an epoch); keras, the reference, runs everything.
 AUTO_ORDER = (EngineName.cpu, EngineName.fused, EngineName.keras)
