@@ -27,6 +27,11 @@ class EngineUnsupported(Exception):
     """The engine cannot run this config; the message names the feature."""
 
 
+#: test samples whose outputs / probe-layer activations a TrainResult keeps (see TrainResult)
+OUTPUT_SAMPLE_ROWS = 8
+PROBE_SAMPLE_ROWS = 100
+
+
 @dataclass(frozen=True)
 class TrainJob:
     config: ExperimentConfig  # training.repeats is ignored: one job is one training
@@ -49,6 +54,11 @@ class TrainResult:
     mean_activation, zero_fraction: over the test set, of the output (after the activation) of
       hidden layer `config.probe_layer`: its mean, and the fraction of exact zeros.
     diverged: a loss became non-finite or huge (`has_diverged`); accuracies are then NaN.
+    output_sample: float32 [OUTPUT_SAMPLE_ROWS, output units]: the network's outputs on the
+      first test samples (an autoencoder's reconstructions), or None if the engine keeps none.
+    probe_sample: float32 [PROBE_SAMPLE_ROWS, values]: the probe layer's output (after its
+      activation, flattened per sample) on the first test samples, for activation histograms;
+      or None.
     """
 
     history: np.ndarray
@@ -65,6 +75,8 @@ class TrainResult:
     test_mae: float = math.nan
     train_r2: float = math.nan
     test_r2: float = math.nan
+    output_sample: np.ndarray | None = None
+    probe_sample: np.ndarray | None = None
 
     def set_final_metrics(self, task: Task, split: str, y_true, outputs) -> None:
         """Fill `<split>_<metric>` from the network's final outputs on that set."""

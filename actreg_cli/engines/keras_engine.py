@@ -31,7 +31,14 @@ from actreg_cli.config import (
     import_custom_function,
 )
 from actreg_cli.data import Dataset, job_dataset
-from actreg_cli.engines.base import ProgressCallback, TrainJob, TrainResult, mark_diverged
+from actreg_cli.engines.base import (
+    OUTPUT_SAMPLE_ROWS,
+    PROBE_SAMPLE_ROWS,
+    ProgressCallback,
+    TrainJob,
+    TrainResult,
+    mark_diverged,
+)
 from actreg_cli.models.plan import LayerPlan, config_plan
 from actreg_cli.tasks import history_columns, spec
 from actreg_cli.weights import epoch_permutation, layer_initial_weights, shuffle_seed
@@ -217,6 +224,10 @@ class KerasEngine:
         test_loss, _ = model.evaluate(x_test, data.y_test, batch_size=data.n_test, verbose=0)
         hidden = np.asarray(probe(x_test))
         result = TrainResult(
+            output_sample=np.asarray(model(x_test[:OUTPUT_SAMPLE_ROWS], training=False)),
+            probe_sample=hidden[:PROBE_SAMPLE_ROWS].reshape(
+                min(len(hidden), PROBE_SAMPLE_ROWS), -1
+            ),
             history=history,
             train_loss=float(train_loss),
             test_loss=float(test_loss),
