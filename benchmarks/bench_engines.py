@@ -6,6 +6,8 @@ getrusage ru_maxrss, TensorFlow's baseline included, and its own compile caches)
   keras   the tutorial model (Dense(500) ReLU, L1 1e-4 activity before ReLU) trained by
           model.fit exactly as the Keras engine calls it; after a 5-epoch warm-up fit, `fit`
           for --keras-epochs epochs is timed (median over --reps), giving seconds per epoch.
+          Once per Keras backend of --keras-backends (KERAS_BACKEND set for the worker):
+          tensorflow (the reference) and jax (when jax is installed: pip install jax).
   fused   FusedEngine().train on N models for --epochs epochs (full per-epoch history and
           final metrics, as `actreg` uses it). The first call includes tracing and XLA
           compilation; later calls reuse the compiled program. compile = first - median(rest).
@@ -23,6 +25,7 @@ Prints a markdown table. Timings on a shared machine vary by 20% or more between
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -54,6 +57,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--chunk-sweep", default="", help="chunk sizes to time at N=240 (e.g. 4,8,16,32,64)"
     )
+    parser.add_argument(
+        "--keras-backends",
+        default="tensorflow,jax",
+        help="Keras backends to time the keras engine on (jax is skipped if not installed)",
+    )
     parser.add_argument("--worker", choices=["keras", "fused"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, default=None, help=argparse.SUPPRESS)
@@ -78,7 +86,7 @@ def peak_rss_mb() -> float:
 def keras_worker(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.perf_counter()
-    import keras  # noqa: F401  (timed: the import itself)
+    import keras  # (timed: the import itself)
 
     import_s = time.perf_counter() - start
     from actreg_cli.config import ExperimentConfig
@@ -93,8 +101,8 @@ def keras_worker(args: argparse.Namespace) -> dict:
         optimizer=make_optimizer(config), loss="binary_crossentropy", metrics=["accuracy"]
     )
 
-    def fit(epochs: int) -> float:
-        t = time.perf_counter()
+    def fit(epochs: int) -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
         model.fit(
             data.x_train,
             data.y_train,
@@ -104,12 +112,15 @@ def keras_worker(args: argparse.Namespace) -> dict:
             validation_batch_size=data.n_test,
             verbose=0,
         )
-        return time.perf_counter() - t
+        return time.perf_counter() - t, time.process_time() - c
 
     fit(5)  # warm-up: tracing of train and test steps
-    times = [fit(args.keras_epochs) / args.keras_epochs for _ in range(args.reps)]
+    timed = [fit(args.keras_epochs) for _ in range(args.reps)]
+    times = [w / args.keras_epochs for w, _ in timed]
     return {
+        "backend": keras.config.backend(),
         "s_per_epoch": statistics.median(times),
+        "cpu_s_per_epoch": statistics.median(c / args.keras_epochs for _, c in timed),
         "all": times,
         "import_s": import_s,
         "rss_mb": peak_rss_mb(),
@@ -212,9 +223,12 @@ def measure(kind: str, args: argparse.Namespace, **extra) -> dict:
         "--reps",
         str(args.reps),
     ]
+    backend = extra.pop("backend", None)
     for key, value in extra.items():
         command += [f"--{key}", str(value)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if backend is not None:
+        env["KERAS_BACKEND"] = backend
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -241,16 +255,25 @@ def main() -> None:
         f"{args.reps} timed repetition(s) each\n",
         flush=True,
     )
-    keras = measure("keras", args)
+    backends = [b for b in args.keras_backends.split(",") if b]
+    if "jax" in backends and importlib.util.find_spec("jax") is None:
+        print("(jax is not installed: the keras engine is timed on tensorflow only)\n")
+        backends.remove("jax")
+    kerases = [measure("keras", args, backend=b) for b in backends]
+    keras = kerases[0]  # the reference: the first backend (tensorflow by default)
     keras_epoch = keras["s_per_epoch"]
     rows = [
         "| engine | models N | epochs | models/chunk | compile s | run s (median) "
         "| per model-epoch (wall) | per model-epoch (cpu) | vs Keras | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| keras (model.fit) | 1 | {args.keras_epochs} timed | - | - | "
-        f"{keras_epoch * args.keras_epochs:.2f} | {fmt_us(keras_epoch)} | - | 1x | "
-        f"{keras['rss_mb']:.0f} |",
     ]
+    for k in kerases:
+        rows.append(
+            f"| keras (model.fit, {k['backend']}) | 1 | {args.keras_epochs} timed | - | - | "
+            f"{k['s_per_epoch'] * args.keras_epochs:.2f} | {fmt_us(k['s_per_epoch'])} | "
+            f"{fmt_us(k['cpu_s_per_epoch'])} | {keras_epoch / k['s_per_epoch']:,.1f}x | "
+            f"{k['rss_mb']:.0f} |"
+        )
     fused_results = []
     for n in (int(v) for v in args.models.split(",")):
         r = measure("fused", args, n=n)
@@ -262,10 +285,12 @@ def main() -> None:
             f"{keras_epoch / r['s_per_model_epoch']:,.0f}x | {r['rss_mb']:.0f} |"
         )
     print("\n".join(rows))
-    print(
-        f"\nKeras per-epoch times: {', '.join(f'{t * 1e3:.1f} ms' for t in keras['all'])}; "
-        f"TensorFlow/Keras import: {keras['import_s']:.1f} s (not in any number above)."
-    )
+    for k in kerases:
+        print(
+            f"\nKeras ({k['backend']}) per-epoch times: "
+            f"{', '.join(f'{t * 1e3:.1f} ms' for t in k['all'])}; "
+            f"Keras import: {k['import_s']:.1f} s (not in any number above)."
+        )
     for r in fused_results:
         total = r["first_s"]
         keras_total = keras_epoch * args.epochs * r["n"]

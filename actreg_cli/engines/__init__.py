@@ -6,6 +6,8 @@ program) and `cpu` (a hand-fused loop compiled with Numba, the fastest on a CPU)
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Sequence
 from enum import Enum
 
@@ -32,6 +34,29 @@ def _engine(name: EngineName) -> Engine:
     from actreg_cli.engines.keras_engine import KerasEngine
 
     return KerasEngine()
+
+
+#: Keras backends the keras engine is tested on (KERAS_BACKEND; tensorflow is the reference)
+KERAS_BACKENDS = ("tensorflow", "jax")
+
+
+def check_keras_backend() -> None:
+    """Raise EngineUnsupported when KERAS_BACKEND names a backend the keras engine cannot use
+    (Keras would fail at import, after a run folder was made)."""
+    name = os.environ.get("KERAS_BACKEND")
+    if name is None:
+        return
+    if name not in KERAS_BACKENDS:
+        raise EngineUnsupported(
+            f"environment variable KERAS_BACKEND={name!r} is not a backend the keras engine "
+            f"runs on; use {' or '.join(KERAS_BACKENDS)} (tensorflow is the reference), or "
+            f"unset it"
+        )
+    if importlib.util.find_spec(name) is None:
+        raise EngineUnsupported(
+            f"KERAS_BACKEND={name} but {name} is not installed: pip install 'actreg[{name}]', "
+            f"or unset KERAS_BACKEND"
+        )
 
 
 def engine_backend(name: str) -> str:
@@ -65,6 +90,8 @@ def select_engine(
     for candidate in candidates:
         engine = _engine(candidate)
         reasons = sorted({r for c in configs if (r := engine.unsupported(c)) is not None})
+        if not reasons and candidate is EngineName.keras:
+            check_keras_backend()
         if not reasons:
             if not passed:
                 return engine, None
