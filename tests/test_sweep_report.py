@@ -252,7 +252,7 @@ def test_each_study_gets_its_own_report_folder_and_says_what_it_is(tmp_path):
     assert mean.folder.name.startswith("keras-e3-r3-s5-")
     report = (summed.folder / "report.md").read_text()
     assert "| reduction | batch_sum |" in report and "| epochs | 3 |" in report
-    assert "| repeats | 3 |" in report and "| engine | keras -> keras |" in report
+    assert "| repeats | 3 |" in report and "| engine | keras -> keras (tensorflow) |" in report
     assert "| overrides | regularizers.0.reduction=batch_sum |" in report
     assert "| reduction | batch_mean |" in report_mean and "| overrides | none |" in report_mean
     other_epochs = run_sweep(
