@@ -851,14 +851,16 @@ def run_sweep(
     return outcome
 
 
-def check_one_task(cells: Sequence[Cell]) -> Task:
+def check_one_task(cells: Sequence[Cell], origin: str = "grid") -> Task:
     """The task every cell of a sweep shares (its table compares one metric); ConfigError if
-    the grid mixes tasks. Loads each distinct data set once (DataError for bad data)."""
-    from actreg_cli.data import check_data
+    the grid mixes tasks. Loads each distinct data set once (DataError for bad data) and plans
+    each cell's network (ConfigError for layers that do not fit the data)."""
+    from actreg_cli.models.plan import check_model
 
     tasks: dict[Task, str] = {}
     for cell in cells:
-        tasks.setdefault(check_data(cell.config).task, cell.id)
+        where = f"{origin}: cell {cell.id} ({cell.label or 'no swept keys'})"
+        tasks.setdefault(check_model(cell.config, where).task, cell.id)
     if len(tasks) > 1:
         found = ", ".join(f"{task.value} (cell {cell})" for task, cell in tasks.items())
         raise ConfigError([f"grid: every cell of a sweep must have the same task; found {found}"])

@@ -47,9 +47,11 @@ def run_command(
         from actreg_cli.engines import select_engine
 
         chosen, why = select_engine(engine, [cfg])
-        from actreg_cli.data import check_data
+        from actreg_cli.models.plan import check_model
 
-        check_data(cfg)  # bad data files: exit 2 before anything is written
+        check_model(
+            cfg, str(config)
+        )  # bad data files, layers that do not fit: exit 2 before any writing
     if why:
         note(why)
     from actreg_cli.reporter import tutorial_line
