@@ -48,16 +48,22 @@ MLP = {
 
 
 def run(tmp_path: Path, config: dict, backend: str) -> Path:
+    """`actreg run --engine keras` on `backend`: tensorflow in this process (the tests' Keras
+    backend), jax in a subprocess with KERAS_BACKEND=jax."""
     path = tmp_path / f"{config['name']}.yaml"
     path.write_text(yaml.safe_dump(config))
     runs = tmp_path / backend
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-m", "actreg_cli", "run", str(path), "--engine", "keras",
-         "--runs-dir", str(runs)],
-        env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    args = ["run", str(path), "--engine", "keras", "--runs-dir", str(runs)]
+    if backend == "tensorflow":
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+    else:
+        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO)}
+        done = subprocess.run(
+            [sys.executable, "-m", "actreg_cli", *args], env=env, capture_output=True,
+            text=True, timeout=300, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
     (folder,) = runs.iterdir()
     return folder
 
