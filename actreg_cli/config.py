@@ -436,7 +436,8 @@ class Conv2DLayer(_KernelLayer):
 class LstmLayer(_KernelLayer):
     """LSTM(units): input [steps, features] -> [units] (the last h_t), or [steps, units] with
     return_sequences. Keras's defaults: tanh, sigmoid gates, unit_forget_bias. Its activations
-    are internal, so an activity regularizer sees the output h (placement after_activation)."""
+    are internal, so an activity regularizer sees the output h (placement after_activation).
+    A `kernel` penalty is Keras's kernel_regularizer: the input kernel, not the recurrent one."""
 
     kind: Literal["lstm"]
     units: Size
@@ -531,6 +532,11 @@ class ModelConfig(StrictModel):
                 f"give either 'layers' or the MLP shorthand, not both: remove "
                 f"{', '.join(repr(c) for c in clashes)} (each layer has its own activation; "
                 f"dropout is a layer: {{kind: dropout, rate: 0.5}})"
+            )
+        if not any(layer.has_kernel for layer in self.layers):
+            raise ValueError(
+                "'layers' needs at least one dense, conv2d or lstm layer (the task's output "
+                "layer is added after the list)"
             )
         return self
 

@@ -132,7 +132,8 @@ def model_plan(
             layers.append(layer)
             shape = layer.output_shape
             if model.dropout > 0:
-                layers.append(_same_shape("dropout", "dropout", None, shape, rate=model.dropout))
+                name = f"dropout after hidden layer {i}"
+                layers.append(_same_shape("dropout", name, None, shape, rate=model.dropout))
         probe = next(k for k, layer in enumerate(layers) if layer.source == config.probe_layer)
     else:
         for i, section in enumerate(model.layers):
