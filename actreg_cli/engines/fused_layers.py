@@ -92,6 +92,8 @@ from actreg_cli.weights import dropout_seed, layer_initial_weights, shuffle_seed
 #: Models per chunk at most, and the budget of activation values (rows x values of every layer
 #: output, over the batch and the test set) a chunk may hold; see `choose_layers_chunk`.
 _MAX_CHUNK = 16
+#: The columns of `_LayersNet._activity_sums`: (placement side, norm).
+_ACTIVITY_SUMS = (("before", "l1"), ("before", "l2"), ("after", "l1"), ("after", "l2"))
 _CHUNK_VALUES = 24e6
 
 
@@ -121,6 +123,7 @@ class LayersSpec:
     batch_size: int  # min(config batch size, n_train)
     shuffle: bool  # False when one batch holds every sample
     chunk: int
+    eval_block: int = 16  # test rows evaluated at a time (`_LayersNet.evaluate`)
 
     @property
     def kernel_layers(self) -> tuple[int, ...]:
@@ -343,7 +346,7 @@ def _train_program(spec_: LayersSpec, segment: int):
 
         def epoch_body(epoch, state, rows):
             params = [s[:, 0] for s in state]
-            val_loss, val_metric = net.batch_loss(params, factors, x_test, y_test, None)
+            val_loss, val_metric = net.evaluate(params, factors, x_test, y_test, spec_.eval_block)
             val = tf.stack([val_loss * float(m), val_metric], axis=1)
             if spec_.shuffle:
                 order = epoch_order(seeds, epoch, n)
@@ -449,59 +452,150 @@ class _LayersNet:
         """Per-model loss [C] of one batch (mean data loss + penalties) and metric total [C]
         (correct predictions, or the sum over rows of each row's mean absolute error).
 
-        x [R, ...] shared by all models or [C, R, ...]; y [R, w] or [C, R, w]; key: uint64 [C]
-        dropout key (None: inference, dropout off). With details also the output layer's
-        activations [C, R, K] and the probe layer's output [C, R, ...].
+        x [R, ...] shared by all models (the test or train set) or [C, R, ...] (minibatches);
+        y [R, w] or [C, R, w]; key: uint64 [C] dropout key (None: inference, dropout off).
+        With details also the output layer's activations [C, R, K] and the probe layer's
+        output [C, R, ...].
+        """
+        logits, activity, probe = self.forward(params, x, key, details)
+        data_sum, metric = self._data_sums(logits, y)
+        rows = logits.shape[1]
+        loss = self.combine(data_sum, activity, self.weight_penalty(params, factors), factors, rows)
+        if not details:
+            return loss, metric
+        return loss, metric, self._outputs(logits), probe
+
+    def evaluate(self, params, factors, x, y, block: int):
+        """`batch_loss` (loss, metric) of the shared rows x [R, ...], y [R, w] taken as one batch,
+        computed `block` rows at a time: a block's layer outputs stay in the cache, where the
+        whole test set's (C models x 1528 rows x a conv layer's 1024 values) would not."""
+        tf = self.tf
+        c, m = self.spec.chunk, x.shape[0]
+        n_blocks, rest = divmod(m, block)
+
+        def part(start, size):
+            xb = tf.slice(x, [start] + [0] * (x.shape.rank - 1), [size, *x.shape[1:]])
+            yb = tf.slice(y, [start, 0], [size, y.shape[1]])
+            logits, activity, _ = self.forward(params, xb, None, False)
+            data_sum, metric = self._data_sums(logits, yb)
+            return data_sum, metric, activity
+
+        n_kernel = len(self.spec.kernel_layers)
+        totals = (tf.zeros([c]), tf.zeros([c]), tf.zeros([c, n_kernel, 4]))
+
+        def body(j, *totals):
+            parts = part(j * block, block)
+            return (j + 1, *(t + p for t, p in zip(totals, parts, strict=True)))
+
+        _, *totals = tf.while_loop(
+            lambda j, *_: j < n_blocks, body, (tf.constant(0), *totals),
+            maximum_iterations=n_blocks,
+        )  # fmt: skip
+        if rest:
+            totals = [t + p for t, p in zip(totals, part(n_blocks * block, rest), strict=True)]
+        data_sum, metric, activity = totals
+        weight = self.weight_penalty(params, factors)
+        return self.combine(data_sum, activity, weight, factors, m), metric
+
+    def combine(self, data_sum, activity, weight, factors, rows: int):
+        """Per-model loss [C] from the data loss summed over the rows [C], the activity sums
+        [C, kernel layers, 4] (`_ACTIVITY_SUMS`), the kernel/bias penalties [C] and the factors:
+        data_sum / rows + weight + batch_mean terms / rows + batch_sum terms."""
+        tf = self.tf
+        mean_cols = [_COL[f"{side}_mean_{norm}"] for side, norm in _ACTIVITY_SUMS]
+        sum_cols = [_COL[f"{side}_sum_{norm}"] for side, norm in _ACTIVITY_SUMS]
+        mean = _term(tf.gather(factors, mean_cols, axis=2), activity)
+        summed = _term(tf.gather(factors, sum_cols, axis=2), activity)
+        act = tf.reduce_sum(mean, axis=[1, 2]) / float(rows) + tf.reduce_sum(summed, axis=[1, 2])
+        return (data_sum / float(rows) + weight) + act
+
+    def weight_penalty(self, params, factors):
+        """Kernel and bias penalties of every model [C] (`_weight_penalty` per kernel layer)."""
+        weights = iter(params)
+        total = 0.0
+        row = 0
+        for layer in self.spec.layers:
+            layer_weights = [next(weights) for _ in layer.weights]
+            if layer.kind in KERNEL_KINDS:
+                total = total + self._weight_penalty(factors[:, row], layer_weights)
+                row += 1
+        return total
+
+    def forward(self, params, x, key, details: bool):
+        """(logits [C, R, K], activity sums [C, kernel layers, 4], probe output or None).
+
+        The logits are the output layer's values before its activation; activity sums as
+        `_activity_sums` per layer with a kernel (zeros for the output layer, which carries no
+        penalty). Shared rows are kept shared as long as the layers allow (a first conv2d is
+        then one convolution with C x filters output channels, the "wide" layout [R, H, W,
+        C * ch], pooled as such; a first dense or lstm contracts the shared rows with every
+        model's kernel): the test set's evaluation every epoch costs several times less so.
         """
         tf = self.tf
         spec_ = self.spec
-        rows = x.shape[-1 - len(spec_.input_shape)]
+        shared = x.shape.rank == len(spec_.input_shape) + 1
+        rows = x.shape[0] if shared else x.shape[1]
         c = spec_.chunk
-        a = x if x.shape.rank > len(spec_.input_shape) + 1 else tf.broadcast_to(
-            x[None], [c, *x.shape]
-        )  # fmt: skip
-        y = y if y.shape.rank == 3 else tf.broadcast_to(y[None], [c, *y.shape])
+        a, layout = x, "shared" if shared else "stacked"
         weights = iter(params)
-        penalty = tf.zeros([c], tf.float32)
+        activity = []
         probe = None
-        kernel_row = 0
         last = len(spec_.layers) - 1
         for k, layer in enumerate(spec_.layers):
             opts = dict(layer.options)
             if layer.kind in KERNEL_KINDS:
                 layer_weights = [next(weights) for _ in layer.weights]
-                f = factors[:, kernel_row]
-                kernel_row += 1
-                if k != last:
-                    penalty = penalty + self._weight_penalty(f, layer_weights)
                 if layer.kind == "lstm":
-                    z = a = self._lstm(a, *layer_weights, opts["return_sequences"])
+                    z = a = self._lstm(a, layout, *layer_weights, opts["return_sequences"])
+                    layout = "stacked"
                 elif layer.kind == "conv2d":
-                    z = self._conv2d(a, *layer_weights, opts)
+                    if layout == "shared":
+                        z, layout = self._conv2d_wide(a, *layer_weights, opts), "wide"
+                    else:
+                        a = self._stacked(a, layout)
+                        z, layout = self._conv2d(a, *layer_weights, opts), "stacked"
                     a = _activation(z, layer.activation)
                 else:
-                    z = tf.einsum("cri,cio->cro", a, layer_weights[0]) + layer_weights[1][:, None]
+                    kernel, bias = layer_weights
+                    if layout == "shared":
+                        z = tf.einsum("ri,cio->cro", a, kernel) + bias[:, None]
+                    else:
+                        a = self._stacked(a, layout)
+                        z = tf.einsum("cri,cio->cro", a, kernel) + bias[:, None]
+                    layout = "stacked"
                     a = z if k == last else _activation(z, layer.activation)
                 if k != last:
-                    penalty = penalty + self._activity_penalty(f, z, a, rows)
+                    activity.append(self._activity_sums(z, a, layout))
+                else:
+                    activity.append(tf.zeros([c, 4], tf.float32))
             elif layer.kind == "max_pool2d":
-                a = self._max_pool(a, opts)
+                a = self._max_pool(a, layout, opts)
             elif layer.kind == "flatten":
-                a = tf.reshape(a, [c, rows, -1])
+                if layout == "shared":
+                    a = tf.reshape(a, [rows, -1])
+                else:
+                    a, layout = tf.reshape(self._stacked(a, layout), [c, rows, -1]), "stacked"
             elif layer.kind == "activation":
                 a = _activation(a, layer.activation)
             elif layer.kind == "dropout" and key is not None and opts["rate"] > 0:
+                a, layout = self._stacked(a, layout), "stacked"
                 layer_key = tf.bitwise.bitwise_xor(key, tf.constant(k, tf.uint64))
                 a = _dropout(a, opts["rate"], splitmix64(layer_key))
-            if k == spec_.probe:
-                probe = a
-        logits = a  # [C, R, K]: the output layer before its activation
-        loss_rows, metric_rows = self._data_rows(logits, y)
-        loss = tf.reduce_mean(loss_rows, axis=1) + penalty
-        metric = tf.reduce_sum(metric_rows, axis=1)
-        if not details:
-            return loss, metric
-        return loss, metric, self._outputs(logits), probe
+            if k == spec_.probe and details:
+                probe = self._stacked(a, layout)
+        return a, tf.stack(activity, axis=1), probe
+
+    def _stacked(self, a, layout: str):
+        """a as [C, R, ...] from any layout (see `batch_loss`)."""
+        tf = self.tf
+        c = self.spec.chunk
+        if layout == "shared":
+            return tf.broadcast_to(a[None], [c, *a.shape])
+        if layout == "wide":
+            r, h, w, channels = a.shape
+            split = tf.reshape(a, [r, h, w, c, channels // c])
+            return tf.transpose(split, [3, 0, 1, 2, 4])
+        return a
 
     # -- penalties ---------------------------------------------------------------------------
     def _weight_penalty(self, f, layer_weights):
@@ -510,22 +604,29 @@ class _LayersNet:
         kernel, bias = layer_weights[0], layer_weights[-1]
         total = 0.0
         for value, prefix in ((kernel, "kernel"), (bias, "bias")):
-            total = total + _term(f[:, _COL[f"{prefix}_l1"]], _sum_abs(value))
-            total = total + _term(f[:, _COL[f"{prefix}_l2"]], _sum_square(value))
+            s_abs, s_sq = self._model_sums(value)
+            total = total + _term(f[:, _COL[f"{prefix}_l1"]], s_abs)
+            total = total + _term(f[:, _COL[f"{prefix}_l2"]], s_sq)
         return total
 
-    def _activity_penalty(self, f, z, a, rows: int):
-        """Activity penalties [C] of one layer's output: before its activation (z) and after
-        (a), each factor * sum over every element of the batch, / rows under batch_mean."""
-        mean = 0.0
-        summed = 0.0
-        for side, value in (("before", z), ("after", a)):
-            s_abs, s_sq = _sum_abs(value), _sum_square(value)
-            mean = mean + _term(f[:, _COL[f"{side}_mean_l1"]], s_abs)
-            mean = mean + _term(f[:, _COL[f"{side}_mean_l2"]], s_sq)
-            summed = summed + _term(f[:, _COL[f"{side}_sum_l1"]], s_abs)
-            summed = summed + _term(f[:, _COL[f"{side}_sum_l2"]], s_sq)
-        return mean / float(rows) + summed
+    def _activity_sums(self, z, a, layout: str):
+        """[C, 4]: per model the sums over every element of |z|, z**2, |a|, a**2 (stacked
+        [C, ...] or wide [R, H, W, C * ch] tensors), in one pass over the layer's output: four
+        separate reductions would each read the whole (test set's) output again."""
+        tf = self.tf
+        c = self.spec.chunk
+        parts = tf.stack([tf.abs(z), tf.square(z), tf.abs(a), tf.square(a)], axis=-1)
+        if layout == "wide":
+            r, h, w, channels = z.shape
+            per_channel = tf.reduce_sum(tf.reshape(parts, [r * h * w, channels, 4]), axis=0)
+            return tf.reduce_sum(tf.reshape(per_channel, [c, channels // c, 4]), axis=1)
+        return tf.reduce_sum(tf.reshape(parts, [c, -1, 4]), axis=1)
+
+    def _model_sums(self, value):
+        """(sum |v|, sum v**2) over everything of each model, each [C]; value [C, ...]."""
+        tf = self.tf
+        flat = tf.reshape(value, [self.spec.chunk, -1])
+        return tf.reduce_sum(tf.abs(flat), axis=1), tf.reduce_sum(tf.square(flat), axis=1)
 
     # -- layers ------------------------------------------------------------------------------
     def _conv2d(self, x, kernel, bias, opts):
@@ -549,23 +650,42 @@ class _LayersNet:
         out = tf.einsum("cpk,ckf->cpf", patches, tf.reshape(kernel, [c, kh * kw * ci, filters]))
         return tf.reshape(out + bias[:, None, :], [c, r, oh, ow, filters])
 
-    def _max_pool(self, x, opts):
+    def _conv2d_wide(self, x, kernel, bias, opts):
+        """Shared x [R, H, W, in] -> wide [R, oh, ow, C * filters]: every model's filters as
+        the output channels of one convolution (TensorFlow's, as Keras calls it)."""
         tf = self.tf
+        c, kh, kw, ci, filters = kernel.shape
+        stacked = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [kh, kw, ci, c * filters])
+        out = tf.nn.conv2d(x, stacked, opts["strides"], opts["padding"].upper())
+        return out + tf.reshape(bias, [c * filters])
+
+    def _max_pool(self, x, layout: str, opts):
+        """Keras MaxPooling2D (TensorFlow's padding) in any layout; channels are pooled
+        independently, so the wide layout pools as it is."""
+        tf = self.tf
+
+        def pool(images):
+            return tf.nn.max_pool2d(
+                images, opts["pool_size"], opts["strides"], opts["padding"].upper()
+            )
+
+        if layout != "stacked":
+            return pool(x)
         c, r, h, w, ch = x.shape
-        out = tf.nn.max_pool2d(
-            tf.reshape(x, [c * r, h, w, ch]),
-            opts["pool_size"],
-            opts["strides"],
-            opts["padding"].upper(),
-        )
+        out = pool(tf.reshape(x, [c * r, h, w, ch]))
         return tf.reshape(out, [c, r, *out.shape[1:]])
 
-    def _lstm(self, x, kernel, recurrent, bias, return_sequences: bool):
-        """x [C, R, T, F] -> h [C, R, units] (last) or [C, R, T, units] (Keras LSTMCell)."""
+    def _lstm(self, x, layout: str, kernel, recurrent, bias, return_sequences: bool):
+        """x [C, R, T, F] (or shared [R, T, F]) -> h [C, R, units] (last) or [C, R, T, units]
+        (Keras LSTMCell)."""
         tf = self.tf
-        c, r, steps, _ = x.shape
+        c = self.spec.chunk
+        if layout == "shared":
+            xw = tf.einsum("rtf,cfg->crtg", x, kernel)
+        else:
+            xw = tf.einsum("crtf,cfg->crtg", self._stacked(x, layout), kernel)
+        r, steps = xw.shape[1], xw.shape[2]
         units = recurrent.shape[1]
-        xw = tf.einsum("crtf,cfg->crtg", x, kernel)
         h = tf.zeros([c, r, units], tf.float32)
         cell = tf.zeros([c, r, units], tf.float32)
         outputs = []
@@ -578,6 +698,14 @@ class _LayersNet:
         return tf.stack(outputs, axis=2) if return_sequences else h
 
     # -- task --------------------------------------------------------------------------------
+    def _data_sums(self, logits, y):
+        """Per-model data loss and metric, each summed over the rows: [C], [C]."""
+        tf = self.tf
+        if y.shape.rank == 2:
+            y = tf.broadcast_to(y[None], [self.spec.chunk, *y.shape])
+        loss_rows, metric_rows = self._data_rows(logits, y)
+        return tf.reduce_sum(loss_rows, axis=1), tf.reduce_sum(metric_rows, axis=1)
+
     def _data_rows(self, logits, y):
         """Per-row data loss and metric, each [C, R] (tasks.py: the task's loss from the
         output layer's pre-activation values; accuracy, or the row's mean absolute error)."""
@@ -622,16 +750,6 @@ def _activation(z, name: str | None):
     if name == "softmax":
         return tf.nn.softmax(z, axis=-1)
     return z  # linear
-
-
-def _sum_abs(value):
-    tf = _tensorflow()
-    return tf.reduce_sum(tf.reshape(tf.abs(value), [value.shape[0], -1]), axis=1)
-
-
-def _sum_square(value):
-    tf = _tensorflow()
-    return tf.reduce_sum(tf.reshape(tf.square(value), [value.shape[0], -1]), axis=1)
 
 
 def _term(factor, total):
