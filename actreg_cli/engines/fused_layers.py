@@ -487,10 +487,13 @@ class _LayersNet:
             parts = part(j * block, block)
             return (j + 1, *(t + p for t, p in zip(totals, parts, strict=True)))
 
-        _, *totals = tf.while_loop(
-            lambda j, *_: j < n_blocks, body, (tf.constant(0), *totals),
-            maximum_iterations=n_blocks,
-        )  # fmt: skip
+        if n_blocks == 1:
+            totals = part(0, block)
+        elif n_blocks > 1:
+            _, *totals = tf.while_loop(
+                lambda j, *_: j < n_blocks, body, (tf.constant(0), *totals),
+                maximum_iterations=n_blocks,
+            )  # fmt: skip
         if rest:
             totals = [t + p for t, p in zip(totals, part(n_blocks * block, rest), strict=True)]
         data_sum, metric, activity = totals
@@ -526,10 +529,10 @@ class _LayersNet:
 
         The logits are the output layer's values before its activation; activity sums as
         `_activity_sums` per layer with a kernel (zeros for the output layer, which carries no
-        penalty). Shared rows are kept shared as long as the layers allow (a first conv2d is
-        then one convolution with C x filters output channels, the "wide" layout [R, H, W,
-        C * ch], pooled as such; a first dense or lstm contracts the shared rows with every
-        model's kernel): the test set's evaluation every epoch costs several times less so.
+        penalty). Layouts: "shared" rows x [R, ...] (the train or test set, the same for every
+        model) stay shared through the layers without weights; the first layer with weights
+        contracts them (or their conv patches, built once) with every model's kernel, giving
+        "stacked" [C, R, ...]; minibatches are stacked from the start.
         """
         tf = self.tf
         spec_ = self.spec
@@ -549,11 +552,7 @@ class _LayersNet:
                     z = a = self._lstm(a, layout, *layer_weights, opts["return_sequences"])
                     layout = "stacked"
                 elif layer.kind == "conv2d":
-                    if layout == "shared":
-                        z, layout = self._conv2d_wide(a, *layer_weights, opts), "wide"
-                    else:
-                        a = self._stacked(a, layout)
-                        z, layout = self._conv2d(a, *layer_weights, opts), "stacked"
+                    z, layout = self._conv2d(a, layout, *layer_weights, opts), "stacked"
                     a = _activation(z, layer.activation)
                 else:
                     kernel, bias = layer_weights
@@ -591,10 +590,6 @@ class _LayersNet:
         c = self.spec.chunk
         if layout == "shared":
             return tf.broadcast_to(a[None], [c, *a.shape])
-        if layout == "wide":
-            r, h, w, channels = a.shape
-            split = tf.reshape(a, [r, h, w, c, channels // c])
-            return tf.transpose(split, [3, 0, 1, 2, 4])
         return a
 
     # -- penalties ---------------------------------------------------------------------------
@@ -611,15 +606,13 @@ class _LayersNet:
 
     def _activity_sums(self, z, a, layout: str):
         """[C, 4]: per model the sums over every element of |z|, z**2, |a|, a**2 (stacked
-        [C, ...] or wide [R, H, W, C * ch] tensors), in one pass over the layer's output: four
-        separate reductions would each read the whole (test set's) output again."""
+        [C, ...] tensors, or shared [R, ...] ones), as one reduction over the layer's output
+        stacked four times: four separate reductions each read the whole output again
+        (measured ~1.7x slower on the test set's conv feature maps)."""
         tf = self.tf
         c = self.spec.chunk
+        z, a = self._stacked(z, layout), self._stacked(a, layout)
         parts = tf.stack([tf.abs(z), tf.square(z), tf.abs(a), tf.square(a)], axis=-1)
-        if layout == "wide":
-            r, h, w, channels = z.shape
-            per_channel = tf.reduce_sum(tf.reshape(parts, [r * h * w, channels, 4]), axis=0)
-            return tf.reduce_sum(tf.reshape(per_channel, [c, channels // c, 4]), axis=1)
         return tf.reduce_sum(tf.reshape(parts, [c, -1, 4]), axis=1)
 
     def _model_sums(self, value):
@@ -629,39 +622,41 @@ class _LayersNet:
         return tf.reduce_sum(tf.abs(flat), axis=1), tf.reduce_sum(tf.square(flat), axis=1)
 
     # -- layers ------------------------------------------------------------------------------
-    def _conv2d(self, x, kernel, bias, opts):
-        """x [C, R, H, W, in] -> [C, R, oh, ow, filters] (Keras Conv2D, no activation)."""
+    def _conv2d(self, x, layout: str, kernel, bias, opts):
+        """Keras Conv2D without its activation: x [C, R, H, W, in] (or shared [R, H, W, in])
+        -> [C, R, oh, ow, filters], by im2col: the kh x kw shifted, strided slices of the
+        padded input ('same' pads as TensorFlow does, the extra row/column at the bottom/right)
+        as patches [rows x positions, kh * kw * in], contracted with each model's kernel.
+        Shared rows give shared patches (built once for all models); measured faster here than
+        TensorFlow's convolution with C x filters output channels or a grouped convolution."""
         tf = self.tf
-        c, r, h, w, ci = x.shape
-        (kh, kw), (sh, sw) = opts["kernel_size"], opts["strides"]
+        c, kh, kw, ci, filters = kernel.shape
+        h, w = x.shape[-3:-1]
+        (sh, sw) = opts["strides"]
         oh, ow = _out_size(h, kh, sh, opts["padding"]), _out_size(w, kw, sw, opts["padding"])
+        lead = x.shape[:-3]  # [R] or [C, R]
         if opts["padding"] == "same":
             ph, pw = max((oh - 1) * sh + kh - h, 0), max((ow - 1) * sw + kw - w, 0)
-            x = tf.pad(
-                x, [[0, 0], [0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]]
-            )
+            pads = [[0, 0]] * len(lead) + [[ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]]
+            x = tf.pad(x, pads)
         taps = [
-            x[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
+            x[..., i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
             for i in range(kh)
             for j in range(kw)
         ]
-        patches = tf.reshape(tf.stack(taps, axis=4), [c, r * oh * ow, kh * kw * ci])
-        filters = kernel.shape[-1]
-        out = tf.einsum("cpk,ckf->cpf", patches, tf.reshape(kernel, [c, kh * kw * ci, filters]))
-        return tf.reshape(out + bias[:, None, :], [c, r, oh, ow, filters])
-
-    def _conv2d_wide(self, x, kernel, bias, opts):
-        """Shared x [R, H, W, in] -> wide [R, oh, ow, C * filters]: every model's filters as
-        the output channels of one convolution (TensorFlow's, as Keras calls it)."""
-        tf = self.tf
-        c, kh, kw, ci, filters = kernel.shape
-        stacked = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [kh, kw, ci, c * filters])
-        out = tf.nn.conv2d(x, stacked, opts["strides"], opts["padding"].upper())
-        return out + tf.reshape(bias, [c * filters])
+        patches = tf.stack(taps, axis=-2)  # [..., oh, ow, kh * kw, in]
+        kernel = tf.reshape(kernel, [c, kh * kw * ci, filters])
+        if layout == "shared":
+            patches = tf.reshape(patches, [-1, kh * kw * ci])
+            out = tf.einsum("pk,ckf->cpf", patches, kernel)
+        else:
+            patches = tf.reshape(self._stacked(patches, layout), [c, -1, kh * kw * ci])
+            out = tf.einsum("cpk,ckf->cpf", patches, kernel)
+        rows = lead[-1]
+        return tf.reshape(out + bias[:, None, :], [c, rows, oh, ow, filters])
 
     def _max_pool(self, x, layout: str, opts):
-        """Keras MaxPooling2D (TensorFlow's padding) in any layout; channels are pooled
-        independently, so the wide layout pools as it is."""
+        """Keras MaxPooling2D (TensorFlow's op and padding), shared or stacked x."""
         tf = self.tf
 
         def pool(images):
@@ -669,7 +664,7 @@ class _LayersNet:
                 images, opts["pool_size"], opts["strides"], opts["padding"].upper()
             )
 
-        if layout != "stacked":
+        if layout == "shared":
             return pool(x)
         c, r, h, w, ch = x.shape
         out = pool(tf.reshape(x, [c * r, h, w, ch]))
