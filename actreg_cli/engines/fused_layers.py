@@ -322,7 +322,11 @@ def _train_program(spec_: LayersSpec, segment: int):
     c = spec_.chunk
     net = _LayersNet(spec_)
     n, bs, m = spec_.n_train, spec_.batch_size, spec_.n_test
-    n_full, rest = divmod(n, bs)
+    # Every step is traced once, on bs rows: a last partial batch (kept, as Keras keeps it) is
+    # padded with masked rows instead of a second, statically smaller copy of the step, which
+    # would double the compile time.
+    n_steps = -(-n // bs)
+    padding = n_steps * bs - n
 
     def program(x_train, y_train, x_test, y_test, state, factors, lr, seeds, drop_seeds, first, last):  # fmt: skip
         drop_base = splitmix64(
@@ -330,16 +334,19 @@ def _train_program(spec_: LayersSpec, segment: int):
         )
 
         def step(state, idx, t, epoch, j):
-            xb = tf.gather(x_train, idx)  # [C, b, ...]
+            xb = tf.gather(x_train, idx)  # [C, bs, ...]
             yb = tf.gather(y_train, idx)
+            mask = None
+            if padding:
+                mask = tf.cast(j * bs + tf.range(bs) < n, tf.float32)  # [bs]: real rows
             params = [s[:, 0] for s in state]
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 key = _step_key(drop_base, epoch, j)
-                loss, metric = net.batch_loss(params, factors, xb, yb, key)
+                loss, metric = net.batch_loss(params, factors, xb, yb, key, mask=mask)
                 total = tf.reduce_sum(loss)
             grads = tape.gradient(total, params)
-            size = float(idx.shape[1])
+            size = float(bs) if mask is None else tf.reduce_sum(mask)
             return optimizer_step(spec_.optimizer, state, grads, t, lr), tf.stack(
                 [loss * size, metric], axis=1
             )
@@ -352,7 +359,9 @@ def _train_program(spec_: LayersSpec, segment: int):
                 order = epoch_order(seeds, epoch, n)
             else:
                 order = tf.tile(tf.range(n)[None, :], [c, 1])
-            first_step = epoch * (n_full + (1 if rest else 0))
+            if padding:
+                order = tf.pad(order, [[0, 0], [0, padding]])  # row 0, masked off
+            first_step = epoch * n_steps
 
             def body(j, state, acc):
                 idx = tf.slice(order, [0, j * bs], [c, bs])
@@ -360,16 +369,11 @@ def _train_program(spec_: LayersSpec, segment: int):
                 return j + 1, state, acc + row
 
             _, state, train = tf.while_loop(
-                lambda j, *_: j < n_full,
+                lambda j, *_: j < n_steps,
                 body,
                 (tf.constant(0), state, tf.zeros([c, 2], tf.float32)),
-                maximum_iterations=n_full,
+                maximum_iterations=n_steps,
             )
-            if rest:
-                state, row = step(
-                    state, order[:, n_full * bs :], first_step + n_full + 1, epoch, n_full
-                )
-                train = train + row
             row = tf.concat([train, val], axis=1)
             return epoch + 1, state, rows.write(epoch - first, row)
 
@@ -448,18 +452,20 @@ class _LayersNet:
         self.tf = _tensorflow()
         self.spec = spec_
 
-    def batch_loss(self, params, factors, x, y, key, details: bool = False):
+    def batch_loss(self, params, factors, x, y, key, details: bool = False, mask=None):
         """Per-model loss [C] of one batch (mean data loss + penalties) and metric total [C]
         (correct predictions, or the sum over rows of each row's mean absolute error).
 
         x [R, ...] shared by all models (the test or train set) or [C, R, ...] (minibatches);
         y [R, w] or [C, R, w]; key: uint64 [C] dropout key (None: inference, dropout off).
         With details also the output layer's activations [C, R, K] and the probe layer's
-        output [C, R, ...].
+        output [C, R, ...]. mask: float32 [R], 1 for the rows that count (None: all); the
+        loss is then that of the counted rows alone, as one batch.
         """
-        logits, activity, probe = self.forward(params, x, key, details)
-        data_sum, metric = self._data_sums(logits, y)
-        rows = logits.shape[1]
+        tf = self.tf
+        logits, activity, probe = self.forward(params, x, key, details, mask)
+        data_sum, metric = self._data_sums(logits, y, mask)
+        rows = logits.shape[1] if mask is None else tf.reduce_sum(mask)
         loss = self.combine(data_sum, activity, self.weight_penalty(params, factors), factors, rows)
         if not details:
             return loss, metric
@@ -468,39 +474,35 @@ class _LayersNet:
     def evaluate(self, params, factors, x, y, block: int):
         """`batch_loss` (loss, metric) of the shared rows x [R, ...], y [R, w] taken as one batch,
         computed `block` rows at a time: a block's layer outputs stay in the cache, where the
-        whole test set's (C models x 1528 rows x a conv layer's 1024 values) would not."""
+        whole test set's (C models x 1528 rows x a conv layer's 1024 values) would not. A last
+        partial block is padded with masked rows (one traced block, not two)."""
         tf = self.tf
         c, m = self.spec.chunk, x.shape[0]
-        n_blocks, rest = divmod(m, block)
+        n_blocks = -(-m // block)
+        padding = n_blocks * block - m
+        if padding:
+            x = tf.pad(x, [[0, padding]] + [[0, 0]] * (x.shape.rank - 1))
+            y = tf.pad(y, [[0, padding], [0, 0]])
 
-        def part(start, size):
-            xb = tf.slice(x, [start] + [0] * (x.shape.rank - 1), [size, *x.shape[1:]])
-            yb = tf.slice(y, [start, 0], [size, y.shape[1]])
-            logits, activity, _ = self.forward(params, xb, None, False)
-            data_sum, metric = self._data_sums(logits, yb)
-            return data_sum, metric, activity
+        def body(j, *totals):
+            start = j * block
+            xb = tf.slice(x, [start] + [0] * (x.shape.rank - 1), [block, *x.shape[1:]])
+            yb = tf.slice(y, [start, 0], [block, y.shape[1]])
+            mask = tf.cast(start + tf.range(block) < m, tf.float32) if padding else None
+            logits, activity, _ = self.forward(params, xb, None, False, mask)
+            parts = (*self._data_sums(logits, yb, mask), activity)
+            return (j + 1, *(t + p for t, p in zip(totals, parts, strict=True)))
 
         n_kernel = len(self.spec.kernel_layers)
         totals = (tf.zeros([c]), tf.zeros([c]), tf.zeros([c, n_kernel, 4]))
-
-        def body(j, *totals):
-            parts = part(j * block, block)
-            return (j + 1, *(t + p for t, p in zip(totals, parts, strict=True)))
-
-        if n_blocks == 1:
-            totals = part(0, block)
-        elif n_blocks > 1:
-            _, *totals = tf.while_loop(
-                lambda j, *_: j < n_blocks, body, (tf.constant(0), *totals),
-                maximum_iterations=n_blocks,
-            )  # fmt: skip
-        if rest:
-            totals = [t + p for t, p in zip(totals, part(n_blocks * block, rest), strict=True)]
-        data_sum, metric, activity = totals
+        _, data_sum, metric, activity = tf.while_loop(
+            lambda j, *_: j < n_blocks, body, (tf.constant(0), *totals),
+            maximum_iterations=n_blocks,
+        )  # fmt: skip
         weight = self.weight_penalty(params, factors)
         return self.combine(data_sum, activity, weight, factors, m), metric
 
-    def combine(self, data_sum, activity, weight, factors, rows: int):
+    def combine(self, data_sum, activity, weight, factors, rows):
         """Per-model loss [C] from the data loss summed over the rows [C], the activity sums
         [C, kernel layers, 4] (`_ACTIVITY_SUMS`), the kernel/bias penalties [C] and the factors:
         data_sum / rows + weight + batch_mean terms / rows + batch_sum terms."""
@@ -509,8 +511,9 @@ class _LayersNet:
         sum_cols = [_COL[f"{side}_sum_{norm}"] for side, norm in _ACTIVITY_SUMS]
         mean = _term(tf.gather(factors, mean_cols, axis=2), activity)
         summed = _term(tf.gather(factors, sum_cols, axis=2), activity)
-        act = tf.reduce_sum(mean, axis=[1, 2]) / float(rows) + tf.reduce_sum(summed, axis=[1, 2])
-        return (data_sum / float(rows) + weight) + act
+        rows = tf.cast(rows, tf.float32)  # an int, or a tensor (masked rows)
+        act = tf.reduce_sum(mean, axis=[1, 2]) / rows + tf.reduce_sum(summed, axis=[1, 2])
+        return (data_sum / rows + weight) + act
 
     def weight_penalty(self, params, factors):
         """Kernel and bias penalties of every model [C] (`_weight_penalty` per kernel layer)."""
@@ -524,7 +527,7 @@ class _LayersNet:
                 row += 1
         return total
 
-    def forward(self, params, x, key, details: bool):
+    def forward(self, params, x, key, details: bool, mask=None):
         """(logits [C, R, K], activity sums [C, kernel layers, 4], probe output or None).
 
         The logits are the output layer's values before its activation; activity sums as
@@ -564,7 +567,7 @@ class _LayersNet:
                     layout = "stacked"
                     a = z if k == last else _activation(z, layer.activation)
                 if k != last:
-                    activity.append(self._activity_sums(z, a, layout))
+                    activity.append(self._activity_sums(z, a, layout, mask))
                 else:
                     activity.append(tf.zeros([c, 4], tf.float32))
             elif layer.kind == "max_pool2d":
@@ -604,7 +607,7 @@ class _LayersNet:
             total = total + _term(f[:, _COL[f"{prefix}_l2"]], s_sq)
         return total
 
-    def _activity_sums(self, z, a, layout: str):
+    def _activity_sums(self, z, a, layout: str, mask=None):
         """[C, 4]: per model the sums over every element of |z|, z**2, |a|, a**2 (stacked
         [C, ...] tensors, or shared [R, ...] ones), as one reduction over the layer's output
         stacked four times: four separate reductions each read the whole output again
@@ -613,6 +616,8 @@ class _LayersNet:
         c = self.spec.chunk
         z, a = self._stacked(z, layout), self._stacked(a, layout)
         parts = tf.stack([tf.abs(z), tf.square(z), tf.abs(a), tf.square(a)], axis=-1)
+        if mask is not None:  # [R]: rows that count
+            parts = parts * tf.reshape(mask, [1, -1] + [1] * (parts.shape.rank - 2))
         return tf.reduce_sum(tf.reshape(parts, [c, -1, 4]), axis=1)
 
     def _model_sums(self, value):
@@ -693,12 +698,15 @@ class _LayersNet:
         return tf.stack(outputs, axis=2) if return_sequences else h
 
     # -- task --------------------------------------------------------------------------------
-    def _data_sums(self, logits, y):
-        """Per-model data loss and metric, each summed over the rows: [C], [C]."""
+    def _data_sums(self, logits, y, mask=None):
+        """Per-model data loss and metric, each summed over the rows (those of `mask` [R] only,
+        if given): [C], [C]."""
         tf = self.tf
         if y.shape.rank == 2:
             y = tf.broadcast_to(y[None], [self.spec.chunk, *y.shape])
         loss_rows, metric_rows = self._data_rows(logits, y)
+        if mask is not None:
+            loss_rows, metric_rows = loss_rows * mask, metric_rows * mask
         return tf.reduce_sum(loss_rows, axis=1), tf.reduce_sum(metric_rows, axis=1)
 
     def _data_rows(self, logits, y):
