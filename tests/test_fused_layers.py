@@ -2,12 +2,14 @@
 
 Each case trains the same config from the same seed (same initial weights, same minibatch
 order) with the Keras engine, the reference, and the fused engine, on a tiny fixed data set
-(45 training images of 6x6 pixels, 30 test images, 3 classes; batch 16: two full batches and a
-partial one of 13, shuffled every epoch). Penalty variants of one architecture train in one
-fused call (one compiled program), so the file compiles few programs.
+(45 training images of 6x6 pixels, 30 test images, 3 classes), in full batches or in batches
+of 16 (two full batches and a partial one of 13, reshuffled every epoch). Penalty variants of
+one architecture train in one fused call (one compiled program): the file compiles few.
 
-Tolerances, measured here: per-epoch losses agree to ~1e-7..1e-6 relative over 4 epochs (float
-rounding: XLA sums in other orders than TensorFlow's kernels); asserted at LOSS_RTOL.
+Tolerance, measured here: per-epoch losses agree to at most 6e-7 relative over 4 epochs in
+every case (float rounding: XLA sums in other orders than TensorFlow's kernels); asserted at
+LOSS_RTOL = 1e-5. With dropout on, the engines draw different masks (Keras its seed
+generator, fused a counter-based hash) and agree only statistically: not compared here.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from actreg_cli.weights import layer_initial_weights
 
 EPOCHS = 4
 SEED = 5
-#: per-epoch and final losses, fused vs keras (relative); measured max ~1e-6 over 4 epochs
-LOSS_RTOL = 2e-5
+#: per-epoch and final losses, fused vs keras (relative); measured here: at most 6e-7 over 4
+#: epochs in every case of this file
+LOSS_RTOL = 1e-5
 
 ACT = {"target": "activity", "norm": "l1", "strength": 1e-2}
 
@@ -88,25 +91,23 @@ def compare(configs: dict[str, ExperimentConfig]) -> dict:
     return dict(zip(configs, zip(fused, keras, strict=True), strict=True))
 
 
-# -- conv2d 'valid' -> max_pool2d -> flatten, every penalty slot, shuffled minibatches -------
+# -- conv2d 'valid' -> max_pool2d -> flatten, every penalty slot, full batch ---------------------
 
 
 def conv_cases(path: Path) -> dict[str, ExperimentConfig]:
     def net(regs):
-        return experiment(
-            path,
-            [conv(activation="relu", regularizers=regs), {"kind": "max_pool2d"}, {"kind": "flatten"}],
-            [6, 6, 1],
-        )
+        layers = [conv(activation="relu", regularizers=regs), {"kind": "max_pool2d"},
+                  {"kind": "flatten"}]  # fmt: skip
+        return experiment(path, layers, [6, 6, 1], batch=64)  # full batch: 45 rows
 
     return {
         "none": net([]),
         "activity_before_mean": net([{**ACT, "placement": "before_activation"}]),
         "activity_after_mean": net([{**ACT, "placement": "after_activation"}]),
         "activity_after_sum": net([{**ACT, "reduction": "batch_sum"}]),
-        "activity_l2": net([{**ACT, "norm": "l2"}]),
-        "kernel_l1_bias_l2": net(
+        "activity_l2_kernel_l1_bias_l2": net(
             [
+                {**ACT, "norm": "l2"},
                 {"target": "kernel", "norm": "l1", "strength": 1e-2},
                 {"target": "bias", "norm": "l2", "strength": 1e-1},
             ]
@@ -126,8 +127,7 @@ def conv_results(images):
         "activity_before_mean",
         "activity_after_mean",
         "activity_after_sum",
-        "activity_l2",
-        "kernel_l1_bias_l2",
+        "activity_l2_kernel_l1_bias_l2",
     ],
 )
 def test_conv2d_valid_maxpool_flatten_equals_keras(conv_results, case) -> None:
@@ -138,17 +138,8 @@ def test_conv_activity_penalty_is_summed_over_positions_and_channels(images, con
     """Full-batch first-epoch losses (initial weights) differ by exactly the penalty:
     1e-2 * sum |relu(conv(x))| over all rows, positions and channels, divided by the batch size
     under batch_mean, not divided under batch_sum (numpy's convolution of the same weights)."""
-    configs = {
-        name: config.model_copy(
-            update={"training": config.training.model_copy(update={"batch_size": 45})}
-        )
-        for name, config in conv_cases(images).items()
-        if name in ("none", "activity_after_mean", "activity_after_sum")
-    }
-    fused = dict(
-        zip(configs, FusedEngine().train([TrainJob(c, SEED) for c in configs.values()]), strict=True)
-    )
-    config = configs["none"]
+    fused = {name: pair[0] for name, pair in conv_results.items()}
+    config = conv_cases(images)["none"]
     data = job_dataset(config, SEED)
     kernel, bias = layer_initial_weights(config_plan(config, data).layers, SEED)[0]
     x = data.shaped(data.x_train)[..., 0]  # [45, 6, 6]
@@ -166,10 +157,10 @@ def test_conv_activity_penalty_is_summed_over_positions_and_channels(images, con
     )
 
 
-# -- conv2d 'same' with strides, activation layer, dropout 0, dense list, full batch ---------
+# -- conv2d 'same' with strides, activation layer, dropout 0, dense list; shuffled minibatches --
 
 
-def test_conv2d_same_strides_activation_dropout0_dense_full_batch_equals_keras(images):
+def test_conv2d_same_strides_activation_dropout0_dense_minibatches_equals_keras(images):
     layers = [
         conv(padding="same", strides=2, activation="linear",
              regularizers=[{**ACT, "placement": "before_activation"}]),
@@ -180,12 +171,12 @@ def test_conv2d_same_strides_activation_dropout0_dense_full_batch_equals_keras(i
          "regularizers": [{"target": "kernel", "norm": "l2", "strength": 1e-2}]},
         {"kind": "dense", "units": 4, "activation": "sigmoid"},
     ]  # fmt: skip
-    config = experiment(images, layers, [6, 6, 1], batch=64)
-    (fused, keras), = compare({"case": config}).values()
+    config = experiment(images, layers, [6, 6, 1])  # batches of 16, 16 and 13, reshuffled
+    ((fused, keras),) = compare({"case": config}).values()
     assert_same(fused, keras)
 
 
-# -- lstm with and without return_sequences, penalties on both --------------------------------
+# -- lstm with and without return_sequences, activity, kernel and bias penalties on both -------
 
 
 def test_lstm_layers_equal_keras(images):
@@ -199,18 +190,12 @@ def test_lstm_layers_equal_keras(images):
             [6, 6],
         )
 
-    cases = compare(
-        {
-            "none": net([]),
-            "activity": net([ACT]),
-            "kernel_bias": net(
-                [
-                    {"target": "kernel", "norm": "l2", "strength": 1e-2},
-                    {"target": "bias", "norm": "l1", "strength": 1e-2},
-                ]
-            ),
-        }
-    )
+    regs = [
+        ACT,
+        {"target": "kernel", "norm": "l2", "strength": 1e-2},
+        {"target": "bias", "norm": "l1", "strength": 1e-2},
+    ]
+    cases = compare({"every_target": net(regs)})
     for fused, keras in cases.values():
         assert_same(fused, keras)
 
@@ -222,13 +207,19 @@ def test_reconstruction_autoencoder_equals_keras(images):
     def net(placement):
         return experiment(
             images,
-            [{"kind": "dense", "units": 8, "activation": "relu",
-              "regularizers": [{**ACT, "placement": placement}]}],  # fmt: skip
+            [
+                {
+                    "kind": "dense",
+                    "units": 8,
+                    "activation": "relu",
+                    "regularizers": [{**ACT, "placement": placement}],
+                }
+            ],  # fmt: skip
             None,
             task="reconstruction",
         )
 
-    cases = compare({p: net(p) for p in ("before_activation", "after_activation")})
+    cases = compare({"before": net("before_activation")})
     for fused, keras in cases.values():
         assert_same(fused, keras)
         assert fused.output_sample.shape == (8, 36)
@@ -289,8 +280,16 @@ def test_cli_run_of_a_conv_config_records_the_fused_engine(images, tmp_path):
     raw = {
         "name": "tinyconv",
         "data": {"name": "npz", "path": str(images), "input_shape": [6, 6, 1]},
-        "model": {"layers": [conv(regularizers=[ACT]), {"kind": "max_pool2d"}, {"kind": "flatten"}]},
-        "training": {"epochs": EPOCHS, "batch_size": 16, "repeats": 2, "seed": 3},
+        # conv_cases' network and training (3 models: one chunk of 3, as there): the compiled
+        # program is reused within a test session
+        "model": {
+            "layers": [
+                conv(activation="relu", regularizers=[ACT]),
+                {"kind": "max_pool2d"},
+                {"kind": "flatten"},
+            ]
+        },
+        "training": {"epochs": EPOCHS, "batch_size": 64, "repeats": 3, "seed": 3},
     }
     path = tmp_path / "tinyconv.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
@@ -301,4 +300,4 @@ def test_cli_run_of_a_conv_config_records_the_fused_engine(images, tmp_path):
     run_dir = Path(result.output.strip().splitlines()[-1])
     meta = yaml.safe_load((run_dir / "run.yaml").read_text())
     assert meta["engine"] == "fused"
-    assert (run_dir / "history.csv").read_text().count("\n") == 1 + 2 * EPOCHS
+    assert (run_dir / "history.csv").read_text().count("\n") == 1 + 3 * EPOCHS
