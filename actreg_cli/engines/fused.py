@@ -1,4 +1,13 @@
-"""The fused engine: many MLPs trained at once, all epochs inside one XLA-compiled program.
+"""The fused engine: many models trained at once, all epochs inside one XLA-compiled program.
+
+Two programs: the MLP shorthand (`hidden_units`, flat input, no dropout; `config.
+mlp_shorthand_reason` is None) trains in the hand-written MLP program of this module; every
+other model (`model.layers` with dense, conv2d, max_pool2d, flatten, lstm, dropout, activation
+layers; the reconstruction task) in engines/fused_layers.py (autodiff). `FusedEngine.train`
+groups jobs by program and dispatches; both share this module's chunking, worker threads,
+segments, Adam step and minibatch order. Only custom regularizer functions are refused.
+
+The rest of this docstring describes the MLP program.
 
 It computes what `keras_engine.KerasEngine` computes (see /work/shared/keras-semantics.md), but
 trains a stack of C models in lockstep: the whole training loop (every epoch, the optimizer, the
@@ -270,9 +279,11 @@ def worker_count() -> int:
 class FusedEngine:
     """Trains groups of compatible jobs as stacked models in one XLA program per group.
 
-    Jobs are grouped by data, hidden_units, activation, optimizer, epochs, effective batch size
-    and shuffle; learning rates, like penalties and seeds, are per-model numbers. Each group is
-    cut into equal chunks (`choose_chunk`) run by one thread per core.
+    MLP shorthand jobs are grouped by data, hidden_units, activation, optimizer, epochs,
+    effective batch size, shuffle and penalty kinds; layer-list jobs by data, architecture,
+    optimizer, epochs, batch size and shuffle (fused_layers.group_key). Learning rates, like
+    penalties and seeds, are per-model numbers. Each group is cut into equal chunks run by one
+    thread per core (`run_chunks`).
     """
 
     name = "fused"
