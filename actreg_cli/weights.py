@@ -88,6 +88,11 @@ def shuffle_seed(model_seed: int) -> int:
     return int(np.random.SeedSequence([model_seed, 1]).generate_state(1)[0] >> 1)
 
 
+def dropout_seed(model_seed: int) -> int:
+    """Seed of one model's dropout masks (derived, never shared; see engines/fused_layers.py)."""
+    return int(np.random.SeedSequence([model_seed, 2]).generate_state(1)[0] >> 1)
+
+
 # splitmix64 (Steele, Lea and Flood 2014; the seeding generator of xoshiro): a counter-based
 # integer hash. Only uint64 add, multiply (wrapping mod 2**64), xor and shifts, so numpy, Numba
 # and TensorFlow/XLA (`fused._epoch_order`) compute the same bits.

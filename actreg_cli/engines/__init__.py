@@ -1,5 +1,6 @@
 """Engines train models: `keras` (model.fit, the reference), `fused` (many models, one XLA
-program) and `cpu` (a hand-fused loop compiled with Numba, the fastest on a CPU).
+program; MLPs and layer lists: conv2d, lstm, dropout, ...) and `cpu` (a hand-fused MLP loop
+compiled with Numba, the fastest on a CPU).
 
 `select_engine` is the one place that decides which engine runs a set of configs.
 """

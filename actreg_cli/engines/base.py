@@ -156,6 +156,20 @@ def _ratio(total, count) -> np.ndarray:
     return np.asarray(total, dtype=np.float32) / np.float32(count)
 
 
+def history_from_totals(rows: np.ndarray, n_train: int, n_test: int) -> np.ndarray:
+    """TrainResult.history, float64 [E, 4], from rows float32 [E+1, 4] (see
+    `result_from_totals`): epoch e's train columns from rows[e], its val_* from rows[e+1]."""
+    return np.stack(
+        [
+            _ratio(rows[:-1, 0], n_train),
+            _ratio(rows[:-1, 1], n_train),
+            _ratio(rows[1:, 2], n_test),
+            _ratio(rows[1:, 3], n_test),
+        ],
+        axis=1,
+    ).astype(np.float64)
+
+
 def result_from_totals(
     config: ExperimentConfig,
     rows: np.ndarray,
@@ -179,15 +193,7 @@ def result_from_totals(
     come from rows[E].
     """
     n, m = n_train, n_test
-    history = np.stack(
-        [
-            _ratio(rows[:-1, 0], n),
-            _ratio(rows[:-1, 1], n),
-            _ratio(rows[1:, 2], m),
-            _ratio(rows[1:, 3], m),
-        ],
-        axis=1,
-    ).astype(np.float64)
+    history = history_from_totals(rows, n, m)
     n_layers = len(config.model.hidden_units)
     layer = config.probe_layer
     result = TrainResult(

@@ -1,4 +1,13 @@
-"""The fused engine: many MLPs trained at once, all epochs inside one XLA-compiled program.
+"""The fused engine: many models trained at once, all epochs inside one XLA-compiled program.
+
+Two programs: the MLP shorthand (`hidden_units`, flat input, no dropout; `config.
+mlp_shorthand_reason` is None) trains in the hand-written MLP program of this module; every
+other model (`model.layers` with dense, conv2d, max_pool2d, flatten, lstm, dropout, activation
+layers; the reconstruction task) in engines/fused_layers.py (autodiff). `FusedEngine.train`
+groups jobs by program and dispatches; both share this module's chunking, worker threads,
+segments, Adam step and minibatch order. Only custom regularizer functions are refused.
+
+The rest of this docstring describes the MLP program.
 
 It computes what `keras_engine.KerasEngine` computes (see /work/shared/keras-semantics.md), but
 trains a stack of C models in lockstep: the whole training loop (every epoch, the optimizer, the
@@ -60,7 +69,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actreg_cli.config import ExperimentConfig, Norm, Placement, Reduction, Target
+from actreg_cli.config import (
+    ExperimentConfig,
+    Norm,
+    PenaltyConfig,
+    Placement,
+    Reduction,
+    Target,
+)
 from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import (
     EngineUnsupported,
@@ -140,17 +156,22 @@ def coefficients(config: ExperimentConfig) -> np.ndarray:
     """
     table = np.zeros((len(config.model.hidden_units), len(COEF_COLUMNS)), dtype=np.float64)
     for reg in config.regularizers:
-        if reg.norm is Norm.custom:
-            raise EngineUnsupported(_custom_reason(reg.function))
-        if reg.target is Target.activity:
-            side = "before" if reg.placement is Placement.before_activation else "after"
-            red = "mean" if reg.reduction is Reduction.batch_mean else "sum"
-            prefix = f"{side}_{red}"
-        else:
-            prefix = reg.target.value
-        table[reg.layer, _COL[f"{prefix}_l1"]] += reg.l1_factor
-        table[reg.layer, _COL[f"{prefix}_l2"]] += reg.l2_factor
+        add_penalty(table[reg.layer], reg)
     return table
+
+
+def add_penalty(row: np.ndarray, reg: PenaltyConfig) -> None:
+    """Add the factors of one penalty to `row`, float64 [12] (COEF_COLUMNS) of its layer."""
+    if reg.norm is Norm.custom:
+        raise EngineUnsupported(_custom_reason(reg.function))
+    if reg.target is Target.activity:
+        side = "before" if reg.placement is Placement.before_activation else "after"
+        red = "mean" if reg.reduction is Reduction.batch_mean else "sum"
+        prefix = f"{side}_{red}"
+    else:
+        prefix = reg.target.value
+    row[_COL[f"{prefix}_l1"]] += reg.l1_factor
+    row[_COL[f"{prefix}_l2"]] += reg.l2_factor
 
 
 def _custom_reason(function: str | None) -> str:
@@ -258,9 +279,11 @@ def worker_count() -> int:
 class FusedEngine:
     """Trains groups of compatible jobs as stacked models in one XLA program per group.
 
-    Jobs are grouped by data, hidden_units, activation, optimizer, epochs, effective batch size
-    and shuffle; learning rates, like penalties and seeds, are per-model numbers. Each group is
-    cut into equal chunks (`choose_chunk`) run by one thread per core.
+    MLP shorthand jobs are grouped by data, hidden_units, activation, optimizer, epochs,
+    effective batch size, shuffle and penalty kinds; layer-list jobs by data, architecture,
+    optimizer, epochs, batch size and shuffle (fused_layers.group_key). Learning rates, like
+    penalties and seeds, are per-model numbers. Each group is cut into equal chunks run by one
+    thread per core (`run_chunks`).
     """
 
     name = "fused"
@@ -270,19 +293,26 @@ class FusedEngine:
         self.workers = workers or worker_count()
 
     def unsupported(self, config: ExperimentConfig) -> str | None:
-        if (reason := config.mlp_shorthand_reason) is not None:
-            return reason
-        for reg in config.regularizers:
-            if reg.norm is Norm.custom:
-                return _custom_reason(reg.function)
-        return None
+        from actreg_cli.engines import fused_layers
+
+        return fused_layers.unsupported_reason(config)
 
     def train(
         self, jobs: Sequence[TrainJob], progress: ProgressCallback | None = None
     ) -> list[TrainResult]:
-        return train_grouped(
-            self, jobs, _group_key, lambda group: self._train_group(group, progress)
-        )
+        from actreg_cli.engines import fused_layers
+
+        def key(job: TrainJob) -> tuple:
+            if job.config.mlp_shorthand_reason is None:
+                return ("mlp", *_group_key(job))
+            return fused_layers.group_key(job)
+
+        def train_group(group: list[TrainJob]) -> list[TrainResult]:
+            if group[0].config.mlp_shorthand_reason is None:
+                return self._train_group(group, progress)
+            return fused_layers.train_group(group, progress, self.chunk, self.workers)
+
+        return train_grouped(self, jobs, key, train_group)
 
     def _train_group(
         self,
@@ -296,12 +326,8 @@ class FusedEngine:
         spec = _make_spec(jobs, tables, self.chunk, self.workers, data)
         segment = segment or spec.segment_epochs()
         program = compiled_program(spec, segment)
-        chunk = spec.chunk
-        stop = threading.Event()  # set on Ctrl-C (or a failure): chunks end after their segment
 
-        def run(start: int):
-            real = list(range(start, min(start + chunk, len(jobs))))
-            padded = real + [real[-1]] * (chunk - len(real))  # copies: same program, no recompile
+        def run(real: list[int], padded: list[int], stop: threading.Event) -> list[TrainResult]:
             arrays = _chunk_arrays(spec, [jobs[i] for i in padded], [tables[i] for i in padded])
             on_segment = None
             if progress is not None:
@@ -311,26 +337,51 @@ class FusedEngine:
                     progress(len(real) * (min(last, spec.epochs) - min(first, spec.epochs)))
 
             rows, probe, outputs = _call(program, data, arrays, spec, segment, stop, on_segment)
-            return real, rows, probe, outputs
+            return [
+                _result(jobs[i].config, rows[:, c], probe[c], outputs[c], spec, data)
+                for c, i in enumerate(real)
+            ]
 
-        results: list[TrainResult | None] = [None] * len(jobs)
-        starts = range(0, len(jobs), chunk)
-        # One thread per core: XLA runs one chunk's loop mostly on one core, and the call
-        # releases the GIL, so chunks on two threads use two cores.
-        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(starts)))
-        try:
-            for future in as_completed([pool.submit(run, start) for start in starts]):
-                real, rows, probe, outputs = future.result()
-                for c, index in enumerate(real):
-                    results[index] = _result(
-                        jobs[index].config, rows[:, c], probe[c], outputs[c], spec, data
-                    )
-        except BaseException:  # Ctrl-C lands here, in the main thread: stop the workers too
-            stop.set()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        return results  # type: ignore[return-value]
+        return run_chunks(len(jobs), spec.chunk, self.workers, run)
+
+
+def run_chunks(
+    n_jobs: int,
+    chunk: int,
+    workers: int,
+    run: Callable[[list[int], list[int], threading.Event], list],
+) -> list:
+    """Train jobs 0..n_jobs-1 in chunks of `chunk` models, one thread per worker.
+
+    run(real, padded, stop) trains one chunk and returns one item per index in `real` (the
+    chunk's jobs); `padded` is `real` filled up to `chunk` with copies of its last job (the same
+    program for every chunk, no recompilation). `stop` is set on Ctrl-C or a failure: `run`
+    should then end after its current compiled call (raise _Stopped). Returns the items in job
+    order.
+    """
+    results: list = [None] * n_jobs
+    starts = range(0, n_jobs, chunk)
+    stop = threading.Event()
+
+    def one(start: int):
+        real = list(range(start, min(start + chunk, n_jobs)))
+        padded = real + [real[-1]] * (chunk - len(real))
+        return real, run(real, padded, stop)
+
+    # One thread per core: XLA runs one chunk's loop mostly on one core, and the call
+    # releases the GIL, so chunks on two threads use two cores.
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(starts)))
+    try:
+        for future in as_completed([pool.submit(one, start) for start in starts]):
+            real, items = future.result()
+            for index, item in zip(real, items, strict=True):
+                results[index] = item
+    except BaseException:  # Ctrl-C lands here, in the main thread: stop the workers too
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
 
 
 def _make_spec(
@@ -630,6 +681,47 @@ def compiled_program(spec: _Spec, segment: int):
     return tf.function(program, input_signature=signature, jit_compile=True, autograph=False)
 
 
+def optimizer_step(optimizer: str, state, grads, step, lr, active=None):
+    """One Keras Adam (or SGD) step of every parameter of C stacked models (traced code).
+
+    state: per parameter [C, 3, ...] = (value, Adam m, Adam v); grads: per parameter [C, ...];
+    step = optimizer.iterations + 1 (int32 scalar); lr float32 [C]. Where `active` is False the
+    state is returned unchanged (an evaluation-only iteration). Adam as Keras 3 computes it:
+    alpha = lr sqrt(1 - b2^t) / (1 - b1^t), epsilon outside the bias correction, all float32.
+    """
+    tf = _tensorflow()
+    step = tf.cast(step, tf.float32)
+    if optimizer == "adam":
+        b1 = tf.constant(_BETA_1, tf.float32)
+        b2 = tf.constant(_BETA_2, tf.float32)
+        alpha = lr * tf.sqrt(1.0 - tf.pow(b2, step)) / (1.0 - tf.pow(b1, step))
+    new_state = []
+    for s, g in zip(state, grads, strict=True):
+        p, m1, m2 = s[:, 0], s[:, 1], s[:, 2]
+        per_model = [-1] + [1] * (p.shape.rank - 1)
+        if optimizer == "sgd":
+            new = tf.stack([p - g * tf.reshape(lr, per_model), m1, m2], axis=1)
+        else:
+            m1 = m1 + (g - m1) * np.float32(1 - _BETA_1)
+            m2 = m2 + (tf.square(g) - m2) * np.float32(1 - _BETA_2)
+            p = p - (m1 * tf.reshape(alpha, per_model)) / (tf.sqrt(m2) + np.float32(_EPSILON))
+            new = tf.stack([p, m1, m2], axis=1)
+        if active is not None:
+            new = tf.where(active, new, s)
+        new_state.append(new)
+    return new_state
+
+
+def splitmix64(z):
+    """`weights.splitmix64` of a uint64 tensor, in TensorFlow ops that XLA compiles (its u64
+    add/multiply wrap mod 2**64, its right shift of an unsigned integer is logical)."""
+    tf = _tensorflow()
+    u64 = functools.partial(tf.constant, dtype=tf.uint64)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(30))) * u64(SPLITMIX_MUL_1)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(27))) * u64(SPLITMIX_MUL_2)
+    return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(31)))
+
+
 def epoch_order(seeds, epoch, n: int):
     """`weights.epoch_permutation` of every model, in TensorFlow ops that XLA compiles.
 
@@ -641,11 +733,7 @@ def epoch_order(seeds, epoch, n: int):
     tf = _tensorflow()
     u64 = functools.partial(tf.constant, dtype=tf.uint64)
 
-    def mix(z):
-        z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(30))) * u64(SPLITMIX_MUL_1)
-        z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(27))) * u64(SPLITMIX_MUL_2)
-        return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(31)))
-
+    mix = splitmix64
     gamma = u64(SPLITMIX_GAMMA)
     base = mix(tf.bitcast(seeds, tf.uint64) + gamma)
     base = mix(tf.bitwise.bitwise_xor(base, tf.cast(epoch, tf.uint64)))
@@ -931,33 +1019,8 @@ class _Net:
 
     # -- optimizer -------------------------------------------------------------------------
     def update(self, state, grads, step, active=None):
-        """One Keras Adam (or SGD) step of every parameter; step = optimizer.iterations + 1.
-
-        state: per parameter [C, 3, ...] = (value, m, v). Where `active` is False the state is
-        returned unchanged (the evaluation-only last iteration).
-        """
-        tf = self.tf
-        lr = self.lr
-        step = tf.cast(step, tf.float32)
-        if self.spec.optimizer == "adam":
-            b1 = tf.constant(_BETA_1, tf.float32)
-            b2 = tf.constant(_BETA_2, tf.float32)
-            alpha = lr * tf.sqrt(1.0 - tf.pow(b2, step)) / (1.0 - tf.pow(b1, step))
-        new_state = []
-        for s, g in zip(state, grads, strict=True):
-            p, m1, m2 = s[:, 0], s[:, 1], s[:, 2]
-            per_model = [-1] + [1] * (p.shape.rank - 1)
-            if self.spec.optimizer == "sgd":
-                new = tf.stack([p - g * tf.reshape(lr, per_model), m1, m2], axis=1)
-            else:
-                m1 = m1 + (g - m1) * np.float32(1 - _BETA_1)
-                m2 = m2 + (tf.square(g) - m2) * np.float32(1 - _BETA_2)
-                p = p - (m1 * tf.reshape(alpha, per_model)) / (tf.sqrt(m2) + np.float32(_EPSILON))
-                new = tf.stack([p, m1, m2], axis=1)
-            if active is not None:
-                new = tf.where(active, new, s)
-            new_state.append(new)
-        return new_state
+        """One Keras Adam (or SGD) step of every parameter (`optimizer_step`)."""
+        return optimizer_step(self.spec.optimizer, state, grads, step, self.lr, active)
 
     # -- minibatches -----------------------------------------------------------------------
     def minibatch_epoch(self, epoch, state, x_train, y_train, seeds):

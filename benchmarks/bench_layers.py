@@ -1,0 +1,204 @@
+"""The shipped layer studies through the fused engine, against the Keras engine side by side.
+
+Each measurement runs in its own Python process (fresh compile caches, as `actreg sweep` gets):
+
+  fused   FusedEngine().train on every model of a study (configs/digits_*_l1.yaml as shipped:
+          its cells x repeats x epochs, one call, as the sweep runner makes it): wall and process
+          CPU time of the whole call (tracing and XLA compilation included; TensorFlow's import
+          not, it is printed apart), and the same call again in the same process (compiled).
+  keras   KerasEngine().train (the reference: model.fit on the TensorFlow backend, the engine a
+          study falls back to without the fused engine) on the first --keras-models models of
+          the same study at --keras-epochs epochs (the study's config otherwise): seconds per
+          model-epoch, extrapolated to the whole study (models x its epochs).
+
+Run:     python3 benchmarks/bench_layers.py                    (conv study, ~3-4 min on 2 cores)
+         python3 benchmarks/bench_layers.py --study all        (conv, lstm, autoencoder)
+         python3 benchmarks/bench_layers.py --reps 3           (medians of 3 processes each)
+Prints a markdown table. Timings on a shared machine vary by 20% or more between runs; process
+CPU time is printed next to wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+STUDIES = {
+    "conv": "configs/digits_conv_l1.yaml",
+    "lstm": "configs/digits_lstm_l1.yaml",
+    "autoencoder": "configs/digits_autoencoder_l1.yaml",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="conv", help="conv, lstm, autoencoder or all")
+    parser.add_argument("--reps", type=int, default=1, help="processes per measurement (median)")
+    parser.add_argument(
+        "--keras-models", type=int, default=1, help="models the keras engine trains"
+    )
+    parser.add_argument("--keras-epochs", type=int, default=20, help="their epochs")
+    parser.add_argument("--no-keras", action="store_true", help="fused engine only")
+    parser.add_argument(
+        "--no-again", action="store_true", help="skip the second (compiled) fused call"
+    )
+    parser.add_argument("--chunk", type=int, default=None, help="fused models per chunk")
+    parser.add_argument("--workers", type=int, default=None, help="fused worker threads")
+    parser.add_argument("--worker", choices=["keras", "fused"], help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def study_jobs(study: str):
+    """(jobs of every cell x repeat of the study, its epochs)."""
+    from actreg_cli.config import load_sweep
+    from actreg_cli.engines.base import TrainJob
+    from actreg_cli.sweep import expand_grid
+    from actreg_cli.weights import repeat_seeds
+
+    sweep = load_sweep(REPO / STUDIES[study])
+    jobs = []
+    for cell in expand_grid(sweep):
+        seeds = repeat_seeds(cell.config.training.seed, cell.config.training.repeats)
+        jobs += [TrainJob(cell.config, seed) for seed in seeds]
+    return jobs, sweep.base.training.epochs
+
+
+def _timed(train) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    train()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _import_tensorflow() -> float:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    start = time.perf_counter()
+    import tensorflow  # noqa: F401
+
+    import actreg_cli.quiet_tensorflow  # noqa: F401
+
+    return time.perf_counter() - start
+
+
+def fused_worker(args: argparse.Namespace) -> dict:
+    import_s = _import_tensorflow()
+    from actreg_cli.engines.fused import FusedEngine
+
+    jobs, epochs = study_jobs(args.study)
+    engine = FusedEngine(chunk=args.chunk, workers=args.workers)
+    results = []
+    first = _timed(lambda: results.extend(engine.train(jobs)))
+    again = (math.nan, math.nan) if args.no_again else _timed(lambda: engine.train(jobs))
+    return {
+        "models": len(jobs),
+        "epochs": epochs,
+        "import_s": import_s,
+        "wall_s": first[0],
+        "cpu_s": first[1],
+        "compiled_wall_s": again[0],
+        "compiled_cpu_s": again[1],
+        "test_metric_mean": statistics.mean(
+            r.test_accuracy if r.test_accuracy == r.test_accuracy else r.test_mse for r in results
+        ),
+    }
+
+
+def keras_worker(args: argparse.Namespace) -> dict:
+    import_s = _import_tensorflow()
+    from actreg_cli.engines.keras_engine import KerasEngine
+
+    jobs, epochs = study_jobs(args.study)
+    subset = [
+        type(job)(
+            job.config.model_copy(update={"training": _epochs(job, args.keras_epochs)}), job.seed
+        )
+        for job in jobs[: args.keras_models]
+    ]
+    wall, cpu = _timed(lambda: KerasEngine().train(subset))
+    model_epochs = len(subset) * args.keras_epochs
+    return {
+        "models": len(jobs),
+        "epochs": epochs,
+        "import_s": import_s,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "per_model_epoch_s": wall / model_epochs,
+        "cpu_per_model_epoch_s": cpu / model_epochs,
+    }
+
+
+def _epochs(job, epochs: int):
+    return job.config.training.model_copy(update={"epochs": epochs})
+
+
+def measure(kind: str, study: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--worker", kind, "--study", study]
+    for flag in ("keras_models", "keras_epochs", "chunk", "workers"):
+        if getattr(args, flag) is not None:
+            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if args.no_again:
+        command.append("--no-again")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    runs = []
+    for _ in range(args.reps):
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{kind} worker failed:\n{done.stderr[-4000:]}")
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker == "fused":
+        print(json.dumps(fused_worker(args)))
+        return
+    if args.worker == "keras":
+        print(json.dumps(keras_worker(args)))
+        return
+    studies = list(STUDIES) if args.study == "all" else [args.study]
+    print(
+        f"# Layer studies on {os.cpu_count()} CPU cores (load average now "
+        f"{os.getloadavg()[0]:.2f}); medians of {args.reps} process(es)\n",
+        flush=True,
+    )
+    rows = [
+        "| study | models x epochs | fused wall s (cpu s) | fused compiled wall s (cpu s) "
+        "| keras s per model-epoch (cpu) | keras study, extrapolated s | keras / fused |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for study in studies:
+        fused = measure("fused", study, args)
+        keras_cells = ["-", "-", "-"]
+        if not args.no_keras:
+            keras = measure("keras", study, args)
+            full = keras["per_model_epoch_s"] * fused["models"] * fused["epochs"]
+            keras_cells = [
+                f"{keras['per_model_epoch_s'] * 1e3:.1f} ms ({keras['cpu_per_model_epoch_s'] * 1e3:.1f} ms)",
+                f"{full:.0f}",
+                f"{full / fused['wall_s']:.1f}x",
+            ]
+        rows.append(
+            f"| {study} | {int(fused['models'])} x {int(fused['epochs'])} | "
+            f"{fused['wall_s']:.1f} ({fused['cpu_s']:.1f}) | "
+            f"{fused['compiled_wall_s']:.1f} ({fused['compiled_cpu_s']:.1f}) | "
+            + " | ".join(keras_cells)
+            + " |"
+        )
+        print(f"{study}: fused {fused}", flush=True)
+    print()
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""The fused engine's layer-list program (engines/fused_layers.py) computes what Keras computes.
+
+Each case trains the same config from the same seed (same initial weights, same minibatch
+order) with the Keras engine, the reference, and the fused engine, on a tiny fixed data set
+(45 training images of 6x6 pixels, 30 test images, 3 classes), in full batches or in batches
+of 16 (two full batches and a partial one of 13, reshuffled every epoch). Penalty variants of
+one architecture train in one fused call (one compiled program): the file compiles few.
+
+Tolerance, measured here: per-epoch losses agree to at most 6e-7 relative over 4 epochs in
+every case (float rounding: XLA sums in other orders than TensorFlow's kernels); asserted at
+LOSS_RTOL = 1e-5. With dropout on, the engines draw different masks (Keras its seed
+generator, fused a counter-based hash) and agree only statistically: not compared here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from actreg_cli.cli import app
+from actreg_cli.config import ExperimentConfig, validate_mapping
+from actreg_cli.data import job_dataset
+from actreg_cli.engines import select_engine
+from actreg_cli.engines.base import TrainJob
+from actreg_cli.engines.fused import FusedEngine
+from actreg_cli.engines.keras_engine import KerasEngine
+from actreg_cli.models.plan import config_plan
+from actreg_cli.weights import layer_initial_weights
+
+EPOCHS = 4
+SEED = 5
+#: per-epoch and final losses, fused vs keras (relative); measured here: at most 6e-7 over 4
+#: epochs in every case of this file
+LOSS_RTOL = 1e-5
+
+ACT = {"target": "activity", "norm": "l1", "strength": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """A fixed split of 6x6 images, 3 classes: x_* [samples, 36], y_* [samples]."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 75)
+    x = rng.normal(size=(75, 36)) + y[:, None] * np.linspace(-1, 1, 36)[None, :]
+    path = tmp_path_factory.mktemp("data") / "images.npz"
+    np.savez(path, x_train=x[:45], y_train=y[:45], x_test=x[45:], y_test=y[45:])
+    return path
+
+
+def experiment(path: Path, layers, input_shape, *, task="auto", epochs=EPOCHS, batch=16, **tr):
+    raw = {
+        "data": {"name": "npz", "path": str(path), "input_shape": input_shape, "task": task},
+        "model": {"layers": layers},
+        "training": {"epochs": epochs, "batch_size": batch, **tr},
+    }
+    return validate_mapping(raw, ExperimentConfig, "test")
+
+
+def conv(**options) -> dict:
+    return {"kind": "conv2d", "filters": 3, "kernel_size": 3, **options}
+
+
+def assert_same(fused, keras, n_train=45, n_test=30) -> None:
+    """Per-epoch losses within LOSS_RTOL, accuracies equal but for one-sample flips, final
+    metrics, probe statistics and the kept samples equal to float rounding."""
+    assert fused.history.shape == keras.history.shape
+    assert not fused.diverged and not keras.diverged
+    for col in (0, 2):
+        np.testing.assert_allclose(fused.history[:, col], keras.history[:, col], rtol=LOSS_RTOL)
+    for col, n in ((1, n_train), (3, n_test)):
+        assert np.all(np.abs(fused.history[:, col] - keras.history[:, col]) < 1.5 / n)
+    np.testing.assert_allclose(fused.train_loss, keras.train_loss, rtol=LOSS_RTOL)
+    np.testing.assert_allclose(fused.test_loss, keras.test_loss, rtol=LOSS_RTOL)
+    for name in ("train_accuracy", "test_accuracy", "train_mse", "test_mse"):
+        np.testing.assert_allclose(getattr(fused, name), getattr(keras, name), rtol=1e-4)
+    np.testing.assert_allclose(fused.mean_activation, keras.mean_activation, rtol=1e-4)
+    assert abs(fused.zero_fraction - keras.zero_fraction) < 0.01
+    np.testing.assert_allclose(fused.output_sample, keras.output_sample, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(fused.probe_sample, keras.probe_sample, rtol=1e-3, atol=1e-5)
+
+
+def compare(configs: dict[str, ExperimentConfig]) -> dict:
+    """{case: (fused, keras)}: every case in one fused call (one group: one program)."""
+    jobs = [TrainJob(config, SEED) for config in configs.values()]
+    fused = FusedEngine().train(jobs)
+    keras = KerasEngine().train(jobs)
+    return dict(zip(configs, zip(fused, keras, strict=True), strict=True))
+
+
+# -- conv2d 'valid' -> max_pool2d -> flatten, every penalty slot, full batch ---------------------
+
+
+def conv_cases(path: Path) -> dict[str, ExperimentConfig]:
+    def net(regs):
+        layers = [conv(activation="relu", regularizers=regs), {"kind": "max_pool2d"},
+                  {"kind": "flatten"}]  # fmt: skip
+        return experiment(path, layers, [6, 6, 1], batch=64)  # full batch: 45 rows
+
+    return {
+        "none": net([]),
+        "activity_before_mean": net([{**ACT, "placement": "before_activation"}]),
+        "activity_after_mean": net([{**ACT, "placement": "after_activation"}]),
+        "activity_after_sum": net([{**ACT, "reduction": "batch_sum"}]),
+        "activity_l2_kernel_l1_bias_l2": net(
+            [
+                {**ACT, "norm": "l2"},
+                {"target": "kernel", "norm": "l1", "strength": 1e-2},
+                {"target": "bias", "norm": "l2", "strength": 1e-1},
+            ]
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def conv_results(images):
+    return compare(conv_cases(images))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "none",
+        "activity_before_mean",
+        "activity_after_mean",
+        "activity_after_sum",
+        "activity_l2_kernel_l1_bias_l2",
+    ],
+)
+def test_conv2d_valid_maxpool_flatten_equals_keras(conv_results, case) -> None:
+    assert_same(*conv_results[case])
+
+
+def test_conv_activity_penalty_is_summed_over_positions_and_channels(images, conv_results):
+    """Full-batch first-epoch losses (initial weights) differ by exactly the penalty:
+    1e-2 * sum |relu(conv(x))| over all rows, positions and channels, divided by the batch size
+    under batch_mean, not divided under batch_sum (numpy's convolution of the same weights)."""
+    fused = {name: pair[0] for name, pair in conv_results.items()}
+    config = conv_cases(images)["none"]
+    data = job_dataset(config, SEED)
+    kernel, bias = layer_initial_weights(config_plan(config, data).layers, SEED)[0]
+    x = data.shaped(data.x_train)[..., 0]  # [45, 6, 6]
+    out = np.zeros((45, 4, 4, 3))
+    for i in range(3):
+        for j in range(3):
+            out += x[:, i : i + 4, j : j + 4, None] * kernel[i, j, 0][None, None, None, :]
+    total = np.abs(np.maximum(out + bias, 0.0)).sum()
+    base = fused["none"].history[0, 0]
+    np.testing.assert_allclose(
+        fused["activity_after_mean"].history[0, 0] - base, 1e-2 * total / 45, rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        fused["activity_after_sum"].history[0, 0] - base, 1e-2 * total, rtol=1e-4
+    )
+
+
+# -- conv2d 'same' with strides, activation layer, dropout 0, dense list; shuffled minibatches --
+
+
+def test_conv2d_same_strides_activation_dropout0_dense_minibatches_equals_keras(images):
+    layers = [
+        conv(padding="same", strides=2, activation="linear",
+             regularizers=[{**ACT, "placement": "before_activation"}]),
+        {"kind": "activation", "activation": "tanh"},
+        {"kind": "dropout", "rate": 0.0},
+        {"kind": "flatten"},
+        {"kind": "dense", "units": 5, "activation": "elu",
+         "regularizers": [{"target": "kernel", "norm": "l2", "strength": 1e-2}]},
+        {"kind": "dense", "units": 4, "activation": "sigmoid"},
+    ]  # fmt: skip
+    config = experiment(images, layers, [6, 6, 1])  # batches of 16, 16 and 13, reshuffled
+    ((fused, keras),) = compare({"case": config}).values()
+    assert_same(fused, keras)
+
+
+# -- lstm with and without return_sequences, activity, kernel and bias penalties on both -------
+
+
+def test_lstm_layers_equal_keras(images):
+    def net(regs):
+        return experiment(
+            images,
+            [
+                {"kind": "lstm", "units": 4, "return_sequences": True, "regularizers": regs},
+                {"kind": "lstm", "units": 3, "regularizers": regs},
+            ],
+            [6, 6],
+        )
+
+    regs = [
+        ACT,
+        {"target": "kernel", "norm": "l2", "strength": 1e-2},
+        {"target": "bias", "norm": "l1", "strength": 1e-2},
+    ]
+    cases = compare({"every_target": net(regs)})
+    for fused, keras in cases.values():
+        assert_same(fused, keras)
+
+
+# -- reconstruction: a dense autoencoder with an activity penalty on the code -----------------
+
+
+def test_reconstruction_autoencoder_equals_keras(images):
+    def net(placement):
+        return experiment(
+            images,
+            [
+                {
+                    "kind": "dense",
+                    "units": 8,
+                    "activation": "relu",
+                    "regularizers": [{**ACT, "placement": placement}],
+                }
+            ],  # fmt: skip
+            None,
+            task="reconstruction",
+        )
+
+    cases = compare({"before": net("before_activation")})
+    for fused, keras in cases.values():
+        assert_same(fused, keras)
+        assert fused.output_sample.shape == (8, 36)
+
+
+# -- dropout on: deterministic, independent of chunking, and it changes training --------------
+
+
+def dropout_config(images, rate: float):
+    return experiment(
+        images,
+        [
+            {"kind": "dense", "units": 16, "activation": "relu"},
+            {"kind": "dropout", "rate": rate},
+        ],
+        None,
+        epochs=3,
+    )
+
+
+def test_dropout_is_deterministic_independent_of_chunking_and_active(images):
+    on, off = dropout_config(images, 0.5), dropout_config(images, 0.0)
+    jobs = [TrainJob(on, seed) for seed in (1, 2, 3)]
+    alone = FusedEngine(chunk=2).train(jobs[:1])[0]
+    together = FusedEngine(chunk=3).train(jobs)
+    again = FusedEngine(chunk=3).train(jobs)
+    for a, b in zip(together, again, strict=True):
+        np.testing.assert_array_equal(a.history, b.history)
+    np.testing.assert_array_equal(alone.history, together[0].history)
+    assert alone.test_loss == together[0].test_loss
+    without = FusedEngine(chunk=2).train([TrainJob(off, 1)])[0]
+    # the first epoch's training loss sees the masks; the val loss of the initial weights would
+    # not, but after one epoch of masked updates the weights differ too
+    assert abs(alone.history[0, 0] - without.history[0, 0]) > 1e-3
+    assert abs(alone.history[-1, 2] - without.history[-1, 2]) > 1e-4
+
+
+# -- wiring -------------------------------------------------------------------------------------
+
+
+def test_auto_picks_fused_for_layer_models_and_keras_for_custom_penalties(images):
+    config = conv_cases(images)["activity_after_mean"]
+    engine, note = select_engine("auto", [config])
+    assert engine.name == "fused"
+    assert "the cpu engine cannot run this config (model.layers is given" in note
+    custom = experiment(
+        images,
+        [conv(regularizers=[{"norm": "custom", "function": "actreg_cli.custom_regularizers:log_sparsity"}]),
+         {"kind": "flatten"}],
+        [6, 6, 1],
+    )  # fmt: skip
+    engine, note = select_engine("auto", [custom])
+    assert engine.name == "keras"
+    assert "custom regularizer" in note and "cannot be vectorized" in note
+
+
+def test_cli_run_of_a_conv_config_records_the_fused_engine(images, tmp_path):
+    raw = {
+        "name": "tinyconv",
+        "data": {"name": "npz", "path": str(images), "input_shape": [6, 6, 1]},
+        # conv_cases' network and training (3 models: one chunk of 3, as there): the compiled
+        # program is reused within a test session
+        "model": {
+            "layers": [
+                conv(activation="relu", regularizers=[ACT]),
+                {"kind": "max_pool2d"},
+                {"kind": "flatten"},
+            ]
+        },
+        "training": {"epochs": EPOCHS, "batch_size": 64, "repeats": 3, "seed": 3},
+    }
+    path = tmp_path / "tinyconv.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["run", str(path), "--engine", "auto", "--runs-dir", str(tmp_path / "runs")]
+    )
+    assert result.exit_code == 0, result.output
+    run_dir = Path(result.output.strip().splitlines()[-1])
+    meta = yaml.safe_load((run_dir / "run.yaml").read_text())
+    assert meta["engine"] == "fused"
+    assert (run_dir / "history.csv").read_text().count("\n") == 1 + 3 * EPOCHS
