@@ -600,16 +600,18 @@ def plan_sweep(
     force: bool = False,
     models_per_chunk: int | None = None,
     allow_large: bool = False,
+    origin: str = "grid",
 ) -> SweepPlan:
     """Validate and expand the sweep, key its cells and find the ones already stored.
 
-    Raises ConfigError or EngineUnsupported before anything is trained or written.
+    Raises ConfigError or EngineUnsupported before anything is trained or written; errors in a
+    cell (its data, layers that do not fit) name `origin` (the sweep file) and the cell.
     """
     store_folder = sweep_folder(sweep, runs_dir)
     engine = str(getattr(engine, "value", engine))
     folder = store_folder / study_key(sweep, engine)
     cells = expand_grid(sweep, allow_large=allow_large)
-    task = check_one_task(cells)
+    task = check_one_task(cells, origin)
     engines, notes = resolve_engines(cells, engine)
     hashes = {c.id: cell_hash(c.config, engines[c.id]) for c in cells}
     store = CellStore(store_folder, task)
@@ -731,6 +733,7 @@ def run_sweep(
     models_per_chunk: int | None = None,
     allow_large: bool = False,
     overrides: Sequence[str] = (),
+    origin: str = "grid",
 ) -> SweepOutcome:
     """Train the cells of `sweep` that are not stored yet and write the sweep folder.
 
@@ -739,6 +742,7 @@ def run_sweep(
       model-epochs (repeats x epochs of the cells to train; cli.common.progress_bar fits).
     on_plan: called with the plan before training (the CLI prints "N of M cells already done").
     overrides: the `--set` items the sweep was loaded with, stated in the report.
+    origin: what an error in a cell names first (the sweep file).
 
     Every cell is stored as soon as its chunk finishes; a chunk that fails is reported in
     `SweepOutcome.failures` and the others go on. KeyboardInterrupt propagates, with everything
@@ -755,6 +759,7 @@ def run_sweep(
         force=force,
         models_per_chunk=models_per_chunk,
         allow_large=allow_large,
+        origin=origin,
     )
     if on_plan is not None:
         on_plan(plan)

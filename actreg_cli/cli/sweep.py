@@ -287,6 +287,7 @@ def sweep_command(
             on_plan=on_plan,
             allow_large=allow_large_grid,
             overrides=overrides,
+            origin=str(config),
         )
 
     print_fitting(*(partial(summary_table, outcome, layout) for layout in LAYOUTS))
