@@ -41,11 +41,13 @@ from actreg_cli.config import (
 )
 from actreg_cli.engines.base import TrainJob, TrainResult
 from actreg_cli.io import atomic_write, json_float, write_json, write_text
+from actreg_cli.samples import Samples, collect_samples, load_samples, save_samples
 from actreg_cli.tasks import Task, history_columns, result_fields
 from actreg_cli.weights import repeat_seeds
 
 #: Bump when the stored cell format or what a hash covers changes: old cells are then recomputed.
-STORE_VERSION = 2  # 2: huge-but-finite losses count as diverged (engines.base.has_diverged)
+STORE_VERSION = 3  # 2: huge-but-finite losses count as diverged (engines.base.has_diverged);
+# 3: a cell keeps its output and activation samples (<hash>.samples.npz) where the engine has them
 #: Fields of a cell's config that cannot change its results (left out of its hash).
 UNHASHED_FIELDS = ("name", "description")
 #: Models per chunk for the fused and cpu engines: one compiled program trains a whole chunk.
@@ -358,6 +360,14 @@ class CellStore:
     def history_path(self, digest: str) -> Path:
         return self.folder / f"{digest}.history.npy"
 
+    def samples_path(self, digest: str) -> Path:
+        return self.folder / f"{digest}.samples.npz"
+
+    def load_samples(self, digest: str) -> Samples | None:
+        """The cell's output and activation samples (samples.Samples), or None when its
+        engine kept none."""
+        return load_samples(self.samples_path(digest))
+
     def load(self, digest: str, repeats: int) -> CellRecord | None:
         """The stored record, or None if absent or not a complete record of `repeats` runs.
 
@@ -415,8 +425,11 @@ class CellStore:
             with open(tmp, "wb") as fh:
                 np.save(fh, history)
 
-        # History first: a JSON file present means the whole cell is.
+        # History and samples first: a JSON file present means the whole cell is.
         atomic_write(self.history_path(digest), write_history)
+        samples = cell_samples(cell, results)
+        if samples is not None:
+            save_samples(self.samples_path(digest), samples)
         write_json(
             self.json_path(digest),
             {
@@ -431,6 +444,14 @@ class CellStore:
             },
         )
         return record
+
+
+def cell_samples(cell: Cell, results: Sequence[TrainResult]) -> Samples | None:
+    """The samples the engine kept for a cell's repeats, with repeat 0's test inputs."""
+    from actreg_cli.data import job_dataset
+
+    data = job_dataset(cell.config, cell.seeds[0])
+    return collect_samples(results, data.x_test, data.input_shape)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ results.csv: one row per cell and repeat. summary.csv: one row per cell (mean, s
 main metric; difference from the baseline with a Welch 95% CI). sweep.png: the main metric against
 the swept strength (log axis) or the first swept key (categorical axis), one line per combination
 of the other swept values, error bars = 95% CI, the baseline as a horizontal band. sparsity.png:
-mean activation and zero fraction the same way. report.md: the best cell and the differences from
-the baseline that are clearly larger than the noise.
+mean activation and zero fraction the same way. reconstructions.png (reconstruction sweeps): the
+originals, each cell's reconstructions and code histogram (samples.py). report.md: the best cell
+and the differences from the baseline that are clearly larger than the noise.
 
 Every file is written atomically; matplotlib is imported only here, inside functions.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actreg_cli.io import csv_text, save_figure, write_text
+from actreg_cli.samples import RECONSTRUCTIONS_FIGURE
 from actreg_cli.stats import describe, difference, holm, is_degenerate, paired_difference
 from actreg_cli.sweep import Cell, baseline_for, format_value
 from actreg_cli.tasks import Task, TaskSpec, result_fields, spec
@@ -443,6 +445,45 @@ def plot_sparsity(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path
     return save_figure(path, fig)
 
 
+def plot_reconstructions(outcome: SweepOutcome, path: Path) -> Path | None:
+    """A reconstruction sweep's cells side by side (samples.reconstructions_figure): the
+    originals, then per cell repeat 0's reconstructions and its code histogram pooled over
+    repeats. None (and no file) when no stored cell has samples."""
+    from actreg_cli.samples import reconstructions_figure
+    from actreg_cli.sweep import CellStore
+
+    store = CellStore(outcome.store_folder, outcome.plan.task)
+    found = {
+        cell.id: store.load_samples(outcome.plan.hashes[cell.id])
+        for cell in outcome.cells
+        if cell.id in outcome.records
+    }
+    found = {cell_id: s for cell_id, s in found.items() if s is not None}
+    if not found:
+        path.unlink(missing_ok=True)  # a stale figure from an earlier report must not stay
+        return None
+    first = next(iter(found.values()))
+    rows = []
+    for cell in outcome.cells:
+        samples = found.get(cell.id)
+        if samples is None:
+            rows.append((cell.id, None, None, f"{cell.id}: no samples"))
+            continue
+        short = short_names(list(cell.values))
+        title = ", ".join(f"{short[k]}={format_value(v)}" for k, v in cell.values.items())
+        title = ("baseline, " if cell.baseline else "") + title
+        rows.append((cell.id, samples.outputs[0], samples.probe, f"{cell.id}: {title}"))
+    fig = reconstructions_figure(
+        first.originals,
+        rows,
+        first.input_shape,
+        f"{outcome.plan.sweep.name}: reconstructions of the first test samples (repeat 0)\n"
+        + "\n".join(textwrap.wrap(study_line(outcome), 100)),
+        outcome.plan.sweep.base.probe_name,
+    )
+    return save_figure(path, fig)
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -633,6 +674,22 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
     if plan.notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in plan.notes]]
     lines += ["", f"![{label}](sweep.png)", "", "![sparsity](sparsity.png)", ""]
+    if task is Task.reconstruction:
+        if (outcome.folder / RECONSTRUCTIONS_FIGURE).exists():
+            lines += [
+                "Originals (top), each cell's reconstructions (repeat 0) and a histogram of its "
+                f"code layer's activations ({sweep.base.probe_name}, first test samples, "
+                "pooled over repeats; log count) with the fraction of exact zeros:",
+                "",
+                f"![reconstructions]({RECONSTRUCTIONS_FIGURE})",
+                "",
+            ]
+        else:
+            lines += [
+                f"No reconstructions figure: the engine ({', '.join(engines)}) kept no output "
+                "samples (the keras engine keeps them).",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -648,5 +705,9 @@ def write_outputs(outcome: SweepOutcome) -> dict[str, Path]:
     }
     files["sweep_plot"] = plot_sweep(outcome, summary, folder / "sweep.png")
     files["sparsity_plot"] = plot_sparsity(outcome, summary, folder / "sparsity.png")
+    if outcome.plan.task is Task.reconstruction:
+        figure = plot_reconstructions(outcome, folder / RECONSTRUCTIONS_FIGURE)
+        if figure is not None:
+            files["reconstructions_plot"] = figure
     files["report"] = write_text(folder / "report.md", report_markdown(outcome, summary))
     return files
