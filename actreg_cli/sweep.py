@@ -60,6 +60,11 @@ MAX_GRID_CELLS = 10_000
 #: At most this many invalid-cell lines are printed; the rest are counted.
 MAX_ERROR_LINES = 20
 
+#: How a baseline cell is named: the cell without its penalties (every `regularizers` entry,
+#: the layers' own included). Dropout and the other swept keys stay: a sweep over
+#: model.dropout gets one baseline per dropout rate.
+BASELINE_LABEL = "baseline (no penalties)"
+
 ProgressFactory = Callable[[int, str], AbstractContextManager[Callable[[int], None]]]
 
 
@@ -89,7 +94,7 @@ class Cell:
     def label(self) -> str:
         parts = [f"{key}={format_value(v)}" for key, v in self.values.items()]
         if self.baseline:
-            return ", ".join(["baseline (no regularizers)", *parts])
+            return ", ".join([BASELINE_LABEL, *parts])
         return ", ".join(parts)
 
 
@@ -274,6 +279,12 @@ def _check_distinct(cells: Sequence[Cell], origin: str) -> None:
             first[key] = cell
     if errors:
         raise ConfigError(errors)
+
+
+def baseline_keys(cells: Sequence[Cell]) -> list[str]:
+    """The swept keys a baseline cell keeps (those outside the penalties, e.g. model.dropout):
+    each cell is compared with the baseline of its own values of these keys."""
+    return list(next((c.values for c in cells if c.baseline), {}))
 
 
 def baseline_for(cell: Cell, cells: Sequence[Cell]) -> Cell | None:

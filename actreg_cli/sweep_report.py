@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from actreg_cli.io import csv_text, save_figure, write_text
 from actreg_cli.samples import RECONSTRUCTIONS_FIGURE
 from actreg_cli.stats import describe, difference, holm, is_degenerate, paired_difference
-from actreg_cli.sweep import Cell, baseline_for, format_value
+from actreg_cli.sweep import BASELINE_LABEL, Cell, baseline_for, baseline_keys, format_value
 from actreg_cli.tasks import Task, TaskSpec, result_fields, spec
 
 if TYPE_CHECKING:
@@ -374,7 +374,7 @@ def _draw_metric(
         if not math.isfinite(mean):
             continue
         extra = ", ".join(f"{names[key]}={format_value(v)}" for key, v in cell.values.items())
-        label = "baseline (no regularizers)" + (f", {extra}" if extra else "") + ", band: 95% CI"
+        label = BASELINE_LABEL + (f", {extra}" if extra else "") + ", band: 95% CI"
         if math.isfinite(lo) and math.isfinite(hi):
             ax.axhspan(lo, hi, color="0.5", alpha=0.18, lw=0)
         ax.axhline(mean, color="0.35", ls=styles[k % len(styles)], lw=1.2, label=label)
@@ -471,7 +471,8 @@ def plot_reconstructions(outcome: SweepOutcome, path: Path) -> Path | None:
             continue
         short = short_names(list(cell.values))
         title = ", ".join(f"{short[k]}={format_value(v)}" for k, v in cell.values.items())
-        title = ("baseline, " if cell.baseline else "") + title
+        if cell.baseline:
+            title = ", ".join([BASELINE_LABEL, *([title] if title else [])])
         rows.append((cell.id, samples.outputs[0], samples.probe, f"{cell.id}: {title}"))
     fig = reconstructions_figure(
         first.originals,
@@ -514,6 +515,22 @@ def best_cell(summary: Sequence[dict[str, Any]], task: Task = Task.binary) -> di
 def is_better(diff: float, task: Task) -> bool:
     """Whether a cell-minus-baseline difference of the main metric is an improvement."""
     return diff > 0 if spec(task).higher_is_better else diff < 0
+
+
+def baseline_note(cells: Sequence[Cell]) -> str:
+    """When a sweep has one baseline per value of a non-penalty key (e.g. model.dropout), a
+    sentence saying so; else ''."""
+    keys = baseline_keys(cells)
+    n = sum(c.baseline for c in cells)
+    if not keys or n < 2:
+        return ""
+    named = ", ".join(f"`{k}`" for k in keys)
+    return (
+        f"This sweep has {n} baseline cells, one per value of {named}: each cell is compared "
+        f"with the baseline of its own {named}, so its difference is what the penalty adds on "
+        f"top of that setting. The effect of {named} alone is the difference between the "
+        "baseline cells (rows `baseline-*` below)."
+    )
 
 
 def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> str:
@@ -602,8 +619,8 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
         lines.append("No cell could be compared with a baseline (missing results).")
     else:
         lines.append(
-            f"{label[0].upper() + label[1:]} of the cell minus that of its baseline (no "
-            f"regularizers; {direction_note}), with a paired 95% CI (repeat r of both starts "
+            f"{label[0].upper() + label[1:]} of the cell minus that of its baseline (the cell "
+            f"without its penalties; {direction_note}), with a paired 95% CI (repeat r of both starts "
             "from the same seed) and a Welch 95% CI. A cell is called better or worse only when "
             f"the paired t-test's p-value, Holm-corrected over all {len(compared)} comparisons, "
             f"is below {1 - CONFIDENCE:.2f}, from at least {MIN_PAIRS_FOR_VERDICT} repeats with "
@@ -638,6 +655,9 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
                 f"least {MIN_PAIRS_FOR_VERDICT} finite repeats on each side and differences that "
                 f"are not all identical (run with --repeats {2 * MIN_PAIRS_FOR_VERDICT}).",
             ]
+    per_value = baseline_note(plan.cells)
+    if per_value:
+        lines += ["", per_value]
     lines += ["", "## All cells", ""]
     lines.append(
         f"| cell | swept values | n | {label} mean ± std | 95% CI "
@@ -650,7 +670,8 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
         if row["baseline_cell"]:
             diff = (
                 f"{_num(row['diff_vs_baseline'], signed=True)} "
-                f"[{_ci(row['paired_diff_ci_low'], row['paired_diff_ci_high'], signed=True)}] "
+                + (f"(vs {row['baseline_cell']}) " if per_value else "")
+                + f"[{_ci(row['paired_diff_ci_low'], row['paired_diff_ci_high'], signed=True)}] "
                 f"[{_ci(row['diff_ci_low'], row['diff_ci_high'], signed=True)}]"
                 + (" **clear**" if row["diff_clear"] else "")
             )

@@ -264,7 +264,7 @@ def test_a_grid_cell_whose_layers_do_not_fit_is_named(tmp_path: Path) -> None:
         result,
         runs,
         [
-            "c.yaml: grid cell baseline-2 (baseline (no regularizers), "
+            "c.yaml: grid cell baseline-2 (baseline (no penalties), "
             "model.layers.0.kernel_size=9): model.layers.0 (conv2d): a 9x9 window"
         ],
     )
