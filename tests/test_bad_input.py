@@ -178,8 +178,14 @@ DIGITS_1_EPOCH = "training: {epochs: 1, repeats: 1}\n"
         ),
         (
             "data: {name: digits, input_shape: [8, 8, 1]}\n"
-            "model: {layers: [{kind: max_pool2d, pool_size: 16}, {kind: flatten}]}\n",
+            "model: {layers: [{kind: max_pool2d, pool_size: 16}, {kind: flatten}, "
+            "{kind: dense, units: 2}]}\n",
             ["c.yaml: model.layers.0 (max_pool2d): a 16x16 window"],
+        ),
+        (
+            "data: {name: digits, input_shape: [8, 8, 1]}\n"
+            "model: {layers: [{kind: flatten}, {kind: dropout, rate: 0.5}]}\n",
+            ["c.yaml: model: 'layers' needs at least one dense, conv2d or lstm layer"],
         ),
         (
             "data: {name: digits, input_shape: [8, 8, 1]}\n"
@@ -245,7 +251,10 @@ def test_bad_layer_lists_are_refused_naming_the_layer(tmp_path: Path, text, word
     for args in (["run", path], ["sweep", sweep], ["validate", path], ["validate", sweep]):
         result = invoke(*args, *(["--runs-dir", runs] if args[0] != "validate" else []))
         if args[1] == sweep:  # blamed on the base file, or on the sweep file's grid cell
-            assert "c.yaml: " in result.output or "s.yaml: grid cell c1" in result.output
+            assert (
+                "c.yaml: " in result.output
+                or "s.yaml: cell c1 (training.seed=0): " in result.output
+            )
             assert_bad_input(result, runs, [w.removeprefix("c.yaml: ") for w in words])
         else:
             assert_bad_input(result, runs, words)
@@ -264,7 +273,7 @@ def test_a_grid_cell_whose_layers_do_not_fit_is_named(tmp_path: Path) -> None:
         result,
         runs,
         [
-            "c.yaml: grid cell baseline-2 (baseline (no penalties), "
+            "c.yaml: cell baseline-2 (baseline (no penalties), "
             "model.layers.0.kernel_size=9): model.layers.0 (conv2d): a 9x9 window"
         ],
     )

@@ -300,9 +300,9 @@ def test_describe_experiment_names_layers_and_their_penalties(tmp_path: Path) ->
 
     config = load_experiment(layer_config_file(tmp_path))
     assert describe_experiment(config) == (
-        "digits data (test fraction 0.3, standardized), samples as [8, 8, 1]; layers conv2d 4 "
-        "3x3 relu -> flatten -> dense 5 relu; L1 0.001 on activity of layer 0 after activation "
-        "(batch_mean); adam lr 0.001; 4000 epochs"
+        "digits data (test fraction 0.3, standardized, as 8x8x1); layers conv2d 4 3x3 relu, "
+        "flatten, dense 5 relu; L1 0.001 on activity of layer 0 after activation (batch_mean); "
+        "adam lr 0.001; 4000 epochs"
     )
     shorthand = ExperimentConfig.model_validate({"model": {"hidden_units": [8], "dropout": 0.5}})
-    assert "; MLP [8] relu, dropout 0.5; no regularization;" in describe_experiment(shorthand)
+    assert "; MLP [8] relu dropout 0.5; no regularization;" in describe_experiment(shorthand)

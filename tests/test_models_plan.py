@@ -228,7 +228,11 @@ def test_penalties_land_on_their_layer() -> None:
             ["model.layers.0 (conv2d)", "9x9 window", "[8, 8, 1]", "padding: same"],
         ),
         (
-            [{"kind": "max_pool2d", "pool_size": [2, 5]}, {"kind": "flatten"}],
+            [
+                {"kind": "max_pool2d", "pool_size": [2, 5]},
+                {"kind": "flatten"},
+                {"kind": "dense", "units": 2},
+            ],
             (8, 4, 1),
             ["model.layers.0 (max_pool2d)", "2x5 window", "[8, 4, 1]"],
         ),
