@@ -1,6 +1,6 @@
 """What a run leaves behind: history.csv, repeats.csv, summary.json and a curve plot
-(accuracy.png for classification, mae.png for regression and reconstruction); samples.npz when
-the engine kept output samples, and for a reconstruction run reconstructions.png (samples.py).
+(accuracy.png for classification, mae.png for regression and reconstruction); for a
+reconstruction run whose engine kept samples, samples.npz and reconstructions.png (samples.py).
 
 The columns follow the task (tasks.py): test_accuracy for classification; test_mse, test_mae
 and test_r2 for regression; test_loss always.
@@ -233,9 +233,9 @@ def write_run(
     task: Task = Task.binary,
     samples: Samples | None = None,
 ) -> dict[str, Any]:
-    """Write history.csv, repeats.csv, summary.json and the curve plot, and samples.npz when
-    the engine kept samples (`samples.collect_samples`; a reconstruction run then also gets
-    reconstructions.png); return the summary."""
+    """Write history.csv, repeats.csv, summary.json and the curve plot, and for a
+    reconstruction run whose engine kept samples (`samples.kept_samples`) samples.npz and
+    reconstructions.png; return the summary."""
     histories = np.stack([res.history for res in results])
     write_history_csv(run_dir / "history.csv", histories, task)
     rows = repeat_rows(task, seeds, results)

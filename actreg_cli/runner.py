@@ -22,7 +22,7 @@ from actreg_cli.engines.base import Engine, ProgressCallback, TrainJob, TrainRes
 from actreg_cli.io import write_text
 from actreg_cli.reporter import saved_task as task_of
 from actreg_cli.reporter import write_run
-from actreg_cli.samples import Samples, collect_samples
+from actreg_cli.samples import Samples, kept_samples
 from actreg_cli.versions import library_versions
 from actreg_cli.weights import repeat_seeds
 
@@ -77,12 +77,11 @@ def data_splits(config: ExperimentConfig, seeds: list[int]) -> dict[str, Any]:
 def run_samples(
     config: ExperimentConfig, seeds: list[int], results: list[TrainResult]
 ) -> Samples | None:
-    """The samples the engine kept (None if it kept none), with the test inputs of repeat 0
-    they belong to."""
+    """What the run folder keeps of the engine's samples (samples.kept_samples), with the
+    test inputs of repeat 0 they belong to."""
     from actreg_cli.data import job_dataset
 
-    data = job_dataset(config, seeds[0])
-    return collect_samples(results, data.x_test, data.input_shape)
+    return kept_samples(results, job_dataset(config, seeds[0]))
 
 
 def run_metadata(

@@ -2,8 +2,9 @@
 
 The keras engine keeps, per trained model, its outputs on the first 8 test samples and the
 probe layer's outputs on the first 100 (engines.base.TrainResult.output_sample/probe_sample).
-A run folder stores them in `samples.npz`, a sweep's cell store in `cells/<hash>.samples.npz`,
-both as `Samples`; a reconstruction (autoencoder) run draws `reconstructions.png` from them:
+For a reconstruction (autoencoder) task, a run folder stores them in `samples.npz` and a sweep's
+cell store in `cells/<hash>.samples.npz`, both as `Samples`, and a run draws
+`reconstructions.png` from them:
 the original test samples, repeat 0's reconstructions, and a histogram of the code (probe)
 layer's activations pooled over repeats with its fraction of exact zeros. A reconstruction
 sweep draws one such figure comparing its cells.
@@ -21,6 +22,7 @@ import numpy as np
 
 from actreg_cli.engines.base import TrainResult
 from actreg_cli.io import write_npz
+from actreg_cli.tasks import Task
 
 SAMPLES_FILE = "samples.npz"
 RECONSTRUCTIONS_FIGURE = "reconstructions.png"
@@ -62,6 +64,16 @@ def collect_samples(
     return Samples(
         np.asarray(originals[:rows], dtype=np.float32), outputs, probe, tuple(input_shape)
     )
+
+
+def kept_samples(results: Sequence[TrainResult], data: Any) -> Samples | None:
+    """What a run folder or a sweep cell stores of `results`: their samples for a
+    reconstruction task (the reconstructions figure uses them), None otherwise (nothing draws
+    a classifier's samples yet, and a Conv2D probe's 100 x h x w x filters values a repeat
+    would cost megabytes a cell). data: the Dataset of repeat 0."""
+    if data.task is not Task.reconstruction:
+        return None
+    return collect_samples(results, data.x_test, data.input_shape)
 
 
 def save_samples(path: Path, samples: Samples) -> Path:

@@ -41,13 +41,14 @@ from actreg_cli.config import (
 )
 from actreg_cli.engines.base import TrainJob, TrainResult
 from actreg_cli.io import atomic_write, json_float, write_json, write_text
-from actreg_cli.samples import Samples, collect_samples, load_samples, save_samples
+from actreg_cli.samples import Samples, kept_samples, load_samples, save_samples
 from actreg_cli.tasks import Task, history_columns, result_fields
 from actreg_cli.weights import repeat_seeds
 
 #: Bump when the stored cell format or what a hash covers changes: old cells are then recomputed.
 STORE_VERSION = 3  # 2: huge-but-finite losses count as diverged (engines.base.has_diverged);
-# 3: a cell keeps its output and activation samples (<hash>.samples.npz) where the engine has them
+# 3: a reconstruction cell keeps its output and code samples (<hash>.samples.npz) where the
+# engine has them
 #: Fields of a cell's config that cannot change its results (left out of its hash).
 UNHASHED_FIELDS = ("name", "description")
 #: Models per chunk for the fused and cpu engines: one compiled program trains a whole chunk.
@@ -458,11 +459,11 @@ class CellStore:
 
 
 def cell_samples(cell: Cell, results: Sequence[TrainResult]) -> Samples | None:
-    """The samples the engine kept for a cell's repeats, with repeat 0's test inputs."""
+    """What the store keeps of a cell's samples (samples.kept_samples), with repeat 0's test
+    inputs."""
     from actreg_cli.data import job_dataset
 
-    data = job_dataset(cell.config, cell.seeds[0])
-    return collect_samples(results, data.x_test, data.input_shape)
+    return kept_samples(results, job_dataset(cell.config, cell.seeds[0]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -176,3 +176,22 @@ def test_a_reconstruction_sweep_compares_its_cells_and_resumes(tmp_path: Path) -
     assert again.exit_code == 0 and "2 of 2 cells already done" in again.output
     assert (folder / "reconstructions.png").read_bytes()[:4] == PNG
     assert "![reconstructions](reconstructions.png)" in (folder / "report.md").read_text()
+
+
+def test_a_classification_run_keeps_no_samples(tmp_path: Path) -> None:
+    """Only the reconstruction figure uses samples: a classifier's run folder has none."""
+    path = write_yaml(
+        tmp_path / "c.yaml",
+        {
+            "name": "conv",
+            "data": {"name": "digits", "input_shape": [8, 8, 1], "test_fraction": 0.9},
+            "model": {"layers": [{"kind": "conv2d", "filters": 2}, {"kind": "flatten"}]},
+            "training": {"epochs": 1, "repeats": 1, "batch_size": 64},
+        },
+    )
+    result = invoke("run", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    run_dir = Path(result.output.strip().splitlines()[-1])
+    assert (run_dir / "accuracy.png").exists()
+    assert not (run_dir / "samples.npz").exists()
+    assert not (run_dir / "reconstructions.png").exists()
