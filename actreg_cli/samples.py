@@ -130,7 +130,12 @@ def _draw_sample(ax: Any, values: np.ndarray, shape, vmin: float, vmax: float) -
 
 def _draw_histogram(ax: Any, values: np.ndarray, label: str) -> None:
     flat = np.asarray(values, dtype=np.float64).ravel()
-    ax.hist(flat, bins=40, color="tab:blue", alpha=0.8)
+    finite = flat[np.isfinite(flat)]  # a diverged repeat's activations may be NaN or inf
+    if not len(finite):
+        ax.axis("off")
+        ax.text(0.0, 0.5, f"{label}: no finite activations (diverged)", fontsize=7)
+        return
+    ax.hist(finite, bins=40, color="tab:blue", alpha=0.8)
     ax.set_yscale("log")
     ax.tick_params(labelsize=6)
     ax.set_title(label, fontsize=7)
@@ -163,8 +168,8 @@ def reconstructions_figure(
     k, n_values = originals.shape
     shape = image_shape(input_shape, n_values)
     shown = [originals] + [r for _, r, _, _ in rows if r is not None]
-    vmin = float(min(np.min(a) for a in shown))
-    vmax = float(max(np.max(a) for a in shown))
+    finite = np.concatenate([np.ravel(a)[np.isfinite(np.ravel(a))] for a in shown])
+    vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
     n_rows = 1 + len(rows)
     fig = Figure(figsize=(1.1 * k + 3.2, 1.25 * n_rows + 0.9))
     grid = fig.add_gridspec(n_rows, k + 1, width_ratios=[1.0] * k + [3.0], wspace=0.15, hspace=0.55)

@@ -99,9 +99,14 @@ def test_figure_has_a_row_per_cell_and_says_the_zero_fraction(tmp_path: Path) ->
     assert "zero fraction 0.600" in texts
     assert "b: no samples" in texts
     assert any("model.layers.0 (dense) activations" in t for t in texts)
-    # originals, one reconstruction row of 2 samples + histogram, and the empty row
     titles = [ax.get_title() for ax in fig.axes]
     assert "a: strength=0.01" in titles
+    # a diverged cell (NaN outputs and activations) is drawn, its histogram says why it is empty
+    nan = np.full((2, 8), np.nan, dtype=np.float32)
+    fig = reconstructions_figure(originals, [("d", nan, nan, "d")], (8,), "t", "code")
+    fig.savefig(tmp_path / "nan.png")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "d: no finite activations (diverged)" in texts
 
 
 AUTOENCODER = {
