@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from actreg_cli.io import csv_text, save_figure, write_text
 from actreg_cli.samples import RECONSTRUCTIONS_FIGURE
 from actreg_cli.stats import describe, difference, holm, is_degenerate, paired_difference
@@ -473,6 +475,8 @@ def plot_reconstructions(outcome: SweepOutcome, path: Path) -> Path | None:
         title = ", ".join(f"{short[k]}={format_value(v)}" for k, v in cell.values.items())
         if cell.baseline:
             title = ", ".join([BASELINE_LABEL, *([title] if title else [])])
+        if not np.array_equal(samples.originals, first.originals):
+            title += " (other test samples: its data differ)"  # e.g. a swept data key
         rows.append((cell.id, samples.outputs[0], samples.probe, f"{cell.id}: {title}"))
     fig = reconstructions_figure(
         first.originals,
