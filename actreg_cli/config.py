@@ -1011,6 +1011,18 @@ def format_validation_error(
     for err in exc.errors():
         raw_loc = [str(p) for p in err["loc"]]
         loc = _drop_union_tags(model, raw_loc)
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found") and "'kind'" in str(
+            err.get("ctx", {}).get("discriminator")
+        ):
+            # a layer of model.layers, picked by its `kind`
+            tag = err["input"].get("kind") if isinstance(err.get("input"), dict) else None
+            what = "has no 'kind'" if tag is None else f"{tag!r} is not a layer kind"
+            lines.append(
+                f"{_origin_of('.'.join(loc), origin, overridden or {})}: {'.'.join(loc)}.kind: "
+                f"{what}{_suggest(str(tag), LAYER_KINDS) if tag is not None else ''}"
+                + ("" if tag is not None else f" (allowed: {', '.join(LAYER_KINDS)})")
+            )
+            continue
         if err["type"] == "union_tag_invalid":
             tag = err.get("input", {}).get("name") if isinstance(err.get("input"), dict) else None
             lines.append(

@@ -102,3 +102,14 @@ def save_figure(path: Path, figure: Any) -> Path:
     """Save a matplotlib figure atomically (format from the suffix of `path`)."""
     fmt = Path(path).suffix.lstrip(".") or "png"
     return atomic_write(path, lambda p: figure.savefig(p, format=fmt, dpi=110, bbox_inches="tight"))
+
+
+def write_npz(path: Path, arrays: dict[str, Any]) -> Path:
+    """Save numpy arrays as an uncompressed .npz atomically (read with numpy.load)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: numpy would append .npz to a name
+            np.savez(fh, **arrays)
+
+    return atomic_write(path, write)

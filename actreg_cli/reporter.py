@@ -1,5 +1,6 @@
 """What a run leaves behind: history.csv, repeats.csv, summary.json and a curve plot
-(accuracy.png for classification, mae.png for regression).
+(accuracy.png for classification, mae.png for regression and reconstruction); for a
+reconstruction run whose engine kept samples, samples.npz and reconstructions.png (samples.py).
 
 The columns follow the task (tasks.py): test_accuracy for classification; test_mse, test_mae
 and test_r2 for regression; test_loss always.
@@ -21,6 +22,14 @@ import numpy as np
 from actreg_cli.config import ExperimentConfig, Target, describe_experiment, validate_mapping
 from actreg_cli.engines.base import TrainResult
 from actreg_cli.io import atomic_write, csv_text, save_figure, write_json, write_text
+from actreg_cli.samples import (
+    RECONSTRUCTIONS_FIGURE,
+    SAMPLES_FILE,
+    Samples,
+    load_samples,
+    run_reconstructions_figure,
+    save_samples,
+)
 from actreg_cli.stats import describe
 from actreg_cli.tasks import Task, history_columns, result_fields, spec
 
@@ -222,12 +231,17 @@ def write_run(
     results: Sequence[TrainResult],
     engine: str,
     task: Task = Task.binary,
+    samples: Samples | None = None,
 ) -> dict[str, Any]:
-    """Write history.csv, repeats.csv, summary.json and the curve plot; return the summary."""
+    """Write history.csv, repeats.csv, summary.json and the curve plot, and for a
+    reconstruction run whose engine kept samples (`samples.kept_samples`) samples.npz and
+    reconstructions.png; return the summary."""
     histories = np.stack([res.history for res in results])
     write_history_csv(run_dir / "history.csv", histories, task)
     rows = repeat_rows(task, seeds, results)
     write_text(run_dir / "repeats.csv", csv_text(repeat_columns(task), rows))
+    if samples is not None:
+        save_samples(run_dir / SAMPLES_FILE, samples)
     return _write_summary_and_plot(run_dir, config, histories, rows, engine, task)
 
 
@@ -256,6 +270,11 @@ def _write_summary_and_plot(
     )
     save_figure(run_dir / curve_plot_name(task), fig)
     plt.close(fig)
+    if task is Task.reconstruction:
+        samples = load_samples(run_dir / SAMPLES_FILE)
+        if samples is not None:
+            fig = run_reconstructions_figure(samples, run_title(config), config.probe_name)
+            save_figure(run_dir / RECONSTRUCTIONS_FIGURE, fig)
     return summary
 
 

@@ -22,6 +22,7 @@ from actreg_cli.engines.base import Engine, ProgressCallback, TrainJob, TrainRes
 from actreg_cli.io import write_text
 from actreg_cli.reporter import saved_task as task_of
 from actreg_cli.reporter import write_run
+from actreg_cli.samples import Samples, kept_samples
 from actreg_cli.versions import library_versions
 from actreg_cli.weights import repeat_seeds
 
@@ -73,6 +74,16 @@ def data_splits(config: ExperimentConfig, seeds: list[int]) -> dict[str, Any]:
     return {"data_per_repeat": [job_dataset(config, seed).describe() for seed in seeds]}
 
 
+def run_samples(
+    config: ExperimentConfig, seeds: list[int], results: list[TrainResult]
+) -> Samples | None:
+    """What the run folder keeps of the engine's samples (samples.kept_samples), with the
+    test inputs of repeat 0 they belong to."""
+    from actreg_cli.data import job_dataset
+
+    return kept_samples(results, job_dataset(config, seeds[0]))
+
+
 def run_metadata(
     config: ExperimentConfig, seeds: list[int], engine: str, engine_note: str | None
 ) -> dict[str, Any]:
@@ -115,5 +126,8 @@ def run_experiment(
         run_dir / "run.yaml", dump_yaml(run_metadata(config, seeds, engine.name, engine_note))
     )
     results = engine.train(jobs, progress)
-    summary = write_run(run_dir, config, seeds, results, engine.name, task_of(metadata))
+    summary = write_run(
+        run_dir, config, seeds, results, engine.name, task_of(metadata),
+        samples=run_samples(config, seeds, results),
+    )  # fmt: skip
     return RunOutcome(run_dir, config, seeds, engine.name, engine_note, results, summary)

@@ -41,11 +41,14 @@ from actreg_cli.config import (
 )
 from actreg_cli.engines.base import TrainJob, TrainResult
 from actreg_cli.io import atomic_write, json_float, write_json, write_text
+from actreg_cli.samples import Samples, kept_samples, load_samples, save_samples
 from actreg_cli.tasks import Task, history_columns, result_fields
 from actreg_cli.weights import repeat_seeds
 
 #: Bump when the stored cell format or what a hash covers changes: old cells are then recomputed.
-STORE_VERSION = 2  # 2: huge-but-finite losses count as diverged (engines.base.has_diverged)
+STORE_VERSION = 3  # 2: huge-but-finite losses count as diverged (engines.base.has_diverged);
+# 3: a reconstruction cell keeps its output and code samples (<hash>.samples.npz) where the
+# engine has them
 #: Fields of a cell's config that cannot change its results (left out of its hash).
 UNHASHED_FIELDS = ("name", "description")
 #: Models per chunk for the fused and cpu engines: one compiled program trains a whole chunk.
@@ -57,6 +60,11 @@ FUSED_MODELS_PER_CHUNK = 64
 MAX_GRID_CELLS = 10_000
 #: At most this many invalid-cell lines are printed; the rest are counted.
 MAX_ERROR_LINES = 20
+
+#: How a baseline cell is named: the cell without its penalties (every `regularizers` entry,
+#: the layers' own included). Dropout and the other swept keys stay: a sweep over
+#: model.dropout gets one baseline per dropout rate.
+BASELINE_LABEL = "baseline (no penalties)"
 
 ProgressFactory = Callable[[int, str], AbstractContextManager[Callable[[int], None]]]
 
@@ -87,7 +95,7 @@ class Cell:
     def label(self) -> str:
         parts = [f"{key}={format_value(v)}" for key, v in self.values.items()]
         if self.baseline:
-            return ", ".join(["baseline (no regularizers)", *parts])
+            return ", ".join([BASELINE_LABEL, *parts])
         return ", ".join(parts)
 
 
@@ -274,6 +282,12 @@ def _check_distinct(cells: Sequence[Cell], origin: str) -> None:
         raise ConfigError(errors)
 
 
+def baseline_keys(cells: Sequence[Cell]) -> list[str]:
+    """The swept keys a baseline cell keeps (those outside the penalties, e.g. model.dropout):
+    each cell is compared with the baseline of its own values of these keys."""
+    return list(next((c.values for c in cells if c.baseline), {}))
+
+
 def baseline_for(cell: Cell, cells: Sequence[Cell]) -> Cell | None:
     """The baseline cell that shares `cell`'s swept values outside `regularizers`."""
     for other in cells:
@@ -358,6 +372,14 @@ class CellStore:
     def history_path(self, digest: str) -> Path:
         return self.folder / f"{digest}.history.npy"
 
+    def samples_path(self, digest: str) -> Path:
+        return self.folder / f"{digest}.samples.npz"
+
+    def load_samples(self, digest: str) -> Samples | None:
+        """The cell's output and activation samples (samples.Samples), or None when its
+        engine kept none."""
+        return load_samples(self.samples_path(digest))
+
     def load(self, digest: str, repeats: int) -> CellRecord | None:
         """The stored record, or None if absent or not a complete record of `repeats` runs.
 
@@ -415,8 +437,11 @@ class CellStore:
             with open(tmp, "wb") as fh:
                 np.save(fh, history)
 
-        # History first: a JSON file present means the whole cell is.
+        # History and samples first: a JSON file present means the whole cell is.
         atomic_write(self.history_path(digest), write_history)
+        samples = cell_samples(cell, results)
+        if samples is not None:
+            save_samples(self.samples_path(digest), samples)
         write_json(
             self.json_path(digest),
             {
@@ -431,6 +456,14 @@ class CellStore:
             },
         )
         return record
+
+
+def cell_samples(cell: Cell, results: Sequence[TrainResult]) -> Samples | None:
+    """What the store keeps of a cell's samples (samples.kept_samples), with repeat 0's test
+    inputs."""
+    from actreg_cli.data import job_dataset
+
+    return kept_samples(results, job_dataset(cell.config, cell.seeds[0]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,16 +633,18 @@ def plan_sweep(
     force: bool = False,
     models_per_chunk: int | None = None,
     allow_large: bool = False,
+    origin: str = "grid",
 ) -> SweepPlan:
     """Validate and expand the sweep, key its cells and find the ones already stored.
 
-    Raises ConfigError or EngineUnsupported before anything is trained or written.
+    Raises ConfigError or EngineUnsupported before anything is trained or written; errors in a
+    cell (its data, layers that do not fit) name `origin` (the sweep file) and the cell.
     """
     store_folder = sweep_folder(sweep, runs_dir)
     engine = str(getattr(engine, "value", engine))
     folder = store_folder / study_key(sweep, engine)
     cells = expand_grid(sweep, allow_large=allow_large)
-    task = check_one_task(cells)
+    task = check_one_task(cells, origin)
     engines, notes = resolve_engines(cells, engine)
     hashes = {c.id: cell_hash(c.config, engines[c.id]) for c in cells}
     store = CellStore(store_folder, task)
@@ -731,6 +766,7 @@ def run_sweep(
     models_per_chunk: int | None = None,
     allow_large: bool = False,
     overrides: Sequence[str] = (),
+    origin: str = "grid",
 ) -> SweepOutcome:
     """Train the cells of `sweep` that are not stored yet and write the sweep folder.
 
@@ -739,6 +775,7 @@ def run_sweep(
       model-epochs (repeats x epochs of the cells to train; cli.common.progress_bar fits).
     on_plan: called with the plan before training (the CLI prints "N of M cells already done").
     overrides: the `--set` items the sweep was loaded with, stated in the report.
+    origin: what an error in a cell names first (the sweep file).
 
     Every cell is stored as soon as its chunk finishes; a chunk that fails is reported in
     `SweepOutcome.failures` and the others go on. KeyboardInterrupt propagates, with everything
@@ -755,6 +792,7 @@ def run_sweep(
         force=force,
         models_per_chunk=models_per_chunk,
         allow_large=allow_large,
+        origin=origin,
     )
     if on_plan is not None:
         on_plan(plan)

@@ -7,8 +7,9 @@ results.csv: one row per cell and repeat. summary.csv: one row per cell (mean, s
 main metric; difference from the baseline with a Welch 95% CI). sweep.png: the main metric against
 the swept strength (log axis) or the first swept key (categorical axis), one line per combination
 of the other swept values, error bars = 95% CI, the baseline as a horizontal band. sparsity.png:
-mean activation and zero fraction the same way. report.md: the best cell and the differences from
-the baseline that are clearly larger than the noise.
+mean activation and zero fraction the same way. reconstructions.png (reconstruction sweeps): the
+originals, each cell's reconstructions and code histogram (samples.py). report.md: the best cell
+and the differences from the baseline that are clearly larger than the noise.
 
 Every file is written atomically; matplotlib is imported only here, inside functions.
 """
@@ -21,9 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from actreg_cli.io import csv_text, save_figure, write_text
+from actreg_cli.samples import RECONSTRUCTIONS_FIGURE
 from actreg_cli.stats import describe, difference, holm, is_degenerate, paired_difference
-from actreg_cli.sweep import Cell, baseline_for, format_value
+from actreg_cli.sweep import BASELINE_LABEL, Cell, baseline_for, baseline_keys, format_value
 from actreg_cli.tasks import Task, TaskSpec, result_fields, spec
 
 if TYPE_CHECKING:
@@ -372,7 +376,7 @@ def _draw_metric(
         if not math.isfinite(mean):
             continue
         extra = ", ".join(f"{names[key]}={format_value(v)}" for key, v in cell.values.items())
-        label = "baseline (no regularizers)" + (f", {extra}" if extra else "") + ", band: 95% CI"
+        label = BASELINE_LABEL + (f", {extra}" if extra else "") + ", band: 95% CI"
         if math.isfinite(lo) and math.isfinite(hi):
             ax.axhspan(lo, hi, color="0.5", alpha=0.18, lw=0)
         ax.axhline(mean, color="0.35", ls=styles[k % len(styles)], lw=1.2, label=label)
@@ -443,6 +447,48 @@ def plot_sparsity(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path
     return save_figure(path, fig)
 
 
+def plot_reconstructions(outcome: SweepOutcome, path: Path) -> Path | None:
+    """A reconstruction sweep's cells side by side (samples.reconstructions_figure): the
+    originals, then per cell repeat 0's reconstructions and its code histogram pooled over
+    repeats. None (and no file) when no stored cell has samples."""
+    from actreg_cli.samples import reconstructions_figure
+    from actreg_cli.sweep import CellStore
+
+    store = CellStore(outcome.store_folder, outcome.plan.task)
+    found = {
+        cell.id: store.load_samples(outcome.plan.hashes[cell.id])
+        for cell in outcome.cells
+        if cell.id in outcome.records
+    }
+    found = {cell_id: s for cell_id, s in found.items() if s is not None}
+    if not found:
+        path.unlink(missing_ok=True)  # a stale figure from an earlier report must not stay
+        return None
+    first = next(iter(found.values()))
+    rows = []
+    for cell in outcome.cells:
+        samples = found.get(cell.id)
+        if samples is None:
+            rows.append((cell.id, None, None, f"{cell.id}: no samples"))
+            continue
+        short = short_names(list(cell.values))
+        title = ", ".join(f"{short[k]}={format_value(v)}" for k, v in cell.values.items())
+        if cell.baseline:
+            title = ", ".join([BASELINE_LABEL, *([title] if title else [])])
+        if not np.array_equal(samples.originals, first.originals):
+            title += " (other test samples: its data differ)"  # e.g. a swept data key
+        rows.append((cell.id, samples.outputs[0], samples.probe, f"{cell.id}: {title}"))
+    fig = reconstructions_figure(
+        first.originals,
+        rows,
+        first.input_shape,
+        f"{outcome.plan.sweep.name}: reconstructions of the first test samples (repeat 0)\n"
+        + "\n".join(textwrap.wrap(study_line(outcome), 100)),
+        outcome.plan.sweep.base.probe_name,
+    )
+    return save_figure(path, fig)
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -473,6 +519,22 @@ def best_cell(summary: Sequence[dict[str, Any]], task: Task = Task.binary) -> di
 def is_better(diff: float, task: Task) -> bool:
     """Whether a cell-minus-baseline difference of the main metric is an improvement."""
     return diff > 0 if spec(task).higher_is_better else diff < 0
+
+
+def baseline_note(cells: Sequence[Cell]) -> str:
+    """When a sweep has one baseline per value of a non-penalty key (e.g. model.dropout), a
+    sentence saying so; else ''."""
+    keys = baseline_keys(cells)
+    n = sum(c.baseline for c in cells)
+    if not keys or n < 2:
+        return ""
+    named = ", ".join(f"`{k}`" for k in keys)
+    return (
+        f"This sweep has {n} baseline cells, one per value of {named}: each cell is compared "
+        f"with the baseline of its own {named}, so its difference is what the penalty adds on "
+        f"top of that setting. The effect of {named} alone is the difference between the "
+        "baseline cells (rows `baseline-*` below)."
+    )
 
 
 def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> str:
@@ -561,8 +623,8 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
         lines.append("No cell could be compared with a baseline (missing results).")
     else:
         lines.append(
-            f"{label[0].upper() + label[1:]} of the cell minus that of its baseline (no "
-            f"regularizers; {direction_note}), with a paired 95% CI (repeat r of both starts "
+            f"{label[0].upper() + label[1:]} of the cell minus that of its baseline (the cell "
+            f"without its penalties; {direction_note}), with a paired 95% CI (repeat r of both starts "
             "from the same seed) and a Welch 95% CI. A cell is called better or worse only when "
             f"the paired t-test's p-value, Holm-corrected over all {len(compared)} comparisons, "
             f"is below {1 - CONFIDENCE:.2f}, from at least {MIN_PAIRS_FOR_VERDICT} repeats with "
@@ -597,6 +659,9 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
                 f"least {MIN_PAIRS_FOR_VERDICT} finite repeats on each side and differences that "
                 f"are not all identical (run with --repeats {2 * MIN_PAIRS_FOR_VERDICT}).",
             ]
+    per_value = baseline_note(plan.cells)
+    if per_value:
+        lines += ["", per_value]
     lines += ["", "## All cells", ""]
     lines.append(
         f"| cell | swept values | n | {label} mean ± std | 95% CI "
@@ -609,7 +674,8 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
         if row["baseline_cell"]:
             diff = (
                 f"{_num(row['diff_vs_baseline'], signed=True)} "
-                f"[{_ci(row['paired_diff_ci_low'], row['paired_diff_ci_high'], signed=True)}] "
+                + (f"(vs {row['baseline_cell']}) " if per_value else "")
+                + f"[{_ci(row['paired_diff_ci_low'], row['paired_diff_ci_high'], signed=True)}] "
                 f"[{_ci(row['diff_ci_low'], row['diff_ci_high'], signed=True)}]"
                 + (" **clear**" if row["diff_clear"] else "")
             )
@@ -633,6 +699,22 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
     if plan.notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in plan.notes]]
     lines += ["", f"![{label}](sweep.png)", "", "![sparsity](sparsity.png)", ""]
+    if task is Task.reconstruction:
+        if (outcome.folder / RECONSTRUCTIONS_FIGURE).exists():
+            lines += [
+                "Originals (top), each cell's reconstructions (repeat 0) and a histogram of its "
+                f"code layer's activations ({sweep.base.probe_name}, first test samples, "
+                "pooled over repeats; log count) with the fraction of exact zeros:",
+                "",
+                f"![reconstructions]({RECONSTRUCTIONS_FIGURE})",
+                "",
+            ]
+        else:
+            lines += [
+                f"No reconstructions figure: the engine ({', '.join(engines)}) kept no output "
+                "samples (the keras engine keeps them).",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -648,5 +730,9 @@ def write_outputs(outcome: SweepOutcome) -> dict[str, Path]:
     }
     files["sweep_plot"] = plot_sweep(outcome, summary, folder / "sweep.png")
     files["sparsity_plot"] = plot_sparsity(outcome, summary, folder / "sparsity.png")
+    if outcome.plan.task is Task.reconstruction:
+        figure = plot_reconstructions(outcome, folder / RECONSTRUCTIONS_FIGURE)
+        if figure is not None:
+            files["reconstructions_plot"] = figure
     files["report"] = write_text(folder / "report.md", report_markdown(outcome, summary))
     return files

@@ -147,3 +147,156 @@ def test_user_code_calling_sys_exit_is_bad_input_in_validate(tmp_path: Path, whe
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "called sys.exit(0)" in result.stderr and "regularizers.0" in result.stderr
     assert "ok:" not in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer lists (model.layers) that cannot run: exit 2 before any folder, naming the layer and
+# what is allowed.
+
+DIGITS_1_EPOCH = "training: {epochs: 1, repeats: 1}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            "data: {name: digits}\nmodel: {layers: [{kind: conv2d, filters: 2}, {kind: flatten}]}\n",
+            ["c.yaml: model.layers.0 (conv2d) needs image input", "is [64]",
+             "set data.input_shape to [height, width, channels]"],
+        ),
+        (
+            "data: {name: digits, input_shape: [8, 8, 1]}\n"
+            "model: {layers: [{kind: conv2d, filters: 2}, {kind: dense, units: 3}]}\n",
+            ["c.yaml: model.layers.1 (dense) needs flat input", "[6, 6, 2]",
+             "put a flatten layer before it"],
+        ),
+        (
+            "data: {name: digits, input_shape: [8, 8, 1]}\n"
+            "model: {layers: [{kind: conv2d, filters: 2, kernel_size: 9}, {kind: flatten}]}\n",
+            ["c.yaml: model.layers.0 (conv2d): a 9x9 window", "does not fit its input [8, 8, 1]",
+             "padding: same"],
+        ),
+        (
+            "data: {name: digits, input_shape: [8, 8, 1]}\n"
+            "model: {layers: [{kind: max_pool2d, pool_size: 16}, {kind: flatten}, "
+            "{kind: dense, units: 2}]}\n",
+            ["c.yaml: model.layers.0 (max_pool2d): a 16x16 window"],
+        ),
+        (
+            "data: {name: digits, input_shape: [8, 8, 1]}\n"
+            "model: {layers: [{kind: flatten}, {kind: dropout, rate: 0.5}]}\n",
+            ["c.yaml: model: 'layers' needs at least one dense, conv2d or lstm layer"],
+        ),
+        (
+            "data: {name: digits, input_shape: [8, 8, 1]}\n"
+            "model: {layers: [{kind: conv2d, filters: 2}, {kind: flatten}]}\n"
+            "regularizers: [{layer: 1}]\n",
+            ["c.yaml", "regularizers.0.layer 1 is model.layers.1 (flatten), which has no kernel",
+             "regularizers go on dense, conv2d or lstm layers"],
+        ),
+        (
+            "data: {name: digits, input_shape: [8, 8, 1]}\n"
+            "model: {layers: [{kind: conv2d, filters: 2}, {kind: flatten, regularizers: [{}]}]}\n",
+            ["c.yaml: unknown key 'model.layers.1.regularizers' (allowed: kind)"],
+        ),
+        (
+            "data: {name: digits, input_shape: [8, 8]}\n"
+            "model: {layers: [{kind: lstm, units: 2, regularizers: "
+            "[{placement: before_activation}]}]}\n",
+            ["c.yaml: model.layers.0: regularizers.0: placement 'before_activation' has no "
+             "meaning on an lstm layer", "use placement: after_activation"],
+        ),
+        (
+            "data: {name: digits, input_shape: [8, 8]}\nmodel: {layers: [{kind: lstm, units: 2}]}\n"
+            "regularizers: [{placement: before_activation}]\n",
+            ["c.yaml", "regularizers.0: placement 'before_activation' has no meaning on an lstm",
+             "tanh and sigmoid gates are internal"],
+        ),
+        (
+            "data: {name: digits}\nmodel: {hidden_units: [4], layers: [{kind: dense, units: 4}]}\n",
+            ["c.yaml: model: give either 'layers' or the MLP shorthand, not both",
+             "remove 'hidden_units'"],
+        ),
+        (
+            "data: {name: digits}\n"
+            "model: {layers: [{kind: dense, units: 4}, {kind: conv2, filters: 3}]}\n",
+            ["c.yaml: model.layers.1.kind: 'conv2' is not a layer kind; did you mean 'conv2d'?",
+             "(allowed: dense, conv2d, lstm, max_pool2d, flatten, dropout, activation)"],
+        ),
+        (
+            "data: {name: digits}\nmodel: {layers: [{units: 4}]}\n",
+            ["c.yaml: model.layers.0.kind: has no 'kind' (allowed: dense, conv2d"],
+        ),
+        (
+            "data: {name: digits, input_shape: [8, 7, 1]}\n"
+            "model: {layers: [{kind: flatten}, {kind: dense, units: 4}]}\n",
+            ["data.input_shape [8, 7, 1] holds 56 values per sample",
+             "the data has 64 features; the product must equal 64"],
+        ),
+        (
+            "data: {name: digits, input_shape: [8, 8, 1]}\n"
+            "model: {layers: [{kind: conv2d, filters: 2, strides: 0}, {kind: flatten}]}\n",
+            ["c.yaml: model.layers.0.strides", "greater than 0", "(got 0)"],
+        ),
+    ],
+)  # fmt: skip
+def test_bad_layer_lists_are_refused_naming_the_layer(tmp_path: Path, text, words) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text + DIGITS_1_EPOCH)
+    runs = tmp_path / "runs"
+    sweep = write_yaml(
+        tmp_path / "s.yaml",
+        {"base": "c.yaml", "grid": {"training.seed": [0, 1]}, "baseline": False},
+    )
+    for args in (["run", path], ["sweep", sweep], ["validate", path], ["validate", sweep]):
+        result = invoke(*args, *(["--runs-dir", runs] if args[0] != "validate" else []))
+        if args[1] == sweep:  # blamed on the base file, or on the sweep file's grid cell
+            assert (
+                "c.yaml: " in result.output
+                or "s.yaml: cell c1 (training.seed=0): " in result.output
+            )
+            assert_bad_input(result, runs, [w.removeprefix("c.yaml: ") for w in words])
+        else:
+            assert_bad_input(result, runs, words)
+
+
+def test_a_grid_cell_whose_layers_do_not_fit_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "data: {name: digits, input_shape: [8, 8, 1]}\n"
+        "model: {layers: [{kind: conv2d, filters: 2}, {kind: flatten}]}\n"
+        "regularizers: [{layer: 0}]\n" + DIGITS_1_EPOCH
+    )
+    runs = tmp_path / "runs"
+    result = invoke("sweep", path, "--grid", "model.layers.0.kernel_size=3,9", "--runs-dir", runs)
+    assert_bad_input(
+        result,
+        runs,
+        [
+            "c.yaml: cell baseline-2 (baseline (no penalties), "
+            "model.layers.0.kernel_size=9): model.layers.0 (conv2d): a 9x9 window"
+        ],
+    )
+
+
+def test_layer_error_messages_read_in_80_columns(tmp_path: Path) -> None:
+    """Printed through the CLI's console at 80 columns: wrapped at word boundaries, every word
+    kept (the terminal a user reads them in)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "data: {name: digits}\nmodel: {layers: [{kind: conv2d, filters: 2}, {kind: flatten}]}\n"
+        + DIGITS_1_EPOCH
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "actreg_cli", "run", str(path), "--runs-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80", "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    text = " ".join(result.stderr.split())
+    assert "model.layers.0 (conv2d) needs image input [height, width, channels]" in text
+    assert "e.g. [8, 8, 1] for digits" in text
+    assert not (tmp_path / "r").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -78,6 +79,12 @@ def test_run_writes_a_complete_run_folder(tiny_config_file: Path, tmp_path: Path
     assert saved["regularizers"][0]["reduction"] == "batch_mean"
     meta = yaml.safe_load((run_dir / "run.yaml").read_text())
     assert len(meta["seeds"]) == 2 and meta["engine"] == "keras"
+    import keras
+
+    # the backend that computed the run: Keras's (tensorflow unless KERAS_BACKEND says otherwise)
+    assert (
+        meta["backend"] == keras.config.backend() == os.environ.get("KERAS_BACKEND", "tensorflow")
+    )
     assert {"python", "tensorflow", "keras", "numpy"} <= set(meta["versions"])
 
     with open(run_dir / "history.csv") as fh:
@@ -325,6 +332,8 @@ def test_regression_run_reports_mse_mae_r2(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "Train: MSE " in result.output and "R^2 " in result.output
     run_dir = Path(result.output.strip().splitlines()[-1])
+    meta = yaml.safe_load((run_dir / "run.yaml").read_text())
+    assert (meta["engine"], meta["backend"]) == ("fused", "tensorflow-xla")
     with open(run_dir / "repeats.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[2:-1] == [

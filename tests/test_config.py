@@ -199,3 +199,110 @@ def test_only_unquoted_exponent_numbers_on_the_command_line_are_floats() -> None
     assert config.regularizers[0].strength == pytest.approx(1e-5)  # YAML 1.1 would say "1e-5"
     assert parse_override('name="2E-3"') == ("name", "2E-3")
     assert parse_override("regularizers.0.strength=-2E+3") == ("regularizers.0.strength", -2000.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer lists: `--set` and `--grid` reach any layer's field
+
+
+def layer_config_file(tmp_path: Path) -> Path:
+    return write_yaml(
+        tmp_path / "layers.yaml",
+        {
+            "data": {"name": "digits", "input_shape": [8, 8, 1]},
+            "model": {
+                "layers": [
+                    {"kind": "conv2d", "filters": 4, "regularizers": [{"strength": 1e-3}]},
+                    {"kind": "flatten"},
+                    {"kind": "dense", "units": 5},
+                ]
+            },
+        },
+    )
+
+
+def test_set_reaches_layer_fields_and_their_regularizers(tmp_path: Path) -> None:
+    path = layer_config_file(tmp_path)
+    config = load_experiment(
+        path,
+        [
+            "model.layers.0.regularizers.0.strength=1e-2",
+            "model.layers.0.filters=7",
+            "model.layers.0.kernel_size=[3,2]",
+            "model.layers.2.regularizers=[{target: kernel, norm: l2}]",
+        ],
+    )
+    conv = config.model.layers[0]
+    assert conv.filters == 7 and conv.kernel_size == [3, 2]
+    assert conv.regularizers[0].strength == pytest.approx(1e-2)
+    assert config.model.layers[2].regularizers[0].norm is Norm.l2
+    assert config.probe_layer == 0 and config.probe_name == "model.layers.0 (conv2d)"
+    # a field the layer's kind does not have: named with the kind's fields
+    message = errors_of(path, ["model.layers.1.filters=3"])
+    assert "--set 'model.layers.1.filters=3': unknown key 'model.layers.1.filters'" in message
+    assert "(allowed: kind)" in message
+    message = errors_of(path, ["model.layers.0.filter=3"])
+    assert "did you mean 'filters'?" in message
+    message = errors_of(path, ["model.layers.0.regularizers.0.placement=before_relu"])
+    assert "model.layers.0.regularizers.0.placement" in message
+    assert "'before_activation' or 'after_activation'" in message
+
+
+def test_grid_reaches_layer_fields_and_baselines_drop_layer_regularizers(tmp_path: Path) -> None:
+    from actreg_cli.sweep import baseline_for, expand_grid, is_regularizer_key
+
+    path = layer_config_file(tmp_path)
+    sweep = load_sweep(
+        path,
+        [],
+        ["model.layers.0.regularizers.0.strength=1e-3,1e-2", "model.layers.0.filters=2,4"],
+    )
+    cells = expand_grid(sweep)
+    regular = [c for c in cells if not c.baseline]
+    baselines = [c for c in cells if c.baseline]
+    assert len(regular) == 4 and len(baselines) == 2  # one baseline per filters value
+    assert sorted(
+        (c.config.model.layers[0].filters, c.config.model.layers[0].regularizers[0].strength)
+        for c in regular
+    ) == [(2, 1e-3), (2, 1e-2), (4, 1e-3), (4, 1e-2)]
+    for base in baselines:
+        # no penalty anywhere: neither the layer's own nor the experiment's
+        assert base.config.all_regularizers == []
+        assert list(base.values) == ["model.layers.0.filters"]
+    for cell in regular:
+        base = baseline_for(cell, cells)
+        assert base.config.model.layers[0].filters == cell.config.model.layers[0].filters
+    assert is_regularizer_key("model.layers.12.regularizers.0.strength")
+    assert is_regularizer_key("model.layers.0.regularizers")
+    assert not is_regularizer_key("model.layers.0.filters")
+    assert not is_regularizer_key("model.layers.0.regularizersX")
+
+
+@pytest.mark.parametrize(
+    "path", sorted(CONFIGS.glob("digits_*.yaml")) + [CONFIGS / "sweep_dropout.yaml"],
+    ids=lambda p: p.name,
+)  # fmt: skip
+def test_layer_study_configs_load_and_fit_their_data(path: Path) -> None:
+    from actreg_cli.sweep import check_sweep
+
+    text = path.read_text()
+    header = text.split("\nname:")[0]
+    for word in ("# Run:", "# Expect:", "# Output:", f"actreg sweep configs/{path.name}"):
+        assert word in header, word
+    sweep = load_sweep(path)
+    cells = check_sweep(sweep, str(path))  # plans every cell on its data
+    assert any(c.baseline for c in cells)
+    assert sweep.base.training.repeats == 10
+
+
+def test_describe_experiment_names_layers_and_their_penalties(tmp_path: Path) -> None:
+    from actreg_cli.config import describe_experiment
+
+    config = load_experiment(layer_config_file(tmp_path))
+    assert describe_experiment(config) == (
+        "digits data (test fraction 0.3, standardized, as 8x8x1); layers conv2d 4 3x3 relu, "
+        "flatten, dense 5 relu; L1 0.001 on activity of layer 0 after activation (batch_mean); "
+        "adam lr 0.001; 4000 epochs"
+    )
+    shorthand = ExperimentConfig.model_validate({"model": {"hidden_units": [8], "dropout": 0.5}})
+    assert "; MLP [8] relu dropout 0.5; no regularization;" in describe_experiment(shorthand)

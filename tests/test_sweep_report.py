@@ -281,3 +281,35 @@ def test_report_redraws_a_sweep_study_from_its_saved_files(tmp_path):
         assert (outcome.folder / name).read_bytes() == data, name
     assert (outcome.folder / "sweep.png").read_bytes().startswith(PNG_MAGIC)
     assert "## Best cell" in (outcome.folder / "report.md").read_text()
+
+
+def test_a_dropout_sweep_compares_each_cell_with_the_baseline_of_its_dropout(tmp_path: Path):
+    """configs/sweep_dropout.yaml in small: one baseline per dropout rate, said in the report
+    and in the printed table's caption."""
+    from conftest import CONFIGS
+    from typer.testing import CliRunner
+
+    from actreg_cli.cli import app
+
+    args = [
+        "sweep", str(CONFIGS / "sweep_dropout.yaml"),
+        "--set", "model.hidden_units=[8]", "--set", "model.dropout=0.0",
+        "--grid", "model.dropout=0.0,0.5", "--grid", "regularizers.0.strength=1e-3",
+        "--epochs", "2", "--repeats", "1", "--engine", "keras", "--runs-dir", str(tmp_path),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "vs base: minus the baseline with the same dropout, paired 95% CI" in out
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    report = (folder / "report.md").read_text()
+    assert "This sweep has 2 baseline cells, one per value of `model.dropout`" in report
+    assert "| baseline-2 | baseline (no penalties), model.dropout=0.5 |" in report
+    assert "| c2 | model.dropout=0.5, regularizers.0.strength=0.001 |" in report
+    row = next(line for line in report.splitlines() if line.startswith("| c2 |"))
+    assert "(vs baseline-2)" in row
+    summary = read_csv(folder / "summary.csv")
+    assert {r["cell"]: r["baseline_cell"] for r in summary if r["baseline_cell"]} == {
+        "c1": "baseline-1",
+        "c2": "baseline-2",
+    }

@@ -136,7 +136,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from actreg_cli.sweep import format_value
+    from actreg_cli.sweep import baseline_keys, format_value
     from actreg_cli.sweep_report import (
         main_metric,
         metric_label,
@@ -152,8 +152,14 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     direction = "higher is better" if task_spec.higher_is_better else "lower is better"
     keys = list(outcome.plan.sweep.grid)
     names = short_names(keys)
+    per_value = [names[k] for k in baseline_keys(outcome.plan.cells)]
+    base = (
+        f"vs base: minus the baseline with the same {', '.join(per_value)}, paired 95% CI"
+        if per_value and sum(c.baseline for c in outcome.plan.cells) > 1
+        else "vs base: paired 95% CI"
+    )
     caption = (
-        f"{short_label}: mean±std over repeats ({direction}); vs base: paired 95% CI; "
+        f"{short_label}: mean±std over repeats ({direction}); {base}; "
         "* better/worse: paired t-test, Holm-corrected p < 0.05"
     )
     study = Text(study_line(outcome))  # what defines this study: reduction, epochs, overrides...
@@ -187,7 +193,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         lines: list[Any] = [study]
         for cell, values, n, acc, ci, diff in rows:
             swept = "  ".join(f"{names[k]}={v}" for k, v in zip(keys, values, strict=True) if v)
-            lines.append(Text(f"{cell}  {swept or '(no regularizer)'}", style="bold"))
+            lines.append(Text(f"{cell}  {swept or '(no penalty)'}", style="bold"))
             detail = Text(f"    n={n}  {short_label} {acc}")
             if ci:
                 detail.append(f" (95% CI {ci})")
@@ -287,6 +293,7 @@ def sweep_command(
             on_plan=on_plan,
             allow_large=allow_large_grid,
             overrides=overrides,
+            origin=str(config),
         )
 
     print_fitting(*(partial(summary_table, outcome, layout) for layout in LAYOUTS))

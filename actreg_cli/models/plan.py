@@ -166,12 +166,12 @@ def config_plan(config: ExperimentConfig, data: Any) -> ModelPlan:
 def check_model(config: ExperimentConfig, origin: str) -> Any:
     """Load the data and plan the network, so that a bad data file or layers that do not fit
     the data fail (ConfigError, exit 2) before anything is trained or written. Returns the
-    Dataset (data.check_data). origin: what a layer error names first (the config file, or
-    the file and the sweep cell)."""
+    Dataset (data.check_data). origin: what an error names first (the config file, or the
+    file and the sweep cell), a data error's own file or source after it."""
     from actreg_cli.data import check_data
 
-    data = check_data(config)
     try:
+        data = check_data(config)
         config_plan(config, data)
     except ConfigError as exc:
         raise ConfigError([f"{origin}: {error}" for error in exc.errors]) from None
