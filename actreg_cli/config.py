@@ -658,7 +658,7 @@ class ExperimentConfig(StrictModel):
         cpu) train, in words; None when it is one: hidden_units without dropout, flat input,
         a binary, multiclass or regression task."""
         if self.model.layers is not None:
-            return "model.layers is given (the MLP programs train hidden_units models)"
+            return "model.layers is given; it trains hidden_units MLPs only"
         if self.model.dropout > 0:
             return "model.dropout is on"
         if self.data.input_shape is not None and len(self.data.input_shape) > 1:
