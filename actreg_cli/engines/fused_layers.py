@@ -89,12 +89,13 @@ from actreg_cli.models.plan import KERNEL_KINDS, LayerPlan, ModelPlan, config_pl
 from actreg_cli.tasks import Task, spec
 from actreg_cli.weights import dropout_seed, layer_initial_weights, shuffle_seed
 
-#: Models per chunk at most, and the budget of activation values (rows x values of every layer
-#: output, over the batch and the test set) a chunk may hold; see `choose_layers_chunk`.
+#: Models per chunk at most, and the budget of activation values (test rows x values of every
+#: layer's output, ~256 MB of float32) the final evaluation of a chunk may hold; see
+#: `choose_layers_chunk`. (The per-epoch test-set evaluation runs in blocks of rows.)
 _MAX_CHUNK = 16
 #: The columns of `_LayersNet._activity_sums`: (placement side, norm).
 _ACTIVITY_SUMS = (("before", "l1"), ("before", "l2"), ("after", "l1"), ("after", "l2"))
-_CHUNK_VALUES = 24e6
+_CHUNK_VALUES = 64e6
 
 
 def unsupported_reason(config: ExperimentConfig) -> str | None:
@@ -169,14 +170,18 @@ def group_key(job: TrainJob) -> tuple:
 
 
 def choose_layers_chunk(n_models: int, spec_: LayersSpec, workers: int) -> int:
-    """Models per compiled call: at most _MAX_CHUNK and as many as keep a chunk's activations
-    (every layer's output on the test set) within _CHUNK_VALUES values; at least one chunk per
-    worker when there are two models per worker; models spread evenly over the chunks."""
+    """Models per compiled call.
+
+    At most _MAX_CHUNK, and as many as keep the final evaluation's activations (every layer's
+    output on the whole test set, [C, n_test, values]) within _CHUNK_VALUES values; the number
+    of chunks is a multiple of the workers (when there are two models per worker), so that no
+    thread idles while another trains a last chunk; models spread evenly over the chunks.
+    """
     per_model = spec_.n_test * sum(math.prod(layer.output_shape) for layer in spec_.layers)
     cap = max(1, min(_MAX_CHUNK, int(_CHUNK_VALUES // max(per_model, 1))))
-    if n_models >= 2 * workers:
-        cap = min(cap, math.ceil(n_models / workers))
     n_chunks = math.ceil(n_models / cap)
+    if n_models >= 2 * workers:
+        n_chunks = workers * math.ceil(n_chunks / workers)
     return max(_MIN_CHUNK, math.ceil(n_models / n_chunks))
 
 
