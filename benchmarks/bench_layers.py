@@ -8,8 +8,10 @@ Each measurement runs in its own Python process (fresh compile caches, as `actre
           not, it is printed apart), and the same call again in the same process (compiled).
   keras   KerasEngine().train (the reference: model.fit on the TensorFlow backend, the engine a
           study falls back to without the fused engine) on the first --keras-models models of
-          the same study at --keras-epochs epochs (the study's config otherwise): seconds per
-          model-epoch, extrapolated to the whole study (models x its epochs).
+          the same study (its config otherwise) at --keras-epochs epochs and at a quarter of
+          them: the difference gives seconds per epoch, the rest seconds per model (building,
+          compiling, final evaluation); the whole study extrapolated is models x (per model +
+          its epochs x per epoch).
 
 Run:     python3 benchmarks/bench_layers.py                    (conv study, ~3-4 min on 2 cores)
          python3 benchmarks/bench_layers.py --study all        (conv, lstm, autoencoder)
@@ -113,26 +115,41 @@ def fused_worker(args: argparse.Namespace) -> dict:
 
 
 def keras_worker(args: argparse.Namespace) -> dict:
+    """The first --keras-models models at --keras-epochs epochs, and again at a quarter of
+    them: the difference gives the cost of an epoch, the rest the per-model cost of building,
+    compiling and evaluating a Keras model (paid once per model of the study)."""
     import_s = _import_tensorflow()
     from actreg_cli.engines.keras_engine import KerasEngine
 
     jobs, epochs = study_jobs(args.study)
-    subset = [
-        type(job)(
-            job.config.model_copy(update={"training": _epochs(job, args.keras_epochs)}), job.seed
-        )
-        for job in jobs[: args.keras_models]
+
+    def subset(n_epochs: int):
+        return [
+            type(job)(job.config.model_copy(update={"training": _epochs(job, n_epochs)}), job.seed)
+            for job in jobs[: args.keras_models]
+        ]
+
+    short_epochs = max(1, args.keras_epochs // 4)
+    short = _timed(lambda: KerasEngine().train(subset(short_epochs)))
+    wall, cpu = _timed(lambda: KerasEngine().train(subset(args.keras_epochs)))
+    n = args.keras_models
+    per_epoch = [
+        (t - s) / (n * (args.keras_epochs - short_epochs))
+        for t, s in zip((wall, cpu), short, strict=True)
     ]
-    wall, cpu = _timed(lambda: KerasEngine().train(subset))
-    model_epochs = len(subset) * args.keras_epochs
+    per_model = [t / n - args.keras_epochs * e for t, e in zip((wall, cpu), per_epoch, strict=True)]
     return {
         "models": len(jobs),
         "epochs": epochs,
         "import_s": import_s,
         "wall_s": wall,
         "cpu_s": cpu,
-        "per_model_epoch_s": wall / model_epochs,
-        "cpu_per_model_epoch_s": cpu / model_epochs,
+        "per_model_epoch_s": wall / (n * args.keras_epochs),
+        "cpu_per_model_epoch_s": cpu / (n * args.keras_epochs),
+        "epoch_s": per_epoch[0],
+        "cpu_epoch_s": per_epoch[1],
+        "model_s": per_model[0],
+        "cpu_model_s": per_model[1],
     }
 
 
@@ -174,7 +191,8 @@ def main() -> None:
     )
     rows = [
         "| study | models x epochs | fused wall s (cpu s) | fused compiled wall s (cpu s) "
-        "| keras s per model-epoch (cpu) | keras study, extrapolated s | keras / fused |",
+        "| keras per epoch + per model (cpu) | keras study, extrapolated s (cpu s) "
+        "| keras / fused, wall (cpu) |",
         "|---|---|---|---|---|---|---|",
     ]
     for study in studies:
@@ -182,11 +200,14 @@ def main() -> None:
         keras_cells = ["-", "-", "-"]
         if not args.no_keras:
             keras = measure("keras", study, args)
-            full = keras["per_model_epoch_s"] * fused["models"] * fused["epochs"]
+            models, epochs = fused["models"], fused["epochs"]
+            full = models * (keras["model_s"] + epochs * keras["epoch_s"])
+            full_cpu = models * (keras["cpu_model_s"] + epochs * keras["cpu_epoch_s"])
             keras_cells = [
-                f"{keras['per_model_epoch_s'] * 1e3:.1f} ms ({keras['cpu_per_model_epoch_s'] * 1e3:.1f} ms)",
-                f"{full:.0f}",
-                f"{full / fused['wall_s']:.1f}x",
+                f"{keras['epoch_s'] * 1e3:.1f} ms + {keras['model_s']:.1f} s "
+                f"({keras['cpu_epoch_s'] * 1e3:.1f} ms + {keras['cpu_model_s']:.1f} s)",
+                f"{full:.0f} ({full_cpu:.0f})",
+                f"{full / fused['wall_s']:.1f}x ({full_cpu / fused['cpu_s']:.1f}x)",
             ]
         rows.append(
             f"| {study} | {int(fused['models'])} x {int(fused['epochs'])} | "
