@@ -15,8 +15,13 @@ fallback); `NUMBA_CACHE_DIR` chooses another place. A second process compiles no
 Covers: dense layers of any widths, relu/tanh/sigmoid/elu, adam/sgd, every built-in penalty
 (kernel, bias, activity before/after the activation, batch_mean/batch_sum, L1/L2/L1_L2), full
 batch and minibatches (shuffled every epoch by `weights.epoch_permutation`, compiled as it is
-written, so the batches are the keras and fused engines' batches), the binary task. Not:
-custom regularizers (any Python function; Numba cannot compile it).
+written, so the batches are the keras and fused engines' batches), the binary, multiclass and
+regression tasks (tasks.py), on any flat data set `actreg_cli.data` loads (generated, bundled,
+CSV, NPZ; any split; `resample: true` trains each repeat on its own data, one kernel call per
+data set). What the fused MLP program trains, the cpu engine trains. Not: custom regularizers
+(any Python function; Numba cannot compile it), and what is not an MLP
+(`config.mlp_shorthand_reason`: model.layers, dropout, image-shaped input, reconstruction).
+The tutorial's circles and moons load without scikit-learn (data/generated.py restates them).
 
 Float rounding: sums run in another order than TensorFlow's or XLA's kernels (over units with
 SIMD lanes, over rows one at a time), so losses agree with the other engines to ~1e-6 relative
@@ -32,7 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from actreg_cli.config import ExperimentConfig, Norm
-from actreg_cli.data import load_dataset
+from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import (
     ProgressCallback,
     TrainJob,
@@ -41,6 +46,7 @@ from actreg_cli.engines.base import (
     train_grouped,
 )
 from actreg_cli.engines.fused import coefficients, worker_count
+from actreg_cli.tasks import output_units
 from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
 
 
@@ -53,39 +59,37 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
     for reg in config.regularizers:
         if reg.norm is Norm.custom:
             return f"custom regularizer '{reg.function}' cannot be compiled by the cpu engine"
-    data = config.data
-    if (
-        data.name not in ("circles", "moons")
-        or data.n_train is None
-        or data.resample
-        or data.task.value not in ("auto", "binary")
-    ):
-        return (
-            "the cpu engine trains the binary task on circles or moons with a first-n_train "
-            f"split only (data '{data.name}')"
-        )
     return None
 
 
-def _group_key(config: ExperimentConfig) -> tuple:
-    """Jobs with equal keys run in one kernel call; everything else is per-model data."""
+def _group_key(job: TrainJob) -> tuple:
+    """Jobs with equal keys run in one kernel call (they share the data set and the loop's
+    shape); everything else is per-model data."""
+    config = job.config
     t = config.training
+    n_train = job_dataset(config, job.seed).n_train
+    batch = min(t.batch_size, n_train)
     return (
         config.data.model_dump_json(),
+        job.seed if config.data.resample else None,  # each repeat's own data
         tuple(config.model.hidden_units),
         config.model.activation,
         t.optimizer,
         t.epochs,
-        min(t.batch_size, config.data.n_train),
-        t.shuffle and t.batch_size < config.data.n_train,
+        batch,
+        t.shuffle and batch < n_train,
     )
 
 
-def flat_initial_weights(config: ExperimentConfig, seed: int) -> np.ndarray:
+def flat_initial_weights(config: ExperimentConfig, seed: int, data: Dataset) -> np.ndarray:
     """float32 [P]: weights.initial_weights in the kernel's layout (per hidden layer kernel
-    [fan_in, units] row-major then bias; then output kernel [units_last, 1] and bias [1])."""
-    weights = initial_weights(layer_sizes(2, list(config.model.hidden_units)), seed)
-    return np.concatenate([part.ravel() for pair in weights for part in pair]).astype(np.float32)
+    [fan_in, units] row-major then bias; then the output kernel transposed, [n_out,
+    units_last], and bias [n_out]), for a network on `data` (its features and task)."""
+    n_out = output_units(data.task, data.n_classes)
+    sizes = layer_sizes(data.n_features, list(config.model.hidden_units), n_out)
+    *hidden, (out_kernel, out_bias) = initial_weights(sizes, seed)
+    parts = [part.ravel() for pair in hidden for part in pair]
+    return np.concatenate([*parts, out_kernel.T.ravel(), out_bias]).astype(np.float32)
 
 
 class CpuEngine:
@@ -114,21 +118,19 @@ class CpuEngine:
                     progress(len(part) * part[0].config.training.epochs)
             return results
 
-        return train_grouped(self, jobs, lambda job: _group_key(job.config), train_group)
+        return train_grouped(self, jobs, _group_key, train_group)
 
     def _train_call(self, jobs: Sequence[TrainJob]) -> list[TrainResult]:
-        """One kernel call for jobs of one group."""
+        """One kernel call for jobs of one group (one data set)."""
         import numba
 
         from actreg_cli.engines import cpu_kernel
 
         config = jobs[0].config
-        data = load_dataset(config.data)
+        data = job_dataset(config, jobs[0].seed)
         n_train = data.n_train
-        units = np.array(config.model.hidden_units, dtype=np.int64)
-        params = np.stack([flat_initial_weights(job.config, job.seed) for job in jobs])
-        out_w = params.shape[1] - 1 - int(units[-1])  # output kernel [units_last, 1], bias [1]
-        out_b = params.shape[1] - 1
+        n_out = output_units(data.task, data.n_classes)
+        params = np.stack([flat_initial_weights(job.config, job.seed, data) for job in jobs])
         coef = np.stack([coefficients(job.config) for job in jobs]).astype(np.float32)
         lr = np.array([job.config.training.learning_rate for job in jobs], dtype=np.float32)
         batch_size = min(config.training.batch_size, n_train)
@@ -136,7 +138,7 @@ class CpuEngine:
         shuffle = config.training.shuffle and batch_size < n_train
         shuffle_seeds = np.array([shuffle_seed(job.seed) for job in jobs], dtype=np.int64)
         numba.set_num_threads(max(1, min(self.workers, len(jobs), numba.config.NUMBA_NUM_THREADS)))
-        rows, probe, _ = cpu_kernel.train_models(
+        rows, probe, outputs, _ = cpu_kernel.train_models(
             # Writable copies: one compiled signature, whatever flags the cached data carries.
             np.array(data.x_train, dtype=np.float32),
             np.array(data.y_train[:, 0], dtype=np.float32),
@@ -145,9 +147,9 @@ class CpuEngine:
             params,
             coef,
             lr,
-            units,
-            out_w,
-            out_b,
+            np.array(config.model.hidden_units, dtype=np.int64),
+            n_out,
+            cpu_kernel.TASKS[data.task.value],
             cpu_kernel.ACTIVATIONS[config.model.activation],
             cpu_kernel.OPTIMIZERS[config.training.optimizer],
             config.training.epochs,
@@ -156,6 +158,8 @@ class CpuEngine:
             shuffle,
         )
         return [
-            result_from_totals(job.config, rows[c], probe[c], n_train, data.n_test)
+            result_from_totals(
+                job.config, rows[c], probe[c], n_train, data.n_test, (data.task, data, outputs[c])
+            )
             for c, job in enumerate(jobs)
         ]

@@ -7,17 +7,22 @@ so nothing of shape [rows, units] exists: a row's activations are vectors of the
 and its gradient contributions are added to the model's gradient sums before the next row.
 
 Parameter vector of one model (float32 [P]), per hidden layer l with fan_in i and units o:
-  kernel [i, o] row-major at w_off[l], bias [o] at b_off[l]; then the output layer: kernel
-  [o_last, n_out] at out_w, bias [n_out] at out_b. Today n_out = 1 (one logit, the binary
-  task): `_logit`, `_binary_loss` and `_binary_logit_grad` are the only task-specific code, so
-  multiclass (softmax cross-entropy over n_out logits) and regression (mean squared error)
-  are a loss function and its logit gradient each, chosen by a task code like `act`.
+  kernel [i, o] row-major at w_off[l], bias [o] at b_off[l]; then the output layer: its
+  kernel transposed, [n_out, o_last] row-major at out_w (each output unit's weights
+  contiguous, so its logit is one dot product), bias [n_out] at out_b.
 Penalty factors of one model: float32 [L, 12], columns fused.COEF_COLUMNS.
 
+Tasks (TASKS; tasks.py names each task's output layer, loss and metrics): binary (one logit,
+sigmoid_cross_entropy_with_logits, accuracy at threshold 0.5), multiclass (n_out logits, TF's
+sparse softmax cross-entropy kernel, accuracy by argmax with tf.argmax's tie rule: the first
+maximum), regression (one linear output, squared error, absolute error as the metric).
+`_row_loss` and `_row_logit_grad` are the only task-specific code, each the formula `fused.py`
+writes (`_Net.per_row`, `_Net.logit_grad`).
+
 Every formula is the one in /work/shared/keras-semantics.md, as `fused.py` writes it: the loss
-is sigmoid_cross_entropy_with_logits averaged over the batch plus the penalties on the current
-weights; gradients follow TensorFlow's registered gradients (sign(0) = 0, ReluGrad from the
-output); Adam with epsilon outside the bias correction, all in float32.
+is the task's loss averaged over the batch plus the penalties on the current weights;
+gradients follow TensorFlow's registered gradients (sign(0) = 0, ReluGrad from the output);
+Adam with epsilon outside the bias correction, all in float32.
 
 fastmath is limited to reassociation and contraction (sums over units may be vectorized and
 use FMA); no-NaN/no-inf assumptions are not made, so a diverging model still shows NaN/inf.
@@ -37,6 +42,9 @@ from actreg_cli.engines.fused import COEF_COLUMNS
 ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "elu": 3}
 #: Optimizer codes.
 OPTIMIZERS = {"adam": 0, "sgd": 1}
+#: Task codes (tasks.Task values -> int).
+TASKS = {"binary": 0, "multiclass": 1, "regression": 2}
+_BINARY, _MULTICLASS, _REGRESSION = TASKS["binary"], TASKS["multiclass"], TASKS["regression"]
 
 # Columns of a model's penalty table (fused.COEF_COLUMNS, the one list of them). `_batch` reads
 # a batch_sum column as its batch_mean column + 2.
@@ -175,14 +183,15 @@ def _row_sums(zb, ab, h, o, act_sums, layer):
 
 
 @njit(**_JIT)
-def _logit(p, ab, h, o, out_w, out_b):
-    """The output unit's logit from the last hidden layer's output (binary task, n_out = 1)."""
-    s = np.float32(0.0)
+def _output_row(p, ab, h, o, out_w, out_b, n_out, logits):
+    """logits[k] = a . kernel_out[k] + bias_out[k] from the last hidden layer's output a."""
     a_v = ab[h : h + o]
-    w_v = p[out_w : out_w + o]
-    for u in range(o):
-        s += a_v[u] * w_v[u]
-    return s + p[out_b]
+    for k in range(n_out):
+        w_v = p[out_w + k * o : out_w + (k + 1) * o]
+        s = np.float32(0.0)
+        for u in range(o):
+            s += a_v[u] * w_v[u]
+        logits[k] = s + p[out_b + k]
 
 
 @njit(**_JIT)
@@ -205,6 +214,71 @@ def _binary_logit_grad(logit, y, upstream):
     e = np.exp(-logit if cond else logit)
     g_log = (upstream * (one / (one + e))) * e
     return ((upstream if cond else zero) - upstream * y) + (-g_log if cond else g_log)
+
+
+@njit(**_JIT)
+def _softmax_shift(logits, n_out):
+    """(max logit, index of its first occurrence, sum of exp(logit - max)): the shifted logits
+    of TF's sparse softmax cross-entropy kernel, and tf.argmax's answer (ties: lowest index)."""
+    best = 0
+    top = logits[0]
+    for k in range(1, n_out):
+        if logits[k] > top:
+            top = logits[k]
+            best = k
+    s = np.float32(0.0)
+    for k in range(n_out):
+        s += np.exp(logits[k] - top)
+    return top, best, s
+
+
+@njit(**_JIT)
+def _row_loss(task, logits, n_out, y):
+    """One row's data loss (before the batch mean) and metric: the hit (1/0) of a
+    classification, the absolute error of a regression (`fused._Net.per_row`)."""
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    if task == _BINARY:
+        return _binary_loss(logits[0], y)
+    if task == _REGRESSION:  # mean_squared_error; metric mae
+        diff = y - logits[0]
+        return diff * diff, abs(diff)
+    top, best, s = _softmax_shift(logits, n_out)
+    label = int(y)
+    loss = np.log(s) - (logits[label] - top)
+    return loss, (one if best == label else zero)
+
+
+@njit(**_JIT)
+def _row_logit_grad(task, logits, n_out, y, upstream, g):
+    """g[:n_out] = d(upstream * data loss of the row)/d logits (`fused._Net.logit_grad`):
+    binary TF's composite gradient, regression -2 (y - l), multiclass softmax - onehot."""
+    two = np.float32(2.0)
+    if task == _BINARY:
+        g[0] = _binary_logit_grad(logits[0], y, upstream)
+        return
+    if task == _REGRESSION:
+        g[0] = -(upstream * (two * (y - logits[0])))
+        return
+    top, _, s = _softmax_shift(logits, n_out)
+    label = int(y)
+    for k in range(n_out):
+        softmax = np.exp(logits[k] - top) / s
+        g[k] = upstream * (softmax - (np.float32(1.0) if k == label else np.float32(0.0)))
+
+
+@njit(**_JIT)
+def _output_activation(task, logits, n_out, out):
+    """out[:n_out] = what Keras's model returns: sigmoid, softmax or the linear output."""
+    one = np.float32(1.0)
+    if task == _BINARY:
+        out[0] = one / (one + np.exp(-logits[0]))
+    elif task == _REGRESSION:
+        out[0] = logits[0]
+    else:
+        top, _, s = _softmax_shift(logits, n_out)
+        for k in range(n_out):
+            out[k] = np.exp(logits[k] - top) / s
 
 
 @njit(**_JIT)
@@ -385,14 +459,16 @@ def _rows_one_relu_layer(
 
 @njit(**_JIT)
 def _batch(
-    p, grad, x, y, rows, coef, units, fan_ins, w_off, b_off, h_off, out_w, out_b, act,
-    zb, ab, db, gb, act_sums, factors, train,
+    p, grad, x, y, rows, coef, units, fan_ins, w_off, b_off, h_off, out_w, out_b, n_out, task,
+    act, zb, ab, db, gb, act_sums, factors, logits, g_logits, train,
 ):  # fmt: skip
-    """Loss (float32, Keras's batch loss incl. penalties) and correct count of one batch.
+    """Loss (float32, Keras's batch loss incl. penalties) and metric total of one batch (the
+    correct count; the sum of absolute errors for regression).
 
     rows: indices into x/y. With train, grad [P] is overwritten with the batch loss gradient.
     act_sums [L, 4]: scratch for per-layer sum|z|, sum z^2, sum|a|, sum a^2; factors [L, 4]
-    scratch for the activity gradient factors (before L1, before L2, after L1, after L2).
+    scratch for the activity gradient factors (before L1, before L2, after L1, after L2);
+    logits, g_logits [n_out]: scratch for one row's logits and their gradient.
     """
     n_layers = units.shape[0]
     size = rows.shape[0]
@@ -411,7 +487,7 @@ def _batch(
             any_activity = any_activity or factors[layer, j] != 0
     if train:
         grad[:] = np.float32(0.0)
-    if n_layers == 1 and fan_ins[0] == 2 and act == 0:
+    if n_layers == 1 and fan_ins[0] == 2 and act == 0 and task == _BINARY:
         ce_sum, correct = _rows_one_relu_layer(
             p, grad, x, y, rows, units[0], out_w, out_b, zb, ab, act_sums, factors, upstream,
             any_activity, train,
@@ -425,22 +501,29 @@ def _batch(
             if any_activity:
                 for layer in range(n_layers):
                     _row_sums(zb, ab, h_off[layer], units[layer], act_sums, layer)
-            logit = _logit(p, ab, last_off, last_units, out_w, out_b)
-            loss, hit = _binary_loss(logit, y[r])
+            _output_row(p, ab, last_off, last_units, out_w, out_b, n_out, logits)
+            loss, hit = _row_loss(task, logits, n_out, y[r])
             ce_sum += loss
             correct += hit
             if not train:
                 continue
             # Backward of this row, accumulated into grad.
-            g_logit = _binary_logit_grad(logit, y[r], upstream)
-            grad[out_b] += g_logit
-            g_out = grad[out_w : out_w + last_units]
-            w_out = p[out_w : out_w + last_units]
+            _row_logit_grad(task, logits, n_out, y[r], upstream, g_logits)
             a_last = ab[last_off : last_off + last_units]
             g_last = gb[last_off : last_off + last_units]
-            for u in range(last_units):
-                g_out[u] += g_logit * a_last[u]
-                g_last[u] = g_logit * w_out[u]
+            for k in range(n_out):
+                g_k = g_logits[k]
+                grad[out_b + k] += g_k
+                g_out = grad[out_w + k * last_units : out_w + (k + 1) * last_units]
+                w_out = p[out_w + k * last_units : out_w + (k + 1) * last_units]
+                if k == 0:
+                    for u in range(last_units):
+                        g_out[u] += g_k * a_last[u]
+                        g_last[u] = g_k * w_out[u]
+                else:
+                    for u in range(last_units):
+                        g_out[u] += g_k * a_last[u]
+                        g_last[u] += g_k * w_out[u]
             for layer in range(last, -1, -1):
                 fan_in = fan_ins[layer]
                 f = factors
@@ -500,22 +583,26 @@ def _update(p, m, v, grad, step, lr, optimizer):
 
 @njit(parallel=True, **_JIT)
 def train_models(
-    x_train, y_train, x_test, y_test, params, coef, lr, units, out_w, out_b, act, optimizer,
+    x_train, y_train, x_test, y_test, params, coef, lr, units, n_out, task, act, optimizer,
     epochs, batch_size, shuffle_seeds, shuffle,
 ):  # fmt: skip
-    """Train C models; returns (rows float32 [C, E+1, 4], probe float32 [C, 2L], params).
+    """Train C models; returns (rows float32 [C, E+1, 4], probe float32 [C, 2L], outputs
+    float32 [C, n_train + n_test, n_out], params float32 [C, P] final weights).
 
-    x_*: float32 [n, n_in]; y_*: float32 [n]; params: float32 [C, P] initial weights (layout in
-    the module docstring, copied, not modified); coef: float32 [C, L, 12]; lr: float32 [C];
-    units: int64 [L]; batches are consecutive slices of the epoch's order of the training rows
-    (the last partial one kept): with shuffle, epoch e's order is
+    x_*: float32 [n, n_in]; y_*: float32 [n] (0/1, the class index, or the target);
+    params: float32 [C, P] initial weights (layout in the module docstring, copied, not
+    modified); coef: float32 [C, L, 12]; lr: float32 [C]; units: int64 [L]; n_out: output
+    units; task: a TASKS code. Batches are consecutive slices of the epoch's order of the
+    training rows (the last partial one kept): with shuffle, epoch e's order is
     weights.epoch_permutation(shuffle_seeds[c], e, n_train) (int64 [C] seeds), else 0..n-1.
-    rows[:, e] = (sum over epoch e's batches of loss * size, correct count, test loss * n_test,
-    test correct) with the train columns measured before each batch's update and the test
+    rows[:, e] = (sum over epoch e's batches of loss * size, metric total, test loss * n_test,
+    test metric total) with the train columns measured before each batch's update and the test
     columns on the weights at the start of epoch e (so rows[:, e+1, 2:] is epoch e's val_*);
-    rows[:, E] holds the final weights' train set (one batch) and test set evaluations.
+    rows[:, E] holds the final weights' train set (one batch) and test set evaluations. The
+    metric total is the correct count, or the sum of absolute errors for regression.
     probe: per hidden layer the mean of its output on the test set, then per layer the
-    fraction of exact zeros.
+    fraction of exact zeros. outputs: the output layer's activations (`_output_activation`)
+    on the final weights, train rows then test rows.
     """
     n_models = params.shape[0]
     n_params = params.shape[1]
@@ -536,8 +623,11 @@ def train_models(
         b_off[layer] = offset
         offset += units[layer]
         h_off[layer + 1] = h_off[layer] + units[layer]
+    out_w = offset
+    out_b = out_w + n_out * units[n_layers - 1]
     rows_out = np.zeros((n_models, epochs + 1, 4), np.float32)
     probe = np.zeros((n_models, 2 * n_layers), np.float32)
+    outputs = np.zeros((n_models, n_train + n_test, n_out), np.float32)
     final = np.empty_like(params)
     test_rows = np.arange(n_test)
     train_rows = np.arange(n_train)
@@ -556,6 +646,8 @@ def train_models(
         gb = np.zeros(h_off[n_layers], np.float32)
         act_sums = np.zeros((n_layers, 4), np.float32)
         factors = np.zeros((n_layers, 4), np.float32)
+        logits = np.zeros(n_out, np.float32)
+        g_logits = np.zeros(n_out, np.float32)
         cf = coef[c]
         order = train_rows
         step = 0
@@ -568,7 +660,8 @@ def train_models(
                 batch = order[b * batch_size : min((b + 1) * batch_size, n_train)]
                 loss, correct = _batch(
                     p, grad, x_train, y_train, batch, cf, units, fan_ins, w_off, b_off, h_off,
-                    out_w, out_b, act, zb, ab, db, gb, act_sums, factors, True,
+                    out_w, out_b, n_out, task, act, zb, ab, db, gb, act_sums, factors, logits,
+                    g_logits, True,
                 )  # fmt: skip
                 loss_total += loss * np.float32(batch.shape[0])
                 correct_total += correct
@@ -578,19 +671,30 @@ def train_models(
             rows_out[c, epoch, 1] = correct_total
             loss, correct = _batch(
                 p, grad, x_test, y_test, test_rows, cf, units, fan_ins, w_off, b_off, h_off,
-                out_w, out_b, act, zb, ab, db, gb, act_sums, factors, False,
+                out_w, out_b, n_out, task, act, zb, ab, db, gb, act_sums, factors, logits,
+                g_logits, False,
             )  # fmt: skip
             rows_out[c, epoch + 1, 2] = loss * np.float32(n_test)
             rows_out[c, epoch + 1, 3] = correct
         loss, correct = _batch(
             p, grad, x_train, y_train, train_rows, cf, units, fan_ins, w_off, b_off, h_off,
-            out_w, out_b, act, zb, ab, db, gb, act_sums, factors, False,
+            out_w, out_b, n_out, task, act, zb, ab, db, gb, act_sums, factors, logits, g_logits,
+            False,
         )  # fmt: skip
         rows_out[c, epochs, 0] = loss * np.float32(n_train)
         rows_out[c, epochs, 1] = correct
-        # Probe: each hidden layer's output on the test set (mean, fraction of exact zeros).
-        for r in range(n_test):
-            _forward_row(p, x_test, r, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act)
+        last = h_off[n_layers - 1]
+        last_units = units[n_layers - 1]
+        # Outputs on the final weights; for the test rows also the probe: each hidden
+        # layer's output (mean, fraction of exact zeros).
+        for r in range(n_train + n_test):
+            src = x_train if r < n_train else x_test
+            row = r if r < n_train else r - n_train
+            _forward_row(p, src, row, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act)
+            _output_row(p, ab, last, last_units, out_w, out_b, n_out, logits)
+            _output_activation(task, logits, n_out, outputs[c, r])
+            if r < n_train:
+                continue
             for layer in range(n_layers):
                 a = ab[h_off[layer] : h_off[layer + 1]]
                 s = 0.0
@@ -606,4 +710,4 @@ def train_models(
             probe[c, layer] /= count
             probe[c, n_layers + layer] /= count
         final[c] = p
-    return rows_out, probe, final
+    return rows_out, probe, outputs, final
