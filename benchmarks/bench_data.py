@@ -1,6 +1,6 @@
-"""Fused engine on real data vs the tutorial's circles: cost per model-epoch, side by side.
+"""cpu and fused engines on real data vs the tutorial's circles: cost per model-epoch, side by side.
 
-One process trains the same 240-model sweep (8 regularizers: kernel/bias/activity-before/
+One process trains, with each engine, the same 240-model sweep (8 regularizers: kernel/bias/activity-before/
 activity-after x L1/L2, at 3 strengths, 10 seeds each; the grid of configs/sweep_breast_cancer
 .yaml) on two data sets at the same hidden width:
 
@@ -8,13 +8,15 @@ activity-after x L1/L2, at 3 strengths, 10 seeds each; the grid of configs/sweep
   breast_cancer  569 rows x 30 features, 398 train (stratified 70/30), standardized
 
 with the same batch size (32: circles is then one batch of 30, breast_cancer 13 minibatches).
-The first call of each includes tracing and XLA compilation; then --reps timed calls alternate
-between the two data sets (so both see the same machine load), and the table gives medians of
-wall time and of process CPU time per model-epoch. Rows per epoch (train + test) and features
-say how much more arithmetic one breast_cancer model-epoch is.
+The first call of each includes loading (cpu: Numba's disk cache, or its compilation the
+first time) or tracing and XLA compilation (fused); then --reps timed rounds each run every
+(engine, data set) pair in turn (so all see the same machine load), and the table gives
+medians of wall time and of process CPU time per model-epoch. Rows per epoch (train + test)
+and features say how much more arithmetic one breast_cancer model-epoch is.
 
-Run:     python3 benchmarks/bench_data.py                 (about 7 minutes on 2 loaded cores)
-         python3 benchmarks/bench_data.py --epochs 100    (measured: 3.4 minutes, load ~5)
+Run:     python3 benchmarks/bench_data.py                 (fused alone took ~7 minutes on 2
+                                                          loaded cores; cpu adds ~1/3)
+         python3 benchmarks/bench_data.py --epochs 100 --engines cpu,fused
 Prints a markdown table.
 """
 
@@ -89,49 +91,62 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=10, help="models per config (24 configs)")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--engines", default="cpu,fused", help="engines, comma-separated")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from actreg_cli.data import job_dataset
+    from actreg_cli.engines.cpu import CpuEngine
     from actreg_cli.engines.fused import FusedEngine
 
-    engine = FusedEngine()
+    known = {"cpu": CpuEngine, "fused": FusedEngine}
+    engines = {name: known[name]() for name in args.engines.split(",")}
     jobs = {
         name: jobs_for(data, args.epochs, args.units, args.batch_size, args.seeds)
         for name, data in DATA.items()
     }
-    first = {name: timed(engine, js) for name, js in jobs.items()}  # includes compilation
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in jobs}
+    pairs = [(engine, name) for engine in engines for name in jobs]
+    # The first call includes loading or compilation.
+    first = {(e, name): timed(engines[e], jobs[name]) for e, name in pairs}
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {pair: [] for pair in pairs}
     for _ in range(args.reps):
-        for name, js in jobs.items():
-            samples[name].append(timed(engine, js))
+        for e, name in pairs:
+            samples[e, name].append(timed(engines[e], jobs[name]))
 
     n_models = len(jobs["circles"])
+    load = os.getloadavg()[0]
     print(
-        f"fused engine, {n_models} models per data set, hidden width {args.units}, "
-        f"{args.epochs} epochs, batch size {args.batch_size}, median of {args.reps} "
-        f"(cpu: process CPU time, all threads)\n"
+        f"{n_models} models per data set, hidden width {args.units}, {args.epochs} epochs, "
+        f"batch size {args.batch_size}, median of {args.reps} (cpu: process CPU time, all "
+        f"threads); load average {load:.2f} at the end\n"
     )
     print(
-        "| data | train+test rows | features | batches/epoch | first call s (compile incl.) "
-        "| wall s | us/model-epoch wall | cpu | ratio to circles (wall / cpu) |"
+        "| engine | data | train+test rows | features | batches/epoch | first call s "
+        "(load/compile incl.) | wall s | us/model-epoch wall | cpu | ratio to circles "
+        "(wall / cpu) | ratio to fused (wall / cpu) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     per = {}
-    for name, js in jobs.items():
-        data = job_dataset(js[0].config, js[0].seed)
-        wall = statistics.median(s[0] for s in samples[name])
-        cpu = statistics.median(s[1] for s in samples[name])
-        per[name] = (
-            wall / (n_models * args.epochs) * 1e6,
-            cpu / (n_models * args.epochs) * 1e6,
+    for pair, runs in samples.items():
+        per[pair] = tuple(
+            statistics.median(s[k] for s in runs) / (n_models * args.epochs) * 1e6 for k in (0, 1)
         )
+    for e, name in pairs:
+        data = job_dataset(jobs[name][0].config, jobs[name][0].seed)
+        wall = statistics.median(s[0] for s in samples[e, name])
         batches = -(-data.n_train // args.batch_size)
-        ratio = (per[name][0] / per["circles"][0], per[name][1] / per["circles"][1])
+        base = per[e, "circles"]
+        ratio = f"{per[e, name][0] / base[0]:.1f}x / {per[e, name][1] / base[1]:.1f}x"
+        fused = per.get(("fused", name))
+        to_fused = (
+            f"{per[e, name][0] / fused[0]:.2f}x / {per[e, name][1] / fused[1]:.2f}x"
+            if fused
+            else "-"
+        )
         print(
-            f"| {name} | {data.n_train}+{data.n_test} | {data.n_features} | {batches} | "
-            f"{first[name][0]:.1f} | {wall:.2f} | {per[name][0]:.1f} | {per[name][1]:.1f} | "
-            f"{ratio[0]:.1f}x / {ratio[1]:.1f}x |"
+            f"| {e} | {name} | {data.n_train}+{data.n_test} | {data.n_features} | {batches} | "
+            f"{first[e, name][0]:.1f} | {wall:.2f} | {per[e, name][0]:.1f} | "
+            f"{per[e, name][1]:.1f} | {ratio} | {to_fused} |"
         )
 
 
