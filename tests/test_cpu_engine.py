@@ -2,7 +2,8 @@
 
 The fused engine (itself tested against Keras) is the fast reference here: every penalty kind,
 placement and reduction, every activation, two hidden layers, full batch and minibatches. A few
-cases go against Keras itself, and the gradient against TensorFlow's autodiff. Losses agree to
+cases go against Keras itself (among them every task on bundled and CSV data), and the gradient
+against TensorFlow's autodiff. Losses agree to
 float rounding that grows with the number of Adam steps (README: ~1e-6 relative after one
 step, 1e-4 after a few hundred), so the comparisons run at most 100 epochs.
 """
