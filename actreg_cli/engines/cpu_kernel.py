@@ -121,6 +121,17 @@ def _dense_row(p, src, s_off, fan_in, w_off, b_off, o, zb, ab, db, h, act):
                 z_v[u] += xi * k_i[u]
         for u in range(o):
             z_v[u] += bias[u]
+    _activate(zb, ab, db, h, o, act)
+
+
+@njit(**_JIT)
+def _activate(zb, ab, db, h, o, act):
+    """a = act(z) and d = da/dz (see `_dense_row`) of one row's layer output at zb[h : h+o]."""
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    z_v = zb[h : h + o]
+    a_v = ab[h : h + o]
+    d_v = db[h : h + o]
     if act == 0:
         for u in range(o):
             z = z_v[u]
@@ -145,19 +156,77 @@ def _dense_row(p, src, s_off, fan_in, w_off, b_off, o, zb, ab, db, h, act):
 
 
 @njit(**_JIT)
-def _forward_row(p, x, r, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act):
+def _forward_row(p, x, r, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act, base, first_done):
     """Row r of x (flat [n * n_in]) through every hidden layer (z, a, d of layer l at
-    h_off[l] in zb/ab/db)."""
+    base + h_off[l] in zb/ab/db); with first_done, layer 0 is already there (`_first_layer_4`)."""
     for layer in range(units.shape[0]):
         if layer == 0:
-            _dense_row(
-                p, x, r * fan_ins[0], fan_ins[0], w_off[0], b_off[0], units[0], zb, ab, db, 0, act
-            )
+            if not first_done:
+                _dense_row(
+                    p, x, r * fan_ins[0], fan_ins[0], w_off[0], b_off[0], units[0], zb, ab, db,
+                    base, act,
+                )  # fmt: skip
         else:
             _dense_row(
-                p, ab, h_off[layer - 1], fan_ins[layer], w_off[layer], b_off[layer],
-                units[layer], zb, ab, db, h_off[layer], act,
+                p, ab, base + h_off[layer - 1], fan_ins[layer], w_off[layer], b_off[layer],
+                units[layer], zb, ab, db, base + h_off[layer], act,
             )  # fmt: skip
+
+
+#: Rows of a block whose first hidden layer is computed (and its kernel gradient accumulated)
+#: with one pass over the kernel: for inputs wider than 2 the kernel ([fan_in, units], 60 KB
+#: for 30 x 500) does not fit in L1, and one row at a time reads it (and read-modify-writes its
+#: gradient) once per row. The sums keep the one-row order, so the numbers do not change.
+_BLOCK = 4
+
+
+@njit(**_JIT)
+def _first_layer_4(p, x, rows, k, fan_in, w_off, b_off, o, zb, ab, db, stride, act):
+    """Layer 0 of rows[k : k+4] (z, a, d at j * stride for the block's row j)."""
+    zero = np.float32(0.0)
+    z0 = zb[0:o]
+    z1 = zb[stride : stride + o]
+    z2 = zb[2 * stride : 2 * stride + o]
+    z3 = zb[3 * stride : 3 * stride + o]
+    for u in range(o):
+        z0[u] = zero
+        z1[u] = zero
+        z2[u] = zero
+        z3[u] = zero
+    r0, r1, r2, r3 = rows[k] * fan_in, rows[k + 1] * fan_in, rows[k + 2] * fan_in, rows[k + 3] * fan_in  # fmt: skip
+    for i in range(fan_in):
+        k_i = p[w_off + i * o : w_off + (i + 1) * o]
+        x0, x1, x2, x3 = x[r0 + i], x[r1 + i], x[r2 + i], x[r3 + i]
+        for u in range(o):
+            w = k_i[u]
+            z0[u] += x0 * w
+            z1[u] += x1 * w
+            z2[u] += x2 * w
+            z3[u] += x3 * w
+    bias = p[b_off : b_off + o]
+    for u in range(o):
+        z0[u] += bias[u]
+        z1[u] += bias[u]
+        z2[u] += bias[u]
+        z3[u] += bias[u]
+    for j in range(_BLOCK):
+        _activate(zb, ab, db, j * stride, o, act)
+
+
+@njit(**_JIT)
+def _first_kernel_grad_4(grad, x, rows, k, fan_in, w_off, o, gb, stride):
+    """Kernel gradient of layer 0 for rows[k : k+4], dL/dz of block row j at gb[j * stride],
+    added row after row as one row at a time would (the same rounding)."""
+    g0 = gb[0:o]
+    g1 = gb[stride : stride + o]
+    g2 = gb[2 * stride : 2 * stride + o]
+    g3 = gb[3 * stride : 3 * stride + o]
+    r0, r1, r2, r3 = rows[k] * fan_in, rows[k + 1] * fan_in, rows[k + 2] * fan_in, rows[k + 3] * fan_in  # fmt: skip
+    for i in range(fan_in):
+        g_k = grad[w_off + i * o : w_off + (i + 1) * o]
+        x0, x1, x2, x3 = x[r0 + i], x[r1 + i], x[r2 + i], x[r3 + i]
+        for u in range(o):
+            g_k[u] = (((g_k[u] + x0 * g0[u]) + x1 * g1[u]) + x2 * g2[u]) + x3 * g3[u]
 
 
 @njit(**_JIT)
@@ -283,13 +352,14 @@ def _output_activation(task, logits, n_out, out):
 
 @njit(**_JIT)
 def _backward_layer(
-    grad, src, s_off, fan_in, w_off, b_off, o, zb, ab, db, gb, h, fa1, fa2, fb1, fb2
+    grad, src, s_off, fan_in, w_off, b_off, o, zb, ab, db, gb, h, fa1, fa2, fb1, fb2, kernel
 ):
     """Backward of one row through one hidden layer, accumulated into grad.
 
     On entry gb[h : h+o] holds dL/da; fa1/fa2 (fb1/fb2) are the L1/L2 activity gradient
-    factors after (before) the activation. Adds the kernel and bias gradients to grad and leaves dL/dz in gb. The
-    caller turns dL/dz into the previous layer's dL/da (`_backprop_to_input`).
+    factors after (before) the activation. Adds the bias and (if `kernel`) the kernel gradient
+    to grad and leaves dL/dz in gb. The caller turns dL/dz into the previous layer's dL/da
+    (`_backprop_to_input`).
     """
     two = np.float32(2.0)
     z_v = zb[h : h + o]
@@ -319,6 +389,8 @@ def _backward_layer(
         g_z = (g_a * d_v[u] + fb1 * _sign(z)) + fb2 * (two * z)
         g_v[u] = g_z
         g_bias[u] += g_z
+    if not kernel:
+        return
     for i in range(fan_in):
         xi = src[s_off + i]
         g_k = grad[w_off + i * o : w_off + (i + 1) * o]
@@ -469,6 +541,7 @@ def _batch(
     act_sums [L, 4]: scratch for per-layer sum|z|, sum z^2, sum|a|, sum a^2; factors [L, 4]
     scratch for the activity gradient factors (before L1, before L2, after L1, after L2);
     logits, g_logits [n_out]: scratch for one row's logits and their gradient.
+    zb/ab/db/gb [_BLOCK * H]: a block's hidden values (z, a, da/dz, dL/dz) row after row.
     """
     n_layers = units.shape[0]
     size = rows.shape[0]
@@ -495,54 +568,71 @@ def _batch(
     else:
         ce_sum = 0.0
         correct = 0.0
-        for k in range(size):
-            r = rows[k]
-            _forward_row(p, x, r, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act)
-            if any_activity:
-                for layer in range(n_layers):
-                    _row_sums(zb, ab, h_off[layer], units[layer], act_sums, layer)
-            _output_row(p, ab, last_off, last_units, out_w, out_b, n_out, logits)
-            loss, hit = _row_loss(task, logits, n_out, y[r])
-            ce_sum += loss
-            correct += hit
-            if not train:
-                continue
-            # Backward of this row, accumulated into grad.
-            _row_logit_grad(task, logits, n_out, y[r], upstream, g_logits)
-            a_last = ab[last_off : last_off + last_units]
-            g_last = gb[last_off : last_off + last_units]
-            for k in range(n_out):
-                g_k = g_logits[k]
-                grad[out_b + k] += g_k
-                g_out = grad[out_w + k * last_units : out_w + (k + 1) * last_units]
-                w_out = p[out_w + k * last_units : out_w + (k + 1) * last_units]
-                if k == 0:
-                    for u in range(last_units):
-                        g_out[u] += g_k * a_last[u]
-                        g_last[u] = g_k * w_out[u]
-                else:
-                    for u in range(last_units):
-                        g_out[u] += g_k * a_last[u]
-                        g_last[u] += g_k * w_out[u]
-            for layer in range(last, -1, -1):
-                fan_in = fan_ins[layer]
-                f = factors
-                if layer == 0:
-                    _backward_layer(
-                        grad, x, r * fan_in, fan_in, w_off[0], b_off[0], units[0], zb, ab, db, gb,
-                        0, f[0, 2], f[0, 3], f[0, 0], f[0, 1],
-                    )  # fmt: skip
-                else:
-                    _backward_layer(
-                        grad, ab, h_off[layer - 1], fan_in, w_off[layer], b_off[layer],
-                        units[layer], zb, ab, db, gb, h_off[layer], f[layer, 2], f[layer, 3],
-                        f[layer, 0], f[layer, 1],
-                    )  # fmt: skip
-                if layer > 0:
-                    _backprop_to_input(
-                        p, gb, h_off[layer - 1], fan_ins[layer], w_off[layer], h_off[layer],
-                        units[layer],
-                    )  # fmt: skip
+        stride = h_off[n_layers]  # a block row's offset in zb/ab/db/gb
+        blocked = fan_ins[0] > 2  # `_BLOCK`: worth it for a first layer wider than 2 inputs
+        k = 0
+        while k < size:
+            nb = _BLOCK if blocked and size - k >= _BLOCK else 1
+            if nb == _BLOCK:
+                _first_layer_4(
+                    p, x, rows, k, fan_ins[0], w_off[0], b_off[0], units[0], zb, ab, db, stride,
+                    act,
+                )  # fmt: skip
+            for j in range(nb):
+                r = rows[k + j]
+                base = j * stride
+                _forward_row(
+                    p, x, r, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act, base,
+                    nb == _BLOCK,
+                )  # fmt: skip
+                if any_activity:
+                    for layer in range(n_layers):
+                        _row_sums(zb, ab, base + h_off[layer], units[layer], act_sums, layer)
+                _output_row(p, ab, base + last_off, last_units, out_w, out_b, n_out, logits)
+                loss, hit = _row_loss(task, logits, n_out, y[r])
+                ce_sum += loss
+                correct += hit
+                if not train:
+                    continue
+                # Backward of this row, accumulated into grad.
+                _row_logit_grad(task, logits, n_out, y[r], upstream, g_logits)
+                a_last = ab[base + last_off : base + last_off + last_units]
+                g_last = gb[base + last_off : base + last_off + last_units]
+                for o_k in range(n_out):
+                    g_k = g_logits[o_k]
+                    grad[out_b + o_k] += g_k
+                    g_out = grad[out_w + o_k * last_units : out_w + (o_k + 1) * last_units]
+                    w_out = p[out_w + o_k * last_units : out_w + (o_k + 1) * last_units]
+                    if o_k == 0:
+                        for u in range(last_units):
+                            g_out[u] += g_k * a_last[u]
+                            g_last[u] = g_k * w_out[u]
+                    else:
+                        for u in range(last_units):
+                            g_out[u] += g_k * a_last[u]
+                            g_last[u] += g_k * w_out[u]
+                for layer in range(last, -1, -1):
+                    fan_in = fan_ins[layer]
+                    f = factors
+                    if layer == 0:
+                        # In a block, layer 0's kernel gradient waits for the block's rows.
+                        _backward_layer(
+                            grad, x, r * fan_in, fan_in, w_off[0], b_off[0], units[0], zb, ab,
+                            db, gb, base, f[0, 2], f[0, 3], f[0, 0], f[0, 1], nb != _BLOCK,
+                        )  # fmt: skip
+                    else:
+                        _backward_layer(
+                            grad, ab, base + h_off[layer - 1], fan_in, w_off[layer],
+                            b_off[layer], units[layer], zb, ab, db, gb, base + h_off[layer],
+                            f[layer, 2], f[layer, 3], f[layer, 0], f[layer, 1], True,
+                        )  # fmt: skip
+                        _backprop_to_input(
+                            p, gb, base + h_off[layer - 1], fan_ins[layer], w_off[layer],
+                            base + h_off[layer], units[layer],
+                        )  # fmt: skip
+            if train and nb == _BLOCK:
+                _first_kernel_grad_4(grad, x, rows, k, fan_ins[0], w_off[0], units[0], gb, stride)
+            k += nb
     penalty = _weight_penalty(p, coef, units, fan_ins, w_off, b_off)
     mean_terms = np.float32(0.0)
     sum_terms = np.float32(0.0)
@@ -640,10 +730,11 @@ def train_models(
         m = np.zeros(n_params, np.float32)
         v = np.zeros(n_params, np.float32)
         grad = np.zeros(n_params, np.float32)
-        zb = np.zeros(h_off[n_layers], np.float32)
-        ab = np.zeros(h_off[n_layers], np.float32)
-        db = np.zeros(h_off[n_layers], np.float32)
-        gb = np.zeros(h_off[n_layers], np.float32)
+        # One row's hidden values per block row (`_BLOCK`).
+        zb = np.zeros(_BLOCK * h_off[n_layers], np.float32)
+        ab = np.zeros(_BLOCK * h_off[n_layers], np.float32)
+        db = np.zeros(_BLOCK * h_off[n_layers], np.float32)
+        gb = np.zeros(_BLOCK * h_off[n_layers], np.float32)
         act_sums = np.zeros((n_layers, 4), np.float32)
         factors = np.zeros((n_layers, 4), np.float32)
         logits = np.zeros(n_out, np.float32)
@@ -690,7 +781,9 @@ def train_models(
         for r in range(n_train + n_test):
             src = x_train if r < n_train else x_test
             row = r if r < n_train else r - n_train
-            _forward_row(p, src, row, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act)
+            _forward_row(
+                p, src, row, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act, 0, False
+            )
             _output_row(p, ab, last, last_units, out_w, out_b, n_out, logits)
             _output_activation(task, logits, n_out, outputs[c, r])
             if r < n_train:
