@@ -5,6 +5,8 @@ parameters, Adam state and gradients (4 x P float32, 32 KiB for the tutorial MLP
 for all its epochs. Rows are processed one at a time through every layer, forward then backward,
 so nothing of shape [rows, units] exists: a row's activations are vectors of the layer widths,
 and its gradient contributions are added to the model's gradient sums before the next row.
+(Inputs wider than 2: the first layer takes `_BLOCK` rows per pass over its kernel, with the
+sums in the same order, so the numbers are those of one row at a time.)
 
 Parameter vector of one model (float32 [P]), per hidden layer l with fan_in i and units o:
   kernel [i, o] row-major at w_off[l], bias [o] at b_off[l]; then the output layer: its
