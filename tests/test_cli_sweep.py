@@ -298,3 +298,31 @@ def test_sweep_on_a_bad_csv_exits_2_and_writes_nothing(tmp_path):
     assert result.exit_code == 2, result.output
     assert "bad.csv: line 3, target column 'label': empty or missing label" in result.output
     assert not (tmp_path / "runs" / "bad_data").exists()
+
+
+def test_a_sweep_on_the_cpu_engine_does_not_import_tensorflow(tmp_path: Path) -> None:
+    """Every cell on cpu: the sweep never pays TensorFlow's import (seconds, ~400 MB)."""
+    config = write_yaml(
+        tmp_path / "s.yaml",
+        {
+            "name": "s",
+            "base": {"model": {"hidden_units": [8]}, "training": {"epochs": 2, "repeats": 2}},
+            "grid": {"regularizers": [[{"strength": 1e-3}]]},
+        },
+    )
+    code = (
+        "import sys\n"
+        "from actreg_cli.cli import app\n"
+        "try:\n"
+        f"    app(['sweep', {str(config)!r}, '--runs-dir', {str(tmp_path / 'runs')!r}])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "auto -> cpu (numba)" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "False"

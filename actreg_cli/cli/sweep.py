@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from actreg_cli.cli.common import (
+    TENSORFLOW_ENGINES,
     ConfigArg,
     EngineOpt,
     EpochsOpt,
@@ -267,7 +268,8 @@ def sweep_command(
         for line in plan.notes:
             note(line)
         console.print(plan.summary_line(), highlight=False)
-        if executor is ExecutorName.local and plan.to_run:
+        to_run = {plan.engines[cell.id] for cell in plan.to_run}
+        if executor is ExecutorName.local and to_run & set(TENSORFLOW_ENGINES):
             start_tensorflow()  # before the bar (Ray trains in other processes)
 
     from actreg_cli.sweep import sweep_folder
