@@ -370,6 +370,9 @@ def _draw_metric(
         means, yerr = _error_bars([rows_by_id[c.id] for c in cells], metric)
         ax.errorbar(xs, means, yerr=yerr, marker="o", ms=4, capsize=3, color=colors[k], label=label)
     styles = ["--", ":", "-.", (0, (5, 1))]
+    # A baseline per value of an outer key (e.g. one per dropout rate) takes the colour of the
+    # line it is the baseline of.
+    group_colors = {label: colors[k] for k, (label, _) in enumerate(groups)}
     for k, cell in enumerate(c for c in outcome.cells if c.baseline):
         row = rows_by_id[cell.id]
         mean, lo, hi = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
@@ -377,9 +380,10 @@ def _draw_metric(
             continue
         extra = ", ".join(f"{names[key]}={format_value(v)}" for key, v in cell.values.items())
         label = BASELINE_LABEL + (f", {extra}" if extra else "") + ", band: 95% CI"
+        color = group_colors.get(extra, "0.35")
         if math.isfinite(lo) and math.isfinite(hi):
-            ax.axhspan(lo, hi, color="0.5", alpha=0.18, lw=0)
-        ax.axhline(mean, color="0.35", ls=styles[k % len(styles)], lw=1.2, label=label)
+            ax.axhspan(lo, hi, color="0.5" if color == "0.35" else color, alpha=0.14, lw=0)
+        ax.axhline(mean, color=color, ls=styles[k % len(styles)], lw=1.2, label=label)
     if categorical is None:
         positive = [c.values[x_key] for c in outcome.cells if c.values.get(x_key, 0) > 0]
         if any(c.values.get(x_key, 1) <= 0 for c in outcome.cells if not c.baseline) and positive:
