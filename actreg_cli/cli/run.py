@@ -81,8 +81,9 @@ def run_command(
             "their accuracies are NaN"
         )
     console.print(
-        f"mean activation {summary['mean_activation']['mean']:.4g}, "
-        f"zero fraction {summary['zero_fraction']['mean']:.3f} ({summary['probe_name']}, test set)",
+        f"{summary['probe_name']} on the test set: mean activation "
+        f"{summary['mean_activation']['mean']:.4g}, zero fraction "
+        f"{summary['zero_fraction']['mean']:.3f}",
         highlight=False,
     )
     print(outcome.run_dir)
