@@ -315,12 +315,16 @@ def _canonical(data: Any) -> str:
 
 def cell_hash(config: ExperimentConfig, engine: str) -> str:
     """sha256 (hex) of what determines a cell's results: the resolved config (epochs, seed and
-    repeats included; name and description left out), its model seeds and the concrete engine."""
+    repeats included; name and description left out), its model seeds, the concrete engine and
+    its backend (keras on TensorFlow and on JAX store apart)."""
+    from actreg_cli.engines import engine_backend
+
     payload = {
         "store_version": STORE_VERSION,
         "config": _hashed_config(config),
         "seeds": repeat_seeds(config.training.seed, config.training.repeats),
         "engine": engine,
+        "backend": engine_backend(engine),
     }
     return hashlib.sha256(_canonical(payload).encode("ascii")).hexdigest()
 
@@ -496,6 +500,8 @@ class SweepPlan:
     store_folder: Path = Path()  # runs/<sweep name>: cells/ shared by every study of the sweep
     engine_requested: str = "auto"
     overrides: list[str] = field(default_factory=list)  # --set items (and --epochs etc.)
+    # concrete engine -> its backend (engines.engine_backend) when the sweep was planned
+    backends: dict[str, str] = field(default_factory=dict)
 
     @property
     def to_run(self) -> list[Cell]:
@@ -544,14 +550,17 @@ def study_key(sweep: SweepConfig, engine: str) -> str:
     """The report folder name of one study of a sweep, e.g. 'auto-e4000-r10-s0-1a2b3c4d'.
 
     Readable parts (engine, epochs, repeats, seed of the base) and 8 hex digits of a hash of
-    the whole resolved sweep (base, grid, baseline; name and description left out) and the
-    engine asked for, so that a run with other overrides, epochs, repeats, seed or engine never
-    overwrites another study's report. Cells stay in the shared store (cells/) by their hash.
+    the whole resolved sweep (base, grid, baseline; name and description left out), the
+    engine asked for and the Keras backend, so that a run with other overrides, epochs,
+    repeats, seed, engine or backend never overwrites another study's report. Cells stay in
+    the shared store (cells/) by their hash.
     """
+    from actreg_cli.engines import keras_backend
+
     data = sweep.model_dump(mode="json")
     for name in ("name", "description"):
         data.pop(name, None)
-    payload = _canonical({"sweep": data, "engine": engine})
+    payload = _canonical({"sweep": data, "engine": engine, "keras_backend": keras_backend()})
     digest = hashlib.sha256(payload.encode("ascii")).hexdigest()[:8]
     t = sweep.base.training
     return f"{engine}-e{t.epochs}-r{t.repeats}-s{t.seed}-{digest}"
@@ -640,6 +649,8 @@ def plan_sweep(
     Raises ConfigError or EngineUnsupported before anything is trained or written; errors in a
     cell (its data, layers that do not fit) name `origin` (the sweep file) and the cell.
     """
+    from actreg_cli.engines import engine_backend
+
     store_folder = sweep_folder(sweep, runs_dir)
     engine = str(getattr(engine, "value", engine))
     folder = store_folder / study_key(sweep, engine)
@@ -667,6 +678,7 @@ def plan_sweep(
         task=task,
         store_folder=store_folder,
         engine_requested=engine,
+        backends={name: engine_backend(name) for name in dict.fromkeys(engines.values())},
     )
 
 
@@ -713,6 +725,7 @@ def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
         "description": plan.sweep.description,
         "engine_requested": str(getattr(engine, "value", engine)),
         "engine_notes": plan.notes,
+        "backends": plan.backends,
         "overrides": plan.overrides,
         "store": str(plan.store_folder / "cells"),
         "command": " ".join(["actreg", *sys.argv[1:]]),
@@ -951,5 +964,6 @@ def reopen_sweep(folder: Path) -> SweepOutcome:
         store_folder=store_folder,
         engine_requested=meta.get("engine_requested", "auto"),
         overrides=list(meta.get("overrides", [])),
+        backends=dict(meta.get("backends", {})),
     )
     return SweepOutcome(plan, records, failures, n_trained=0, elapsed_s=0.0)

@@ -242,7 +242,6 @@ def study_facts(outcome: SweepOutcome) -> dict[str, str]:
     """The values that define this study, over all its cells: activity reduction(s), epochs,
     repeats, seed, engine (asked for -> used), and the overrides it was run with."""
     from actreg_cli.config import Target
-    from actreg_cli.engines import engine_backend
 
     plan = outcome.plan
     configs = [c.config for c in plan.cells]
@@ -259,7 +258,7 @@ def study_facts(outcome: SweepOutcome) -> dict[str, str]:
         "repeats": _values([c.training.repeats for c in configs]),
         "seed": _values([c.training.seed for c in configs]),
         "engine": f"{plan.engine_requested} -> "
-        + ", ".join(f"{name} ({engine_backend(name)})" for name in used),
+        + ", ".join(f"{name} ({plan.backends.get(name, '?')})" for name in used),
         "overrides": " ".join(plan.overrides) if plan.overrides else "none",
     }
 

@@ -100,3 +100,30 @@ def test_unknown_keras_backend_is_a_clear_error(tmp_path: Path, monkeypatch) -> 
     assert "KERAS_BACKEND='theano'" in result.output
     assert "tensorflow or jax" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_backend_is_read_as_keras_reads_it(tmp_path: Path, monkeypatch) -> None:
+    """KERAS_BACKEND, else keras.json under KERAS_HOME, else tensorflow; without importing
+    Keras, so that recording it costs nothing."""
+    from actreg_cli.engines import engine_backend
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert engine_backend("keras") == "tensorflow"
+    (tmp_path / "keras.json").write_text('{"backend": "jax", "floatx": "float32"}')
+    assert engine_backend("keras") == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert engine_backend("keras") == "tensorflow"
+    assert (engine_backend("fused"), engine_backend("cpu")) == ("tensorflow-xla", "numba")
+
+
+def test_cells_trained_on_another_backend_are_stored_apart(monkeypatch) -> None:
+    from actreg_cli.config import ExperimentConfig
+    from actreg_cli.sweep import cell_hash
+
+    config = ExperimentConfig.model_validate(MLP)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    on_tensorflow = cell_hash(config, "keras"), cell_hash(config, "fused")
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert cell_hash(config, "keras") != on_tensorflow[0]
+    assert cell_hash(config, "fused") == on_tensorflow[1]

@@ -8,9 +8,11 @@ compiled with Numba, the fastest on a CPU).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from collections.abc import Sequence
 from enum import Enum
+from pathlib import Path
 
 from actreg_cli.config import ExperimentConfig
 from actreg_cli.engines.base import Engine, EngineUnsupported
@@ -44,14 +46,12 @@ KERAS_BACKENDS = ("tensorflow", "jax")
 def check_keras_backend() -> None:
     """Raise EngineUnsupported when KERAS_BACKEND names a backend the keras engine cannot use
     (Keras would fail at import, after a run folder was made)."""
-    name = os.environ.get("KERAS_BACKEND")
-    if name is None:
-        return
+    name = keras_backend()
     if name not in KERAS_BACKENDS:
         raise EngineUnsupported(
-            f"environment variable KERAS_BACKEND={name!r} is not a backend the keras engine "
-            f"runs on; use {' or '.join(KERAS_BACKENDS)} (tensorflow is the reference), or "
-            f"unset it"
+            f"KERAS_BACKEND={name!r} (the environment variable, or keras.json) is not a backend "
+            f"the keras engine runs on; use {' or '.join(KERAS_BACKENDS)} (tensorflow is the "
+            f"reference), or unset it"
         )
     if importlib.util.find_spec(name) is None:
         raise EngineUnsupported(
@@ -60,14 +60,24 @@ def check_keras_backend() -> None:
         )
 
 
+def keras_backend() -> str:
+    """The backend Keras will load, found as Keras finds it (keras/src/backend/config.py) but
+    without importing Keras: KERAS_BACKEND, else "backend" in $KERAS_HOME/keras.json (default
+    ~/.keras), else tensorflow."""
+    if name := os.environ.get("KERAS_BACKEND"):
+        return name
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    try:
+        return str(json.loads((home / "keras.json").read_text())["backend"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "tensorflow"
+
+
 def engine_backend(name: str) -> str:
     """What computes an engine's training, as runs record it: the Keras backend for `keras`
-    (KERAS_BACKEND, else keras.json, else tensorflow), 'tensorflow-xla' for `fused`,
-    'numba' for `cpu`. Reading the Keras setting imports Keras."""
+    (`keras_backend`), 'tensorflow-xla' for `fused`, 'numba' for `cpu`. Imports nothing."""
     if name == EngineName.keras.value:
-        import keras
-
-        return str(keras.config.backend())
+        return keras_backend()
     return {EngineName.fused.value: "tensorflow-xla", EngineName.cpu.value: "numba"}[name]
 
 
