@@ -45,7 +45,7 @@ from actreg_cli.engines.base import (
     result_from_totals,
     train_grouped,
 )
-from actreg_cli.engines.fused import coefficients, worker_count
+from actreg_cli.engines.fused import coefficients, mlp_shape_key, worker_count
 from actreg_cli.tasks import output_units
 from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
 
@@ -60,25 +60,6 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
         if reg.norm is Norm.custom:
             return f"custom regularizer '{reg.function}' cannot be compiled by the cpu engine"
     return None
-
-
-def _group_key(job: TrainJob) -> tuple:
-    """Jobs with equal keys run in one kernel call (they share the data set and the loop's
-    shape); everything else is per-model data."""
-    config = job.config
-    t = config.training
-    n_train = job_dataset(config, job.seed).n_train
-    batch = min(t.batch_size, n_train)
-    return (
-        config.data.model_dump_json(),
-        job.seed if config.data.resample else None,  # each repeat's own data
-        tuple(config.model.hidden_units),
-        config.model.activation,
-        t.optimizer,
-        t.epochs,
-        batch,
-        t.shuffle and batch < n_train,
-    )
 
 
 def flat_initial_weights(config: ExperimentConfig, seed: int, data: Dataset) -> np.ndarray:
@@ -118,7 +99,7 @@ class CpuEngine:
                     progress(len(part) * part[0].config.training.epochs)
             return results
 
-        return train_grouped(self, jobs, _group_key, train_group)
+        return train_grouped(self, jobs, mlp_shape_key, train_group)
 
     def _train_call(self, jobs: Sequence[TrainJob]) -> list[TrainResult]:
         """One kernel call for jobs of one group (one data set)."""

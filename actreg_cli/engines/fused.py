@@ -223,13 +223,9 @@ class _Spec:
         return self.fan_ins[layer] + 1 + (self.n_outputs if last else 0)
 
 
-def _group_key(job: TrainJob) -> tuple:
-    """Jobs with equal keys train in one program; everything else is per-model data.
-
-    The key holds the penalty kinds the model uses: a program is built for the kinds of its
-    models, so grouping by each model's own kinds makes its program, and its numbers to the last
-    bit, independent of the other jobs (a resumed sweep equals an uninterrupted one byte for
-    byte)."""
+def mlp_shape_key(job: TrainJob) -> tuple:
+    """What MLP jobs trained in one compiled loop (this engine's program, the cpu kernel) must
+    share: the data set, the network, the optimizer and the loop's shape."""
     config = job.config
     t = config.training
     n_train = job_dataset(config, job.seed).n_train
@@ -243,8 +239,17 @@ def _group_key(job: TrainJob) -> tuple:
         t.epochs,
         batch,
         t.shuffle and batch < n_train,
-        _penalty_kinds(coefficients(config) != 0),
     )
+
+
+def _group_key(job: TrainJob) -> tuple:
+    """Jobs with equal keys train in one program; everything else is per-model data.
+
+    The key holds the penalty kinds the model uses: a program is built for the kinds of its
+    models, so grouping by each model's own kinds makes its program, and its numbers to the last
+    bit, independent of the other jobs (a resumed sweep equals an uninterrupted one byte for
+    byte)."""
+    return (*mlp_shape_key(job), _penalty_kinds(coefficients(job.config) != 0))
 
 
 def choose_chunk(n_models: int, units: Sequence[int], n_rows: int, workers: int) -> int:
