@@ -266,21 +266,18 @@ DataConfig = Annotated[
     | NpzData,
     Field(discriminator="name"),
 ]
+
+
+def _members_by_tag(union: Any, tag: str) -> dict[str, Any]:
+    """tag value -> class, for a discriminated union Annotated[A | B | ..., Field(discriminator=tag)]."""
+    members = typing.get_args(typing.get_args(union)[0])
+    return {
+        value: cls for cls in members for value in typing.get_args(cls.model_fields[tag].annotation)
+    }
+
+
 #: data.name -> the config class of that source.
-DATA_SOURCES: dict[str, type[_DataBase]] = {
-    name: cls
-    for cls in (
-        CirclesData,
-        MoonsData,
-        BlobsData,
-        ClassificationData,
-        RegressionData,
-        BundledData,
-        CsvData,
-        NpzData,
-    )
-    for name in typing.get_args(cls.model_fields["name"].annotation)
-}
+DATA_SOURCES: dict[str, type[_DataBase]] = _members_by_tag(DataConfig, "name")
 FILE_SOURCES = ("csv", "npz")
 
 
@@ -489,13 +486,8 @@ LayerConfig = Annotated[
     | ActivationLayer,
     Field(discriminator="kind"),
 ]
-LAYER_KINDS: dict[str, type[_LayerBase]] = {
-    typing.get_args(cls.model_fields["kind"].annotation)[0]: cls
-    for cls in (
-        DenseLayer, Conv2DLayer, LstmLayer, MaxPool2DLayer, FlattenLayer, DropoutLayer,
-        ActivationLayer,
-    )
-}  # fmt: skip
+#: layer kind -> the config class of that layer
+LAYER_KINDS: dict[str, type[_LayerBase]] = _members_by_tag(LayerConfig, "kind")
 DEFAULT_HIDDEN_UNITS = [500]
 
 
@@ -539,10 +531,6 @@ class ModelConfig(StrictModel):
                 "layer is added after the list)"
             )
         return self
-
-    @property
-    def uses_layers(self) -> bool:
-        return self.layers is not None
 
 
 def _check_lstm_placement(reg: PenaltyConfig, where: str) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actreg_cli.config import (
+    LAYER_KINDS,
     ActivationLayer,
     ConfigError,
     Conv2DLayer,
@@ -34,8 +35,8 @@ from actreg_cli.config import (
 from actreg_cli.tasks import Task, output_units, spec
 
 Shape = tuple[int, ...]
-#: the kinds whose outputs are summarised by `probe`; weights of every kind with a kernel
-KERNEL_KINDS = ("dense", "conv2d", "lstm")
+#: the layer kinds with weights (which accept regularizers): dense, conv2d, lstm
+KERNEL_KINDS = tuple(kind for kind, cls in LAYER_KINDS.items() if cls.has_kernel)
 
 
 @dataclass(frozen=True)
@@ -78,39 +79,6 @@ class ModelPlan:
     layers: tuple[LayerPlan, ...]
     task: Task
     probe: int
-
-    @property
-    def is_mlp(self) -> bool:
-        """Dense layers only, on flat input: what the hand-written MLP engines (fused, cpu)
-        train."""
-        return len(self.input_shape) == 1 and all(layer.kind == "dense" for layer in self.layers)
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(layer.kind for layer in self.layers)
-
-    def describe(self) -> str:
-        """e.g. 'conv2d 8 3x3 relu -> max_pool2d 2x2 -> flatten -> dense 10 softmax'."""
-        return " -> ".join(_describe_layer(layer) for layer in self.layers)
-
-
-def _describe_layer(layer: LayerPlan) -> str:
-    opts = dict(layer.options)
-    if layer.kind == "dense":
-        return f"dense {opts['units']} {layer.activation}"
-    if layer.kind == "conv2d":
-        k = opts["kernel_size"]
-        return f"conv2d {opts['filters']} {k[0]}x{k[1]} {layer.activation}"
-    if layer.kind == "lstm":
-        return f"lstm {opts['units']}" + (" seq" if opts["return_sequences"] else "")
-    if layer.kind == "max_pool2d":
-        p = opts["pool_size"]
-        return f"max_pool2d {p[0]}x{p[1]}"
-    if layer.kind == "dropout":
-        return f"dropout {opts['rate']:g}"
-    if layer.kind == "activation":
-        return f"activation {layer.activation}"
-    return layer.kind
 
 
 def model_plan(
