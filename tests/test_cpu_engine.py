@@ -156,6 +156,56 @@ def test_shuffled_minibatches_match_keras_and_fused(reduction) -> None:
     assert not np.allclose(unshuffled.history[:, 0], cpu.history[:, 0], rtol=1e-4)
 
 
+# The tutorial family (one ReLU layer on 2 inputs, one output) has a loop of its own
+# (cpu_kernel._train_relu2: rows as SIMD lanes, 2 rows per backward pass): its edges.
+RELU2_REGS = [
+    activity("l1_l2", "before_activation", "batch_mean", 1e-3, l2_strength=2e-3),
+    activity("l2", "after_activation", "batch_sum", 1e-4),
+    {"target": "kernel", "norm": "l1", "strength": 1e-3},
+]
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch_size"),
+    [(49, 64), (49, 16)],
+    ids=["odd-full-batch", "last-batch-of-one"],
+)
+def test_tutorial_family_odd_rows_match_fused(n_train, batch_size) -> None:
+    """An odd number of rows (a row without a partner in the 2-row backward), full batch and
+    shuffled batches of 16 whose last has 1 row; L1 and L2 activity penalties before and after
+    the ReLU together with a kernel penalty."""
+    cfg = experiment(
+        RELU2_REGS, epochs=12, model={"hidden_units": [40]},
+        data={"n_samples": 120, "n_train": n_train}, batch_size=batch_size, learning_rate=1e-2,
+    )  # fmt: skip
+    job = TrainJob(cfg, SEED)
+    cpu, fused = CpuEngine().train([job])[0], FusedEngine().train([job])[0]
+    np.testing.assert_allclose(cpu.history[:, [0, 2]], fused.history[:, [0, 2]], rtol=2e-5)
+    np.testing.assert_allclose(cpu.train_loss, fused.train_loss, rtol=2e-5)
+    np.testing.assert_allclose(cpu.test_loss, fused.test_loss, rtol=2e-5)
+    assert cpu.train_accuracy == fused.train_accuracy
+    assert cpu.test_accuracy == fused.test_accuracy
+
+
+def test_tutorial_family_regression_matches_fused(tmp_path: Path) -> None:
+    """A regression on 2 features (a CSV with a numeric target) takes the same loop."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (90, 2))
+    y = np.sin(2 * x[:, 0]) + x[:, 1] ** 2 + rng.normal(0, 0.05, 90)
+    path = tmp_path / "wave.csv"
+    rows = [f"{a:.6f},{b:.6f},{t:.6f}" for (a, b), t in zip(x, y, strict=True)]
+    path.write_text("a,b,t\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    cfg = experiment(
+        RELU2_REGS[:1], epochs=20, model={"hidden_units": [32]}, batch_size=25,
+        data={"name": "csv", "path": str(path), "target": "t", "task": "regression"},
+        learning_rate=1e-2,
+    )  # fmt: skip
+    job = TrainJob(cfg, SEED)
+    cpu, fused = CpuEngine().train([job])[0], FusedEngine().train([job])[0]
+    np.testing.assert_allclose(cpu.history, fused.history, rtol=2e-5)
+    np.testing.assert_allclose(cpu.test_loss, fused.test_loss, rtol=2e-5)
+
+
 def _shuffle_off(cfg):
     """experiment() keyword arguments of `cfg` with shuffle: false."""
     return {
