@@ -81,8 +81,9 @@ def engine_backend(name: str) -> str:
     return {EngineName.fused.value: "tensorflow-xla", EngineName.cpu.value: "numba"}[name]
 
 
-#: What `auto` tries, fastest first (on a CPU: the cpu engine ~15 µs a model-epoch, fused
-#: ~20-50, keras ~70 ms an epoch); keras, the reference, runs everything.
+#: What `auto` tries, fastest first on a CPU for the tutorial MLP (the cpu engine ~7 µs CPU a
+#: model-epoch, fused ~21-25, keras ~43 ms an epoch; README "Speed"); keras, the reference,
+#: runs everything.
 AUTO_ORDER = (EngineName.cpu, EngineName.fused, EngineName.keras)
 
 

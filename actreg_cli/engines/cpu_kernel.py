@@ -2,11 +2,23 @@
 
 `train_models` trains C MLPs, one model per thread at a time (prange over models): each model's
 parameters, Adam state and gradients (4 x P float32, 32 KiB for the tutorial MLP) stay in cache
-for all its epochs. Rows are processed one at a time through every layer, forward then backward,
-so nothing of shape [rows, units] exists: a row's activations are vectors of the layer widths,
-and its gradient contributions are added to the model's gradient sums before the next row.
-(Inputs wider than 2: the first layer takes `_BLOCK` rows per pass over its kernel, with the
-sums in the same order, so the numbers are those of one row at a time.)
+for all its epochs. Two loops train a model:
+
+- The tutorial family (one ReLU hidden layer on 2 inputs, one output: binary or regression;
+  `_train_relu2`): a batch's rows are SIMD lanes. Its rows are copied into column buffers, the
+  forward takes 4 units per pass over the rows (a row's logit and activity sums accumulate in
+  lanes, with no per-row horizontal sum), the backward recomputes z and takes 2 rows per pass
+  over the units; exp and log1p of the loss are vectorized (`_exp_nonpositive`,
+  `_log1p_unit`), and these loops use 512-bit vectors where the CPU has them. 6.9-7.0 us CPU a
+  model-epoch here, 2.3x the FLOP bound (benchmarks/bench_cpu_kernel.py).
+- Every other MLP (`_batch`): rows one at a time through every layer, forward then backward, so
+  nothing of shape [rows, units] exists: a row's activations are vectors of the layer widths,
+  and its gradient contributions are added to the model's gradient sums before the next row.
+  (Inputs wider than 2: the first layer takes `_BLOCK` rows per pass over its kernel, with the
+  sums in the same order, so the numbers are those of one row at a time.)
+
+Every thread computes with FTZ/DAZ set, as TensorFlow's threads do (`_FLUSH_DENORMALS`), and
+every activation is a loop without libm calls (`_activate`), so both loops vectorize.
 
 Parameter vector of one model (float32 [P]), per hidden layer l with fan_in i and units o:
   kernel [i, o] row-major at w_off[l], bias [o] at b_off[l]; then the output layer: its
@@ -28,6 +40,8 @@ Adam with epsilon outside the bias correction, all in float32.
 
 fastmath is limited to reassociation and contraction (sums over units may be vectorized and
 use FMA); no-NaN/no-inf assumptions are not made, so a diverging model still shows NaN/inf.
+exp, log1p and tanh are this module's polynomials, within 1-3 ulp of the exact values (libm's
+are within 1-2, TensorFlow's own tanh is the same rational approximation).
 """
 
 from __future__ import annotations
@@ -776,6 +790,11 @@ def _update(p, m, v, grad, step, lr, optimizer):
 #: vectorized rows-inner loops never run a scalar remainder on real rows; padding rows have
 #: inputs 0 and are never summed.
 _ROW_PAD = 16
+#: Rows of a model's per-row buffer rb [_RB_ROWS, R]: logit (without the output bias), the
+#: activity sums sum a, sum a^2, sum z^2, d loss / d logit, and the loss's exp(-|logit|) and
+#: log1p of it.
+_LOGIT, _S_A, _S_AA, _S_ZZ, _G, _E, _SOFTPLUS = range(7)
+_RB_ROWS = 7
 
 
 @njit(**_JIT)
@@ -795,11 +814,25 @@ def _gather_columns(x, y, rows, start, count, xc, yc, at):
 
 
 @njit(**_JIT)
-def _relu2_forward(p, o, out_w, xc, n, logit, s_a, s_aa, s_zz, sums):
-    """Rows 0..n of xc through Dense(o, relu) on 2 inputs and the output dot: logit[r] = a_r .
-    w_out (without the output bias); per row as `sums` asks (0: none, 1: s_a = sum a, 2: also
-    s_aa = sum a^2 and s_zz = sum z^2). Arrays are [R] with R = _padded(n) >= n."""
+def _relu2_four_units(xa, xb, ua, ub, uc, ud):
+    """One row's (sum of a * w_out, sum of a) over 4 units, each given as (kernel row 0,
+    kernel row 1, bias, output weight), a = relu(xa k0 + xb k1 + b)."""
+    zero = np.float32(0.0)
+    a1 = max((xa * ua[0] + xb * ua[1]) + ua[2], zero)
+    a2 = max((xa * ub[0] + xb * ub[1]) + ub[2], zero)
+    a3 = max((xa * uc[0] + xb * uc[1]) + uc[2], zero)
+    a4 = max((xa * ud[0] + xb * ud[1]) + ud[2], zero)
+    return (a1 * ua[3] + a2 * ub[3]) + (a3 * uc[3] + a4 * ud[3]), (a1 + a2) + (a3 + a4)
+
+
+@njit(**_JIT)
+def _relu2_forward(p, o, out_w, xc, n, rb, sums):
+    """Rows 0..n of xc through Dense(o, relu) on 2 inputs and the output dot: rb[_LOGIT, r] =
+    a_r . w_out (without the output bias); per row as `sums` asks (0: none, 1: rb[_S_A] = sum a,
+    2: also rb[_S_AA] = sum a^2 and rb[_S_ZZ] = sum z^2). rb: [_RB_ROWS, R], R = _padded(n)
+    or more."""
     _prefer_512_bit_vectors()
+    logit, s_a, s_aa, s_zz = rb[_LOGIT], rb[_S_A], rb[_S_AA], rb[_S_ZZ]
     zero = np.float32(0.0)
     k0 = p[0:o]
     k1 = p[o : 2 * o]
@@ -827,29 +860,18 @@ def _relu2_forward(p, o, out_w, xc, n, logit, s_a, s_aa, s_zz, sums):
     # 4 units per pass over the rows (a quarter of the loads and stores of logit and s_a).
     u = 0
     while u + 4 <= o:
-        k0a, k1a, ba, wa = k0[u], k1[u], bias[u], w[u]
-        k0b, k1b, bb, wb = k0[u + 1], k1[u + 1], bias[u + 1], w[u + 1]
-        k0c, k1c, bc, wc = k0[u + 2], k1[u + 2], bias[u + 2], w[u + 2]
-        k0d, k1d, bd, wd = k0[u + 3], k1[u + 3], bias[u + 3], w[u + 3]
+        ua = (k0[u], k1[u], bias[u], w[u])
+        ub = (k0[u + 1], k1[u + 1], bias[u + 1], w[u + 1])
+        uc = (k0[u + 2], k1[u + 2], bias[u + 2], w[u + 2])
+        ud = (k0[u + 3], k1[u + 3], bias[u + 3], w[u + 3])
         if sums == 1:
             for r in range(rows):
-                xa = x0[r]
-                xb = x1[r]
-                a1 = max((xa * k0a + xb * k1a) + ba, zero)
-                a2 = max((xa * k0b + xb * k1b) + bb, zero)
-                a3 = max((xa * k0c + xb * k1c) + bc, zero)
-                a4 = max((xa * k0d + xb * k1d) + bd, zero)
-                logit[r] += (a1 * wa + a2 * wb) + (a3 * wc + a4 * wd)
-                s_a[r] += (a1 + a2) + (a3 + a4)
-        else:
+                dot, total = _relu2_four_units(x0[r], x1[r], ua, ub, uc, ud)
+                logit[r] += dot
+                s_a[r] += total
+        else:  # (the unused sum is compiled away: 0.7 us a model-epoch less)
             for r in range(rows):
-                xa = x0[r]
-                xb = x1[r]
-                a1 = max((xa * k0a + xb * k1a) + ba, zero)
-                a2 = max((xa * k0b + xb * k1b) + bb, zero)
-                a3 = max((xa * k0c + xb * k1c) + bc, zero)
-                a4 = max((xa * k0d + xb * k1d) + bd, zero)
-                logit[r] += (a1 * wa + a2 * wb) + (a3 * wc + a4 * wd)
+                logit[r] += _relu2_four_units(x0[r], x1[r], ua, ub, uc, ud)[0]
         u += 4
     while u < o:
         k0a, k1a, ba, wa = k0[u], k1[u], bias[u], w[u]
@@ -861,20 +883,21 @@ def _relu2_forward(p, o, out_w, xc, n, logit, s_a, s_aa, s_zz, sums):
 
 
 @njit(**_JIT)
-def _relu2_terms(p, coef, o, out_w, out_b, task, xc, yc, start, n, logit, s_a, s_aa, s_zz,
-                 weight_penalty, factors, g, scratch, work, bits, train):  # fmt: skip
+def _relu2_terms(p, coef, o, task, xc, yc, start, n, rb, weight_penalty, factors, scratch, bits,
+                 train):  # fmt: skip
     """Keras's loss (data loss averaged over the n rows start..start+n of the forward's buffers,
-    plus the penalties) and metric total of those rows as one batch. Also leaves in g[start:
-    start+n] each row's d loss / d logit and in factors (before L1, before L2, after L1, after
-    L2) the activity gradient factors of this batch size (`_batch` does the same per row);
-    g only with `train`.
+    plus the penalties) and metric total of those rows as one batch. Also leaves in rb[_G,
+    start : start+n] each row's d loss / d logit (with `train`; binary: always) and in factors
+    (before L1, before L2, after L1, after L2) the activity gradient factors of this batch size
+    (`_batch` does the same per row).
 
     Sum |z| over a row is 2 sum a - sum z (|z| = 2 relu(z) - z), and sum z over a row is
     x . (kernel summed over units) + the biases' sum: no per-unit |z| is needed.
     """
+    logit, s_a, s_aa, s_zz, g = rb[_LOGIT], rb[_S_A], rb[_S_AA], rb[_S_ZZ], rb[_G]
     size_f = np.float32(n)
     upstream = np.float32(1.0) / size_f
-    out_bias = p[out_b]
+    out_bias = p[4 * o]
     loss_sum = 0.0
     metric = 0.0
     s_a_total = np.float32(0.0)
@@ -883,8 +906,8 @@ def _relu2_terms(p, coef, o, out_w, out_b, task, xc, yc, start, n, logit, s_a, s
     s_aa_total = np.float32(0.0)
     s_zz_total = np.float32(0.0)
     if task == _BINARY:  # vectorized over the rows: exp and log1p by `_exp_nonpositive` etc.
-        e = work[0]
-        softplus = work[1]
+        e = rb[_E]
+        softplus = rb[_SOFTPLUS]
         for j in range(n):
             e[j] = -abs(logit[start + j] + out_bias)
         _exp_nonpositive(e, bits, n)
@@ -934,6 +957,17 @@ def _relu2_terms(p, coef, o, out_w, out_b, task, xc, yc, start, n, logit, s_a, s
 
 
 @njit(**_JIT)
+def _relu2_evaluate(p, coef, units, fan_ins, w_off, b_off, task, xc, yc, n_forward, n, rb,
+                    factors, scratch, bits, sums, train):  # fmt: skip
+    """The forward of rows 0..n_forward of xc, then (`_relu2_terms`) the loss and metric of
+    rows 0..n of them as one batch."""
+    o = units[0]
+    penalty = _weight_penalty(p, coef, units, fan_ins, w_off, b_off)
+    _relu2_forward(p, o, 3 * o, xc, n_forward, rb, sums)
+    return _relu2_terms(p, coef, o, task, xc, yc, 0, n, rb, penalty, factors, scratch, bits, train)
+
+
+@njit(**_JIT)
 def _relu2_backward(p, grad, o, out_w, out_b, xc, n, g, factors):
     """grad[:] = the gradient of the batch loss from rows 0..n of xc (g: their d loss / d
     logit, factors: `_relu2_terms`'), without the weight penalties' terms.
@@ -973,8 +1007,10 @@ def _relu2_backward(p, grad, o, out_w, out_b, xc, n, g, factors):
                 k0u, k1u, bu, wu = k0[u], k1[u], bias[u], w[u]
                 z1 = (xa * k0u + xb * k1u) + bu
                 z2 = (ya * k0u + yb * k1u) + bu
-                d1 = ((ga * wu + c_pos) + l2_pos * z1) if z1 > zero else ((c_neg if z1 < zero else zero) + l2_neg * z1)  # fmt: skip
-                d2 = ((gb * wu + c_pos) + l2_pos * z2) if z2 > zero else ((c_neg if z2 < zero else zero) + l2_neg * z2)  # fmt: skip
+                n1 = (c_neg if z1 < zero else zero) + l2_neg * z1
+                n2 = (c_neg if z2 < zero else zero) + l2_neg * z2
+                d1 = ((ga * wu + c_pos) + l2_pos * z1) if z1 > zero else n1
+                d2 = ((gb * wu + c_pos) + l2_pos * z2) if z2 > zero else n2
                 d2 = d2 if pair else zero
                 g_w[u] += ga * max(z1, zero) + gb * max(z2, zero)
                 g_k0[u] += xa * d1 + ya * d2
@@ -998,7 +1034,8 @@ def _relu2_backward(p, grad, o, out_w, out_b, xc, n, g, factors):
 
 @njit(**_JIT)
 def _train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, task, optimizer,
-                 epochs, batch_size, seed, shuffle, units, fan_ins, w_off, b_off, rows_out):  # fmt: skip
+                 epochs, batch_size, seed, shuffle, units, fan_ins, w_off, b_off,
+                 rows_out):  # fmt: skip
     """`train_models`' epoch loop for one model of the tutorial family (see above), the same
     batches, history totals (rows_out [E+1, 4]) and final weights (p, in place)."""
     _prefer_512_bit_vectors()
@@ -1012,15 +1049,11 @@ def _train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, t
     yc = np.zeros(width, np.float32)
     xt = np.zeros((2, width), np.float32)
     yt = np.zeros(width, np.float32)
-    logit = np.zeros(width, np.float32)
-    s_a = np.zeros(width, np.float32)
-    s_aa = np.zeros(width, np.float32)
-    s_zz = np.zeros(width, np.float32)
-    g = np.zeros(width, np.float32)
+    rb = np.zeros((_RB_ROWS, width), np.float32)
+    g = rb[_G]
     factors = np.zeros(4, np.float32)
     test_factors = np.zeros(4, np.float32)
     scratch = np.zeros(2, np.float32)
-    work = np.zeros((2, width), np.float32)
     bits = np.zeros(width, np.int32)
     sums = 0
     for col in (_BEFORE_MEAN_L1, _BEFORE_SUM_L1, _AFTER_MEAN_L1, _AFTER_SUM_L1):
@@ -1042,18 +1075,17 @@ def _train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, t
     for epoch in range(epochs + 1):
         last = epoch == epochs  # the final weights' evaluation (rows_out[E])
         if full:
-            penalty = _weight_penalty(p, coef, units, fan_ins, w_off, b_off)
-            _relu2_forward(p, o, out_w, xc, n_train + n_test, logit, s_a, s_aa, s_zz, sums)
-            loss, metric = _relu2_terms(
-                p, coef, o, out_w, out_b, task, xc, yc, 0, n_train, logit, s_a, s_aa, s_zz,
-                penalty, factors, g, scratch, work, bits, True,
+            loss, metric = _relu2_evaluate(
+                p, coef, units, fan_ins, w_off, b_off, task, xc, yc, n_train + n_test, n_train,
+                rb, factors, scratch, bits, sums, True,
             )  # fmt: skip
             rows_out[epoch, 0] = loss * np.float32(n_train)
             rows_out[epoch, 1] = metric
             if epoch > 0:  # the test rows on the weights at the start of this epoch
+                penalty = _weight_penalty(p, coef, units, fan_ins, w_off, b_off)
                 test_loss, test_metric = _relu2_terms(
-                    p, coef, o, out_w, out_b, task, xc, yc, n_train, n_test, logit, s_a, s_aa,
-                    s_zz, penalty, test_factors, g, scratch, work, bits, False,
+                    p, coef, o, task, xc, yc, n_train, n_test, rb, penalty, test_factors, scratch,
+                    bits, False,
                 )  # fmt: skip
                 rows_out[epoch, 2] = test_loss * np.float32(n_test)
                 rows_out[epoch, 3] = test_metric
@@ -1066,11 +1098,9 @@ def _train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, t
             continue
         if last:  # the final weights on the train set, as one batch
             _gather_columns(x_train, y_train, train_rows, 0, n_train, xc, yc, 0)
-            penalty = _weight_penalty(p, coef, units, fan_ins, w_off, b_off)
-            _relu2_forward(p, o, out_w, xc, n_train, logit, s_a, s_aa, s_zz, sums)
-            loss, metric = _relu2_terms(
-                p, coef, o, out_w, out_b, task, xc, yc, 0, n_train, logit, s_a, s_aa, s_zz,
-                penalty, factors, g, scratch, work, bits, False,
+            loss, metric = _relu2_evaluate(
+                p, coef, units, fan_ins, w_off, b_off, task, xc, yc, n_train, n_train, rb,
+                factors, scratch, bits, sums, False,
             )  # fmt: skip
             rows_out[epoch, 0] = loss * np.float32(n_train)
             rows_out[epoch, 1] = metric
@@ -1084,11 +1114,9 @@ def _train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, t
             size = min(batch_size, n_train - start)
             # Padding rows past `size` keep earlier rows' inputs: computed, never summed.
             _gather_columns(x_train, y_train, order, start, size, xc, yc, 0)
-            penalty = _weight_penalty(p, coef, units, fan_ins, w_off, b_off)
-            _relu2_forward(p, o, out_w, xc, size, logit, s_a, s_aa, s_zz, sums)
-            loss, metric = _relu2_terms(
-                p, coef, o, out_w, out_b, task, xc, yc, 0, size, logit, s_a, s_aa, s_zz,
-                penalty, factors, g, scratch, work, bits, True,
+            loss, metric = _relu2_evaluate(
+                p, coef, units, fan_ins, w_off, b_off, task, xc, yc, size, size, rb, factors,
+                scratch, bits, sums, True,
             )  # fmt: skip
             loss_total += loss * np.float32(size)
             metric_total += metric
@@ -1098,11 +1126,9 @@ def _train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, t
             _update(p, m, v, grad, step, lr, optimizer)
         rows_out[epoch, 0] = loss_total
         rows_out[epoch, 1] = metric_total
-        penalty = _weight_penalty(p, coef, units, fan_ins, w_off, b_off)
-        _relu2_forward(p, o, out_w, xt, n_test, logit, s_a, s_aa, s_zz, sums)
-        loss, metric = _relu2_terms(
-            p, coef, o, out_w, out_b, task, xt, yt, 0, n_test, logit, s_a, s_aa, s_zz, penalty,
-            factors, g, scratch, work, bits, False,
+        loss, metric = _relu2_evaluate(
+            p, coef, units, fan_ins, w_off, b_off, task, xt, yt, n_test, n_test, rb, factors,
+            scratch, bits, sums, False,
         )  # fmt: skip
         rows_out[epoch + 1, 2] = loss * np.float32(n_test)
         rows_out[epoch + 1, 3] = metric
