@@ -9,8 +9,8 @@ for all its epochs. Two loops train a model:
   forward takes 4 units per pass over the rows (a row's logit and activity sums accumulate in
   lanes, with no per-row horizontal sum), the backward recomputes z and takes 2 rows per pass
   over the units; exp and log1p of the loss are vectorized (`_exp_nonpositive`,
-  `_log1p_unit`), and these loops use 512-bit vectors where the CPU has them. 6.9-7.0 us CPU a
-  model-epoch here, 2.3x the FLOP bound (benchmarks/bench_cpu_kernel.py).
+  `_log1p_unit`), and these loops use 512-bit vectors where the CPU has them. 7.0-7.3 us CPU a
+  model-epoch here, 2.3-2.4x the FLOP bound (benchmarks/bench_cpu_kernel.py).
 - Every other MLP (`_batch`): rows one at a time through every layer, forward then backward, so
   nothing of shape [rows, units] exists: a row's activations are vectors of the layer widths,
   and its gradient contributions are added to the model's gradient sums before the next row.
