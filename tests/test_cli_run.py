@@ -390,3 +390,18 @@ def test_multiclass_run_records_split_class_counts(tmp_path: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["task"] == "multiclass" and 0.0 <= summary["test_accuracy"]["mean"] <= 1.0
     assert "initialization noise only" in summary["intervals_cover"]
+
+
+def test_run_says_when_the_cpu_engine_compiles_first(
+    tiny_config_file: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Before the bar sits at 0 for the first compile, a note says why (only then)."""
+    from actreg_cli.engines import cpu
+
+    args = ("run", tiny_config_file, "--engine", "cpu", "--epochs", 2, "--runs-dir", tmp_path)
+    monkeypatch.setattr(cpu, "compile_note", lambda: None)
+    assert "compiles" not in invoke(*args).output
+    monkeypatch.setattr(cpu, "compile_note", lambda: "the cpu engine compiles (test)")
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "note: the cpu engine compiles (test)" in result.output

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -332,6 +332,16 @@ def print_fitting(*layouts: Callable[[], Any]) -> None:
         if Measurement.get(console, wide, renderable).maximum <= console.width:
             break
     console.print(renderable)
+
+
+def note_first_compile(engine_names: Iterable[str]) -> None:
+    """Before a progress bar: say when the cpu engine is about to compile its loops (the bar
+    would sit at 0 for ~30 s without a word)."""
+    if "cpu" in set(engine_names):
+        from actreg_cli.engines.cpu import compile_note
+
+        if (text := compile_note()) is not None:
+            note(text)
 
 
 def note(text: str) -> None:

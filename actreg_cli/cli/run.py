@@ -19,6 +19,7 @@ from actreg_cli.cli.common import (
     interrupted_message,
     long_work_errors,
     note,
+    note_first_compile,
     progress_bar,
     start_tensorflow,
     user_errors,
@@ -54,6 +55,7 @@ def run_command(
         )  # bad data files, layers that do not fit: exit 2 before any writing
     if why:
         note(why)
+    note_first_compile([chosen.name])
     from actreg_cli.reporter import tutorial_line
     from actreg_cli.runner import run_experiment
 

@@ -24,6 +24,7 @@ from actreg_cli.cli.common import (
     fail,
     long_work_errors,
     note,
+    note_first_compile,
     print_fitting,
     progress_bar,
     start_tensorflow,
@@ -269,6 +270,7 @@ def sweep_command(
             note(line)
         console.print(plan.summary_line(), highlight=False)
         to_run = {plan.engines[cell.id] for cell in plan.to_run}
+        note_first_compile(to_run)
         if executor is ExecutorName.local and to_run & set(TENSORFLOW_ENGINES):
             start_tensorflow()  # before the bar (Ray trains in other processes)
 

@@ -19,6 +19,7 @@ from actreg_cli.cli.common import (
     interrupted_message,
     long_work_errors,
     note,
+    note_first_compile,
     print_fitting,
     progress_bar,
     start_tensorflow,
@@ -56,6 +57,7 @@ def tutorial_command(
         chosen, why = select_engine(engine, [probe])
     if why:
         note(why)
+    note_first_compile([chosen.name])
     if chosen.name in TENSORFLOW_ENGINES:
         start_tensorflow()
     total = len(study_arms()) * repeats * probe.training.epochs

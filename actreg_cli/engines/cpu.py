@@ -64,6 +64,25 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
     return None
 
 
+def compile_note() -> str | None:
+    """One line for the command line to show before training when Numba's disk cache holds no
+    compiled loop for this version of cpu_kernel.py (after an install or an update: the first
+    call then compiles for ~30 s, which a progress bar would show as a stall); None when it
+    does, or when Numba's cache internals cannot be read (then nothing is guessed)."""
+    from actreg_cli.engines import cpu_kernel
+
+    try:  # Numba's own check: an index written for this source file's stamp
+        cached = cpu_kernel.train_models._cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 (private API of another package; a note is not worth a crash)
+        return None
+    if cached:
+        return None
+    return (
+        "the cpu engine compiles its training loops first (about 30 s, once after an "
+        "install or update; later runs load them from disk)"
+    )
+
+
 def flat_initial_weights(config: ExperimentConfig, seed: int, data: Dataset) -> np.ndarray:
     """float32 [P]: weights.initial_weights in the kernel's layout (per hidden layer kernel
     [fan_in, units] row-major then bias; then the output kernel transposed, [n_out,
