@@ -128,8 +128,9 @@ def _prefer_512_bit_vectors(typingctx):
     LLVM's tuning for AVX-512 CPUs prefers 256-bit vectors (clock throttling on early ones);
     Numba has no per-function switch, so this adds the attribute clang's
     -mprefer-vector-width=512 adds. Measured on the tutorial family's rows-inner loops here:
-    8.4 against 9.4 us CPU a model-epoch; the row-at-a-time loops of other MLPs were as often
-    slower as faster with it, so they keep the default. Without AVX-512 it changes nothing.
+    7.8 against 9.2 us CPU a model-epoch (one thread); the row-at-a-time loops of other MLPs
+    ran from 9% faster to 15% slower with it, so they keep the default. Without AVX-512 it
+    changes nothing.
     """
 
     def codegen(context, builder, signature, args):
@@ -224,7 +225,6 @@ def _activate(zb, ab, db, h, o, act):
     (`_tanh_rational`, what TensorFlow's CPU kernels compute), sigmoid and elu use
     `_exp_nonpositive` (db serves as its scratch before d is written).
     """
-    _prefer_512_bit_vectors()
     zero = np.float32(0.0)
     one = np.float32(1.0)
     z_v = zb[h : h + o]
