@@ -883,7 +883,24 @@ def _relu2_forward(p, o, out_w, xc, n, rb, sums):
 
 
 @njit(**_JIT)
-def _relu2_terms(p, coef, o, task, xc, yc, start, n, rb, weight_penalty, factors, scratch, bits,
+def _relu2_weight_terms(p, coef, units, fan_ins, w_off, b_off):
+    """What a batch's loss needs of the current weights alone: (kernel and bias penalties,
+    the kernel's two rows and the bias summed over units; the sums only with an L1 penalty
+    before the ReLU, for `_relu2_terms`' sum |z|, else 0)."""
+    o = units[0]
+    k_sum0 = np.float32(0.0)
+    k_sum1 = np.float32(0.0)
+    b_sum = np.float32(0.0)
+    if coef[0, _BEFORE_MEAN_L1] != 0 or coef[0, _BEFORE_SUM_L1] != 0:
+        for u in range(o):
+            k_sum0 += p[u]
+            k_sum1 += p[o + u]
+            b_sum += p[2 * o + u]
+    return _weight_penalty(p, coef, units, fan_ins, w_off, b_off), k_sum0, k_sum1, b_sum
+
+
+@njit(**_JIT)
+def _relu2_terms(p, coef, o, task, xc, yc, start, n, rb, weight_terms, factors, scratch, bits,
                  train):  # fmt: skip
     """Keras's loss (data loss averaged over the n rows start..start+n of the forward's buffers,
     plus the penalties) and metric total of those rows as one batch. Also leaves in rb[_G,
@@ -893,7 +910,9 @@ def _relu2_terms(p, coef, o, task, xc, yc, start, n, rb, weight_penalty, factors
 
     Sum |z| over a row is 2 sum a - sum z (|z| = 2 relu(z) - z), and sum z over a row is
     x . (kernel summed over units) + the biases' sum: no per-unit |z| is needed.
+    weight_terms: `_relu2_weight_terms` of the weights the forward ran on.
     """
+    weight_penalty, k_sum0, k_sum1, b_sum = weight_terms
     logit, s_a, s_aa, s_zz, g = rb[_LOGIT], rb[_S_A], rb[_S_AA], rb[_S_ZZ], rb[_G]
     size_f = np.float32(n)
     upstream = np.float32(1.0) / size_f
@@ -933,14 +952,6 @@ def _relu2_terms(p, coef, o, task, xc, yc, start, n, rb, weight_penalty, factors
         s_x1 += xc[1, r]
         s_aa_total += s_aa[r]
         s_zz_total += s_zz[r]
-    k_sum0 = np.float32(0.0)
-    k_sum1 = np.float32(0.0)
-    b_sum = np.float32(0.0)
-    if coef[0, _BEFORE_MEAN_L1] != 0 or coef[0, _BEFORE_SUM_L1] != 0:
-        for u in range(o):
-            k_sum0 += p[u]
-            k_sum1 += p[o + u]
-            b_sum += p[2 * o + u]
     s_z_total = (s_x0 * k_sum0 + s_x1 * k_sum1) + size_f * b_sum
     sums = (np.float32(2.0) * s_a_total - s_z_total, s_zz_total, s_a_total, s_aa_total)
     mean_terms = np.float32(0.0)
@@ -960,11 +971,14 @@ def _relu2_terms(p, coef, o, task, xc, yc, start, n, rb, weight_penalty, factors
 def _relu2_evaluate(p, coef, units, fan_ins, w_off, b_off, task, xc, yc, n_forward, n, rb,
                     factors, scratch, bits, sums, train):  # fmt: skip
     """The forward of rows 0..n_forward of xc, then (`_relu2_terms`) the loss and metric of
-    rows 0..n of them as one batch."""
+    rows 0..n of them as one batch; returns (loss, metric, the weight terms it used)."""
     o = units[0]
-    penalty = _weight_penalty(p, coef, units, fan_ins, w_off, b_off)
+    weight_terms = _relu2_weight_terms(p, coef, units, fan_ins, w_off, b_off)
     _relu2_forward(p, o, 3 * o, xc, n_forward, rb, sums)
-    return _relu2_terms(p, coef, o, task, xc, yc, 0, n, rb, penalty, factors, scratch, bits, train)
+    loss, metric = _relu2_terms(
+        p, coef, o, task, xc, yc, 0, n, rb, weight_terms, factors, scratch, bits, train
+    )
+    return loss, metric, weight_terms
 
 
 @njit(**_JIT)
@@ -1069,42 +1083,30 @@ def _train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, t
         _gather_columns(x_test, y_test, test_rows, 0, n_test, xc, yc, n_train)
     else:
         _gather_columns(x_test, y_test, test_rows, 0, n_test, xt, yt, 0)
-    order = train_rows
-    n_batches = (n_train + batch_size - 1) // batch_size
-    step = 0
-    for epoch in range(epochs + 1):
-        last = epoch == epochs  # the final weights' evaluation (rows_out[E])
-        if full:
-            loss, metric = _relu2_evaluate(
+    if full:  # rows_out[E]: the final weights' evaluation, in the same pass
+        for epoch in range(epochs + 1):
+            loss, metric, weight_terms = _relu2_evaluate(
                 p, coef, units, fan_ins, w_off, b_off, task, xc, yc, n_train + n_test, n_train,
                 rb, factors, scratch, bits, sums, True,
             )  # fmt: skip
             rows_out[epoch, 0] = loss * np.float32(n_train)
             rows_out[epoch, 1] = metric
             if epoch > 0:  # the test rows on the weights at the start of this epoch
-                penalty = _weight_penalty(p, coef, units, fan_ins, w_off, b_off)
                 test_loss, test_metric = _relu2_terms(
-                    p, coef, o, task, xc, yc, n_train, n_test, rb, penalty, test_factors, scratch,
-                    bits, False,
+                    p, coef, o, task, xc, yc, n_train, n_test, rb, weight_terms, test_factors,
+                    scratch, bits, False,
                 )  # fmt: skip
                 rows_out[epoch, 2] = test_loss * np.float32(n_test)
                 rows_out[epoch, 3] = test_metric
-            if last:
-                break
+            if epoch == epochs:
+                return
             _relu2_backward(p, grad, o, out_w, out_b, xc, n_train, g, factors)
             _add_weight_penalty_grads(p, grad, coef, units, fan_ins, w_off, b_off)
-            step += 1
-            _update(p, m, v, grad, step, lr, optimizer)
-            continue
-        if last:  # the final weights on the train set, as one batch
-            _gather_columns(x_train, y_train, train_rows, 0, n_train, xc, yc, 0)
-            loss, metric = _relu2_evaluate(
-                p, coef, units, fan_ins, w_off, b_off, task, xc, yc, n_train, n_train, rb,
-                factors, scratch, bits, sums, False,
-            )  # fmt: skip
-            rows_out[epoch, 0] = loss * np.float32(n_train)
-            rows_out[epoch, 1] = metric
-            break
+            _update(p, m, v, grad, epoch + 1, lr, optimizer)
+    order = train_rows
+    n_batches = (n_train + batch_size - 1) // batch_size
+    step = 0
+    for epoch in range(epochs):
         if shuffle:
             order = _epoch_permutation(seed, epoch, n_train)
         loss_total = np.float32(0.0)
@@ -1114,7 +1116,7 @@ def _train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, t
             size = min(batch_size, n_train - start)
             # Padding rows past `size` keep earlier rows' inputs: computed, never summed.
             _gather_columns(x_train, y_train, order, start, size, xc, yc, 0)
-            loss, metric = _relu2_evaluate(
+            loss, metric, _ = _relu2_evaluate(
                 p, coef, units, fan_ins, w_off, b_off, task, xc, yc, size, size, rb, factors,
                 scratch, bits, sums, True,
             )  # fmt: skip
@@ -1126,12 +1128,66 @@ def _train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, t
             _update(p, m, v, grad, step, lr, optimizer)
         rows_out[epoch, 0] = loss_total
         rows_out[epoch, 1] = metric_total
-        loss, metric = _relu2_evaluate(
+        loss, metric, _ = _relu2_evaluate(
             p, coef, units, fan_ins, w_off, b_off, task, xt, yt, n_test, n_test, rb, factors,
             scratch, bits, sums, False,
         )  # fmt: skip
         rows_out[epoch + 1, 2] = loss * np.float32(n_test)
         rows_out[epoch + 1, 3] = metric
+    # The final weights on the train set, as one batch (rows_out[E]; its test columns are set).
+    _gather_columns(x_train, y_train, train_rows, 0, n_train, xc, yc, 0)
+    loss, metric, _ = _relu2_evaluate(
+        p, coef, units, fan_ins, w_off, b_off, task, xc, yc, n_train, n_train, rb, factors,
+        scratch, bits, sums, False,
+    )  # fmt: skip
+    rows_out[epochs, 0] = loss * np.float32(n_train)
+    rows_out[epochs, 1] = metric
+
+
+@njit(**_JIT)
+def _train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, cf, lr, units, fan_ins, w_off,
+                b_off, h_off, out_w, out_b, n_out, task, act, optimizer, epochs, batch_size, seed,
+                shuffle, zb, ab, db, gb, act_sums, factors, logits, g_logits,
+                rows_out):  # fmt: skip
+    """`train_models`' epoch loop for one model of any other MLP (`_batch`: rows one at a time),
+    the same batches, history totals (rows_out [E+1, 4]) and final weights (p, in place)."""
+    n_train = y_train.shape[0]
+    n_test = y_test.shape[0]
+    train_rows = np.arange(n_train)
+    test_rows = np.arange(n_test)
+    n_batches = (n_train + batch_size - 1) // batch_size
+    order = train_rows
+    step = 0
+    for epoch in range(epochs):
+        if shuffle:
+            order = _epoch_permutation(seed, epoch, n_train)
+        loss_total = np.float32(0.0)
+        correct_total = np.float32(0.0)
+        for b in range(n_batches):
+            batch = order[b * batch_size : min((b + 1) * batch_size, n_train)]
+            loss, correct = _batch(
+                p, grad, x_train, y_train, batch, cf, units, fan_ins, w_off, b_off, h_off, out_w,
+                out_b, n_out, task, act, zb, ab, db, gb, act_sums, factors, logits, g_logits,
+                True,
+            )  # fmt: skip
+            loss_total += loss * np.float32(batch.shape[0])
+            correct_total += correct
+            step += 1
+            _update(p, m, v, grad, step, lr, optimizer)
+        rows_out[epoch, 0] = loss_total
+        rows_out[epoch, 1] = correct_total
+        loss, correct = _batch(
+            p, grad, x_test, y_test, test_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
+            out_b, n_out, task, act, zb, ab, db, gb, act_sums, factors, logits, g_logits, False,
+        )  # fmt: skip
+        rows_out[epoch + 1, 2] = loss * np.float32(n_test)
+        rows_out[epoch + 1, 3] = correct
+    loss, correct = _batch(
+        p, grad, x_train, y_train, train_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
+        out_b, n_out, task, act, zb, ab, db, gb, act_sums, factors, logits, g_logits, False,
+    )  # fmt: skip
+    rows_out[epochs, 0] = loss * np.float32(n_train)
+    rows_out[epochs, 1] = correct
 
 
 @njit(parallel=True, **_JIT)
@@ -1182,9 +1238,6 @@ def train_models(
     probe = np.zeros((n_models, 2 * n_layers), np.float32)
     outputs = np.zeros((n_models, n_train + n_test, n_out), np.float32)
     final = np.empty_like(params)
-    test_rows = np.arange(n_test)
-    train_rows = np.arange(n_train)
-    n_batches = (n_train + batch_size - 1) // batch_size
     # Flat rows: row r's inputs at [r * n_in, (r + 1) * n_in).
     x_train = x_train.reshape(n_train * n_in)
     x_test = x_test.reshape(n_test * n_in)
@@ -1205,51 +1258,19 @@ def train_models(
         factors = np.zeros((n_layers, 4), np.float32)
         logits = np.zeros(n_out, np.float32)
         g_logits = np.zeros(n_out, np.float32)
-        cf = coef[c]
-        order = train_rows
-        step = 0
         if relu2:
             _train_relu2(
-                p, m, v, grad, x_train, y_train, x_test, y_test, cf, lr[c], units[0], task,
+                p, m, v, grad, x_train, y_train, x_test, y_test, coef[c], lr[c], units[0], task,
                 optimizer, epochs, batch_size, shuffle_seeds[c], shuffle, units, fan_ins, w_off,
                 b_off, rows_out[c],
             )  # fmt: skip
-            epochs_left = 0
         else:
-            epochs_left = epochs
-        for epoch in range(epochs_left):
-            if shuffle:
-                order = _epoch_permutation(shuffle_seeds[c], epoch, n_train)
-            loss_total = np.float32(0.0)
-            correct_total = np.float32(0.0)
-            for b in range(n_batches):
-                batch = order[b * batch_size : min((b + 1) * batch_size, n_train)]
-                loss, correct = _batch(
-                    p, grad, x_train, y_train, batch, cf, units, fan_ins, w_off, b_off, h_off,
-                    out_w, out_b, n_out, task, act, zb, ab, db, gb, act_sums, factors, logits,
-                    g_logits, True,
-                )  # fmt: skip
-                loss_total += loss * np.float32(batch.shape[0])
-                correct_total += correct
-                step += 1
-                _update(p, m, v, grad, step, lr[c], optimizer)
-            rows_out[c, epoch, 0] = loss_total
-            rows_out[c, epoch, 1] = correct_total
-            loss, correct = _batch(
-                p, grad, x_test, y_test, test_rows, cf, units, fan_ins, w_off, b_off, h_off,
-                out_w, out_b, n_out, task, act, zb, ab, db, gb, act_sums, factors, logits,
-                g_logits, False,
+            _train_rows(
+                p, m, v, grad, x_train, y_train, x_test, y_test, coef[c], lr[c], units, fan_ins,
+                w_off, b_off, h_off, out_w, out_b, n_out, task, act, optimizer, epochs,
+                batch_size, shuffle_seeds[c], shuffle, zb, ab, db, gb, act_sums, factors, logits,
+                g_logits, rows_out[c],
             )  # fmt: skip
-            rows_out[c, epoch + 1, 2] = loss * np.float32(n_test)
-            rows_out[c, epoch + 1, 3] = correct
-        if not relu2:
-            loss, correct = _batch(
-                p, grad, x_train, y_train, train_rows, cf, units, fan_ins, w_off, b_off, h_off,
-                out_w, out_b, n_out, task, act, zb, ab, db, gb, act_sums, factors, logits,
-                g_logits, False,
-            )  # fmt: skip
-            rows_out[c, epochs, 0] = loss * np.float32(n_train)
-            rows_out[c, epochs, 1] = correct
         last = h_off[n_layers - 1]
         last_units = units[n_layers - 1]
         # Outputs on the final weights; for the test rows also the probe: each hidden
