@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_fused_engine import L1_AFTER, L1_BEFORE, SEED, TUTORIAL_CASES, assert_same_training
+from test_fused_engine import (
+    L1_AFTER,
+    L1_BEFORE,
+    SEED,
+    TUTORIAL_CASES,
+    assert_resample_per_repeat,
+    assert_same_training,
+)
 from test_fused_engine import experiment as _experiment
 
 from actreg_cli.data import job_dataset
@@ -488,23 +495,7 @@ def test_tasks_are_the_ones_the_data_implies(task_results) -> None:
 
 
 def test_resample_trains_each_repeat_on_its_own_split() -> None:
-    """With data.resample, repeat seed s trains on the split drawn from data_seed(s), whatever
-    other repeats share the call: the same numbers as a fixed split_seed = data_seed(s)."""
-    from actreg_cli.data import data_seed
-
-    def iris(**data):
-        return experiment(
-            [L1_AFTER], epochs=3, model={"hidden_units": [8]}, data={"name": "iris", **data},
-            batch_size=256,
-        )  # fmt: skip
-
-    moving = iris(resample=True)
-    results = CpuEngine().train([TrainJob(moving, 1), TrainJob(moving, 2)])
-    assert not np.array_equal(results[0].history, results[1].history)
-    for seed, got in zip((1, 2), results, strict=True):
-        fixed = CpuEngine().train([TrainJob(iris(split_seed=data_seed(seed)), seed)])[0]
-        np.testing.assert_array_equal(got.history, fixed.history)
-        assert got.test_accuracy == fixed.test_accuracy
+    assert_resample_per_repeat(CpuEngine)
 
 
 def test_multiclass_accuracy_takes_the_first_of_tied_logits() -> None:

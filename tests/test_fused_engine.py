@@ -528,9 +528,10 @@ def test_every_task_matches_keras(case) -> None:
         assert np.isnan(fused.test_mse) and np.isnan(keras.test_r2)
 
 
-def test_resample_trains_each_repeat_on_its_own_split() -> None:
-    """With data.resample, repeat seed s trains on the split drawn from data_seed(s): the same
-    model as a fixed split with split_seed = data_seed(s)."""
+def assert_resample_per_repeat(make_engine) -> None:
+    """With data.resample, repeat seed s trains on the split drawn from data_seed(s), whatever
+    other repeats share the call: the same numbers as a fixed split_seed = data_seed(s).
+    make_engine: the engine class (or any factory); the cpu engine's tests use it too."""
     from actreg_cli.data import data_seed
 
     def iris(**data):
@@ -540,8 +541,13 @@ def test_resample_trains_each_repeat_on_its_own_split() -> None:
         )  # fmt: skip
 
     moving = iris(resample=True)
-    results = FusedEngine().train([TrainJob(moving, 1), TrainJob(moving, 2)])
+    results = make_engine().train([TrainJob(moving, 1), TrainJob(moving, 2)])
     assert not np.array_equal(results[0].history, results[1].history)
     for seed, got in zip((1, 2), results, strict=True):
-        fixed = FusedEngine().train([TrainJob(iris(split_seed=data_seed(seed)), seed)])[0]
+        fixed = make_engine().train([TrainJob(iris(split_seed=data_seed(seed)), seed)])[0]
         np.testing.assert_array_equal(got.history, fixed.history)
+        assert got.test_accuracy == fixed.test_accuracy
+
+
+def test_resample_trains_each_repeat_on_its_own_split() -> None:
+    assert_resample_per_repeat(FusedEngine)
