@@ -50,9 +50,8 @@ def run_command(
         chosen, why = select_engine(engine, [cfg])
         from actreg_cli.models.plan import check_model
 
-        check_model(
-            cfg, str(config)
-        )  # bad data files, layers that do not fit: exit 2 before any writing
+        # Bad data files, layers that do not fit: exit 2 before anything is written.
+        check_model(cfg, str(config))
     if why:
         note(why)
     note_first_compile([chosen.name])

@@ -5,9 +5,8 @@ totals turned into a TrainResult by `base.result_from_totals`), but as plain loo
 ahead of the first call and cached on disk (`cpu_kernel.py`): a model's parameters and Adam
 state stay in cache for all its epochs, nothing of shape [rows, units] is stored (the tutorial
 family's rows are SIMD lanes; other MLPs run rows one at a time), and there is no per-kernel
-dispatch. Threads split models
-(prange over the models of a group), never epochs; a lone model is trained alone (no padding
-copy). Neither TensorFlow nor Keras is imported.
+dispatch. Threads split models (prange over the models of a group), never epochs; a lone model
+is trained alone (no padding copy). Neither TensorFlow nor Keras is imported.
 
 Compiled code: Numba's `cache=True` writes it beside `cpu_kernel.py` (`__pycache__`), or, when
 the installed package's folder is read-only, under the user's cache folder (Numba's own
