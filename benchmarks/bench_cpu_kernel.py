@@ -103,13 +103,13 @@ def kernel_worker(args: argparse.Namespace) -> dict:
 
     start = time.perf_counter()
     if args.engine == "cpu":
-        from actreg_cli.engines.cpu import CpuEngine
+        from actreg_cli.engines.cpu.engine import CpuEngine
 
         engine = CpuEngine()
     else:
         import tensorflow  # noqa: F401
 
-        from actreg_cli.engines.fused import FusedEngine
+        from actreg_cli.engines.fused.mlp import FusedEngine
 
         engine = FusedEngine()
     import_s = time.perf_counter() - start
@@ -212,7 +212,7 @@ def main() -> None:
         print(json.dumps(sgemm_worker(args)))
         return
 
-    from actreg_cli.engines.fused import worker_count
+    from actreg_cli.engines.base import worker_count
 
     load = os.getloadavg()[0]
     print(

@@ -96,8 +96,8 @@ def main(argv=None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from actreg_cli.data import job_dataset
-    from actreg_cli.engines.cpu import CpuEngine
-    from actreg_cli.engines.fused import FusedEngine
+    from actreg_cli.engines.cpu.engine import CpuEngine
+    from actreg_cli.engines.fused.mlp import FusedEngine
 
     known = {"cpu": CpuEngine, "fused": FusedEngine}
     engines = {name: known[name]() for name in args.engines.split(",")}

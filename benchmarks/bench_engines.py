@@ -91,7 +91,7 @@ def keras_worker(args: argparse.Namespace) -> dict:
     import_s = time.perf_counter() - start
     from actreg_cli.config import ExperimentConfig
     from actreg_cli.data import load_dataset
-    from actreg_cli.engines.keras_engine import build_model, make_optimizer, set_initial_weights
+    from actreg_cli.engines.keras.engine import build_model, make_optimizer, set_initial_weights
 
     config = ExperimentConfig.model_validate({"regularizers": [TUTORIAL_REG]})
     data = load_dataset(config.data)
@@ -179,7 +179,8 @@ def fused_worker(args: argparse.Namespace) -> dict:
 
     import_s = time.perf_counter() - start
     from actreg_cli.data import job_dataset
-    from actreg_cli.engines.fused import FusedEngine, _make_spec, coefficients
+    from actreg_cli.engines.fused.mlp import FusedEngine, _make_spec
+    from actreg_cli.engines.penalties import coefficients
 
     jobs = fused_jobs(args.n, args.epochs)
     engine = FusedEngine(chunk=args.chunk)

@@ -38,7 +38,7 @@ def main() -> None:
 
     from actreg_cli.config import ExperimentConfig
     from actreg_cli.engines.base import TrainJob
-    from actreg_cli.engines.fused import FusedEngine
+    from actreg_cli.engines.fused.mlp import FusedEngine
 
     jobs = [
         TrainJob(

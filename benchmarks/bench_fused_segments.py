@@ -21,8 +21,9 @@ import numpy as np
 
 from actreg_cli.config import ExperimentConfig, validate_mapping
 from actreg_cli.data import job_dataset
-from actreg_cli.engines import fused
 from actreg_cli.engines.base import TrainJob
+from actreg_cli.engines.fused import mlp as fused
+from actreg_cli.engines.penalties import coefficients
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
     jobs = [TrainJob(config, seed) for seed in range(args.models)]
     engine = fused.FusedEngine()
     data = job_dataset(config, jobs[0].seed)
-    tables = [fused.coefficients(config)] * len(jobs)
+    tables = [coefficients(config)] * len(jobs)
     spec = fused._make_spec(jobs, tables, None, engine.workers, data)
     variants = {"segments": spec.segment_epochs(), "one call": spec.loop_epochs}
     print(

@@ -14,6 +14,17 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
+def run_and_report(sweep, **options):
+    """What `actreg sweep` does: train and store the cells (study.sweep.run_sweep), then write
+    the tables, figures and report (report.sweep.write_outputs)."""
+    from actreg_cli.report.sweep import write_outputs
+    from actreg_cli.study.sweep import run_sweep
+
+    outcome = run_sweep(sweep, **options)
+    outcome.files = write_outputs(outcome)
+    return outcome
+
+
 def write_yaml(path: Path, data) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path

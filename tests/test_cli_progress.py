@@ -110,7 +110,7 @@ def test_plain_progress_prints_at_most_once_per_interval(monkeypatch, capsys) ->
 
 
 def test_ctrl_c_outside_training_says_interrupted(monkeypatch, tmp_path: Path) -> None:
-    import actreg_cli.run_index as run_index
+    import actreg_cli.report.index as run_index
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

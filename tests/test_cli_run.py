@@ -234,7 +234,7 @@ def test_names_and_descriptions_follow_the_overrides(tmp_path: Path) -> None:
 
 def test_data_override_renames_and_titles(tmp_path: Path) -> None:
     from actreg_cli.config import load_experiment
-    from actreg_cli.reporter import run_title
+    from actreg_cli.report.run import run_title
 
     config = load_experiment(CONFIGS / "circles_overfit.yaml", ["data.name=moons"])
     assert config.name == "circles_overfit-data.name-moons"
@@ -396,8 +396,7 @@ def test_run_says_when_the_cpu_engine_compiles_first(
     tiny_config_file: Path, tmp_path: Path, monkeypatch
 ) -> None:
     """Before the bar sits at 0 for the first compile, a note says why (only then)."""
-    from actreg_cli.engines import cpu
-
+    from actreg_cli.engines.cpu import engine as cpu
     args = ("run", tiny_config_file, "--engine", "cpu", "--epochs", 2, "--runs-dir", tmp_path)
     monkeypatch.setattr(cpu, "compile_note", lambda: None)
     assert "compiles" not in invoke(*args).output

@@ -30,8 +30,9 @@ from test_fused_engine import experiment as _experiment
 from actreg_cli.data import job_dataset
 from actreg_cli.engines import EngineName, select_engine
 from actreg_cli.engines.base import EngineUnsupported, TrainJob
-from actreg_cli.engines.cpu import CpuEngine, flat_initial_weights
-from actreg_cli.engines.fused import FusedEngine
+from actreg_cli.engines.cpu.engine import CpuEngine, flat_initial_weights
+from actreg_cli.engines.fused.mlp import FusedEngine
+from actreg_cli.engines.penalties import coefficients
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def test_every_penalty_matches_the_fused_engine(case, penalty_results) -> None:
 
 @pytest.mark.parametrize("case", ["l1_before_relu_mean", "l1_after_relu_sum"])
 def test_tutorial_variants_match_keras(case) -> None:
-    from actreg_cli.engines.keras_engine import KerasEngine
+    from actreg_cli.engines.keras.engine import KerasEngine
 
     job = TrainJob(experiment(TUTORIAL_CASES[case]), SEED)
     assert_same_training(CpuEngine().train([job])[0], KerasEngine().train([job])[0])
@@ -119,7 +120,7 @@ def test_one_layer_other_activations_match_the_fused_engine() -> None:
 def test_unshuffled_minibatches_match_keras_and_fused() -> None:
     """50 samples in batches of 16 (the last has 2, and keeps it): batch_mean divides by each
     batch's size; two hidden layers."""
-    from actreg_cli.engines.keras_engine import KerasEngine
+    from actreg_cli.engines.keras.engine import KerasEngine
 
     cfg = experiment(
         [activity("l1", "after_activation", "batch_mean"), TWO_LAYER_REGS[0]],
@@ -141,7 +142,7 @@ def test_unshuffled_minibatches_match_keras_and_fused() -> None:
 def test_shuffled_minibatches_match_keras_and_fused(reduction) -> None:
     """50 samples in shuffled batches of 16 (the last partial): every engine visits them in
     weights.epoch_permutation order, a new one every epoch, so they train alike."""
-    from actreg_cli.engines.keras_engine import KerasEngine
+    from actreg_cli.engines.keras.engine import KerasEngine
 
     cfg = experiment(
         [activity("l1", "after_activation", reduction, 1e-2)],
@@ -230,9 +231,8 @@ def test_gradient_equals_autodiff() -> None:
     loss, for every penalty kind, two layers, and perturbed weights (no exact zeros)."""
     import tensorflow as tf
 
-    from actreg_cli.engines import cpu_kernel
-    from actreg_cli.engines import fused as fz
-
+    from actreg_cli.engines.cpu import kernel as cpu_kernel
+    from actreg_cli.engines.fused import mlp as fz
     regs = [
         activity("l1_l2", "before_activation", "batch_mean", 1e-2, l2_strength=2e-2),
         activity("l1", "after_activation", "batch_sum", 1e-2, layer=1),
@@ -255,13 +255,13 @@ def test_gradient_equals_autodiff() -> None:
             units_arr = np.array(units, dtype=np.int64)
             *_, final = cpu_kernel.train_models(
                 x, y, x.copy(), y.copy(), flat[None].copy(),
-                fz.coefficients(cfg)[None].astype(np.float32), np.ones(1, np.float32),
+                coefficients(cfg)[None].astype(np.float32), np.ones(1, np.float32),
                 units_arr, 1, cpu_kernel.TASKS["binary"], cpu_kernel.ACTIVATIONS[activation],
                 cpu_kernel.OPTIMIZERS["sgd"], 1, 12, np.zeros(1, dtype=np.int64), False,
             )  # fmt: skip
             got = flat - final[0]
             # The same weights in the fused engine's blocks, through its forward and loss.
-            tables = [fz.coefficients(cfg)]
+            tables = [coefficients(cfg)]
             spec = fz._make_spec([job], tables, 1, 1, job_dataset(job.config, job.seed))
             arrays = fz._chunk_arrays(spec, [job], tables)
             net = fz._Net(spec)
@@ -348,8 +348,8 @@ def test_compiled_code_is_cached_on_disk_and_reused(tmp_path: Path) -> None:
     code = (
         "import sys; from actreg_cli.config import ExperimentConfig; "
         "from actreg_cli.engines.base import TrainJob; "
-        "from actreg_cli.engines.cpu import CpuEngine, compile_note; "
-        "from actreg_cli.engines import cpu_kernel; "
+        "from actreg_cli.engines.cpu.engine import CpuEngine, compile_note; "
+        "from actreg_cli.engines.cpu import kernel as cpu_kernel; "
         "warned = compile_note() is not None; "
         "CpuEngine().train([TrainJob(ExperimentConfig.model_validate("
         "{'training': {'epochs': 2}}), 1)]); "
@@ -437,7 +437,7 @@ def task_config(case: str, csv_path: Path):
 @pytest.fixture(scope="module")
 def task_results(tmp_path_factory):
     """cpu, fused and keras results of every TASK_CASES case from the same initial weights."""
-    from actreg_cli.engines.keras_engine import KerasEngine
+    from actreg_cli.engines.keras.engine import KerasEngine
 
     csv_path = write_csv(tmp_path_factory.mktemp("csv") / "moons.csv")
     jobs = [TrainJob(task_config(case, csv_path), SEED) for case in TASK_CASES]
@@ -502,8 +502,7 @@ def test_multiclass_accuracy_takes_the_first_of_tied_logits() -> None:
     """tf.argmax's tie rule: equal logits predict the lowest class index. A network whose
     output weights and biases are all zero outputs equal logits for every row, so every row
     is predicted class 0: accuracy = share of class 0, loss = log(3)."""
-    from actreg_cli.engines import cpu_kernel
-
+    from actreg_cli.engines.cpu import kernel as cpu_kernel
     x = np.random.default_rng(0).normal(size=(9, 4)).astype(np.float32)
     y = np.array([0, 1, 2, 0, 1, 2, 0, 0, 1], dtype=np.float32)
     units = np.array([5], dtype=np.int64)

@@ -9,9 +9,9 @@ import pytest
 from numba import njit
 from test_cpu_engine import experiment
 
-from actreg_cli.engines import cpu_kernel as kernel
 from actreg_cli.engines.base import TrainJob
-from actreg_cli.engines.cpu import CpuEngine
+from actreg_cli.engines.cpu import kernel
+from actreg_cli.engines.cpu.engine import CpuEngine
 
 
 def ulps(got: np.ndarray, exact: np.ndarray) -> np.ndarray:

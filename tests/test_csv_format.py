@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from actreg_cli.csv_format import numeric_csv_rows
-from actreg_cli.reporter import read_history_csv, write_history_csv
+from actreg_cli.study.csv_format import numeric_csv_rows
+from actreg_cli.study.records import read_history_csv, write_history_csv
 
 
 def test_every_float32_reads_back_exactly() -> None:

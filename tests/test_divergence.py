@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from actreg_cli.cli import app
 from actreg_cli.engines.base import has_diverged
-from actreg_cli.reporter import accuracy_figure
+from actreg_cli.report.run import accuracy_figure
 
 runner = CliRunner()
 

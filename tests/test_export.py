@@ -11,7 +11,7 @@ from conftest import write_yaml
 from typer.testing import CliRunner
 
 from actreg_cli.cli import app
-from actreg_cli.reporter import read_history_csv, read_repeats_csv
+from actreg_cli.study.records import read_history_csv, read_repeats_csv
 
 runner = CliRunner()
 EPOCHS, REPEATS = 3, 2
@@ -83,7 +83,7 @@ def test_mlflow_export_reads_back_with_mlflows_client(folders, tmp_path, monkeyp
 
 def test_mlflow_export_of_a_sweep_logs_each_cell_and_repeat(folders, tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
-    from actreg_cli.export import export_mlflow
+    from actreg_cli.report.export import export_mlflow
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from actreg_cli.config import ExperimentConfig, validate_mapping
-from actreg_cli.engines import fused
 from actreg_cli.engines.base import EngineUnsupported, TrainJob
-from actreg_cli.engines.fused import FusedEngine, epoch_order
-from actreg_cli.engines.keras_engine import KerasEngine
+from actreg_cli.engines.fused import mlp as fused
+from actreg_cli.engines.fused.mlp import FusedEngine, epoch_order
+from actreg_cli.engines.keras.engine import KerasEngine
+from actreg_cli.engines.penalties import coefficients
 from actreg_cli.weights import epoch_permutation, shuffle_seed
 
 EPOCHS = 100
@@ -260,7 +261,7 @@ def check_gradients(reg_sets, rng, activation, units, data) -> None:
     import tensorflow as tf
 
     from actreg_cli.data import job_dataset
-    from actreg_cli.engines import fused as fz
+    from actreg_cli.engines.fused import mlp as fz
     from actreg_cli.tasks import Task
 
     jobs = []
@@ -269,7 +270,7 @@ def check_gradients(reg_sets, rng, activation, units, data) -> None:
         model = {"hidden_units": units, "activation": activation}
         jobs.append(TrainJob(experiment(regs, epochs=1, model=model, data=data), seed))
     dataset = job_dataset(jobs[0].config, jobs[0].seed)
-    tables = [fz.coefficients(job.config) for job in jobs]
+    tables = [coefficients(job.config) for job in jobs]
     spec = fz._make_spec(jobs, tables, len(jobs), 1, dataset)
     arrays = fz._chunk_arrays(spec, jobs, tables)
     net = fz._Net(spec)
@@ -441,7 +442,7 @@ def test_segments_are_a_small_part_of_training() -> None:
 
     job = TrainJob(experiment(epochs=4000), 1)
     spec = fused._make_spec(
-        [job], [fused.coefficients(experiment())], None, 2, job_dataset(job.config, job.seed)
+        [job], [coefficients(experiment())], None, 2, job_dataset(job.config, job.seed)
     )
     assert spec.loop_epochs == 4001
     # The tutorial's model is small: 4001 loop epochs in _MIN_SEGMENTS (10) calls of 401.
@@ -450,7 +451,7 @@ def test_segments_are_a_small_part_of_training() -> None:
     # 6e8 / 2e6 = 300 epochs a call.
     big = experiment(epochs=4000, model={"hidden_units": [5000, 5000]})
     spec = fused._make_spec(
-        [TrainJob(big, 1)], [fused.coefficients(big)], None, 2, job_dataset(big, 1)
+        [TrainJob(big, 1)], [coefficients(big)], None, 2, job_dataset(big, 1)
     )
     assert (spec.chunk, spec.n_train + spec.n_test, fused._SEGMENT_WORK) == (2, 100, 6e8)
     assert spec.segment_epochs() == 300

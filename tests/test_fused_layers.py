@@ -26,8 +26,8 @@ from actreg_cli.config import ExperimentConfig, validate_mapping
 from actreg_cli.data import job_dataset
 from actreg_cli.engines import select_engine
 from actreg_cli.engines.base import TrainJob
-from actreg_cli.engines.fused import FusedEngine
-from actreg_cli.engines.keras_engine import KerasEngine
+from actreg_cli.engines.fused.mlp import FusedEngine
+from actreg_cli.engines.keras.engine import KerasEngine
 from actreg_cli.models.plan import config_plan
 from actreg_cli.weights import layer_initial_weights
 

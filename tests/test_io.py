@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from actreg_cli.io import json_float, write_json
+from actreg_cli.study.files import json_float, write_json
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
@@ -19,7 +19,7 @@ def test_written_files_get_the_mode_the_umask_allows(tmp_path: Path, umask: int,
     code = (
         "import os, sys; from pathlib import Path\n"
         f"os.umask({umask})\n"
-        "from actreg_cli.io import write_text, write_json\n"
+        "from actreg_cli.study.files import write_text, write_json\n"
         "write_text(Path(sys.argv[1]) / 'a.txt', 'x')\n"
         "write_json(Path(sys.argv[1]) / 'b.json', {'a': 1})\n"
     )

@@ -10,7 +10,7 @@ import pytest
 
 from actreg_cli.config import ExperimentConfig
 from actreg_cli.engines.base import TrainJob
-from actreg_cli.engines.keras_engine import (
+from actreg_cli.engines.keras.engine import (
     KerasEngine,
     epoch_shuffled_batches,
     keras_initial_weights,
@@ -123,8 +123,7 @@ def test_shuffled_batches_follow_epoch_permutation() -> None:
 def test_fit_sets_each_epoch_before_it_starts(monkeypatch) -> None:
     """`fit` (Keras 3.15) hands the dataset epochs 0, 1, 2, 3 in turn, and a run is reproducible:
     the same seed trains the same way, another seed differently."""
-    from actreg_cli.engines import keras_engine
-
+    from actreg_cli.engines.keras import engine as keras_engine
     epochs_set: list[int] = []
     make = keras_engine.epoch_shuffled_batches
 
@@ -197,7 +196,7 @@ LAYER_STACKS = {
 @pytest.mark.parametrize("stack", list(LAYER_STACKS), ids=list(LAYER_STACKS))
 def test_each_layer_kind_trains_on_tiny_shapes(stack: str) -> None:
     from actreg_cli.data import job_dataset
-    from actreg_cli.engines.keras_engine import build_model, keras_initial_weights
+    from actreg_cli.engines.keras.engine import build_model, keras_initial_weights
     from actreg_cli.models.plan import config_plan
     from actreg_cli.weights import layer_initial_weights
 
@@ -231,7 +230,7 @@ def conv_activity_penalty(placement: str, reduction: str, strength: float = 1e-2
     """Keras's `model.losses` on 40 digits for a Conv2D(4, 3x3, relu) with an L1 activity
     penalty, initial weights of seed 2."""
     from actreg_cli.data import job_dataset
-    from actreg_cli.engines.keras_engine import build_model, set_initial_weights
+    from actreg_cli.engines.keras.engine import build_model, set_initial_weights
 
     reg = {"target": "activity", "strength": strength, "placement": placement}
     reg["reduction"] = reduction
@@ -283,7 +282,7 @@ def test_conv2d_activity_penalty_sums_positions_and_channels(placement: str) -> 
 
 def test_lstm_activity_penalty_sees_its_output_h() -> None:
     from actreg_cli.data import job_dataset
-    from actreg_cli.engines.keras_engine import build_model, set_initial_weights
+    from actreg_cli.engines.keras.engine import build_model, set_initial_weights
 
     reg = {"target": "activity", "norm": "l2", "strength": 0.5}
     cfg = digits_config([{"kind": "lstm", "units": 4, "regularizers": [reg]}], [8, 8])

@@ -18,15 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, write_yaml
+from conftest import REPO, run_and_report, write_yaml
 
 ray = pytest.importorskip("ray")
 
 from actreg_cli.config import ExperimentConfig, load_sweep  # noqa: E402
 from actreg_cli.engines.base import TrainJob, TrainResult  # noqa: E402
-from actreg_cli.executors import LocalExecutor, train_chunk  # noqa: E402
-from actreg_cli.ray_executor import INSTALL_HINT, RayExecutor  # noqa: E402
-from actreg_cli.sweep import run_sweep  # noqa: E402
+from actreg_cli.study.executors import LocalExecutor, train_chunk  # noqa: E402
+from actreg_cli.study.ray_executor import INSTALL_HINT, RayExecutor  # noqa: E402
 from actreg_cli.tasks import result_fields  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -158,7 +157,7 @@ def references(sweep_file, tmp_path_factory):
     def reference_for(engine: str) -> Path:
         if engine not in folders:
             runs = tmp_path_factory.mktemp(f"reference-{engine}")
-            outcome = run_sweep(load_sweep(sweep_file), engine=engine, runs_dir=runs)
+            outcome = run_and_report(load_sweep(sweep_file), engine=engine, runs_dir=runs)
             assert outcome.failures == {} and outcome.n_trained == N_CELLS
             folders[engine] = outcome.folder
         return folders[engine]
@@ -232,7 +231,7 @@ def test_a_sweep_through_ray_stores_the_same_results_as_a_local_one(
     ray_instance, sweep_file, references, tmp_path, engine
 ):
     progress = RecordedProgress()
-    outcome = run_sweep(
+    outcome = run_and_report(
         load_sweep(sweep_file),
         engine=engine,
         runs_dir=tmp_path,
@@ -292,7 +291,7 @@ def test_a_sweep_interrupted_on_ray_resumes_on_the_local_executor(
 ):
     sweep = load_sweep(sweep_file)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(
+        run_and_report(
             sweep,
             engine="keras",
             runs_dir=tmp_path,
@@ -301,7 +300,7 @@ def test_a_sweep_interrupted_on_ray_resumes_on_the_local_executor(
     store = tmp_path / SWEEP["name"]
     assert len(stored_cells(store)) == 1  # the chunks still running were cancelled, not stored
 
-    outcome = run_sweep(sweep, engine="keras", runs_dir=tmp_path, executor=LocalExecutor())
+    outcome = run_and_report(sweep, engine="keras", runs_dir=tmp_path, executor=LocalExecutor())
 
     assert outcome.failures == {} and outcome.n_trained == N_CELLS - 1
     assert outcome.folder.parent == store

@@ -12,7 +12,7 @@ from conftest import write_yaml
 from typer.testing import CliRunner
 
 from actreg_cli.cli import app
-from actreg_cli.run_index import compare_runs, list_runs
+from actreg_cli.report.index import compare_runs, list_runs
 
 runner = CliRunner()
 

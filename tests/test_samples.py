@@ -14,14 +14,8 @@ from typer.testing import CliRunner
 
 from actreg_cli.cli import app
 from actreg_cli.engines.base import TrainResult
-from actreg_cli.samples import (
-    collect_samples,
-    image_shape,
-    load_samples,
-    reconstructions_figure,
-    save_samples,
-    zero_fraction,
-)
+from actreg_cli.report.reconstructions import image_shape, reconstructions_figure, zero_fraction
+from actreg_cli.study.samples import collect_samples, load_samples, save_samples
 
 runner = CliRunner()
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_yaml
+from conftest import run_and_report, write_yaml
 
 from actreg_cli.config import ConfigError, ExperimentConfig, SweepConfig, load_sweep
 from actreg_cli.engines.base import TrainJob, TrainResult
-from actreg_cli.executors import LocalExecutor
-from actreg_cli.sweep import (
+from actreg_cli.study.executors import LocalExecutor
+from actreg_cli.study.sweep import (
     CellStore,
     baseline_for,
     cell_hash,
@@ -253,7 +253,7 @@ def test_cell_hash_is_the_same_in_a_fresh_process():
     config = expand_grid(sweep_config())[3].config
     code = (
         "import sys, json; from actreg_cli.config import ExperimentConfig;"
-        "from actreg_cli.sweep import cell_hash;"
+        "from actreg_cli.study.sweep import cell_hash;"
         "c = ExperimentConfig.model_validate(json.loads(sys.stdin.read()));"
         "print(cell_hash(c, 'keras'))"
     )
@@ -346,7 +346,7 @@ def test_cells_are_stored_and_a_rerun_trains_nothing(tmp_path: Path):
 
 def test_interrupted_sweep_resumes_to_the_same_results(tmp_path: Path):
     sweep = sweep_config()
-    whole = run_sweep(sweep, engine="keras", runs_dir=tmp_path / "a", executor=FakeExecutor())
+    whole = run_and_report(sweep, engine="keras", runs_dir=tmp_path / "a", executor=FakeExecutor())
     with pytest.raises(KeyboardInterrupt):
         run_sweep(
             sweep,
@@ -356,7 +356,7 @@ def test_interrupted_sweep_resumes_to_the_same_results(tmp_path: Path):
         )
     executor = FakeExecutor()
     lines = []
-    resumed = run_sweep(
+    resumed = run_and_report(
         sweep,
         engine="keras",
         runs_dir=tmp_path / "b",
@@ -370,7 +370,7 @@ def test_interrupted_sweep_resumes_to_the_same_results(tmp_path: Path):
 
 
 def test_a_failed_chunk_is_reported_and_the_rest_completes(tmp_path: Path):
-    outcome = run_sweep(
+    outcome = run_and_report(
         sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor(fail={2})
     )
     assert outcome.exit_code == 1
@@ -406,7 +406,7 @@ def test_diverged_runs_are_recorded_and_the_sweep_goes_on(tmp_path: Path):
 
 
 def test_local_executor_reports_a_failing_chunk_and_goes_on(monkeypatch):
-    import actreg_cli.executors as executors
+    import actreg_cli.study.executors as executors
 
     def train_chunk(engine, jobs, progress=None):
         if jobs[0].seed == 2:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_and_report
 from test_sweep import FakeExecutor, sweep_config
 
+from actreg_cli.report.sweep import _x_axis, summary_columns
 from actreg_cli.stats import describe, difference, holm, paired_difference
-from actreg_cli.sweep import run_sweep
-from actreg_cli.sweep_report import _x_axis, summary_columns
 from actreg_cli.weights import repeat_seeds
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -35,7 +35,7 @@ def outcome(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     sweep = sweep_config()
     sweep.base.training.repeats = 6  # verdicts need at least 5 paired repeats
-    return run_sweep(sweep, engine="keras", runs_dir=runs, executor=FakeExecutor())
+    return run_and_report(sweep, engine="keras", runs_dir=runs, executor=FakeExecutor())
 
 
 def test_results_csv_has_one_row_per_cell_and_repeat(outcome):
@@ -155,11 +155,11 @@ def test_without_a_strength_key_the_x_axis_is_the_first_key_as_categories(tmp_pa
     sweep = sweep_config(
         grid={"regularizers.0.norm": ["l1", "l2"], "regularizers.0.target": ["kernel", "bias"]}
     )
-    outcome = run_sweep(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    outcome = run_and_report(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
     assert _x_axis(outcome) == ("regularizers.0.norm", ["l1", "l2"])
     assert (outcome.folder / "sweep.png").read_bytes().startswith(PNG_MAGIC)
     sweep = sweep_config(grid={"regularizers.0.strength": [0.0, 1e-3, 1e-1]}, name="zero")
-    outcome = run_sweep(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    outcome = run_and_report(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
     assert _x_axis(outcome) == ("regularizers.0.strength", None)
     assert (outcome.folder / "sweep.png").read_bytes().startswith(PNG_MAGIC)
 
@@ -177,7 +177,7 @@ def test_diverged_runs_are_counted_and_left_out(tmp_path: Path):
 
             super().run(chunks, engine, done, on_failed)
 
-    outcome = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=OneDiverges())
+    outcome = run_and_report(sweep_config(), engine="keras", runs_dir=tmp_path, executor=OneDiverges())
     rows = {r["cell"]: r for r in read_csv(outcome.folder / "summary.csv")}
     results = [r for r in read_csv(outcome.folder / "results.csv") if r["cell"] == "c1"]
     assert [r["diverged"] for r in results] == ["true", "false", "false"]
@@ -193,7 +193,7 @@ def test_a_difference_that_only_one_uncorrected_test_calls_clear_is_not_called_b
     # without Holm they would be "better", with Holm they must not be.
     sweep = sweep_config()
     sweep.base.training.repeats = 6
-    outcome = run_sweep(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    outcome = run_and_report(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
     summary = read_csv(outcome.folder / "summary.csv")
     uncorrected_only = [
         r["cell"]
@@ -207,7 +207,7 @@ def test_a_difference_that_only_one_uncorrected_test_calls_clear_is_not_called_b
 
 
 def test_too_few_repeats_give_no_verdict(tmp_path):
-    outcome = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    outcome = run_and_report(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
     summary = read_csv(outcome.folder / "summary.csv")
     assert all(r["diff_clear"] in ("false", "") for r in summary)
     report = (outcome.folder / "report.md").read_text(encoding="utf-8")
@@ -215,7 +215,7 @@ def test_too_few_repeats_give_no_verdict(tmp_path):
 
 
 def test_each_study_gets_its_own_report_folder_and_says_what_it_is(tmp_path):
-    from conftest import write_yaml
+    from conftest import run_and_report, write_yaml
 
     from actreg_cli.config import load_sweep
 
@@ -232,11 +232,11 @@ def test_each_study_gets_its_own_report_folder_and_says_what_it_is(tmp_path):
         },
     )
     runs = tmp_path / "runs"
-    mean = run_sweep(load_sweep(path), engine="keras", runs_dir=runs, executor=FakeExecutor())
+    mean = run_and_report(load_sweep(path), engine="keras", runs_dir=runs, executor=FakeExecutor())
     report_mean = (mean.folder / "report.md").read_text()
     overrides = ["regularizers.0.reduction=batch_sum"]
     executor = FakeExecutor()
-    summed = run_sweep(
+    summed = run_and_report(
         load_sweep(path, overrides),
         engine="keras",
         runs_dir=runs,
@@ -255,7 +255,7 @@ def test_each_study_gets_its_own_report_folder_and_says_what_it_is(tmp_path):
     assert "| repeats | 3 |" in report and "| engine | keras -> keras (tensorflow) |" in report
     assert "| overrides | regularizers.0.reduction=batch_sum |" in report
     assert "| reduction | batch_mean |" in report_mean and "| overrides | none |" in report_mean
-    other_epochs = run_sweep(
+    other_epochs = run_and_report(
         load_sweep(path, ["training.epochs=4"]),
         engine="keras",
         runs_dir=runs,
@@ -270,7 +270,7 @@ def test_report_redraws_a_sweep_study_from_its_saved_files(tmp_path):
 
     from actreg_cli.cli import app
 
-    outcome = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    outcome = run_and_report(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
     tables = {n: (outcome.folder / n).read_bytes() for n in ("results.csv", "summary.csv")}
     for name in ("results.csv", "summary.csv", "report.md", "sweep.png", "sparsity.png"):
         (outcome.folder / name).unlink()

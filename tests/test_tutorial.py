@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from actreg_cli.cli import app
 from actreg_cli.config import load_experiment
-from actreg_cli.tutorial import PUBLISHED, claim_verdict, tutorial_config
+from actreg_cli.report.tutorial import claim_verdict
+from actreg_cli.study.tutorial import PUBLISHED, tutorial_config
 
 
 @pytest.mark.parametrize(

@@ -338,7 +338,7 @@ def note_first_compile(engine_names: Iterable[str]) -> None:
     """Before a progress bar: say when the cpu engine is about to compile its loops (the bar
     would sit at 0 for ~30 s without a word)."""
     if "cpu" in set(engine_names):
-        from actreg_cli.engines.cpu import compile_note
+        from actreg_cli.engines.cpu.engine import compile_note
 
         if (text := compile_note()) is not None:
             note(text)

@@ -28,7 +28,7 @@ def compare_command(
 
     if len(run_dirs) < 2:
         raise fail(["compare needs two or more run folders"])
-    from actreg_cli.run_index import compare_runs
+    from actreg_cli.report.index import compare_runs
 
     with user_errors():
         comparison = compare_runs(run_dirs)
@@ -36,8 +36,8 @@ def compare_command(
     print_fitting(*(partial(comparison_table, comparison, labels, layout) for layout in LAYOUTS))
     import matplotlib.pyplot as plt
 
-    from actreg_cli.io import save_figure
-    from actreg_cli.run_index import comparison_figure
+    from actreg_cli.report.index import comparison_figure
+    from actreg_cli.study.files import save_figure
 
     figure = comparison_figure(comparison, labels)
     save_figure(plot, figure)

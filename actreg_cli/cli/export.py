@@ -37,7 +37,7 @@ def mlflow_command(
     """Log FOLDER as one MLflow run (its files as artifacts) with a nested run per trained model:
     config parameters, per-epoch metrics (step = epoch) and final metrics. Prints the run id.
     A folder exported before is refused (exit 2) unless --force, which replaces that export."""
-    from actreg_cli.export import export_mlflow
+    from actreg_cli.report.export import export_mlflow
 
     with user_errors():
         try:
@@ -63,7 +63,7 @@ def tensorboard_command(
     """Write per-epoch scalars, final metrics and the HParams summary of every trained model in
     FOLDER under DIR/<folder name>/; view with `tensorboard --logdir DIR`. A non-empty
     DIR/<folder name>/ is refused (exit 2) unless --force, which empties it first."""
-    from actreg_cli.export import export_tensorboard
+    from actreg_cli.report.export import export_tensorboard
 
     with user_errors():
         try:

@@ -54,18 +54,18 @@ def report_command(
 
     try:
         if kind == "run":
-            from actreg_cli.reporter import report_run, tutorial_line
+            from actreg_cli.report.run import report_run, tutorial_line
 
             console.print(tutorial_line(report_run(run_dir)), highlight=False)
         elif kind == "tutorial":
-            from actreg_cli.tutorial import report_tutorial
+            from actreg_cli.report.tutorial import report_tutorial
 
             outcome = report_tutorial(run_dir)
             for sentence in outcome.verdicts:
                 console.print(f"- {sentence}", highlight=False, soft_wrap=True)
         else:
-            from actreg_cli.sweep import reopen_sweep
-            from actreg_cli.sweep_report import write_outputs
+            from actreg_cli.report.sweep import write_outputs
+            from actreg_cli.study.sweep import reopen_sweep
 
             outcome = reopen_sweep(run_dir)
             write_outputs(outcome)

@@ -55,8 +55,8 @@ def run_command(
     if why:
         note(why)
     note_first_compile([chosen.name])
-    from actreg_cli.reporter import tutorial_line
-    from actreg_cli.runner import run_experiment
+    from actreg_cli.report.run import report_outcome, tutorial_line
+    from actreg_cli.study.run import run_experiment
 
     if chosen.name in TENSORFLOW_ENGINES:
         start_tensorflow()
@@ -74,7 +74,7 @@ def run_command(
             progress=advance,
             on_folder=folder.append,
         )
-    summary = outcome.summary
+        summary = report_outcome(outcome)
     console.print(tutorial_line(summary), highlight=False)
     if summary["n_diverged"]:
         note(

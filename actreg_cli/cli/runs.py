@@ -35,7 +35,7 @@ def runs_command(
 ) -> None:
     """List the runs, tutorials and sweeps in RUNS_DIR, newest first: name, date (UTC), what was
     varied, test accuracy mean [95% CI] (a sweep's best cell) and engine."""
-    from actreg_cli.run_index import list_runs
+    from actreg_cli.report.index import list_runs
 
     with user_errors():
         entries = list_runs(runs_dir, kind=kind.value if kind else None, name=name, engine=engine)

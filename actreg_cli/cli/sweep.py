@@ -90,13 +90,13 @@ def grid_origins(grid: list[str]) -> dict[str, str]:
 
 
 def make_executor(executor: ExecutorName, address: str | None) -> Any:
-    from actreg_cli.executors import LocalExecutor
+    from actreg_cli.study.executors import LocalExecutor
 
     if executor is ExecutorName.local:
         if address is not None:
             raise fail(["--address applies only to --executor ray"])
         return LocalExecutor()
-    from actreg_cli.ray_executor import RayExecutor, check_reachable
+    from actreg_cli.study.ray_executor import RayExecutor, check_reachable
 
     if address is not None:
         try:
@@ -138,14 +138,14 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from actreg_cli.sweep import baseline_keys, format_value
-    from actreg_cli.sweep_report import (
+    from actreg_cli.report.sweep import (
         main_metric,
         metric_label,
         short_names,
         study_line,
         summary_rows,
     )
+    from actreg_cli.study.sweep import baseline_keys, format_value
 
     task_spec = main_metric(outcome)
     main = task_spec.main_metric
@@ -255,7 +255,8 @@ def sweep_command(
     The last line printed is the sweep folder. Exit code 2: bad input; 1: some cells failed.
     """
     from actreg_cli.config import load_sweep
-    from actreg_cli.sweep import check_sweep, run_sweep
+    from actreg_cli.report.sweep import write_outputs
+    from actreg_cli.study.sweep import check_sweep, run_sweep
 
     overrides = [*(set_ or []), *training_overrides(epochs, repeats, seed)]
     with user_errors():
@@ -274,7 +275,7 @@ def sweep_command(
         if executor is ExecutorName.local and to_run & set(TENSORFLOW_ENGINES):
             start_tensorflow()  # before the bar (Ray trains in other processes)
 
-    from actreg_cli.sweep import sweep_folder
+    from actreg_cli.study.sweep import sweep_folder
 
     folder = sweep_folder(sweep, runs_dir)
     with (
@@ -299,6 +300,7 @@ def sweep_command(
             overrides=overrides,
             origin=str(config),
         )
+        outcome.files = write_outputs(outcome)
 
     print_fitting(*(partial(summary_table, outcome, layout) for layout in LAYOUTS))
     print(outcome.folder)

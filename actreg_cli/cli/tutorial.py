@@ -46,7 +46,8 @@ def tutorial_command(
     the tutorial's published numbers and whether its claims hold. Writes circles.png, overfit.png,
     before_relu.png, after_relu.png, summary.json, repeats.csv, history.csv and report.md.
     """
-    from actreg_cli.tutorial import run_tutorial, study_arms, tutorial_config
+    from actreg_cli.report.tutorial import report_trained
+    from actreg_cli.study.tutorial import run_tutorial, study_arms, tutorial_config
 
     with user_errors():
         probe = tutorial_config(
@@ -66,7 +67,7 @@ def tutorial_command(
         long_work_errors("training", lambda: interrupted_message(folder)),
         progress_bar(total, f"tutorial [{chosen.name}]") as advance,
     ):
-        outcome = run_tutorial(
+        trained = run_tutorial(
             on_folder=folder.append,
             engine=chosen,
             engine_note=why,
@@ -76,8 +77,9 @@ def tutorial_command(
             runs_dir=runs_dir,
             progress=advance,
         )
+        outcome = report_trained(trained)
     print_table(outcome.rows, repeats)
-    from actreg_cli.tutorial import epochs_note
+    from actreg_cli.report.tutorial import epochs_note
 
     if epochs_note(probe.training.epochs):
         note(epochs_note(probe.training.epochs))
@@ -106,8 +108,8 @@ def tutorial_table(rows: list[dict], repeats: int, layout: str) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from actreg_cli.reporter import format_mean_std
-    from actreg_cli.tutorial import format_diff
+    from actreg_cli.report.run import format_mean_std
+    from actreg_cli.report.tutorial import format_diff
 
     title = f"Tutorial reproduction ({repeats} repeats; published = single run)"
 

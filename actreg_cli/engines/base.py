@@ -7,6 +7,7 @@ each, in order. Jobs may differ in anything; an engine groups what it can train 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from actreg_cli.config import ExperimentConfig
+from actreg_cli.data import job_dataset
 from actreg_cli.tasks import ALL_METRIC_FIELDS, Task, final_metrics, result_fields
 
 #: TrainResult.history's columns for a task: tasks.history_columns (Keras's History names).
@@ -213,3 +215,30 @@ def result_from_totals(
         result.set_final_metrics(task, "train", data.y_train, outputs[:n])
         result.set_final_metrics(task, "test", data.y_test, outputs[n:])
     return mark_diverged(result)
+
+
+def worker_count() -> int:
+    """CPU cores this process may run on (threads an engine uses by default)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def mlp_shape_key(job: TrainJob) -> tuple:
+    """What MLP jobs trained in one compiled loop (this engine's program, the cpu kernel) must
+    share: the data set, the network, the optimizer and the loop's shape."""
+    config = job.config
+    t = config.training
+    n_train = job_dataset(config, job.seed).n_train
+    batch = min(t.batch_size, n_train)
+    return (
+        config.data.model_dump_json(),
+        job.seed if config.data.resample else None,  # each repeat's own data
+        tuple(config.model.hidden_units),
+        config.model.activation,
+        t.optimizer,
+        t.epochs,
+        batch,
+        t.shuffle and batch < n_train,
+    )

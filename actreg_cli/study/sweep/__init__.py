@@ -3,8 +3,8 @@
 Flow: `expand_grid` turns a `SweepConfig` into validated `Cell`s (all errors before any training);
 `plan_sweep` keys every cell by `cell_hash`, looks in the sweep folder's store for cells already
 done and cuts the whole grid into chunks; `run_sweep` hands the missing chunks to an executor and
-stores each cell the moment its chunk comes back, then writes the tables, plots and report
-(`sweep_report`). Re-running the same command therefore resumes; `force` recomputes everything.
+stores each cell the moment its chunk comes back; report/sweep.py writes the tables, plots and
+report from the outcome. Re-running the same command therefore resumes; `force` recomputes everything.
 
 Sweep folder (runs/<sweep name>/): cells/<hash>.json (+ <hash>.history.npy) per finished cell,
 shared by every study of the sweep; one report folder per study (`study_key`: overrides, epochs,
@@ -40,8 +40,8 @@ from actreg_cli.config import (
     validate_mapping,
 )
 from actreg_cli.engines.base import TrainJob, TrainResult
-from actreg_cli.io import atomic_write, json_float, write_json, write_text
-from actreg_cli.samples import Samples, kept_samples, load_samples, save_samples
+from actreg_cli.study.files import atomic_write, json_float, write_json, write_text
+from actreg_cli.study.samples import Samples, kept_samples, load_samples, save_samples
 from actreg_cli.tasks import Task, history_columns, result_fields
 from actreg_cli.weights import repeat_seeds
 
@@ -693,7 +693,7 @@ class SweepOutcome:
     failures: dict[str, str]  # cell id -> why its chunk failed
     n_trained: int  # cells trained by this call
     elapsed_s: float
-    files: dict[str, Path] = field(default_factory=dict)  # written by sweep_report
+    files: dict[str, Path] = field(default_factory=dict)  # written by report.sweep.write_outputs
 
     @property
     def folder(self) -> Path:
@@ -781,7 +781,8 @@ def run_sweep(
     overrides: Sequence[str] = (),
     origin: str = "grid",
 ) -> SweepOutcome:
-    """Train the cells of `sweep` that are not stored yet and write the sweep folder.
+    """Train the cells of `sweep` that are not stored yet and store them, with sweep.yaml, in the
+    sweep folder (`report.sweep.write_outputs(outcome)` then writes the tables and report).
 
     executor: an `executors.Executor` (default: LocalExecutor, in this process).
     progress: `progress(total, description)` -> context manager yielding `advance(n)`, both in
@@ -794,8 +795,7 @@ def run_sweep(
     `SweepOutcome.failures` and the others go on. KeyboardInterrupt propagates, with everything
     finished so far stored. Raises ConfigError / EngineUnsupported before training on bad input.
     """
-    from actreg_cli.executors import LocalExecutor
-    from actreg_cli.sweep_report import write_outputs
+    from actreg_cli.study.executors import LocalExecutor
 
     started = time.perf_counter()
     plan = plan_sweep(
@@ -898,7 +898,6 @@ def run_sweep(
         n_trained=len(trained),
         elapsed_s=time.perf_counter() - started,
     )
-    outcome.files = write_outputs(outcome)
     return outcome
 
 

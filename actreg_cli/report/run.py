@@ -1,6 +1,6 @@
-"""What a run leaves behind: history.csv, repeats.csv, summary.json and a curve plot
-(accuracy.png for classification, mae.png for regression and reconstruction); for a
-reconstruction run whose engine kept samples, samples.npz and reconstructions.png (samples.py).
+"""What a run folder shows of its stored results (study/records.py: history.csv, repeats.csv):
+summary.json and a curve plot (accuracy.png for classification, mae.png for regression and
+reconstruction); for a reconstruction run whose engine kept samples, reconstructions.png.
 
 The columns follow the task (tasks.py): test_accuracy for classification; test_mse, test_mae
 and test_r2 for regression; test_loss always.
@@ -11,7 +11,6 @@ saved CSV files alone, so a run folder can be re-drawn without training again.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,23 +19,13 @@ from typing import Any
 import numpy as np
 
 from actreg_cli.config import ExperimentConfig, Target, describe_experiment, validate_mapping
-from actreg_cli.engines.base import TrainResult
-from actreg_cli.io import atomic_write, csv_text, save_figure, write_json, write_text
-from actreg_cli.samples import (
-    RECONSTRUCTIONS_FIGURE,
-    SAMPLES_FILE,
-    Samples,
-    load_samples,
-    run_reconstructions_figure,
-    save_samples,
-)
+from actreg_cli.report.reconstructions import RECONSTRUCTIONS_FIGURE, run_reconstructions_figure
 from actreg_cli.stats import describe
-from actreg_cli.tasks import Task, history_columns, result_fields, spec
-
-
-def repeat_columns(task: Task) -> tuple[str, ...]:
-    """Columns of repeats.csv: repeat, seed, the task's result fields, diverged."""
-    return ("repeat", "seed", *result_fields(task), "diverged")
+from actreg_cli.study.files import save_figure, write_json
+from actreg_cli.study.records import read_history_csv, read_repeats_csv, saved_task
+from actreg_cli.study.run import RunOutcome
+from actreg_cli.study.samples import SAMPLES_FILE, load_samples
+from actreg_cli.tasks import Task, result_fields, spec
 
 
 def intervals_cover(config: ExperimentConfig) -> str:
@@ -44,75 +33,6 @@ def intervals_cover(config: ExperimentConfig) -> str:
     if config.data.resample:
         return "initialization and data noise (data.resample: a new split/sample per repeat)"
     return "initialization noise only (the same data split in every repeat)"
-
-
-def repeat_rows(
-    task: Task, seeds: Sequence[int], results: Sequence[TrainResult]
-) -> list[dict[str, Any]]:
-    """One row per repeat, keys repeat_columns(task)."""
-    return [
-        {"repeat": r, "seed": seed, **res.values(task), "diverged": res.diverged}
-        for r, (seed, res) in enumerate(zip(seeds, results, strict=True))
-    ]
-
-
-def history_csv_rows(histories: np.ndarray, prefix: str = "") -> np.ndarray:
-    """histories: [repeats, epochs, 4] -> lines (prefix, repeat, epoch 1.., loss, metric,
-    val_loss, val_metric; metric: accuracy, or mae for regression) as ASCII bytes (uint8
-    array), floats with the 9 digits that identify a float32."""
-    from actreg_cli.csv_format import numeric_csv_rows
-
-    repeats, epochs, _ = histories.shape
-    flat = histories.reshape(-1, 4)
-    index = [np.repeat(np.arange(repeats), epochs), np.tile(np.arange(1, epochs + 1), repeats)]
-    return numeric_csv_rows(index, list(flat.T), prefix)
-
-
-def write_history_csv(path: Path, histories: np.ndarray, task: Task = Task.binary) -> None:
-    """history.csv: header (the task's columns), then one row per repeat and epoch (see
-    `history_csv_rows`)."""
-    header = ",".join(("repeat", "epoch", *history_columns(task))) + "\n"
-    write_csv_bytes(path, header, [history_csv_rows(histories)])
-
-
-def write_csv_bytes(path: Path, header: str, parts: Sequence[np.ndarray]) -> None:
-    """Write `header` then each uint8 array of ASCII rows, atomically, without joining them."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(header.encode("ascii"))
-            for part in parts:
-                fh.write(memoryview(part))
-
-    atomic_write(path, write)
-
-
-def read_history_csv(path: Path) -> np.ndarray:
-    """Inverse of write_history_csv: [repeats, epochs, 4] float64 (each value a float32, as
-    the engines computed it)."""
-    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    repeats = int(table[:, 0].max()) + 1
-    values = table[:, 2:].astype(np.float32).astype(np.float64)
-    return values.reshape(repeats, -1, 4)
-
-
-def read_repeats_csv(path: Path) -> list[dict[str, Any]]:
-    """The rows of repeats.csv; ValueError naming the file when it holds no repeat at all
-    (a header-only file would otherwise turn a good summary into an empty one)."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        raise ValueError(f"{path} has no rows (header only); expected one row per repeat")
-    for row in rows:
-        row["repeat"], row["seed"] = int(row["repeat"]), int(row["seed"])
-        row["diverged"] = row["diverged"] == "true"
-        for key in set(row) & _NUMERIC_REPEAT_COLUMNS:  # a tutorial's variant etc. stay text
-            row[key] = float(row[key])
-    return rows
-
-
-#: repeats.csv columns read as floats: every task's result fields.
-_NUMERIC_REPEAT_COLUMNS = {field for task in Task for field in result_fields(task)}
 
 
 def summarize(
@@ -224,33 +144,12 @@ def accuracy_figure(
     return fig
 
 
-def write_run(
-    run_dir: Path,
-    config: ExperimentConfig,
-    seeds: Sequence[int],
-    results: Sequence[TrainResult],
-    engine: str,
-    task: Task = Task.binary,
-    samples: Samples | None = None,
-) -> dict[str, Any]:
-    """Write history.csv, repeats.csv, summary.json and the curve plot, and for a
-    reconstruction run whose engine kept samples (`samples.kept_samples`) samples.npz and
-    reconstructions.png; return the summary."""
-    histories = np.stack([res.history for res in results])
-    write_history_csv(run_dir / "history.csv", histories, task)
-    rows = repeat_rows(task, seeds, results)
-    write_text(run_dir / "repeats.csv", csv_text(repeat_columns(task), rows))
-    if samples is not None:
-        save_samples(run_dir / SAMPLES_FILE, samples)
-    return _write_summary_and_plot(run_dir, config, histories, rows, engine, task)
-
-
 def curve_plot_name(task: Task) -> str:
     """accuracy.png (classification) or mae.png (regression)."""
     return f"{spec(task).history_metric}.png"
 
 
-def _write_summary_and_plot(
+def write_run_report(
     run_dir: Path,
     config: ExperimentConfig,
     histories: np.ndarray,
@@ -304,10 +203,13 @@ def load_run_config(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     return config, meta or {}
 
 
-def saved_task(saved: dict[str, Any]) -> Task:
-    """The task a run folder's run.yaml recorded (runs from before tasks were binary)."""
-    data = saved.get("data") or (saved.get("data_per_repeat") or [{}])[0]
-    return Task(data.get("task", Task.binary.value))
+def report_outcome(outcome: RunOutcome) -> dict[str, Any]:
+    """Write summary.json and the figures of a run just trained (`study.run.run_experiment`);
+    return the summary. The same files `report_run` re-draws from the folder alone."""
+    return write_run_report(
+        outcome.run_dir, outcome.config, outcome.histories, outcome.rows, outcome.engine,
+        outcome.task,
+    )  # fmt: skip
 
 
 def report_run(run_dir: Path) -> dict[str, Any]:
@@ -316,7 +218,7 @@ def report_run(run_dir: Path) -> dict[str, Any]:
     histories = read_history_csv(run_dir / "history.csv")
     rows = read_repeats_csv(run_dir / "repeats.csv")
     engine = meta.get("engine", "unknown")
-    return _write_summary_and_plot(run_dir, config, histories, rows, engine, saved_task(meta))
+    return write_run_report(run_dir, config, histories, rows, engine, saved_task(meta))
 
 
 def format_mean_std(stats: dict[str, Any]) -> str:

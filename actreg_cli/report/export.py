@@ -43,7 +43,7 @@ def trained_models(folder: Path) -> tuple[str, list[TrainedModel]]:
 
     Raises ConfigError for a folder that is no finished run or sweep folder.
     """
-    from actreg_cli.run_index import read_entry
+    from actreg_cli.report.index import read_entry
 
     folder = Path(folder)
     entry = read_entry(folder) if folder.is_dir() else None
@@ -57,8 +57,8 @@ def trained_models(folder: Path) -> tuple[str, list[TrainedModel]]:
 
 def _run_models(folder: Path) -> list[TrainedModel]:
 
-    from actreg_cli.reporter import read_history_csv, read_repeats_csv, saved_task
-    from actreg_cli.run_index import flatten, read_meta
+    from actreg_cli.report.index import flatten, read_meta
+    from actreg_cli.study.records import read_history_csv, read_repeats_csv, saved_task
 
     meta = read_meta(folder)
     task = saved_task(meta)
@@ -82,8 +82,8 @@ def _run_models(folder: Path) -> list[TrainedModel]:
 def _sweep_models(folder: Path) -> list[TrainedModel]:
     import yaml
 
-    from actreg_cli.run_index import flatten
-    from actreg_cli.sweep import CellStore
+    from actreg_cli.report.index import flatten
+    from actreg_cli.study.sweep import CellStore
 
     meta = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8"))
     task = Task(meta.get("task", Task.binary.value))

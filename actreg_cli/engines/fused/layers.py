@@ -11,7 +11,7 @@ Layout (C models of a chunk, R rows of a batch):
               (models.plan.LayerPlan.weights), float32 [C, *shape]; the state keeps
               [C, 3, *shape] = (value, Adam m, Adam v) and is stepped by `fused.optimizer_step`
   activations [C, R, *layer output shape] (per sample as models.plan gives it)
-  factors     float32 [C, kernel layers, 12]: fused.COEF_COLUMNS per layer with a kernel
+  factors     float32 [C, kernel layers, 12]: penalties.COEF_COLUMNS per layer with a kernel
   rows        float32 [epochs + 1, C, 4], as in fused.py: (train loss * rows, train metric
               total, test loss * n_test, test metric total) -> base.history_from_totals
 
@@ -77,21 +77,18 @@ from actreg_cli.engines.base import (
     history_from_totals,
     mark_diverged,
 )
-from actreg_cli.engines.fused import (
-    _COL,
+from actreg_cli.engines.fused.mlp import (
     _MIN_CHUNK,
     _MIN_SEGMENTS,
-    COEF_COLUMNS,
     SPLITMIX_GAMMA,
-    _custom_reason,
     _Stopped,
     _tensorflow,
-    add_penalty,
     epoch_order,
     optimizer_step,
     run_chunks,
     splitmix64,
 )
+from actreg_cli.engines.penalties import COEF_COLUMNS, COEF_INDEX, add_penalty, custom_reason
 from actreg_cli.models.plan import KERNEL_KINDS, LayerPlan, ModelPlan, config_plan
 from actreg_cli.tasks import Task, spec
 from actreg_cli.weights import dropout_seed, layer_initial_weights, shuffle_seed
@@ -109,7 +106,7 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
     """Why the layers program cannot train `config` (one line), or None."""
     for _, reg in config.all_regularizers:
         if reg.norm is Norm.custom:
-            return _custom_reason(reg.function)
+            return custom_reason(reg.function)
     return None
 
 
@@ -193,7 +190,7 @@ def choose_layers_chunk(n_models: int, spec_: LayersSpec, workers: int) -> int:
 
 
 def penalty_table(plan: ModelPlan) -> np.ndarray:
-    """Penalty factors of one model: float64 [kernel layers, 12] (fused.COEF_COLUMNS)."""
+    """Penalty factors of one model: float64 [kernel layers, 12] (penalties.COEF_COLUMNS)."""
     kernel = [layer for layer in plan.layers if layer.kind in KERNEL_KINDS]
     table = np.zeros((len(kernel), len(COEF_COLUMNS)), dtype=np.float64)
     for row, layer in zip(table, kernel, strict=True):
@@ -519,8 +516,8 @@ class _LayersNet:
         [C, kernel layers, 4] (`_ACTIVITY_SUMS`), the kernel/bias penalties [C] and the factors:
         data_sum / rows + weight + batch_mean terms / rows + batch_sum terms."""
         tf = self.tf
-        mean_cols = [_COL[f"{side}_mean_{norm}"] for side, norm in _ACTIVITY_SUMS]
-        sum_cols = [_COL[f"{side}_sum_{norm}"] for side, norm in _ACTIVITY_SUMS]
+        mean_cols = [COEF_INDEX[f"{side}_mean_{norm}"] for side, norm in _ACTIVITY_SUMS]
+        sum_cols = [COEF_INDEX[f"{side}_sum_{norm}"] for side, norm in _ACTIVITY_SUMS]
         mean = _term(tf.gather(factors, mean_cols, axis=2), activity)
         summed = _term(tf.gather(factors, sum_cols, axis=2), activity)
         rows = tf.cast(rows, tf.float32)  # an int, or a tensor (masked rows)
@@ -615,8 +612,8 @@ class _LayersNet:
         total = 0.0
         for value, prefix in ((kernel, "kernel"), (bias, "bias")):
             s_abs, s_sq = self._model_sums(value)
-            total = total + _term(f[:, _COL[f"{prefix}_l1"]], s_abs)
-            total = total + _term(f[:, _COL[f"{prefix}_l2"]], s_sq)
+            total = total + _term(f[:, COEF_INDEX[f"{prefix}_l1"]], s_abs)
+            total = total + _term(f[:, COEF_INDEX[f"{prefix}_l2"]], s_sq)
         return total
 
     def _activity_sums(self, z, a, layout: str, mask=None):

@@ -43,10 +43,12 @@ from actreg_cli.engines.base import (
     ProgressCallback,
     TrainJob,
     TrainResult,
+    mlp_shape_key,
     result_from_totals,
     train_grouped,
+    worker_count,
 )
-from actreg_cli.engines.fused import coefficients, mlp_shape_key, worker_count
+from actreg_cli.engines.penalties import coefficients
 from actreg_cli.tasks import output_units
 from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
 
@@ -68,8 +70,7 @@ def compile_note() -> str | None:
     compiled loop for this version of cpu_kernel.py (after an install or an update: the first
     call then compiles for ~30 s, which a progress bar would show as a stall); None when it
     does, or when Numba's cache internals cannot be read (then nothing is guessed)."""
-    from actreg_cli.engines import cpu_kernel
-
+    from actreg_cli.engines.cpu import kernel as cpu_kernel
     try:  # Numba's own check: an index written for this source file's stamp
         cached = cpu_kernel.train_models._cache._cache_file._load_index()
     except Exception:  # noqa: BLE001 (private API of another package; a note is not worth a crash)
@@ -125,8 +126,7 @@ class CpuEngine:
         """One kernel call for jobs of one group (one data set)."""
         import numba
 
-        from actreg_cli.engines import cpu_kernel
-
+        from actreg_cli.engines.cpu import kernel as cpu_kernel
         config = jobs[0].config
         data = job_dataset(config, jobs[0].seed)
         n_train = data.n_train

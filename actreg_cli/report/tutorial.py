@@ -1,103 +1,40 @@
-"""The reproduction study: the tutorial's three models, repeated, under both activity reductions.
-
-Variants (../shared/tutorial-facts.md): `overfit` (no regularization), `before_relu` and
-`after_relu` (L1 1e-4 on the hidden layer's output before / after the ReLU). Each regularized
-variant is trained with `batch_sum` (Keras 2.3, what the tutorial ran) and `batch_mean` (Keras >=
-3.14); the overfit model has no penalty, so its reduction is `none`. All models go to the engine
-in one call, so the fused engine trains the whole study as one batch.
+"""The tutorial study's outputs: summary.json, repeats.csv, the figures and report.md with the
+verdict on each of the tutorial's claims, made from a trained study (study/tutorial.py) or
+re-drawn from its folder's saved files alone (`report_tutorial`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from actreg_cli.config import ExperimentConfig, dump_yaml
+from actreg_cli.config import ExperimentConfig
 from actreg_cli.data import load_dataset
-from actreg_cli.engines.base import Engine, ProgressCallback, TrainJob, TrainResult
-from actreg_cli.io import csv_text, save_figure, write_json, write_text
-from actreg_cli.reporter import (
-    accuracy_figure,
-    history_csv_rows,
-    repeat_columns,
-    repeat_rows,
-    summarize,
-    write_csv_bytes,
-)
-from actreg_cli.runner import new_run_dir, run_metadata
+from actreg_cli.engines.base import TrainResult
+from actreg_cli.report.run import accuracy_figure, summarize
 from actreg_cli.stats import difference, is_degenerate, paired_difference
-from actreg_cli.tasks import Task, history_columns, result_fields
-from actreg_cli.weights import repeat_seeds
+from actreg_cli.study.files import csv_text, save_figure, write_json, write_text
+from actreg_cli.study.records import repeat_columns, repeat_rows
+from actreg_cli.study.tutorial import (
+    PUBLISHED,
+    STUDY_FILE,
+    TASK,
+    TITLES,
+    VARIANTS,
+    TutorialRun,
+)
+from actreg_cli.tasks import history_columns, result_fields
 
-#: The tutorial's task: binary circles, always.
-TASK = Task.binary
-VARIANTS = ("overfit", "before_relu", "after_relu")
-REDUCTIONS = ("batch_sum", "batch_mean")
-#: The tutorial's published single-run (train, test) accuracies.
-PUBLISHED = {"overfit": (1.000, 0.786), "before_relu": (0.967, 0.829), "after_relu": (1.000, 0.743)}
-TITLES = {
-    "overfit": "Overfit MLP (no regularization)",
-    "before_relu": "L1 1e-4 activity regularization before ReLU",
-    "after_relu": "L1 1e-4 activity regularization after ReLU",
-}
-DEFAULT_REPEATS = 10
 #: The tutorial trains for 4000 epochs; a verdict at other epochs is about another training.
 PUBLISHED_EPOCHS = 4000
 #: Fewer repeats than this give no verdict: a t interval from 2-4 values is too unstable to
 #: confirm or contradict a published single-run number.
 MIN_REPEATS_FOR_VERDICT = 5
-
-
-def tutorial_config(
-    variant: str,
-    reduction: str = "batch_sum",
-    *,
-    epochs: int = 4000,
-    seed: int = 0,
-    repeats: int = 1,
-) -> ExperimentConfig:
-    """The tutorial's model for `variant` (the shipped configs/circles_*.yaml are these)."""
-    regularizers = []
-    if variant != "overfit":
-        placement = "before_activation" if variant == "before_relu" else "after_activation"
-        regularizers = [
-            {
-                "target": "activity",
-                "norm": "l1",
-                "strength": 1e-4,
-                "placement": placement,
-                "reduction": reduction,
-            }
-        ]
-    return ExperimentConfig.model_validate(
-        {
-            "name": f"circles_{variant}" if variant == "overfit" else f"circles_l1_{variant}",
-            "description": TITLES[variant],
-            "data": {
-                "name": "circles",
-                "n_samples": 100,
-                "n_train": 30,
-                "noise": 0.1,
-                "random_state": 1,
-            },
-            "model": {"hidden_units": [500], "activation": "relu"},
-            "regularizers": regularizers,
-            "training": {"epochs": epochs, "seed": seed, "repeats": repeats},
-        }
-    )
-
-
-def study_arms(reductions: Sequence[str] = REDUCTIONS) -> list[tuple[str, str]]:
-    """(variant, reduction) pairs trained by the study; the overfit model once, as 'none'."""
-    arms = [("overfit", "none")]
-    for variant in VARIANTS[1:]:
-        arms.extend((variant, reduction) for reduction in reductions)
-    return arms
 
 
 @dataclass
@@ -106,45 +43,6 @@ class TutorialOutcome:
     summary: dict[str, Any]  # summary.json: variant -> reduction -> stats (+ published, verdicts)
     rows: list[dict[str, Any]]  # the printed table, one row per (variant, reduction)
     verdicts: list[str]  # one sentence per (claim, reduction)
-
-
-def run_tutorial(
-    *,
-    engine: Engine,
-    engine_note: str | None = None,
-    epochs: int = 4000,
-    repeats: int = DEFAULT_REPEATS,
-    seed: int = 0,
-    reductions: Sequence[str] = REDUCTIONS,
-    runs_dir: Path = Path("runs"),
-    progress: ProgressCallback | None = None,
-    on_folder: Callable[[Path], None] | None = None,
-) -> TutorialOutcome:
-    """Train every arm `repeats` times from the same seeds and write the study folder."""
-    arms = study_arms(reductions)
-    configs = {
-        arm: tutorial_config(*arm_args(arm), epochs=epochs, seed=seed, repeats=repeats)
-        for arm in arms
-    }
-    seeds = repeat_seeds(seed, repeats)
-    jobs = [TrainJob(configs[arm], s) for arm in arms for s in seeds]
-    out_dir = new_run_dir(Path(runs_dir), "tutorial")
-    if on_folder is not None:  # the CLI names it if training is interrupted
-        on_folder(out_dir)
-    metadata = run_metadata(configs[arms[0]], seeds, engine.name, engine_note)
-    metadata.pop("name", None)
-    metadata.update(epochs=epochs, repeats=repeats, reductions=list(reductions))
-    metadata["config"] = {f"{v}/{r}": configs[(v, r)].resolved() for v, r in arms}
-    write_text(out_dir / STUDY_FILE, dump_yaml(metadata))
-
-    results = engine.train(jobs, progress)
-    by_arm = {arm: results[i * repeats : (i + 1) * repeats] for i, arm in enumerate(arms)}
-    _write_histories(out_dir, by_arm)
-    return write_study(out_dir, configs, by_arm, seeds, engine.name, reductions)
-
-
-#: The study's metadata: seeds, engine, versions, epochs, repeats and every arm's config.
-STUDY_FILE = "study.yaml"
 
 
 def write_study(
@@ -175,6 +73,11 @@ def write_study(
     return TutorialOutcome(out_dir, summary, rows, verdicts)
 
 
+def report_trained(run: TutorialRun) -> TutorialOutcome:
+    """The outputs of a study just trained (`study.tutorial.run_tutorial`)."""
+    return write_study(run.out_dir, run.configs, run.by_arm, run.seeds, run.engine, run.reductions)
+
+
 def report_tutorial(out_dir: Path) -> TutorialOutcome:
     """Re-draw a tutorial folder (figures, summary.json, report.md) from its saved files alone:
     study.yaml, history.csv and repeats.csv."""
@@ -183,7 +86,7 @@ def report_tutorial(out_dir: Path) -> TutorialOutcome:
     import yaml
 
     from actreg_cli.config import validate_mapping
-    from actreg_cli.reporter import read_repeats_csv
+    from actreg_cli.study.records import read_repeats_csv
 
     meta = yaml.safe_load((out_dir / STUDY_FILE).read_text(encoding="utf-8"))
     configs = {
@@ -217,11 +120,6 @@ def report_tutorial(out_dir: Path) -> TutorialOutcome:
     return write_study(
         out_dir, configs, by_arm, meta["seeds"], meta.get("engine", "unknown"), meta["reductions"]
     )
-
-
-def arm_args(arm: tuple[str, str]) -> tuple[str, str]:
-    variant, reduction = arm
-    return variant, (reduction if reduction != "none" else "batch_sum")
 
 
 def plot_circles(path: Path, config: ExperimentConfig) -> None:
@@ -353,15 +251,6 @@ def _plot_final(path: Path, summary: dict, arms: Sequence[tuple[str, str]], epoc
     fig.tight_layout()
     save_figure(path, fig)
     plt.close(fig)
-
-
-def _write_histories(out_dir: Path, by_arm: dict) -> None:
-    header = ",".join(("variant", "reduction", "repeat", "epoch", *history_columns(TASK))) + "\n"
-    parts = [
-        history_csv_rows(np.stack([res.history for res in results]), f"{variant},{reduction},")
-        for (variant, reduction), results in by_arm.items()
-    ]
-    write_csv_bytes(out_dir / "history.csv", header, parts)
 
 
 def _summarize(configs, by_arm, seeds, engine_name, reductions):
@@ -500,7 +389,7 @@ def epochs_note(epochs: int) -> str | None:
 
 
 def report_markdown(rows, verdicts, epochs: int, repeats: int, engine: str) -> str:
-    from actreg_cli.reporter import format_mean_std
+    from actreg_cli.report.run import format_mean_std
 
     lines = [
         "# Reproduction of the activity-regularization tutorial",

@@ -303,7 +303,7 @@ def compare_runs(folders: Sequence[Path]) -> Comparison:
     that is no finished run folder."""
     import json
 
-    from actreg_cli.reporter import read_history_csv
+    from actreg_cli.study.records import read_history_csv
 
     errors, metas = [], []
     for folder in folders:

@@ -205,7 +205,7 @@ class RayExecutor:
             return
         train_fn = self.train_fn
         if train_fn is None:
-            from actreg_cli.executors import train_chunk
+            from actreg_cli.study.executors import train_chunk
 
             train_fn = train_chunk
         # Ray's driver prints raylet notices ("a worker died ... will be retried") to sys.stdout;
@@ -279,7 +279,7 @@ class RayExecutor:
         if isinstance(exc, errors.RayTaskError):
             cause = getattr(exc, "cause", None)
             if cause is not None and not isinstance(cause, errors.RayError):
-                from actreg_cli.executors import failure_message
+                from actreg_cli.study.executors import failure_message
 
                 return failure_message(cause)  # the same words as the local executor
         return f"{type(exc).__name__}: {_first_line(exc)}"

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -71,21 +70,18 @@ import numpy as np
 
 from actreg_cli.config import (
     ExperimentConfig,
-    Norm,
-    PenaltyConfig,
-    Placement,
-    Reduction,
-    Target,
 )
 from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import (
-    EngineUnsupported,
     ProgressCallback,
     TrainJob,
     TrainResult,
+    mlp_shape_key,
     result_from_totals,
     train_grouped,
+    worker_count,
 )
+from actreg_cli.engines.penalties import COEF_INDEX, coefficients
 from actreg_cli.tasks import Task, output_units
 from actreg_cli.weights import (
     INDEX_BITS,
@@ -96,25 +92,6 @@ from actreg_cli.weights import (
     layer_sizes,
     shuffle_seed,
 )
-
-#: Per hidden layer, the penalty factors a model can carry (see `coefficients`). Activity
-#: factors named *_mean_* are divided by the current batch size (reduction batch_mean), *_sum_*
-#: ones are not (batch_sum).
-COEF_COLUMNS = (
-    "kernel_l1",
-    "kernel_l2",
-    "bias_l1",
-    "bias_l2",
-    "before_mean_l1",
-    "before_mean_l2",
-    "before_sum_l1",
-    "before_sum_l2",
-    "after_mean_l1",
-    "after_mean_l2",
-    "after_sum_l1",
-    "after_sum_l2",
-)
-_COL = {name: k for k, name in enumerate(COEF_COLUMNS)}
 
 #: A contraction over at most this many inputs is written as broadcast multiply-adds (fused with
 #: the bias and activation) instead of a matmul; the tutorial's first layer has 2 inputs.
@@ -147,35 +124,6 @@ _BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-7
 
 # ---------------------------------------------------------------------------------------------
 # Configs -> per-model numbers
-
-
-def coefficients(config: ExperimentConfig) -> np.ndarray:
-    """Penalty factors of one model: float64 [L, 12] (hidden layers x COEF_COLUMNS).
-
-    Several regularizers on the same slot add their factors (Keras sums their penalties).
-    """
-    table = np.zeros((len(config.model.hidden_units), len(COEF_COLUMNS)), dtype=np.float64)
-    for reg in config.regularizers:
-        add_penalty(table[reg.layer], reg)
-    return table
-
-
-def add_penalty(row: np.ndarray, reg: PenaltyConfig) -> None:
-    """Add the factors of one penalty to `row`, float64 [12] (COEF_COLUMNS) of its layer."""
-    if reg.norm is Norm.custom:
-        raise EngineUnsupported(_custom_reason(reg.function))
-    if reg.target is Target.activity:
-        side = "before" if reg.placement is Placement.before_activation else "after"
-        red = "mean" if reg.reduction is Reduction.batch_mean else "sum"
-        prefix = f"{side}_{red}"
-    else:
-        prefix = reg.target.value
-    row[_COL[f"{prefix}_l1"]] += reg.l1_factor
-    row[_COL[f"{prefix}_l2"]] += reg.l2_factor
-
-
-def _custom_reason(function: str | None) -> str:
-    return f"custom regularizer '{function}' cannot be vectorized"
 
 
 @dataclass(frozen=True)
@@ -223,25 +171,6 @@ class _Spec:
         return self.fan_ins[layer] + 1 + (self.n_outputs if last else 0)
 
 
-def mlp_shape_key(job: TrainJob) -> tuple:
-    """What MLP jobs trained in one compiled loop (this engine's program, the cpu kernel) must
-    share: the data set, the network, the optimizer and the loop's shape."""
-    config = job.config
-    t = config.training
-    n_train = job_dataset(config, job.seed).n_train
-    batch = min(t.batch_size, n_train)
-    return (
-        config.data.model_dump_json(),
-        job.seed if config.data.resample else None,  # each repeat's own data
-        tuple(config.model.hidden_units),
-        config.model.activation,
-        t.optimizer,
-        t.epochs,
-        batch,
-        t.shuffle and batch < n_train,
-    )
-
-
 def _group_key(job: TrainJob) -> tuple:
     """Jobs with equal keys train in one program; everything else is per-model data.
 
@@ -269,14 +198,6 @@ def choose_chunk(n_models: int, units: Sequence[int], n_rows: int, workers: int)
     return math.ceil(n_models / n_chunks)
 
 
-def worker_count() -> int:
-    """CPU cores this process may run on (threads an engine uses by default)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 # ---------------------------------------------------------------------------------------------
 # The engine
 
@@ -298,15 +219,13 @@ class FusedEngine:
         self.workers = workers or worker_count()
 
     def unsupported(self, config: ExperimentConfig) -> str | None:
-        from actreg_cli.engines import fused_layers
-
+        from actreg_cli.engines.fused import layers as fused_layers
         return fused_layers.unsupported_reason(config)
 
     def train(
         self, jobs: Sequence[TrainJob], progress: ProgressCallback | None = None
     ) -> list[TrainResult]:
-        from actreg_cli.engines import fused_layers
-
+        from actreg_cli.engines.fused import layers as fused_layers
         def key(job: TrainJob) -> tuple:
             if job.config.mlp_shorthand_reason is None:
                 return ("mlp", *_group_key(job))
@@ -425,8 +344,8 @@ def _penalty_kinds(used: np.ndarray) -> tuple[tuple, tuple]:
     """(weight_terms, activity_terms) of `_Spec` for `used`, bool [L, 12]: the factors in use."""
     weight_terms = tuple(
         (
-            bool(row[_COL["kernel_l1"]] or row[_COL["bias_l1"]]),
-            bool(row[_COL["kernel_l2"]] or row[_COL["bias_l2"]]),
+            bool(row[COEF_INDEX["kernel_l1"]] or row[COEF_INDEX["bias_l1"]]),
+            bool(row[COEF_INDEX["kernel_l2"]] or row[COEF_INDEX["bias_l2"]]),
         )
         for row in used
     )
@@ -435,7 +354,7 @@ def _penalty_kinds(used: np.ndarray) -> tuple[tuple, tuple]:
         for layer in range(used.shape[0])
         for side in ("before", "after")
         for norm in ("l1", "l2")
-        if used[layer, _COL[f"{side}_mean_{norm}"]] or used[layer, _COL[f"{side}_sum_{norm}"]]
+        if used[layer, COEF_INDEX[f"{side}_mean_{norm}"]] or used[layer, COEF_INDEX[f"{side}_sum_{norm}"]]
     )
     return weight_terms, activity_terms
 
@@ -470,15 +389,15 @@ def _chunk_arrays(spec: _Spec, jobs: Sequence[TrainJob], tables: Sequence[np.nda
             fan_in = kernel.shape[0]
             for out, norm in ((row_l1, "l1"), (row_l2, "l2")):
                 factors = np.zeros((spec.block_rows(layer), 1))
-                factors[:fan_in] = table[layer, _COL[f"kernel_{norm}"]]
-                factors[fan_in] = table[layer, _COL[f"bias_{norm}"]]
+                factors[:fan_in] = table[layer, COEF_INDEX[f"kernel_{norm}"]]
+                factors[fan_in] = table[layer, COEF_INDEX[f"bias_{norm}"]]
                 out[layer].append(factors)
         out_bias.append(weights[-1][1])
     act = {
         red: np.array(
             [
                 [
-                    t[layer, _COL[f"{side}_{red}_{norm}"]]
+                    t[layer, COEF_INDEX[f"{side}_{red}_{norm}"]]
                     for layer, side, norm in spec.activity_terms
                 ]
                 for t in tables

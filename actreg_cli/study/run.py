@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from actreg_cli.config import ExperimentConfig, dump_yaml
 from actreg_cli.engines import engine_backend
 from actreg_cli.engines.base import Engine, ProgressCallback, TrainJob, TrainResult
-from actreg_cli.io import write_text
-from actreg_cli.reporter import saved_task as task_of
-from actreg_cli.reporter import write_run
-from actreg_cli.samples import Samples, kept_samples
+from actreg_cli.study.files import write_text
+from actreg_cli.study.records import saved_task, write_run_records
+from actreg_cli.study.samples import Samples, kept_samples
+from actreg_cli.tasks import Task
 from actreg_cli.versions import library_versions
 from actreg_cli.weights import repeat_seeds
 
@@ -40,7 +42,9 @@ class RunOutcome:
     engine: str
     engine_note: str | None
     results: list[TrainResult]
-    summary: dict[str, Any]
+    task: Task
+    histories: np.ndarray  # [repeats, epochs, 4], as written to history.csv
+    rows: list[dict[str, Any]]  # repeats.csv
 
 
 def make_jobs(config: ExperimentConfig) -> list[TrainJob]:
@@ -111,7 +115,8 @@ def run_experiment(
     progress: ProgressCallback | None = None,
     on_folder: Callable[[Path], None] | None = None,
 ) -> RunOutcome:
-    """Train `config.training.repeats` models and write a run folder. Returns what was done.
+    """Train `config.training.repeats` models and write a run folder's config, metadata and
+    records (history.csv, repeats.csv); `report.run.report_outcome` writes what is made of them.
 
     `engine` comes from `engines.select_engine` (which also gives `engine_note`).
     """
@@ -126,8 +131,10 @@ def run_experiment(
         run_dir / "run.yaml", dump_yaml(run_metadata(config, seeds, engine.name, engine_note))
     )
     results = engine.train(jobs, progress)
-    summary = write_run(
-        run_dir, config, seeds, results, engine.name, task_of(metadata),
-        samples=run_samples(config, seeds, results),
-    )  # fmt: skip
-    return RunOutcome(run_dir, config, seeds, engine.name, engine_note, results, summary)
+    task = saved_task(metadata)
+    histories, rows = write_run_records(
+        run_dir, seeds, results, task, samples=run_samples(config, seeds, results)
+    )
+    return RunOutcome(
+        run_dir, config, seeds, engine.name, engine_note, results, task, histories, rows
+    )

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from actreg_cli.io import csv_text, save_figure, write_text
-from actreg_cli.samples import RECONSTRUCTIONS_FIGURE
+from actreg_cli.report.reconstructions import RECONSTRUCTIONS_FIGURE
 from actreg_cli.stats import describe, difference, holm, is_degenerate, paired_difference
-from actreg_cli.sweep import BASELINE_LABEL, Cell, baseline_for, baseline_keys, format_value
+from actreg_cli.study.files import csv_text, save_figure, write_text
+from actreg_cli.study.sweep import BASELINE_LABEL, Cell, baseline_for, baseline_keys, format_value
 from actreg_cli.tasks import Task, TaskSpec, result_fields, spec
 
 if TYPE_CHECKING:
-    from actreg_cli.sweep import SweepOutcome
+    from actreg_cli.study.sweep import SweepOutcome
 
 CONFIDENCE = 0.95
 
@@ -454,8 +454,8 @@ def plot_reconstructions(outcome: SweepOutcome, path: Path) -> Path | None:
     """A reconstruction sweep's cells side by side (samples.reconstructions_figure): the
     originals, then per cell repeat 0's reconstructions and its code histogram pooled over
     repeats. None (and no file) when no stored cell has samples."""
-    from actreg_cli.samples import reconstructions_figure
-    from actreg_cli.sweep import CellStore
+    from actreg_cli.report.reconstructions import reconstructions_figure
+    from actreg_cli.study.sweep import CellStore
 
     store = CellStore(outcome.store_folder, outcome.plan.task)
     found = {

@@ -24,7 +24,7 @@ Parameter vector of one model (float32 [P]), per hidden layer l with fan_in i an
   kernel [i, o] row-major at w_off[l], bias [o] at b_off[l]; then the output layer: its
   kernel transposed, [n_out, o_last] row-major at out_w (each output unit's weights
   contiguous, so its logit is one dot product), bias [n_out] at out_b.
-Penalty factors of one model: float32 [L, 12], columns fused.COEF_COLUMNS.
+Penalty factors of one model: float32 [L, 12], columns penalties.COEF_COLUMNS.
 
 Tasks (TASKS; tasks.py names each task's output layer, loss and metrics): binary (one logit,
 sigmoid_cross_entropy_with_logits, accuracy at threshold 0.5), multiclass (n_out logits, TF's
@@ -56,7 +56,7 @@ from numba import types as numba_types
 from numba.extending import intrinsic
 
 from actreg_cli import weights
-from actreg_cli.engines.fused import COEF_COLUMNS
+from actreg_cli.engines.penalties import COEF_COLUMNS
 
 #: Activation codes (config.model.activation -> int).
 ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "elu": 3}
@@ -66,7 +66,7 @@ OPTIMIZERS = {"adam": 0, "sgd": 1}
 TASKS = {"binary": 0, "multiclass": 1, "regression": 2}
 _BINARY, _MULTICLASS, _REGRESSION = TASKS["binary"], TASKS["multiclass"], TASKS["regression"]
 
-# Columns of a model's penalty table (fused.COEF_COLUMNS, the one list of them). `_batch` reads
+# Columns of a model's penalty table (penalties.COEF_COLUMNS, the one list of them). `_batch` reads
 # a batch_sum column as its batch_mean column + 2.
 _K_L1, _K_L2, _B_L1, _B_L2 = (COEF_COLUMNS.index(f"{t}_{n}") for t in ("kernel", "bias") for n in ("l1", "l2"))  # fmt: skip
 _BEFORE_MEAN_L1, _BEFORE_MEAN_L2, _BEFORE_SUM_L1, _BEFORE_SUM_L2 = (

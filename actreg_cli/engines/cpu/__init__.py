@@ -1,0 +1,1 @@
+"""The cpu engine: a Numba-compiled training loop, one model per thread."""

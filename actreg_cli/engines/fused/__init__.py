@@ -1,0 +1,1 @@
+"""The fused engine: many models stacked in one XLA-compiled TensorFlow program."""

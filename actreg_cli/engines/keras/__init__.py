@@ -1,0 +1,1 @@
+"""The keras engine: the reference, Keras layers trained with model.fit."""

@@ -1,0 +1,1 @@
+"""The studies: one run, a sweep, the tutorial reproduction; their executors and the files they store."""
