@@ -27,11 +27,11 @@ class EngineName(str, Enum):
 
 def _engine(name: EngineName) -> Engine:
     if name is EngineName.cpu:
-        from actreg_cli.engines.cpu.engine.engine import CpuEngine
+        from actreg_cli.engines.cpu.engine import CpuEngine
 
         return CpuEngine()
     if name is EngineName.fused:
-        from actreg_cli.engines.fused.mlp.mlp import FusedEngine
+        from actreg_cli.engines.fused.mlp import FusedEngine
 
         return FusedEngine()
     from actreg_cli.engines.keras.engine import KerasEngine

@@ -1,0 +1,97 @@
+"""Moving code between modules changes no result: the tutorial and a shipped sweep, run at a few
+epochs by the code of a reference commit and by this tree, write the same files byte for byte
+(the metadata's command, creation time and folder paths aside).
+
+The reference is the last commit before the code moved into packages (config/, engines/*/,
+study/, report/); it is taken from this repository's history with `git archive`, so the test
+is skipped in a checkout without that history.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+#: main before the packages of docs/architecture.md
+REFERENCE_COMMIT = "3710823b169ff4300180e97a56ae2b0ff9271405"
+#: metadata that names when, how and where a study ran, not what it computed
+VOLATILE_KEYS = {"command", "created", "store"}
+COMMANDS = {
+    # the tutorial on the fused engine's MLP program, 30 epochs, 2 repeats per arm
+    "tutorial": ["tutorial", "--epochs", "30", "--repeats", "2", "--engine", "fused"],
+    # kernel vs bias vs activity on the cpu engine (auto), 20 epochs
+    "sweep": ["sweep", str(REPO / "configs" / "sweep_targets.yaml"), "--epochs", "20",
+              "--repeats", "2"],
+}  # fmt: skip
+
+
+def reference_tree(tmp: Path) -> Path | None:
+    """actreg_cli as it was at REFERENCE_COMMIT, unpacked under tmp; None without history."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", REFERENCE_COMMIT, "actreg_cli"],
+        capture_output=True,
+    )
+    if archive.returncode != 0:
+        return None
+    tmp.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+    return tmp
+
+
+def run_all(code: Path, runs: Path, numba_cache: Path | None = None) -> None:
+    """Run COMMANDS with the actreg_cli under `code`; numba_cache: where that code's compiled
+    cpu-engine loops go (None: Numba's default, beside the module, shared with other tests)."""
+    env = dict(os.environ, PYTHONPATH=str(code), COLUMNS="200")
+    if numba_cache is not None:
+        env["NUMBA_CACHE_DIR"] = str(numba_cache)
+    for args in COMMANDS.values():
+        done = subprocess.run(
+            [sys.executable, "-m", "actreg_cli", *args, "--runs-dir", str(runs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+
+def files(runs: Path) -> dict[str, bytes]:
+    """Every file under runs/, keyed by its path with the timestamped folder name cut to its
+    kind (tutorial-20261203-081959 -> tutorial)."""
+    out = {}
+    for path in sorted(runs.rglob("*")):
+        if path.is_file():
+            parts = list(path.relative_to(runs).parts)
+            if parts[0].startswith("tutorial-"):
+                parts[0] = "tutorial"
+            out["/".join(parts)] = path.read_bytes()
+    return out
+
+
+def comparable(name: str, content: bytes) -> object:
+    if name.endswith("report.md"):  # a sweep's report says how long the sweep took
+        return re.sub(rb"\d+\.\d s\b", b"<seconds> s", content)
+    if name.endswith(".yaml") and name.split("/")[-1] in ("study.yaml", "sweep.yaml"):
+        data = yaml.safe_load(content)
+        return {k: v for k, v in data.items() if k not in VOLATILE_KEYS}
+    return content
+
+
+def test_the_tutorial_and_a_sweep_write_the_same_files_as_before_the_move(tmp_path: Path):
+    reference = reference_tree(tmp_path / "reference")
+    if reference is None:
+        pytest.skip(f"this checkout lacks commit {REFERENCE_COMMIT[:7]} (shallow clone)")
+    run_all(reference, tmp_path / "before", tmp_path / "numba-before")
+    run_all(REPO, tmp_path / "after")
+    before, after = files(tmp_path / "before"), files(tmp_path / "after")
+    assert sorted(after) == sorted(before)
+    assert len(before) > 20  # the tutorial's and the sweep's tables, figures and cells
+    for name in before:
+        assert comparable(name, after[name]) == comparable(name, before[name]), name
