@@ -109,7 +109,7 @@ def kernel_worker(args: argparse.Namespace) -> dict:
     else:
         import tensorflow  # noqa: F401
 
-        from actreg_cli.engines.fused.mlp import FusedEngine
+        from actreg_cli.engines.fused.engine import FusedEngine
 
         engine = FusedEngine()
     import_s = time.perf_counter() - start

@@ -97,7 +97,7 @@ def main(argv=None) -> None:
 
     from actreg_cli.data import job_dataset
     from actreg_cli.engines.cpu.engine import CpuEngine
-    from actreg_cli.engines.fused.mlp import FusedEngine
+    from actreg_cli.engines.fused.engine import FusedEngine
 
     known = {"cpu": CpuEngine, "fused": FusedEngine}
     engines = {name: known[name]() for name in args.engines.split(",")}

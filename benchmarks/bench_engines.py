@@ -179,14 +179,15 @@ def fused_worker(args: argparse.Namespace) -> dict:
 
     import_s = time.perf_counter() - start
     from actreg_cli.data import job_dataset
-    from actreg_cli.engines.fused.mlp import FusedEngine, _make_spec
+    from actreg_cli.engines.fused.engine import FusedEngine
+    from actreg_cli.engines.fused.mlp import make_spec
     from actreg_cli.engines.penalties import coefficients
 
     jobs = fused_jobs(args.n, args.epochs)
     engine = FusedEngine(chunk=args.chunk)
     tables = [coefficients(j.config) for j in jobs]
     data = job_dataset(jobs[0].config, jobs[0].seed)
-    chunk = _make_spec(jobs, tables, args.chunk, engine.workers, data).chunk
+    chunk = make_spec(jobs, tables, args.chunk, engine.workers, data).chunk
 
     (first, _), runs = timed_trainings(engine, jobs, args.epochs, args.reps)
     wall = statistics.median(w for w, _ in runs)

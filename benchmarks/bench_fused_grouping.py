@@ -2,9 +2,10 @@
 
 Since issue 10 item 6 the fused engine groups jobs by the penalty kinds each model uses, so a
 model's numbers never depend on its chunk-mates (a resumed sweep is byte-identical). The old
-behaviour, one program for a group whose models mix kinds, is `FusedEngine()._train_group` on
-all jobs. Both run here side by side in one process on 40 models (8 seeds x 5 kinds: none,
-L1 activity before ReLU, L2 activity after ReLU, L1 kernel, L2 kernel), tutorial MLP.
+behaviour, one program for a group whose models mix kinds, is `train_group` of
+engines/fused/mlp.py on all jobs. Both run here side by side in one process on 40 models (8 seeds
+x 5 kinds: none, L1 activity before ReLU, L2 activity after ReLU, L1 kernel, L2 kernel), tutorial
+MLP.
 
 cold: the first call of each (tracing + XLA compilation included); warm: median of --reps
 later calls (programs cached). Wall and process CPU time. Noisy on a shared machine.
@@ -38,7 +39,8 @@ def main() -> None:
 
     from actreg_cli.config import ExperimentConfig
     from actreg_cli.engines.base import TrainJob
-    from actreg_cli.engines.fused.mlp import FusedEngine
+    from actreg_cli.engines.fused import mlp as fused_mlp
+    from actreg_cli.engines.fused.engine import FusedEngine
 
     jobs = [
         TrainJob(
@@ -52,7 +54,9 @@ def main() -> None:
     ]
     engine = FusedEngine()
     variants = {
-        "one mixed program (before)": lambda: engine._train_group(jobs, None),
+        "one mixed program (before)": lambda: fused_mlp.train_group(
+            jobs, None, engine.chunk, engine.workers
+        ),
         "one program per kind set (now)": lambda: engine.train(jobs),
     }
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}

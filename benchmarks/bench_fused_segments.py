@@ -1,7 +1,7 @@
 """What training in segments of epochs costs the fused engine (progress and Ctrl-C between them).
 
 Trains the same models twice per round, side by side: in the default segments
-(`_Spec.segment_epochs()`, at most 1/20 of the epochs per compiled call) and in one segment (all
+(`Spec.segment_epochs()`, at most 1/20 of the epochs per compiled call) and in one segment (all
 epochs in one call, as before segmenting). Both programs are compiled before timing. Prints the
 median wall and process CPU time of each and their ratio, and checks the results are identical.
 
@@ -22,7 +22,8 @@ import numpy as np
 from actreg_cli.config import ExperimentConfig, validate_mapping
 from actreg_cli.data import job_dataset
 from actreg_cli.engines.base import TrainJob
-from actreg_cli.engines.fused import mlp as fused
+from actreg_cli.engines.fused import mlp as fused_mlp
+from actreg_cli.engines.fused.engine import FusedEngine
 from actreg_cli.engines.penalties import coefficients
 
 
@@ -41,16 +42,19 @@ def main() -> None:
         "bench",
     )
     jobs = [TrainJob(config, seed) for seed in range(args.models)]
-    engine = fused.FusedEngine()
+    engine = FusedEngine()
     data = job_dataset(config, jobs[0].seed)
     tables = [coefficients(config)] * len(jobs)
-    spec = fused._make_spec(jobs, tables, None, engine.workers, data)
+    spec = fused_mlp.make_spec(jobs, tables, None, engine.workers, data)
     variants = {"segments": spec.segment_epochs(), "one call": spec.loop_epochs}
     print(
         f"{args.models} models x {args.epochs} epochs, chunk {spec.chunk}, "
         f"segments of {variants['segments']} epochs ({engine.workers} workers)"
     )
-    results = {name: engine._train_group(jobs, None, segment) for name, segment in variants.items()}
+    results = {
+        name: fused_mlp.train_group(jobs, None, engine.chunk, engine.workers, segment)
+        for name, segment in variants.items()
+    }
     same = all(
         np.array_equal(a.history, b.history)
         for a, b in zip(results["segments"], results["one call"], strict=True)
@@ -60,7 +64,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, segment in variants.items():
             w0, c0 = time.perf_counter(), time.process_time()
-            engine._train_group(jobs, None, segment)
+            fused_mlp.train_group(jobs, None, engine.chunk, engine.workers, segment)
             wall[name].append(time.perf_counter() - w0)
             cpu[name].append(time.process_time() - c0)
     for name in variants:

@@ -64,7 +64,7 @@ def study_jobs(study: str):
     """(jobs of every cell x repeat of the study, its epochs)."""
     from actreg_cli.config import load_sweep
     from actreg_cli.engines.base import TrainJob
-    from actreg_cli.study.sweep import expand_grid
+    from actreg_cli.study.sweep.grid import expand_grid
     from actreg_cli.weights import repeat_seeds
 
     sweep = load_sweep(REPO / STUDIES[study])
@@ -93,7 +93,7 @@ def _import_tensorflow() -> float:
 
 def fused_worker(args: argparse.Namespace) -> dict:
     import_s = _import_tensorflow()
-    from actreg_cli.engines.fused.mlp import FusedEngine
+    from actreg_cli.engines.fused.engine import FusedEngine
 
     jobs, epochs = study_jobs(args.study)
     engine = FusedEngine(chunk=args.chunk, workers=args.workers)

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from actreg_cli.config import load_sweep  # noqa: E402
-from actreg_cli.study.sweep import plan_sweep  # noqa: E402
+from actreg_cli.study.sweep.plan import plan_sweep  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -73,7 +73,7 @@ def make_config(epochs: int):
 def run_engine(name: str, config, seeds: list[int]) -> tuple[dict[str, list[float]], float, float]:
     """Per-seed metric values, wall seconds and process CPU seconds of one engine."""
     from actreg_cli.engines.base import TrainJob
-    from actreg_cli.engines.fused.mlp import FusedEngine
+    from actreg_cli.engines.fused.engine import FusedEngine
     from actreg_cli.engines.keras.engine import KerasEngine
 
     engine = KerasEngine() if name == "keras" else FusedEngine()

@@ -18,7 +18,7 @@ def run_and_report(sweep, **options):
     """What `actreg sweep` does: train and store the cells (study.sweep.run_sweep), then write
     the tables, figures and report (report.sweep.write_outputs)."""
     from actreg_cli.report.sweep import write_outputs
-    from actreg_cli.study.sweep import run_sweep
+    from actreg_cli.study.sweep.run import run_sweep
 
     outcome = run_sweep(sweep, **options)
     outcome.files = write_outputs(outcome)

@@ -249,7 +249,7 @@ def test_set_reaches_layer_fields_and_their_regularizers(tmp_path: Path) -> None
 
 
 def test_grid_reaches_layer_fields_and_baselines_drop_layer_regularizers(tmp_path: Path) -> None:
-    from actreg_cli.study.sweep import baseline_for, expand_grid, is_regularizer_key
+    from actreg_cli.study.sweep.grid import baseline_for, expand_grid, is_regularizer_key
 
     path = layer_config_file(tmp_path)
     sweep = load_sweep(
@@ -283,7 +283,7 @@ def test_grid_reaches_layer_fields_and_baselines_drop_layer_regularizers(tmp_pat
     ids=lambda p: p.name,
 )  # fmt: skip
 def test_layer_study_configs_load_and_fit_their_data(path: Path) -> None:
-    from actreg_cli.study.sweep import check_sweep
+    from actreg_cli.study.sweep.plan import check_sweep
 
     text = path.read_text()
     header = text.split("\nname:")[0]

@@ -31,7 +31,7 @@ from actreg_cli.data import job_dataset
 from actreg_cli.engines import EngineName, select_engine
 from actreg_cli.engines.base import EngineUnsupported, TrainJob
 from actreg_cli.engines.cpu.engine import CpuEngine, flat_initial_weights
-from actreg_cli.engines.fused.mlp import FusedEngine
+from actreg_cli.engines.fused.engine import FusedEngine
 from actreg_cli.engines.penalties import coefficients
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def test_shuffled_minibatches_match_keras_and_fused(reduction) -> None:
 
 
 # The tutorial family (one ReLU layer on 2 inputs, one output) has a loop of its own
-# (cpu_kernel._train_relu2: rows as SIMD lanes, 2 rows per backward pass): its edges.
+# (tutorial_loop.train_relu2: rows as SIMD lanes, 2 rows per backward pass): its edges.
 RELU2_REGS = [
     activity("l1_l2", "before_activation", "batch_mean", 1e-3, l2_strength=2e-3),
     activity("l2", "after_activation", "batch_sum", 1e-4),
@@ -232,7 +232,10 @@ def test_gradient_equals_autodiff() -> None:
     import tensorflow as tf
 
     from actreg_cli.engines.cpu import kernel as cpu_kernel
+    from actreg_cli.engines.cpu.codes import ACTIVATIONS, OPTIMIZERS, TASKS
     from actreg_cli.engines.fused import mlp as fz
+    from actreg_cli.engines.fused.mlp_net import Net
+
     regs = [
         activity("l1_l2", "before_activation", "batch_mean", 1e-2, l2_strength=2e-2),
         activity("l1", "after_activation", "batch_sum", 1e-2, layer=1),
@@ -256,15 +259,15 @@ def test_gradient_equals_autodiff() -> None:
             *_, final = cpu_kernel.train_models(
                 x, y, x.copy(), y.copy(), flat[None].copy(),
                 coefficients(cfg)[None].astype(np.float32), np.ones(1, np.float32),
-                units_arr, 1, cpu_kernel.TASKS["binary"], cpu_kernel.ACTIVATIONS[activation],
-                cpu_kernel.OPTIMIZERS["sgd"], 1, 12, np.zeros(1, dtype=np.int64), False,
+                units_arr, 1, TASKS["binary"], ACTIVATIONS[activation], OPTIMIZERS["sgd"], 1,
+                12, np.zeros(1, dtype=np.int64), False,
             )  # fmt: skip
             got = flat - final[0]
             # The same weights in the fused engine's blocks, through its forward and loss.
             tables = [coefficients(cfg)]
-            spec = fz._make_spec([job], tables, 1, 1, job_dataset(job.config, job.seed))
-            arrays = fz._chunk_arrays(spec, [job], tables)
-            net = fz._Net(spec)
+            spec = fz.make_spec([job], tables, 1, 1, job_dataset(job.config, job.seed))
+            arrays = fz.chunk_arrays(spec, [job], tables)
+            net = Net(spec)
             net.bind(
                 [tf.constant(r[:1]) for r in arrays.row_l1],
                 [tf.constant(r[:1]) for r in arrays.row_l2],
@@ -503,6 +506,8 @@ def test_multiclass_accuracy_takes_the_first_of_tied_logits() -> None:
     output weights and biases are all zero outputs equal logits for every row, so every row
     is predicted class 0: accuracy = share of class 0, loss = log(3)."""
     from actreg_cli.engines.cpu import kernel as cpu_kernel
+    from actreg_cli.engines.cpu.codes import OPTIMIZERS, TASKS
+
     x = np.random.default_rng(0).normal(size=(9, 4)).astype(np.float32)
     y = np.array([0, 1, 2, 0, 1, 2, 0, 0, 1], dtype=np.float32)
     units = np.array([5], dtype=np.int64)
@@ -510,8 +515,8 @@ def test_multiclass_accuracy_takes_the_first_of_tied_logits() -> None:
     params[0, :20] = 0.3
     rows, _, outputs, _ = cpu_kernel.train_models(
         x, y, x.copy(), y.copy(), params, np.zeros((1, 1, 12), np.float32),
-        np.zeros(1, np.float32), units, 3, cpu_kernel.TASKS["multiclass"], 0,
-        cpu_kernel.OPTIMIZERS["sgd"], 1, 9, np.zeros(1, np.int64), False,
+        np.zeros(1, np.float32), units, 3, TASKS["multiclass"], 0, OPTIMIZERS["sgd"], 1, 9,
+        np.zeros(1, np.int64), False,
     )  # fmt: skip
     assert rows[0, 0, 1] == rows[0, 1, 3] == 4  # four rows of class 0
     np.testing.assert_allclose(rows[0, 0, 0] / 9, np.log(3.0), rtol=1e-6)

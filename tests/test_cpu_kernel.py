@@ -1,6 +1,7 @@
-"""The cpu engine's compiled pieces (engines/cpu_kernel.py) that stand in for libm or the FPU's
-defaults: the vectorizable exp, log1p, tanh, sigmoid and elu against float64 references, and
-the flush of subnormal numbers TensorFlow also does (set per model, then restored)."""
+"""The cpu engine's compiled pieces (engines/cpu/vmath.py, the activations of general_loop.py)
+that stand in for libm or the FPU's defaults: the vectorizable exp, log1p, tanh, sigmoid and elu
+against float64 references, and the flush of subnormal numbers TensorFlow also does (set per
+model, then restored)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from numba import njit
 from test_cpu_engine import experiment
 
 from actreg_cli.engines.base import TrainJob
-from actreg_cli.engines.cpu import kernel
+from actreg_cli.engines.cpu import codes, general_loop, vmath
 from actreg_cli.engines.cpu.engine import CpuEngine
 
 
@@ -24,7 +25,7 @@ def test_exp_of_nonpositive_numbers_within_one_ulp() -> None:
     x = -np.concatenate([np.linspace(0, 87.3, 400_001), np.geomspace(1e-30, 1, 10_001)])
     x = x.astype(np.float32)
     got = x.copy()
-    kernel._exp_nonpositive(got, np.empty(x.size, np.int32), x.size)
+    vmath.exp_nonpositive(got, np.empty(x.size, np.int32), x.size)
     exact = np.exp(x.astype(np.float64))
     assert ulps(got, exact).max() <= 1.0
     assert got[x == 0].tolist() == [1.0] * int((x == 0).sum())
@@ -33,10 +34,10 @@ def test_exp_of_nonpositive_numbers_within_one_ulp() -> None:
 def test_exp_below_the_normal_range_is_zero_as_under_ftz() -> None:
     x = np.array([-87.34, -88.0, -100.0, -1e30, -np.inf], np.float32)
     got = x.copy()
-    kernel._exp_nonpositive(got, np.empty(x.size, np.int32), x.size)
+    vmath.exp_nonpositive(got, np.empty(x.size, np.int32), x.size)
     assert got.tolist() == [0.0] * x.size
     edge = np.array([-87.33654], np.float32)  # exp = 2^-126, the smallest normal float32
-    kernel._exp_nonpositive(edge, np.empty(1, np.int32), 1)
+    vmath.exp_nonpositive(edge, np.empty(1, np.int32), 1)
     assert edge[0] == pytest.approx(np.finfo(np.float32).tiny, rel=2e-7)
 
 
@@ -44,7 +45,7 @@ def test_log1p_on_the_unit_interval_within_three_ulp() -> None:
     e = np.concatenate([np.linspace(0, 1, 200_001), np.geomspace(1e-37, 1, 10_001)])
     e = e.astype(np.float32)
     got = np.empty_like(e)
-    kernel._log1p_unit(e, got, e.size)
+    vmath.log1p_unit(e, got, e.size)
     exact = np.log1p(e.astype(np.float64))
     positive = exact > 0
     assert ulps(got[positive], exact[positive]).max() <= 3.0
@@ -55,7 +56,7 @@ def test_log1p_on_the_unit_interval_within_three_ulp() -> None:
 def _activations(z, act):
     n = z.size
     zb, ab, db = z.copy(), np.zeros_like(z), np.zeros_like(z)
-    kernel._activate(zb, ab, db, 0, n, act)
+    general_loop.activate(zb, ab, db, 0, n, act)
     return ab, db
 
 
@@ -73,7 +74,7 @@ def test_activations_match_float64_and_give_tf_derivatives(name, exact, derivati
     compute it from the output."""
     z = np.concatenate([np.linspace(-20, 20, 80_001), [-0.5, -0.4999, -5e-4, -3e-4, 3e-4, 0]])
     z = z.astype(np.float32)
-    a, d = _activations(z, kernel.ACTIVATIONS[name])
+    a, d = _activations(z, codes.ACTIVATIONS[name])
     reference = exact(z.astype(np.float64))
     scale = np.maximum(np.abs(reference), np.finfo(np.float32).tiny)
     assert np.max(np.abs(a - reference) / scale) <= 4e-7, name
@@ -84,17 +85,17 @@ def test_activations_match_float64_and_give_tf_derivatives(name, exact, derivati
         assert a[z == np.float32(3e-4)][0] == np.float32(3e-4)
 
 
-@pytest.mark.skipif(not kernel._X86, reason="FTZ/DAZ is set on x86 only")
+@pytest.mark.skipif(not vmath.X86, reason="FTZ/DAZ is set on x86 only")
 def test_subnormal_results_flush_inside_and_not_after() -> None:
     """A product below float32's normal range is 0 while the kernel's flag is set (as in
     TensorFlow, where 1e-30 * 1e-10 is 0.0), and the caller's state is back afterwards: numpy in
     this thread still sees subnormal numbers after a training."""
     a, b = np.float32(1e-30), np.float32(1e-10)
-    state = kernel._flush_denormals()  # on this thread: numpy's next product sees it
+    state = vmath.flush_denormals()  # on this thread: numpy's next product sees it
     try:
         flushed = a * b
     finally:
-        kernel._restore_denormals(state)
+        vmath.restore_denormals(state)
     assert flushed == 0.0 and a * b > 0
     CpuEngine(workers=1).train([TrainJob(experiment(epochs=2), 0)])
     assert a * b > 0

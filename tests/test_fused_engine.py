@@ -13,8 +13,10 @@ import pytest
 
 from actreg_cli.config import ExperimentConfig, validate_mapping
 from actreg_cli.engines.base import EngineUnsupported, TrainJob
-from actreg_cli.engines.fused import mlp as fused
-from actreg_cli.engines.fused.mlp import FusedEngine, epoch_order
+from actreg_cli.engines.fused import common as fused_common
+from actreg_cli.engines.fused import mlp as fused_mlp
+from actreg_cli.engines.fused.common import epoch_order
+from actreg_cli.engines.fused.engine import FusedEngine
 from actreg_cli.engines.keras.engine import KerasEngine
 from actreg_cli.engines.penalties import coefficients
 from actreg_cli.weights import epoch_permutation, shuffle_seed
@@ -262,6 +264,7 @@ def check_gradients(reg_sets, rng, activation, units, data) -> None:
 
     from actreg_cli.data import job_dataset
     from actreg_cli.engines.fused import mlp as fz
+    from actreg_cli.engines.fused.mlp_net import Net
     from actreg_cli.tasks import Task
 
     jobs = []
@@ -271,9 +274,9 @@ def check_gradients(reg_sets, rng, activation, units, data) -> None:
         jobs.append(TrainJob(experiment(regs, epochs=1, model=model, data=data), seed))
     dataset = job_dataset(jobs[0].config, jobs[0].seed)
     tables = [coefficients(job.config) for job in jobs]
-    spec = fz._make_spec(jobs, tables, len(jobs), 1, dataset)
-    arrays = fz._chunk_arrays(spec, jobs, tables)
-    net = fz._Net(spec)
+    spec = fz.make_spec(jobs, tables, len(jobs), 1, dataset)
+    arrays = fz.chunk_arrays(spec, jobs, tables)
+    net = Net(spec)
     net.bind(
         [tf.constant(r) for r in arrays.row_l1],
         [tf.constant(r) for r in arrays.row_l2],
@@ -425,9 +428,10 @@ def test_training_in_segments_is_bit_identical_to_one_segment(batch_size: int) -
     cfg = experiment(regs, epochs=13, model={"hidden_units": [16, 8]}, batch_size=batch_size)
     jobs = [TrainJob(cfg, seed) for seed in (1, 2, 3)]
     engine = FusedEngine(chunk=2)
-    whole = engine._train_group(jobs, None, segment=14)  # 13 epochs (+1 evaluation): one call
+    # 13 epochs (+1 evaluation): one call
+    whole = fused_mlp.train_group(jobs, None, engine.chunk, engine.workers, segment=14)
     steps: list[int] = []
-    parts = engine._train_group(jobs, steps.append, segment=4)
+    parts = fused_mlp.train_group(jobs, steps.append, engine.chunk, engine.workers, segment=4)
     for one, many in zip(whole, parts, strict=True):
         np.testing.assert_array_equal(one.history, many.history)
         assert (one.test_accuracy, one.train_loss, one.mean_activation, one.zero_fraction) == (
@@ -441,19 +445,19 @@ def test_segments_are_a_small_part_of_training() -> None:
     from actreg_cli.data import job_dataset
 
     job = TrainJob(experiment(epochs=4000), 1)
-    spec = fused._make_spec(
+    spec = fused_mlp.make_spec(
         [job], [coefficients(experiment())], None, 2, job_dataset(job.config, job.seed)
     )
     assert spec.loop_epochs == 4001
-    # The tutorial's model is small: 4001 loop epochs in _MIN_SEGMENTS (10) calls of 401.
-    assert fused._MIN_SEGMENTS == 10 and spec.segment_epochs() == 401
+    # The tutorial's model is small: 4001 loop epochs in MIN_SEGMENTS (10) calls of 401.
+    assert fused_common.MIN_SEGMENTS == 10 and spec.segment_epochs() == 401
     # A big model is cut by work instead: 2 models x 10000 units x 100 samples a loop epoch,
     # 6e8 / 2e6 = 300 epochs a call.
     big = experiment(epochs=4000, model={"hidden_units": [5000, 5000]})
-    spec = fused._make_spec(
+    spec = fused_mlp.make_spec(
         [TrainJob(big, 1)], [coefficients(big)], None, 2, job_dataset(big, 1)
     )
-    assert (spec.chunk, spec.n_train + spec.n_test, fused._SEGMENT_WORK) == (2, 100, 6e8)
+    assert (spec.chunk, spec.n_train + spec.n_test, fused_common.SEGMENT_WORK) == (2, 100, 6e8)
     assert spec.segment_epochs() == 300
 
 

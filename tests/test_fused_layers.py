@@ -1,4 +1,4 @@
-"""The fused engine's layer-list program (engines/fused_layers.py) computes what Keras computes.
+"""The fused engine's layer-list program (engines/fused/layers.py) computes what Keras computes.
 
 Each case trains the same config from the same seed (same initial weights, same minibatch
 order) with the Keras engine, the reference, and the fused engine, on a tiny fixed data set
@@ -26,7 +26,7 @@ from actreg_cli.config import ExperimentConfig, validate_mapping
 from actreg_cli.data import job_dataset
 from actreg_cli.engines import select_engine
 from actreg_cli.engines.base import TrainJob
-from actreg_cli.engines.fused.mlp import FusedEngine
+from actreg_cli.engines.fused.engine import FusedEngine
 from actreg_cli.engines.keras.engine import KerasEngine
 from actreg_cli.models.plan import config_plan
 from actreg_cli.weights import layer_initial_weights

@@ -119,7 +119,7 @@ def test_the_backend_is_read_as_keras_reads_it(tmp_path: Path, monkeypatch) -> N
 
 def test_cells_trained_on_another_backend_are_stored_apart(monkeypatch) -> None:
     from actreg_cli.config import ExperimentConfig
-    from actreg_cli.study.sweep import cell_hash
+    from actreg_cli.study.sweep.store import cell_hash
 
     config = ExperimentConfig.model_validate(MLP)
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")

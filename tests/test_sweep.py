@@ -19,16 +19,10 @@ from conftest import run_and_report, write_yaml
 from actreg_cli.config import ConfigError, ExperimentConfig, SweepConfig, load_sweep
 from actreg_cli.engines.base import TrainJob, TrainResult
 from actreg_cli.study.executors import LocalExecutor
-from actreg_cli.study.sweep import (
-    CellStore,
-    baseline_for,
-    cell_hash,
-    expand_grid,
-    plan_chunks,
-    plan_sweep,
-    resolve_engines,
-    run_sweep,
-)
+from actreg_cli.study.sweep.grid import baseline_for, expand_grid
+from actreg_cli.study.sweep.plan import plan_chunks, plan_sweep, resolve_engines
+from actreg_cli.study.sweep.run import run_sweep
+from actreg_cli.study.sweep.store import CellStore, cell_hash
 from actreg_cli.weights import repeat_seeds
 
 
@@ -253,7 +247,7 @@ def test_cell_hash_is_the_same_in_a_fresh_process():
     config = expand_grid(sweep_config())[3].config
     code = (
         "import sys, json; from actreg_cli.config import ExperimentConfig;"
-        "from actreg_cli.study.sweep import cell_hash;"
+        "from actreg_cli.study.sweep.store import cell_hash;"
         "c = ExperimentConfig.model_validate(json.loads(sys.stdin.read()));"
         "print(cell_hash(c, 'keras'))"
     )

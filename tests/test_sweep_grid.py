@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from actreg_cli.cli import app
 from actreg_cli.cli.sweep import grid_origins
 from actreg_cli.config import ConfigError, load_sweep, parse_grid_option
-from actreg_cli.study.sweep import expand_grid
+from actreg_cli.study.sweep.grid import expand_grid
 
 runner = CliRunner()
 
@@ -149,7 +149,7 @@ def test_grid_cli_errors_exit_2_and_name_the_option(tmp_path: Path) -> None:
 def test_grid_on_a_sweep_file_reports_in_its_own_study_folder() -> None:
     """`--grid` on a sweep file keeps the file's name (and its shared cell store), but its report
     goes to another study folder than the full sweep's, so neither overwrites the other."""
-    from actreg_cli.study.sweep import study_key
+    from actreg_cli.study.sweep.plan import study_key
 
     sweep_file = CONFIGS / "sweep_strength.yaml"
     full = load_sweep(sweep_file)

@@ -14,7 +14,8 @@ import yaml
 from conftest import run_and_report
 from test_sweep import FakeExecutor, sweep_config
 
-from actreg_cli.report.sweep import _x_axis, summary_columns
+from actreg_cli.report.sweep_figures import _x_axis
+from actreg_cli.report.sweep_tables import summary_columns
 from actreg_cli.stats import describe, difference, holm, paired_difference
 from actreg_cli.weights import repeat_seeds
 
@@ -177,7 +178,9 @@ def test_diverged_runs_are_counted_and_left_out(tmp_path: Path):
 
             super().run(chunks, engine, done, on_failed)
 
-    outcome = run_and_report(sweep_config(), engine="keras", runs_dir=tmp_path, executor=OneDiverges())
+    outcome = run_and_report(
+        sweep_config(), engine="keras", runs_dir=tmp_path, executor=OneDiverges()
+    )
     rows = {r["cell"]: r for r in read_csv(outcome.folder / "summary.csv")}
     results = [r for r in read_csv(outcome.folder / "results.csv") if r["cell"] == "c1"]
     assert [r["diverged"] for r in results] == ["true", "false", "false"]
@@ -207,7 +210,9 @@ def test_a_difference_that_only_one_uncorrected_test_calls_clear_is_not_called_b
 
 
 def test_too_few_repeats_give_no_verdict(tmp_path):
-    outcome = run_and_report(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    outcome = run_and_report(
+        sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor()
+    )
     summary = read_csv(outcome.folder / "summary.csv")
     assert all(r["diff_clear"] in ("false", "") for r in summary)
     report = (outcome.folder / "report.md").read_text(encoding="utf-8")
@@ -270,7 +275,9 @@ def test_report_redraws_a_sweep_study_from_its_saved_files(tmp_path):
 
     from actreg_cli.cli import app
 
-    outcome = run_and_report(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    outcome = run_and_report(
+        sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor()
+    )
     tables = {n: (outcome.folder / n).read_bytes() for n in ("results.csv", "summary.csv")}
     for name in ("results.csv", "summary.csv", "report.md", "sweep.png", "sparsity.png"):
         (outcome.folder / name).unlink()

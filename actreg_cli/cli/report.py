@@ -65,7 +65,7 @@ def report_command(
                 console.print(f"- {sentence}", highlight=False, soft_wrap=True)
         else:
             from actreg_cli.report.sweep import write_outputs
-            from actreg_cli.study.sweep import reopen_sweep
+            from actreg_cli.study.sweep.run import reopen_sweep
 
             outcome = reopen_sweep(run_dir)
             write_outputs(outcome)

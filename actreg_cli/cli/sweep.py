@@ -138,14 +138,9 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from actreg_cli.report.sweep import (
-        main_metric,
-        metric_label,
-        short_names,
-        study_line,
-        summary_rows,
-    )
-    from actreg_cli.study.sweep import baseline_keys, format_value
+    from actreg_cli.report.sweep_figures import short_names
+    from actreg_cli.report.sweep_tables import main_metric, metric_label, study_line, summary_rows
+    from actreg_cli.study.sweep.grid import baseline_keys, format_value
 
     task_spec = main_metric(outcome)
     main = task_spec.main_metric
@@ -256,7 +251,8 @@ def sweep_command(
     """
     from actreg_cli.config import load_sweep
     from actreg_cli.report.sweep import write_outputs
-    from actreg_cli.study.sweep import check_sweep, run_sweep
+    from actreg_cli.study.sweep.plan import check_sweep
+    from actreg_cli.study.sweep.run import run_sweep
 
     overrides = [*(set_ or []), *training_overrides(epochs, repeats, seed)]
     with user_errors():
@@ -275,7 +271,7 @@ def sweep_command(
         if executor is ExecutorName.local and to_run & set(TENSORFLOW_ENGINES):
             start_tensorflow()  # before the bar (Ray trains in other processes)
 
-    from actreg_cli.study.sweep import sweep_folder
+    from actreg_cli.study.sweep.plan import sweep_folder
 
     folder = sweep_folder(sweep, runs_dir)
     with (

@@ -20,7 +20,7 @@ def validate_command(
     custom `function:` imports and runs that code.
     """
     from actreg_cli.config import FILE_SOURCES, ConfigError, SweepConfig, load_any
-    from actreg_cli.study.sweep import check_one_task, check_sweep
+    from actreg_cli.study.sweep.plan import check_one_task, check_sweep
 
     problems: list[str] = []
     for path in configs:

@@ -31,7 +31,7 @@ def _engine(name: EngineName) -> Engine:
 
         return CpuEngine()
     if name is EngineName.fused:
-        from actreg_cli.engines.fused.mlp import FusedEngine
+        from actreg_cli.engines.fused.engine import FusedEngine
 
         return FusedEngine()
     from actreg_cli.engines.keras.engine import KerasEngine

@@ -83,7 +83,7 @@ def _sweep_models(folder: Path) -> list[TrainedModel]:
     import yaml
 
     from actreg_cli.report.index import flatten
-    from actreg_cli.study.sweep import CellStore
+    from actreg_cli.study.sweep.store import CellStore
 
     meta = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8"))
     task = Task(meta.get("task", Task.binary.value))

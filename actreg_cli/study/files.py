@@ -104,6 +104,29 @@ def save_figure(path: Path, figure: Any) -> Path:
     return atomic_write(path, lambda p: figure.savefig(p, format=fmt, dpi=110, bbox_inches="tight"))
 
 
+def write_csv_bytes(path: Path, header: str, parts: Sequence[Any]) -> None:
+    """Write `header` then each uint8 numpy array of ASCII rows, atomically, without joining them."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(header.encode("ascii"))
+            for part in parts:
+                fh.write(memoryview(part))
+
+    atomic_write(path, write)
+
+
+def write_npy(path: Path, array: Any) -> Path:
+    """Save one numpy array as .npy atomically (read with numpy.load)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: numpy would append .npy to a name
+            np.save(fh, array)
+
+    return atomic_write(path, write)
+
+
 def write_npz(path: Path, arrays: dict[str, Any]) -> Path:
     """Save numpy arrays as an uncompressed .npz atomically (read with numpy.load)."""
     import numpy as np

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from actreg_cli.engines.base import TrainResult
-from actreg_cli.study.files import atomic_write, csv_text, write_text
+from actreg_cli.study.files import csv_text, write_csv_bytes, write_text
 from actreg_cli.study.samples import SAMPLES_FILE, Samples, save_samples
 from actreg_cli.tasks import Task, history_columns, result_fields
 
@@ -52,18 +52,6 @@ def write_history_csv(path: Path, histories: np.ndarray, task: Task = Task.binar
     `history_csv_rows`)."""
     header = ",".join(("repeat", "epoch", *history_columns(task))) + "\n"
     write_csv_bytes(path, header, [history_csv_rows(histories)])
-
-
-def write_csv_bytes(path: Path, header: str, parts: Sequence[np.ndarray]) -> None:
-    """Write `header` then each uint8 array of ASCII rows, atomically, without joining them."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(header.encode("ascii"))
-            for part in parts:
-                fh.write(memoryview(part))
-
-    atomic_write(path, write)
 
 
 def read_history_csv(path: Path) -> np.ndarray:

@@ -18,8 +18,8 @@ import numpy as np
 
 from actreg_cli.config import ExperimentConfig, dump_yaml
 from actreg_cli.engines.base import Engine, ProgressCallback, TrainJob, TrainResult
-from actreg_cli.study.files import write_text
-from actreg_cli.study.records import history_csv_rows, write_csv_bytes
+from actreg_cli.study.files import write_csv_bytes, write_text
+from actreg_cli.study.records import history_csv_rows
 from actreg_cli.study.run import new_run_dir, run_metadata
 from actreg_cli.tasks import Task, history_columns
 from actreg_cli.weights import repeat_seeds

@@ -2,13 +2,13 @@
 
 It computes what `fused.FusedEngine` computes (the same Keras semantics, the same per-epoch
 totals turned into a TrainResult by `base.result_from_totals`), but as plain loops compiled
-ahead of the first call and cached on disk (`cpu_kernel.py`): a model's parameters and Adam
+ahead of the first call and cached on disk (`kernel.py`): a model's parameters and Adam
 state stay in cache for all its epochs, nothing of shape [rows, units] is stored (the tutorial
 family's rows are SIMD lanes; other MLPs run rows one at a time), and there is no per-kernel
 dispatch. Threads split models (prange over the models of a group), never epochs; a lone model
 is trained alone (no padding copy). Neither TensorFlow nor Keras is imported.
 
-Compiled code: Numba's `cache=True` writes it beside `cpu_kernel.py` (`__pycache__`), or, when
+Compiled code: Numba's `cache=True` writes it beside the modules here (`__pycache__`), or, when
 the installed package's folder is read-only, under the user's cache folder (Numba's own
 fallback); `NUMBA_CACHE_DIR` chooses another place. A second process compiles nothing.
 
@@ -48,6 +48,7 @@ from actreg_cli.engines.base import (
     train_grouped,
     worker_count,
 )
+from actreg_cli.engines.cpu.codes import ACTIVATIONS, OPTIMIZERS, TASKS
 from actreg_cli.engines.penalties import coefficients
 from actreg_cli.tasks import output_units
 from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
@@ -67,11 +68,14 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
 
 def compile_note() -> str | None:
     """One line for the command line to show before training when Numba's disk cache holds no
-    compiled loop for this version of cpu_kernel.py (after an install or an update: the first
+    compiled loop for this version of kernel.py (after an install or an update: the first
     call then compiles for ~30 s, which a progress bar would show as a stall); None when it
-    does, or when Numba's cache internals cannot be read (then nothing is guessed)."""
+    does, or when Numba's cache internals cannot be read (then nothing is guessed). The cached
+    train_models holds every function it calls, from every module of the loops: loaded, it
+    compiles nothing else."""
     from actreg_cli.engines.cpu import kernel as cpu_kernel
-    try:  # Numba's own check: an index written for this source file's stamp
+
+    try:  # Numba's own check: an index written for kernel.py's stamp
         cached = cpu_kernel.train_models._cache._cache_file._load_index()
     except Exception:  # noqa: BLE001 (private API of another package; a note is not worth a crash)
         return None
@@ -127,6 +131,7 @@ class CpuEngine:
         import numba
 
         from actreg_cli.engines.cpu import kernel as cpu_kernel
+
         config = jobs[0].config
         data = job_dataset(config, jobs[0].seed)
         n_train = data.n_train
@@ -150,9 +155,9 @@ class CpuEngine:
             lr,
             np.array(config.model.hidden_units, dtype=np.int64),
             n_out,
-            cpu_kernel.TASKS[data.task.value],
-            cpu_kernel.ACTIVATIONS[config.model.activation],
-            cpu_kernel.OPTIMIZERS[config.training.optimizer],
+            TASKS[data.task.value],
+            ACTIVATIONS[config.model.activation],
+            OPTIMIZERS[config.training.optimizer],
             config.training.epochs,
             batch_size,
             shuffle_seeds,

@@ -1,0 +1,160 @@
+"""A whole experiment (`ExperimentConfig`: data, model, regularizers, `TrainingConfig`) and a
+sweep over it (`SweepConfig`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PrivateAttr, StrictBool, model_validator
+
+from actreg_cli.config.base import (
+    MAX_EPOCHS,
+    MAX_REPEATS,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    StrictModel,
+)
+from actreg_cli.config.data import CirclesData, DataConfig, TaskName
+from actreg_cli.config.model import LstmLayer, ModelConfig, check_lstm_placement
+from actreg_cli.config.regularizers import PenaltyConfig, RegularizerConfig, Target
+
+
+class TrainingConfig(StrictModel):
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: PositiveFloat = 1e-3
+    epochs: Annotated[PositiveInt, Field(le=MAX_EPOCHS)] = 4000
+    batch_size: PositiveInt = 32  # Keras's default; 30 training samples -> one full batch
+    # true: a new minibatch order every epoch, weights.epoch_permutation (the same in every
+    # engine); false: in order. Irrelevant when one batch holds all samples.
+    shuffle: StrictBool = True
+    seed: NonNegativeInt = 0  # drives initial weights and shuffling of every repeat
+    repeats: Annotated[PositiveInt, Field(le=MAX_REPEATS)] = 1  # trainings from derived seeds
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment: data, model, regularizers and training. Run by `actreg run`."""
+
+    name: str = "experiment"
+    description: str = ""
+    data: DataConfig = CirclesData()
+    model: ModelConfig = ModelConfig()
+    regularizers: list[RegularizerConfig] = []
+    training: TrainingConfig = TrainingConfig()
+    # What changed this config after it was read (`renamed`), e.g. "c.yaml with --set ...".
+    _changed_by: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_name_defaults_to_circles(cls, data: Any) -> Any:
+        # `name` picks the data source's schema; a data section without one is the tutorial's.
+        section = data.get("data") if isinstance(data, dict) else None
+        if isinstance(section, dict) and "name" not in section:
+            data = {**data, "data": {"name": "circles", **section}}
+        return data
+
+    @model_validator(mode="after")
+    def _regularized_layers_exist(self) -> ExperimentConfig:
+        layers = self.model.layers
+        if layers is None:
+            n_hidden = len(self.model.hidden_units)
+            for i, reg in enumerate(self.regularizers):
+                if reg.layer >= n_hidden:
+                    raise ValueError(
+                        f"regularizers.{i}.layer must index a hidden layer, 0..{n_hidden - 1} "
+                        f"(got {reg.layer})"
+                    )
+            return self
+        for i, reg in enumerate(self.regularizers):
+            if reg.layer >= len(layers):
+                raise ValueError(
+                    f"regularizers.{i}.layer must index model.layers, 0..{len(layers) - 1} "
+                    f"(got {reg.layer})"
+                )
+            layer = layers[reg.layer]
+            if not layer.has_kernel:
+                raise ValueError(
+                    f"regularizers.{i}.layer {reg.layer} is model.layers.{reg.layer} "
+                    f"({layer.kind}), which has no kernel; regularizers go on dense, conv2d "
+                    f"or lstm layers"
+                )
+            if isinstance(layer, LstmLayer):
+                check_lstm_placement(reg, f"regularizers.{i}")
+        return self
+
+    def layer_regularizers(self, index: int) -> list[PenaltyConfig]:
+        """The penalties on layer `index` (of hidden_units, or of model.layers): the layer's
+        own `regularizers`, then the experiment's `regularizers` that name it."""
+        own = []
+        if self.model.layers is not None:
+            own = list(getattr(self.model.layers[index], "regularizers", []))
+        return own + [reg for reg in self.regularizers if reg.layer == index]
+
+    @property
+    def all_regularizers(self) -> list[tuple[int, PenaltyConfig]]:
+        """(layer index, penalty) of every penalty, in layer order."""
+        n = (
+            len(self.model.layers)
+            if self.model.layers is not None
+            else len(self.model.hidden_units)
+        )
+        return [(i, reg) for i in range(n) for reg in self.layer_regularizers(i)]
+
+    @property
+    def probe_layer(self) -> int:
+        """Layer whose activations are summarised (an index into hidden_units or model.layers):
+        the first activity-regularized one, else the first regularized one, else the first
+        layer with a kernel."""
+        if self.model.layers is None:
+            for reg in self.regularizers:
+                if reg.target is Target.activity:
+                    return reg.layer
+            return self.regularizers[0].layer if self.regularizers else 0
+        pairs = self.all_regularizers
+        for i, reg in pairs:
+            if reg.target is Target.activity:
+                return i
+        if pairs:
+            return pairs[0][0]
+        return next(i for i, layer in enumerate(self.model.layers) if layer.has_kernel)
+
+    @property
+    def mlp_shorthand_reason(self) -> str | None:
+        """Why this is not a plain MLP that the hand-written MLP engines (fused's MLP program,
+        cpu) train, in words; None when it is one: hidden_units without dropout, flat input,
+        a binary, multiclass or regression task."""
+        if self.model.layers is not None:
+            return "model.layers is given; it trains hidden_units MLPs only"
+        if self.model.dropout > 0:
+            return "model.dropout is on"
+        if self.data.input_shape is not None and len(self.data.input_shape) > 1:
+            return f"data.input_shape is {self.data.input_shape}, not flat"
+        if self.data.task is TaskName.reconstruction:
+            return "the task is reconstruction"
+        return None
+
+    @property
+    def probe_name(self) -> str:
+        """`probe_layer` in words: 'hidden layer 0' or 'model.layers.0 (conv2d)'."""
+        if self.model.layers is None:
+            return f"hidden layer {self.probe_layer}"
+        layer = self.model.layers[self.probe_layer]
+        return f"model.layers.{self.probe_layer} ({layer.kind})"
+
+    def resolved(self) -> dict[str, Any]:
+        """Plain data of the config with every default filled in (what gets saved)."""
+        return self.model_dump(mode="json")
+
+
+class SweepConfig(StrictModel):
+    """A base experiment plus a grid: each key a dotted config path, each value a list.
+
+    The cells are the Cartesian product of the lists (plus one unregularized baseline cell when
+    `baseline` is true); each cell is trained `base.training.repeats` times.
+    """
+
+    name: str = "sweep"
+    description: str = ""
+    base: ExperimentConfig = ExperimentConfig()
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(min_length=1)
+    baseline: StrictBool = True  # add a cell with no regularizers to compare against

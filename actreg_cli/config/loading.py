@@ -1,0 +1,124 @@
+"""Config files to validated configs: `load_experiment`, `load_sweep` (a sweep file, or an
+experiment file with `--grid`), `load_any`, with `--set` applied; data paths made absolute."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from actreg_cli.config.base import ConfigError
+from actreg_cli.config.experiment import ExperimentConfig, SweepConfig
+from actreg_cli.config.overrides import apply_overrides, parse_grid_option, parse_override, renamed
+from actreg_cli.config.validation import validate_mapping
+from actreg_cli.config.yaml_io import read_yaml_mapping
+
+
+def load_experiment(path: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read, override and validate an experiment config. Raises ConfigError.
+
+    With overrides, the name and description are made to describe what will run (unless the
+    overrides set them): see `renamed`.
+    """
+    data = read_yaml_mapping(path)
+    if "grid" in data and "base" in data:
+        raise ConfigError(
+            [f"{path}: this is a sweep config (it has 'base' and 'grid'); use `actreg sweep`"]
+        )
+    resolve_data_path(data, path)
+    overridden = apply_overrides(data, overrides, model=ExperimentConfig)
+    config = validate_mapping(data, ExperimentConfig, str(path), overridden)
+    changes = [parse_override(item) for item in overrides]
+    return renamed(config, changes, f"{Path(path).name} with --set {' '.join(overrides)}")
+
+
+def load_sweep(path: Path, overrides: Sequence[str] = (), grid: Sequence[str] = ()) -> SweepConfig:
+    """Read a sweep config; `--set` keys address the base experiment (e.g. training.epochs=5).
+
+    path: a sweep file (`base:` a mapping, or the path of an experiment file relative to the
+      sweep file), or an experiment file when `grid` is given (Hydra-style multirun: the file is
+      the base, the sweep is named `<name>-<swept keys>` so that re-running it resumes).
+    grid: `--grid KEY=V1,V2,...` items (see `parse_grid_option`); they add keys to, or replace
+      keys of, the file's grid.
+    """
+    data = read_yaml_mapping(path)
+    is_sweep_file = "grid" in data or "base" in data
+    if not is_sweep_file:
+        if not grid:
+            raise ConfigError(
+                [
+                    f"{path}: an experiment config, not a sweep: give the values to sweep with "
+                    "--grid KEY=V1,V2 (e.g. --grid regularizers.0.strength=1e-5,1e-4), or train "
+                    "it once with `actreg run`"
+                ]
+            )
+        data = {"base": data, "grid": {}}
+    elif "grid" not in data and not grid:
+        raise ConfigError(
+            [f"{path}: a sweep config needs a 'grid' mapping (dotted key: list of values)"]
+        )
+    if isinstance(data.get("base"), str):
+        data["base"] = _base_from_file(Path(path), data["base"])
+    data.setdefault("base", {})
+    if isinstance(data["base"], dict):
+        resolve_data_path(data["base"], path)
+    if not isinstance(data.get("grid", {}), dict):
+        raise ConfigError([f"{path}: grid must be a mapping (dotted key: list of values)"])
+    data.setdefault("grid", {})
+    for item in grid:
+        key, values = parse_grid_option(item)
+        data["grid"][key] = values
+    if not is_sweep_file:
+        base_name = data["base"].get("name") or ExperimentConfig().name
+        keys = "-".join(k.split(".")[-1] for k in data["grid"])
+        data["name"] = f"{base_name}-{keys}"
+    overridden = apply_overrides(data, overrides, model=SweepConfig, prefix="base.")
+    return validate_mapping(data, SweepConfig, str(path), overridden)
+
+
+def _base_from_file(sweep_path: Path, name: str) -> dict[str, Any]:
+    """`base: experiment.yaml` of a sweep file: that file's mapping, validated on its own first
+    so that its errors name it (relative paths are read from the sweep file's folder)."""
+    base_path = Path(name)
+    if not base_path.is_absolute():
+        base_path = sweep_path.parent / base_path
+    data = read_yaml_mapping(base_path)
+    if "grid" in data or "base" in data:
+        raise ConfigError(
+            [f"{sweep_path}: base: {name} is a sweep config; it must name an experiment config"]
+        )
+    resolve_data_path(data, base_path)
+    validate_mapping(data, ExperimentConfig, str(base_path))
+    return data
+
+
+def load_any(path: Path) -> ExperimentConfig | SweepConfig:
+    """Validate either kind of config (used by `actreg validate`)."""
+    data = read_yaml_mapping(path)
+    if "grid" in data or "base" in data:
+        return load_sweep(path)
+    resolve_data_path(data, path)
+    return validate_mapping(data, ExperimentConfig, str(path))
+
+
+def resolve_data_path(experiment: dict[str, Any], config_path: Path) -> None:
+    """A data file's relative `path` is relative to the config file's folder: make it absolute
+    (so the saved, resolved config names the file that was read)."""
+    section = experiment.get("data")
+    if isinstance(section, dict) and isinstance(section.get("path"), str):
+        file = Path(section["path"]).expanduser()
+        if not file.is_absolute():
+            section["path"] = str((Path(config_path).parent / file).resolve())
+
+
+def with_training(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    """A copy with some `training` fields replaced and re-validated (for --epochs and friends)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return config
+    data = config.resolved()
+    data["training"].update(changes)
+    changed = validate_mapping(data, ExperimentConfig, "command line")
+    changed._changed_by = list(config._changed_by)
+    options = " ".join(f"--{key} {value}" for key, value in changes.items())
+    return renamed(changed, [(f"training.{k}", v) for k, v in changes.items()], options)

@@ -1,0 +1,127 @@
+"""YAML in and out: a config file or a command-line value read safely (no duplicate keys, alias
+bombs or deep nesting), and plain data written back."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from actreg_cli.config.base import ConfigError
+
+#: A config is a few dozen values: anything much bigger is a mistake or an attack (YAML aliases
+#: can make a 1 kB file expand to gigabytes; deep nesting can exhaust Python's stack).
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 50
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (plain YAML keeps the last one, silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # SafeLoader reports unhashable keys itself
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {first}); each key may appear once",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_yaml_size(data: Any) -> str | None:
+    """Why `data` is too big or too deep to be a config (aliases counted as expanded), or None."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            return (
+                f"the file expands to more than {MAX_YAML_VALUES} values (YAML aliases?); "
+                "a config holds a few dozen"
+            )
+        if depth > MAX_YAML_DEPTH:
+            return f"nesting deeper than {MAX_YAML_DEPTH} levels; a config is a few levels deep"
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return None
+
+
+def load_yaml_text(text: str, origin: str, loader: type[_ConfigLoader] = _ConfigLoader) -> Any:
+    """Parse YAML text as a config: duplicate keys, alias bombs and deep nesting are ConfigErrors
+    naming `origin` (and the line where the parser knows it)."""
+    try:
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{origin}: invalid YAML{where}: {problem}"]) from None
+    except RecursionError:
+        raise ConfigError(
+            [f"{origin}: invalid YAML: nesting too deep; a config is a few levels deep"]
+        ) from None
+    why = _check_yaml_size(data)
+    if why:
+        raise ConfigError([f"{origin}: invalid YAML: {why}"])
+    return data
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; ConfigError (with the line) otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError([f"{path}: no such file"])
+    if path.is_dir():
+        raise ConfigError([f"{path}: is a folder; expected a YAML config file"])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from exc
+    data = load_yaml_text(text, str(path))
+    if data is None:
+        raise ConfigError([f"{path}: the file is empty; expected a mapping of config sections"])
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [f"{path}: the top level must be a mapping (key: value), got a {type(data).__name__}"]
+        )
+    return data
+
+
+class _CommandLineLoader(_ConfigLoader):
+    """_ConfigLoader with YAML 1.2's floats: unquoted `1e-5` is a number (YAML 1.1 wants
+    `1.0e-5`), while a quoted `'1e5'` stays the string the user typed."""
+
+
+_CommandLineLoader.add_implicit_resolver(  # PyYAML copies the inherited resolvers first
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_value(text: str, origin: str = "command line") -> Any:
+    """A value typed on the command line, read as YAML (`_CommandLineLoader`). ConfigError
+    naming `origin` for invalid YAML, duplicate keys, alias bombs or deep nesting
+    (`load_yaml_text`)."""
+    if not text.strip():
+        return ""
+    return load_yaml_text(text, origin, loader=_CommandLineLoader)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,26 @@
+"""The numbers the cpu engine's compiled loops take for names: the activation, optimizer and
+task codes, and the columns of a model's penalty table (float32 [L, 12] per model). Plain
+Python: engine.py reads the codes without importing Numba.
+"""
+
+from __future__ import annotations
+
+from actreg_cli.engines.penalties import COEF_COLUMNS
+
+#: Activation codes (config.model.activation -> int).
+ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "elu": 3}
+#: Optimizer codes.
+OPTIMIZERS = {"adam": 0, "sgd": 1}
+#: Task codes (tasks.Task values -> int).
+TASKS = {"binary": 0, "multiclass": 1, "regression": 2}
+BINARY, MULTICLASS, REGRESSION = TASKS["binary"], TASKS["multiclass"], TASKS["regression"]
+
+# Columns of a model's penalty table (penalties.COEF_COLUMNS, the one list of them). Both loops
+# read a batch_sum column as its batch_mean column + 2.
+K_L1, K_L2, B_L1, B_L2 = (COEF_COLUMNS.index(f"{t}_{n}") for t in ("kernel", "bias") for n in ("l1", "l2"))  # fmt: skip
+BEFORE_MEAN_L1, BEFORE_MEAN_L2, BEFORE_SUM_L1, BEFORE_SUM_L2 = (
+    COEF_COLUMNS.index(f"before_{r}_{n}") for r in ("mean", "sum") for n in ("l1", "l2")
+)
+AFTER_MEAN_L1, AFTER_MEAN_L2, AFTER_SUM_L1, AFTER_SUM_L2 = (
+    COEF_COLUMNS.index(f"after_{r}_{n}") for r in ("mean", "sum") for n in ("l1", "l2")
+)

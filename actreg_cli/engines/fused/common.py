@@ -1,0 +1,149 @@
+"""What the fused engine's two programs share (engines/fused/mlp.py, the hand-written MLP
+program, and engines/fused/layers.py, the layer-list program): the chunk and segment constants,
+`run_chunks` (chunks on one thread per core) and its `Stopped` exception, the lazy TensorFlow
+import, the Keras Adam/SGD step of C stacked models (`optimizer_step`) and the minibatch order
+(`splitmix64`, `epoch_order`) in TensorFlow ops that XLA compiles.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import numpy as np
+
+from actreg_cli.weights import INDEX_BITS, SPLITMIX_GAMMA, SPLITMIX_MUL_1, SPLITMIX_MUL_2
+
+#: XLA lowers a batch of one model to other (unbatched) kernels than a batch of several, which
+#: round differently; with at least 2 (a lone model gets a padding copy) a model's numbers do
+#: not depend on which chunk it was trained in.
+MIN_CHUNK = 2
+
+#: Training runs in segments of epochs, one compiled call each (the same program reused, the
+#: optimizer state carried between calls), so that progress is reported and Ctrl-C is honoured
+#: between segments. A segment is at most 1/MIN_SEGMENTS of the epochs and about
+#: SEGMENT_WORK activation values (models x units x rows x epochs: ~0.2 s on an idle core of the
+#: 2-core EPYC at 15 us per tutorial model-epoch, ~1 s when the machine is shared). Results are
+#: bit-identical to one segment (tests/test_fused_engine.py); the cost, measured side by side
+#: by benchmarks/bench_fused_segments.py: ~5% more wall and CPU time for the tutorial study.
+MIN_SEGMENTS = 10
+SEGMENT_WORK = 6e8
+
+# Adam constants as Keras writes them (Python floats, cast to float32 where used).
+_BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-7
+
+
+class Stopped(Exception):
+    """Training of a chunk was abandoned between segments (the group is being interrupted)."""
+
+
+def run_chunks(
+    n_jobs: int,
+    chunk: int,
+    workers: int,
+    run: Callable[[list[int], list[int], threading.Event], list],
+) -> list:
+    """Train jobs 0..n_jobs-1 in chunks of `chunk` models, one thread per worker.
+
+    run(real, padded, stop) trains one chunk and returns one item per index in `real` (the
+    chunk's jobs); `padded` is `real` filled up to `chunk` with copies of its last job (the same
+    program for every chunk, no recompilation). `stop` is set on Ctrl-C or a failure: `run`
+    should then end after its current compiled call (raise Stopped). Returns the items in job
+    order.
+    """
+    results: list = [None] * n_jobs
+    starts = range(0, n_jobs, chunk)
+    stop = threading.Event()
+
+    def one(start: int):
+        real = list(range(start, min(start + chunk, n_jobs)))
+        padded = real + [real[-1]] * (chunk - len(real))
+        return real, run(real, padded, stop)
+
+    # One thread per core: XLA runs one chunk's loop mostly on one core, and the call
+    # releases the GIL, so chunks on two threads use two cores.
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(starts)))
+    try:
+        for future in as_completed([pool.submit(one, start) for start in starts]):
+            real, items = future.result()
+            for index, item in zip(real, items, strict=True):
+                results[index] = item
+    except BaseException:  # Ctrl-C lands here, in the main thread: stop the workers too
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+def tensorflow():
+    """Import TensorFlow lazily: validating a config must not pay for it (actreg_cli's
+    quiet_tensorflow keeps the import from printing)."""
+    import tensorflow as tf
+
+    return tf
+
+
+def optimizer_step(optimizer: str, state, grads, step, lr, active=None):
+    """One Keras Adam (or SGD) step of every parameter of C stacked models (traced code).
+
+    state: per parameter [C, 3, ...] = (value, Adam m, Adam v); grads: per parameter [C, ...];
+    step = optimizer.iterations + 1 (int32 scalar); lr float32 [C]. Where `active` is False the
+    state is returned unchanged (an evaluation-only iteration). Adam as Keras 3 computes it:
+    alpha = lr sqrt(1 - b2^t) / (1 - b1^t), epsilon outside the bias correction, all float32.
+    """
+    tf = tensorflow()
+    step = tf.cast(step, tf.float32)
+    if optimizer == "adam":
+        b1 = tf.constant(_BETA_1, tf.float32)
+        b2 = tf.constant(_BETA_2, tf.float32)
+        alpha = lr * tf.sqrt(1.0 - tf.pow(b2, step)) / (1.0 - tf.pow(b1, step))
+    new_state = []
+    for s, g in zip(state, grads, strict=True):
+        p, m1, m2 = s[:, 0], s[:, 1], s[:, 2]
+        per_model = [-1] + [1] * (p.shape.rank - 1)
+        if optimizer == "sgd":
+            new = tf.stack([p - g * tf.reshape(lr, per_model), m1, m2], axis=1)
+        else:
+            m1 = m1 + (g - m1) * np.float32(1 - _BETA_1)
+            m2 = m2 + (tf.square(g) - m2) * np.float32(1 - _BETA_2)
+            p = p - (m1 * tf.reshape(alpha, per_model)) / (tf.sqrt(m2) + np.float32(_EPSILON))
+            new = tf.stack([p, m1, m2], axis=1)
+        if active is not None:
+            new = tf.where(active, new, s)
+        new_state.append(new)
+    return new_state
+
+
+def splitmix64(z):
+    """`weights.splitmix64` of a uint64 tensor, in TensorFlow ops that XLA compiles (its u64
+    add/multiply wrap mod 2**64, its right shift of an unsigned integer is logical)."""
+    tf = tensorflow()
+    u64 = functools.partial(tf.constant, dtype=tf.uint64)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(30))) * u64(SPLITMIX_MUL_1)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(27))) * u64(SPLITMIX_MUL_2)
+    return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, u64(31)))
+
+
+def epoch_order(seeds, epoch, n: int):
+    """`weights.epoch_permutation` of every model, in TensorFlow ops that XLA compiles.
+
+    seeds: int64 [C] shuffle seeds (non-negative), epoch: int32 scalar tensor. Returns int32
+    [C, n], row j equal to `epoch_permutation(seeds[j], epoch, n)` bit for bit: the same uint64
+    splitmix64 arithmetic (XLA's u64 add/multiply wrap mod 2**64, its right shift of an unsigned
+    integer is logical) and distinct int64 sort keys, so the sort's tie rule never matters.
+    """
+    tf = tensorflow()
+    u64 = functools.partial(tf.constant, dtype=tf.uint64)
+
+    mix = splitmix64
+    gamma = u64(SPLITMIX_GAMMA)
+    base = mix(tf.bitcast(seeds, tf.uint64) + gamma)
+    base = mix(tf.bitwise.bitwise_xor(base, tf.cast(epoch, tf.uint64)))
+    index = tf.range(n, dtype=tf.int64)
+    hashes = mix(base[:, None] + (tf.bitcast(index, tf.uint64) + u64(1))[None, :] * gamma)
+    high = tf.bitcast(tf.bitwise.right_shift(hashes, u64(64 - INDEX_BITS)), tf.int64)
+    keys = tf.bitwise.bitwise_or(tf.bitwise.left_shift(high, INDEX_BITS), index[None, :])
+    return tf.argsort(keys, axis=1, stable=True)

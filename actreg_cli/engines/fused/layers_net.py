@@ -1,0 +1,402 @@
+"""The traced code of the fused engine's layer-list program (engines/fused/layers.py):
+`LayersSpec`, what shapes a compiled program, and `LayersNet`, the forward pass and loss of C
+stacked models of one plan (the compiled program takes their gradients with GradientTape).
+
+Layers: dense (einsum), conv2d (im2col: the kh*kw shifted strided slices of the padded input,
+'same' padding split as TensorFlow does, less on top/left, then one einsum with the kernel
+reshaped to [kh*kw*in, filters]), max_pool2d (tf.nn.max_pool2d, TensorFlow's padding), flatten
+(row-major, as Keras's channels_last Flatten), lstm (Keras's LSTMCell: z = x W + h U + b, gates
+i, f, c, o, c = f c + i tanh(z_c), h = o tanh(c), last h or every h), dropout, activation. The
+output layer is the task's (tasks.py) and the data loss is computed from its pre-activation
+values (Keras's logits path): sigmoid and softmax cross-entropy with logits, mean squared error
+(over the features for reconstruction).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from actreg_cli.engines.fused.common import MIN_SEGMENTS, splitmix64, tensorflow
+from actreg_cli.engines.penalties import COEF_INDEX
+from actreg_cli.models.plan import KERNEL_KINDS, LayerPlan
+from actreg_cli.tasks import Task, spec
+from actreg_cli.weights import SPLITMIX_GAMMA
+
+#: The columns of `LayersNet._activity_sums`: (placement side, norm).
+_ACTIVITY_SUMS = (("before", "l1"), ("before", "l2"), ("after", "l1"), ("after", "l2"))
+
+
+@dataclass(frozen=True)
+class LayersSpec:
+    """Everything that shapes a compiled program; programs are cached by it.
+
+    layers: the plan's layers without their penalties (those are per-model factors).
+    """
+
+    layers: tuple[LayerPlan, ...]
+    input_shape: tuple[int, ...]
+    task: Task
+    probe: int
+    optimizer: str
+    epochs: int
+    n_train: int
+    n_test: int
+    batch_size: int  # min(config batch size, n_train)
+    shuffle: bool  # False when one batch holds every sample
+    chunk: int
+    eval_block: int = 16  # test rows evaluated at a time (`LayersNet.evaluate`)
+
+    @property
+    def kernel_layers(self) -> tuple[int, ...]:
+        """Indices of the layers with a kernel (rows of the factor table)."""
+        return tuple(k for k, layer in enumerate(self.layers) if layer.kind in KERNEL_KINDS)
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].output_shape[0]
+
+    @property
+    def y_width(self) -> int:
+        """Columns of y: the features for reconstruction, else 1."""
+        return self.n_outputs if self.task is Task.reconstruction else 1
+
+    def segment_epochs(self) -> int:
+        """Epochs per compiled call: a tenth of them (progress and Ctrl-C between calls)."""
+        return max(1, math.ceil(self.epochs / MIN_SEGMENTS))
+
+
+class LayersNet:
+    """Forward pass and loss of C stacked models of one plan (code being traced)."""
+
+    def __init__(self, spec_: LayersSpec):
+        self.tf = tensorflow()
+        self.spec = spec_
+
+    def batch_loss(self, params, factors, x, y, key, details: bool = False, mask=None):
+        """Per-model loss [C] of one batch (mean data loss + penalties) and metric total [C]
+        (correct predictions, or the sum over rows of each row's mean absolute error).
+
+        x [R, ...] shared by all models (the test or train set) or [C, R, ...] (minibatches);
+        y [R, w] or [C, R, w]; key: uint64 [C] dropout key (None: inference, dropout off).
+        With details also the output layer's activations [C, R, K] and the probe layer's
+        output [C, R, ...]. mask: float32 [R], 1 for the rows that count (None: all); the
+        loss is then that of the counted rows alone, as one batch.
+        """
+        tf = self.tf
+        logits, activity, probe = self.forward(params, x, key, details, mask)
+        data_sum, metric = self._data_sums(logits, y, mask)
+        rows = logits.shape[1] if mask is None else tf.reduce_sum(mask)
+        loss = self.combine(data_sum, activity, self.weight_penalty(params, factors), factors, rows)
+        if not details:
+            return loss, metric
+        return loss, metric, self._outputs(logits), probe
+
+    def evaluate(self, params, factors, x, y, block: int):
+        """`batch_loss` (loss, metric) of the shared rows x [R, ...], y [R, w] taken as one batch,
+        computed `block` rows at a time: a block's layer outputs stay in the cache, where the
+        whole test set's (C models x 1528 rows x a conv layer's 1024 values) would not. A last
+        partial block is padded with masked rows (one traced block, not two)."""
+        tf = self.tf
+        c, m = self.spec.chunk, x.shape[0]
+        n_blocks = -(-m // block)
+        padding = n_blocks * block - m
+        if padding:
+            x = tf.pad(x, [[0, padding]] + [[0, 0]] * (x.shape.rank - 1))
+            y = tf.pad(y, [[0, padding], [0, 0]])
+
+        def body(j, *totals):
+            start = j * block
+            xb = tf.slice(x, [start] + [0] * (x.shape.rank - 1), [block, *x.shape[1:]])
+            yb = tf.slice(y, [start, 0], [block, y.shape[1]])
+            mask = tf.cast(start + tf.range(block) < m, tf.float32) if padding else None
+            logits, activity, _ = self.forward(params, xb, None, False, mask)
+            parts = (*self._data_sums(logits, yb, mask), activity)
+            return (j + 1, *(t + p for t, p in zip(totals, parts, strict=True)))
+
+        n_kernel = len(self.spec.kernel_layers)
+        totals = (tf.zeros([c]), tf.zeros([c]), tf.zeros([c, n_kernel, 4]))
+        _, data_sum, metric, activity = tf.while_loop(
+            lambda j, *_: j < n_blocks, body, (tf.constant(0), *totals),
+            maximum_iterations=n_blocks,
+        )  # fmt: skip
+        weight = self.weight_penalty(params, factors)
+        return self.combine(data_sum, activity, weight, factors, m), metric
+
+    def combine(self, data_sum, activity, weight, factors, rows):
+        """Per-model loss [C] from the data loss summed over the rows [C], the activity sums
+        [C, kernel layers, 4] (`_ACTIVITY_SUMS`), the kernel/bias penalties [C] and the factors:
+        data_sum / rows + weight + batch_mean terms / rows + batch_sum terms."""
+        tf = self.tf
+        mean_cols = [COEF_INDEX[f"{side}_mean_{norm}"] for side, norm in _ACTIVITY_SUMS]
+        sum_cols = [COEF_INDEX[f"{side}_sum_{norm}"] for side, norm in _ACTIVITY_SUMS]
+        mean = _term(tf.gather(factors, mean_cols, axis=2), activity)
+        summed = _term(tf.gather(factors, sum_cols, axis=2), activity)
+        rows = tf.cast(rows, tf.float32)  # an int, or a tensor (masked rows)
+        act = tf.reduce_sum(mean, axis=[1, 2]) / rows + tf.reduce_sum(summed, axis=[1, 2])
+        return (data_sum / rows + weight) + act
+
+    def weight_penalty(self, params, factors):
+        """Kernel and bias penalties of every model [C] (`_weight_penalty` per kernel layer)."""
+        weights = iter(params)
+        total = 0.0
+        row = 0
+        for layer in self.spec.layers:
+            layer_weights = [next(weights) for _ in layer.weights]
+            if layer.kind in KERNEL_KINDS:
+                total = total + self._weight_penalty(factors[:, row], layer_weights)
+                row += 1
+        return total
+
+    def forward(self, params, x, key, details: bool, mask=None):
+        """(logits [C, R, K], activity sums [C, kernel layers, 4], probe output or None).
+
+        The logits are the output layer's values before its activation; activity sums as
+        `_activity_sums` per layer with a kernel (zeros for the output layer, which carries no
+        penalty). Layouts: "shared" rows x [R, ...] (the train or test set, the same for every
+        model) stay shared through the layers without weights; the first layer with weights
+        contracts them (or their conv patches, built once) with every model's kernel, giving
+        "stacked" [C, R, ...]; minibatches are stacked from the start.
+        """
+        tf = self.tf
+        spec_ = self.spec
+        shared = x.shape.rank == len(spec_.input_shape) + 1
+        rows = x.shape[0] if shared else x.shape[1]
+        c = spec_.chunk
+        a, layout = x, "shared" if shared else "stacked"
+        weights = iter(params)
+        activity = []
+        probe = None
+        last = len(spec_.layers) - 1
+        for k, layer in enumerate(spec_.layers):
+            opts = dict(layer.options)
+            if layer.kind in KERNEL_KINDS:
+                layer_weights = [next(weights) for _ in layer.weights]
+                if layer.kind == "lstm":
+                    z = a = self._lstm(a, layout, *layer_weights, opts["return_sequences"])
+                    layout = "stacked"
+                elif layer.kind == "conv2d":
+                    z, layout = self._conv2d(a, layout, *layer_weights, opts), "stacked"
+                    a = _activation(z, layer.activation)
+                else:
+                    kernel, bias = layer_weights
+                    if layout == "shared":
+                        z = tf.einsum("ri,cio->cro", a, kernel) + bias[:, None]
+                    else:
+                        a = self._stacked(a, layout)
+                        z = tf.einsum("cri,cio->cro", a, kernel) + bias[:, None]
+                    layout = "stacked"
+                    a = z if k == last else _activation(z, layer.activation)
+                if k != last:
+                    activity.append(self._activity_sums(z, a, layout, mask))
+                else:
+                    activity.append(tf.zeros([c, 4], tf.float32))
+            elif layer.kind == "max_pool2d":
+                a = self._max_pool(a, layout, opts)
+            elif layer.kind == "flatten":
+                if layout == "shared":
+                    a = tf.reshape(a, [rows, -1])
+                else:
+                    a, layout = tf.reshape(self._stacked(a, layout), [c, rows, -1]), "stacked"
+            elif layer.kind == "activation":
+                a = _activation(a, layer.activation)
+            elif layer.kind == "dropout" and key is not None and opts["rate"] > 0:
+                a, layout = self._stacked(a, layout), "stacked"
+                layer_key = tf.bitwise.bitwise_xor(key, tf.constant(k, tf.uint64))
+                a = _dropout(a, opts["rate"], splitmix64(layer_key))
+            if k == spec_.probe and details:
+                probe = self._stacked(a, layout)
+        return a, tf.stack(activity, axis=1), probe
+
+    def _stacked(self, a, layout: str):
+        """a as [C, R, ...] from any layout (see `batch_loss`)."""
+        tf = self.tf
+        c = self.spec.chunk
+        if layout == "shared":
+            return tf.broadcast_to(a[None], [c, *a.shape])
+        return a
+
+    # -- penalties ---------------------------------------------------------------------------
+    def _weight_penalty(self, f, layer_weights):
+        """Kernel and bias penalties [C]: factor * sum|w| and factor * sum w**2 (Keras applies
+        a kernel regularizer to the input kernel only, not an LSTM's recurrent kernel)."""
+        kernel, bias = layer_weights[0], layer_weights[-1]
+        total = 0.0
+        for value, prefix in ((kernel, "kernel"), (bias, "bias")):
+            s_abs, s_sq = self._model_sums(value)
+            total = total + _term(f[:, COEF_INDEX[f"{prefix}_l1"]], s_abs)
+            total = total + _term(f[:, COEF_INDEX[f"{prefix}_l2"]], s_sq)
+        return total
+
+    def _activity_sums(self, z, a, layout: str, mask=None):
+        """[C, 4]: per model the sums over every element of |z|, z**2, |a|, a**2 (stacked
+        [C, ...] tensors, or shared [R, ...] ones), as one reduction over the layer's output
+        stacked four times: four separate reductions each read the whole output again
+        (measured ~1.7x slower on the test set's conv feature maps)."""
+        tf = self.tf
+        c = self.spec.chunk
+        z, a = self._stacked(z, layout), self._stacked(a, layout)
+        parts = tf.stack([tf.abs(z), tf.square(z), tf.abs(a), tf.square(a)], axis=-1)
+        if mask is not None:  # [R]: rows that count
+            parts = parts * tf.reshape(mask, [1, -1] + [1] * (parts.shape.rank - 2))
+        return tf.reduce_sum(tf.reshape(parts, [c, -1, 4]), axis=1)
+
+    def _model_sums(self, value):
+        """(sum |v|, sum v**2) over everything of each model, each [C]; value [C, ...]."""
+        tf = self.tf
+        flat = tf.reshape(value, [self.spec.chunk, -1])
+        return tf.reduce_sum(tf.abs(flat), axis=1), tf.reduce_sum(tf.square(flat), axis=1)
+
+    # -- layers ------------------------------------------------------------------------------
+    def _conv2d(self, x, layout: str, kernel, bias, opts):
+        """Keras Conv2D without its activation: x [C, R, H, W, in] (or shared [R, H, W, in])
+        -> [C, R, oh, ow, filters], by im2col: the kh x kw shifted, strided slices of the
+        padded input ('same' pads as TensorFlow does, the extra row/column at the bottom/right)
+        as patches [rows x positions, kh * kw * in], contracted with each model's kernel.
+        Shared rows give shared patches (built once for all models); measured faster here than
+        TensorFlow's convolution with C x filters output channels or a grouped convolution."""
+        tf = self.tf
+        c, kh, kw, ci, filters = kernel.shape
+        h, w = x.shape[-3:-1]
+        (sh, sw) = opts["strides"]
+        oh, ow = _out_size(h, kh, sh, opts["padding"]), _out_size(w, kw, sw, opts["padding"])
+        lead = x.shape[:-3]  # [R] or [C, R]
+        if opts["padding"] == "same":
+            ph, pw = max((oh - 1) * sh + kh - h, 0), max((ow - 1) * sw + kw - w, 0)
+            pads = [[0, 0]] * len(lead) + [[ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]]
+            x = tf.pad(x, pads)
+        taps = [
+            x[..., i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
+            for i in range(kh)
+            for j in range(kw)
+        ]
+        patches = tf.stack(taps, axis=-2)  # [..., oh, ow, kh * kw, in]
+        kernel = tf.reshape(kernel, [c, kh * kw * ci, filters])
+        if layout == "shared":
+            patches = tf.reshape(patches, [-1, kh * kw * ci])
+            out = tf.einsum("pk,ckf->cpf", patches, kernel)
+        else:
+            patches = tf.reshape(self._stacked(patches, layout), [c, -1, kh * kw * ci])
+            out = tf.einsum("cpk,ckf->cpf", patches, kernel)
+        rows = lead[-1]
+        return tf.reshape(out + bias[:, None, :], [c, rows, oh, ow, filters])
+
+    def _max_pool(self, x, layout: str, opts):
+        """Keras MaxPooling2D (TensorFlow's op and padding), shared or stacked x."""
+        tf = self.tf
+
+        def pool(images):
+            return tf.nn.max_pool2d(
+                images, opts["pool_size"], opts["strides"], opts["padding"].upper()
+            )
+
+        if layout == "shared":
+            return pool(x)
+        c, r, h, w, ch = x.shape
+        out = pool(tf.reshape(x, [c * r, h, w, ch]))
+        return tf.reshape(out, [c, r, *out.shape[1:]])
+
+    def _lstm(self, x, layout: str, kernel, recurrent, bias, return_sequences: bool):
+        """x [C, R, T, F] (or shared [R, T, F]) -> h [C, R, units] (last) or [C, R, T, units]
+        (Keras LSTMCell)."""
+        tf = self.tf
+        c = self.spec.chunk
+        if layout == "shared":
+            xw = tf.einsum("rtf,cfg->crtg", x, kernel)
+        else:
+            xw = tf.einsum("crtf,cfg->crtg", self._stacked(x, layout), kernel)
+        r, steps = xw.shape[1], xw.shape[2]
+        units = recurrent.shape[1]
+        h = tf.zeros([c, r, units], tf.float32)
+        cell = tf.zeros([c, r, units], tf.float32)
+        outputs = []
+        for t in range(steps):
+            z = (xw[:, :, t] + tf.einsum("cru,cug->crg", h, recurrent)) + bias[:, None, :]
+            i, f, g, o = tf.split(z, 4, axis=-1)
+            cell = tf.sigmoid(f) * cell + tf.sigmoid(i) * tf.tanh(g)
+            h = tf.sigmoid(o) * tf.tanh(cell)
+            outputs.append(h)
+        return tf.stack(outputs, axis=2) if return_sequences else h
+
+    # -- task --------------------------------------------------------------------------------
+    def _data_sums(self, logits, y, mask=None):
+        """Per-model data loss and metric, each summed over the rows (those of `mask` [R] only,
+        if given): [C], [C]."""
+        tf = self.tf
+        if y.shape.rank == 2:
+            y = tf.broadcast_to(y[None], [self.spec.chunk, *y.shape])
+        loss_rows, metric_rows = self._data_rows(logits, y)
+        if mask is not None:
+            loss_rows, metric_rows = loss_rows * mask, metric_rows * mask
+        return tf.reduce_sum(loss_rows, axis=1), tf.reduce_sum(metric_rows, axis=1)
+
+    def _data_rows(self, logits, y):
+        """Per-row data loss and metric, each [C, R] (tasks.py: the task's loss from the
+        output layer's pre-activation values; accuracy, or the row's mean absolute error)."""
+        tf = self.tf
+        task = self.spec.task
+        if task is Task.multiclass:
+            labels = tf.cast(y[:, :, 0], tf.int32)
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            return loss, tf.cast(tf.equal(pred, labels), tf.float32)
+        if task is Task.binary:
+            loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)[:, :, 0]
+            pred = tf.cast(tf.sigmoid(logits) > 0.5, tf.float32)  # BinaryAccuracy
+            return loss, tf.cast(tf.equal(pred, y), tf.float32)[:, :, 0]
+        diff = y - logits  # regression [C, R, 1], reconstruction [C, R, features]
+        return tf.reduce_mean(tf.square(diff), axis=-1), tf.reduce_mean(tf.abs(diff), axis=-1)
+
+    def _outputs(self, logits):
+        tf = self.tf
+        activation = spec(self.spec.task).output_activation
+        if activation == "sigmoid":
+            return tf.sigmoid(logits)
+        if activation == "softmax":
+            return tf.nn.softmax(logits, axis=-1)
+        return logits
+
+
+def _out_size(size: int, window: int, stride: int, padding: str) -> int:
+    return -(-size // stride) if padding == "same" else (size - window) // stride + 1
+
+
+def _activation(z, name: str | None):
+    tf = tensorflow()
+    if name == "relu":
+        return tf.nn.relu(z)
+    if name == "tanh":
+        return tf.tanh(z)
+    if name == "sigmoid":
+        return tf.sigmoid(z)
+    if name == "elu":
+        return tf.nn.elu(z)
+    if name == "softmax":
+        return tf.nn.softmax(z, axis=-1)
+    return z  # linear
+
+
+def _term(factor, total):
+    """factor * total, exactly 0 where factor is 0 (even if total overflowed: 0 * inf = NaN
+    would poison a model that does not use this penalty)."""
+    tf = tensorflow()
+    return tf.where(factor != 0.0, factor * total, 0.0)
+
+
+def _dropout(a, rate: float, key):
+    """Keras's Dropout in training: a / (1 - rate) where a uniform draw >= rate, else 0.
+
+    The draw of element e (row-major index within the model's batch) is the top 24 bits of
+    splitmix64(key + (e + 1) * gamma) / 2**24: a counter-based hash, per model (key: uint64 [C]).
+    """
+    tf = tensorflow()
+    c = a.shape[0]
+    size = math.prod(a.shape[1:])
+    index = tf.range(1, size + 1, dtype=tf.int64)
+    gamma = tf.constant(SPLITMIX_GAMMA, tf.uint64)
+    hashes = splitmix64(key[:, None] + tf.bitcast(index, tf.uint64)[None, :] * gamma)
+    top = tf.cast(tf.bitwise.right_shift(hashes, tf.constant(40, tf.uint64)), tf.float32)
+    keep = tf.reshape(top * np.float32(2.0**-24) >= np.float32(rate), [c, *a.shape[1:]])
+    return tf.where(keep, a * np.float32(1.0 / (1.0 - rate)), 0.0)

@@ -1,0 +1,247 @@
+"""The figures of a sweep folder, drawn from its summary rows (report/sweep_tables.py).
+
+sweep.png: the main metric against the swept strength (log axis) or the first swept key
+(categorical axis), one line per combination of the other swept values, error bars = 95% CI, the
+baseline as a horizontal band. sparsity.png: mean activation and zero fraction the same way.
+reconstructions.png (reconstruction sweeps): the originals, each cell's reconstructions and code
+histogram (samples.py).
+
+Every file is written atomically; matplotlib is imported only here, inside functions.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from actreg_cli.report.sweep_tables import main_metric, metric_label, study_line, swept_keys
+from actreg_cli.study.files import save_figure
+from actreg_cli.study.sweep.grid import BASELINE_LABEL, Cell, format_value
+
+if TYPE_CHECKING:
+    from actreg_cli.study.sweep.run import SweepOutcome
+
+
+def strength_key(keys: Sequence[str], cells: Sequence[Cell]) -> str | None:
+    """The first swept key that is a regularizer strength with numeric values, if any."""
+    for key in keys:
+        if key.split(".")[-1] != "strength":
+            continue
+        values = [c.values[key] for c in cells if key in c.values]
+        if values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return key
+    return None
+
+
+def short_names(keys: Sequence[str]) -> dict[str, str]:
+    """`regularizers.0.placement` -> `placement`, unless two keys would end the same."""
+    # A list index alone ("regularizers.0" -> "0") names nothing: keep the key whole.
+    last = [k if k.split(".")[-1].isdigit() else k.split(".")[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
+
+
+def _line_groups(
+    cells: Sequence[Cell], x_key: str, keys: Sequence[str]
+) -> list[tuple[str, list[Cell]]]:
+    """Non-baseline cells grouped by their values of every swept key but `x_key`."""
+    others = [k for k in keys if k != x_key]
+    names = short_names(keys)
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        if cell.baseline:
+            continue
+        label = ", ".join(f"{names[k]}={format_value(cell.values[k])}" for k in others)
+        groups.setdefault(label or "all cells", []).append(cell)
+    return list(groups.items())
+
+
+def _error_bars(
+    rows: Sequence[dict[str, Any]], metric: str
+) -> tuple[list[float], list[list[float]]]:
+    """Means and [below, above] error bar lengths (0 where the CI is undefined)."""
+    means, below, above = [], [], []
+    for row in rows:
+        mean, lo, hi = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+        means.append(mean)
+        below.append(mean - lo if math.isfinite(lo) and math.isfinite(mean) else 0.0)
+        above.append(hi - mean if math.isfinite(hi) and math.isfinite(mean) else 0.0)
+    return means, [below, above]
+
+
+def _draw_metric(
+    ax: Any,
+    outcome: SweepOutcome,
+    rows_by_id: dict[str, dict[str, Any]],
+    metric: str,
+    x_key: str,
+    categorical: list[Any] | None,
+) -> None:
+    """One metric against x_key on `ax`: a line with CI error bars per group, baseline bands."""
+    keys = swept_keys(outcome)
+    groups = _line_groups(outcome.cells, x_key, keys)
+    names = short_names(keys)
+    colors = [f"C{i % 10}" for i in range(len(groups))]
+    # Small horizontal offsets keep error bars of different lines at the same x apart.
+    spread = len(groups) - 1
+    lost = [c for _, cs in groups for c in cs if rows_by_id[c.id]["n"] == 0]
+    lost = [c for c in lost if rows_by_id[c.id]["n_diverged"] > 0]
+    if lost:
+        # Cells whose every repeat diverged have no mean: mark them at the bottom, in red.
+        xs = [
+            c.values[x_key] if categorical is None else categorical.index(c.values[x_key])
+            for c in lost
+        ]
+        ax.scatter(
+            xs,
+            [0.03] * len(xs),
+            marker="x",
+            s=60,
+            color="tab:red",
+            transform=ax.get_xaxis_transform(),
+            label="every repeat diverged",
+            zorder=5,
+        )
+        # A blended transform does not widen the x limits by itself.
+        ax.dataLim.update_from_data_xy(
+            [(x, 0.0) for x in xs], ignore=False, updatex=True, updatey=False
+        )
+        ax.autoscale_view()
+    for k, (label, cells) in enumerate(groups):
+        cells = [c for c in cells if rows_by_id[c.id]["n"] > 0]
+        if not cells:
+            continue
+        offset = k - spread / 2
+        if categorical is None:
+            cells.sort(key=lambda c: c.values[x_key])
+            xs = [c.values[x_key] * 10 ** (0.02 * offset) for c in cells]
+        else:
+            xs = [categorical.index(c.values[x_key]) + 0.05 * offset for c in cells]
+        means, yerr = _error_bars([rows_by_id[c.id] for c in cells], metric)
+        ax.errorbar(xs, means, yerr=yerr, marker="o", ms=4, capsize=3, color=colors[k], label=label)
+    styles = ["--", ":", "-.", (0, (5, 1))]
+    # A baseline per value of an outer key (e.g. one per dropout rate) takes the colour of the
+    # line it is the baseline of.
+    group_colors = {label: colors[k] for k, (label, _) in enumerate(groups)}
+    for k, cell in enumerate(c for c in outcome.cells if c.baseline):
+        row = rows_by_id[cell.id]
+        mean, lo, hi = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+        if not math.isfinite(mean):
+            continue
+        extra = ", ".join(f"{names[key]}={format_value(v)}" for key, v in cell.values.items())
+        label = BASELINE_LABEL + (f", {extra}" if extra else "") + ", band: 95% CI"
+        color = group_colors.get(extra, "0.35")
+        if math.isfinite(lo) and math.isfinite(hi):
+            ax.axhspan(lo, hi, color="0.5" if color == "0.35" else color, alpha=0.14, lw=0)
+        ax.axhline(mean, color=color, ls=styles[k % len(styles)], lw=1.2, label=label)
+    if categorical is None:
+        positive = [c.values[x_key] for c in outcome.cells if c.values.get(x_key, 0) > 0]
+        if any(c.values.get(x_key, 1) <= 0 for c in outcome.cells if not c.baseline) and positive:
+            ax.set_xscale("symlog", linthresh=min(positive))  # a strength of 0 has no log
+        elif positive:
+            ax.set_xscale("log")
+    else:
+        ax.set_xticks(range(len(categorical)), [format_value(v) for v in categorical])
+        ax.set_xlim(-0.5, len(categorical) - 0.5)
+    ax.set_xlabel(x_key)
+    ax.grid(True, alpha=0.3)
+
+
+def _x_axis(outcome: SweepOutcome) -> tuple[str, list[Any] | None]:
+    """(x key, None for a numeric strength axis or the category values in grid order)."""
+    keys = swept_keys(outcome)
+    key = strength_key(keys, outcome.cells)
+    if key is not None:
+        return key, None
+    key = keys[0]
+    values = []
+    for cell in outcome.cells:
+        if key in cell.values and cell.values[key] not in values:
+            values.append(cell.values[key])
+    return key, values
+
+
+def plot_sweep(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    rows_by_id = {row["cell"]: row for row in summary}
+    x_key, categorical = _x_axis(outcome)
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot()
+    main = main_metric(outcome).main_metric
+    _draw_metric(ax, outcome, rows_by_id, main, x_key, categorical)
+    ax.set_ylabel(f"{metric_label(main)} (mean, 95% CI)")
+    repeats = outcome.plan.sweep.base.training.repeats
+    ax.set_title(
+        f"{outcome.plan.sweep.name}: {metric_label(main)}, {repeats} repeats per cell\n"
+        + "\n".join(textwrap.wrap(study_line(outcome), 100)),
+        fontsize=9,
+    )
+    ax.legend(fontsize=8, loc="best")
+    return save_figure(path, fig)
+
+
+def plot_sparsity(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    rows_by_id = {row["cell"]: row for row in summary}
+    x_key, categorical = _x_axis(outcome)
+    fig = Figure(figsize=(12, 4.6))
+    ax_mean, ax_zero = fig.subplots(1, 2)
+    _draw_metric(ax_mean, outcome, rows_by_id, "mean_activation", x_key, categorical)
+    ax_mean.set_ylabel("mean activation (test set, mean, 95% CI)")
+    _draw_metric(ax_zero, outcome, rows_by_id, "zero_fraction", x_key, categorical)
+    ax_zero.set_ylabel("fraction of activations exactly 0")
+    layer = outcome.plan.sweep.base.probe_name
+    fig.suptitle(
+        f"{outcome.plan.sweep.name}: activations of {layer}\n{study_line(outcome)}",
+        fontsize=10,
+    )
+    ax_zero.legend(fontsize=8, loc="best")
+    return save_figure(path, fig)
+
+
+def plot_reconstructions(outcome: SweepOutcome, path: Path) -> Path | None:
+    """A reconstruction sweep's cells side by side (samples.reconstructions_figure): the
+    originals, then per cell repeat 0's reconstructions and its code histogram pooled over
+    repeats. None (and no file) when no stored cell has samples."""
+    from actreg_cli.report.reconstructions import reconstructions_figure
+    from actreg_cli.study.sweep.store import CellStore
+
+    store = CellStore(outcome.store_folder, outcome.plan.task)
+    found = {
+        cell.id: store.load_samples(outcome.plan.hashes[cell.id])
+        for cell in outcome.cells
+        if cell.id in outcome.records
+    }
+    found = {cell_id: s for cell_id, s in found.items() if s is not None}
+    if not found:
+        path.unlink(missing_ok=True)  # a stale figure from an earlier report must not stay
+        return None
+    first = next(iter(found.values()))
+    rows = []
+    for cell in outcome.cells:
+        samples = found.get(cell.id)
+        if samples is None:
+            rows.append((cell.id, None, None, f"{cell.id}: no samples"))
+            continue
+        short = short_names(list(cell.values))
+        title = ", ".join(f"{short[k]}={format_value(v)}" for k, v in cell.values.items())
+        if cell.baseline:
+            title = ", ".join([BASELINE_LABEL, *([title] if title else [])])
+        if not np.array_equal(samples.originals, first.originals):
+            title += " (other test samples: its data differ)"  # e.g. a swept data key
+        rows.append((cell.id, samples.outputs[0], samples.probe, f"{cell.id}: {title}"))
+    fig = reconstructions_figure(
+        first.originals,
+        rows,
+        first.input_shape,
+        f"{outcome.plan.sweep.name}: reconstructions of the first test samples (repeat 0)\n"
+        + "\n".join(textwrap.wrap(study_line(outcome), 100)),
+        outcome.plan.sweep.base.probe_name,
+    )
+    return save_figure(path, fig)

@@ -1,0 +1,293 @@
+"""The tables of a sweep folder, made from its stored cells, and the verdicts drawn from them.
+
+The main metric is the task's (tasks.py): test accuracy for classification (higher is better),
+test MSE for regression (lower is better); "better than the baseline" follows its direction.
+
+results.csv: one row per cell and repeat (`results_rows`, `results_columns`). summary.csv: one
+row per cell (`summary_rows`, `summary_columns`: mean, std, 95% CI of the main metric; difference
+from the baseline with a Welch and a paired 95% CI, Holm-corrected verdict). `best_cell`,
+`is_better` and `baseline_note` are what report/sweep.py says of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from actreg_cli.stats import describe, difference, holm, is_degenerate, paired_difference
+from actreg_cli.study.sweep.grid import Cell, baseline_for, baseline_keys, format_value
+from actreg_cli.tasks import Task, TaskSpec, result_fields, spec
+
+if TYPE_CHECKING:
+    from actreg_cli.study.sweep.run import SweepOutcome
+
+CONFIDENCE = 0.95
+
+
+def main_metric(outcome: SweepOutcome) -> TaskSpec:
+    """The task's spec: `.main_metric` (e.g. test_accuracy) and `.higher_is_better`."""
+    return spec(outcome.plan.task)
+
+
+def train_metric(metric: str) -> str:
+    """test_accuracy -> train_accuracy: the same metric on the training rows."""
+    return "train_" + metric.removeprefix("test_")
+
+
+def metric_label(metric: str) -> str:
+    """test_accuracy -> 'test accuracy', test_mse -> 'test MSE'."""
+    split, _, name = metric.partition("_")
+    return f"{split} {name if name == 'accuracy' else name.upper()}"
+
+
+def result_columns_after_values(task: Task) -> tuple[str, ...]:
+    return ("repeat", "seed", *result_fields(task), "diverged")
+
+
+def summary_stat_columns(task: Task) -> tuple[str, ...]:
+    """summary.csv's statistics; MAIN stands for the task's main metric (test_accuracy or
+    test_mse), TRAIN for the same on the training rows."""
+    main = spec(task).main_metric
+    return tuple(
+        c.replace("MAIN", main).replace("TRAIN", train_metric(main)) for c in _SUMMARY_STAT_TEMPLATE
+    )
+
+
+_SUMMARY_STAT_TEMPLATE = (
+    "n",
+    "n_diverged",
+    "MAIN_mean",
+    "MAIN_std",
+    "MAIN_ci_low",
+    "MAIN_ci_high",
+    "TRAIN_mean",
+    "TRAIN_std",
+    "mean_activation_mean",
+    "mean_activation_std",
+    "mean_activation_ci_low",
+    "mean_activation_ci_high",
+    "zero_fraction_mean",
+    "zero_fraction_std",
+    "zero_fraction_ci_low",
+    "zero_fraction_ci_high",
+    "baseline_cell",
+    "diff_vs_baseline",
+    "diff_ci_low",
+    "diff_ci_high",
+    "paired_diff_ci_low",
+    "paired_diff_ci_high",
+    "n_pairs",
+    "p_paired",
+    "p_holm",
+    "diff_clear",
+)
+#: A cell is called better or worse than its baseline only from at least this many paired
+#: repeats, and only when its Holm-adjusted paired p-value is below 1 - CONFIDENCE.
+MIN_PAIRS_FOR_VERDICT = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def swept_keys(outcome: SweepOutcome) -> list[str]:
+    return list(outcome.plan.sweep.grid)
+
+
+def _value_cells(cell: Cell, keys: Sequence[str]) -> dict[str, Any]:
+    """The cell's swept values by key; a baseline cell has none for the regularizer keys."""
+    return {key: cell.values.get(key) for key in keys}
+
+
+def results_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
+    """One row per (cell, repeat) that has results, in grid order (baseline cells first)."""
+    keys = swept_keys(outcome)
+    rows = []
+    for cell in outcome.cells:
+        record = outcome.records.get(cell.id)
+        if record is None:
+            continue
+        for run in record.runs:
+            row: dict[str, Any] = {"cell": cell.id, "baseline": cell.baseline}
+            row.update(_value_cells(cell, keys))
+            columns = result_columns_after_values(outcome.plan.task)
+            row.update({name: run.get(name, float("nan")) for name in columns})
+            rows.append(row)
+    return rows
+
+
+def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
+    """One row per cell: status, swept values and summary_stat_columns (NaN where not defined).
+
+    n counts the finite (not diverged) repeats. The difference is mean(main metric of the cell)
+    minus mean(main metric of its baseline cell), with a Welch 95% CI and a paired 95% CI (repeat
+    r of both shares its seed); whether a positive difference is better depends on the metric's
+    direction (`main_metric`). `diff_clear` (the cell is better or worse than its baseline) is
+    true when the paired t-test's p-value, Holm-adjusted over all the sweep's comparisons, is
+    below 0.05, from at least MIN_PAIRS_FOR_VERDICT pairs and a non-degenerate interval.
+    """
+    keys = swept_keys(outcome)
+    nan = float("nan")
+    main = main_metric(outcome).main_metric
+    train_main = train_metric(main)
+    rows = []
+    for cell in outcome.cells:
+        record = outcome.records.get(cell.id)
+        row: dict[str, Any] = {
+            "cell": cell.id,
+            "baseline": cell.baseline,
+            "status": "done" if record is not None else "failed",
+        }
+        row.update(_value_cells(cell, keys))
+        stats = {name: nan for name in summary_stat_columns(outcome.plan.task)}
+        stats.update(n=0, n_diverged=0, baseline_cell=None, diff_clear=None)
+        if record is not None:
+            test = describe(record.metric(main), CONFIDENCE)
+            train = describe(record.metric(train_main), CONFIDENCE)
+            stats.update(
+                {
+                    "n": test["n"],
+                    "n_diverged": record.n_diverged,
+                    f"{main}_mean": test["mean"],
+                    f"{main}_std": test["std"],
+                    f"{main}_ci_low": test["ci_low"],
+                    f"{main}_ci_high": test["ci_high"],
+                    f"{train_main}_mean": train["mean"],
+                    f"{train_main}_std": train["std"],
+                }
+            )
+            for metric in ("mean_activation", "zero_fraction"):
+                d = describe(record.metric(metric), CONFIDENCE)
+                stats.update(
+                    {
+                        f"{metric}_mean": d["mean"],
+                        f"{metric}_std": d["std"],
+                        f"{metric}_ci_low": d["ci_low"],
+                        f"{metric}_ci_high": d["ci_high"],
+                    }
+                )
+            base = None if cell.baseline else baseline_for(cell, outcome.cells)
+            base_record = outcome.records.get(base.id) if base is not None else None
+            if base is not None and base_record is not None:
+                mine, theirs = record.metric(main), base_record.metric(main)
+                diff = difference(mine, theirs, CONFIDENCE)
+                # Repeat r of a cell and of its baseline share the model seed (and, with
+                # data.resample, the split): a paired design.
+                paired = (
+                    paired_difference(mine, theirs, CONFIDENCE)
+                    if len(mine) == len(theirs)
+                    else {"ci_low": nan, "ci_high": nan, "p": nan, "n": 0}
+                )
+                stats.update(
+                    baseline_cell=base.id,
+                    diff_vs_baseline=diff["diff"],
+                    diff_ci_low=diff["ci_low"],
+                    diff_ci_high=diff["ci_high"],
+                    paired_diff_ci_low=paired["ci_low"],
+                    paired_diff_ci_high=paired["ci_high"],
+                    n_pairs=paired["n"],
+                    p_paired=paired["p"],
+                    diff_clear=False,
+                )
+                if is_degenerate(paired) or paired["n"] < MIN_PAIRS_FOR_VERDICT:
+                    stats["p_paired"] = nan  # no verdict: too few pairs or no spread at all
+        row.update(stats)
+        rows.append(row)
+    # Holm over every comparison with the baseline: calling any cell better or worse is then
+    # wrong with probability below 1 - CONFIDENCE, however many cells the grid has.
+    compared = [row for row in rows if row["baseline_cell"]]
+    for row, adjusted in zip(compared, holm([r["p_paired"] for r in compared]), strict=True):
+        row["p_holm"] = adjusted
+        row["diff_clear"] = bool(math.isfinite(adjusted) and adjusted < 1 - CONFIDENCE)
+    return rows
+
+
+def results_columns(outcome: SweepOutcome) -> list[str]:
+    return [
+        "cell",
+        "baseline",
+        *swept_keys(outcome),
+        *result_columns_after_values(outcome.plan.task),
+    ]
+
+
+def summary_columns(outcome: SweepOutcome) -> list[str]:
+    return [
+        "cell",
+        "baseline",
+        "status",
+        *swept_keys(outcome),
+        *summary_stat_columns(outcome.plan.task),
+    ]
+
+
+def _values(items: Sequence[Any]) -> str:
+    distinct = list(dict.fromkeys(items))
+    return ", ".join(format_value(v) for v in distinct) if distinct else "none"
+
+
+def study_facts(outcome: SweepOutcome) -> dict[str, str]:
+    """The values that define this study, over all its cells: activity reduction(s), epochs,
+    repeats, seed, engine (asked for -> used), and the overrides it was run with."""
+    from actreg_cli.config import Target
+
+    plan = outcome.plan
+    configs = [c.config for c in plan.cells]
+    reductions = [
+        reg.reduction.value
+        for config in configs
+        for _, reg in config.all_regularizers
+        if reg.target is Target.activity
+    ]
+    used = sorted(set(plan.engines.values()))
+    return {
+        "reduction": _values(reductions) if reductions else "none (no activity penalty)",
+        "epochs": _values([c.training.epochs for c in configs]),
+        "repeats": _values([c.training.repeats for c in configs]),
+        "seed": _values([c.training.seed for c in configs]),
+        "engine": f"{plan.engine_requested} -> "
+        + ", ".join(f"{name} ({plan.backends.get(name, '?')})" for name in used),
+        "overrides": " ".join(plan.overrides) if plan.overrides else "none",
+    }
+
+
+def study_line(outcome: SweepOutcome) -> str:
+    """One line stating the study: 'reduction batch_sum; epochs 4000; ...; overrides none'."""
+    return "; ".join(f"{key} {value}" for key, value in study_facts(outcome).items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts
+
+
+def best_cell(summary: Sequence[dict[str, Any]], task: Task = Task.binary) -> dict[str, Any] | None:
+    """The row with the best mean main metric (highest accuracy, lowest MSE; the first such in
+    grid order)."""
+    main, higher = spec(task).main_metric, spec(task).higher_is_better
+    rows = [r for r in summary if r["n"] > 0 and math.isfinite(r[f"{main}_mean"])]
+    if not rows:
+        return None
+    sign = 1.0 if higher else -1.0
+    return max(rows, key=lambda r: sign * r[f"{main}_mean"])
+
+
+def is_better(diff: float, task: Task) -> bool:
+    """Whether a cell-minus-baseline difference of the main metric is an improvement."""
+    return diff > 0 if spec(task).higher_is_better else diff < 0
+
+
+def baseline_note(cells: Sequence[Cell]) -> str:
+    """When a sweep has one baseline per value of a non-penalty key (e.g. model.dropout), a
+    sentence saying so; else ''."""
+    keys = baseline_keys(cells)
+    n = sum(c.baseline for c in cells)
+    if not keys or n < 2:
+        return ""
+    named = ", ".join(f"`{k}`" for k in keys)
+    return (
+        f"This sweep has {n} baseline cells, one per value of {named}: each cell is compared "
+        f"with the baseline of its own {named}, so its difference is what the penalty adds on "
+        f"top of that setting. The effect of {named} alone is the difference between the "
+        "baseline cells (rows `baseline-*` below)."
+    )

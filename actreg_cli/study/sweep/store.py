@@ -1,0 +1,190 @@
+"""The store of finished cells, shared by every study of a sweep: runs/<sweep name>/cells/.
+
+Each cell is keyed by `cell_hash` (what determines its results) and stored as <hash>.json, with
+<hash>.history.npy and, where the engine kept them, <hash>.samples.npz; the JSON file is written
+last, so a cell whose JSON file is there is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actreg_cli.config import ExperimentConfig
+from actreg_cli.engines.base import TrainResult
+from actreg_cli.study.files import json_float, write_json, write_npy
+from actreg_cli.study.samples import Samples, kept_samples, load_samples, save_samples
+from actreg_cli.study.sweep.grid import Cell, canonical, hashed_config
+from actreg_cli.tasks import Task, history_columns, result_fields
+from actreg_cli.weights import repeat_seeds
+
+#: Bump when the stored cell format or what a hash covers changes: old cells are then recomputed.
+STORE_VERSION = 3  # 2: huge-but-finite losses count as diverged (engines.base.has_diverged);
+# 3: a reconstruction cell keeps its output and code samples (<hash>.samples.npz) where the
+# engine has them
+
+
+def cell_hash(config: ExperimentConfig, engine: str) -> str:
+    """sha256 (hex) of what determines a cell's results: the resolved config (epochs, seed and
+    repeats included; name and description left out), its model seeds, the concrete engine and
+    its backend (keras on TensorFlow and on JAX store apart)."""
+    from actreg_cli.engines import engine_backend
+
+    payload = {
+        "store_version": STORE_VERSION,
+        "config": hashed_config(config),
+        "seeds": repeat_seeds(config.training.seed, config.training.repeats),
+        "engine": engine,
+        "backend": engine_backend(engine),
+    }
+    return hashlib.sha256(canonical(payload).encode("ascii")).hexdigest()
+
+
+@dataclass
+class CellRecord:
+    """Stored results of one cell: a dict per repeat (repeat, seed, the task's result fields
+    (tasks.result_fields), diverged)."""
+
+    hash: str
+    engine: str
+    config: dict[str, Any]
+    values: dict[str, Any]
+    runs: list[dict[str, Any]]
+
+    def metric(self, name: str) -> list[float]:
+        """One value per repeat (NaN where a run diverged, for the task's metrics)."""
+        return [float(run[name]) for run in self.runs]
+
+    @property
+    def n_diverged(self) -> int:
+        return sum(bool(run["diverged"]) for run in self.runs)
+
+
+def _stored_run(run: dict[str, Any], task: Task) -> dict[str, Any]:
+    """One stored repeat, checked: every result field of the task (tasks.result_fields; null ->
+    NaN) and `diverged`."""
+    checked = {"repeat": int(run["repeat"]), "seed": int(run["seed"])}
+    checked.update({name: json_float(run[name]) for name in result_fields(task)})
+    checked["diverged"] = bool(run["diverged"])
+    return checked
+
+
+class CellStore:
+    """cells/<hash>.json per finished cell, written atomically after its history (.history.npy)."""
+
+    def __init__(self, sweep_dir: Path, task: Task = Task.binary):
+        self.folder = Path(sweep_dir) / "cells"
+        self.damaged: list[str] = []  # one line per damaged file met by `load`
+        self.task = task  # which result fields and history columns a record holds
+
+    def json_path(self, digest: str) -> Path:
+        return self.folder / f"{digest}.json"
+
+    def history_path(self, digest: str) -> Path:
+        return self.folder / f"{digest}.history.npy"
+
+    def samples_path(self, digest: str) -> Path:
+        return self.folder / f"{digest}.samples.npz"
+
+    def load_samples(self, digest: str) -> Samples | None:
+        """The cell's output and activation samples (samples.Samples), or None when its
+        engine kept none."""
+        return load_samples(self.samples_path(digest))
+
+    def load(self, digest: str, repeats: int) -> CellRecord | None:
+        """The stored record, or None if absent or not a complete record of `repeats` runs.
+
+        A file that is there but damaged (unreadable JSON, a missing metric, a wrong number of
+        runs) also gives None, so the cell is recomputed; why is added to `self.damaged` with
+        the file's path, for the caller to print.
+        """
+        path = self.json_path(digest)
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            record = CellRecord(
+                hash=data["hash"],
+                engine=data["engine"],
+                config=data["config"],
+                values=data["values"],
+                runs=[_stored_run(run, self.task) for run in data["runs"]],
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            self.damaged.append(f"{path}: damaged stored cell ({why}); recomputing it")
+            return None
+        if record.hash != digest or len(record.runs) != repeats:
+            self.damaged.append(
+                f"{path}: damaged stored cell (hash or number of runs does not match: "
+                f"{len(record.runs)} runs for {repeats} repeats); recomputing it"
+            )
+            return None
+        return record
+
+    def load_history(self, digest: str) -> np.ndarray:
+        """float64 [repeats, epochs, 4], columns tasks.history_columns(task)."""
+        return np.load(self.history_path(digest))
+
+    def save(
+        self, cell: Cell, digest: str, engine: str, results: Sequence[TrainResult]
+    ) -> CellRecord:
+        runs = []
+        for repeat, (seed, result) in enumerate(zip(cell.seeds, results, strict=True)):
+            run: dict[str, Any] = {"repeat": repeat, "seed": seed}
+            run.update(result.values(self.task))
+            run["diverged"] = bool(result.diverged)
+            runs.append(run)
+        record = CellRecord(
+            hash=digest,
+            engine=engine,
+            config=cell.config.resolved(),
+            values=cell.values,
+            runs=runs,
+        )
+        history = np.stack([np.asarray(r.history, dtype=np.float64) for r in results])
+
+        # History and samples first: a JSON file present means the whole cell is.
+        write_npy(self.history_path(digest), history)
+        samples = cell_samples(cell, results)
+        if samples is not None:
+            save_samples(self.samples_path(digest), samples)
+        write_json(
+            self.json_path(digest),
+            {
+                "store_version": STORE_VERSION,
+                "hash": digest,
+                "engine": engine,
+                "task": self.task.value,
+                "history_columns": list(history_columns(self.task)),
+                "values": record.values,
+                "config": record.config,
+                "runs": runs,
+            },
+        )
+        return record
+
+
+def cell_samples(cell: Cell, results: Sequence[TrainResult]) -> Samples | None:
+    """What the store keeps of a cell's samples (samples.kept_samples), with repeat 0's test
+    inputs."""
+    from actreg_cli.data import job_dataset
+
+    return kept_samples(results, job_dataset(cell.config, cell.seeds[0]))
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporary files (`.name.xxxx.tmp`) of writes cut short by a killed run.
+
+    They are never read (study/files.py's atomic_write renames only a complete file into
+    place); this only keeps a resumed sweep folder tidy.
+    """
+    for pattern in (".*.tmp", "cells/.*.tmp"):
+        for path in folder.glob(pattern):
+            path.unlink(missing_ok=True)
