@@ -1,7 +1,7 @@
 """The task a network solves: the one place that knows its output layer, loss and metrics.
 
-Both engines (the Keras layers and losses; the fused engine's hand-written equivalents), the
-reporter and the sweep report consult this module; nothing else decides what a task means.
+The engines (Keras's layers and losses; the fused and cpu engines' own equivalents) and the
+run, sweep and tutorial reports consult this module; nothing else decides what a task means.
 
   binary      Dense(1, sigmoid), binary_crossentropy, accuracy (threshold 0.5)
   multiclass  Dense(K, softmax), sparse_categorical_crossentropy (integer labels 0..K-1),

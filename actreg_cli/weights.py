@@ -89,7 +89,7 @@ def shuffle_seed(model_seed: int) -> int:
 
 
 def dropout_seed(model_seed: int) -> int:
-    """Seed of one model's dropout masks (derived, never shared; see engines/fused_layers.py)."""
+    """Seed of one model's dropout masks (derived, never shared; see engines/fused/layers.py)."""
     return int(np.random.SeedSequence([model_seed, 2]).generate_state(1)[0] >> 1)
 
 

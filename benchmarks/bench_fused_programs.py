@@ -75,7 +75,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     ratios = {}
     for name, (data, models, epochs, quick) in SHAPES.items():
-        data = {**data, "training": {**data.get("training", {}), "epochs": quick if args.quick else epochs}}
+        data = {
+            **data,
+            "training": {**data.get("training", {}), "epochs": quick if args.quick else epochs},
+        }
         config = ExperimentConfig.model_validate(data)
         jobs = [TrainJob(config, seed) for seed in repeat_seeds(0, models)]
         programs = {

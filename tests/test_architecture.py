@@ -50,7 +50,9 @@ def imports(name: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                up = name.split(".")[: len(name.split(".")) - node.level + (path.name == "__init__.py")]
+                up = name.split(".")[
+                    : len(name.split(".")) - node.level + (path.name == "__init__.py")
+                ]
                 base = ".".join([*up, base] if base else up)
             targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
         for target in targets:
@@ -162,7 +164,9 @@ def test_only_the_store_writes_files():
             if called in WRITING_CALLS:
                 wrong.append(f"{name}:{node.lineno} {called}()")
             if called == "open" and any(
-                isinstance(arg, ast.Constant) and isinstance(arg.value, str) and set(arg.value) & set("wax+")
+                isinstance(arg, ast.Constant)
+                and isinstance(arg.value, str)
+                and set(arg.value) & set("wax+")
                 for arg in [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "mode")]
             ):
                 wrong.append(f"{name}:{node.lineno} open(..., write)")
@@ -183,7 +187,9 @@ def test_no_private_name_imported_across_modules():
 
 
 def test_modules_are_small_and_the_root_holds_few():
-    sizes = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in MODULES.items()}
+    sizes = {
+        name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in MODULES.items()
+    }
     assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
     root = [p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__")]
     assert len(root) <= MAX_ROOT_MODULES, root

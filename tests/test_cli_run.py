@@ -194,7 +194,7 @@ def test_failure_during_training_exits_1_and_keeps_config(tmp_path: Path, monkey
     assert not list(run_dir.glob(".*.tmp")), "no temporary files left behind"
 
 
-def test_fused_engine_refuses_a_custom_regularizer_by_name(tmp_path: Path) -> None:
+def test_engines_fused_mlp_refuses_a_custom_regularizer_by_name(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     result = invoke(
         "run", CONFIGS / "circles_custom_log.yaml", "--engine", "fused", "--runs-dir", runs
@@ -397,6 +397,7 @@ def test_run_says_when_the_cpu_engine_compiles_first(
 ) -> None:
     """Before the bar sits at 0 for the first compile, a note says why (only then)."""
     from actreg_cli.engines.cpu import engine as cpu
+
     args = ("run", tiny_config_file, "--engine", "cpu", "--epochs", 2, "--runs-dir", tmp_path)
     monkeypatch.setattr(cpu, "compile_note", lambda: None)
     assert "compiles" not in invoke(*args).output

@@ -4,7 +4,7 @@ numbers the tests check (a wording drift fails here)."""
 from __future__ import annotations
 
 from conftest import REPO
-from test_fused_engine import LOSS_RTOL
+from test_engines_fused_mlp import LOSS_RTOL
 
 
 def readme() -> str:

@@ -1,6 +1,6 @@
 """Experiment and sweep configs: YAML in, one validated pydantic object out.
 
-Everything downstream (data, engines, runner, reporter, sweep) takes an `ExperimentConfig`,
+Everything downstream (data, models, engines, study, report) takes an `ExperimentConfig`,
 never a raw dict. Unknown keys are errors; every error names the file, the field path, the value
 received and what is allowed, and is raised as `ConfigError` (the CLI turns it into exit code 2).
 

@@ -153,7 +153,7 @@ def mark_diverged(result: TrainResult) -> TrainResult:
     return result
 
 
-def _ratio(total, count) -> np.ndarray:
+def ratio(total, count) -> np.ndarray:
     """Keras's Mean metric result: float32 total / float32 count (a true float32 division)."""
     return np.asarray(total, dtype=np.float32) / np.float32(count)
 
@@ -163,10 +163,10 @@ def history_from_totals(rows: np.ndarray, n_train: int, n_test: int) -> np.ndarr
     `result_from_totals`): epoch e's train columns from rows[e], its val_* from rows[e+1]."""
     return np.stack(
         [
-            _ratio(rows[:-1, 0], n_train),
-            _ratio(rows[:-1, 1], n_train),
-            _ratio(rows[1:, 2], n_test),
-            _ratio(rows[1:, 3], n_test),
+            ratio(rows[:-1, 0], n_train),
+            ratio(rows[:-1, 1], n_train),
+            ratio(rows[1:, 2], n_test),
+            ratio(rows[1:, 3], n_test),
         ],
         axis=1,
     ).astype(np.float64)
@@ -200,8 +200,8 @@ def result_from_totals(
     layer = config.probe_layer
     result = TrainResult(
         history=history,
-        train_loss=float(_ratio(rows[-1, 0], n)),
-        test_loss=float(_ratio(rows[-1, 2], m)),
+        train_loss=float(ratio(rows[-1, 0], n)),
+        test_loss=float(ratio(rows[-1, 2], m)),
         mean_activation=float(probe[layer]),
         zero_fraction=float(probe[n_layers + layer]),
         diverged=False,

@@ -269,7 +269,7 @@ class Comparison:
     folders: list[Path]
     differences: list[tuple[str, list[str]]]  # dotted key -> value per run
     metrics: list[tuple[str, list[str]]]  # metric name -> 'mean [CI low, CI high]' per run
-    histories: list[Any]  # per run: float64 [repeats, epochs, 4] (see reporter)
+    histories: list[Any]  # per run: float64 [repeats, epochs, 4] (see study/records.py)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -4,7 +4,7 @@ sweep.png: the main metric against the swept strength (log axis) or the first sw
 (categorical axis), one line per combination of the other swept values, error bars = 95% CI, the
 baseline as a horizontal band. sparsity.png: mean activation and zero fraction the same way.
 reconstructions.png (reconstruction sweeps): the originals, each cell's reconstructions and code
-histogram (samples.py).
+histogram (report/reconstructions.py).
 
 Every file is written atomically; matplotlib is imported only here, inside functions.
 """

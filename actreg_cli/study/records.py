@@ -1,5 +1,5 @@
 """The files a run stores from its training: history.csv (per repeat and epoch) and repeats.csv
-(per repeat), their writers and readers; samples.npz is `samples.py`'s.
+(per repeat), their writers and readers; samples.npz is study/samples.py's.
 
 history.csv holds float32 values with the 9 significant digits that read back exactly as float32,
 so everything made from it later (summary.json, figures) equals what the first write made.

@@ -26,7 +26,7 @@ MIN_CHUNK = 2
 #: between segments. A segment is at most 1/MIN_SEGMENTS of the epochs and about
 #: SEGMENT_WORK activation values (models x units x rows x epochs: ~0.2 s on an idle core of the
 #: 2-core EPYC at 15 us per tutorial model-epoch, ~1 s when the machine is shared). Results are
-#: bit-identical to one segment (tests/test_fused_engine.py); the cost, measured side by side
+#: bit-identical to one segment (tests/test_engines_fused_mlp.py); the cost, measured side by side
 #: by benchmarks/bench_fused_segments.py: ~5% more wall and CPU time for the tutorial study.
 MIN_SEGMENTS = 10
 SEGMENT_WORK = 6e8

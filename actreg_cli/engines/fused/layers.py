@@ -42,7 +42,7 @@ are traced once (half the compile time of a second, smaller copy). Measured by
 benchmarks/bench_layers.py.
 
 Float rounding: XLA sums in other orders than TensorFlow's kernels; per-epoch losses agree with
-the Keras engine to at most 6e-7 relative over 4 epochs in tests/test_fused_layers.py
+the Keras engine to at most 6e-7 relative over 4 epochs in tests/test_engines_fused_layers.py
 (asserted: 1e-5).
 """
 
@@ -64,9 +64,9 @@ from actreg_cli.engines.base import (
     ProgressCallback,
     TrainJob,
     TrainResult,
-    _ratio,
     history_from_totals,
     mark_diverged,
+    ratio,
 )
 from actreg_cli.engines.fused.common import (
     MIN_CHUNK,
@@ -233,8 +233,8 @@ def _result(rows, outputs, probe_stats, probe_sample, spec_: LayersSpec, data: D
     n, m = spec_.n_train, spec_.n_test
     result = TrainResult(
         history=history_from_totals(rows, n, m),
-        train_loss=float(_ratio(rows[-1, 0], n)),
-        test_loss=float(_ratio(rows[-1, 2], m)),
+        train_loss=float(ratio(rows[-1, 0], n)),
+        test_loss=float(ratio(rows[-1, 2], m)),
         mean_activation=float(probe_stats[0]),
         zero_fraction=float(probe_stats[1]),
         diverged=False,

@@ -31,8 +31,8 @@ or shuffling, form separate groups (one compiled program each).
 
 Shuffled minibatches: epoch e of a model visits the training rows in the order
 `weights.epoch_permutation(shuffle_seed(model seed), e, n_train)`, computed inside the loop by
-`epoch_order` (integer hashing and a sort, bit-identical to the numpy definition), the order
-the Keras engine feeds `fit`: both engines train on the same batches.
+`common.epoch_order` (integer hashing and a sort, bit-identical to the numpy definition), the
+order the Keras engine feeds `fit`: both engines train on the same batches.
 
 Float rounding: XLA sums in other orders than TensorFlow's kernels, so losses agree with the
 Keras engine to ~1e-6 relative after one step and drift to ~1e-4 after 100-200 Adam steps;

@@ -6,7 +6,7 @@ The backward pass is written by hand. It follows the gradient TensorFlow registe
 forward op (ReluGrad/TanhGrad/SigmoidGrad/EluGrad from the activation's output, Abs -> sign,
 Square -> 2x, the composite sigmoid_cross_entropy_with_logits, softmax - onehot of the sparse
 softmax cross-entropy kernel, -2 (y - l) of the squared error), so it equals GradientTape to
-float rounding (tests/test_fused_engine.py checks both), in fewer kernels than autodiff's graph.
+float rounding (tests/test_engines_fused_mlp.py checks both), in fewer kernels than autodiff's graph.
 """
 
 from __future__ import annotations

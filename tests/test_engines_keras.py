@@ -124,6 +124,7 @@ def test_fit_sets_each_epoch_before_it_starts(monkeypatch) -> None:
     """`fit` (Keras 3.15) hands the dataset epochs 0, 1, 2, 3 in turn, and a run is reproducible:
     the same seed trains the same way, another seed differently."""
     from actreg_cli.engines.keras import engine as keras_engine
+
     epochs_set: list[int] = []
     make = keras_engine.epoch_shuffled_batches
 

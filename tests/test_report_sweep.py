@@ -1,6 +1,6 @@
 """The files of a sweep folder: their columns, and numbers consistent with results.csv.
 
-Sweeps here are trained by test_sweep.FakeExecutor (no TensorFlow), so every number is known.
+Sweeps here are trained by test_study_sweep.FakeExecutor (no TensorFlow), so every number is known.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import run_and_report
-from test_sweep import FakeExecutor, sweep_config
+from test_study_sweep import FakeExecutor, sweep_config
 
 from actreg_cli.report.sweep_figures import _x_axis
 from actreg_cli.report.sweep_tables import summary_columns

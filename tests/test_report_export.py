@@ -1,4 +1,4 @@
-"""`actreg export mlflow|tensorboard`: what the trackers' own readers get back (actreg_cli/export.py)."""
+"""`actreg export mlflow|tensorboard`: what the trackers' own readers get back (actreg_cli/report/export.py)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_fused_engine import (
+from test_engines_fused_mlp import (
     L1_AFTER,
     L1_BEFORE,
     SEED,
@@ -25,7 +25,7 @@ from test_fused_engine import (
     assert_resample_per_repeat,
     assert_same_training,
 )
-from test_fused_engine import experiment as _experiment
+from test_engines_fused_mlp import experiment as _experiment
 
 from actreg_cli.data import job_dataset
 from actreg_cli.engines import EngineName, select_engine

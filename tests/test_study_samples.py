@@ -1,5 +1,6 @@
-"""samples.py: output and activation samples kept in run folders and sweep cells, and the
-autoencoder's reconstructions figure (originals, reconstructions, code histogram)."""
+"""study/samples.py and report/reconstructions.py: output and activation samples kept in run
+folders and sweep cells, and the autoencoder's reconstructions figure (originals,
+reconstructions, code histogram)."""
 
 from __future__ import annotations
 

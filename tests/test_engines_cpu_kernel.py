@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from numba import njit
-from test_cpu_engine import experiment
+from test_engines_cpu import experiment
 
 from actreg_cli.engines.base import TrainJob
 from actreg_cli.engines.cpu import codes, general_loop, vmath
