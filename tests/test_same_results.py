@@ -4,7 +4,8 @@ epochs by the code of a reference commit and by this tree, write the same files 
 
 The reference is the last commit before the code moved into packages (config/, engines/*/,
 study/, report/); it is taken from this repository's history with `git archive`, so the test
-is skipped in a checkout without that history.
+is skipped in a checkout without that history. It is a `slow` test (`python3 -m pytest -m slow
+tests/test_same_results.py`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def comparable(name: str, content: bytes) -> object:
     return content
 
 
+@pytest.mark.slow  # ~2 minutes: the reference code compiles the cpu engine's loops afresh
 def test_the_tutorial_and_a_sweep_write_the_same_files_as_before_the_move(tmp_path: Path):
     reference = reference_tree(tmp_path / "reference")
     if reference is None:
