@@ -296,7 +296,7 @@ def test_sweep_on_a_bad_csv_exits_2_and_writes_nothing(tmp_path):
     cfg = write_yaml(tmp_path / "bad_sweep.yaml", sweep)
     result = invoke("sweep", cfg, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 2, result.output
-    assert "bad.csv: line 3, target column 'label': empty or missing label" in result.output
+    assert "bad.csv: 1 of 2 rows have a missing value (label: 1); set data.missing" in result.output
     assert not (tmp_path / "runs" / "bad_data").exists()
 
 

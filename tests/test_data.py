@@ -174,9 +174,10 @@ def test_resample_draws_a_new_sample_and_split_per_repeat():
 @pytest.mark.parametrize(
     ("text", "fields", "words"),
     [
-        ("a,b,label\n1,2,x\n3,oops,y\n", {}, ["line 3", "'b'", "'oops' is not a number"]),
-        ("a,b,label\n1,,x\n3,4,y\n", {}, ["line 2", "'b'", "empty cell"]),
-        ("a,b,label\n1,nan,x\n3,4,y\n", {}, ["line 2", "'b'", "finite"]),
+        ("a,b,label\n1,2,x\n3,oops,y\n", {}, ["data row 2", "'b'", "'oops' is not a number"]),
+        ("a,b,label\n1,,x\n3,4,y\n", {}, ["1 of 2 rows have a missing value (b: 1)"]),
+        ("a,b,label\n1,nan,x\n3,4,y\n", {}, ["1 of 2 rows", "set data.missing: drop"]),
+        ("a,b,label\n1,inf,x\n3,4,y\n", {}, ["'b'", "finite"]),
         ("a,b,label\n1,2,x\n3,4,x\n", {}, ["one class only"]),
         (
             "a,b,label\n1,2,0.5\n3,4,1\n5,6,2\n",
@@ -184,8 +185,8 @@ def test_resample_draws_a_new_sample_and_split_per_repeat():
             ["0.5", "cannot be a class"],
         ),
         ("a,b,label\n1,2,x\n", {"target": "nope"}, ["'nope' is not a column", "a, b, label"]),
-        ("a,b,label\n1,2\n", {}, ["line 2 has 2 cells"]),
-        ("a,b,label\n1,2,\n", {}, ["line 2", "empty or missing label"]),
+        ("a,b,label\n1,2\n", {}, ["Expected 3 columns, got 2"]),
+        ("a,b,label\n1,2,\n", {}, ["1 of 1 rows have a missing value (label: 1)"]),
         ("", {}, ["the file is empty"]),
     ],
 )
@@ -234,7 +235,7 @@ def test_cli_bad_csv_exits_2_and_writes_nothing(tmp_path):
     runs = tmp_path / "runs"
     result = CliRunner().invoke(app, ["run", str(cfg), "--runs-dir", str(runs)])
     assert result.exit_code == 2
-    assert str(path.resolve()) in result.output and "line 3" in result.output
+    assert str(path.resolve()) in result.output and "data row 2" in result.output
     assert not runs.exists() or not any(runs.iterdir())
     result = CliRunner().invoke(app, ["validate", str(cfg)])
     assert result.exit_code == 2 and "'zz' is not a number" in result.output

@@ -260,7 +260,7 @@ def test_gradient_equals_autodiff() -> None:
                 x, y, x.copy(), y.copy(), flat[None].copy(),
                 coefficients(cfg)[None].astype(np.float32), np.ones(1, np.float32),
                 units_arr, 1, TASKS["binary"], ACTIVATIONS[activation], OPTIMIZERS["sgd"], 1,
-                12, np.zeros(1, dtype=np.int64), False,
+                12, np.zeros(1, dtype=np.int64), False, np.zeros(1, np.int64),
             )  # fmt: skip
             got = flat - final[0]
             # The same weights in the fused engine's blocks, through its forward and loss.
@@ -516,7 +516,7 @@ def test_multiclass_accuracy_takes_the_first_of_tied_logits() -> None:
     rows, _, outputs, _ = cpu_kernel.train_models(
         x, y, x.copy(), y.copy(), params, np.zeros((1, 1, 12), np.float32),
         np.zeros(1, np.float32), units, 3, TASKS["multiclass"], 0, OPTIMIZERS["sgd"], 1, 9,
-        np.zeros(1, np.int64), False,
+        np.zeros(1, np.int64), False, np.zeros(1, np.int64),
     )  # fmt: skip
     assert rows[0, 0, 1] == rows[0, 1, 3] == 4  # four rows of class 0
     np.testing.assert_allclose(rows[0, 0, 0] / 9, np.log(3.0), rtol=1e-6)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# First: Ctrl-C during the imports below exits 130 with one line, not a traceback.
+from actreg_cli.cli import startup  # isort: skip
+
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -103,3 +106,5 @@ SHORT_HELP = {
 }
 for info in app.registered_commands:
     info.short_help = SHORT_HELP.get(info.name or "", info.short_help)
+
+startup.ready()

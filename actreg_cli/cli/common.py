@@ -106,12 +106,22 @@ RunsDirOpt = Annotated[
 ]
 
 
+def printable(text: str, keep: str = "") -> str:
+    """`text` safe to print: control characters (terminal escape sequences in a received
+    folder's name, newlines) shown as \\x1b-style escapes instead of acting on the terminal;
+    the characters in `keep` (e.g. "\\n") are left as they are."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch in keep else ascii(ch)[1:-1] for ch in text)
+
+
 def fail(lines: list[str], code: int = 2) -> typer.Exit:
     """Print an error (one line per problem) to stderr and return the Exit to raise.
 
-    The lines are plain text, printed as given (never read as rich markup)."""
+    The lines are plain text, printed as given (never read as rich markup; control characters
+    escaped by `printable`)."""
     for line in lines:
-        _print_labelled(Text("error:", style="bold red"), line)
+        _print_labelled(Text("error:", style="bold red"), printable(line, keep="\n"))
     return typer.Exit(code=code)
 
 
@@ -165,6 +175,10 @@ def long_work_errors(what: str, on_interrupt: Callable[[], str]) -> Iterator[Non
     except typer.Exit:
         raise
     except Exception as exc:
+        from actreg_cli.study.executors import caused_by_interrupt
+
+        if caused_by_interrupt(exc):  # Ctrl-C that came out of compiled code as another error
+            raise fail([on_interrupt()], code=130) from None
         raise fail([f"{what} failed: {type(exc).__name__}: {exc}"], code=1) from exc
     finally:
         if main_thread:

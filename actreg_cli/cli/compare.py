@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from actreg_cli.cli.common import print_fitting, user_errors
+from actreg_cli.cli.common import print_fitting, printable, user_errors
 
 
 def compare_command(
@@ -28,11 +28,12 @@ def compare_command(
 
     if len(run_dirs) < 2:
         raise fail(["compare needs two or more run folders"])
+    check_plot_path(plot)
     from actreg_cli.report.index import compare_runs
 
     with user_errors():
         comparison = compare_runs(run_dirs)
-    labels = unique_labels(run_dirs)
+    labels = [printable(label) for label in unique_labels(run_dirs)]  # also the figure's legend
     print_fitting(*(partial(comparison_table, comparison, labels, layout) for layout in LAYOUTS))
     import matplotlib.pyplot as plt
 
@@ -40,9 +41,39 @@ def compare_command(
     from actreg_cli.study.files import save_figure
 
     figure = comparison_figure(comparison, labels)
-    save_figure(plot, figure)
-    plt.close(figure)
+    try:
+        save_figure(plot, figure)
+    except OSError as exc:  # checked above; still a full disk or a race
+        raise fail(
+            [f"--plot {plot}: cannot write the figure: {exc.strerror or exc}"], code=1
+        ) from None
+    finally:
+        plt.close(figure)
     print(plot)
+
+
+#: The figure formats --plot takes (its suffix picks one).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def check_plot_path(plot: Path) -> None:
+    """--plot, before any folder is read: a png, pdf or svg file in a folder this user can
+    write (exit 2 naming the path otherwise)."""
+    from actreg_cli.cli.common import fail, writable_folder
+
+    if plot.is_dir():
+        raise fail([f"--plot {plot}: is a folder; give a file name such as {plot / 'compare.png'}"])
+    if plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise fail(
+            [
+                f"--plot {plot}: the figure's file name must end in "
+                f"{', '.join(PLOT_SUFFIXES)} (got {plot.suffix or 'no suffix'!r})"
+            ]
+        )
+    try:
+        writable_folder(plot.parent)
+    except typer.BadParameter as exc:
+        raise fail([f"--plot {plot}: {exc.message}"]) from None
 
 
 LAYOUTS = ("wide", "lettered", "stacked")  # comparison_table layouts, widest first
@@ -60,7 +91,10 @@ def comparison_table(comparison: Any, labels: list[str], layout: str) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    rows = [*comparison.differences, *comparison.metrics]
+    # folder names and config values come from the folders: escape control characters
+    labels = [printable(label) for label in labels]
+    differences = [(printable(k), [printable(v) for v in vs]) for k, vs in comparison.differences]
+    rows = [*differences, *comparison.metrics]
     if layout == "lettered":  # folder names are long: columns A, B, ... and a legend above
         letters = [chr(ord("A") + i) for i in range(len(labels))]
         legend = [
@@ -81,7 +115,7 @@ def comparison_table(comparison: Any, labels: list[str], layout: str) -> Any:
             table.add_column(label, max_width=24)
         else:
             table.add_column(label, no_wrap=True)
-    for key, values in comparison.differences:
+    for key, values in differences:
         table.add_row(key, *values)
     table.add_section()
     for key, values in comparison.metrics:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from actreg_cli.cli.common import fail, user_errors
+from actreg_cli.cli.common import fail, user_errors, writable_folder
+from actreg_cli.config import ConfigError
 
 export_app = typer.Typer(
     help="Export a run or sweep folder to MLflow or TensorBoard (optional extras).",
@@ -39,13 +42,10 @@ def mlflow_command(
     A folder exported before is refused (exit 2) unless --force, which replaces that export."""
     from actreg_cli.report.export import export_mlflow
 
-    with user_errors():
-        try:
-            parent, children = export_mlflow(
-                folder, tracking_uri=tracking_uri, experiment=experiment, force=force
-            )
-        except ImportError as exc:
-            raise fail([str(exc)]) from None
+    with user_errors(), export_errors("MLflow"):
+        parent, children = export_mlflow(
+            folder, tracking_uri=tracking_uri, experiment=experiment, force=force
+        )
     print(f"{len(children)} models logged under MLflow run {parent} (experiment {experiment})")
     print(parent)
 
@@ -56,7 +56,12 @@ def mlflow_command(
 def tensorboard_command(
     folder: FolderArg,
     logdir: Annotated[
-        Path, typer.Option(metavar="DIR", help="TensorBoard log folder (made if missing).")
+        Path,
+        typer.Option(
+            metavar="DIR",
+            help="TensorBoard log folder (made if missing).",
+            callback=writable_folder,
+        ),
     ] = Path("tb_logs"),
     force: ForceOpt = False,
 ) -> None:
@@ -65,13 +70,27 @@ def tensorboard_command(
     DIR/<folder name>/ is refused (exit 2) unless --force, which empties it first."""
     from actreg_cli.report.export import export_tensorboard
 
-    with user_errors():
-        try:
-            written = export_tensorboard(folder, logdir, force=force)
-        except ImportError as exc:
-            raise fail([str(exc)]) from None
+    with user_errors(), export_errors("TensorBoard"):
+        written = export_tensorboard(folder, logdir, force=force)
     print(f"{len(written)} models written")
     print(Path(logdir) / Path(folder).name)
+
+
+@contextmanager
+def export_errors(tracker: str) -> Iterator[None]:
+    """A missing extra: exit 2 with how to install it. Any other failure while writing (a full
+    disk, a tracker's own error): exit 1 with one line; what was written before stays."""
+    try:
+        yield
+    except ImportError as exc:
+        raise fail([str(exc)]) from None
+    except (ConfigError, typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise fail(
+            [f"export to {tracker} failed: {type(exc).__name__}: {message}"], code=1
+        ) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -50,8 +50,12 @@ def report_command(
                 "(expected a folder written by `actreg run`, `tutorial` or `sweep`)"
             ]
         )
+    import warnings
+
     from actreg_cli.config import ConfigError
 
+    # An empty history.csv is said in the error below, not also as numpy's warning.
+    warnings.filterwarnings("ignore", message="loadtxt: input contained no data")
     try:
         if kind == "run":
             from actreg_cli.report.run import report_run, tutorial_line
@@ -75,7 +79,7 @@ def report_command(
             )
     except ConfigError as exc:
         raise fail(exc.errors) from None
-    except (ValueError, KeyError, TypeError, OSError) as exc:
+    except Exception as exc:  # a damaged or foreign folder: name it, never a traceback
         raise fail([f"{run_dir}: cannot read the saved results: {exc}"]) from None
     print(run_dir)
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from actreg_cli.cli.common import print_fitting, user_errors
+from actreg_cli.cli.common import print_fitting, printable, user_errors
 
 
 class KindName(str, Enum):
@@ -57,23 +57,32 @@ def runs_table(entries: list[Any], layout: str) -> Any:
     def label(entry: Any) -> str:
         # A sweep study lives in runs/<sweep name>/<study>: show both parts.
         if entry.kind == "sweep" and (entry.path.parent / "cells").is_dir():
-            return f"{entry.path.parent.name}/{entry.path.name}"
-        return entry.path.name
+            return printable(f"{entry.path.parent.name}/{entry.path.name}")
+        return printable(entry.path.name)
 
     if not entries:
         return Text("no run, tutorial or sweep folders found")
     if layout == "stacked":
         lines: list[Any] = []
         for e in entries:
-            lines.append(Text(f"{label(e)}  ({e.kind}, {when(e)}, {e.engine})", style="bold"))
-            lines.append(Text(f"  {e.varied}"))
-            lines.append(Text(f"  test acc {result(e)}"))
+            engine = printable(e.engine)
+            lines.append(Text(f"{label(e)}  ({e.kind}, {when(e)}, {engine})", style="bold"))
+            lines.append(Text(f"  {printable(e.varied)}"))
+            lines.append(Text(f"  test acc {printable(result(e))}"))
         return Group(*lines)
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("folder", "kind", "created (UTC)", "varied", "test acc [95% CI]", "engine"):
         table.add_column(column, no_wrap=True)
     for e in entries:
-        table.add_row(label(e), e.kind, when(e), e.varied, result(e), e.engine)
+        # folder names and saved texts come from the folders: escape control characters
+        table.add_row(
+            label(e),
+            e.kind,
+            when(e),
+            printable(e.varied),
+            printable(result(e)),
+            printable(e.engine),
+        )
     return table
 
 

@@ -29,8 +29,10 @@ from actreg_cli.config.data import (
     ClassificationData,
     CsvData,
     DataConfig,
+    MissingPolicy,
     MoonsData,
     NpzData,
+    ParquetData,
     RegressionData,
     TaskName,
 )
@@ -72,6 +74,7 @@ from actreg_cli.config.regularizers import (
     Target,
     check_custom_function,
     import_custom_function,
+    saved_results_only,
 )
 from actreg_cli.config.validation import format_validation_error, set_path, validate_mapping
 from actreg_cli.config.yaml_io import dump_yaml, read_value, read_yaml_mapping
@@ -97,9 +100,11 @@ __all__ = [
     "LstmLayer",
     "MaxPool2DLayer",
     "ModelConfig",
+    "MissingPolicy",
     "MoonsData",
     "Norm",
     "NpzData",
+    "ParquetData",
     "PenaltyConfig",
     "Placement",
     "Reduction",
@@ -128,6 +133,7 @@ __all__ = [
     "read_yaml_mapping",
     "renamed",
     "resolve_data_path",
+    "saved_results_only",
     "set_path",
     "validate_mapping",
     "with_training",

@@ -180,14 +180,62 @@ class BundledData(_DataBase):
     name: Literal["digits", "iris", "wine", "breast_cancer", "diabetes"]
 
 
-class CsvData(_DataBase):
-    """A CSV file with a header row: `target` is the label column; the features are `features`
-    (default: every other column). Relative paths resolve against the config file's folder."""
+class MissingPolicy(str, Enum):
+    """What to do with empty or NA cells of a table (data.missing)."""
 
-    name: Literal["csv"]
+    error = "error"  # refuse the file, counting the missing cells per column
+    drop = "drop"  # drop rows with a missing feature or label before the split
+    impute = "impute"  # median (numbers) / most frequent (text) of the training rows
+
+
+ColumnNames = Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=10_000)]
+
+
+class _TableBase(_DataBase):
+    """A table file: `target` is the label column; the features are `features` (default:
+    every other column) less `drop`. Text columns, and numeric ones listed in `categorical`,
+    are one-hot encoded with the categories of the training rows (a category seen only in test
+    rows encodes as all zeros). Relative paths resolve against the config file's folder."""
+
     path: str
     target: str
     features: Annotated[list[str], Field(min_length=1)] | None = None
+    missing: MissingPolicy = MissingPolicy.error
+    categorical: ColumnNames = []  # numeric-coded columns to treat as categories
+    drop: ColumnNames = []  # columns never used
+
+
+class CsvData(_TableBase):
+    """A CSV file with a header row (see _TableBase). `delimiter: auto` picks the one of
+    `,` `;` tab `|` that splits the header line most often; `na_values` replaces pandas' list
+    of missing-value markers (empty cell, NA, NaN, null, ... and `?`)."""
+
+    name: Literal["csv"]
+    delimiter: Literal["auto", ",", ";", "\t", "|"] = "auto"
+    decimal: Literal[".", ","] = "."
+    na_values: Annotated[list[str], Field(max_length=1000)] | None = None
+    encoding: Annotated[str, Field(min_length=1, max_length=40)] = "utf-8"
+
+    @model_validator(mode="after")
+    def _known_encoding(self) -> CsvData:
+        import codecs
+
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(
+                f"encoding {self.encoding!r} is unknown; use a Python codec name such as "
+                f"utf-8, latin-1 or cp1252"
+            ) from None
+        if self.delimiter != "auto" and self.delimiter == self.decimal:
+            raise ValueError(f"delimiter and decimal must differ (both {self.decimal!r})")
+        return self
+
+
+class ParquetData(_TableBase):
+    """A Parquet file (see _TableBase); read with pyarrow."""
+
+    name: Literal["parquet"]
 
 
 class NpzData(_DataBase):
@@ -207,6 +255,7 @@ DataConfig = Annotated[
     | RegressionData
     | BundledData
     | CsvData
+    | ParquetData
     | NpzData,
     Field(discriminator="name"),
 ]
@@ -214,4 +263,4 @@ DataConfig = Annotated[
 
 #: data.name -> the config class of that source.
 DATA_SOURCES: dict[str, type[_DataBase]] = members_by_tag(DataConfig, "name")
-FILE_SOURCES = ("csv", "npz")
+FILE_SOURCES = ("csv", "parquet", "npz")

@@ -3,6 +3,7 @@ descriptions, plot titles and reports)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from actreg_cli.config.data import DataConfig, TaskName
@@ -24,7 +25,7 @@ def describe_data(data: DataConfig) -> str:
     'breast_cancer data (test fraction 0.3, standardized)'."""
     details = []
     if (path := getattr(data, "path", None)) is not None:
-        details.append(str(path))
+        details.append(Path(path).name)  # the full path is in config.yaml
     if (n_samples := getattr(data, "n_samples", None)) is not None:
         details.append(f"{n_samples} samples")
     if data.uses_first_n_train:

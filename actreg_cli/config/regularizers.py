@@ -4,10 +4,13 @@ import and check of a custom penalty function."""
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import math
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import Any
 
@@ -81,7 +84,10 @@ class PenaltyConfig(StrictModel):
         if self.norm is Norm.custom:
             if not self.function:
                 raise ValueError("norm 'custom' needs 'function: package.module:function'")
-            check_custom_function(self.function)
+            if _READING_SAVED_RESULTS.get():
+                check_function_spec(self.function)
+            else:
+                check_custom_function(self.function)
         elif self.function is not None:
             raise ValueError(
                 f"'function' applies only to norm 'custom' (norm is '{self.norm.value}')"
@@ -118,11 +124,37 @@ class RegularizerConfig(PenaltyConfig):
 # Custom regularizers
 
 
-def import_custom_function(spec: str) -> Any:
-    """Import `package.module:function`; raise ValueError saying what is wrong."""
+#: True while configs read back from a results folder are validated (`saved_results_only`).
+_READING_SAVED_RESULTS = contextvars.ContextVar("reading_saved_results", default=False)
+
+
+@contextmanager
+def saved_results_only() -> Iterator[None]:
+    """Validate configs without importing their custom `function:` modules.
+
+    Re-drawing, listing, comparing and exporting a results folder read the numbers it saved; a
+    received folder is data, and its config.yaml must never make us import (run) code, e.g. a
+    planted module in the current folder. Inside this block a custom `function:` is checked
+    for its form (`package.module:function`) only.
+    """
+    token = _READING_SAVED_RESULTS.set(True)
+    try:
+        yield
+    finally:
+        _READING_SAVED_RESULTS.reset(token)
+
+
+def check_function_spec(spec: str) -> tuple[str, str]:
+    """`package.module:function` split into module and function names; ValueError otherwise."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"function must look like 'package.module:function' (got {spec!r})")
+    return module_name, attr
+
+
+def import_custom_function(spec: str) -> Any:
+    """Import `package.module:function`; raise ValueError saying what is wrong."""
+    module_name, attr = check_function_spec(spec)
     # `python -m actreg_cli` has the current folder on sys.path, the installed `actreg` script
     # does not: put it there so that `function: myreg:fn` finds ./myreg.py either way.
     cwd = os.getcwd()
@@ -165,5 +197,15 @@ def check_custom_function(spec: str) -> None:
         raise ValueError(
             f"custom function {spec!r} must return a scalar; it returned shape {list(value.shape)}"
         )
+    if value.dtype.kind not in "biuf":  # None, a complex number, a string: not a penalty
+        raise ValueError(
+            f"custom function {spec!r} must return a real number; it returned "
+            f"{_short_repr(value.item())}"
+        )
     if not math.isfinite(float(value)):
         raise ValueError(f"custom function {spec!r} returned a non-finite value ({float(value)})")
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -53,7 +53,8 @@ def set_path(
             node = node[part]
         elif schema is list or _is_list_of_models(schema):
             item_schema = _list_item_model(schema)
-            if not part.isdigit():
+            # isdigit alone passes '²' (int() refuses it) and other non-ASCII digits
+            if not (part.isascii() and part.isdigit()):
                 raise ConfigError(
                     [f"{origin}: {'.'.join(parts[:depth])} is a list; {part!r} must be an index"]
                 )

@@ -4,6 +4,7 @@ bombs or deep nesting), and plain data written back."""
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,22 @@ from actreg_cli.config.base import ConfigError
 #: can make a 1 kB file expand to gigabytes; deep nesting can exhaust Python's stack).
 MAX_YAML_VALUES = 100_000
 MAX_YAML_DEPTH = 50
+#: The largest config file read (bytes); checked before reading, so that /dev/zero-like or huge
+#: files never fill memory.
+MAX_CONFIG_BYTES = 10_000_000
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (plain YAML keeps the last one, silently)."""
+    """SafeLoader that refuses duplicate keys (plain YAML keeps the last one, silently); merge
+    keys (`<<: *defaults`) work as in SafeLoader."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                # `<<: *defaults` merges a mapping in; keys written beside it override the
+                # merged ones by design (SafeLoader's flatten_mapping), so they are no duplicates
+                continue
             key = self.construct_object(key_node, deep=deep)
             try:
                 hash(key)
@@ -81,17 +90,43 @@ def load_yaml_text(text: str, origin: str, loader: type[_ConfigLoader] = _Config
     return data
 
 
+def read_config_text(path: Path) -> str:
+    """The text of a config file, refused (ConfigError) before reading when it is not a regular
+    file (a folder, /dev/zero, a FIFO: endless or blocking) or larger than MAX_CONFIG_BYTES."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError([f"{path}: is a folder; expected a YAML config file"])
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(
+            [f"{path}: not a regular file (a device, FIFO or socket); expected a YAML config file"]
+        )
+    limit_mb = MAX_CONFIG_BYTES // 1_000_000
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: {info.st_size} bytes; a config file is at most {limit_mb} MB"])
+    try:
+        with path.open("rb") as file:
+            # bounded even where st_size lies (files under /proc report 0 bytes)
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {limit_mb} MB; a config file is smaller"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"{path}: not UTF-8 text (byte {exc.start}); expected a YAML config file"]
+        ) from None
+
+
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; ConfigError (with the line) otherwise."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError([f"{path}: no such file"])
-    if path.is_dir():
-        raise ConfigError([f"{path}: is a folder; expected a YAML config file"])
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read: {exc}"]) from exc
+    text = read_config_text(Path(path))
     data = load_yaml_text(text, str(path))
     if data is None:
         raise ConfigError([f"{path}: the file is empty; expected a mapping of config sections"])

@@ -12,6 +12,8 @@ TensorFlow at module import time.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -30,6 +32,25 @@ class DataError(ConfigError):
 
 
 @dataclass(frozen=True)
+class TableColumn:
+    """One feature column of a table file before encoding: float64 [rows] (NaN missing), or
+    text as an object array [rows] (None missing) when `is_text` (one-hot encoded)."""
+
+    name: str
+    values: np.ndarray
+    is_text: bool
+
+    def missing(self) -> np.ndarray:
+        """bool [rows]: the missing cells."""
+        if self.is_text:
+            return np.asarray([v is None for v in self.values], dtype=bool)
+        return np.isnan(self.values)
+
+    def subset(self, rows: np.ndarray) -> TableColumn:
+        return TableColumn(self.name, self.values[rows], self.is_text)
+
+
+@dataclass(frozen=True)
 class Samples:
     """What a source yields before the split: x float64 [samples, features], y [samples]
     (numbers, or strings for class names), and the task the source implies (None: infer).
@@ -43,6 +64,11 @@ class Samples:
     fixed_test: tuple[np.ndarray, np.ndarray] | None = None
     feature_names: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()  # names of classes 0..K-1 when y holds class indices
+    # A table with text or missing cells: its feature columns, encoded after the split on the
+    # training rows (data/encode.py); `x` is then empty [samples, 0].
+    table: tuple[TableColumn, ...] | None = None
+    record: dict[str, Any] | None = None  # a data file's facts for run.yaml (file, sha256, ...)
+    notes: tuple[str, ...] = ()  # said once when the file is read (a dropped column, rows)
 
 
 @dataclass(frozen=True)
@@ -66,6 +92,7 @@ class Dataset:
     target_scale: tuple[float, float] = (0.0, 1.0)  # regression: (train mean, train std) removed
     feature_names: tuple[str, ...] = field(default=())
     input_shape_: tuple[int, ...] | None = None  # None: flat, (n_features,)
+    record: dict[str, Any] | None = None  # a data file's facts (Samples.record)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -97,6 +124,10 @@ class Dataset:
         }
         if self.input_shape_ is not None:
             out["input_shape"] = list(self.input_shape_)
+        if self.record is not None:  # a data file: what was read and how it became features
+            out.update(self.record)
+            if self.feature_names:
+                out["feature_names"] = list(self.feature_names)
         if self.task is Task.reconstruction:
             pass
         elif self.task is not Task.regression:
@@ -123,7 +154,19 @@ def load_dataset(config: DataConfig, repeat_seed: int | None = None) -> Dataset:
     `data_seed(repeat_seed)` instead of `random_state` / `split_seed`. Raises DataError.
     """
     seed = data_seed(repeat_seed) if config.resample and repeat_seed is not None else None
-    return _load(config.model_dump_json(), seed)
+    return _load(config.model_dump_json(), seed, file_stamp(config))
+
+
+def file_stamp(config: DataConfig) -> tuple[int, int, int] | None:
+    """(inode, size, mtime in ns) of a data file, so that a file edited in place is read
+    again by the caches below; None for other sources or a file that is not there."""
+    if config.name not in FILE_SOURCES:
+        return None
+    try:
+        st = os.stat(config.path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def job_dataset(config: ExperimentConfig, seed: int) -> Dataset:
@@ -137,14 +180,19 @@ def check_data(config: ExperimentConfig) -> Dataset:
 
 
 @lru_cache(maxsize=64)
-def _load(config_json: str, seed: int | None) -> Dataset:
+def _load(config_json: str, seed: int | None, stamp: tuple[int, int, int] | None) -> Dataset:
     from pydantic import TypeAdapter
 
     from actreg_cli.data.split import make_dataset
 
     config = TypeAdapter(DataConfig).validate_json(config_json)
-    samples = _samples(config_json, seed if _generated(config) else None)
-    dataset = make_dataset(config, samples, seed)
+    # A data file read for one split only (no resample) is not kept: the Dataset above is
+    # cached, and make_dataset lets the samples go before its float32 copies (a table of a
+    # million rows is then never held three times). Passed as a temporary for that reason.
+    read = _samples.__wrapped__ if config.name in FILE_SOURCES and not config.resample else _samples
+    dataset = make_dataset(
+        config, read(config_json, seed if _generated(config) else None, stamp), seed
+    )
     for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
         array.setflags(write=False)  # cached and shared between runs: nobody may modify it
     return dataset
@@ -155,14 +203,17 @@ def _generated(config: DataConfig) -> bool:
 
 
 @lru_cache(maxsize=16)
-def _samples(config_json: str, seed: int | None) -> Samples:
+def _samples(config_json: str, seed: int | None, stamp: tuple[int, int, int] | None) -> Samples:
     from pydantic import TypeAdapter
 
     config = TypeAdapter(DataConfig).validate_json(config_json)
     if config.name in FILE_SOURCES:
         from actreg_cli.data.files import read_file
 
-        return read_file(config)
+        samples = read_file(config)
+        for note in samples.notes:  # once per file and process: the data set is cached
+            print(f"note: {note}", file=sys.stderr)
+        return samples
     if _generated(config):
         from actreg_cli.data.generated import generate
 

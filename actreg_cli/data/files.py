@@ -1,107 +1,98 @@
-"""Your own data: a CSV file with a header row, or an .npz file of arrays.
+"""Your own data: a CSV or Parquet table (data/tables.py), or an .npz file of arrays.
 
-Every problem is a DataError naming the file and the line (CSV; the header is line 1) or the
-array row and column (NPZ), and what is allowed.
+Before anything is read the path must be a regular, readable, non-empty file (a device, FIFO,
+folder or symlink loop is refused: /dev/zero would grow without end, a FIFO block for ever).
+Every problem is a DataError naming the file and what is allowed.
 """
 
 from __future__ import annotations
 
-import csv
-import math
+import dataclasses
+import errno
+import hashlib
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from actreg_cli.config import CsvData, NpzData
+from actreg_cli.config import CsvData, NpzData, ParquetData
 from actreg_cli.data import DataError, Samples
 
 
-def read_file(config: CsvData | NpzData) -> Samples:
+def read_file(config: CsvData | ParquetData | NpzData) -> Samples:
     path = Path(config.path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file (data.path)")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; data.path must name a .{config.name} file")
-    if config.name == "csv":
-        return read_csv(path, config.target, config.features)
-    return read_npz(path)
+    check_regular_file(path, config.name)
+    if config.name == "npz":
+        samples = read_npz(path)
+        record = {"file": str(path), "file_sha256": file_sha256(path)}
+        return dataclasses.replace(samples, record=record)
+    import pyarrow as pa
+
+    from actreg_cli.data.tables import RetryWholeFile, csv_batches, parquet_batches, table_samples
+
+    # The content hash is computed beside the parsing (hashlib releases the GIL): it costs
+    # no wall time on a machine with a free core.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = pool.submit(file_sha256, path)
+        if config.name == "parquet":
+            samples = table_samples(path, config, *parquet_batches(path, config), "")
+        else:
+            try:
+                samples = table_samples(path, config, *csv_batches(path, config), "")
+            except RetryWholeFile:  # a column's type changes after the first block
+                samples = table_samples(path, config, *csv_batches(path, config, False), "")
+        assert samples.record is not None
+        samples.record["file_sha256"] = digest.result()
+    pa.default_memory_pool().release_unused()  # arrow's buffers back to the system now
+    return samples
 
 
-def read_csv(path: Path, target: str, features: list[str] | None) -> Samples:
-    """Features as float64 [rows, features]; the target column as strings [rows] (split.py
-    decides whether they are numbers, class names or neither)."""
+def check_regular_file(path: Path, kind: str) -> None:
+    """A DataError unless `path` is a regular file with at least one byte that we may read."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read as CSV: {exc}") from None
-    if not rows or not any(cell.strip() for cell in rows[0]):
-        raise DataError(f"{path}: the file is empty; expected a header row naming the columns")
-    header = [cell.strip() for cell in rows[0]]
-    duplicates = sorted({h for h in header if header.count(h) > 1})
-    if duplicates:
-        raise DataError(f"{path}: column names must be unique; repeated: {', '.join(duplicates)}")
-    if target not in header:
-        raise DataError(
-            f"{path}: data.target {target!r} is not a column of the header "
-            f"(columns: {', '.join(header)})"
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DataError(f"{path}: a symlink loop (data.path); name the file itself") from None
+        if exc.errno == errno.ENOENT:
+            raise DataError(f"{path}: no such file (data.path)") from None
+        raise DataError(f"{path}: cannot read (data.path): {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path}: is a folder; data.path must name a .{kind} file")
+    if not stat.S_ISREG(st.st_mode):
+        what = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "not a regular file"
         )
-    if features is None:
-        features = [h for h in header if h != target]
-    else:
-        missing = [f for f in features if f not in header]
-        if missing:
-            raise DataError(
-                f"{path}: data.features {missing} not in the header (columns: {', '.join(header)})"
-            )
-        if target in features:
-            raise DataError(f"{path}: data.features must not contain the target {target!r}")
-    if not features:
-        raise DataError(f"{path}: no feature columns: the file has only the target column")
-    body = [
-        (line, row) for line, row in enumerate(rows[1:], start=2) if any(c.strip() for c in row)
-    ]
-    if not body:
-        raise DataError(f"{path}: no data rows below the header")
-    feature_index = [header.index(f) for f in features]
-    target_index = header.index(target)
-    x = np.empty((len(body), len(features)), dtype=np.float64)
-    y = []
-    for i, (line, row) in enumerate(body):
-        if len(row) != len(header):
-            raise DataError(
-                f"{path}: line {line} has {len(row)} cells; the header has {len(header)} columns"
-            )
-        for j, (name, k) in enumerate(zip(features, feature_index, strict=True)):
-            x[i, j] = _number(row[k], path, line, name)
-        label = row[target_index].strip()
-        if not label or label.lower() in ("nan", "na", "null"):
-            raise DataError(
-                f"{path}: line {line}, target column {target!r}: empty or missing label "
-                f"({row[target_index]!r}); every row needs one"
-            )
-        y.append(label)
-    return Samples(x=x, y=np.array(y, dtype=str), origin=str(path), feature_names=tuple(features))
+        raise DataError(f"{path}: is {what}; data.path must name a regular .{kind} file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: cannot read (data.path): permission denied")
+    if st.st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes)")
 
 
-def _number(cell: str, path: Path, line: int, column: str) -> float:
-    text = cell.strip()
-    if not text:
-        raise DataError(
-            f"{path}: line {line}, column {column!r}: empty cell; features must be numbers"
-        )
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of the file's bytes; computed once per (file, size, modification time)."""
+    st = os.stat(path)
+    return _sha256(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
     try:
-        value = float(text)
-    except ValueError:
-        raise DataError(
-            f"{path}: line {line}, column {column!r}: {cell!r} is not a number; "
-            f"feature columns must be numeric (list the numeric ones in data.features)"
-        ) from None
-    if not math.isfinite(value):
-        raise DataError(
-            f"{path}: line {line}, column {column!r}: {cell!r}; features must be finite numbers"
-        )
-    return value
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read (data.path): {exc.strerror}") from None
+    return digest.hexdigest()
 
 
 def read_npz(path: Path) -> Samples:
@@ -112,6 +103,12 @@ def read_npz(path: Path) -> Samples:
             arrays = {key: archive[key] for key in archive.files}
     except Exception as exc:  # a corrupt or non-npz file, pickled objects: all bad input
         raise DataError(f"{path}: cannot read as .npz: {type(exc).__name__}: {exc}") from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # a member that is not a .npy array: never unpickled
+            raise DataError(
+                f"{path}: member {key!r} is not a NumPy array (.npy); an .npz file must hold plain "
+                f"numeric arrays"
+            )
     keys = set(arrays)
     fixed = {"x_train", "y_train", "x_test", "y_test"}
     if fixed <= keys:
@@ -137,6 +134,10 @@ def _pair(path: Path, arrays: dict, x_key: str, y_key: str) -> tuple[np.ndarray,
         raise DataError(
             f"{path}: array {x_key!r} must be 2-D [samples, features] (got shape {list(x.shape)})"
         )
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(
+            f"{path}: array {x_key!r} is complex ({x.dtype}); features must be real numbers"
+        )
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise DataError(f"{path}: array {x_key!r} must be numeric (got dtype {x.dtype})")
     x = x.astype(np.float64)
@@ -157,6 +158,8 @@ def _pair(path: Path, arrays: dict, x_key: str, y_key: str) -> tuple[np.ndarray,
         raise DataError(
             f"{path}: {x_key!r} has {len(x)} rows but {y_key!r} has {len(y)}; they must match"
         )
+    if np.issubdtype(y.dtype, np.complexfloating):
+        raise DataError(f"{path}: array {y_key!r} is complex ({y.dtype}); targets must be real")
     if np.issubdtype(y.dtype, np.number) or y.dtype == bool:
         y = y.astype(np.float64)
         bad_y = np.flatnonzero(~np.isfinite(y))

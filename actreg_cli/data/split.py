@@ -28,7 +28,10 @@ def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Data
     else:
         x_all, y_raw, n_fixed = samples.x, samples.y, None
     task = resolve_task(config.task, samples, y_raw)
-    input_shape = check_input_shape(config, samples.origin, x_all.shape[1])
+    # a table's encoded width is known only after the split (below)
+    input_shape = None
+    if samples.table is None:
+        input_shape = check_input_shape(config, samples.origin, x_all.shape[1])
     if task is Task.reconstruction:
         # An autoencoder's target is its input (after scaling, below); labels are not used.
         y, class_names = np.zeros(len(x_all)), ()
@@ -48,20 +51,31 @@ def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Data
         split_seed = config.split_seed if seed is None else seed
         stratify = config.stratify and spec(task).is_classification
         train, test = shuffled_split(
-            len(x_all), config.effective_test_fraction, split_seed, y if stratify else None
+            len(y_raw), config.effective_test_fraction, split_seed, y if stratify else None
         )
     if len(train) == 0 or len(test) == 0:
         raise DataError(
             f"{samples.origin}: the split leaves {len(train)} training and {len(test)} test "
-            f"samples of {len(x_all)}; both need at least one (data.test_fraction)"
+            f"samples of {len(y_raw)}; both need at least one (data.test_fraction)"
         )
     if spec(task).is_classification and len(np.unique(y[train])) < 2:
         raise DataError(
             f"{samples.origin}: the training rows hold one class only; a classifier needs two "
             f"or more (check data.target, the split, or data.test_fraction)"
         )
-    x_train, x_test = x_all[train], x_all[test]
+    feature_names = samples.feature_names
+    if samples.table is None:
+        x_train, x_test = x_all[train], x_all[test]
+    else:  # text or missing cells: encoded with what the training rows hold (encode.py)
+        from actreg_cli.data.encode import encode_table
+
+        x_train, x_test, feature_names = encode_table(samples.table, train, test, samples.origin)
+        input_shape = check_input_shape(config, samples.origin, x_train.shape[1])
     y_train, y_test = y[train], y[test]
+    record = samples.record
+    # A data file's samples are not cached (data/__init__.py): let them go before the scaled
+    # and float32 copies are made, so that a large table is not held three times.
+    del samples, x_all
     target_scale = (0.0, 1.0)
     if config.standardize:
         x_train, x_test = standardize(x_train, x_test)
@@ -73,7 +87,7 @@ def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Data
     f32 = np.float32
     if task is Task.reconstruction:
         y_train, y_test = x_train, x_test
-    n_targets = x_all.shape[1] if task is Task.reconstruction else 1
+    n_targets = x_train.shape[1] if task is Task.reconstruction else 1
     return Dataset(
         x_train=np.ascontiguousarray(x_train, dtype=f32),
         y_train=np.asarray(y_train, dtype=f32).reshape(-1, n_targets),
@@ -83,8 +97,9 @@ def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Data
         n_classes=n_classes,
         class_names=class_names,
         target_scale=target_scale,
-        feature_names=samples.feature_names,
+        feature_names=feature_names,
         input_shape_=input_shape,
+        record=record,
     )
 
 
@@ -189,14 +204,23 @@ def shuffled_split(
     counts[np.argsort(-(quota - counts), kind="stable")[: max(extra, 0)]] += 1
     test = [rng.permutation(rows)[:k] for rows, k in zip(groups, counts, strict=True)]
     test_rows = np.sort(np.concatenate(test))
-    train_rows = np.setdiff1d(np.arange(n), test_rows)
-    return train_rows, test_rows
+    # the rows not held out, sorted (what np.setdiff1d(np.arange(n), test_rows) gives, without
+    # its sort of n values: ~1 s for a million rows)
+    is_train = np.ones(n, dtype=bool)
+    is_train[test_rows] = False
+    return np.flatnonzero(is_train), test_rows
 
 
 def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(x - mean) / std per feature with the train rows' mean and std (a constant feature is
-    only centred): nothing about the test rows leaks into training."""
+    only centred): nothing about the test rows leaks into training. Scales x_train and x_test
+    (float64) in place and returns them."""
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    return (x_train - mean) / std, (x_test - mean) / std
+    # (x - mean) / std computed in place (the same arithmetic, no temporary arrays: a table
+    # of a million rows is not held twice); make_dataset passes copies of the samples
+    for x in (x_train, x_test):
+        x -= mean
+        x /= std
+    return x_train, x_test

@@ -52,7 +52,11 @@ def trained_models(folder: Path) -> tuple[str, list[TrainedModel]]:
         raise ConfigError([f"{folder}: {what}; export takes folders of `actreg run` or `sweep`"])
     if not entry.finished:
         raise ConfigError([f"{folder}: unfinished (no results yet); nothing to export"])
-    return entry.kind, (_run_models(folder) if entry.kind == "run" else _sweep_models(folder))
+    try:
+        models = _run_models(folder) if entry.kind == "run" else _sweep_models(folder)
+    except Exception as exc:  # a damaged file: name the folder, never a traceback
+        raise ConfigError([f"{folder}: cannot read the saved results: {exc}"]) from None
+    return entry.kind, models
 
 
 def _run_models(folder: Path) -> list[TrainedModel]:
@@ -139,14 +143,25 @@ def export_mlflow(
     kind, models = trained_models(folder)
     try:
         from mlflow.entities import Metric, Param, RunTag
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
     except ImportError as exc:
         raise ImportError(MLFLOW_HINT) from exc
 
-    client = MlflowClient(tracking_uri=tracking_uri)
     name = experiment or "actreg"
-    found = client.get_experiment_by_name(name)
-    experiment_id = found.experiment_id if found else client.create_experiment(name)
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        found = client.get_experiment_by_name(name)
+        experiment_id = found.experiment_id if found else client.create_experiment(name)
+    except MlflowException as exc:
+        # e.g. MLflow >= 3.7 refuses its file store (file:, ./mlruns) unless told otherwise
+        said = str(exc.message).split(". ")[0]
+        raise ConfigError(
+            [
+                f"tracking URI {tracking_uri or '(MLflow default)'}: MLflow cannot use this "
+                f"store: {said}; give a database store, e.g. --tracking-uri sqlite:///mlflow.db"
+            ]
+        ) from None
     folder = Path(folder)
     where = str(folder.resolve()).replace("'", "\\'")
     earlier = client.search_runs([experiment_id], filter_string=f"tags.`actreg.folder` = '{where}'")
@@ -209,6 +224,8 @@ def export_tensorboard(folder: Path, logdir: Path, *, force: bool = False) -> li
     ConfigError, unless `force`, which empties it first."""
     kind, models = trained_models(folder)
     target = Path(logdir) / Path(folder).name
+    if target.exists() and not target.is_dir():
+        raise ConfigError([f"{target}: is a file; TensorBoard needs a folder there"])
     if target.exists() and any(target.iterdir()):
         if not force:
             raise ConfigError(

@@ -45,6 +45,20 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def read_summary(path: Path) -> dict[str, Any]:
+    """A summary.json as a mapping; ValueError naming the file when it is no JSON object
+    (truncated, damaged, or a list)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path.name} is damaged: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
 def _created(meta: dict[str, Any], folder: Path) -> dt.datetime:
     text = meta.get("created")
     if isinstance(text, str):
@@ -79,12 +93,9 @@ def _run_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     summary_path = folder / "summary.json"
     metric, finished = "-", summary_path.is_file()
     if finished:
-        import json
-
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        main = summary.get("main_metric", "test_accuracy")  # runs from before tasks: accuracy
-        test = summary[main]
-        metric = _ci_text(test["mean"], test.get("ci_low", math.nan), test.get("ci_high", math.nan))
+        summary = read_summary(summary_path)
+        main = str(summary.get("main_metric", "test_accuracy"))  # runs from before tasks
+        metric = _stats_text(summary.get(main))
         if main != "test_accuracy":
             metric = f"{main.removeprefix('test_')} {metric}"
     return RunEntry(
@@ -104,13 +115,8 @@ def _tutorial_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     finished = summary_path.is_file()
     metric = "-"
     if finished:
-        import json
-
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        overfit = summary["overfit"]["none"]["test_accuracy"]
-        metric = "overfit " + _ci_text(
-            overfit["mean"], overfit.get("ci_low", math.nan), overfit.get("ci_high", math.nan)
-        )
+        summary = read_summary(summary_path)
+        metric = "overfit " + _stats_text(summary["overfit"]["none"]["test_accuracy"])
     arms = list(meta.get("config") or {})
     return RunEntry(
         path=folder,
@@ -166,8 +172,18 @@ def _sweep_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
 def _float(text: Any) -> float:
     try:
         return float(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return math.nan
+
+
+def _stats_text(stats: Any) -> str:
+    """'mean [CI low, CI high]' of a summary's {mean, ci_low, ci_high}; 'nan' for anything
+    else (a damaged summary shows as no result, never as an error)."""
+    if not isinstance(stats, dict):
+        return "nan"
+    return _ci_text(
+        _float(stats.get("mean")), _float(stats.get("ci_low")), _float(stats.get("ci_high"))
+    )
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
@@ -204,9 +220,16 @@ def _candidate_folders(runs_dir: Path) -> list[Path]:
     """The folders directly under `runs_dir`, with a sweep folder (runs/<sweep name>/, holding
     the shared cells/) replaced by its study folders, the ones with a sweep.yaml."""
     folders = []
-    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+    try:
+        found = sorted(p for p in runs_dir.iterdir() if p.is_dir())
+    except OSError as exc:
+        raise ConfigError([f"{runs_dir}: cannot list the folder: {exc.strerror or exc}"]) from None
+    for folder in found:
         if (folder / "cells").is_dir() and not (folder / "sweep.yaml").is_file():
-            folders.extend(sorted(s for s in folder.iterdir() if (s / "sweep.yaml").is_file()))
+            try:
+                folders.extend(sorted(s for s in folder.iterdir() if (s / "sweep.yaml").is_file()))
+            except OSError:  # an unreadable sweep folder: listed as unreadable
+                folders.append(folder)
         else:
             folders.append(folder)
     return folders
@@ -230,7 +253,7 @@ def list_runs(
         raise ConfigError([f"{runs_dir}: no such folder; expected the folder of run folders"])
     try:
         itself = read_entry(runs_dir)
-    except (OSError, KeyError, TypeError, ValueError):
+    except Exception:  # a damaged folder of its own: RUNS_DIR is still listed
         itself = None
     if itself is not None:
         holder = runs_dir.resolve().parent
@@ -243,7 +266,7 @@ def list_runs(
     for folder in _candidate_folders(runs_dir):
         try:
             entry = read_entry(folder)
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:  # one damaged folder is listed as such; the others still are
             entry = RunEntry(folder, "?", folder.name, None, f"unreadable: {exc}", "-", "?", False)
         if entry is None:
             continue
@@ -301,20 +324,18 @@ def compared_metrics(summaries: Sequence[dict[str, Any]]) -> list[str]:
 def compare_runs(folders: Sequence[Path]) -> Comparison:
     """Read two or more run folders (from `actreg run`). Raises ConfigError naming any folder
     that is no finished run folder."""
-    import json
-
-    from actreg_cli.study.records import read_history_csv
-
-    errors, metas = [], []
+    errors, metas, summaries, histories = [], [], [], []
     for folder in folders:
-        entry = read_entry(Path(folder)) if Path(folder).is_dir() else None
-        if entry is None or entry.kind != "run":
-            what = f"a {entry.kind} folder" if entry else "not a run folder"
-            errors.append(f"{folder}: {what}; compare takes run folders written by `actreg run`")
-        elif not entry.finished:
-            errors.append(f"{folder}: an unfinished run (no summary.json); nothing to compare")
+        try:
+            meta, summary, history = _read_run(Path(folder))
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+        except Exception as exc:  # a damaged file: say which folder, never a traceback
+            errors.append(f"{folder}: cannot read the saved results: {exc}")
         else:
-            metas.append(read_meta(Path(folder)))
+            metas.append(meta)
+            summaries.append(summary)
+            histories.append(history)
     if errors:
         raise ConfigError(errors)
     flats = [flatten(meta["config"]) for meta in metas]
@@ -325,24 +346,37 @@ def compare_runs(folders: Sequence[Path]) -> Comparison:
         if len({repr(flat.get(key, "-")) for flat in flats}) > 1
     ]
     differences.append(("engine", [str(meta.get("engine", "?")) for meta in metas]))
-    summaries = [
-        json.loads((Path(f) / "summary.json").read_text(encoding="utf-8")) for f in folders
+    metrics = [
+        (name, [_stats_text(summary.get(name)) for summary in summaries])
+        for name in compared_metrics(summaries)
     ]
-    metrics = []
-    for name in compared_metrics(summaries):
-        row = []
-        for summary in summaries:
-            stats = summary.get(name) or {}
-            row.append(
-                _ci_text(
-                    stats.get("mean", math.nan),
-                    stats.get("ci_low", math.nan),
-                    stats.get("ci_high", math.nan),
-                )
-            )
-        metrics.append((name, row))
-    histories = [read_history_csv(Path(f) / "history.csv") for f in folders]
     return Comparison([Path(f) for f in folders], differences, metrics, histories)
+
+
+def _read_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """A finished run folder's metadata, summary and histories (float64 [repeats, epochs,
+    columns]); ConfigError when it is no finished run folder, ValueError (and friends) for a
+    damaged file."""
+    import warnings
+
+    import numpy as np
+
+    from actreg_cli.study.records import read_history_csv
+
+    entry = read_entry(folder) if folder.is_dir() else None
+    if entry is None or entry.kind != "run":
+        what = f"a {entry.kind} folder" if entry else "not a run folder"
+        raise ConfigError([f"{folder}: {what}; compare takes run folders written by `actreg run`"])
+    if not entry.finished:
+        raise ConfigError([f"{folder}: an unfinished run (no summary.json); nothing to compare"])
+    summary = read_summary(folder / "summary.json")
+    Task(summary.get("task", Task.binary.value))  # ValueError for a damaged task name
+    with warnings.catch_warnings():  # an empty file is said in the error, not as a warning
+        warnings.simplefilter("ignore", UserWarning)
+        history = np.asarray(read_history_csv(folder / "history.csv"), dtype=np.float64)
+    if history.ndim != 3 or history.shape[1] == 0 or history.shape[2] < 4:
+        raise ValueError(f"history.csv holds no per-epoch rows (shape {list(history.shape)})")
+    return read_meta(folder), summary, history
 
 
 def _show(value: Any) -> str:

@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from actreg_cli.config import ExperimentConfig, Target, describe_experiment, validate_mapping
+from actreg_cli.config import (
+    ExperimentConfig,
+    Target,
+    describe_experiment,
+    saved_results_only,
+    validate_mapping,
+)
 from actreg_cli.report.reconstructions import RECONSTRUCTIONS_FIGURE, run_reconstructions_figure
 from actreg_cli.stats import describe
 from actreg_cli.study.files import save_figure, write_json
@@ -69,12 +75,40 @@ def summarize(
     return summary
 
 
+def target_unit_results(
+    rows: Sequence[dict[str, Any]], meta: dict[str, Any], task: Task
+) -> dict[str, Any]:
+    """A standardized regression's MSE and MAE back in the target's own units: MSE x std**2
+    and MAE x std, with the std of each repeat's training target (run.yaml's
+    `target_train_mean_std`, per repeat under data.resample). Empty for other tasks or when
+    the target was not scaled (std 1)."""
+    if task is not Task.regression:
+        return {}
+    if "data_per_repeat" in meta:
+        scales = [d.get("target_train_mean_std", [0.0, 1.0]) for d in meta["data_per_repeat"]]
+    else:
+        scales = [meta.get("data", {}).get("target_train_mean_std", [0.0, 1.0])] * len(rows)
+    stds = [float(scale[1]) for scale in scales]
+    if len(stds) != len(rows) or all(std == 1.0 for std in stds):
+        return {}
+    out: dict[str, Any] = {}
+    for split in ("train", "test"):
+        out[f"{split}_mse_target_units"] = describe(
+            [float(row[f"{split}_mse"]) * std**2 for row, std in zip(rows, stds, strict=True)]
+        )
+        out[f"{split}_mae_target_units"] = describe(
+            [float(row[f"{split}_mae"]) * std for row, std in zip(rows, stds, strict=True)]
+        )
+    return out
+
+
 def accuracy_figure(
     histories: np.ndarray,
     title: str,
     ax: Any = None,
     diverged: Sequence[bool] | None = None,
     task: Task = Task.binary,
+    ylabel: str | None = None,
 ) -> Any:
     """Train and test accuracy (regression: MAE) per epoch; with repeats, the mean and a
     +/- 1 std band.
@@ -82,7 +116,8 @@ def accuracy_figure(
     histories: [repeats, epochs, 4]; diverged: one flag per repeat (engines.base.has_diverged).
     Diverged repeats are left out of the mean and drawn one by one as red dashed lines, with a
     red note saying how many diverged, so that a diverged run never looks like a normal one.
-    Draws on `ax` when given, else on a new figure. Returns the figure.
+    Draws on `ax` when given, else on a new figure. `ylabel`: the y axis's label (default:
+    the metric's name). Returns the figure.
     """
     import matplotlib
 
@@ -136,12 +171,25 @@ def accuracy_figure(
     ax.set_title(shown, fontsize=10)
     ax.set_xlabel("epoch")
     metric = spec(task).history_metric
-    ax.set_ylabel(metric)
+    ax.set_ylabel(ylabel or metric)
     if metric == "accuracy":
         ax.set_ylim(0.0, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
     return fig
+
+
+def curve_label(config: ExperimentConfig, task: Task) -> str | None:
+    """The curve plot's y label naming a table's target column, e.g. 'accuracy predicting
+    species' or 'mae of body_mass_g (in training std units)'; None for other sources."""
+    target = getattr(config.data, "target", None)
+    metric = spec(task).history_metric
+    if target is None:
+        return None
+    if metric == "accuracy":
+        return f"accuracy predicting {target}"
+    scaled = config.data.standardize and task is Task.regression
+    return f"{metric} of {target}" + (" (in training std units)" if scaled else "")
 
 
 def curve_plot_name(task: Task) -> str:
@@ -156,16 +204,23 @@ def write_run_report(
     rows: list,
     engine: str,
     task: Task,
+    meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """meta: run.yaml (read from the folder when None)."""
     import matplotlib.pyplot as plt
+    import yaml
 
+    if meta is None:
+        meta = yaml.safe_load((run_dir / "run.yaml").read_text(encoding="utf-8")) or {}
     summary = summarize(config, rows, engine, task)
+    summary.update(target_unit_results(rows, meta, task))
     write_json(run_dir / "summary.json", summary)
     fig = accuracy_figure(
         histories,
         run_title(config),
         diverged=[row["diverged"] for row in rows],
         task=task,
+        ylabel=curve_label(config, task),
     )
     save_figure(run_dir / curve_plot_name(task), fig)
     plt.close(fig)
@@ -184,8 +239,10 @@ def run_title(config: ExperimentConfig, width: int = 80) -> str:
     return "\n".join([config.name, *textwrap.wrap(describe_experiment(config), width)])
 
 
+@saved_results_only()
 def load_run_config(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """The config saved in a run folder (config.yaml) and the metadata beside it (run.yaml)."""
+    """The config saved in a run folder (config.yaml) and the metadata beside it (run.yaml).
+    A custom `function:` in it is never imported: the folder is data (`saved_results_only`)."""
     import yaml
 
     from actreg_cli.config import load_experiment, read_yaml_mapping
@@ -218,15 +275,16 @@ def report_run(run_dir: Path) -> dict[str, Any]:
     histories = read_history_csv(run_dir / "history.csv")
     rows = read_repeats_csv(run_dir / "repeats.csv")
     engine = meta.get("engine", "unknown")
-    return write_run_report(run_dir, config, histories, rows, engine, saved_task(meta))
+    return write_run_report(run_dir, config, histories, rows, engine, saved_task(meta), meta)
 
 
-def format_mean_std(stats: dict[str, Any]) -> str:
-    """'0.829' for one value, '0.829 +/- 0.021' for several, 'nan' when every repeat diverged."""
+def format_mean_std(stats: dict[str, Any], spec_: str = ".3f") -> str:
+    """'0.829' for one value, '0.829 +/- 0.021' for several, 'nan' when every repeat diverged;
+    `spec_` the number format (".4g" for values in a target's own units)."""
     mean, n = stats["mean"], stats["n"]
     if n == 0 or not math.isfinite(mean):
         return "nan"
-    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} +/- {stats['std']:.3f}"
+    return f"{mean:{spec_}}" if n == 1 else f"{mean:{spec_}} +/- {stats['std']:{spec_}}"
 
 
 def tutorial_line(summary: dict[str, Any]) -> str:
@@ -245,6 +303,13 @@ def tutorial_line(summary: dict[str, Any]) -> str:
             f"Test: MSE {format_mean_std(summary['test_mse'])}, "
             f"MAE {format_mean_std(summary['test_mae'])}, "
             f"R^2 {format_mean_std(summary['test_r2'])}"
+            + (
+                f" (in the target's units: test MSE "
+                f"{format_mean_std(summary['test_mse_target_units'], '.4g')}, MAE "
+                f"{format_mean_std(summary['test_mae_target_units'], '.4g')})"
+                if "test_mse_target_units" in summary
+                else ""
+            )
         )
     return (
         f"Train: {format_mean_std(summary['train_accuracy'])}, "

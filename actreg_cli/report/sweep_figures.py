@@ -41,7 +41,7 @@ def strength_key(keys: Sequence[str], cells: Sequence[Cell]) -> str | None:
 def short_names(keys: Sequence[str]) -> dict[str, str]:
     """`regularizers.0.placement` -> `placement`, unless two keys would end the same."""
     # A list index alone ("regularizers.0" -> "0") names nothing: keep the key whole.
-    last = [k if k.split(".")[-1].isdigit() else k.split(".")[-1] for k in keys]
+    last = [k if k.split(".")[-1].isdecimal() else k.split(".")[-1] for k in keys]
     return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
 
 

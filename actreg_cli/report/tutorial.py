@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from actreg_cli.config import ExperimentConfig
+from actreg_cli.config import ExperimentConfig, saved_results_only
 from actreg_cli.data import load_dataset
 from actreg_cli.engines.base import TrainResult
 from actreg_cli.report.run import accuracy_figure, summarize
@@ -78,6 +78,7 @@ def report_trained(run: TutorialRun) -> TutorialOutcome:
     return write_study(run.out_dir, run.configs, run.by_arm, run.seeds, run.engine, run.reductions)
 
 
+@saved_results_only()
 def report_tutorial(out_dir: Path) -> TutorialOutcome:
     """Re-draw a tutorial folder (figures, summary.json, report.md) from its saved files alone:
     study.yaml, history.csv and repeats.csv."""

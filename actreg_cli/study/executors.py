@@ -52,6 +52,20 @@ def failure_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}{where}"
 
 
+def caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether `exc` is Ctrl-C in disguise: a KeyboardInterrupt that arrived inside compiled
+    code comes out as e.g. "SystemError: CPUDispatcher(...) returned a result with an exception
+    set", the KeyboardInterrupt as its cause or context."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 class Executor(Protocol):
     def run(
         self,
@@ -89,6 +103,8 @@ class LocalExecutor:
             try:
                 results = train_chunk(engine, jobs, chunk_progress)
             except Exception as exc:  # one bad chunk must not lose the rest of the sweep
+                if caused_by_interrupt(exc):  # Ctrl-C stops the sweep; no chunk failed
+                    raise KeyboardInterrupt from None
                 on_failed(index, failure_message(exc))
                 continue
             on_done(index, results)

@@ -53,9 +53,16 @@ def make_jobs(config: ExperimentConfig) -> list[TrainJob]:
     return [TrainJob(config=config, seed=s) for s in seeds]
 
 
+#: The most characters of a run name used in its folder name (the stamp and suffix follow).
+MAX_RUN_SLUG = 120
+
+
 def new_run_dir(runs_dir: Path, name: str) -> Path:
     """runs_dir/<name>-<YYYYmmdd-HHMMSS>[-k]: a fresh folder, never an existing one."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+    # File systems allow 255 bytes a name; a long run name keeps its start (the whole name
+    # is in config.yaml).
+    slug = slug[:MAX_RUN_SLUG].rstrip("-") or "run"
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     runs_dir.mkdir(parents=True, exist_ok=True)
     for k in range(1000):

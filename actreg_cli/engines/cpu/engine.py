@@ -33,7 +33,9 @@ A model's numbers do not depend on the other models of the call or on the thread
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -52,6 +54,8 @@ from actreg_cli.engines.cpu.codes import ACTIVATIONS, OPTIMIZERS, TASKS
 from actreg_cli.engines.penalties import coefficients
 from actreg_cli.tasks import output_units
 from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
+
+T = TypeVar("T")
 
 
 def unsupported_reason(config: ExperimentConfig) -> str | None:
@@ -96,6 +100,40 @@ def flat_initial_weights(config: ExperimentConfig, seed: int, data: Dataset) -> 
     *hidden, (out_kernel, out_bias) = initial_weights(sizes, seed)
     parts = [part.ravel() for pair in hidden for part in pair]
     return np.concatenate([*parts, out_kernel.T.ravel(), out_bias]).astype(np.float32)
+
+
+#: Seconds Ctrl-C waits for the compiled loops to see the stop flag (each model checks it
+#: before every epoch) before it is raised anyway.
+STOP_WAIT_S = 1.0
+
+
+def run_stoppable(call: Callable[[], T], stop: np.ndarray) -> T:
+    """`call()` (a compiled call that releases the GIL and reads `stop` between epochs) in a
+    worker thread, while this thread waits: Ctrl-C sets stop[0] = 1, waits up to STOP_WAIT_S
+    for the loops to end, and raises KeyboardInterrupt at once.
+
+    Called in this thread, the compiled call would hold Ctrl-C back to its end (minutes) and
+    then come out as "SystemError: ... returned a result with an exception set"."""
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="actreg-cpu-kernel", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        stop[0] = 1
+        worker.join(STOP_WAIT_S)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 class CpuEngine:
@@ -143,8 +181,14 @@ class CpuEngine:
         # One batch holds every sample: its order is irrelevant (as in the fused engine).
         shuffle = config.training.shuffle and batch_size < n_train
         shuffle_seeds = np.array([shuffle_seed(job.seed) for job in jobs], dtype=np.int64)
-        numba.set_num_threads(max(1, min(self.workers, len(jobs), numba.config.NUMBA_NUM_THREADS)))
-        rows, probe, outputs, _ = cpu_kernel.train_models(
+        threads = max(1, min(self.workers, len(jobs), numba.config.NUMBA_NUM_THREADS))
+        stop = np.zeros(1, np.int64)
+
+        def call() -> tuple[np.ndarray, ...]:
+            numba.set_num_threads(threads)  # per calling thread
+            return cpu_kernel.train_models(*arguments, stop)
+
+        arguments = (
             # Writable copies: one compiled signature, whatever flags the cached data carries.
             np.array(data.x_train, dtype=np.float32),
             np.array(data.y_train[:, 0], dtype=np.float32),
@@ -163,6 +207,7 @@ class CpuEngine:
             shuffle_seeds,
             shuffle,
         )
+        rows, probe, outputs, _ = run_stoppable(call, stop)
         return [
             result_from_totals(
                 job.config, rows[c], probe[c], n_train, data.n_test, (data.task, data, outputs[c])

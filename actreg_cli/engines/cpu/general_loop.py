@@ -408,9 +408,11 @@ def _batch(
 def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, cf, lr, units, fan_ins, w_off,
                b_off, h_off, out_w, out_b, n_out, task, act, optimizer, epochs, batch_size, seed,
                shuffle, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-               rows_out):  # fmt: skip
+               rows_out, stop):  # fmt: skip
     """`train_models`' epoch loop for one model of any other MLP (`_batch`: rows one at a time),
-    the same batches, history totals (rows_out [E+1, 4]) and final weights (p, in place)."""
+    the same batches, history totals (rows_out [E+1, 4]) and final weights (p, in place).
+    Returns early, before an epoch, once stop[0] != 0 (int64 [1]; Ctrl-C: the totals are then
+    incomplete and thrown away)."""
     n_train = y_train.shape[0]
     n_test = y_test.shape[0]
     train_rows = np.arange(n_train)
@@ -419,6 +421,8 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, cf, lr, units, f
     order = train_rows
     step = 0
     for epoch in range(epochs):
+        if stop[0] != 0:
+            return
         if shuffle:
             order = epoch_permutation(seed, epoch, n_train)
         loss_total = np.float32(0.0)

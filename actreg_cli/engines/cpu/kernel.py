@@ -48,7 +48,7 @@ from actreg_cli.engines.cpu.vmath import JIT, flush_denormals, restore_denormals
 @njit(parallel=True, **JIT)
 def train_models(
     x_train, y_train, x_test, y_test, params, coef, lr, units, n_out, task, act, optimizer,
-    epochs, batch_size, shuffle_seeds, shuffle,
+    epochs, batch_size, shuffle_seeds, shuffle, stop,
 ):  # fmt: skip
     """Train C models; returns (rows float32 [C, E+1, 4], probe float32 [C, 2L], outputs
     float32 [C, n_train + n_test, n_out], params float32 [C, P] final weights).
@@ -67,6 +67,9 @@ def train_models(
     probe: per hidden layer the mean of its output on the test set, then per layer the
     fraction of exact zeros. outputs: the output layer's activations (`output_activation`)
     on the final weights, train rows then test rows.
+    stop: int64 [1], read before every epoch of every model: set to 1 from another thread
+    (Ctrl-C, `engine.run_stoppable`), each model ends within an epoch and the results are
+    incomplete. Left at 0, it changes nothing.
     """
     n_models = params.shape[0]
     n_params = params.shape[1]
@@ -117,14 +120,14 @@ def train_models(
             train_relu2(
                 p, m, v, grad, x_train, y_train, x_test, y_test, coef[c], lr[c], units[0], task,
                 optimizer, epochs, batch_size, shuffle_seeds[c], shuffle, units, fan_ins, w_off,
-                b_off, rows_out[c],
+                b_off, rows_out[c], stop,
             )  # fmt: skip
         else:
             train_rows(
                 p, m, v, grad, x_train, y_train, x_test, y_test, coef[c], lr[c], units, fan_ins,
                 w_off, b_off, h_off, out_w, out_b, n_out, task, act, optimizer, epochs,
                 batch_size, shuffle_seeds[c], shuffle, zb, ab, db, gb, act_sums, factors, logits,
-                g_logits, rows_out[c],
+                g_logits, rows_out[c], stop,
             )  # fmt: skip
         last = h_off[n_layers - 1]
         last_units = units[n_layers - 1]

@@ -309,9 +309,11 @@ def _relu2_backward(p, grad, o, out_w, out_b, xc, n, g, factors):
 @njit(**JIT)
 def train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, task, optimizer,
                 epochs, batch_size, seed, shuffle, units, fan_ins, w_off, b_off,
-                rows_out):  # fmt: skip
+                rows_out, stop):  # fmt: skip
     """`train_models`' epoch loop for one model of the tutorial family (the module docstring),
-    the same batches, history totals (rows_out [E+1, 4]) and final weights (p, in place)."""
+    the same batches, history totals (rows_out [E+1, 4]) and final weights (p, in place).
+    Returns early, before an epoch, once stop[0] != 0 (int64 [1]; Ctrl-C: the totals are then
+    incomplete and thrown away)."""
     prefer_512_bit_vectors()
     n_train = y_train.shape[0]
     n_test = y_test.shape[0]
@@ -345,6 +347,8 @@ def train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, ta
         _gather_columns(x_test, y_test, test_rows, 0, n_test, xt, yt, 0)
     if full:  # rows_out[E]: the final weights' evaluation, in the same pass
         for epoch in range(epochs + 1):
+            if stop[0] != 0:
+                return
             loss, metric, weight_terms = _relu2_evaluate(
                 p, coef, units, fan_ins, w_off, b_off, task, xc, yc, n_train + n_test, n_train,
                 rb, factors, scratch, bits, sums, True,
@@ -367,6 +371,8 @@ def train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, ta
     n_batches = (n_train + batch_size - 1) // batch_size
     step = 0
     for epoch in range(epochs):
+        if stop[0] != 0:
+            return
         if shuffle:
             order = epoch_permutation(seed, epoch, n_train)
         loss_total = np.float32(0.0)

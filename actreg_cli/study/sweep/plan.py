@@ -17,7 +17,7 @@ from pathlib import Path
 
 from actreg_cli.config import ConfigError, SweepConfig
 from actreg_cli.study.sweep.grid import Cell, canonical, expand_grid
-from actreg_cli.study.sweep.store import CellStore, cell_hash
+from actreg_cli.study.sweep.store import CellStore, cell_hash, changed_data_notes
 from actreg_cli.tasks import Task
 
 #: Models per chunk for the fused and cpu engines: one compiled program trains a whole chunk.
@@ -70,6 +70,8 @@ class SweepPlan:
 
 
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: The longest sweep name: it names a folder, and file systems allow 255 bytes a name.
+MAX_SWEEP_NAME = 200
 
 
 def sweep_folder(sweep: SweepConfig, runs_dir: Path, origin: str = "sweep") -> Path:
@@ -79,6 +81,14 @@ def sweep_folder(sweep: SweepConfig, runs_dir: Path, origin: str = "sweep") -> P
             [
                 f"{origin}: name: the sweep name names its folder, so it must use letters, "
                 f"digits, '_', '.' and '-' and start with a letter or digit (got {sweep.name!r})"
+            ]
+        )
+    if len(sweep.name) > MAX_SWEEP_NAME:
+        raise ConfigError(
+            [
+                f"{origin}: name: the sweep name names its folder, so it has at most "
+                f"{MAX_SWEEP_NAME} characters (got {len(sweep.name)}); set a shorter one "
+                "(e.g. --set name=...)"
             ]
         )
     return Path(runs_dir) / sweep.name
@@ -204,6 +214,10 @@ def plan_sweep(
     from actreg_cli.engines import engine_backend
 
     store_folder = sweep_folder(sweep, runs_dir)
+    if store_folder.exists() and not store_folder.is_dir():
+        raise ConfigError(
+            [f"{store_folder}: is a file; the sweep {sweep.name!r} needs a folder there"]
+        )
     engine = str(getattr(engine, "value", engine))
     folder = store_folder / study_key(sweep, engine)
     cells = expand_grid(sweep, allow_large=allow_large)
@@ -217,6 +231,8 @@ def plan_sweep(
             c.id for c in cells if store.load(hashes[c.id], c.config.training.repeats) is not None
         }
         notes.extend(store.damaged)
+        stale = {c.id: (c.config, engines[c.id]) for c in cells if c.id not in done}
+        notes.extend(changed_data_notes(store_folder, stale))
     chunks = plan_chunks(cells, engines, models_per_chunk)
     return SweepPlan(
         sweep,

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actreg_cli.config import ConfigError, SweepConfig, dump_yaml, validate_mapping
+from actreg_cli.config import (
+    ConfigError,
+    SweepConfig,
+    dump_yaml,
+    saved_results_only,
+    validate_mapping,
+)
 from actreg_cli.engines.base import TrainJob, TrainResult
 from actreg_cli.study.files import write_text
 from actreg_cli.study.sweep.grid import Cell, expand_grid
@@ -229,6 +235,7 @@ def run_sweep(
     return outcome
 
 
+@saved_results_only()
 def reopen_sweep(folder: Path) -> SweepOutcome:
     """A study's outcome rebuilt from its saved files alone (sweep.yaml and the cell store), for
     `actreg report`: the cells are re-expanded from the sweep as written and each is looked up

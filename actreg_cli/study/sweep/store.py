@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from actreg_cli.config import ExperimentConfig
+from actreg_cli.config import FILE_SOURCES, ExperimentConfig
 from actreg_cli.engines.base import TrainResult
 from actreg_cli.study.files import json_float, write_json, write_npy
 from actreg_cli.study.samples import Samples, kept_samples, load_samples, save_samples
@@ -30,10 +30,12 @@ STORE_VERSION = 3  # 2: huge-but-finite losses count as diverged (engines.base.h
 # engine has them
 
 
-def cell_hash(config: ExperimentConfig, engine: str) -> str:
+def cell_hash(config: ExperimentConfig, engine: str, *, with_data: bool = True) -> str:
     """sha256 (hex) of what determines a cell's results: the resolved config (epochs, seed and
     repeats included; name and description left out), its model seeds, the concrete engine and
-    its backend (keras on TensorFlow and on JAX store apart)."""
+    its backend (keras on TensorFlow and on JAX store apart), and a data file's content (its
+    sha256: a file edited in place recomputes its cells). `with_data=False` leaves the content
+    out: the key under which a cell finds its results for an older version of the file."""
     from actreg_cli.engines import engine_backend
 
     payload = {
@@ -43,7 +45,57 @@ def cell_hash(config: ExperimentConfig, engine: str) -> str:
         "engine": engine,
         "backend": engine_backend(engine),
     }
+    content = data_content_hash(config) if with_data else None
+    if content is not None:  # only for data files: other cells keep their hashes
+        payload["data_sha256"] = content
     return hashlib.sha256(canonical(payload).encode("ascii")).hexdigest()
+
+
+def data_content_hash(config: ExperimentConfig) -> str | None:
+    """sha256 (hex) of the data file's bytes; None for other sources (or an unreadable file,
+    which loading the data reports)."""
+    if config.data.name not in FILE_SOURCES:
+        return None
+    from actreg_cli.data import DataError
+    from actreg_cli.data.files import file_sha256
+
+    try:
+        return file_sha256(Path(config.data.path))
+    except (OSError, DataError):
+        return None
+
+
+def changed_data_notes(
+    store_folder: Path, stale: dict[str, tuple[ExperimentConfig, str]]
+) -> list[str]:
+    """One line per data file whose stored cells were computed on other contents.
+
+    stale: cell id -> (config, concrete engine) of each cell to be run; a stored cell of the
+    same config (its `config_hash`) but another `data_sha256` means the file was edited."""
+    wanted = {
+        cell_hash(config, engine, with_data=False): (cid, config)
+        for cid, (config, engine) in stale.items()
+        if config.data.name in FILE_SOURCES
+    }
+    if not wanted:
+        return []
+    changed: dict[str, list[str]] = {}
+    for path in sorted((Path(store_folder) / "cells").glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            key, old = data.get("config_hash"), data.get("data_sha256")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if key in wanted and old:
+            cid, config = wanted[key]
+            new = data_content_hash(config)
+            if new and new != old:
+                name = f"{config.data.path} (sha256 {old[:12]} -> {new[:12]})"
+                changed.setdefault(name, []).append(cid)
+    return [
+        f"data file {name} changed since {len(ids)} cell(s) were stored; recomputing them"
+        for name, ids in changed.items()
+    ]
 
 
 @dataclass
@@ -155,19 +207,21 @@ class CellStore:
         samples = cell_samples(cell, results)
         if samples is not None:
             save_samples(self.samples_path(digest), samples)
-        write_json(
-            self.json_path(digest),
-            {
-                "store_version": STORE_VERSION,
-                "hash": digest,
-                "engine": engine,
-                "task": self.task.value,
-                "history_columns": list(history_columns(self.task)),
-                "values": record.values,
-                "config": record.config,
-                "runs": runs,
-            },
-        )
+        stored: dict[str, Any] = {
+            "store_version": STORE_VERSION,
+            "hash": digest,
+            "engine": engine,
+            "task": self.task.value,
+            "history_columns": list(history_columns(self.task)),
+            "values": record.values,
+            "config": record.config,
+            "runs": runs,
+        }
+        content = data_content_hash(cell.config)
+        if content is not None:  # a data file: what changed_data_notes compares
+            stored["config_hash"] = cell_hash(cell.config, engine, with_data=False)
+            stored["data_sha256"] = content
+        write_json(self.json_path(digest), stored)
         return record
 
 

@@ -1,0 +1,455 @@
+"""Table files (CSV, Parquet) as people have them: read with pyarrow, never cell by cell.
+
+A table becomes `Samples`: numeric feature columns as float64, text columns (and those listed in
+`data.categorical`) kept as text for data/encode.py to one-hot encode on the training rows after
+the split; missing cells handled as `data.missing` says (error, drop, impute). A column with an
+empty or `Unnamed: N` header holding the row numbers 0..n-1 or 1..n (pandas' default
+`to_csv()` index) is dropped with a note: row numbers are never features (a file sorted by its
+label would leak the label through them).
+
+Every problem is a DataError naming the file, the column and what is allowed.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actreg_cli.config import CsvData, MissingPolicy, ParquetData
+from actreg_cli.data import DataError, Samples, TableColumn
+
+#: pandas' default missing-value markers, and `?` (common in published tables).
+DEFAULT_NA_VALUES = (
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+    "?",
+)
+DELIMITERS = (",", ";", "\t", "|")
+SNIFF_BYTES = 1 << 16  # the header line is looked for in the file's first 64 KiB
+CSV_BLOCK_BYTES = 1 << 20  # the streaming reader's block; column types come from the first
+UNNAMED = re.compile(r"^(Unnamed: \d+(_level_\d+)?)?$")
+
+
+def delimiter_name(delimiter: str) -> str:
+    return "tab" if delimiter == "\t" else repr(delimiter)
+
+
+def read_header(path: Path, config: CsvData) -> tuple[list[str], str]:
+    """The header's column names (an empty name becomes `Unnamed: N`, as pandas names it) and
+    the delimiter: config.delimiter, or (auto) the one of `DELIMITERS` that splits the header
+    line into the most columns (`,` first among equals; never the decimal mark)."""
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    encoding = (
+        "utf-8-sig"
+        if config.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+        else config.encoding
+    )
+    text = head.decode(encoding, errors="replace")
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    if not line:
+        raise DataError(f"{path}: the file is empty; expected a header row naming the columns")
+    candidates = [d for d in DELIMITERS if d != config.decimal]
+
+    def split(delimiter: str) -> list[str]:
+        return next(csv.reader([line], delimiter=delimiter), [])
+
+    if config.delimiter == "auto":
+        delimiter = max(candidates, key=lambda d: len(split(d)))  # max keeps the first of ties
+    else:
+        delimiter = config.delimiter
+        if len(split(delimiter)) == 1:
+            better = [d for d in candidates if len(split(d)) > 1]
+            if better:
+                raise DataError(
+                    f"{path}: with data.delimiter {delimiter_name(delimiter)} the header is one "
+                    f"column ({line[:60]!r}); {delimiter_name(better[0])} splits it into "
+                    f"{len(split(better[0]))}: set data.delimiter: {better[0]!r} (or auto)"
+                )
+    header = [name.strip() or f"Unnamed: {i}" for i, name in enumerate(split(delimiter))]
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        raise DataError(f"{path}: column names must be unique; repeated: {', '.join(duplicates)}")
+    return header, delimiter
+
+
+def csv_batches(path: Path, config: CsvData, stream: bool = True) -> tuple[Any, Any]:
+    """The CSV's schema and an iterator of its record batches (target and categorical columns
+    as text). Streamed block by block, so the file's bytes and its parsed columns are never
+    all held at once; a column whose type changes after the first block (numbers, then a
+    word) makes the streaming reader fail, and the whole file is then read at once, which
+    infers each column's type from all of its cells."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    header, delimiter = read_header(path, config)
+    check_columns(path, config, header)
+    as_text = {name: pa.string() for name in (config.target, *config.categorical)}
+    options = {
+        "read_options": pacsv.ReadOptions(
+            column_names=header, skip_rows=1, encoding=config.encoding, block_size=CSV_BLOCK_BYTES
+        ),
+        "parse_options": pacsv.ParseOptions(delimiter=delimiter),
+        "convert_options": pacsv.ConvertOptions(
+            null_values=list(DEFAULT_NA_VALUES if config.na_values is None else config.na_values),
+            strings_can_be_null=True,
+            decimal_point=config.decimal,
+            column_types=as_text,
+            include_columns=used_columns(config, header),
+        ),
+    }
+
+    def whole_file() -> tuple[Any, Any]:
+        table = pacsv.read_csv(path, **options)
+        return table.schema, iter(table.to_batches())
+
+    def fail(exc: Exception) -> DataError:
+        return DataError(
+            f"{path}: cannot read as CSV (delimiter {delimiter_name(delimiter)}, encoding "
+            f"{config.encoding}): {exc}"
+        )
+
+    errors = (pa.ArrowException, UnicodeError, ValueError, OSError)
+    if not stream:
+        try:
+            return whole_file()
+        except errors as exc:
+            raise fail(exc) from None
+    try:
+        reader = pacsv.open_csv(path, **options)
+    except errors:  # e.g. a type the first block cannot decide: read the whole file
+        return csv_batches(path, config, stream=False)
+
+    def batches() -> Any:
+        try:
+            yield from reader
+        except errors:
+            raise RetryWholeFile from None
+
+    return reader.schema, batches()
+
+
+class RetryWholeFile(Exception):
+    """The streaming CSV reader met a cell its first block's types cannot hold."""
+
+
+def parquet_batches(path: Path, config: ParquetData) -> tuple[Any, Any]:
+    """The Parquet file's schema (used columns) and an iterator of its record batches."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+        header = list(file.schema_arrow.names)
+        duplicates = sorted({h for h in header if header.count(h) > 1})
+        if duplicates:
+            raise DataError(
+                f"{path}: column names must be unique; repeated: {', '.join(duplicates)}"
+            )
+        check_columns(path, config, header)
+        used = used_columns(config, header)
+        schema = pa.schema([file.schema_arrow.field(name) for name in used])
+        return schema, file.iter_batches(batch_size=1 << 16, columns=used)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read as Parquet: {exc}") from None
+
+
+def check_columns(path: Path, config: CsvData | ParquetData, header: list[str]) -> None:
+    """Every column the config names is in the header."""
+    columns = ", ".join(header[:30]) + (", ..." if len(header) > 30 else "")
+    if config.target not in header:
+        raise DataError(
+            f"{path}: data.target {config.target!r} is not a column of the header "
+            f"(columns: {columns})"
+        )
+    for key in ("features", "categorical", "drop"):
+        names = getattr(config, key) or []
+        missing = [name for name in names if name not in header]
+        if missing:
+            raise DataError(f"{path}: data.{key} {missing} not in the header (columns: {columns})")
+    if config.features is not None and config.target in config.features:
+        raise DataError(f"{path}: data.features must not contain the target {config.target!r}")
+    if config.target in config.drop:
+        raise DataError(f"{path}: data.drop must not contain the target {config.target!r}")
+
+
+def used_columns(config: CsvData | ParquetData, header: list[str]) -> list[str]:
+    """The target and the candidate features, in the file's order (`drop` left out)."""
+    wanted = set(header if config.features is None else config.features) - set(config.drop)
+    return [name for name in header if name in wanted or name == config.target]
+
+
+def table_samples(
+    path: Path, config: CsvData | ParquetData, schema: Any, batches: Any, sha256: str = ""
+) -> Samples:
+    """Record batches -> Samples: the label column, the missing-value policy, the index-column
+    rule; numeric features as float64 [rows, features], text ones left for data/encode.py.
+
+    Memory: each batch's numbers are copied into a float64 block and the batch let go; the
+    blocks are then copied into one array, each block freed as soon as it is copied, so the
+    peak is about one copy of the numbers (the file's bytes are never all held)."""
+    import pyarrow as pa
+
+    names = [name for name in schema.names if name != config.target]
+    kinds = {name: column_kind(path, config, name, schema.field(name).type) for name in names}
+    numeric = [name for name in names if kinds[name] == "number"]
+    index_candidates = (
+        {j: [True, True] for j, name in enumerate(numeric) if UNNAMED.match(name)}
+        if config.features is None
+        else {}
+    )
+    blocks: list[np.ndarray | None] = []
+    text_chunks: dict[str, list[Any]] = {name: [] for name in names if kinds[name] == "text"}
+    target_chunks: list[Any] = []
+    n = 0
+    try:
+        for batch in batches:
+            m = batch.num_rows
+            block = np.empty((m, len(numeric)), dtype=np.float64)  # a batch fits in the cache
+            for j, name in enumerate(numeric):
+                block[:, j] = numbers(batch.column(name))
+            check_finite(path, block, numeric, n)
+            for j, starts in index_candidates.items():
+                steps = np.arange(n, n + m, dtype=np.float64)
+                starts[0] = starts[0] and bool(np.array_equal(block[:, j], steps))
+                starts[1] = starts[1] and bool(np.array_equal(block[:, j], steps + 1))
+            for name, chunks in text_chunks.items():
+                chunks.append(batch.column(name))
+            target_chunks.append(batch.column(config.target))
+            blocks.append(block)
+            n += m
+    except pa.ArrowException as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    if n == 0:
+        raise DataError(f"{path}: no data rows below the header")
+    notes: list[str] = []
+    index_columns = {numeric[j] for j, starts in index_candidates.items() if any(starts)}
+    for name in sorted(index_columns):
+        notes.append(
+            f"{path}: column {name!r} holds the row numbers (an unnamed index column, as "
+            f"pandas' to_csv() writes it): not used as a feature"
+        )
+    names = [name for name in names if name not in index_columns]
+    if not names:
+        raise DataError(f"{path}: no feature columns: the file has only the target column")
+    kept = [j for j, name in enumerate(numeric) if name not in index_columns]
+    numeric = [numeric[j] for j in kept]
+    x = np.empty((n, len(numeric)), dtype=np.float64)
+    row = 0
+    for i, block in enumerate(blocks):
+        assert block is not None
+        x[row : row + len(block)] = block if len(kept) == block.shape[1] else block[:, kept]
+        row += len(block)
+        blocks[i] = None  # freed now: the peak stays near one copy of the numbers
+    del blocks
+    text = {
+        name: text_column(path, config, name, pa.chunked_array(chunks, schema.field(name).type))
+        for name, chunks in text_chunks.items()
+    }
+    y, y_missing = target_values(
+        path, config.target, pa.chunked_array(target_chunks, schema.field(config.target).type)
+    )
+    del target_chunks, text_chunks
+    position = {name: j for j, name in enumerate(numeric)}
+    nan = np.isnan(x)  # bool [rows, numeric features]
+    per_column = nan.sum(axis=0)
+    any_missing = nan.any(axis=1) | y_missing
+    del nan
+    counts = {name: int(per_column[j]) for j, name in enumerate(numeric) if per_column[j]}
+    for name, column in text.items():
+        mask = column.missing()
+        any_missing |= mask
+        if mask.any():
+            counts[name] = int(mask.sum())
+    counts = {name: counts[name] for name in names if name in counts}  # the file's order
+    if y_missing.any():
+        counts = {config.target: int(y_missing.sum()), **counts}
+    n_missing = int(any_missing.sum())
+    described = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+    keep = None
+    if n_missing and config.missing is MissingPolicy.error:
+        raise DataError(
+            f"{path}: {n_missing} of {n} rows have a missing value ({described}); set "
+            f"data.missing: drop or impute"
+        )
+    if n_missing and config.missing is MissingPolicy.drop:
+        keep = ~any_missing
+        notes.append(f"{path}: dropped {n_missing} of {n} rows with a missing value ({described})")
+    elif y_missing.any():  # impute: a row without a label cannot train or be scored
+        keep = ~y_missing
+        notes.append(
+            f"{path}: dropped {int(y_missing.sum())} of {n} rows without a label "
+            f"({config.target}); missing features are imputed on the training rows"
+        )
+    if keep is not None:
+        if not keep.any():
+            raise DataError(f"{path}: every row has a missing value ({described})")
+        y, x = y[keep], x[keep]
+        text = {name: column.subset(keep) for name, column in text.items()}
+    record = {
+        "file": str(path),
+        "file_sha256": sha256,
+        "missing": config.missing.value,
+        "rows_read": n,
+        "rows_dropped": 0 if keep is None else int(n - keep.sum()),
+    }
+    origin = str(path)
+    if not text and not (per_column.any() and config.missing is MissingPolicy.impute):
+        return Samples(x=x, y=y, origin=origin, feature_names=tuple(names), record=record,
+                       notes=tuple(notes))  # fmt: skip
+    columns = tuple(
+        text[name]
+        if name in text
+        else TableColumn(name, np.ascontiguousarray(x[:, position[name]]), is_text=False)
+        for name in names
+    )
+    return Samples(x=np.empty((len(y), 0)), y=y, origin=origin, feature_names=tuple(names),
+                   table=columns, record=record, notes=tuple(notes))  # fmt: skip
+
+
+def column_kind(path: Path, config: CsvData | ParquetData, name: str, kind: Any) -> str:
+    """'number' (integers, floats, booleans, decimals; all-missing) or 'text' (strings, and
+    the columns listed in data.categorical); DataError for other types (dates, lists, ...)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if name in config.categorical or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "text"
+    if (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_null(kind)
+    ):
+        return "number"
+    raise DataError(
+        f"{path}: column {name!r} has type {kind}; features must be numbers or text "
+        f"(list the usable ones in data.features, or drop it with data.drop)"
+    )
+
+
+def numbers(column: Any) -> np.ndarray:
+    """A numeric arrow array as float64 [rows], NaN where missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_null(column.type):
+        return np.full(len(column), np.nan)
+    values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float64)
+
+
+def check_finite(path: Path, block: np.ndarray, names: list[str], first_row: int) -> None:
+    infinite = np.isinf(block)
+    if infinite.any():
+        row, j = (int(v) for v in np.argwhere(infinite)[0])
+        raise DataError(
+            f"{path}: column {names[j]!r}, data row {first_row + row + 1}: {block[row, j]}; "
+            f"features must be finite numbers ({int(infinite.sum())} such cells)"
+        )
+
+
+def text_column(path: Path, config: CsvData | ParquetData, name: str, column: Any) -> TableColumn:
+    """A text (or categorical) column as an object array [rows], None where missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = pc.cast(column, pa.string())
+    column = pc.utf8_trim_whitespace(column)
+    column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+    values = np.asarray(column.to_pylist(), dtype=object)
+    if name not in config.categorical:
+        check_mostly_text(path, name, values, getattr(config, "decimal", "."))
+    return TableColumn(name, values, is_text=True)
+
+
+def check_mostly_text(path: Path, name: str, values: np.ndarray, decimal: str) -> None:
+    """A DataError when a text column is mostly numbers: a typo or an unlisted missing-value
+    marker, not categories (one-hot encoding it would hide the mistake)."""
+    present = values[values != None]  # noqa: E711 (elementwise)
+    if not len(present):
+        return
+    kinds, inverse = np.unique(present.astype(str), return_inverse=True)
+    other = "," if decimal == "." else "."
+    if (
+        np.array([is_number(k, other) for k in kinds])[inverse].mean() >= 0.5
+        and not np.array([is_number(k, decimal) for k in kinds])[inverse].mean() >= 0.5
+    ):
+        raise DataError(
+            f"{path}: column {name!r} holds numbers written with {other!r} as the decimal mark "
+            f"(e.g. {present[0]!r}); set data.decimal: {other!r}"
+        )
+    numeric = np.array([is_number(k, decimal) for k in kinds])
+    if numeric.any() and numeric[inverse].mean() >= 0.5:
+        first = int(np.flatnonzero(~numeric[inverse])[0])
+        row = int(np.flatnonzero(values != None)[first]) + 1  # noqa: E711
+        raise DataError(
+            f"{path}: column {name!r}, data row {row}: {present[first]!r} is not a number, "
+            f"though most of the column is; add it to data.na_values if it marks a missing "
+            f"value, or list {name!r} in data.categorical if the column holds categories"
+        )
+
+
+def is_number(text: str, decimal: str) -> bool:
+    try:
+        float(text.replace(decimal, ".") if decimal != "." else text)
+    except ValueError:
+        return False
+    return True
+
+
+def target_values(path: Path, target: str, column: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The label column: numbers as float64 or text as str [rows], and its missing mask."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.cast(kind.value_type)
+        kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        column = pc.utf8_trim_whitespace(column)
+        column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+        missing = np.asarray(pc.is_null(column).to_numpy(zero_copy_only=False), dtype=bool)
+        try:  # numbers written as text (the CSV reader reads the label column as text)
+            column = pc.cast(column, pa.float64())
+            kind = column.type
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values = pc.fill_null(column, "").to_numpy(zero_copy_only=False)
+            return np.asarray(values, dtype=str), missing
+    if pa.types.is_null(kind):
+        return np.full(len(column), ""), np.ones(len(column), dtype=bool)
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+        raise DataError(
+            f"{path}: target column {target!r} has type {kind}; labels must be numbers or text"
+        )
+    values = np.asarray(
+        pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+    )
+    if np.isinf(values).any():
+        row = int(np.flatnonzero(np.isinf(values))[0])
+        raise DataError(f"{path}: target column {target!r}, data row {row + 1}: not finite")
+    return values, np.isnan(values)

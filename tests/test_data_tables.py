@@ -1,0 +1,553 @@
+"""Real tables (issue 19): CSV and Parquet files with missing values, text columns, index
+columns and other delimiters; what run.yaml records; bad files. Every file is written here."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import write_yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
+from typer.testing import CliRunner
+
+from actreg_cli.cli import app
+from actreg_cli.config import ConfigError, DataConfig, ExperimentConfig, validate_mapping
+from actreg_cli.data import DataError, load_dataset
+from actreg_cli.data.split import shuffled_split
+
+DATA = TypeAdapter(DataConfig)
+runner = CliRunner()
+
+#: a small penguin-like table: an NA in a number column, text columns, a missing text cell
+PENGUINS = """species,island,bill_length_mm,sex,body_mass_g
+Adelie,Torgersen,39.1,male,3750
+Adelie,Torgersen,NA,female,3800
+Adelie,Biscoe,40.3,NA,3250
+Adelie,Dream,36.7,female,3450
+Adelie,Dream,39.3,male,3650
+Adelie,Biscoe,38.9,female,3625
+Gentoo,Biscoe,46.1,female,4500
+Gentoo,Biscoe,50.0,male,5700
+Gentoo,Biscoe,48.7,female,4450
+Gentoo,Biscoe,50.0,male,5700
+Gentoo,Biscoe,47.6,male,5400
+Gentoo,Biscoe,46.5,female,4550
+"""
+
+
+def data(**fields) -> DataConfig:
+    return DATA.validate_python(fields)
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+def numeric_rows(n: int = 20) -> tuple[np.ndarray, list[str]]:
+    """x [n, 2] and labels cat/dog alternating."""
+    x = np.column_stack([np.arange(n) / 4, np.arange(n) * 1.5 - 3])
+    return x, ["cat" if i % 2 else "dog" for i in range(n)]
+
+
+def write_table(path: Path, delimiter: str = ",", decimal: str = ".") -> Path:
+    x, labels = numeric_rows()
+    cell = (lambda v: repr(float(v)).replace(".", decimal)) if decimal != "." else repr
+    lines = [delimiter.join(["a", "b", "label"])]
+    lines += [
+        delimiter.join([cell(float(a)), cell(float(b)), y])
+        for (a, b), y in zip(x, labels, strict=True)
+    ]
+    return write(path, "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Delimiters, decimal marks, NA markers, encodings
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_each_delimiter_is_sniffed_and_read(tmp_path, delimiter):
+    path = write_table(tmp_path / "t.csv", delimiter)
+    auto = load_dataset(data(name="csv", path=str(path), target="label", standardize=False))
+    given_ = load_dataset(
+        data(name="csv", path=str(path), target="label", delimiter=delimiter, standardize=False)
+    )
+    x, _ = numeric_rows()
+    assert auto.n_features == 2 and auto.feature_names == ("a", "b")
+    assert sorted(auto.x_train[:, 0].tolist() + auto.x_test[:, 0].tolist()) == sorted(x[:, 0])
+    np.testing.assert_array_equal(auto.x_train, given_.x_train)
+
+
+def test_a_wrong_delimiter_names_the_one_that_splits_the_header(tmp_path):
+    path = write_table(tmp_path / "semi.csv", ";")
+    with pytest.raises(DataError) as info:
+        load_dataset(data(name="csv", path=str(path), target="label", delimiter=","))
+    assert "header is one column" in str(info.value)
+    assert "set data.delimiter: ';'" in str(info.value)
+
+
+def test_decimal_comma_with_semicolons(tmp_path):
+    path = write_table(tmp_path / "eu.csv", ";", decimal=",")
+    comma = load_dataset(
+        data(name="csv", path=str(path), target="label", decimal=",", standardize=False)
+    )
+    dot = load_dataset(
+        data(name="csv", path=str(write_table(tmp_path / "us.csv")), target="label",
+             standardize=False)
+    )  # fmt: skip
+    np.testing.assert_array_equal(comma.x_train, dot.x_train)
+
+
+@pytest.mark.parametrize("marker", ["NA", "", "NaN", "null", "?", "N/A"])
+def test_na_markers_count_as_missing(tmp_path, marker):
+    path = write(tmp_path / "na.csv", f"a,b,label\n1,{marker},x\n2,3,y\n4,5,x\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(data(name="csv", path=str(path), target="label"))
+    assert "1 of 3 rows have a missing value (b: 1); set data.missing: drop or impute" in str(
+        info.value
+    )
+
+
+def test_own_na_values_and_a_latin1_file_with_a_bom_free_header(tmp_path):
+    path = tmp_path / "l1.csv"
+    rows = [f"{i},{-999 if i == 0 else i * 2},{'café' if i % 2 else 'thé'}" for i in range(9)]
+    path.write_bytes(("a,b,label\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    ds = load_dataset(
+        data(name="csv", path=str(path), target="label", na_values=["-999"], missing="drop",
+             encoding="latin-1")
+    )  # fmt: skip
+    assert ds.describe()["rows_dropped"] == 1
+    assert set(ds.class_names) == {"café", "thé"}
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + write_table(tmp_path / "plain.csv").read_bytes())
+    assert load_dataset(data(name="csv", path=str(bom), target="label")).feature_names == (
+        "a",
+        "b",
+    )
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    values=st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=6, max_size=30
+    ),
+    delimiter=st.sampled_from([",", ";", "\t", "|"]),
+)
+def test_numbers_are_read_exactly_as_python_reads_them(tmp_path, values, delimiter):
+    """The reader gives every number exactly as float(text) does: numeric results of
+    existing CSV configs do not change."""
+    path = tmp_path / "h.csv"
+    lines = [delimiter.join(["v", "w", "label"])]
+    lines += [delimiter.join([repr(v), repr(-v), "ab"[i % 2]]) for i, v in enumerate(values)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    from actreg_cli.config import CsvData
+    from actreg_cli.data.files import read_file
+
+    samples = read_file(CsvData(name="csv", path=str(path), target="label"))
+    np.testing.assert_array_equal(samples.x[:, 0], np.array(values, dtype=np.float64))
+    np.testing.assert_array_equal(samples.x[:, 1], -np.array(values, dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# data.missing
+
+
+def test_missing_error_counts_per_column_and_names_the_fix(tmp_path):
+    path = write(tmp_path / "p.csv", PENGUINS)
+    with pytest.raises(DataError) as info:
+        load_dataset(data(name="csv", path=str(path), target="species"))
+    assert (
+        "2 of 12 rows have a missing value (bill_length_mm: 1, sex: 1); "
+        "set data.missing: drop or impute" in str(info.value)
+    )
+
+
+def test_missing_drop_drops_rows_before_the_split_and_says_so(tmp_path, capsys):
+    path = write(tmp_path / "p.csv", PENGUINS)
+    ds = load_dataset(data(name="csv", path=str(path), target="species", missing="drop"))
+    assert ds.n_train + ds.n_test == 10
+    facts = ds.describe()
+    assert facts["rows_dropped"] == 2 and facts["missing"] == "drop"
+    assert "dropped 2 of 12 rows with a missing value" in capsys.readouterr().err
+
+
+def test_impute_a_row_without_a_label_is_dropped(tmp_path):
+    path = write(tmp_path / "p.csv", PENGUINS + ",Dream,41.0,male,3900\n")
+    ds = load_dataset(data(name="csv", path=str(path), target="species", missing="impute"))
+    assert ds.n_train + ds.n_test == 12 and ds.describe()["rows_dropped"] == 1
+
+
+def test_impute_uses_training_row_statistics_only(tmp_path):
+    """Median (numbers) and most frequent (text) of the training rows: changing every test row
+    does not move the value imputed into a training row."""
+    n = 30
+    train, test = shuffled_split(n, 0.3, 0, None)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=n).round(3)
+    colour = np.array(["red"] * n, dtype=object)
+    colour[train[:3]] = "blue"
+    missing_row = int(train[5])
+
+    def table(test_a: float, test_colour: str) -> Path:
+        lines = ["a,colour,y"]
+        for i in range(n):
+            av = "NA" if i == missing_row else str(test_a if i in test else a[i])
+            cv = "NA" if i == missing_row else (test_colour if i in test else colour[i])
+            lines.append(f"{av},{cv},{i * 0.1}")
+        return write(tmp_path / f"imp{test_a}.csv", "\n".join(lines) + "\n")
+
+    def imputed(path: Path) -> np.ndarray:
+        ds = load_dataset(
+            data(name="csv", path=str(path), target="y", task="regression", missing="impute",
+                 standardize=False, stratify=False)
+        )  # fmt: skip
+        row = int(np.searchsorted(train, missing_row))
+        return ds.x_train[row], ds.feature_names
+
+    first, names = imputed(table(0.0, "red"))
+    second, _ = imputed(table(1e6, "blue"))  # every test row now blue and huge
+    np.testing.assert_array_equal(first, second)
+    kept = [i for i in train if i != missing_row]
+    assert first[0] == pytest.approx(np.median(a[kept]), abs=1e-6)
+    assert names == ("a", "colour=blue", "colour=red")
+    assert first[1:].tolist() == [0.0, 1.0]  # red: the training rows' most frequent
+
+
+# ---------------------------------------------------------------------------------------------
+# Text, categorical and dropped columns; the index-column rule
+
+
+def test_one_hot_with_a_category_seen_only_in_test_rows(tmp_path):
+    n = 20
+    train, test = shuffled_split(n, 0.3, 0, None)
+    lines = ["colour,size,y"]
+    for i in range(n):
+        colour = "zebra" if i == test[0] else ("red" if i % 2 else "blue")
+        lines.append(f"{colour},{i},{i % 3 * 1.5}")
+    path = write(tmp_path / "oh.csv", "\n".join(lines) + "\n")
+    ds = load_dataset(
+        data(name="csv", path=str(path), target="y", task="regression", standardize=False,
+             stratify=False)
+    )  # fmt: skip
+    assert ds.feature_names == ("colour=blue", "colour=red", "size")
+    assert ds.x_test[0, :2].tolist() == [0.0, 0.0]  # zebra: all zeros
+    assert ds.x_test.dtype == np.float32 and ds.n_features == 3
+
+
+def test_categorical_and_drop(tmp_path):
+    lines = ["cyl,weight,id,y"] + [
+        f"{4 + 2 * (i % 3)},{1000 + i},{i * 7},{i % 2}" for i in range(24)
+    ]
+    path = write(tmp_path / "cars.csv", "\n".join(lines) + "\n")
+    ds = load_dataset(
+        data(name="csv", path=str(path), target="y", categorical=["cyl"], drop=["id"])
+    )
+    assert ds.feature_names == ("cyl=4", "cyl=6", "cyl=8", "weight")
+    with pytest.raises(DataError, match=r"data.drop \['nope'\] not in the header"):
+        load_dataset(data(name="csv", path=str(path), target="y", drop=["nope"]))
+
+
+@pytest.mark.parametrize("start", [0, 1])
+def test_an_unnamed_row_number_column_is_dropped_with_a_note(tmp_path, capsys, start):
+    """pandas' df.to_csv() writes the row numbers under an empty header: never a feature
+    (the file is sorted by label, so they would leak it)."""
+    import pandas as pd
+
+    x, labels = numeric_rows()
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "label": sorted(labels)})
+    frame.index += start
+    frame.to_csv(tmp_path / "indexed.csv")
+    ds = load_dataset(data(name="csv", path=str(tmp_path / "indexed.csv"), target="label"))
+    assert ds.feature_names == ("a", "b")
+    assert "column 'Unnamed: 0' holds the row numbers" in capsys.readouterr().err
+    # an unnamed column that is not the row numbers stays a feature
+    frame.index = frame.index * 3
+    frame.to_csv(tmp_path / "other.csv")
+    kept = load_dataset(data(name="csv", path=str(tmp_path / "other.csv"), target="label"))
+    assert kept.feature_names == ("Unnamed: 0", "a", "b")
+
+
+def test_parquet_twin_reads_like_the_csv(tmp_path):
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = write(tmp_path / "p.csv", PENGUINS)
+    table = pacsv.read_csv(path)
+    pq.write_table(table, tmp_path / "p.parquet")
+    fields = {"target": "species", "missing": "impute"}
+    from_csv = load_dataset(data(name="csv", path=str(path), **fields))
+    from_parquet = load_dataset(data(name="parquet", path=str(tmp_path / "p.parquet"), **fields))
+    assert from_parquet.feature_names == from_csv.feature_names
+    np.testing.assert_array_equal(from_parquet.x_train, from_csv.x_train)
+    np.testing.assert_array_equal(from_parquet.y_test, from_csv.y_test)
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the CLI: run.yaml records the features; an edited file recomputes its sweep cells
+
+
+def messy_experiment(tmp_path: Path, **data_fields) -> Path:
+    write(tmp_path / "penguins.csv", PENGUINS)
+    return write_yaml(
+        tmp_path / "penguins.yaml",
+        {
+            "name": "penguins",
+            "data": {"name": "csv", "path": "penguins.csv", "target": "species", **data_fields},
+            "model": {"hidden_units": [8]},
+            "training": {"epochs": 2, "repeats": 2, "seed": 3},
+        },
+    )
+
+
+def test_run_yaml_records_features_dropped_rows_and_the_file_hash(tmp_path):
+    import hashlib
+
+    config = messy_experiment(tmp_path, missing="drop")
+    result = runner.invoke(app, ["run", str(config), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    facts = yaml.safe_load((run_dir / "run.yaml").read_text())["data"]
+    assert facts["feature_names"] == [
+        "island=Biscoe",
+        "island=Dream",
+        "island=Torgersen",
+        "bill_length_mm",
+        "sex=female",
+        "sex=male",
+        "body_mass_g",
+    ]
+    assert facts["rows_dropped"] == 2 and facts["missing"] == "drop"
+    digest = hashlib.sha256((tmp_path / "penguins.csv").read_bytes()).hexdigest()
+    assert facts["file_sha256"] == digest
+
+
+def test_an_edited_data_file_recomputes_its_sweep_cells(tmp_path):
+    messy_experiment(tmp_path, missing="impute")
+    sweep = write_yaml(
+        tmp_path / "sweep.yaml",
+        {
+            "name": "penguin_sweep",
+            "base": "penguins.yaml",
+            "grid": {
+                "regularizers": [
+                    [{"target": "kernel", "norm": "l2", "strength": 1e-3}],
+                    [{"target": "activity", "norm": "l1", "strength": 1e-3}],
+                ]
+            },
+        },
+    )
+    runs = tmp_path / "runs"
+    first = runner.invoke(app, ["sweep", str(sweep), "--engine", "cpu", "--runs-dir", str(runs)])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["sweep", str(sweep), "--engine", "cpu", "--runs-dir", str(runs)])
+    assert "3 of 3 cells already done" in again.output
+    csv_path = tmp_path / "penguins.csv"
+    csv_path.write_text(csv_path.read_text().replace("3750", "3760"), encoding="utf-8")
+    edited = runner.invoke(app, ["sweep", str(sweep), "--engine", "cpu", "--runs-dir", str(runs)])
+    assert edited.exit_code == 0, edited.output
+    assert "0 of 3 cells already done" in edited.output
+    assert "penguins.csv (sha256" in edited.output and "changed since 3 cell(s)" in edited.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad files: exit 2, the file, what is wrong, nothing written
+
+
+def bad_file_cases(tmp_path: Path) -> dict[str, tuple[dict, list[str]]]:
+    """name -> (data section, words of the message)."""
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(tmp_path / "loop2.csv")
+    (tmp_path / "loop2.csv").symlink_to(loop)
+    (tmp_path / "folder.csv").mkdir()
+    write(tmp_path / "empty.csv", "")
+    write(tmp_path / "header.csv", "a,b,label\n")
+    write(tmp_path / "dup.csv", "a,a,label\n1,2,x\n")
+    np.savez(tmp_path / "complex.npz", x=np.ones((4, 2)) * (1 + 2j), y=np.arange(4))
+    np.savez(tmp_path / "object.npz", x=np.array([[1, "a"]] * 4, dtype=object), y=np.arange(4))
+    np.savez(tmp_path / "lengths.npz", x=np.ones((4, 2)), y=np.arange(3))
+    import io
+    import zipfile
+
+    y_npy = io.BytesIO()
+    np.save(y_npy, np.arange(4))
+    with zipfile.ZipFile(tmp_path / "pickle.npz", "w") as archive:
+        archive.writestr("x.pkl", b"\x80\x04K\x01.")  # a pickle, never to be loaded
+        archive.writestr("y.npy", y_npy.getvalue())
+    csv = {"name": "csv", "target": "label"}
+    return {
+        "fifo": ({**csv, "path": str(fifo)}, ["is a FIFO", "regular"]),
+        "device": ({**csv, "path": "/dev/zero"}, ["is a device", "regular"]),
+        "folder": ({**csv, "path": str(tmp_path / "folder.csv")}, ["is a folder"]),
+        "loop": ({**csv, "path": str(loop)}, ["symlink loop"]),
+        "empty": ({**csv, "path": str(tmp_path / "empty.csv")}, ["empty"]),
+        "header only": ({**csv, "path": str(tmp_path / "header.csv")}, ["no data rows"]),
+        "duplicates": ({**csv, "path": str(tmp_path / "dup.csv")}, ["repeated: a"]),
+        "complex": (
+            {"name": "npz", "path": str(tmp_path / "complex.npz")},
+            ["complex", "real numbers"],
+        ),
+        "object": (
+            {"name": "npz", "path": str(tmp_path / "object.npz")},
+            ["cannot read as .npz", "Object arrays"],
+        ),
+        "lengths": ({"name": "npz", "path": str(tmp_path / "lengths.npz")}, ["4 rows", "3"]),
+        "pickle": (
+            {"name": "npz", "path": str(tmp_path / "pickle.npz")},
+            ["member 'x.pkl' is not a NumPy array"],
+        ),
+    }
+
+
+CASES = [
+    "fifo",
+    "device",
+    "folder",
+    "loop",
+    "empty",
+    "header only",
+    "duplicates",
+    "complex",
+    "object",
+    "lengths",
+    "pickle",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_files_exit_2_name_the_file_and_write_nothing(tmp_path, case):
+    section, words = bad_file_cases(tmp_path)[case]
+    config = write_yaml(
+        tmp_path / "c.yaml", {"name": "bad", "data": section, "training": {"epochs": 1}}
+    )
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["run", str(config), "--runs-dir", str(runs)])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert Path(section["path"]).name in output
+    for word in words:
+        assert word in output
+    assert "Traceback" not in result.output
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_an_unreadable_file_is_bad_input(tmp_path):
+    path = write_table(tmp_path / "secret.csv")
+    path.chmod(0)
+    try:
+        with pytest.raises(DataError, match="permission denied"):
+            load_dataset(data(name="csv", path=str(path), target="label"))
+    finally:
+        path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def test_config_refuses_an_unknown_encoding_and_a_delimiter_equal_to_the_decimal():
+    with pytest.raises(ConfigError, match="encoding 'utf-9' is unknown"):
+        validate_mapping(
+            {"data": {"name": "csv", "path": "x.csv", "target": "y", "encoding": "utf-9"}},
+            ExperimentConfig,
+            "c.yaml",
+        )
+    with pytest.raises(ConfigError, match="delimiter and decimal must differ"):
+        validate_mapping(
+            {"data": {"name": "csv", "path": "x.csv", "target": "y", "delimiter": ",",
+                      "decimal": ","}},
+            ExperimentConfig,
+            "c.yaml",
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Regression in the target's own units; figures name the target, titles the file
+
+
+def test_regression_reports_mse_and_mae_in_the_target_units(tmp_path):
+    import json
+
+    write(tmp_path / "penguins.csv", PENGUINS)
+    config = write_yaml(
+        tmp_path / "mass.yaml",
+        {
+            "name": "mass",
+            "data": {"name": "csv", "path": "penguins.csv", "target": "body_mass_g",
+                     "missing": "impute", "stratify": False},
+            "model": {"hidden_units": [8]},
+            "training": {"epochs": 2, "repeats": 2, "seed": 3},
+        },
+    )  # fmt: skip
+    result = runner.invoke(app, ["run", str(config), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "in the target's units: test MSE" in " ".join(result.output.split())
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    std = yaml.safe_load((run_dir / "run.yaml").read_text())["data"]["target_train_mean_std"][1]
+    assert std > 100  # grams, not standardized units
+    for scaled, raw in zip(
+        summary["test_mse_target_units"]["values"], summary["test_mse"]["values"], strict=True
+    ):
+        assert scaled == pytest.approx(raw * std**2, rel=1e-9)
+    assert summary["test_mae_target_units"]["mean"] == pytest.approx(
+        summary["test_mae"]["mean"] * std, rel=1e-9
+    )
+    assert "penguins.csv" in summary["what_ran"] and str(tmp_path) not in summary["what_ran"]
+
+
+def test_curve_label_names_the_target_column(tmp_path):
+    from actreg_cli.report.run import curve_label
+    from actreg_cli.tasks import Task
+
+    config = validate_mapping(
+        {"data": {"name": "csv", "path": "/x/p.csv", "target": "body_mass_g"}},
+        ExperimentConfig,
+        "c.yaml",
+    )
+    assert curve_label(config, Task.regression) == "mae of body_mass_g (in training std units)"
+    assert curve_label(config, Task.multiclass) == "accuracy predicting body_mass_g"
+    circles = validate_mapping({}, ExperimentConfig, "c.yaml")
+    assert curve_label(circles, Task.binary) is None
+
+
+def test_a_mostly_numeric_text_column_is_refused_with_the_fix(tmp_path):
+    comma = write(tmp_path / "comma.csv", "a;b;label\n1,5;2;x\n2,5;3;y\n3,5;4;x\n")
+    with pytest.raises(DataError, match="set data.decimal: ','"):
+        load_dataset(data(name="csv", path=str(comma), target="label"))
+    typo = write(tmp_path / "typo.csv", "a,b,label\n1,2,x\n2,3,y\n3,4O,x\n")
+    with pytest.raises(DataError, match="data row 3: '4O' is not a number"):
+        load_dataset(data(name="csv", path=str(typo), target="label"))
+
+
+def test_a_column_that_turns_to_text_after_the_first_block_is_read_whole(tmp_path, monkeypatch):
+    """The streaming reader takes column types from its first block; a word further down
+    makes it read the whole file instead, never a wrong type or a traceback."""
+    from actreg_cli.data import tables
+
+    monkeypatch.setattr(tables, "CSV_BLOCK_BYTES", 1024)
+    lines = ["code,size,y"] + [
+        f"{7 if i < 100 else ('abc' if i % 2 else 'def')},{i},{i % 2}" for i in range(400)
+    ]
+    path = write(tmp_path / "late.csv", "\n".join(lines) + "\n")
+    ds = load_dataset(data(name="csv", path=str(path), target="y"))
+    assert ds.feature_names == ("code=7", "code=abc", "code=def", "size")
+
+
+def test_resample_encodes_each_repeat_on_its_own_training_rows(tmp_path):
+    path = write(tmp_path / "p.csv", PENGUINS)
+    config = data(name="csv", path=str(path), target="species", missing="impute",
+                  resample=True, standardize=False)  # fmt: skip
+    first, second = load_dataset(config, 1), load_dataset(config, 2)
+    assert first.feature_names == second.feature_names
+    assert not np.array_equal(first.x_test, second.x_test)  # another split per repeat
+    for ds in (first, second):
+        sex = [ds.feature_names.index("sex=female"), ds.feature_names.index("sex=male")]
+        assert set(np.unique(ds.x_train[:, sex])) <= {0.0, 1.0}
+        assert (ds.x_train[:, sex].sum(axis=1) == 1).all()  # imputed: one category each
