@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,25 @@ def test_decimal_comma_with_semicolons(tmp_path):
     np.testing.assert_array_equal(comma.x_train, dot.x_train)
 
 
+def test_a_decimal_comma_target_is_a_regression_target(tmp_path):
+    """With `decimal: ','` the label column's numbers are numbers too, not class names."""
+    lines = ["a;b;y", *(f"{i},5;{2 * i};{i * 3},25" for i in range(20))]
+    path = write(tmp_path / "comma.csv", "\n".join(lines) + "\n")
+    ds = load_dataset(data(name="csv", path=str(path), target="y", decimal=",", standardize=False))
+    assert ds.task.value == "regression"
+    assert sorted(np.concatenate([ds.y_train, ds.y_test]).ravel().tolist()) == pytest.approx(
+        [i * 3 + 0.25 for i in range(20)]
+    )
+
+
+def test_blank_lines_before_the_header_are_skipped(tmp_path):
+    x, labels = numeric_rows()
+    rows = [f"{a},{b},{label}" for (a, b), label in zip(x, labels, strict=True)]
+    path = write(tmp_path / "blank.csv", "\n\n" + "\n".join(["a,b,animal", *rows]) + "\n")
+    ds = load_dataset(data(name="csv", path=str(path), target="animal", standardize=False))
+    assert ds.n_train + ds.n_test == 20 and ds.n_features == 2
+
+
 @pytest.mark.parametrize("marker", ["NA", "", "NaN", "null", "?", "N/A"])
 def test_na_markers_count_as_missing(tmp_path, marker):
     path = write(tmp_path / "na.csv", f"a,b,label\n1,{marker},x\n2,3,y\n4,5,x\n")
@@ -193,7 +213,9 @@ def test_impute_uses_training_row_statistics_only(tmp_path):
     rng = np.random.default_rng(0)
     a = rng.normal(size=n).round(3)
     colour = np.array(["red"] * n, dtype=object)
-    colour[train[:3]] = "blue"
+    # Training rows: 7 blue, 13 red (one row missing); with the 9 test rows all blue, the mode
+    # over every row would be blue (16 to 13): only training-row statistics give red.
+    colour[train[:8]] = "blue"
     missing_row = int(train[5])
 
     def table(test_a: float, test_colour: str) -> Path:
@@ -233,10 +255,12 @@ def test_one_hot_with_a_category_seen_only_in_test_rows(tmp_path):
         colour = "zebra" if i == test[0] else ("red" if i % 2 else "blue")
         lines.append(f"{colour},{i},{i % 3 * 1.5}")
     path = write(tmp_path / "oh.csv", "\n".join(lines) + "\n")
-    ds = load_dataset(
-        data(name="csv", path=str(path), target="y", task="regression", standardize=False,
-             stratify=False)
-    )  # fmt: skip
+    with warnings.catch_warnings():  # scikit-learn's "unknown categories" warning is expected
+        warnings.simplefilter("error")  # and kept from the user
+        ds = load_dataset(
+            data(name="csv", path=str(path), target="y", task="regression", standardize=False,
+                 stratify=False)
+        )  # fmt: skip
     assert ds.feature_names == ("colour=blue", "colour=red", "size")
     assert ds.x_test[0, :2].tolist() == [0.0, 0.0]  # zebra: all zeros
     assert ds.x_test.dtype == np.float32 and ds.n_features == 3

@@ -53,8 +53,8 @@ def test_a_stop_flag_ends_every_loop_and_changes_nothing_left_at_zero(units) -> 
         assert a.tobytes() == b.tobytes()  # bit-identical
     assert np.all(clear[0][:, :30, 0] > 0)  # every epoch trained
     started = time.monotonic()
-    stopped = kernel_call(units, 50_000_000, np.ones(1, np.int64))
-    assert time.monotonic() - started < 5  # 5e7 epochs would take minutes
+    stopped = kernel_call(units, 200_000, np.ones(1, np.int64))
+    assert time.monotonic() - started < 5
     assert np.all(stopped[0][:, :-1] == 0)  # no epoch ran
 
 
@@ -100,14 +100,14 @@ def test_an_interrupt_disguised_by_compiled_code_is_no_failed_chunk(monkeypatch)
 
 
 def sweep_file(tmp_path: Path) -> Path:
-    """Two cells of 40 models (two chunks on the cpu engine): 20 epochs, then a million (minutes
-    on 2 cores: only Ctrl-C ends it within the test)."""
+    """Two cells of 40 models (two chunks on the cpu engine): 20 epochs, then 200,000 (tens of
+    seconds on 2 cores: Ctrl-C ends it long before)."""
     return write_yaml(
         tmp_path / "ctrlc.yaml",
         {
             "name": "ctrlc",
             "base": {"model": {"hidden_units": [8]}, "training": {"repeats": 40, "seed": 1}},
-            "grid": {"training.epochs": [20, 1_000_000]},
+            "grid": {"training.epochs": [20, 200_000]},
             "baseline": False,
         },
     )

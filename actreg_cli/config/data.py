@@ -207,8 +207,8 @@ class _TableBase(_DataBase):
 
 class CsvData(_TableBase):
     """A CSV file with a header row (see _TableBase). `delimiter: auto` picks the one of
-    `,` `;` tab `|` that splits the header line most often; `na_values` replaces pandas' list
-    of missing-value markers (empty cell, NA, NaN, null, ... and `?`)."""
+    `,` `;` tab `|` that splits the header line most often; `na_values` lists markers of a
+    missing value added to pandas' list (empty cell, NA, NaN, null, ... and `?`)."""
 
     name: Literal["csv"]
     delimiter: Literal["auto", ",", ";", "\t", "|"] = "auto"

@@ -55,10 +55,11 @@ def delimiter_name(delimiter: str) -> str:
     return "tab" if delimiter == "\t" else repr(delimiter)
 
 
-def read_header(path: Path, config: CsvData) -> tuple[list[str], str]:
-    """The header's column names (an empty name becomes `Unnamed: N`, as pandas names it) and
-    the delimiter: config.delimiter, or (auto) the one of `DELIMITERS` that splits the header
-    line into the most columns (`,` first among equals; never the decimal mark)."""
+def read_header(path: Path, config: CsvData) -> tuple[list[str], str, int]:
+    """The header's column names (an empty name becomes `Unnamed: N`, as pandas names it), the
+    delimiter: config.delimiter, or (auto) the one of `DELIMITERS` that splits the header line
+    into the most columns (`,` first among equals; never the decimal mark), and the number of
+    lines up to and including the header (blank lines may come before it)."""
     with open(path, "rb") as fh:
         head = fh.read(SNIFF_BYTES)
     encoding = (
@@ -67,7 +68,9 @@ def read_header(path: Path, config: CsvData) -> tuple[list[str], str]:
         else config.encoding
     )
     text = head.decode(encoding, errors="replace")
-    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    lines = text.split("\n")
+    at = next((i for i, ln in enumerate(lines) if ln.strip()), None)
+    line = "" if at is None else lines[at].rstrip("\r")
     if not line:
         raise DataError(f"{path}: the file is empty; expected a header row naming the columns")
     candidates = [d for d in DELIMITERS if d != config.decimal]
@@ -91,7 +94,7 @@ def read_header(path: Path, config: CsvData) -> tuple[list[str], str]:
     duplicates = sorted({h for h in header if header.count(h) > 1})
     if duplicates:
         raise DataError(f"{path}: column names must be unique; repeated: {', '.join(duplicates)}")
-    return header, delimiter
+    return header, delimiter, at + 1
 
 
 def csv_batches(path: Path, config: CsvData, stream: bool = True) -> tuple[Any, Any]:
@@ -103,16 +106,19 @@ def csv_batches(path: Path, config: CsvData, stream: bool = True) -> tuple[Any, 
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    header, delimiter = read_header(path, config)
+    header, delimiter, skip_rows = read_header(path, config)
     check_columns(path, config, header)
     as_text = {name: pa.string() for name in (config.target, *config.categorical)}
     options = {
         "read_options": pacsv.ReadOptions(
-            column_names=header, skip_rows=1, encoding=config.encoding, block_size=CSV_BLOCK_BYTES
+            column_names=header,
+            skip_rows=skip_rows,
+            encoding=config.encoding,
+            block_size=CSV_BLOCK_BYTES,
         ),
         "parse_options": pacsv.ParseOptions(delimiter=delimiter),
         "convert_options": pacsv.ConvertOptions(
-            null_values=list(DEFAULT_NA_VALUES if config.na_values is None else config.na_values),
+            null_values=[*DEFAULT_NA_VALUES, *(config.na_values or ())],
             strings_can_be_null=True,
             decimal_point=config.decimal,
             column_types=as_text,
@@ -268,7 +274,10 @@ def table_samples(
         for name, chunks in text_chunks.items()
     }
     y, y_missing = target_values(
-        path, config.target, pa.chunked_array(target_chunks, schema.field(config.target).type)
+        path,
+        config.target,
+        pa.chunked_array(target_chunks, schema.field(config.target).type),
+        getattr(config, "decimal", "."),
     )
     del target_chunks, text_chunks
     position = {name: j for j, name in enumerate(numeric)}
@@ -421,8 +430,12 @@ def is_number(text: str, decimal: str) -> bool:
     return True
 
 
-def target_values(path: Path, target: str, column: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The label column: numbers as float64 or text as str [rows], and its missing mask."""
+def target_values(
+    path: Path, target: str, column: Any, decimal: str = "."
+) -> tuple[np.ndarray, np.ndarray]:
+    """The label column: numbers as float64 or text as str [rows], and its missing mask.
+    decimal: the file's decimal mark (a CSV's target is read as text, its numbers converted
+    here)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -435,10 +448,13 @@ def target_values(path: Path, target: str, column: Any) -> tuple[np.ndarray, np.
         column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
         missing = np.asarray(pc.is_null(column).to_numpy(zero_copy_only=False), dtype=bool)
         try:  # numbers written as text (the CSV reader reads the label column as text)
+            as_read = column
+            if decimal != ".":
+                column = pc.replace_substring(column, decimal, ".")
             column = pc.cast(column, pa.float64())
             kind = column.type
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            values = pc.fill_null(column, "").to_numpy(zero_copy_only=False)
+            values = pc.fill_null(as_read, "").to_numpy(zero_copy_only=False)
             return np.asarray(values, dtype=str), missing
     if pa.types.is_null(kind):
         return np.full(len(column), ""), np.ones(len(column), dtype=bool)

@@ -103,7 +103,7 @@ def flat_initial_weights(config: ExperimentConfig, seed: int, data: Dataset) -> 
 
 
 #: Seconds Ctrl-C waits for the compiled loops to see the stop flag (each model checks it
-#: before every epoch) before it is raised anyway.
+#: before every epoch and minibatch) before it is raised anyway.
 STOP_WAIT_S = 1.0
 
 

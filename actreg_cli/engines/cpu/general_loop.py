@@ -411,7 +411,7 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, cf, lr, units, f
                rows_out, stop):  # fmt: skip
     """`train_models`' epoch loop for one model of any other MLP (`_batch`: rows one at a time),
     the same batches, history totals (rows_out [E+1, 4]) and final weights (p, in place).
-    Returns early, before an epoch, once stop[0] != 0 (int64 [1]; Ctrl-C: the totals are then
+    Returns early, before an epoch or a minibatch, once stop[0] != 0 (int64 [1]; Ctrl-C: the totals are then
     incomplete and thrown away)."""
     n_train = y_train.shape[0]
     n_test = y_test.shape[0]
@@ -428,6 +428,8 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, cf, lr, units, f
         loss_total = np.float32(0.0)
         correct_total = np.float32(0.0)
         for b in range(n_batches):
+            if stop[0] != 0:  # an epoch of a large table can take seconds
+                return
             batch = order[b * batch_size : min((b + 1) * batch_size, n_train)]
             loss, correct = _batch(
                 p, grad, x_train, y_train, batch, cf, units, fan_ins, w_off, b_off, h_off, out_w,

@@ -67,9 +67,9 @@ def train_models(
     probe: per hidden layer the mean of its output on the test set, then per layer the
     fraction of exact zeros. outputs: the output layer's activations (`output_activation`)
     on the final weights, train rows then test rows.
-    stop: int64 [1], read before every epoch of every model: set to 1 from another thread
-    (Ctrl-C, `engine.run_stoppable`), each model ends within an epoch and the results are
-    incomplete. Left at 0, it changes nothing.
+    stop: int64 [1], read before every epoch and minibatch of every model: set to 1 from
+    another thread (Ctrl-C, `engine.run_stoppable`), each model ends within a minibatch and the
+    results are incomplete. Left at 0, it changes nothing.
     """
     n_models = params.shape[0]
     n_params = params.shape[1]

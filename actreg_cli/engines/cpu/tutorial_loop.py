@@ -312,7 +312,7 @@ def train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, ta
                 rows_out, stop):  # fmt: skip
     """`train_models`' epoch loop for one model of the tutorial family (the module docstring),
     the same batches, history totals (rows_out [E+1, 4]) and final weights (p, in place).
-    Returns early, before an epoch, once stop[0] != 0 (int64 [1]; Ctrl-C: the totals are then
+    Returns early, before an epoch or a minibatch, once stop[0] != 0 (int64 [1]; Ctrl-C: the totals are then
     incomplete and thrown away)."""
     prefer_512_bit_vectors()
     n_train = y_train.shape[0]
@@ -378,6 +378,8 @@ def train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, ta
         loss_total = np.float32(0.0)
         metric_total = np.float32(0.0)
         for b in range(n_batches):
+            if stop[0] != 0:  # an epoch of a large table can take seconds
+                return
             start = b * batch_size
             size = min(batch_size, n_train - start)
             # Padding rows past `size` keep earlier rows' inputs: computed, never summed.
