@@ -6,14 +6,17 @@ Sweeps here are trained by test_study_sweep.FakeExecutor (no TensorFlow), so eve
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import run_and_report
 from test_study_sweep import FakeExecutor, sweep_config
 
+from actreg_cli.config import SweepConfig
 from actreg_cli.report.sweep_figures import _x_axis
 from actreg_cli.report.sweep_tables import summary_columns
 from actreg_cli.stats import describe, difference, holm, paired_difference
@@ -320,3 +323,198 @@ def test_a_dropout_sweep_compares_each_cell_with_the_baseline_of_its_dropout(tmp
         "c1": "baseline-1",
         "c2": "baseline-2",
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# A standardized regression's results in the target's own units
+
+
+class RegressionFakeExecutor(FakeExecutor):
+    """FakeExecutor with regression metrics (standardized units) that depend on job and seed."""
+
+    def run(self, chunks, engine, on_done, on_failed):
+        def done(index, results):
+            for job, result in zip(chunks[index], results, strict=True):
+                strength = job.config.regularizers[0].strength if job.config.regularizers else 0
+                noise = np.random.default_rng([job.seed, round(strength * 1e12)])
+                result.test_mse = 0.5 + strength + float(noise.uniform(0.0, 0.1))
+                result.train_mse = result.test_mse / 2
+                result.test_mae = 0.55 + float(noise.uniform(0.0, 0.1))
+                result.train_mae = result.test_mae / 2
+                result.test_r2 = result.train_r2 = 0.4
+            on_done(index, results)
+
+        super().run(chunks, engine, done, on_failed)
+
+
+def regression_sweep(name: str = "reg", **data) -> SweepConfig:
+    """configs/diabetes_l2.yaml in small: kernel L2 swept over two strengths, 3 repeats."""
+    return SweepConfig.model_validate(
+        {
+            "name": name,
+            "base": {
+                "data": {"name": "diabetes", "test_fraction": 0.3, **data},
+                "model": {"hidden_units": [8]},
+                "regularizers": [{"target": "kernel", "norm": "l2", "strength": 1e-3}],
+                "training": {"epochs": 2, "repeats": 3, "seed": 5},
+            },
+            "grid": {"regularizers.0.strength": [1e-2, 1e-4]},
+        }
+    )
+
+
+UNIT_COLUMNS = ["test_mse_target_units", "test_mae_target_units"]
+UNIT_STATS = [f"{c}_{s}" for c in UNIT_COLUMNS for s in ("mean", "std", "ci_low", "ci_high")]
+
+
+def cell_json(outcome, cell_id: str) -> Path:
+    return outcome.store_folder / "cells" / f"{outcome.plan.hashes[cell_id]}.json"
+
+
+def test_a_standardized_regression_sweep_reports_mse_and_mae_in_the_target_units(tmp_path):
+    from actreg_cli.config import ExperimentConfig
+    from actreg_cli.data import job_dataset
+
+    outcome = run_and_report(
+        regression_sweep(resample=True),
+        engine="keras",
+        runs_dir=tmp_path,
+        executor=RegressionFakeExecutor(),
+    )
+    results = read_csv(outcome.folder / "results.csv")
+    summary = read_csv(outcome.folder / "summary.csv")
+    assert list(results[0])[-4:] == ["zero_fraction", *UNIT_COLUMNS, "diverged"]
+    assert list(summary[0]) == summary_columns(outcome)
+    at = list(summary[0]).index("train_mse_std") + 1
+    assert list(summary[0])[at : at + 8] == UNIT_STATS
+    seen_stds = set()
+    for cell in outcome.cells:
+        stored = json.loads(cell_json(outcome, cell.id).read_text(encoding="utf-8"))
+        rows = [r for r in results if r["cell"] == cell.id]
+        for run, row in zip(stored["runs"], rows, strict=True):
+            # The std the target was divided by: that of the repeat's raw training target.
+            std = job_dataset(cell.config, run["seed"]).target_scale[1]
+            raw = cell.config.resolved()
+            raw["data"]["standardize"] = False
+            raw_y = job_dataset(ExperimentConfig.model_validate(raw), run["seed"]).y_train
+            assert std == pytest.approx(float(np.std(raw_y, dtype=np.float64)), rel=1e-6)
+            assert 50 < std < 100  # diabetes progression: std about 77
+            assert run["target_std"] == std
+            seen_stds.add(std)
+            mse, mae = float(row["test_mse"]), float(row["test_mae"])
+            assert float(row["test_mse_target_units"]) == pytest.approx(mse * std**2, rel=1e-12)
+            assert float(row["test_mae_target_units"]) == pytest.approx(mae * std, rel=1e-12)
+        srow = next(r for r in summary if r["cell"] == cell.id)
+        for column in UNIT_COLUMNS:
+            expected = describe([float(r[column]) for r in rows])
+            for stat in ("mean", "std", "ci_low", "ci_high"):
+                assert float(srow[f"{column}_{stat}"]) == pytest.approx(expected[stat], rel=1e-12)
+    assert len(seen_stds) == 3  # data.resample: each repeat its own split, its own std
+    report = (outcome.folder / "report.md").read_text(encoding="utf-8")
+    assert (
+        "- MSE and MAE are in standardized units (units of the training target's std: "
+        "`data.standardize` scaled the target with the training rows' mean and std); "
+        "`test_mse_target_units` and `test_mae_target_units` in `results.csv` and `summary.csv` "
+        "give them in the target's own units (MSE x std², MAE x std)"
+    ) in report
+    best = min(summary, key=lambda r: float(r["test_mse_mean"]))
+    mse, mae = (
+        [float(best[f"{c}_{s}"]) for s in ("mean", "ci_low", "ci_high")] for c in UNIT_COLUMNS
+    )
+    best_section = report.split("## Best cell")[1].split("##")[0]
+    assert f"**{best['cell']}**" in best_section
+    assert (
+        f"In the target's own units: test MSE {mse[0]:.4g} (95% CI {mse[1]:.4g} to {mse[2]:.4g}), "
+        f"test MAE {mae[0]:.4g} (95% CI {mae[1]:.4g} to {mae[2]:.4g})."
+    ) in best_section
+    assert mse[0] > 1000  # about 0.55 x 77²: the target's units, not standardized ones
+
+
+def test_no_target_unit_columns_for_classification_or_an_unscaled_target(tmp_path):
+    classification = run_and_report(
+        sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor()
+    )
+    unscaled = run_and_report(
+        regression_sweep("raw", standardize=False),
+        engine="keras",
+        runs_dir=tmp_path,
+        executor=RegressionFakeExecutor(),
+    )
+    for outcome in (classification, unscaled):
+        for name in ("results.csv", "summary.csv"):
+            header = (outcome.folder / name).read_text(encoding="utf-8").splitlines()[0]
+            assert "target_units" not in header, name
+        report = (outcome.folder / "report.md").read_text(encoding="utf-8")
+        assert "standardized units" not in report and "target's own units" not in report
+    # A classification cell's stored file has no target_std; an unscaled regression's is 1.
+    runs = json.loads(cell_json(classification, "c1").read_text(encoding="utf-8"))["runs"]
+    assert all("target_std" not in run for run in runs)
+    runs = json.loads(cell_json(unscaled, "c1").read_text(encoding="utf-8"))["runs"]
+    assert [run["target_std"] for run in runs] == [1.0, 1.0, 1.0]
+    assert "test_mse_mean" in read_csv(unscaled.folder / "summary.csv")[0]
+
+
+def test_an_old_regression_cell_without_target_std_still_reports(tmp_path):
+    outcome = run_and_report(
+        regression_sweep(), engine="keras", runs_dir=tmp_path, executor=RegressionFakeExecutor()
+    )
+    summary = read_csv(outcome.folder / "summary.csv")
+    best = min(summary, key=lambda r: float(r["test_mse_mean"]))["cell"]
+    # Without data.resample every repeat shares one split: one std.
+    stds = {r["target_std"] for r in json.loads(cell_json(outcome, best).read_text())["runs"]}
+    assert len(stds) == 1
+
+    def forget_target_std(cell_ids):
+        for cell_id in cell_ids:
+            path = cell_json(outcome, cell_id)
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            for run in stored["runs"]:
+                run.pop("target_std", None)
+            path.write_text(json.dumps(stored, indent=2) + "\n", encoding="utf-8")
+
+    forget_target_std([best])  # stored by a version that did not record it
+    again = run_and_report(
+        regression_sweep(), engine="keras", runs_dir=tmp_path, executor=RegressionFakeExecutor()
+    )
+    assert again.n_trained == 0 and not again.failures  # loaded, not recomputed
+    results = read_csv(again.folder / "results.csv")
+    summary = {r["cell"]: r for r in read_csv(again.folder / "summary.csv")}
+    for row in results:
+        if row["cell"] == best:
+            assert row["test_mse_target_units"] == "nan" and row["test_mae_target_units"] == "nan"
+        else:
+            assert float(row["test_mse_target_units"]) > 1000
+    assert summary[best]["test_mse_target_units_mean"] == "nan"
+    assert summary[best]["test_mse_mean"] != "nan"
+    report = (again.folder / "report.md").read_text(encoding="utf-8")
+    best_section = report.split("## Best cell")[1].split("##")[0]
+    assert f"**{best}**" in best_section
+    assert "Its test MSE and MAE in the target's own units are unknown" in best_section
+    # No cell knows its std: no target-unit columns at all, the rest as before.
+    forget_target_std([c.id for c in outcome.cells])
+    oldest = run_and_report(
+        regression_sweep(), engine="keras", runs_dir=tmp_path, executor=RegressionFakeExecutor()
+    )
+    assert oldest.n_trained == 0
+    header = (oldest.folder / "results.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert "target_units" not in header and "test_mse" in header
+    report = (oldest.folder / "report.md").read_text(encoding="utf-8")
+    assert "- MSE and MAE are in standardized units (units of the training target's std: " in report
+    assert "`test_mse_target_units`" not in report
+    assert "Its test MSE and MAE in the target's own units are unknown" in report
+
+
+def test_a_stored_target_std_that_is_not_positive_is_a_damaged_cell(tmp_path):
+    from actreg_cli.study.sweep.store import CellStore
+    from actreg_cli.tasks import Task
+
+    outcome = run_and_report(
+        regression_sweep(), engine="keras", runs_dir=tmp_path, executor=RegressionFakeExecutor()
+    )
+    path = cell_json(outcome, "c1")
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    stored["runs"][1]["target_std"] = -1.0
+    path.write_text(json.dumps(stored), encoding="utf-8")
+    store = CellStore(outcome.store_folder, Task.regression)
+    assert store.load(outcome.plan.hashes["c1"], 3) is None
+    assert "target_std -1.0 is not a positive number" in store.damaged[0]

@@ -30,6 +30,8 @@ from actreg_cli.report.sweep_tables import (
     study_facts,
     summary_columns,
     summary_rows,
+    target_standardized,
+    target_unit_columns,
 )
 from actreg_cli.study.files import csv_text, write_text
 from actreg_cli.tasks import Task, spec
@@ -48,6 +50,32 @@ def _ci(lo: float, hi: float, signed: bool = False) -> str:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "n/a"
     return f"{_num(lo, signed=signed)} to {_num(hi, signed=signed)}"
+
+
+def _units_ci(row: dict[str, Any], column: str) -> str:
+    """'2901 (95% CI 2755 to 3047)': a target-unit column's mean and CI in summary.csv."""
+    mean, lo, hi = (row[f"{column}_{stat}"] for stat in ("mean", "ci_low", "ci_high"))
+    ci = f"{lo:.4g} to {hi:.4g}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
+    return f"{mean:.4g} (95% CI {ci})"
+
+
+def target_units_lines(outcome: SweepOutcome, best: dict[str, Any]) -> list[str]:
+    """For a regression whose target was standardized: the best cell's test MSE and MAE in the
+    target's own units, or that they are unknown (a cell stored before they were recorded)."""
+    if not target_standardized(outcome):
+        return []
+    column = "test_mse_target_units"
+    if column in target_unit_columns(outcome) and math.isfinite(best[f"{column}_mean"]):
+        return [
+            f"In the target's own units: test MSE {_units_ci(best, column)}, test MAE "
+            f"{_units_ci(best, 'test_mae_target_units')}."
+        ]
+    if next(c for c in outcome.cells if c.id == best["cell"]).config.data.standardize:
+        return [
+            "Its test MSE and MAE in the target's own units are unknown (the cell was stored "
+            "before the training target's std was recorded)."
+        ]
+    return []
 
 
 def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> str:
@@ -84,6 +112,19 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
             if sweep.base.data.resample
             else "initialization noise only (the same data split in every repeat)"
         ),
+    ]
+    if target_standardized(outcome):
+        lines.append(
+            "- MSE and MAE are in standardized units (units of the training target's std: "
+            "`data.standardize` scaled the target with the training rows' mean and std)"
+            + (
+                "; `test_mse_target_units` and `test_mae_target_units` in `results.csv` and "
+                "`summary.csv` give them in the target's own units (MSE x std², MAE x std)"
+                if target_unit_columns(outcome)
+                else ""
+            )
+        )
+    lines += [
         "",
         "## Best cell",
         "",
@@ -98,6 +139,7 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
             f"(std {_num(best[f'{main}_std'])}, 95% CI "
             f"{_ci(best[f'{main}_ci_low'], best[f'{main}_ci_high'])}, n = {best['n']})."
         )
+        lines += target_units_lines(outcome, best)
         if best["baseline_cell"]:
             if best["diff_clear"]:
                 verdict = "clearly larger than the noise (Holm-corrected)"

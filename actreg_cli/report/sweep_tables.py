@@ -5,8 +5,10 @@ test MSE for regression (lower is better); "better than the baseline" follows it
 
 results.csv: one row per cell and repeat (`results_rows`, `results_columns`). summary.csv: one
 row per cell (`summary_rows`, `summary_columns`: mean, std, 95% CI of the main metric; difference
-from the baseline with a Welch and a paired 95% CI, Holm-corrected verdict). `best_cell`,
-`is_better` and `baseline_note` are what report/sweep.py says of them.
+from the baseline with a Welch and a paired 95% CI, Holm-corrected verdict). A regression whose
+target was standardized also has its test MSE and MAE in the target's own units
+(`target_unit_values`). `best_cell`, `is_better` and `baseline_note` are what report/sweep.py
+says of them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from actreg_cli.tasks import Task, TaskSpec, result_fields, spec
 
 if TYPE_CHECKING:
     from actreg_cli.study.sweep.run import SweepOutcome
+    from actreg_cli.study.sweep.store import CellRecord
 
 CONFIDENCE = 0.95
 
@@ -41,17 +44,25 @@ def metric_label(metric: str) -> str:
     return f"{split} {name if name == 'accuracy' else name.upper()}"
 
 
-def result_columns_after_values(task: Task) -> tuple[str, ...]:
-    return ("repeat", "seed", *result_fields(task), "diverged")
+def result_columns_after_values(task: Task, target_units: Sequence[str] = ()) -> tuple[str, ...]:
+    """results.csv's columns after the swept values; `target_units`: `target_unit_columns`."""
+    return ("repeat", "seed", *result_fields(task), *target_units, "diverged")
 
 
-def summary_stat_columns(task: Task) -> tuple[str, ...]:
+def summary_stat_columns(task: Task, target_units: Sequence[str] = ()) -> tuple[str, ...]:
     """summary.csv's statistics; MAIN stands for the task's main metric (test_accuracy or
-    test_mse), TRAIN for the same on the training rows."""
+    test_mse), TRAIN for the same on the training rows; each of `target_units`
+    (`target_unit_columns`) adds its mean, std and 95% CI after them."""
     main = spec(task).main_metric
-    return tuple(
-        c.replace("MAIN", main).replace("TRAIN", train_metric(main)) for c in _SUMMARY_STAT_TEMPLATE
-    )
+    columns: list[str] = []
+    for c in _SUMMARY_STAT_TEMPLATE:
+        columns.append(c.replace("MAIN", main).replace("TRAIN", train_metric(main)))
+        if c == "TRAIN_std":
+            columns += [f"{name}_{stat}" for name in target_units for stat in _STATS]
+    return tuple(columns)
+
+
+_STATS = ("mean", "std", "ci_low", "ci_high")
 
 
 _SUMMARY_STAT_TEMPLATE = (
@@ -88,6 +99,45 @@ MIN_PAIRS_FOR_VERDICT = 5
 
 
 # ---------------------------------------------------------------------------------------------
+# Results in the target's own units
+
+#: A standardized regression's test MSE and MAE back in the target's own units (report/run.py's
+#: target_unit_results does the same for a run).
+TARGET_UNIT_COLUMNS = ("test_mse_target_units", "test_mae_target_units")
+
+
+def target_standardized(outcome: SweepOutcome) -> bool:
+    """Whether the sweep is a regression whose target was standardized (`data.standardize`, in
+    some cell): its MSE and MAE are then in units of the training target's std."""
+    return outcome.plan.task is Task.regression and any(
+        c.config.data.standardize for c in outcome.cells
+    )
+
+
+def target_unit_values(record: CellRecord | None, task: Task) -> dict[str, list[float]]:
+    """TARGET_UNIT_COLUMNS, one value per repeat: test MSE x std**2 and test MAE x std, with
+    the std of that repeat's training target (the store's `target_std`: 1 for a target that was
+    not standardized, whose values stay as they are). {} for another task, or a cell stored
+    before `target_std` was recorded (unknown)."""
+    stds = record.target_stds() if record is not None else None
+    if task is not Task.regression or stds is None:
+        return {}
+    mse, mae = record.metric("test_mse"), record.metric("test_mae")
+    return {
+        "test_mse_target_units": [v * s**2 for v, s in zip(mse, stds, strict=True)],
+        "test_mae_target_units": [v * s for v, s in zip(mae, stds, strict=True)],
+    }
+
+
+def target_unit_columns(outcome: SweepOutcome) -> tuple[str, ...]:
+    """TARGET_UNIT_COLUMNS for a regression whose target was standardized (`target_standardized`)
+    when some cell has them (`target_unit_values`), else ()."""
+    task = outcome.plan.task
+    has = any(target_unit_values(outcome.records.get(c.id), task) for c in outcome.cells)
+    return TARGET_UNIT_COLUMNS if has and target_standardized(outcome) else ()
+
+
+# ---------------------------------------------------------------------------------------------
 # Tables
 
 
@@ -101,18 +151,23 @@ def _value_cells(cell: Cell, keys: Sequence[str]) -> dict[str, Any]:
 
 
 def results_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
-    """One row per (cell, repeat) that has results, in grid order (baseline cells first)."""
+    """One row per (cell, repeat) that has results, in grid order (baseline cells first); the
+    target-unit columns are NaN for a cell whose values are unknown."""
     keys = swept_keys(outcome)
+    task = outcome.plan.task
+    units = target_unit_columns(outcome)
+    columns = result_columns_after_values(task, units)  # a unit column: NaN unless known
     rows = []
     for cell in outcome.cells:
         record = outcome.records.get(cell.id)
         if record is None:
             continue
-        for run in record.runs:
+        in_units = target_unit_values(record, task) if units else {}
+        for repeat, run in enumerate(record.runs):
             row: dict[str, Any] = {"cell": cell.id, "baseline": cell.baseline}
             row.update(_value_cells(cell, keys))
-            columns = result_columns_after_values(outcome.plan.task)
             row.update({name: run.get(name, float("nan")) for name in columns})
+            row.update({name: values[repeat] for name, values in in_units.items()})
             rows.append(row)
     return rows
 
@@ -126,8 +181,10 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
     direction (`main_metric`). `diff_clear` (the cell is better or worse than its baseline) is
     true when the paired t-test's p-value, Holm-adjusted over all the sweep's comparisons, is
     below 0.05, from at least MIN_PAIRS_FOR_VERDICT pairs and a non-degenerate interval.
+    The target-unit columns (`target_unit_columns`) are described like the main metric.
     """
     keys = swept_keys(outcome)
+    units = target_unit_columns(outcome)
     nan = float("nan")
     main = main_metric(outcome).main_metric
     train_main = train_metric(main)
@@ -140,7 +197,7 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
             "status": "done" if record is not None else "failed",
         }
         row.update(_value_cells(cell, keys))
-        stats = {name: nan for name in summary_stat_columns(outcome.plan.task)}
+        stats = {name: nan for name in summary_stat_columns(outcome.plan.task, units)}
         stats.update(n=0, n_diverged=0, baseline_cell=None, diff_clear=None)
         if record is not None:
             test = describe(record.metric(main), CONFIDENCE)
@@ -157,16 +214,12 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
                     f"{train_main}_std": train["std"],
                 }
             )
-            for metric in ("mean_activation", "zero_fraction"):
-                d = describe(record.metric(metric), CONFIDENCE)
-                stats.update(
-                    {
-                        f"{metric}_mean": d["mean"],
-                        f"{metric}_std": d["std"],
-                        f"{metric}_ci_low": d["ci_low"],
-                        f"{metric}_ci_high": d["ci_high"],
-                    }
-                )
+            described = {m: record.metric(m) for m in ("mean_activation", "zero_fraction")}
+            if units:
+                described.update(target_unit_values(record, outcome.plan.task))
+            for metric, values in described.items():
+                d = describe(values, CONFIDENCE)
+                stats.update({f"{metric}_{stat}": d[stat] for stat in _STATS})
             base = None if cell.baseline else baseline_for(cell, outcome.cells)
             base_record = outcome.records.get(base.id) if base is not None else None
             if base is not None and base_record is not None:
@@ -208,7 +261,7 @@ def results_columns(outcome: SweepOutcome) -> list[str]:
         "cell",
         "baseline",
         *swept_keys(outcome),
-        *result_columns_after_values(outcome.plan.task),
+        *result_columns_after_values(outcome.plan.task, target_unit_columns(outcome)),
     ]
 
 
@@ -218,7 +271,7 @@ def summary_columns(outcome: SweepOutcome) -> list[str]:
         "baseline",
         "status",
         *swept_keys(outcome),
-        *summary_stat_columns(outcome.plan.task),
+        *summary_stat_columns(outcome.plan.task, target_unit_columns(outcome)),
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,7 @@ def changed_data_notes(
             key, old = data.get("config_hash"), data.get("data_sha256")
         except (OSError, ValueError, AttributeError):
             continue
-        if key in wanted and old:
+        if isinstance(key, str) and key in wanted and isinstance(old, str) and old:
             cid, config = wanted[key]
             new = data_content_hash(config)
             if new and new != old:
@@ -101,7 +102,9 @@ def changed_data_notes(
 @dataclass
 class CellRecord:
     """Stored results of one cell: a dict per repeat (repeat, seed, the task's result fields
-    (tasks.result_fields), diverged)."""
+    (tasks.result_fields), diverged and, for a regression cell, `target_std`: the std of that
+    repeat's training target (`training_target_stds`); absent from cells stored before it was
+    recorded)."""
 
     hash: str
     engine: str
@@ -117,13 +120,24 @@ class CellRecord:
     def n_diverged(self) -> int:
         return sum(bool(run["diverged"]) for run in self.runs)
 
+    def target_stds(self) -> list[float] | None:
+        """The std of each repeat's training target (a regression cell), or None when unknown:
+        another task, or a cell stored before `target_std` was recorded."""
+        stds = [run.get("target_std") for run in self.runs]
+        return None if any(std is None for std in stds) else [float(std) for std in stds]
+
 
 def _stored_run(run: dict[str, Any], task: Task) -> dict[str, Any]:
     """One stored repeat, checked: every result field of the task (tasks.result_fields; null ->
-    NaN) and `diverged`."""
+    NaN), `diverged` and, where stored, `target_std` (a positive number)."""
     checked = {"repeat": int(run["repeat"]), "seed": int(run["seed"])}
     checked.update({name: json_float(run[name]) for name in result_fields(task)})
     checked["diverged"] = bool(run["diverged"])
+    if run.get("target_std") is not None:
+        std = float(run["target_std"])
+        if not (math.isfinite(std) and std > 0):
+            raise ValueError(f"target_std {std} is not a positive number")
+        checked["target_std"] = std
     return checked
 
 
@@ -187,11 +201,16 @@ class CellStore:
     def save(
         self, cell: Cell, digest: str, engine: str, results: Sequence[TrainResult]
     ) -> CellRecord:
+        # A regression cell keeps the std each repeat's target was divided by, for its results
+        # in the target's own units (report/sweep_tables.py); other cells' files are unchanged.
+        stds = training_target_stds(cell) if self.task is Task.regression else None
         runs = []
         for repeat, (seed, result) in enumerate(zip(cell.seeds, results, strict=True)):
             run: dict[str, Any] = {"repeat": repeat, "seed": seed}
             run.update(result.values(self.task))
             run["diverged"] = bool(result.diverged)
+            if stds is not None:
+                run["target_std"] = stds[repeat]
             runs.append(run)
         record = CellRecord(
             hash=digest,
@@ -223,6 +242,20 @@ class CellStore:
             stored["data_sha256"] = content
         write_json(self.json_path(digest), stored)
         return record
+
+
+def training_target_stds(cell: Cell) -> list[float] | None:
+    """The std of each repeat's training target, which a regression target was divided by
+    (data/split.py: 1.0 when `data.standardize` is off), one per repeat (with `data.resample`
+    each repeat has its own split); the data sets are those the jobs trained on (cached). None
+    when the data cannot be loaded again: the cell's results in the target's units are then
+    unknown."""
+    from actreg_cli.data import DataError, job_dataset
+
+    try:
+        return [float(job_dataset(cell.config, seed).target_scale[1]) for seed in cell.seeds]
+    except DataError:
+        return None
 
 
 def cell_samples(cell: Cell, results: Sequence[TrainResult]) -> Samples | None:
