@@ -292,6 +292,10 @@ def test_an_unnamed_row_number_column_is_dropped_with_a_note(tmp_path, capsys, s
     ds = load_dataset(data(name="csv", path=str(tmp_path / "indexed.csv"), target="label"))
     assert ds.feature_names == ("a", "b")
     assert "column 'Unnamed: 0' holds the row numbers" in capsys.readouterr().err
+    # a frame sorted after it was numbered writes its row numbers out of order: still dropped
+    frame.sort_values("a", ascending=False).to_csv(tmp_path / "sorted.csv")
+    shuffled = load_dataset(data(name="csv", path=str(tmp_path / "sorted.csv"), target="label"))
+    assert shuffled.feature_names == ("a", "b")
     # an unnamed column that is not the row numbers stays a feature
     frame.index = frame.index * 3
     frame.to_csv(tmp_path / "other.csv")

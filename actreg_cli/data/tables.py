@@ -3,9 +3,9 @@
 A table becomes `Samples`: numeric feature columns as float64, text columns (and those listed in
 `data.categorical`) kept as text for data/encode.py to one-hot encode on the training rows after
 the split; missing cells handled as `data.missing` says (error, drop, impute). A column with an
-empty or `Unnamed: N` header holding the row numbers 0..n-1 or 1..n (pandas' default
-`to_csv()` index) is dropped with a note: row numbers are never features (a file sorted by its
-label would leak the label through them).
+empty or `Unnamed: N` header holding the row numbers 0..n-1 or 1..n in any order (pandas'
+default `to_csv()` index, also after sorting the frame) is dropped with a note: row numbers are
+never features (a file sorted by its label would leak the label through them).
 
 Every problem is a DataError naming the file, the column and what is allowed.
 """
@@ -220,8 +220,11 @@ def table_samples(
     names = [name for name in schema.names if name != config.target]
     kinds = {name: column_kind(path, config, name, schema.field(name).type) for name in names}
     numeric = [name for name in names if kinds[name] == "number"]
+    # Unnamed numeric columns that may hold row numbers: still whole numbers, their smallest
+    # and largest value so far (a file sorted after pandas numbered its rows holds them in
+    # any order).
     index_candidates = (
-        {j: [True, True] for j, name in enumerate(numeric) if UNNAMED.match(name)}
+        {j: [True, np.inf, -np.inf] for j, name in enumerate(numeric) if UNNAMED.match(name)}
         if config.features is None
         else {}
     )
@@ -236,10 +239,10 @@ def table_samples(
             for j, name in enumerate(numeric):
                 block[:, j] = numbers(batch.column(name))
             check_finite(path, block, numeric, n)
-            for j, starts in index_candidates.items():
-                steps = np.arange(n, n + m, dtype=np.float64)
-                starts[0] = starts[0] and bool(np.array_equal(block[:, j], steps))
-                starts[1] = starts[1] and bool(np.array_equal(block[:, j], steps + 1))
+            for j, seen in index_candidates.items() if m else ():
+                column = block[:, j]
+                seen[0] = seen[0] and bool(np.all(column == np.floor(column)))
+                seen[1], seen[2] = min(seen[1], column.min()), max(seen[2], column.max())
             for name, chunks in text_chunks.items():
                 chunks.append(batch.column(name))
             target_chunks.append(batch.column(config.target))
@@ -250,7 +253,13 @@ def table_samples(
     if n == 0:
         raise DataError(f"{path}: no data rows below the header")
     notes: list[str] = []
-    index_columns = {numeric[j] for j, starts in index_candidates.items() if any(starts)}
+    index_columns = {
+        numeric[j]
+        for j, (whole, low, high) in index_candidates.items()
+        if whole
+        and (low, high) in ((0, n - 1), (1, n))
+        and np.unique(np.concatenate([b[:, j] for b in blocks if b is not None])).size == n
+    }
     for name in sorted(index_columns):
         notes.append(
             f"{path}: column {name!r} holds the row numbers (an unnamed index column, as "

@@ -86,7 +86,7 @@ def compile_note() -> str | None:
     if cached:
         return None
     return (
-        "the cpu engine compiles its training loops first (about 30 s, once after an "
+        "the cpu engine compiles its training loops first (up to about a minute, once after an "
         "install or update; later runs load them from disk)"
     )
 
