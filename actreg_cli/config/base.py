@@ -3,8 +3,12 @@ and the limits that keep a valid config runnable."""
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -55,3 +59,36 @@ def members_by_tag(union: Any, tag: str) -> dict[str, Any]:
     return {
         value: cls for cls in members for value in typing.get_args(cls.model_fields[tag].annotation)
     }
+
+
+class FileProblem(ValueError):
+    """Why a path cannot be read as a config or data file, in words ("is a folder")."""
+
+
+def regular_file_size(path: Path) -> int:
+    """The size in bytes of `path`, a regular file this process may read; else FileProblem.
+
+    Checked before anything is opened: a folder, a device (/dev/zero: endless), a FIFO (blocks
+    for ever) or a symlink loop is refused at once."""
+    try:
+        info = Path(path).stat()
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise FileProblem("no such file") from None
+        if exc.errno == errno.ELOOP:
+            raise FileProblem("a symlink loop; name the file itself") from None
+        raise FileProblem(f"cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise FileProblem("is a folder")
+    if not stat.S_ISREG(info.st_mode):
+        what = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(info.st_mode)
+            else "a device"
+            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+            else "a socket"
+        )
+        raise FileProblem(f"is {what}, not a regular file")
+    if not os.access(path, os.R_OK):
+        raise FileProblem("cannot read: permission denied")
+    return info.st_size

@@ -4,13 +4,12 @@ bombs or deep nesting), and plain data written back."""
 from __future__ import annotations
 
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from actreg_cli.config.base import ConfigError
+from actreg_cli.config.base import ConfigError, FileProblem, regular_file_size
 
 #: A config is a few dozen values: anything much bigger is a mistake or an attack (YAML aliases
 #: can make a 1 kB file expand to gigabytes; deep nesting can exhaust Python's stack).
@@ -94,20 +93,12 @@ def read_config_text(path: Path) -> str:
     """The text of a config file, refused (ConfigError) before reading when it is not a regular
     file (a folder, /dev/zero, a FIFO: endless or blocking) or larger than MAX_CONFIG_BYTES."""
     try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError([f"{path}: is a folder; expected a YAML config file"])
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(
-            [f"{path}: not a regular file (a device, FIFO or socket); expected a YAML config file"]
-        )
+        size = regular_file_size(path)
+    except FileProblem as problem:
+        raise ConfigError([f"{path}: {problem}; expected a YAML config file"]) from None
     limit_mb = MAX_CONFIG_BYTES // 1_000_000
-    if info.st_size > MAX_CONFIG_BYTES:
-        raise ConfigError([f"{path}: {info.st_size} bytes; a config file is at most {limit_mb} MB"])
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: {size} bytes; a config file is at most {limit_mb} MB"])
     try:
         with path.open("rb") as file:
             # bounded even where st_size lies (files under /proc report 0 bytes)

@@ -8,10 +8,8 @@ Every problem is a DataError naming the file and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import os
-import stat
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from actreg_cli.config import CsvData, NpzData, ParquetData
+from actreg_cli.config.base import FileProblem, regular_file_size
 from actreg_cli.data import DataError, Samples
 
 
@@ -53,27 +52,10 @@ def read_file(config: CsvData | ParquetData | NpzData) -> Samples:
 def check_regular_file(path: Path, kind: str) -> None:
     """A DataError unless `path` is a regular file with at least one byte that we may read."""
     try:
-        st = path.stat()
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise DataError(f"{path}: a symlink loop (data.path); name the file itself") from None
-        if exc.errno == errno.ENOENT:
-            raise DataError(f"{path}: no such file (data.path)") from None
-        raise DataError(f"{path}: cannot read (data.path): {exc.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise DataError(f"{path}: is a folder; data.path must name a .{kind} file")
-    if not stat.S_ISREG(st.st_mode):
-        what = (
-            "a FIFO (named pipe)"
-            if stat.S_ISFIFO(st.st_mode)
-            else "a device"
-            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-            else "not a regular file"
-        )
-        raise DataError(f"{path}: is {what}; data.path must name a regular .{kind} file")
-    if not os.access(path, os.R_OK):
-        raise DataError(f"{path}: cannot read (data.path): permission denied")
-    if st.st_size == 0:
+        size = regular_file_size(path)
+    except FileProblem as problem:
+        raise DataError(f"{path}: {problem}; data.path must name a regular .{kind} file") from None
+    if size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes)")
 
 
