@@ -3,6 +3,7 @@ columns and other delimiters; what run.yaml records; bad files. Every file is wr
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import warnings
@@ -383,6 +384,15 @@ def test_an_edited_data_file_recomputes_its_sweep_cells(tmp_path):
     assert edited.exit_code == 0, edited.output
     assert "0 of 3 cells already done" in edited.output
     assert "penguins.csv (sha256" in edited.output and "changed since 3 cell(s)" in edited.output
+    # cells stored before cells hashed their data's content (all 6 so far): said so
+    for cell in (runs / "penguin_sweep" / "cells").glob("*.json"):
+        stored = json.loads(cell.read_text(encoding="utf-8"))
+        del stored["config_hash"], stored["data_sha256"]
+        cell.write_text(json.dumps(stored), encoding="utf-8")
+    csv_path.write_text(csv_path.read_text().replace("3760", "3770"), encoding="utf-8")
+    old = runner.invoke(app, ["sweep", str(sweep), "--engine", "cpu", "--runs-dir", str(runs)])
+    assert old.exit_code == 0, old.output
+    assert "6 stored cell(s) on data files were made before cells recorded" in old.output
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,22 +81,32 @@ def changed_data_notes(
     if not wanted:
         return []
     changed: dict[str, list[str]] = {}
+    unhashed = 0  # stored file-source cells from before cells hashed their data's content
     for path in sorted((Path(store_folder) / "cells").glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             key, old = data.get("config_hash"), data.get("data_sha256")
-        except (OSError, ValueError, AttributeError):
+            source = data["config"]["data"]["name"]
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
             continue
+        if key is None and source in FILE_SOURCES:
+            unhashed += 1
         if isinstance(key, str) and key in wanted and isinstance(old, str) and old:
             cid, config = wanted[key]
             new = data_content_hash(config)
             if new and new != old:
                 name = f"{config.data.path} (sha256 {old[:12]} -> {new[:12]})"
                 changed.setdefault(name, []).append(cid)
-    return [
+    notes = [
         f"data file {name} changed since {len(ids)} cell(s) were stored; recomputing them"
         for name, ids in changed.items()
     ]
+    if unhashed:
+        notes.append(
+            f"{unhashed} stored cell(s) on data files were made before cells recorded their "
+            "data file's content (sha256): cells on data files are recomputed once"
+        )
+    return notes
 
 
 @dataclass
