@@ -7,11 +7,39 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+
+
+#: Property-based tests' bounded profile: few examples, no deadline (a loaded CI machine must not
+#: flake); a test may lower max_examples further (`settings(BOUNDED, max_examples=10)`).
+BOUNDED = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def invoke(*args):
+    """`actreg ARGS...` through typer's CliRunner (paths and numbers as strings)."""
+    from typer.testing import CliRunner
+
+    from actreg_cli.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_exit_2(result, *words: str) -> None:
+    """Bad input as a user sees it: exit 2, the words, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in result.output, (word, result.output)
 
 
 def run_and_report(sweep, **options):

@@ -11,38 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_yaml
-from hypothesis import HealthCheck, given, settings
+from conftest import BOUNDED, assert_exit_2, invoke, write_yaml
+from hypothesis import given
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from actreg_cli.cli import app
 from actreg_cli.config import ConfigError, load_experiment, load_sweep
 
-runner = CliRunner()
-
 TINY = {"model": {"hidden_units": [4]}, "training": {"epochs": 2, "repeats": 1}}
-
-#: A bounded CI profile: few examples, no deadline (a loaded CI machine must not flake).
-CI = settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_exit_2(result, *words: str) -> None:
-    """Bad input as a user sees it: exit 2, the words, no traceback."""
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in result.output, (word, result.output)
-
 
 # --- class 5: YAML merge keys -------------------------------------------------------------------
 
@@ -207,7 +182,7 @@ VALUES = st.recursive(
 )
 
 
-@CI
+@BOUNDED
 @given(data=st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5))
 def test_generated_configs_validate_or_exit_2(tmp_path: Path, data: dict) -> None:
     path = tmp_path / "gen.yaml"
@@ -222,7 +197,7 @@ def test_generated_configs_validate_or_exit_2(tmp_path: Path, data: dict) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
-@CI
+@BOUNDED
 @given(text=st.text(max_size=200))
 def test_generated_yaml_text_validates_or_exits_2(tmp_path: Path, text: str) -> None:
     path = tmp_path / "text.yaml"
@@ -242,7 +217,7 @@ KEY_TEXT = st.one_of(
 )  # fmt: skip
 
 
-@CI
+@BOUNDED
 @given(key=KEY_TEXT, value=st.text(max_size=30))
 def test_generated_set_items_load_or_raise_a_config_error(tmp_path: Path, key: str, value: str):
     """What `--set KEY=VALUE` does before training (`user_errors` turns ConfigError into exit
@@ -256,7 +231,7 @@ def test_generated_set_items_load_or_raise_a_config_error(tmp_path: Path, key: s
         assert exc.errors and all(isinstance(line, str) and line for line in exc.errors)
 
 
-@CI
+@BOUNDED
 @given(key=KEY_TEXT, values=st.lists(st.text(max_size=10), min_size=1, max_size=3))
 def test_generated_grid_items_load_or_raise_a_config_error(tmp_path: Path, key, values) -> None:
     """What `--grid KEY=V1,V2` does before training: a sweep whose cells all validate, or a

@@ -12,39 +12,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_yaml
-from hypothesis import HealthCheck, given, settings
+from conftest import BOUNDED, assert_exit_2, invoke, write_yaml
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
-
-from actreg_cli.cli import app
-
-runner = CliRunner()
 
 TINY = {
     "model": {"hidden_units": [4]},
     "regularizers": [{"strength": 1.0e-3}],
     "training": {"epochs": 3, "repeats": 2},
 }
-
-#: A bounded CI profile: few examples, no deadline (a loaded CI machine must not flake).
-CI = settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_exit_2(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in result.output, (word, result.output)
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +291,7 @@ def apply_damage(path: Path, kind: str, arg) -> None:
         path.unlink()
 
 
-@CI
+@BOUNDED
 @given(damages=st.lists(st.tuples(st.sampled_from(RUN_FILES), DAMAGES), min_size=1, max_size=3))
 def test_damaged_run_folders_give_exit_0_or_2_and_write_nothing_outside(
     trained: Path, tmp_path_factory, damages
@@ -355,7 +331,7 @@ def trained_sweep(tmp_path_factory) -> Path:
     return root / "runs"
 
 
-@settings(CI, max_examples=10)  # each example re-draws a sweep's figures (~1 s)
+@settings(BOUNDED, max_examples=10)  # each example re-draws a sweep's figures (~1 s)
 @given(data=st.data())
 def test_damaged_sweep_folders_give_exit_0_or_2_and_write_nothing_outside(
     trained_sweep: Path, tmp_path_factory, data
