@@ -336,6 +336,21 @@ def messy_experiment(tmp_path: Path, **data_fields) -> Path:
     )
 
 
+def test_a_data_note_is_printed_once_however_many_cells_read_the_file(tmp_path):
+    """A sweep over the split reads the file once per split; its note is said once."""
+    messy_experiment(tmp_path, missing="drop")
+    sweep = write_yaml(
+        tmp_path / "split_sweep.yaml",
+        {"name": "splits", "base": "penguins.yaml", "grid": {"data.split_seed": [0, 1, 2]},
+         "baseline": False},
+    )  # fmt: skip
+    result = runner.invoke(
+        app, ["sweep", str(sweep), "--engine", "cpu", "--runs-dir", str(tmp_path / "runs")]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("rows with a missing value") == 1
+
+
 def test_run_yaml_records_features_dropped_rows_and_the_file_hash(tmp_path):
     import hashlib
 

@@ -202,6 +202,10 @@ def _generated(config: DataConfig) -> bool:
     return hasattr(config, "random_state")
 
 
+#: The data notes already printed by this process (rows dropped, a row-number column).
+_NOTES_SHOWN: set[str] = set()
+
+
 @lru_cache(maxsize=16)
 def _samples(config_json: str, seed: int | None, stamp: tuple[int, int, int] | None) -> Samples:
     from pydantic import TypeAdapter
@@ -211,8 +215,10 @@ def _samples(config_json: str, seed: int | None, stamp: tuple[int, int, int] | N
         from actreg_cli.data.files import read_file
 
         samples = read_file(config)
-        for note in samples.notes:  # once per file and process: the data set is cached
-            print(f"note: {note}", file=sys.stderr)
+        for note in samples.notes:  # once per process: a sweep reads a file for each split
+            if note not in _NOTES_SHOWN:
+                _NOTES_SHOWN.add(note)
+                print(f"note: {note}", file=sys.stderr)
         return samples
     if _generated(config):
         from actreg_cli.data.generated import generate
