@@ -86,6 +86,12 @@ def test_run_writes_a_complete_run_folder(tiny_config_file: Path, tmp_path: Path
         meta["backend"] == keras.config.backend() == os.environ.get("KERAS_BACKEND", "tensorflow")
     )
     assert {"python", "tensorflow", "keras", "numpy"} <= set(meta["versions"])
+    # the CPU it ran on, as /proc/cpuinfo names it, and the vector features that order sums
+    assert meta["machine"]["cores"] >= 1 and isinstance(meta["machine"]["isa"], list)
+    if Path("/proc/cpuinfo").exists():
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        assert f"model name\t: {meta['machine']['cpu']}" in cpuinfo
+        assert "avx2" not in cpuinfo or "avx2" in meta["machine"]["isa"]
 
     with open(run_dir / "history.csv") as fh:
         rows = list(csv.DictReader(fh))

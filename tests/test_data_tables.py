@@ -584,13 +584,69 @@ def test_a_column_that_turns_to_text_after_the_first_block_is_read_whole(tmp_pat
     makes it read the whole file instead, never a wrong type or a traceback."""
     from actreg_cli.data import tables
 
-    monkeypatch.setattr(tables, "CSV_BLOCK_BYTES", 1024)
+    monkeypatch.setattr(tables, "CSV_CHUNK_BYTES", 1024)
     lines = ["code,size,y"] + [
         f"{7 if i < 100 else ('abc' if i % 2 else 'def')},{i},{i % 2}" for i in range(400)
     ]
     path = write(tmp_path / "late.csv", "\n".join(lines) + "\n")
     ds = load_dataset(data(name="csv", path=str(path), target="y"))
     assert ds.feature_names == ("code=7", "code=abc", "code=def", "size")
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cells=st.lists(
+        st.tuples(
+            st.one_of(st.integers(-10**6, 10**6), st.floats(-1e9, 1e9, allow_nan=False)),
+            st.sampled_from(["", "NA", "?", "1", "2.5", "-0.25"]),
+            st.sampled_from(["x", "y", "z", ""]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    chunk=st.integers(1, 300),
+    newline=st.sampled_from(["\n", "\r\n"]),
+)
+def test_a_file_cut_into_byte_ranges_reads_as_one_piece(tmp_path, cells, chunk, newline):
+    """Parsing the rows in byte ranges on several threads (a big file) gives exactly what one
+    range gives: the same numbers, missing cells, categories and order, whatever the range
+    size, line end, or where a column's first number appears."""
+    from actreg_cli.config import CsvData
+    from actreg_cli.data import tables
+    from actreg_cli.data.files import read_file
+
+    lines = ["num,maybe,cat,label"] + [
+        f"{num!r},{maybe},{cat},{'ab'[i % 2]}" for i, (num, maybe, cat) in enumerate(cells)
+    ]
+    path = tmp_path / "r.csv"
+    path.write_bytes((newline.join(lines) + newline).encode())
+    config = CsvData(name="csv", path=str(path), target="label", missing="impute")
+    whole = read_file(config)
+    saved = tables.CSV_CHUNK_BYTES
+    try:
+        tables.CSV_CHUNK_BYTES = chunk
+        cut = read_file(config)
+    finally:
+        tables.CSV_CHUNK_BYTES = saved
+    assert cut.feature_names == whole.feature_names
+    np.testing.assert_array_equal(cut.y, whole.y)
+    for mine, theirs in zip(cut.table, whole.table, strict=True):
+        assert mine.name == theirs.name and mine.is_text == theirs.is_text
+        np.testing.assert_array_equal(mine.values, theirs.values)
+
+
+def test_a_bad_row_far_down_is_named_by_its_line_in_the_file(tmp_path, monkeypatch):
+    from actreg_cli.data import tables
+
+    monkeypatch.setattr(tables, "CSV_CHUNK_BYTES", 64)
+    lines = ["a,b,y"] + [f"{i},{i * 2},{i % 2}" for i in range(300)]
+    lines[250] = "1,2,3,4"  # one cell too many
+    path = write(tmp_path / "bad.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"bad\.csv: cannot read as CSV") as caught:
+        load_dataset(data(name="csv", path=str(path), target="y"))
+    assert "1,2,3,4" in str(caught.value)
 
 
 def test_resample_encodes_each_repeat_on_its_own_training_rows(tmp_path):

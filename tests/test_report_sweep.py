@@ -17,7 +17,7 @@ from conftest import run_and_report
 from test_study_sweep import FakeExecutor, sweep_config
 
 from actreg_cli.config import SweepConfig
-from actreg_cli.report.sweep_figures import _x_axis
+from actreg_cli.report.sweep_figures import numeric_axis
 from actreg_cli.report.sweep_tables import summary_columns
 from actreg_cli.stats import describe, difference, holm, paired_difference
 from actreg_cli.weights import repeat_seeds
@@ -146,6 +146,7 @@ def test_plots_and_sweep_yaml_are_written(outcome):
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
     meta = yaml.safe_load((outcome.folder / "sweep.yaml").read_text(encoding="utf-8"))
     assert set(meta["versions"]) >= {"python", "tensorflow", "keras", "numpy"}
+    assert meta["machine"]["cpu"] and meta["machine"]["cores"] >= 1
     assert meta["seeds"] == repeat_seeds(5, 6)
     assert meta["sweep"]["grid"] == {
         "regularizers.0.strength": [1e-2, 1e-4, 1e-6],
@@ -155,16 +156,16 @@ def test_plots_and_sweep_yaml_are_written(outcome):
     assert not list(outcome.folder.glob("**/*.tmp"))
 
 
-def test_without_a_strength_key_the_x_axis_is_the_first_key_as_categories(tmp_path: Path):
+def test_without_a_strength_key_the_figure_has_one_row_per_cell(tmp_path: Path):
     sweep = sweep_config(
         grid={"regularizers.0.norm": ["l1", "l2"], "regularizers.0.target": ["kernel", "bias"]}
     )
     outcome = run_and_report(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
-    assert _x_axis(outcome) == ("regularizers.0.norm", ["l1", "l2"])
+    assert numeric_axis(outcome) is None  # rows (test_report_figures.py checks them)
     assert (outcome.folder / "sweep.png").read_bytes().startswith(PNG_MAGIC)
     sweep = sweep_config(grid={"regularizers.0.strength": [0.0, 1e-3, 1e-1]}, name="zero")
     outcome = run_and_report(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
-    assert _x_axis(outcome) == ("regularizers.0.strength", None)
+    assert numeric_axis(outcome) == "regularizers.0.strength"
     assert (outcome.folder / "sweep.png").read_bytes().startswith(PNG_MAGIC)
 
 

@@ -37,12 +37,12 @@ def read_file(config: CsvData | ParquetData | NpzData) -> Samples:
     with ThreadPoolExecutor(max_workers=1) as pool:
         digest = pool.submit(file_sha256, path)
         if config.name == "parquet":
-            samples = table_samples(path, config, *parquet_batches(path, config), "")
+            samples = table_samples(path, config, *parquet_batches(path, config))
         else:
             try:
-                samples = table_samples(path, config, *csv_batches(path, config), "")
-            except RetryWholeFile:  # a column's type changes after the first block
-                samples = table_samples(path, config, *csv_batches(path, config, False), "")
+                samples = table_samples(path, config, *csv_batches(path, config))
+            except RetryWholeFile:  # a column's type changes after the first byte range
+                samples = table_samples(path, config, *csv_batches(path, config, False))
         assert samples.record is not None
         samples.record["file_sha256"] = digest.result()
     pa.default_memory_pool().release_unused()  # arrow's buffers back to the system now

@@ -13,6 +13,7 @@ Every problem is a DataError naming the file, the column and what is allowed.
 from __future__ import annotations
 
 import csv
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ DEFAULT_NA_VALUES = (
 )
 DELIMITERS = (",", ";", "\t", "|")
 SNIFF_BYTES = 1 << 16  # the header line is looked for in the file's first 64 KiB
-CSV_BLOCK_BYTES = 1 << 20  # the streaming reader's block; column types come from the first
+CSV_CHUNK_BYTES = 8 << 20  # a parsed byte range; column types come from the first
 UNNAMED = re.compile(r"^(Unnamed: \d+(_level_\d+)?)?$")
 
 
@@ -97,38 +98,33 @@ def read_header(path: Path, config: CsvData) -> tuple[list[str], str, int]:
     return header, delimiter, at + 1
 
 
-def csv_batches(path: Path, config: CsvData, stream: bool = True) -> tuple[Any, Any]:
+def csv_batches(path: Path, config: CsvData, stream: bool = True) -> tuple[Any, Any, None]:
     """The CSV's schema and an iterator of its record batches (target and categorical columns
-    as text). Streamed block by block, so the file's bytes and its parsed columns are never
-    all held at once; a column whose type changes after the first block (numbers, then a
-    word) makes the streaming reader fail, and the whole file is then read at once, which
-    infers each column's type from all of its cells."""
+    as text), in the file's row order, and None (the number of rows is not known before).
+
+    The rows below the header are cut into byte ranges of about `CSV_CHUNK_BYTES` at line ends
+    and parsed by pyarrow on every core at once (pyarrow releases the GIL), a few ranges in
+    flight, so neither the file's bytes nor its parsed columns are ever all held. Column types
+    come from the first range and are imposed on the others; a column whose type changes later
+    (numbers, then a word), a bad row, or an encoding whose line end is not the byte `\n`
+    (UTF-16) makes the whole file be read at once (`stream=False`), which infers each column's
+    type from all of its cells and numbers rows from the file's start in its messages."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     header, delimiter, skip_rows = read_header(path, config)
     check_columns(path, config, header)
     as_text = {name: pa.string() for name in (config.target, *config.categorical)}
-    options = {
-        "read_options": pacsv.ReadOptions(
-            column_names=header,
-            skip_rows=skip_rows,
-            encoding=config.encoding,
-            block_size=CSV_BLOCK_BYTES,
-        ),
-        "parse_options": pacsv.ParseOptions(delimiter=delimiter),
-        "convert_options": pacsv.ConvertOptions(
+    parse_options = pacsv.ParseOptions(delimiter=delimiter)
+
+    def convert_options(column_types: dict[str, Any]) -> Any:
+        return pacsv.ConvertOptions(
             null_values=[*DEFAULT_NA_VALUES, *(config.na_values or ())],
             strings_can_be_null=True,
             decimal_point=config.decimal,
-            column_types=as_text,
+            column_types=column_types,
             include_columns=used_columns(config, header),
-        ),
-    }
-
-    def whole_file() -> tuple[Any, Any]:
-        table = pacsv.read_csv(path, **options)
-        return table.schema, iter(table.to_batches())
+        )
 
     def fail(exc: Exception) -> DataError:
         return DataError(
@@ -137,31 +133,119 @@ def csv_batches(path: Path, config: CsvData, stream: bool = True) -> tuple[Any, 
         )
 
     errors = (pa.ArrowException, UnicodeError, ValueError, OSError)
-    if not stream:
+    byte_lines = ascii_compatible(config.encoding)
+    if not stream or not byte_lines:
         try:
-            return whole_file()
+            table = pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(
+                    column_names=header, skip_rows=skip_rows, encoding=config.encoding
+                ),
+                parse_options=parse_options,
+                convert_options=convert_options(as_text),
+            )
         except errors as exc:
             raise fail(exc) from None
+        return table.schema, iter(table.to_batches()), None
+
+    ranges = line_ranges(path, skip_rows, CSV_CHUNK_BYTES)
+    if not ranges:
+        raise DataError(f"{path}: no data rows below the header")
+
+    def parse(first: int, last: int, column_types: dict[str, Any]) -> Any:
+        with open(path, "rb") as fh:
+            fh.seek(first)
+            chunk = fh.read(last - first)
+        return pacsv.read_csv(
+            pa.py_buffer(chunk),
+            read_options=pacsv.ReadOptions(
+                column_names=header, encoding=config.encoding, use_threads=False
+            ),
+            parse_options=parse_options,
+            convert_options=convert_options(column_types),
+        )
+
     try:
-        reader = pacsv.open_csv(path, **options)
-    except errors:  # e.g. a type the first block cannot decide: read the whole file
+        first_table = parse(*ranges[0], as_text)
+    except errors:  # e.g. a bad row: the whole-file read says where, counted from the top
         return csv_batches(path, config, stream=False)
+    schema = first_table.schema
+    imposed = {
+        field.name: pa.float64() if pa.types.is_integer(field.type) else field.type
+        for field in schema
+        if not pa.types.is_null(field.type)
+    }
 
     def batches() -> Any:
-        try:
-            yield from reader
-        except errors:
-            raise RetryWholeFile from None
+        yield from first_table.to_batches()
+        if len(ranges) == 1:
+            return
+        from concurrent.futures import ThreadPoolExecutor
 
-    return reader.schema, batches()
+        workers = max(1, min(len(ranges) - 1, os.cpu_count() or 1))
+        with ThreadPoolExecutor(workers, thread_name_prefix="actreg-csv") as pool:
+            pending = [pool.submit(parse, *r, imposed) for r in ranges[1 : 1 + 2 * workers]]
+            upcoming = iter(ranges[1 + 2 * workers :])
+            while pending:
+                future = pending.pop(0)
+                nxt = next(upcoming, None)
+                if nxt is not None:
+                    pending.append(pool.submit(parse, *nxt, imposed))
+                try:
+                    table = future.result()
+                except errors:
+                    for other in pending:
+                        other.cancel()
+                    raise RetryWholeFile from None
+                for field in table.schema:  # a column all missing in the first range
+                    kind = field.type
+                    if field.name not in imposed and not (
+                        pa.types.is_null(kind)
+                        or pa.types.is_integer(kind)
+                        or pa.types.is_floating(kind)
+                    ):
+                        raise RetryWholeFile  # words (or dates) below: decide on all cells
+                yield from table.to_batches()
+
+    return schema, batches(), None
+
+
+def ascii_compatible(encoding: str) -> bool:
+    """Whether the encoding writes a line end as the byte `\n` and ASCII as itself (UTF-8,
+    Latin-1, cp1252, ...; not UTF-16 or UTF-32), so the file can be cut at newline bytes."""
+    try:
+        return "a,\n".encode(encoding.lower().replace("-sig", "")) == b"a,\n"
+    except LookupError:
+        return False
+
+
+def line_ranges(path: Path, skip_lines: int, size: int) -> list[tuple[int, int]]:
+    """Byte ranges [first, last) of about `size` bytes covering the file after its first
+    `skip_lines` lines, each ending at a line end (or the file's end); empty if no byte
+    follows those lines."""
+    total = path.stat().st_size
+    with open(path, "rb") as fh:
+        for _ in range(skip_lines):
+            fh.readline()
+        bounds = [fh.tell()]
+        while bounds[-1] + size < total:
+            fh.seek(bounds[-1] + size)
+            fh.readline()  # on to the end of the line the cut fell in
+            if fh.tell() >= total:
+                break
+            bounds.append(fh.tell())
+    if bounds[0] >= total:
+        return []
+    return list(zip(bounds, [*bounds[1:], total], strict=True))
 
 
 class RetryWholeFile(Exception):
     """The streaming CSV reader met a cell its first block's types cannot hold."""
 
 
-def parquet_batches(path: Path, config: ParquetData) -> tuple[Any, Any]:
-    """The Parquet file's schema (used columns) and an iterator of its record batches."""
+def parquet_batches(path: Path, config: ParquetData) -> tuple[Any, Any, int]:
+    """The Parquet file's schema (used columns), an iterator of its record batches and its
+    number of rows (from the file's metadata)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -176,7 +260,8 @@ def parquet_batches(path: Path, config: ParquetData) -> tuple[Any, Any]:
         check_columns(path, config, header)
         used = used_columns(config, header)
         schema = pa.schema([file.schema_arrow.field(name) for name in used])
-        return schema, file.iter_batches(batch_size=1 << 16, columns=used)
+        batches = file.iter_batches(batch_size=1 << 16, columns=used)
+        return schema, batches, file.metadata.num_rows
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read as Parquet: {exc}") from None
 
@@ -207,14 +292,16 @@ def used_columns(config: CsvData | ParquetData, header: list[str]) -> list[str]:
 
 
 def table_samples(
-    path: Path, config: CsvData | ParquetData, schema: Any, batches: Any, sha256: str = ""
+    path: Path, config: CsvData | ParquetData, schema: Any, batches: Any, n_rows: int | None
 ) -> Samples:
     """Record batches -> Samples: the label column, the missing-value policy, the index-column
     rule; numeric features as float64 [rows, features], text ones left for data/encode.py.
 
-    Memory: each batch's numbers are copied into a float64 block and the batch let go; the
-    blocks are then copied into one array, each block freed as soon as it is copied, so the
-    peak is about one copy of the numbers (the file's bytes are never all held)."""
+    n_rows: the number of rows when the file says so (Parquet): the numbers are then copied
+    straight into their final array. Otherwise (CSV) each batch's numbers are copied into a
+    float64 block and the batch let go; the blocks are then copied into one array, each block
+    freed as soon as it is copied. Either way the peak is about one copy of the numbers (the
+    file's bytes are never all held)."""
     import pyarrow as pa
 
     names = [name for name in schema.names if name != config.target]
@@ -229,13 +316,21 @@ def table_samples(
         else {}
     )
     blocks: list[np.ndarray | None] = []
+    # float64 [n_rows, numeric features] filled in place when the row count is known
+    filled = None if n_rows is None else np.empty((n_rows, len(numeric)), dtype=np.float64)
     text_chunks: dict[str, list[Any]] = {name: [] for name in names if kinds[name] == "text"}
     target_chunks: list[Any] = []
     n = 0
     try:
         for batch in batches:
             m = batch.num_rows
-            block = np.empty((m, len(numeric)), dtype=np.float64)  # a batch fits in the cache
+            if filled is None:
+                block = np.empty((m, len(numeric)), dtype=np.float64)  # fits in the cache
+                blocks.append(block)
+            elif n + m <= len(filled):
+                block = filled[n : n + m]
+            else:
+                raise DataError(f"{path}: more rows than the file's metadata says ({n_rows})")
             for j, name in enumerate(numeric):
                 block[:, j] = numbers(batch.column(name))
             check_finite(path, block, numeric, n)
@@ -246,12 +341,14 @@ def table_samples(
             for name, chunks in text_chunks.items():
                 chunks.append(batch.column(name))
             target_chunks.append(batch.column(config.target))
-            blocks.append(block)
             n += m
     except pa.ArrowException as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     if n == 0:
         raise DataError(f"{path}: no data rows below the header")
+    if filled is not None:
+        blocks = [filled[:n]]
+        del filled
     notes: list[str] = []
     index_columns = {
         numeric[j]
@@ -270,9 +367,9 @@ def table_samples(
         raise DataError(f"{path}: no feature columns: the file has only the target column")
     kept = [j for j, name in enumerate(numeric) if name not in index_columns]
     numeric = [numeric[j] for j in kept]
-    x = np.empty((n, len(numeric)), dtype=np.float64)
+    x = blocks[0] if len(blocks) == 1 and not index_columns else np.empty((n, len(numeric)))
     row = 0
-    for i, block in enumerate(blocks):
+    for i, block in enumerate(blocks if x is not blocks[0] else ()):
         assert block is not None
         x[row : row + len(block)] = block if len(kept) == block.shape[1] else block[:, kept]
         row += len(block)
@@ -327,7 +424,7 @@ def table_samples(
         text = {name: column.subset(keep) for name, column in text.items()}
     record = {
         "file": str(path),
-        "file_sha256": sha256,
+        "file_sha256": "",  # read_file hashes the file beside the parsing
         "missing": config.missing.value,
         "rows_read": n,
         "rows_dropped": 0 if keep is None else int(n - keep.sum()),
@@ -370,12 +467,15 @@ def column_kind(path: Path, config: CsvData | ParquetData, name: str, kind: Any)
 
 
 def numbers(column: Any) -> np.ndarray:
-    """A numeric arrow array as float64 [rows], NaN where missing."""
+    """A numeric arrow array as float64 [rows], NaN where missing (without a copy when it
+    holds float64 and no missing cell)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if pa.types.is_null(column.type):
         return np.full(len(column), np.nan)
+    if pa.types.is_float64(column.type):
+        return column.to_numpy(zero_copy_only=False)
     values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     return np.asarray(values, dtype=np.float64)
 

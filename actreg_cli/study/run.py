@@ -25,7 +25,7 @@ from actreg_cli.study.files import write_text
 from actreg_cli.study.records import saved_task, write_run_records
 from actreg_cli.study.samples import Samples, kept_samples
 from actreg_cli.tasks import Task
-from actreg_cli.versions import library_versions
+from actreg_cli.versions import library_versions, machine_info
 from actreg_cli.weights import repeat_seeds
 
 ACTIVITY_REDUCTION_NOTE = (
@@ -108,6 +108,7 @@ def run_metadata(
         "engine_note": engine_note,
         "activity_reduction_semantics": ACTIVITY_REDUCTION_NOTE,
         "versions": library_versions(),
+        "machine": machine_info(),
         "command": " ".join(["actreg", *sys.argv[1:]]) if sys.argv else "",
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }

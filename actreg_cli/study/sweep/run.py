@@ -62,7 +62,7 @@ class SweepOutcome:
 
 def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
     """The contents of sweep.yaml: what was asked, what each cell is, and what ran it."""
-    from actreg_cli.versions import library_versions
+    from actreg_cli.versions import library_versions, machine_info
 
     base = plan.sweep.base
     return {
@@ -75,6 +75,7 @@ def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
         "store": str(plan.store_folder / "cells"),
         "command": " ".join(["actreg", *sys.argv[1:]]),
         "versions": library_versions(),
+        "machine": machine_info(),
         "seeds": repeat_seeds(base.training.seed, base.training.repeats),
         "task": plan.task.value,
         "sweep": plan.sweep.model_dump(mode="json"),
