@@ -1,5 +1,13 @@
 """Summary statistics over repeats: mean, sample std, t-based 95% confidence intervals, Welch and
-paired differences with p-values, and Holm's correction for many comparisons."""
+paired differences with p-values, and Holm's correction for many comparisons.
+
+`overlap` (n_test / n_train, `DataConfig.overlapping_resamples`): when every repeat splits the
+same rows anew, the repeats' training sets overlap and their results are correlated, so s^2 / J
+underestimates the variance of a mean over J repeats. Nadeau and Bengio's corrected resampled t
+("Inference for the generalization error", 2003; Bouckaert and Frank 2004) uses
+s^2 * (1/J + n_test/n_train) instead, with J - 1 degrees of freedom. 0 (the default) is the
+ordinary t interval, right for independent repeats.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +24,22 @@ def t_quantile(confidence: float, dof: float) -> float:
     return float(stats.t.ppf(0.5 + confidence / 2.0, dof))
 
 
-def describe(values: Sequence[float], confidence: float = 0.95) -> dict[str, object]:
+CORRECTED = "corrected resampled t (Nadeau & Bengio)"
+ORDINARY = "Student t over independent repeats"
+
+
+def interval_method(overlap: float) -> str:
+    """The interval method's name, as summary.json and the reports give it."""
+    return CORRECTED if overlap > 0 else ORDINARY
+
+
+def describe(
+    values: Sequence[float], confidence: float = 0.95, overlap: float = 0.0
+) -> dict[str, object]:
     """{mean, std, ci_low, ci_high, n, values} over the finite values (diverged runs are NaN).
 
     std is the sample standard deviation (ddof=1; 0 for one value); the interval is
-    mean +/- t * std / sqrt(n), NaN when n < 2.
+    mean +/- t * std * sqrt(1/n + overlap), NaN when n < 2.
     """
     raw = [float(v) for v in values]
     finite = np.array([v for v in raw if math.isfinite(v)], dtype=np.float64)
@@ -30,7 +49,7 @@ def describe(values: Sequence[float], confidence: float = 0.95) -> dict[str, obj
         return {"mean": nan, "std": nan, "ci_low": nan, "ci_high": nan, "n": 0, "values": raw}
     mean = float(finite.mean())
     std = float(finite.std(ddof=1)) if n > 1 else 0.0
-    half = t_quantile(confidence, n - 1) * std / math.sqrt(n) if n > 1 else nan
+    half = t_quantile(confidence, n - 1) * std * math.sqrt(1.0 / n + overlap) if n > 1 else nan
     return {
         "mean": mean,
         "std": std,
@@ -42,9 +61,10 @@ def describe(values: Sequence[float], confidence: float = 0.95) -> dict[str, obj
 
 
 def difference(
-    a: Sequence[float], b: Sequence[float], confidence: float = 0.95
+    a: Sequence[float], b: Sequence[float], confidence: float = 0.95, overlap: float = 0.0
 ) -> dict[str, float]:
-    """mean(a) - mean(b) with a Welch confidence interval (unequal variances).
+    """mean(a) - mean(b) with a Welch confidence interval (unequal variances; each side's
+    variance of the mean s^2 * (1/n + overlap)).
 
     Returns {diff, ci_low, ci_high, p}: p is the two-sided Welch t-test p-value. The bounds and p
     are NaN when either side has fewer than 2 finite values; with no spread at all the interval
@@ -58,7 +78,8 @@ def difference(
     diff = float(xa.mean() - xb.mean())
     if xa.size < 2 or xb.size < 2:
         return {"diff": diff, "ci_low": nan, "ci_high": nan, "p": nan}
-    va, vb = xa.var(ddof=1) / xa.size, xb.var(ddof=1) / xb.size
+    va = xa.var(ddof=1) * (1.0 / xa.size + overlap)
+    vb = xb.var(ddof=1) * (1.0 / xb.size + overlap)
     se = math.sqrt(va + vb)
     if se == 0.0:
         return {"diff": diff, "ci_low": diff, "ci_high": diff, "p": nan}
@@ -73,12 +94,13 @@ def difference(
 
 
 def paired_difference(
-    a: Sequence[float], b: Sequence[float], confidence: float = 0.95
+    a: Sequence[float], b: Sequence[float], confidence: float = 0.95, overlap: float = 0.0
 ) -> dict[str, float]:
     """mean(a[i] - b[i]) over the pairs where both are finite, with a paired-t interval.
 
     For repeats that share seeds across arms (repeat i of every arm starts from the same
     initial weights), the pairwise differences carry less noise than two independent samples.
+    The standard error is std(differences) * sqrt(1/n + overlap).
     Returns {diff, ci_low, ci_high, p, n}: n pairs; bounds and p NaN when n < 2; a degenerate
     interval (every difference the same) has ci_low == ci_high == diff and p NaN.
     """
@@ -95,7 +117,7 @@ def paired_difference(
     mean = float(d.mean())
     if n < 2:
         return {"diff": mean, "ci_low": nan, "ci_high": nan, "p": nan, "n": n}
-    se = float(d.std(ddof=1)) / math.sqrt(n)
+    se = float(d.std(ddof=1)) * math.sqrt(1.0 / n + overlap)
     if se == 0.0:
         return {"diff": mean, "ci_low": mean, "ci_high": mean, "p": nan, "n": n}
     half = t_quantile(confidence, n - 1) * se

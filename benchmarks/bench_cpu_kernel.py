@@ -1,4 +1,4 @@
-"""cpu engine (Numba kernel) vs fused engine (XLA), side by side, against issue 12's targets.
+"""cpu engine (Numba kernel) vs fused engine (XLA), side by side, against the targets below.
 
 Every measurement runs in its own Python process (own peak RSS, own compile caches), started
 one after the other from this driver:
@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-#: Issue 12's targets: (label, limit, unit).
+#: The targets: (label, limit, unit).
 TARGETS = {
     "cpu_us_per_model_epoch": 10.0,
     "flop_bound_ratio": 2.5,
@@ -292,7 +292,7 @@ def main() -> None:
                         (f"{engine}: peak RSS, {label}", f"{r['rss_mb']:.0f} MB",
                          mark(r["rss_mb"], "rss_mb")),
                     )  # fmt: skip
-    print("\n| target | measured | issue 12 |\n|---|---|---|")
+    print("\n| target | measured | aim |\n|---|---|---|")
     for label, value, verdict in targets:
         print(f"| {label} | {value} | {verdict} |")
     if args.epochs != 4000:

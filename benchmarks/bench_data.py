@@ -12,7 +12,7 @@ and a binary label, its Parquet twin (pyarrow, snappy), and one experiment confi
 
 and prints one markdown table: wall and CPU seconds of the whole process, the reading time
 measured inside it where there is one, and peak RSS (MB and as a multiple of the CSV's size).
-Targets (issue 19): actreg's CSV read within 2x pandas.read_csv's time; peak RSS of `validate`
+Targets: actreg's CSV read within 2x pandas.read_csv's time; peak RSS of `validate`
 at most 3x the file's size; Parquet at least 3x faster than CSV (validate).
 
 Run:     python3 benchmarks/bench_data.py                  (~190 MB of CSV; a few minutes)

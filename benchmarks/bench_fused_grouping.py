@@ -1,6 +1,6 @@
 """Fused engine: cost of exact resume (one program per penalty-kind set) vs one mixed program.
 
-Since issue 10 item 6 the fused engine groups jobs by the penalty kinds each model uses, so a
+The fused engine groups jobs by the penalty kinds each model uses, so a
 model's numbers never depend on its chunk-mates (a resumed sweep is byte-identical). The old
 behaviour, one program for a group whose models mix kinds, is `train_group` of
 engines/fused/mlp.py on all jobs. Both run here side by side in one process on 40 models (8 seeds

@@ -1,6 +1,6 @@
 """Keras engine vs fused engine on shuffled minibatches: distributions over many seeds.
 
-The setting of issue 13: circles, 400 samples (the first 300 train), batch 32 (so 10 batches an
+The setting: circles, 400 samples (the first 300 train), batch 32 (so 10 batches an
 epoch, the last one partial: 300 = 9 * 32 + 12), Dense(500) with L1 1e-3 activity before the
 ReLU (batch_mean), Adam 1e-3, 150 epochs, 24 seeds (`weights.repeat_seeds(0, 24)`). For each
 engine it reports mean and std over seeds of the final train loss (evaluated on the final

@@ -1,4 +1,4 @@
-"""Config files, `--set` and `--grid` as a hostile user types them (issue 22): YAML merge keys,
+"""Config files, `--set` and `--grid` as a hostile user types them: YAML merge keys,
 names too long for a folder, non-ASCII digits, odd custom functions, endless or huge files;
 and property-based tests (hypothesis) that whatever is typed ends in a config or in exit 2 with
 a message, never a traceback, never a file written."""

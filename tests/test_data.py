@@ -242,7 +242,7 @@ def test_cli_bad_csv_exits_2_and_writes_nothing(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# circles and moons without scikit-learn (issue 12: start-up time)
+# circles and moons without scikit-learn (start-up time)
 
 
 @pytest.mark.parametrize("n_samples", [2, 3, 30, 99, 100, 101, 1000])

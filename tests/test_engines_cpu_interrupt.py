@@ -1,4 +1,4 @@
-"""Ctrl-C and the cpu engine (issue 22): the compiled loops read a stop flag before every
+"""Ctrl-C and the cpu engine: the compiled loops read a stop flag before every
 epoch, the engine waits for them in another thread, so Ctrl-C stops a cpu sweep within about a
 second with exit 130 and its finished cells kept; a KeyboardInterrupt that comes out of compiled
 code as another error is never a failed chunk; Ctrl-C while the command line starts is one

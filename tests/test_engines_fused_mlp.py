@@ -381,7 +381,7 @@ def test_compiled_epoch_order_equals_epoch_permutation() -> None:
 
 @pytest.mark.slow
 def test_shuffled_minibatch_distributions_agree_over_20_seeds() -> None:
-    """Issue 13's setting (circles 400/300, batch 32 so 10 batches an epoch with a partial
+    """The shuffled-minibatch setting (circles 400/300, batch 32 so 10 batches an epoch with a partial
     last one, L1 1e-3 before ReLU, 150 epochs) over 20 seeds; ~3.5 minutes of CPU (Keras).
 
     Criterion, for final train loss, final test accuracy and the epoch-75 loss: Welch's t-test

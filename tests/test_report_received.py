@@ -1,4 +1,4 @@
-"""Results folders received from someone else (issue 22): re-drawing, listing, comparing and
+"""Results folders received from someone else: re-drawing, listing, comparing and
 exporting read saved numbers and never import the code a config names; a damaged folder is
 bad input (exit 2, one line naming it), never a traceback; names cannot drive the terminal.
 Property-based tests (hypothesis) damage folders at random."""

@@ -75,3 +75,64 @@ def test_holm_adjusts_step_down_and_keeps_order() -> None:
     assert got[0] == pytest.approx(0.06) and got[3] == pytest.approx(0.06)
     assert math.isnan(got[2])
     assert holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1, and never below an earlier one
+
+
+def _nearest_centroid_accuracy(x_train, y_train, x_test, y_test) -> np.ndarray:
+    """Accuracy [..., ] of a nearest-centroid classifier; leading axes are independent runs."""
+    c0 = (x_train * (y_train == 0)[..., None]).sum(-2) / (y_train == 0).sum(-1)[..., None]
+    c1 = (x_train * (y_train == 1)[..., None]).sum(-2) / (y_train == 1).sum(-1)[..., None]
+    scores = np.einsum("...nd,...d->...n", x_test - ((c0 + c1) / 2)[..., None, :], c1 - c0)
+    return ((scores > 0) == (y_test == 1)).mean(-1)
+
+
+def test_corrected_resampled_t_covers_where_the_naive_interval_does_not() -> None:
+    """J = 10 random 70/30 splits of one pool of 300 rows: the repeats' training sets overlap,
+    so the ordinary t interval over repeats is too narrow for what a user wants to know (the
+    accuracy of the method trained on 210 rows of this population). Over 400 pools it covers
+    that value 67% of the time; Nadeau and Bengio's corrected interval (variance x (1/J +
+    n_test/n_train)) 96%."""
+    rng = np.random.default_rng(0)
+    mu, n_pool, n_test, repeats, pools = 0.35, 300, 90, 10, 400
+    n_train = n_pool - n_test
+
+    def draw(*shape):
+        y = rng.integers(0, 2, shape)
+        return rng.normal(size=(*shape, 2)) + np.where(y[..., None] == 1, mu, -mu), y
+
+    # The target: the method's accuracy at n_train rows, over training sets and new test rows.
+    x, y = draw(4000, n_train + 200)
+    target = _nearest_centroid_accuracy(
+        x[:, :n_train], y[:, :n_train], x[:, n_train:], y[:, n_train:]
+    ).mean()
+    x, y = draw(pools, n_pool)
+    order = np.argsort(rng.random((pools, repeats, n_pool)), axis=-1)
+    xs = np.take_along_axis(x[:, None], order[..., None], axis=2)
+    ys = np.take_along_axis(y[:, None], order, axis=2)
+    acc = _nearest_centroid_accuracy(
+        xs[:, :, :n_train], ys[:, :, :n_train], xs[:, :, n_train:], ys[:, :, n_train:]
+    )  # [pools, repeats]
+    covered = {}
+    for overlap in (0.0, n_test / n_train):
+        intervals = [describe(row, 0.95, overlap) for row in acc]
+        covered[overlap] = np.mean([d["ci_low"] <= target <= d["ci_high"] for d in intervals])
+    assert covered[0.0] < 0.80  # the naive interval under-covers
+    assert 0.91 <= covered[n_test / n_train] <= 0.99
+
+
+def test_corrected_interval_widens_every_kind_by_the_same_factor() -> None:
+    a = [0.81, 0.84, 0.79, 0.86, 0.83, 0.80]
+    b = [0.78, 0.80, 0.80, 0.82, 0.79, 0.77]
+    overlap = 0.3 / 0.7
+    factor = math.sqrt(1 / len(a) + overlap) / math.sqrt(1 / len(a))
+    for plain, corrected in (
+        (describe(a), describe(a, overlap=overlap)),
+        (paired_difference(a, b), paired_difference(a, b, overlap=overlap)),
+    ):
+        half = plain["ci_high"] - plain["ci_low"]
+        assert corrected["ci_high"] - corrected["ci_low"] == pytest.approx(half * factor)
+    assert paired_difference(a, b, overlap=overlap)["p"] > paired_difference(a, b)["p"]
+    welch = difference(a, b, overlap=overlap)
+    assert (
+        welch["ci_high"] - welch["ci_low"]
+        > difference(a, b)["ci_high"] - difference(a, b)["ci_low"]
+    )

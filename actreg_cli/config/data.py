@@ -71,6 +71,18 @@ class _DataBase(StrictModel):
     def effective_test_fraction(self) -> float:
         return 0.3 if self.test_fraction is None else self.test_fraction
 
+    @property
+    def overlapping_resamples(self) -> float:
+        """n_test / n_train when the repeats' training sets are drawn from one pool of rows
+        (`resample` on a bundled table or a file: every repeat splits the same rows anew, so
+        the training sets overlap and repeats are not independent); 0 otherwise (a fixed split,
+        or generated data, which draws a fresh sample per repeat). It is the term Nadeau and
+        Bengio's corrected resampled t adds to 1/J in the variance of a mean over J repeats."""
+        if not self.resample or isinstance(self, _GeneratedBase):
+            return 0.0
+        fraction = self.effective_test_fraction
+        return fraction / (1.0 - fraction)
+
 
 class _GeneratedBase(_DataBase):
     n_samples: SampleCount = 100  # total samples, train + test
