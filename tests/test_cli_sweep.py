@@ -86,15 +86,21 @@ def test_sweep_writes_its_folder_and_prints_its_path_last(keras_run):
     table = result.stdout.split("to run")[1]
     assert "test acc" in table and "vs base" in table
     assert "c1" in table and "0.1" in table and "c2" in table and "0.001" in table
-    # Piped: study line and caption each on one line, and no padding at the ends of lines.
-    assert any(
-        line.startswith("test acc: mean±std over repeats")
-        and line.endswith("paired t-test, Holm-corrected p < 0.05")
-        for line in table.splitlines()
-    )
-    assert any(line.startswith("reduction ") and line.endswith("overrides none") for line in
-               table.splitlines())  # fmt: skip
+    # Piped: laid out in 100 columns (no COLUMNS), study line and caption wrapped at spaces
+    # into it, and no padding at the ends of lines.
+    assert max(len(line) for line in table.splitlines()[:-1]) <= 100  # the last: the path
+    flat = " ".join(table.split())
+    assert "test acc: mean±std over repeats" in flat
+    assert "paired t-test, Holm-corrected p < 0.05" in flat
+    assert "reduction " in flat and "overrides none" in flat
     assert all(line == line.rstrip() for line in table.splitlines())
+    # The second block: the two strengths contrasted, pair by pair (2 repeats: no verdict).
+    assert "Contrasts (one setting changed, the rest equal;" in flat
+    assert "- strength 0.1 vs 0.001: " in table and ", no clear difference" in table
+    contrasts = list(csv.DictReader((folder / "contrasts.csv").read_text().splitlines()))
+    assert [(r["setting"], r["cell_a"], r["cell_b"]) for r in contrasts] == [
+        ("regularizers.0.strength", "c1", "c2")
+    ]
     meta = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8"))
     assert {c["engine"] for c in meta["cells"]} == {"keras"}
 

@@ -1,4 +1,4 @@
-"""Real tables (issue 19): CSV and Parquet files with missing values, text columns, index
+"""Real tables: CSV and Parquet files with missing values, text columns, index
 columns and other delimiters; what run.yaml records; bad files. Every file is written here."""
 
 from __future__ import annotations
@@ -599,7 +599,7 @@ def test_a_column_that_turns_to_text_after_the_first_block_is_read_whole(tmp_pat
 @given(
     cells=st.lists(
         st.tuples(
-            st.one_of(st.integers(-10**6, 10**6), st.floats(-1e9, 1e9, allow_nan=False)),
+            st.one_of(st.integers(-(10**6), 10**6), st.floats(-1e9, 1e9, allow_nan=False)),
             st.sampled_from(["", "NA", "?", "1", "2.5", "-0.25"]),
             st.sampled_from(["x", "y", "z", ""]),
         ),

@@ -4,7 +4,9 @@ in the numbers the tests check (a wording drift fails here); the README stays a 
 from __future__ import annotations
 
 import re
+import sys
 
+import pytest
 from conftest import REPO
 from test_engines_fused_mlp import LOSS_RTOL
 
@@ -44,3 +46,20 @@ def test_readme_is_a_users_page():
         text = text_of(page)
         assert not re.search(r"\bissues? \d+|\(issue|#\d{2}\b", text, re.IGNORECASE), page
         assert "before 2026" not in text, page
+
+
+@pytest.mark.slow
+def test_readme_tutorial_table_is_a_fresh_actreg_tutorial():
+    """The table in the README is what `actreg tutorial` prints today, to the last digit shown,
+    on the CPU the README names (the cpu engine's last digits can depend on the CPU)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from readme_tutorial import run_tutorial, table_rows
+
+    from actreg_cli.versions import machine_info
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    cpu = machine_info()["cpu"]
+    if f"measured on {cpu}" not in readme:
+        pytest.skip(f"the README's table was measured on another CPU than this {cpu}")
+    rows, _, _ = run_tutorial([])
+    assert table_rows(readme) == rows

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_yaml
+from conftest import CONFIGS, write_yaml
 from typer.testing import CliRunner
 
 from actreg_cli.cli import app
-from actreg_cli.report.index import compare_runs, list_runs
+from actreg_cli.report.compare import compare_runs
+from actreg_cli.report.index import list_runs
 
 runner = CliRunner()
 
@@ -128,15 +129,87 @@ def test_compare_puts_differences_and_results_side_by_side(runs_dir: Path, tmp_p
 
 def test_compare_refuses_what_is_no_finished_run(runs_dir: Path) -> None:
     finished = next(e.path for e in list_runs(runs_dir, kind="run") if e.finished)
-    study = next(e.path for e in list_runs(runs_dir, kind="sweep"))  # runs/tiny-strength/<study>
-    assert study.parent == runs_dir / "tiny-strength"
-    result = invoke("compare", finished, study)
+    sweep = runs_dir / "tiny-strength"  # holds the store and the study folders, not results
+    study = next(e.path for e in list_runs(runs_dir, kind="sweep"))
+    result = invoke("compare", finished, sweep)
     assert result.exit_code == 2
-    assert f"{study.name}: a sweep folder; compare takes run folders" in result.stderr
+    assert "not a run, sweep study or tutorial folder" in result.stderr
+    assert f"give one of its study folders: {study}" in result.stderr.replace("\n", "")
     result = invoke("compare", finished, runs_dir / "tiny-unfinished")
     assert result.exit_code == 2 and "unfinished run" in result.stderr
     result = invoke("compare", finished)
     assert result.exit_code == 2 and "two or more" in result.stderr
+
+
+def test_compare_takes_runs_sweep_cells_and_tutorial_arms_in_any_mix(
+    runs_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A run is one entry, a sweep study one per cell, a tutorial one per arm: with more
+    entries than fit as columns, each is one row (on a page wide enough; else one block each),
+    named as the user knows it."""
+    from test_report_html import made_up_tutorial
+
+    run = next(e.path for e in list_runs(runs_dir, kind="run") if e.finished)
+    study = next(e.path for e in list_runs(runs_dir, kind="sweep"))
+    tutorial = made_up_tutorial(tmp_path / "runs")
+    plot = tmp_path / "mixed.png"
+    monkeypatch.setenv("COLUMNS", "100")  # a narrow page: a block per entry, its name first
+    narrow = invoke("compare", run, study, tutorial, "--plot", plot).stdout.splitlines()
+    monkeypatch.setenv("COLUMNS", "400")
+    result = invoke("compare", run, study, tutorial, "--plot", plot)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    with (study / "summary.csv").open(newline="") as handle:
+        cells = {row["cell"]: row for row in csv.DictReader(handle)}
+    arms = json.loads((tutorial / "summary.json").read_text())
+    run_stats = json.loads((run / "summary.json").read_text())["test_accuracy"]
+    expected = {
+        run.name: run_stats,
+        "tiny-strength baseline": cells["baseline"],
+        "tiny-strength c1: strength 0.001": cells["c1"],
+        "tiny-strength c2: strength 0.1": cells["c2"],
+        **{
+            f"tutorial {variant}/{reduction}": arms[variant][reduction]["test_accuracy"]
+            for variant, reduction in (
+                ("overfit", "none"),
+                ("before_relu", "batch_sum"),
+                ("before_relu", "batch_mean"),
+                ("after_relu", "batch_sum"),
+                ("after_relu", "batch_mean"),
+            )
+        },
+    }
+    for label, stats in expected.items():
+        rows = [line for line in lines if line.startswith(f"{label}  ")]
+        assert len(rows) == 1, (label, lines)
+        if "mean" not in stats:  # a summary.csv row: test_accuracy_mean, ...
+            stats = {k: float(stats[f"test_accuracy_{k}"]) for k in ("mean", "ci_low", "ci_high")}
+        assert f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]" in rows[0]
+        assert label in narrow and max(len(line) for line in narrow) <= 100
+    header = lines[0].split()
+    assert header[-4:] == ["test_accuracy", "train_accuracy", "mean_activation", "zero_fraction"]
+    assert "regularizers" in header and "engine" in header  # regularizers in words, one column
+    (c2,) = [line for line in lines if line.startswith("tiny-strength c2: strength 0.1 ")]
+    assert "activity l1 0.1 before_activation/batch_mean" in c2
+    assert lines[-1] == str(plot) and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    comparison = compare_runs([study])  # one sweep alone: its cells side by side
+    assert comparison.labels == ["tiny-strength baseline", "tiny-strength c1: strength 0.001",
+                                 "tiny-strength c2: strength 0.1"]  # fmt: skip
+    assert dict(comparison.differences)["regularizers.0.strength"] == ["-", "0.001", "0.1"]
+
+
+def test_runs_says_in_words_what_a_sweep_over_regularizer_sets_varies(tmp_path: Path) -> None:
+    """configs/sweep_breast_cancer.yaml sweeps regularizers.0 over 24 whole regularizers."""
+    grid = yaml.safe_load((CONFIGS / "sweep_breast_cancer.yaml").read_text())["grid"]
+    study = tmp_path / "runs" / "sweep_breast_cancer" / "study"
+    study.mkdir(parents=True)
+    (study.parent / "cells").mkdir()
+    write_yaml(study / "sweep.yaml", {"name": "sweep_breast_cancer", "sweep": {"grid": grid}})
+    (entry,) = list_runs(tmp_path / "runs")
+    assert entry.varied == "regularizer (24 sets: target, norm, strength, placement)"
+    result = invoke("runs", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert "regularizer (24 sets: target, norm, strength, placement)" in result.stdout
 
 
 def test_compare_in_80_columns_letters_the_runs(runs_dir: Path, tmp_path, monkeypatch) -> None:

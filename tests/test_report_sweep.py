@@ -140,6 +140,61 @@ def test_report_names_the_best_cell_and_the_clear_differences(outcome):
     assert "Holm-corrected over all 6 comparisons" in diff_section
 
 
+def test_contrasts_pair_cells_that_differ_in_one_setting(outcome):
+    """contrasts.csv: before vs after at each strength, and each pair of strengths at each
+    placement; paired differences from results.csv, Holm within each setting's family."""
+    results = read_csv(outcome.folder / "results.csv")
+    rows = read_csv(outcome.folder / "contrasts.csv")
+    values = {
+        r["cell"]: (r["regularizers.0.strength"], r["regularizers.0.placement"])
+        for r in results
+        if r["baseline"] == "false"
+    }
+    strengths = sorted({v[0] for v in values.values()})
+    placements = sorted({v[1] for v in values.values()})
+    by_setting = {}
+    for row in rows:
+        by_setting.setdefault(row["setting"], []).append(row)
+    n_strength_pairs = len(strengths) * (len(strengths) - 1) // 2
+    assert len(by_setting["regularizers.0.placement"]) == len(strengths)
+    assert len(by_setting["regularizers.0.strength"]) == n_strength_pairs * len(placements)
+    for family in by_setting.values():
+        assert [number(r["p_holm"]) for r in family] == pytest.approx(
+            holm([number(r["p_paired"]) for r in family]), nan_ok=True
+        )
+        for row in family:
+            a, b = values[row["cell_a"]], values[row["cell_b"]]
+            assert sum(x != y for x, y in zip(a, b, strict=True)) == 1  # one setting differs
+            mine = [number(r["test_accuracy"]) for r in results if r["cell"] == row["cell_a"]]
+            theirs = [number(r["test_accuracy"]) for r in results if r["cell"] == row["cell_b"]]
+            expected = paired_difference(mine, theirs)
+            assert number(row["diff"]) == pytest.approx(expected["diff"], abs=1e-12)
+            assert number(row["ci_low"]) == pytest.approx(expected["ci_low"], abs=1e-12)
+            clear = number(row["p_holm"]) < 0.05
+            assert (row["verdict"] != "no clear difference") == clear
+            if clear:
+                winner = row["a"] if number(row["diff"]) > 0 else row["b"]
+                assert row["verdict"] == f"{winner} better"
+    report = (outcome.folder / "report.md").read_text(encoding="utf-8")
+    assert "## Contrasts: one setting changed, everything else equal" in report
+    assert "| before_activation vs after_activation | regularizers.0.strength=" in report
+
+
+def test_a_sweep_over_whole_regularizers_is_contrasted_field_by_field():
+    from actreg_cli.report.sweep_contrasts import settings
+    from actreg_cli.study.sweep.grid import Cell
+
+    cell = Cell("c1", {"regularizers.0": {"target": "activity", "norm": "l1", "strength": 0.01,
+                                          "placement": None}, "model.dropout": 0.2},
+                config=None)  # fmt: skip
+    assert settings(cell) == {
+        "regularizers.0.target": "activity",
+        "regularizers.0.norm": "l1",
+        "regularizers.0.strength": "0.01",
+        "model.dropout": "0.2",
+    }
+
+
 def test_plots_and_sweep_yaml_are_written(outcome):
     for name in ("sweep.png", "sparsity.png"):
         data = (outcome.folder / name).read_bytes()
@@ -407,11 +462,15 @@ def test_a_standardized_regression_sweep_reports_mse_and_mae_in_the_target_units
             assert float(row["test_mae_target_units"]) == pytest.approx(mae * std, rel=1e-12)
         srow = next(r for r in summary if r["cell"] == cell.id)
         for column in UNIT_COLUMNS:
-            expected = describe([float(r[column]) for r in rows])
+            # resampled splits of one table overlap: the corrected resampled t (30/70)
+            overlap = cell.config.data.overlapping_resamples
+            assert overlap == pytest.approx(0.3 / 0.7)
+            expected = describe([float(r[column]) for r in rows], overlap=overlap)
             for stat in ("mean", "std", "ci_low", "ci_high"):
                 assert float(srow[f"{column}_{stat}"]) == pytest.approx(expected[stat], rel=1e-12)
     assert len(seen_stds) == 3  # data.resample: each repeat its own split, its own std
     report = (outcome.folder / "report.md").read_text(encoding="utf-8")
+    assert "corrected resampled t (Nadeau & Bengio)" in report
     assert (
         "- MSE and MAE are in standardized units (units of the training target's std: "
         "`data.standardize` scaled the target with the training rows' mean and std); "

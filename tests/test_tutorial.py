@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -94,8 +95,10 @@ def test_tutorial_command_writes_the_study(tmp_path: Path) -> None:
             assert len(arm["test_accuracy"]["values"]) == 2
             assert reduction in arm["verdict"]
     # The table shows this run beside the published numbers, then one verdict per claim and reduction.
-    assert "pub. test" in result.output and "0.829" in result.output and "0.743" in result.output
-    verdicts = [line for line in result.output.splitlines() if line.startswith("- batch_")]
+    assert "published" in result.output and "0.829" in result.output and "0.743" in result.output
+    # A verdict is a "- " item, wrapped to the page under a two-space indent.
+    items = re.findall(r"^- batch_.*?(?=\n(?! )|\Z)", result.output, flags=re.M | re.S)
+    verdicts = [" ".join(item.split()) for item in items]
     assert len(verdicts) == 4
     # Two repeats of five epochs: no verdict, and the output says the epochs are not the 4000.
     assert all("NO VERDICT" in line and "not the published 4000" in line for line in verdicts)

@@ -64,10 +64,21 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: `actreg --help`: what the tool is for and the commands' path, from training to reading results.
+APP_HELP = """Study activity, kernel and bias regularization of Keras models (L1, L2 or your own
+penalty; activity before or after the activation), with repeats, 95% confidence intervals and
+paired comparisons against a baseline. Experiments are YAML configs.
+
+run trains one experiment, sweep a grid of them against a baseline, tutorial reproduces the
+2019 activity-regularization tutorial; each writes a folder with CSV files, figures, report.md
+and report.html (the same report with its figures inline, to open in a browser). report
+re-draws a folder; runs lists folders, compare sets them side by side, export sends them to
+MLflow or TensorBoard."""
+
 app = typer.Typer(
     name="actreg",
     cls=ActregGroup,
-    help="Run activity/kernel/bias regularization experiments on small MLPs from YAML configs.",
+    help=APP_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     # Plain Click help: paragraphs re-wrapped to the terminal (no mid-sentence breaks from the
@@ -90,7 +101,7 @@ def main_options(
         ),
     ] = False,
 ) -> None:
-    """Run activity/kernel/bias regularization experiments on small MLPs from YAML configs."""
+    """Study activity, kernel and bias regularization of Keras models (see APP_HELP)."""
 
 
 for module in (run, tutorial, sweep, report, validate, runs, compare, export):
@@ -98,11 +109,11 @@ for module in (run, tutorial, sweep, report, validate, runs, compare, export):
 
 # One line each in `actreg -h`: Click would cut the docstrings' first sentences mid-word.
 SHORT_HELP = {
-    "run": "Train one experiment (with repeats); write a run folder.",
+    "run": "Train one experiment with repeats; write its folder and report.",
     "tutorial": "Reproduce the tutorial's figures and test its claims.",
-    "sweep": "Train every cell of a grid (with repeats); resumable.",
-    "report": "Re-draw a run folder's plot and summary.",
-    "validate": "Check configs without training.",
+    "sweep": "Train a grid of experiments (resumable); write tables and report.",
+    "report": "Re-draw a run, sweep or tutorial folder's figures and reports.",
+    "validate": "Check configs without training; writes nothing.",
 }
 for info in app.registered_commands:
     info.short_help = SHORT_HELP.get(info.name or "", info.short_help)

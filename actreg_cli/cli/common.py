@@ -5,6 +5,7 @@ Imports nothing heavy: `actreg --help` and config errors must come back at once.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -13,17 +14,44 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 
 from actreg_cli.config import ConfigError
 from actreg_cli.engines import EngineName
 from actreg_cli.engines.base import EngineUnsupported
 
-# Piped output (logs, CI) gets a wide page instead of 80 columns, so tables stay one line a row.
+#: Columns of stdout when it is no terminal (a pipe, a file) and COLUMNS is not set.
+PIPE_WIDTH = 100
+
+
+def page_width() -> int:
+    """Columns that stdout's text is laid out in when stdout is no terminal: COLUMNS (read now,
+    as a terminal's width would be), else PIPE_WIDTH. A terminal uses its own width."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) >= 20 else PIPE_WIDTH
+
+
+class PageConsole(Console):
+    """A console whose width, when it writes to no terminal, is `page_width()` at each print:
+    `actreg sweep | less` or `> out.txt` gets the layout a terminal of that width gets (rich
+    alone would take the width of whatever terminal stdin or stderr is, or 80)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dimensions = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self.is_terminal:
+            return dimensions
+        return ConsoleDimensions(page_width(), dimensions.height)
+
+    @size.setter
+    def size(self, new_dimension: tuple[int, int]) -> None:
+        Console.size.fset(self, new_dimension)  # type: ignore[attr-defined]
+
+
 # markup=False: config names, file paths and --set values are user text; brackets in them
 # ("model.hidden_units=[8]") must print as typed, never be read as rich styles.
-console = Console(width=None if sys.stdout.isatty() else 120, markup=False)
+console = PageConsole(markup=False)
 err_console = Console(stderr=True, markup=False)
 
 ConfigArg = Annotated[
@@ -226,8 +254,9 @@ def progress_bar(
 ) -> Iterator[Callable[[int], None]]:
     """Progress fed by a callback `advance(n)` (thread-safe), `total` counted in `unit`.
 
-    On a terminal: a rich bar. Otherwise one plain line at most every PLAIN_PROGRESS_INTERVAL_S
-    seconds, and one when done: "<description>: 1200/4000 model-epochs (30%), 0:00:12"."""
+    On a terminal: a rich bar with the counts, percentage and time left. Otherwise one plain line
+    at most every PLAIN_PROGRESS_INTERVAL_S seconds, and one when done: "<description>:
+    1200/4000 model-epochs (30%), 0:00:12, 0:00:28 left" (elapsed, then left at the pace so far)."""
     if total <= 0:  # nothing to train (a resumed sweep that is complete)
         yield lambda n: None
         return
@@ -239,30 +268,36 @@ def progress_bar(
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        TaskProgressColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
     from rich.table import Column
 
-    # The numbers never give way. Below 100 columns the time-remaining column goes, and the
-    # description gets what the counts and times (~46 or ~56 columns) and a 10-column bar leave,
-    # its name shortened with an ellipsis but its "[engine]" kept whole.
+    # The numbers never give way: counts, percentage and time left are always shown. Below 100
+    # columns the elapsed time goes (the time-left column shows it once done) and the bar is
+    # 6 columns; the description gets the rest, its name shortened with an ellipsis but its
+    # "[engine]" kept whole.
     keep = Column(no_wrap=True)
     narrow = err_console.width < 100
-    room = max(10, err_console.width - (46 if narrow else 56))
-    times = [TimeElapsedColumn(table_column=keep)]
-    if not narrow:
-        times.append(TimeRemainingColumn(table_column=keep))
+    times: list[Any] = [] if narrow else [TimeElapsedColumn(table_column=keep)]
+    times.append(TimeRemainingColumn(elapsed_when_finished=narrow, table_column=keep))
+    bar = 6 if narrow else 10
+    # One space between columns; a time takes up to 9 ("123:45:06": the first estimates of a
+    # long job can be hundreds of hours).
+    fixed = (2 * len(str(total)) + 1) + len(unit) + len("100%") + 9 * len(times) + bar
+    room = max(10, err_console.width - fixed - (4 + len(times)))
     progress = Progress(
         TextColumn(
             "{task.description}",
             markup=False,
             table_column=Column(no_wrap=True, overflow="ellipsis", max_width=room),
         ),
-        BarColumn(bar_width=None, table_column=Column(ratio=1)),
+        BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=bar)),
         MofNCompleteColumn(table_column=keep),
         TextColumn(unit, table_column=keep),
+        TaskProgressColumn(table_column=keep),
         *times,
         console=err_console,
         transient=False,
@@ -305,9 +340,18 @@ def _plain_progress(total: int, description: str, unit: str) -> Iterator[Callabl
     def line() -> None:
         done = state["done"]
         share = f" ({100 * done / total:.0f}%)" if total else ""
-        elapsed = timedelta(seconds=round(time.monotonic() - started))
+        seconds = time.monotonic() - started
+        elapsed = timedelta(seconds=round(seconds))
+        # Time left at the pace so far; a finished line has none to give.
+        left = (
+            f", {timedelta(seconds=round(seconds * (total - done) / done))} left"
+            if 0 < done < total
+            else ""
+        )
         print(
-            f"{description}: {done}/{total} {unit}{share}, {elapsed}", file=sys.stderr, flush=True
+            f"{description}: {done}/{total} {unit}{share}, {elapsed}{left}",
+            file=sys.stderr,
+            flush=True,
         )
         state["printed"] = done
 
@@ -326,26 +370,55 @@ def _plain_progress(total: int, description: str, unit: str) -> Iterator[Callabl
 
 
 def print_fitting(*layouts: Callable[[], Any]) -> None:
-    """Print on stdout the first layout (a function making a rich renderable) whose natural width
-    fits the terminal, else the last. A pipe has no width to respect: it gets the first, unwrapped.
-    """
-    from rich.measure import Measurement
+    """Print on stdout the first layout (a function making a rich renderable) that fits the page,
+    else the last: a terminal's width, or through a pipe or into a file `page_width()` (COLUMNS,
+    default 100), so `actreg sweep > out.txt` reads as a terminal of that width shows it.
 
-    wide = console.options.update_width(10_000)
-    if not console.is_terminal:
-        renderable = layouts[0]()
-        width = max(console.width, Measurement.get(console, wide, renderable).maximum)
-        piped = Console(width=width, highlight=False, markup=False, color_system=None)
-        with piped.capture() as captured:
-            piped.print(renderable)
-        # Padding to the table's width is noise in a file or a diff.
-        sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
-        return
+    A layout fits when its tables' rows do (`needed_width`); its prose wraps at the page width.
+    """
+    width = console.width
     for build in layouts:
         renderable = build()
-        if Measurement.get(console, wide, renderable).maximum <= console.width:
+        if needed_width(renderable) <= width:
             break
-    console.print(renderable)
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    page = Console(width=width, highlight=False, markup=False, color_system=None)
+    with page.capture() as captured:
+        page.print(renderable)
+    # Padding to the table's width is noise in a file or a diff.
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
+def needed_width(renderable: Any) -> int:
+    """Columns `renderable` needs so that no table row is wrapped or cut: a table's widest row;
+    a Text (a caption, a line of prose in a Group) only its longest word, as it wraps at spaces.
+    """
+    from rich.console import Group
+    from rich.measure import Measurement
+
+    if isinstance(renderable, Group):
+        return max((needed_width(part) for part in renderable.renderables), default=0)
+    measured = Measurement.get(console, console.options.update_width(10_000), renderable)
+    return measured.minimum if isinstance(renderable, Text) else measured.maximum
+
+
+def print_item(text: str) -> None:
+    """`- text` on stdout, wrapped at spaces to the page (a terminal's width, or `page_width()`)
+    under a hanging indent; words (numbers, paths) are never broken."""
+    import textwrap
+
+    lines = textwrap.wrap(
+        printable(text),
+        width=max(20, console.width),
+        initial_indent="- ",
+        subsequent_indent="  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def note_first_compile(engine_names: Iterable[str]) -> None:

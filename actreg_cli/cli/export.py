@@ -1,4 +1,5 @@
-"""`actreg export mlflow|tensorboard FOLDER`: a run or sweep folder into MLflow or TensorBoard."""
+"""`actreg export mlflow|tensorboard FOLDER`: a run, sweep or tutorial folder into MLflow or
+TensorBoard."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from typing import Annotated
 
 import typer
 
-from actreg_cli.cli.common import fail, user_errors, writable_folder
+from actreg_cli.cli.common import at_least, fail, user_errors, writable_folder
 from actreg_cli.config import ConfigError
 
 export_app = typer.Typer(
-    help="Export a run or sweep folder to MLflow or TensorBoard (optional extras).",
+    help="Export a run, sweep or tutorial folder to MLflow or TensorBoard (optional extras).",
     no_args_is_help=True,
 )
 
@@ -21,11 +22,14 @@ ForceOpt = Annotated[
     bool, typer.Option("--force", help="Replace an earlier export of the same folder.")
 ]
 FolderArg = Annotated[
-    Path, typer.Argument(metavar="FOLDER", help="A run folder or a sweep folder.")
+    Path,
+    typer.Argument(metavar="FOLDER", help="A run, sweep or tutorial folder."),
 ]
 
 
-@export_app.command("mlflow", short_help="Log a folder to MLflow (nested runs per model).")
+@export_app.command(
+    "mlflow", short_help="Log a folder to MLflow (cells or arms, then models, as nested runs)."
+)
 def mlflow_command(
     folder: FolderArg,
     tracking_uri: Annotated[
@@ -36,18 +40,45 @@ def mlflow_command(
         str, typer.Option(metavar="NAME", help="MLflow experiment (made if missing).")
     ] = "actreg",
     force: ForceOpt = False,
+    curve_points: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Log at most N evenly spaced epochs of each curve (first and last included); "
+            "0: every epoch. The full curves are artifacts (history.csv).",
+            callback=at_least(0),
+        ),
+    ] = 500,  # report.export.DEFAULT_CURVE_POINTS (not imported: --help stays fast)
 ) -> None:
-    """Log FOLDER as one MLflow run (its files as artifacts) with a nested run per trained model:
-    config parameters, per-epoch metrics (step = epoch) and final metrics. Prints the run id.
+    """Log FOLDER as one MLflow run (its files as artifacts, config or shared settings as
+    parameters). A sweep gets one nested run per cell (its swept values; mean, std and 95% CI
+    of each final metric, the difference from its baseline, the Holm-adjusted p), a tutorial
+    one per arm; below them (or directly below a run folder's run) one run per trained model
+    with its seed, per-epoch curves (step = epoch) and final metrics. History columns Keras
+    calls val_* were computed on the test set and are logged as test_*. Prints the run id.
     A folder exported before is refused (exit 2) unless --force, which replaces that export."""
     from actreg_cli.report.export import export_mlflow
 
     with user_errors(), export_errors("MLflow"):
-        parent, children = export_mlflow(
-            folder, tracking_uri=tracking_uri, experiment=experiment, force=force
+        runs = export_mlflow(
+            folder,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            force=force,
+            curve_points=curve_points,
         )
-    print(f"{len(children)} models logged under MLflow run {parent} (experiment {experiment})")
-    print(parent)
+    named = {"sweep": "cells", "tutorial": "arms"}
+    groups = f"{len(runs.groups)} {named[runs.kind]}, " if runs.kind in named else ""
+    print(
+        f"{groups}{len(runs.models)} models logged under MLflow run {runs.parent} "
+        f"(experiment {experiment})"
+    )
+    if curve_points:
+        print(
+            f"curves: at most {curve_points} evenly spaced epochs each (every epoch: "
+            "--curve-points 0; the full curves are the history.csv artifacts)"
+        )
+    print(runs.parent)
 
 
 @export_app.command(
@@ -65,8 +96,9 @@ def tensorboard_command(
     ] = Path("tb_logs"),
     force: ForceOpt = False,
 ) -> None:
-    """Write per-epoch scalars, final metrics and the HParams summary of every trained model in
-    FOLDER under DIR/<folder name>/; view with `tensorboard --logdir DIR`. A non-empty
+    """Write per-epoch scalars (val_* as test_*: Keras's validation data is the test set),
+    final metrics and the HParams summary of every trained model in FOLDER under
+    DIR/<folder name>/<model>/; view with `tensorboard --logdir DIR`. A non-empty
     DIR/<folder name>/ is refused (exit 2) unless --force, which empties it first."""
     from actreg_cli.report.export import export_tensorboard
 

@@ -29,15 +29,19 @@ def report_command(
     run_dir: Annotated[
         Path,
         typer.Argument(
-            help="A folder written by `actreg run`, `actreg tutorial` or `actreg sweep`."
+            metavar="FOLDER",
+            help="A folder written by `actreg run`, `actreg tutorial` or `actreg sweep`.",
         ),
     ],
 ) -> None:
     """Rewrite the summaries, tables, figures and report of FOLDER from its saved files.
 
-    run: summary.json and accuracy.png from config.yaml, history.csv, repeats.csv. tutorial:
-    summary.json, figures and report.md from study.yaml, history.csv, repeats.csv. sweep study:
-    results.csv, summary.csv, figures and report.md from sweep.yaml and the cell store.
+    run: summary.json, accuracy.png (regression: mae.png), report.md and report.html from
+    config.yaml, run.yaml, history.csv, repeats.csv. tutorial: summary.json, repeats.csv, its
+    six figures, report.md and report.html from study.yaml, history.csv, repeats.csv. sweep
+    study: results.csv, summary.csv, sweep.png, sparsity.png, report.md and report.html from
+    sweep.yaml and the cell store. report.html is report.md as one self-contained page (figures
+    inline, no network; click a table's header to sort).
     """
     if not run_dir.is_dir():
         raise fail([f"{run_dir}: not a folder; expected a run, tutorial or sweep folder"])

@@ -36,7 +36,16 @@ def run_command(
     engine: EngineOpt = EngineName.auto,
     runs_dir: RunsDirOpt = Path("runs"),
 ) -> None:
-    """Train the experiment in CONFIG and print the tutorial's 'Train: ..., Test: ...' line.
+    """Train the experiment in CONFIG (training.repeats models from consecutive seeds) and print
+    the tutorial's 'Train: ..., Test: ...' line (mean +/- std over the repeats) and the probe
+    layer's mean activation and zero fraction.
+
+    Writes a new run folder, RUNS_DIR/<config name>-<date>-<time>/: config.yaml (the resolved
+    config), run.yaml (seeds, engine, versions), history.csv (metrics per repeat and epoch),
+    repeats.csv (final metrics per repeat), summary.json (mean, std, 95% CI), the curves figure
+    accuracy.png (train and test per epoch, every repeat; mae.png for regression and
+    reconstruction), for reconstruction runs samples.npz and reconstructions.png, report.md and
+    report.html (the same report with its figures inline, to open in a browser).
 
     The last line printed is the run folder's path.
     """

@@ -26,6 +26,7 @@ from actreg_cli.cli.common import (
     note,
     note_first_compile,
     print_fitting,
+    print_item,
     progress_bar,
     start_tensorflow,
     user_errors,
@@ -190,7 +191,12 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         lines: list[Any] = [study]
         for cell, values, n, acc, ci, diff in rows:
             swept = "  ".join(f"{names[k]}={v}" for k, v in zip(keys, values, strict=True) if v)
-            lines.append(Text(f"{cell}  {swept or '(no penalty)'}", style="bold"))
+            # Swept values too long for a line wrap under themselves, not under the cell name.
+            header = Table.grid(padding=(0, 2, 0, 0))
+            header.add_column(no_wrap=True, style="bold")
+            header.add_column(style="bold")
+            header.add_row(cell, swept or "(no penalty)")
+            lines.append(header)
             detail = Text(f"    n={n}  {short_label} {acc}")
             if ci:
                 detail.append(f" (95% CI {ci})")
@@ -241,9 +247,15 @@ def sweep_command(
     CONFIG is a sweep file, or an experiment file swept with --grid (the sweep is then named
     <experiment name>-<swept keys>).
 
-    Writes runs/<sweep name>/<study>/: results.csv, summary.csv, sweep.png, sparsity.png,
-    report.md; one <study> folder per set of overrides, epochs, repeats, seed and engine (the
-    finished cells in runs/<sweep name>/cells/ are shared).
+    Writes RUNS_DIR/<sweep name>/<study>/: sweep.yaml (resolved sweep, cells, seeds, versions),
+    results.csv (one row per cell and repeat), summary.csv (one row per cell: mean, std, 95% CI,
+    paired difference from the baseline, Holm-adjusted p), the figures sweep.png (the main metric
+    with its 95% CI against the swept strength, or one row per cell, beside the baseline) and
+    sparsity.png (the probe layer's mean activation and zero fraction, drawn the same way), for
+    reconstruction sweeps reconstructions.png, report.md and report.html (the same report with
+    its figures inline, to open in a browser).
+    One <study> folder per set of overrides, epochs, repeats, seed and engine; the finished cells
+    in RUNS_DIR/<sweep name>/cells/ are shared.
 
     Finished cells are stored at once: re-running the same command resumes; --force recomputes.
 
@@ -299,6 +311,17 @@ def sweep_command(
         outcome.files = write_outputs(outcome)
 
     print_fitting(*(partial(summary_table, outcome, layout) for layout in LAYOUTS))
+    from actreg_cli.report.sweep_contrasts import contrast_lines, contrast_rows
+
+    contrasts = contrast_lines(contrast_rows(outcome))
+    if contrasts:
+        console.print(
+            "\nContrasts (one setting changed, the rest equal; a - b, paired 95% CI, "
+            "Holm within each setting):",
+            highlight=False,
+        )
+        for line in contrasts:
+            print_item(line)
     print(outcome.folder)
     if outcome.failures:
         lines = [f"cell {cell} failed: {why}" for cell, why in outcome.failures.items()]

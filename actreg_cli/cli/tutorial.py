@@ -15,12 +15,12 @@ from actreg_cli.cli.common import (
     RunsDirOpt,
     SeedOpt,
     at_least,
-    console,
     interrupted_message,
     long_work_errors,
     note,
     note_first_compile,
     print_fitting,
+    print_item,
     progress_bar,
     start_tensorflow,
     user_errors,
@@ -42,9 +42,19 @@ def tutorial_command(
     engine: EngineOpt = EngineName.auto,
     runs_dir: RunsDirOpt = Path("runs"),
 ) -> None:
-    """Train the tutorial's three models under both activity reductions; print mean +/- std beside
-    the tutorial's published numbers and whether its claims hold. Writes circles.png, overfit.png,
-    before_relu.png, after_relu.png, summary.json, repeats.csv, history.csv and report.md.
+    """Train the tutorial's three models (overfit, L1 activity before the ReLU, after the ReLU)
+    under both activity reductions; print mean +/- std beside the tutorial's published numbers
+    and whether its claims hold.
+
+    Writes a new folder, RUNS_DIR/tutorial-<date>-<time>/: study.yaml (configs, seeds,
+    versions), history.csv, repeats.csv, summary.json, the figures test_accuracy_overlay.png
+    (the three models' test accuracy per epoch, one panel per reduction),
+    final_test_accuracy.png (final test accuracy per model with its 95% CI beside the published
+    single runs), circles.png (the data: the 30 training and 70 test points), overfit.png,
+    before_relu.png and after_relu.png (train and test accuracy per epoch), report.md and
+    report.html (the same report with its figures inline, to open in a browser).
+
+    The last line printed is the folder's path.
     """
     from actreg_cli.report.tutorial import report_trained
     from actreg_cli.study.tutorial import run_tutorial, study_arms, tutorial_config
@@ -84,7 +94,7 @@ def tutorial_command(
     if epochs_note(probe.training.epochs):
         note(epochs_note(probe.training.epochs))
     for sentence in outcome.verdicts:
-        console.print(f"- {sentence}", highlight=False, soft_wrap=True)
+        print_item(sentence)
     print(outcome.out_dir)
 
 

@@ -17,7 +17,7 @@ def validate_command(
 
     A sweep is checked exactly as `actreg sweep` checks it before training: every cell of its
     grid expanded and validated. A data file (CSV, NPZ) is read and checked. A config with a
-    custom `function:` imports and runs that code.
+    custom `function:` imports and runs that code. Writes nothing.
     """
     from actreg_cli.config import FILE_SOURCES, ConfigError, SweepConfig, load_any
     from actreg_cli.study.sweep.plan import check_one_task, check_sweep
@@ -45,7 +45,8 @@ def validate_command(
             problems.extend(exc.errors)
             continue
         kind = "experiment" if cells is None else f"sweep of {len(cells)} cells"
-        console.print(f"ok: {path} ({kind} '{cfg.name}')", highlight=False)
+        # One line a file, however long its path: `actreg validate ... | grep` finds it.
+        console.print(f"ok: {path} ({kind} '{cfg.name}')", highlight=False, soft_wrap=True)
     if problems:
         raise fail(problems)
 

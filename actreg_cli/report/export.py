@@ -1,119 +1,347 @@
-"""Export run and sweep folders to the trackers users keep their experiments in.
+"""Export run, sweep and tutorial folders to the trackers users keep their experiments in.
 
-`export_mlflow`: one MLflow run per folder (its files as artifacts) with one nested run per
-trained model (a run's repeat, or a sweep cell's repeat): parameters from the resolved config,
-per-epoch metrics with their epoch as step, final metrics. `export_tensorboard`: per trained
-model an event-file folder with the per-epoch scalars, the final metrics and the HParams summary.
+What a folder becomes (`exported_folder`):
 
-Both trackers are optional extras (`pip install -e '.[mlflow]'`, `'.[tensorboard]'`); without
-one, the export raises ImportError saying how to install it. Nothing is written to the folder.
+- a run folder: one parent run (config parameters, summary metrics: mean, std and 95% CI of
+  each final metric) with one nested run per repeat (its seed, per-epoch curves, final metrics);
+- a sweep folder: the sweep as the parent run (the swept keys, their values and the settings
+  they share); one nested run per cell (its swept values; its summary: mean, std and 95% CI of
+  each final metric, the difference from its baseline with its intervals, the paired and the
+  Holm-adjusted p-values, as in summary.csv); per cell, one nested run per repeat (curves);
+- a tutorial folder: the tutorial as the parent run; one nested run per arm (variant and
+  reduction: its summary, the difference from the overfit model, the published numbers, the
+  verdict as a tag); per arm, one nested run per repeat (curves).
+
+The history's `val_*` columns are Keras's names for what it computes on `validation_data`,
+which actreg fills with the TEST set: the trackers get them as `test_*` (`curve_names`), unless
+the folder records that its history was evaluated on a validation set (`HISTORY_SET_KEY`).
+
+`export_mlflow` logs that tree with MLflow's batch API; `export_tensorboard` writes one event
+file per trained model (report/event_file.py). Both trackers are optional extras
+(`pip install -e '.[mlflow]'`, `'.[tensorboard]'`); without one, the export raises ImportError
+saying how to install it. Nothing is written to the exported folder.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from actreg_cli.config import ConfigError
-from actreg_cli.tasks import Task, history_columns, result_fields
+from actreg_cli.stats import describe
+from actreg_cli.tasks import Task, history_columns, result_fields, spec
 
 MLFLOW_HINT = "export mlflow needs the optional 'mlflow' extra: pip install -e '.[mlflow]'"
 TENSORBOARD_HINT = (
     "export tensorboard needs the optional 'tensorboard' extra: pip install -e '.[tensorboard]'"
 )
+#: The folder metadata key (run.yaml, sweep.yaml, study.yaml) saying what the history's val_*
+#: columns were computed on: "validation" keeps them as val_*; absent or "test" (every folder
+#: today: Keras's validation_data is the test set) exports them as test_*.
+HISTORY_SET_KEY = "history_val_set"
+#: At most this many epochs of each curve go to MLflow by default (evenly spaced, the first and
+#: the last always): MLflow's store costs ~0.1 ms per logged value, 80,000 values for 5 models
+#: of 4000 epochs. The full curves are always there as CSV artifacts; 0 logs every epoch.
+DEFAULT_CURVE_POINTS = 500
+SUMMARY_STATS = ("mean", "std", "ci_low", "ci_high")
+#: MLflow's limits: values per log_batch call, and the length of a parameter's value.
+MLFLOW_BATCH, MLFLOW_PARAM_BATCH, MLFLOW_PARAM_LENGTH = 1000, 100, 6000
+
+
+def curve_names(columns: Sequence[str], history_set: str = "test") -> tuple[str, ...]:
+    """The history's columns as the trackers name them: val_loss -> test_loss (`history_set`
+    "test"), or unchanged (`history_set` "validation"); loss and accuracy (training, averaged
+    over the epoch's batches as Keras reports them) keep their names."""
+    if history_set == "validation":
+        return tuple(columns)
+    return tuple("test_" + c.removeprefix("val_") if c.startswith("val_") else c for c in columns)
+
+
+def history_set(meta: dict[str, Any]) -> str:
+    """What the folder's history val_* columns were computed on: "test" unless its metadata
+    says "validation" under HISTORY_SET_KEY."""
+    return "validation" if meta.get(HISTORY_SET_KEY) == "validation" else "test"
 
 
 @dataclass
 class TrainedModel:
     """One trained model of a folder, as the trackers see it."""
 
-    name: str  # "repeat-0" (run folder) or "c03/repeat-0" (sweep folder)
-    params: dict[str, Any]  # dotted config keys (resolved) plus seed, engine, cell and repeat
-    history: np.ndarray  # float64 [epochs, 4], columns `history_columns`
+    name: str  # "repeat-0", "c03/repeat-0" (sweep), "before_relu/batch_sum/repeat-0" (tutorial)
+    params: dict[str, Any]  # its seed and repeat, and which cell or arm it belongs to
+    history: np.ndarray  # float64 [epochs, len(curves)]
+    curves: tuple[str, ...]  # the history's columns by their tracker names (`curve_names`)
     final: dict[str, float] = field(default_factory=dict)  # tasks.result_fields, final weights
-    history_columns: tuple[str, ...] = history_columns(Task.binary)  # the task's (tasks.py)
 
 
-def trained_models(folder: Path) -> tuple[str, list[TrainedModel]]:
-    """The kind of `folder` ("run" or "sweep") and every model trained in it.
+@dataclass
+class ModelGroup:
+    """A sweep's cell or a tutorial's arm: the models trained with one config, and what the
+    folder says about them together."""
 
-    Raises ConfigError for a folder that is no finished run or sweep folder.
+    name: str  # "c03", "baseline", "before_relu/batch_sum"
+    params: dict[str, Any]  # the swept values (cell) or variant and reduction (arm)
+    metrics: dict[str, float]  # its summary; NaN values are left out
+    models: list[TrainedModel]
+    tags: dict[str, str] = field(default_factory=dict)
+    history_csv: str = ""  # the full curves of its models, for a CSV artifact ("" if in the folder)
+
+
+@dataclass
+class ExportedFolder:
+    """A run, sweep or tutorial folder as a tree: parent, groups (cells, arms), models."""
+
+    kind: str  # run | sweep | tutorial
+    folder: Path
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    groups: list[ModelGroup]  # [] for a run folder, whose models hang under the parent
+    models: list[TrainedModel]  # a run folder's repeats; [] otherwise
+
+
+def exported_folder(folder: Path) -> ExportedFolder:
+    """Read `folder` (a finished run, sweep or tutorial folder) into its export tree.
+
+    Raises ConfigError for anything else, an unfinished folder or damaged results.
     """
     from actreg_cli.report.index import read_entry
 
     folder = Path(folder)
-    entry = read_entry(folder) if folder.is_dir() else None
-    if entry is None or entry.kind not in ("run", "sweep"):
-        what = "a tutorial folder" if entry else "not a run or sweep folder"
-        raise ConfigError([f"{folder}: {what}; export takes folders of `actreg run` or `sweep`"])
-    if not entry.finished:
+    if (folder / "sweep.yaml").is_file():  # not read_entry: it would parse sweep.yaml twice
+        kind, finished = "sweep", (folder / "summary.csv").is_file()
+    else:
+        entry = read_entry(folder) if folder.is_dir() else None
+        studies = sorted(p.parent.name for p in folder.glob("*/sweep.yaml")) if not entry else []
+        if studies:  # runs/<sweep name>/: the cells shared by its study folders
+            raise ConfigError(
+                [
+                    f"{folder}: holds the cells of sweep study folders "
+                    f"({', '.join(studies)}); export one of them"
+                ]
+            )
+        if entry is None:
+            raise ConfigError(
+                [
+                    f"{folder}: not a run, sweep or tutorial folder; export takes folders "
+                    "of `actreg run`, `sweep` or `tutorial`"
+                ]
+            )
+        kind, finished = entry.kind, entry.finished
+    if not finished:
         raise ConfigError([f"{folder}: unfinished (no results yet); nothing to export"])
+    read = {"run": run_folder, "sweep": sweep_folder, "tutorial": tutorial_folder}[kind]
     try:
-        models = _run_models(folder) if entry.kind == "run" else _sweep_models(folder)
+        return read(folder)
     except Exception as exc:  # a damaged file: name the folder, never a traceback
         raise ConfigError([f"{folder}: cannot read the saved results: {exc}"]) from None
-    return entry.kind, models
 
 
-def _run_models(folder: Path) -> list[TrainedModel]:
+def summary_metrics(stats: dict[str, Any], fields: Sequence[str]) -> dict[str, float]:
+    """{field}_{mean,std,ci_low,ci_high} of each field that `stats` (summary.json) describes."""
+    return {
+        f"{name}_{stat}": float(stats[name][stat])
+        for name in fields
+        if isinstance(stats.get(name), dict)
+        for stat in SUMMARY_STATS
+        if stats[name].get(stat) is not None
+    }
 
-    from actreg_cli.report.index import flatten, read_meta
+
+def run_folder(folder: Path) -> ExportedFolder:
+    from actreg_cli.report.index import flatten, read_meta, read_summary
     from actreg_cli.study.records import read_history_csv, read_repeats_csv, saved_task
 
     meta = read_meta(folder)
     task = saved_task(meta)
-    params = {**flatten(meta["config"]), "engine": meta.get("engine", "?")}
+    curves = curve_names(history_columns(task), history_set(meta))
     histories = read_history_csv(folder / "history.csv")
-    models = []
-    for row in read_repeats_csv(folder / "repeats.csv"):
-        r = row["repeat"]
-        models.append(
-            TrainedModel(
-                name=f"repeat-{r}",
-                params={**params, "repeat": r, "seed": row["seed"]},
-                history=histories[r],
-                final={k: float(row[k]) for k in result_fields(task) if k in row},
-                history_columns=history_columns(task),
-            )
+    repeats = read_repeats_csv(folder / "repeats.csv")
+    models = [
+        TrainedModel(
+            name=f"repeat-{row['repeat']}",
+            params={"repeat": row["repeat"], "seed": row["seed"]},
+            history=histories[row["repeat"]],
+            curves=curves,
+            final={k: float(row[k]) for k in result_fields(task) if k in row},
         )
-    return models
+        for row in repeats
+    ]
+    summary = read_summary(folder / "summary.json")
+    metrics = summary_metrics(summary, result_fields(task))
+    metrics.update(repeats=len(repeats), n_diverged=sum(r["diverged"] for r in repeats))
+    params = {**flatten(meta["config"]), "engine": meta.get("engine", "?"), "task": task.value}
+    return ExportedFolder("run", folder, params, metrics, [], models)
 
 
-def _sweep_models(folder: Path) -> list[TrainedModel]:
+def summary_csv_metrics(row: dict[str, str], skip: Sequence[str]) -> dict[str, float]:
+    """The numbers of one summary.csv row (true/false as 1/0; empty and NaN left out)."""
+    out = {}
+    for key, text in row.items():
+        if key in skip or text in ("", None):
+            continue
+        try:
+            value = {"true": 1.0, "false": 0.0}.get(text.lower())
+            value = float(text) if value is None else value
+        except ValueError:
+            continue  # a word (e.g. a status): no metric
+        if math.isfinite(value):
+            out[key] = value
+    return out
+
+
+def sweep_folder(folder: Path) -> ExportedFolder:
+    import csv
+
     import yaml
 
     from actreg_cli.report.index import flatten
+    from actreg_cli.study.records import history_csv_rows
     from actreg_cli.study.sweep.store import CellStore
 
-    meta = yaml.safe_load((folder / "sweep.yaml").read_text(encoding="utf-8"))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a large sweep.yaml
+    meta = yaml.load((folder / "sweep.yaml").read_text(encoding="utf-8"), Loader=loader)
     task = Task(meta.get("task", Task.binary.value))
+    sweep = meta.get("sweep") or {}
+    grid: dict[str, list[Any]] = sweep.get("grid") or {}
+    curves = curve_names(history_columns(task), history_set(meta))
+    with open(folder / "summary.csv", encoding="utf-8", newline="") as fh:
+        summary = {row["cell"]: row for row in csv.DictReader(fh)}
     store = CellStore(folder.parent, task)  # a study folder; the cells are shared by the sweep
-    models = []
+    not_metrics = ("cell", "baseline", "status", "baseline_cell", *grid)
+    groups = []
     for cell in meta.get("cells") or []:
         repeats = len(cell.get("seeds") or []) or 1
         record = store.load(cell["hash"], repeats)
         if record is None:  # a failed cell: nothing trained to export
             continue
         histories = store.load_history(cell["hash"])
-        params = {**flatten(record.config), "cell": cell["id"], "engine": record.engine}
-        for run, history in zip(record.runs, histories, strict=True):
-            models.append(
-                TrainedModel(
-                    name=f"{cell['id']}/repeat-{run['repeat']}",
-                    params={**params, "repeat": run["repeat"], "seed": run["seed"]},
-                    history=history,
-                    final={k: float(run[k]) for k in result_fields(task)},
-                    history_columns=history_columns(task),
-                )
+        row = summary.get(cell["id"], {})
+        metrics = summary_csv_metrics(row, not_metrics)
+        for name in result_fields(task):  # each final metric, where summary.csv has not
+            described = describe(record.metric(name))
+            for stat in SUMMARY_STATS:
+                value = float(described[stat])  # type: ignore[arg-type]
+                if f"{name}_{stat}" not in metrics and math.isfinite(value):
+                    metrics[f"{name}_{stat}"] = value
+        values = cell.get("values") or {}
+        params = {
+            "cell": cell["id"],
+            "baseline": bool(cell.get("baseline")),
+            "engine": record.engine,
+            **{key: values.get(key, "none (baseline)") for key in grid},
+        }
+        tags = {"actreg.baseline_cell": row["baseline_cell"]} if row.get("baseline_cell") else {}
+        models = [
+            TrainedModel(
+                name=f"{cell['id']}/repeat-{run['repeat']}",
+                params={"cell": cell["id"], "repeat": run["repeat"], "seed": run["seed"]},
+                history=history,
+                curves=curves,
+                final={k: float(run[k]) for k in result_fields(task)},
             )
-    return models
+            for run, history in zip(record.runs, histories, strict=True)
+        ]
+        header = ",".join(("repeat", "epoch", *curves)) + "\n"
+        rows = history_csv_rows(np.asarray(histories, dtype=np.float64))
+        groups.append(
+            ModelGroup(cell["id"], params, metrics, models, tags, header + rows.tobytes().decode())
+        )
+    params = {
+        key: value for key, value in flatten(sweep.get("base") or {}).items() if key not in grid
+    }
+    params.update({f"grid.{key}": values for key, values in grid.items()})
+    params.update(
+        swept_keys=", ".join(grid),
+        cells=len(meta.get("cells") or []),
+        repeats=len(meta.get("seeds") or []),
+        task=task.value,
+        main_metric=spec(task).main_metric,
+        engine_requested=meta.get("engine_requested", "?"),
+    )
+    return ExportedFolder("sweep", folder, params, {}, groups, [])
 
 
-def _param_value(value: Any) -> bool | int | float | str:
+def tutorial_folder(folder: Path) -> ExportedFolder:
+    from actreg_cli.report.index import flatten, read_meta, read_summary
+    from actreg_cli.study.records import read_repeats_csv
+    from actreg_cli.study.tutorial import PUBLISHED, TASK
+
+    meta = read_meta(folder)
+    curves = curve_names(history_columns(TASK), history_set(meta))
+    summary = read_summary(folder / "summary.json")
+    histories = tutorial_histories(folder / "history.csv")
+    finals: dict[str, list[dict[str, Any]]] = {}
+    for row in read_repeats_csv(folder / "repeats.csv"):
+        finals.setdefault(f"{row['variant']}/{row['reduction']}", []).append(row)
+    groups = []
+    for arm, config in meta["config"].items():
+        variant, reduction = arm.split("/", 1)
+        stats = summary[variant][reduction]
+        metrics = summary_metrics(stats, result_fields(TASK))
+        metrics.update(repeats=len(finals[arm]), n_diverged=float(stats.get("n_diverged", 0)))
+        diff = stats.get("test_accuracy_minus_overfit") or {}
+        paired = stats.get("test_accuracy_minus_overfit_paired") or {}
+        metrics.update(
+            diff_vs_baseline=diff.get("diff"),
+            diff_ci_low=diff.get("ci_low"),
+            diff_ci_high=diff.get("ci_high"),
+            paired_diff_ci_low=paired.get("ci_low"),
+            paired_diff_ci_high=paired.get("ci_high"),
+            n_pairs=paired.get("n"),
+            p_paired=paired.get("p"),
+        )
+        train, test = PUBLISHED[variant]
+        metrics.update(published_train_accuracy=train, published_test_accuracy=test)
+        metrics = {
+            k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))
+        }
+        regularizers = flatten({"regularizers": config.get("regularizers") or []})
+        params = {"variant": variant, "reduction": reduction, **regularizers}
+        tags = {"actreg.verdict": str(stats["verdict"])} if stats.get("verdict") else {}
+        if variant != "overfit":
+            tags["actreg.baseline_cell"] = "overfit/none"
+        models = [
+            TrainedModel(
+                name=f"{arm}/repeat-{row['repeat']}",
+                params={"arm": arm, "repeat": row["repeat"], "seed": row["seed"]},
+                history=histories[(variant, reduction, row["repeat"])],
+                curves=curves,
+                final={k: float(row[k]) for k in result_fields(TASK)},
+            )
+            for row in sorted(finals[arm], key=lambda r: r["repeat"])
+        ]
+        groups.append(ModelGroup(arm, params, metrics, models, tags))
+    first = next(iter(meta["config"].values()))
+    params = {k: v for k, v in flatten(first).items() if not k.startswith(("regularizers", "name"))}
+    params.update(
+        arms=len(groups),
+        repeats=meta.get("repeats", len(meta.get("seeds") or [])),
+        reductions=", ".join(meta.get("reductions") or []),
+        engine=meta.get("engine", "?"),
+    )
+    return ExportedFolder("tutorial", folder, params, {}, groups, [])
+
+
+def tutorial_histories(path: Path) -> dict[tuple[str, str, int], np.ndarray]:
+    """A tutorial's history.csv (variant, reduction, repeat, epoch, 4 columns) by (variant,
+    reduction, repeat): float64 [epochs, 4], each value the float32 the engine computed."""
+    labels = np.loadtxt(path, delimiter=",", skiprows=1, usecols=(0, 1), dtype=str, ndmin=2)
+    numbers = np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(2, 8), ndmin=2)
+    keys = [(v, r, int(rep)) for (v, r), rep in zip(labels.tolist(), numbers[:, 0], strict=True)]
+    values = numbers[:, 2:].astype(np.float32).astype(np.float64)
+    rows: dict[tuple[str, str, int], list[int]] = {}
+    for i, key in enumerate(keys):
+        rows.setdefault(key, []).append(i)
+    return {key: values[index] for key, index in rows.items()}
+
+
+def param_value(value: Any) -> bool | int | float | str:
     """What both trackers accept as a parameter value."""
     if value is None:
         return "null"
@@ -126,21 +354,39 @@ def _param_value(value: Any) -> bool | int | float | str:
 # MLflow
 
 
+class MlflowRuns(NamedTuple):
+    kind: str  # run | sweep | tutorial
+    parent: str  # the folder's run id
+    groups: list[str]  # one run id per cell or arm, in order ([] for a run folder)
+    models: list[str]  # one run id per trained model, in order
+
+
+def curve_epochs(epochs: int, points: int) -> np.ndarray:
+    """The epochs (0-based rows) of a curve logged with at most `points` points: every epoch
+    when `points` is 0 or covers them all, else evenly spaced ones with the first and the last."""
+    if points <= 0 or epochs <= points:
+        return np.arange(epochs)
+    return np.unique(np.linspace(0, epochs - 1, max(points, 2)).round().astype(np.int64))
+
+
 def export_mlflow(
     folder: Path,
     *,
     tracking_uri: str | None = None,
     experiment: str | None = None,
     force: bool = False,
-) -> tuple[str, list[str]]:
-    """Log `folder` to MLflow; returns (parent run id, the nested runs' ids in order).
+    curve_points: int = DEFAULT_CURVE_POINTS,
+) -> MlflowRuns:
+    """Log `folder` to MLflow as nested runs (module docstring); returns their ids.
 
     experiment: the MLflow experiment (made if missing); default "actreg".
     tracking_uri: where MLflow stores runs (e.g. sqlite:///mlflow.db); default MLflow's own.
     force: replace (delete) an earlier export of the same folder (found by its `actreg.folder`
       tag) instead of refusing with ConfigError, so that the experiment never holds it twice.
+    curve_points: at most this many epochs per curve (`curve_epochs`); 0: every epoch. The
+      parent's artifacts hold the folder's files; a sweep cell's, its models' history.csv.
     """
-    kind, models = trained_models(folder)
+    exported = exported_folder(folder)
     try:
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.exceptions import MlflowException
@@ -163,8 +409,9 @@ def export_mlflow(
             ]
         ) from None
     folder = Path(folder)
-    where = str(folder.resolve()).replace("'", "\\'")
-    earlier = client.search_runs([experiment_id], filter_string=f"tags.`actreg.folder` = '{where}'")
+    where = str(folder.resolve())
+    quoted = where.replace("'", "\\'")
+    earlier = all_runs(client, experiment_id, f"tags.`actreg.folder` = '{quoted}'")
     if earlier and not force:
         raise ConfigError(
             [
@@ -173,43 +420,88 @@ def export_mlflow(
             ]
         )
     for run in earlier:
-        parent_filter = f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
-        for child in client.search_runs([experiment_id], filter_string=parent_filter):
-            client.delete_run(child.info.run_id)
-        client.delete_run(run.info.run_id)
-    parent = client.create_run(
-        experiment_id,
-        run_name=folder.name,
-        tags={"actreg.kind": kind, "actreg.folder": str(folder.resolve())},
-    )
-    parent_id = parent.info.run_id
-    client.log_artifacts(parent_id, str(folder))
-    child_ids = []
+        delete_tree(client, experiment_id, run.info.run_id)
     now = int(time.time() * 1000)
-    for model in models:
-        child = client.create_run(
-            experiment_id,
-            run_name=f"{folder.name}/{model.name}",
-            tags={"mlflow.parentRunId": parent_id, "actreg.kind": kind},
-        )
-        run_id = child.info.run_id
-        params = [Param(k, str(_param_value(v))) for k, v in model.params.items()]
+    kind = exported.kind
+
+    def new_run(run_name: str, parent: str | None, tags: dict[str, str]) -> str:
+        tags = {"actreg.kind": kind, **tags}
+        if parent is not None:
+            tags["mlflow.parentRunId"] = parent
+        return client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+
+    def finish(
+        run_id: str, params: dict[str, Any], metrics: list[Any], tags: Sequence[Any] = ()
+    ) -> None:
+        """Log params, metrics and tags in as few calls as MLflow takes (at most 100 params
+        and 1000 values in all per call), then mark the run finished."""
+        todo = [Param(k, str(param_value(v))[:MLFLOW_PARAM_LENGTH]) for k, v in params.items()]
+        done_params = done_metrics = 0
+        while True:
+            batch_params = todo[done_params : done_params + MLFLOW_PARAM_BATCH]
+            room = MLFLOW_BATCH - len(batch_params) - len(tags)
+            batch_metrics = metrics[done_metrics : done_metrics + room]
+            client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=list(tags))
+            done_params, done_metrics, tags = (
+                done_params + len(batch_params),
+                done_metrics + room,
+                (),
+            )
+            if done_params >= len(todo) and done_metrics >= len(metrics):
+                break
+        client.set_terminated(run_id)
+
+    def log_model(model: TrainedModel, parent: str) -> str:
+        run_id = new_run(f"{folder.name}/{model.name}", parent, {"actreg.model": model.name})
+        rows = curve_epochs(len(model.history), curve_points)
+        table = model.history[rows].tolist()
         metrics = [
-            Metric(column, float(value), now, epoch)
-            for epoch, row in enumerate(model.history, start=1)
-            for column, value in zip(model.history_columns, row, strict=True)
+            Metric(column, value, now, epoch)
+            for epoch, row in zip((rows + 1).tolist(), table, strict=True)
+            for column, value in zip(model.curves, row, strict=True)
         ]
         last = len(model.history)
         metrics += [Metric(f"final_{k}", v, now, last) for k, v in model.final.items()]
-        for start in range(0, len(params), 100):  # MLflow's per-call limits
-            client.log_batch(run_id, params=params[start : start + 100])
-        for start in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=metrics[start : start + 1000])
-        client.log_batch(run_id, tags=[RunTag("actreg.model", model.name)])
-        client.set_terminated(run_id)
-        child_ids.append(run_id)
-    client.set_terminated(parent_id)
-    return parent_id, child_ids
+        finish(run_id, model.params, metrics)
+        return run_id
+
+    def summary(metrics: dict[str, float]) -> list[Any]:
+        return [Metric(k, v, now, 0) for k, v in metrics.items()]
+
+    parent = new_run(folder.name, None, {"actreg.folder": where})
+    client.log_artifacts(parent, str(folder))
+    group_ids, model_ids = [], []
+    for group in exported.groups:
+        run_id = new_run(f"{folder.name}/{group.name}", parent, group.tags)
+        if group.history_csv:
+            client.log_text(run_id, group.history_csv, "history.csv")
+        model_ids += [log_model(model, run_id) for model in group.models]
+        finish(run_id, group.params, summary(group.metrics))
+        group_ids.append(run_id)
+    model_ids += [log_model(model, parent) for model in exported.models]
+    count = RunTag("actreg.models", str(len(model_ids)))
+    finish(parent, exported.params, summary(exported.metrics), [count])
+    return MlflowRuns(kind, parent, group_ids, model_ids)
+
+
+def all_runs(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    """Every active run of the experiment that matches `filter_string` (all result pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def delete_tree(client: Any, experiment_id: str, run_id: str) -> None:
+    """Delete a run and every run nested below it (children first)."""
+    for child in all_runs(client, experiment_id, f"tags.`mlflow.parentRunId` = '{run_id}'"):
+        delete_tree(client, experiment_id, child.info.run_id)
+    client.delete_run(run_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,11 +510,11 @@ def export_mlflow(
 
 def export_tensorboard(folder: Path, logdir: Path, *, force: bool = False) -> list[Path]:
     """Write per-epoch scalars, final metrics and HParams for every model of `folder` under
-    logdir/<folder name>/<model name>; returns those event-file folders.
+    logdir/<folder name>/<model name> (one event file each); returns those folders.
 
     A non-empty logdir/<folder name> (an earlier export: TensorBoard would show both) raises
     ConfigError, unless `force`, which empties it first."""
-    kind, models = trained_models(folder)
+    exported = exported_folder(folder)
     target = Path(logdir) / Path(folder).name
     if target.exists() and not target.is_dir():
         raise ConfigError([f"{target}: is a file; TensorBoard needs a folder there"])
@@ -238,26 +530,38 @@ def export_tensorboard(folder: Path, logdir: Path, *, force: bool = False) -> li
 
         shutil.rmtree(target)
     try:
-        from tensorboard.plugins.hparams import api as hparams_api
+        from tensorboard.plugins.hparams import summary_v2  # noqa: F401  (the extra is there)
+
+        from actreg_cli.report.event_file import event_file_bytes
     except ImportError as exc:
         raise ImportError(TENSORBOARD_HINT) from exc
-    import tensorflow as tf
+    import socket
 
+    from actreg_cli.study.files import write_bytes
+
+    now = time.time()
+    file_name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.actreg.v2"
     folders = []
-    for model in models:
-        out = Path(logdir) / Path(folder).name / model.name
-        writer = tf.summary.create_file_writer(str(out))
-        with writer.as_default():
-            hparams_api.hparams(
-                {k: _param_value(v) for k, v in model.params.items()},
-                trial_id=f"{Path(folder).name}/{model.name}",
-            )
-            for epoch, row in enumerate(model.history, start=1):
-                for column, value in zip(model.history_columns, row, strict=True):
-                    tf.summary.scalar(column, float(value), step=epoch)
-            last = len(model.history)
-            for key, value in model.final.items():
-                tf.summary.scalar(f"final/{key}", value, step=last)
-        writer.close()
+    for group, model in grouped_models(exported):
+        hparams = {**exported.params, **(group.params if group else {}), **model.params}
+        data = event_file_bytes(
+            tags=model.curves,
+            curves=model.history,
+            final=model.final,
+            hparams={k: param_value(v) for k, v in hparams.items()},
+            trial_id=f"{target.name}/{model.name}",
+            wall_time=now,
+        )
+        out = target / model.name
+        write_bytes(out / file_name, data)
         folders.append(out)
     return folders
+
+
+def grouped_models(exported: ExportedFolder) -> Iterator[tuple[ModelGroup | None, TrainedModel]]:
+    """Every model with its group (None under a run folder)."""
+    for model in exported.models:
+        yield None, model
+    for group in exported.groups:
+        for model in group.models:
+            yield group, model

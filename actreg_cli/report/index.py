@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ class RunEntry:
     finished: bool
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
@@ -95,7 +94,7 @@ def _run_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     if finished:
         summary = read_summary(summary_path)
         main = str(summary.get("main_metric", "test_accuracy"))  # runs from before tasks
-        metric = _stats_text(summary.get(main))
+        metric = stats_text(summary.get(main))
         if main != "test_accuracy":
             metric = f"{main.removeprefix('test_')} {metric}"
     return RunEntry(
@@ -116,7 +115,7 @@ def _tutorial_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     metric = "-"
     if finished:
         summary = read_summary(summary_path)
-        metric = "overfit " + _stats_text(summary["overfit"]["none"]["test_accuracy"])
+        metric = "overfit " + stats_text(summary["overfit"]["none"]["test_accuracy"])
     arms = list(meta.get("config") or {})
     return RunEntry(
         path=folder,
@@ -133,7 +132,7 @@ def _tutorial_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
 def _sweep_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     sweep = meta.get("sweep") or {}
     grid = sweep.get("grid") or {}
-    varied = " x ".join(f"{key.split('.')[-1]} ({len(values)})" for key, values in grid.items())
+    varied = " x ".join(swept_key_words(key, values) for key, values in grid.items())
     summary_path = folder / "summary.csv"
     finished = summary_path.is_file()
     metric = "-"
@@ -147,13 +146,13 @@ def _sweep_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
         task = spec(Task(meta.get("task", Task.binary.value)))
         main = task.main_metric
         sign = 1.0 if task.higher_is_better else -1.0  # best: highest accuracy, lowest MSE
-        scored = [r for r in rows if math.isfinite(_float(r.get(f"{main}_mean")))]
+        scored = [r for r in rows if math.isfinite(number_or_nan(r.get(f"{main}_mean")))]
         if scored:
-            best = max(scored, key=lambda r: sign * _float(r[f"{main}_mean"]))
+            best = max(scored, key=lambda r: sign * number_or_nan(r[f"{main}_mean"]))
             metric = f"best {best['cell']} " + _ci_text(
-                _float(best[f"{main}_mean"]),
-                _float(best.get(f"{main}_ci_low")),
-                _float(best.get(f"{main}_ci_high")),
+                number_or_nan(best[f"{main}_mean"]),
+                number_or_nan(best.get(f"{main}_ci_low")),
+                number_or_nan(best.get(f"{main}_ci_high")),
             )
             if main != "test_accuracy":
                 metric = f"{metric} ({main.removeprefix('test_')})"
@@ -169,20 +168,44 @@ def _sweep_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     )
 
 
-def _float(text: Any) -> float:
+def swept_key_words(key: str, values: Any) -> str:
+    """What a sweep varies along one grid key, in words: 'strength (3)'; for a key whose
+    values are whole regularizers (regularizers.0 over a list of sets) 'regularizer (24 sets:
+    target, norm, strength, placement)', naming the fields that differ between the sets."""
+    values = values if isinstance(values, list) else [values]
+    parts = key.split(".")
+    name = parts[-1]
+    if name.isdigit() and len(parts) > 1:  # one item of a list: regularizers.0, layers.1
+        owner = parts[-2].removesuffix("s")
+        name = owner if name == "0" else f"{owner} {name}"
+    if values and all(isinstance(v, dict) for v in values):
+        fields = [
+            field
+            for field in dict.fromkeys(f for v in values for f in v)
+            if len({repr(v.get(field)) for v in values}) > 1
+        ]
+        return f"{name} ({len(values)} sets" + (f": {', '.join(fields)})" if fields else ")")
+    if values and all(isinstance(v, list) for v in values):
+        return f"{name} ({len(values)} sets)"
+    return f"{name} ({len(values)})"
+
+
+def number_or_nan(text: Any) -> float:
     try:
         return float(text)
     except (TypeError, ValueError, OverflowError):
         return math.nan
 
 
-def _stats_text(stats: Any) -> str:
+def stats_text(stats: Any) -> str:
     """'mean [CI low, CI high]' of a summary's {mean, ci_low, ci_high}; 'nan' for anything
     else (a damaged summary shows as no result, never as an error)."""
     if not isinstance(stats, dict):
         return "nan"
     return _ci_text(
-        _float(stats.get("mean")), _float(stats.get("ci_low")), _float(stats.get("ci_high"))
+        number_or_nan(stats.get("mean")),
+        number_or_nan(stats.get("ci_low")),
+        number_or_nan(stats.get("ci_high")),
     )
 
 
@@ -195,18 +218,18 @@ def read_meta(folder: Path) -> dict[str, Any]:
     """
     folder = Path(folder)
     if (folder / "run.yaml").is_file():
-        config = _read_yaml(folder / "config.yaml")
-        return {**_read_yaml(folder / "run.yaml"), "config": config} if config else {}
+        config = read_yaml(folder / "config.yaml")
+        return {**read_yaml(folder / "run.yaml"), "config": config} if config else {}
     if (folder / "study.yaml").is_file():
-        return _read_yaml(folder / "study.yaml")
-    meta = _read_yaml(folder / "config.yaml")
+        return read_yaml(folder / "study.yaml")
+    meta = read_yaml(folder / "config.yaml")
     return meta if isinstance(meta.get("config"), dict) else {}
 
 
 def read_entry(folder: Path) -> RunEntry | None:
     """The index entry of one folder, or None when it is no run, tutorial or sweep folder."""
     if (folder / "sweep.yaml").is_file():
-        return _sweep_entry(folder, _read_yaml(folder / "sweep.yaml"))
+        return _sweep_entry(folder, read_yaml(folder / "sweep.yaml"))
     meta = read_meta(folder)
     config = meta.get("config")
     if not isinstance(config, dict):
@@ -281,20 +304,6 @@ def list_runs(
     return sorted(entries, key=lambda e: e.created or oldest, reverse=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# Comparing run folders
-
-
-@dataclass
-class Comparison:
-    """Run folders side by side: the config keys whose values differ, and the results."""
-
-    folders: list[Path]
-    differences: list[tuple[str, list[str]]]  # dotted key -> value per run
-    metrics: list[tuple[str, list[str]]]  # metric name -> 'mean [CI low, CI high]' per run
-    histories: list[Any]  # per run: float64 [repeats, epochs, 4] (see study/records.py)
-
-
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """Nested mappings and lists as dotted keys: {'training.epochs': 4000, ...}."""
     if isinstance(data, list) and not data:
@@ -309,103 +318,3 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in items:
         flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return flat
-
-
-def compared_metrics(summaries: Sequence[dict[str, Any]]) -> list[str]:
-    """The test and train metrics of the runs' tasks (accuracy; MSE, MAE, R^2), then the probe's
-    mean activation and zero fraction."""
-    tasks = dict.fromkeys(Task(s.get("task", Task.binary.value)) for s in summaries)
-    metrics = [
-        f"{split}_{m}" for t in tasks for m in spec(t).final_metrics for split in ("test", "train")
-    ]
-    return [*dict.fromkeys(metrics), "mean_activation", "zero_fraction"]
-
-
-def compare_runs(folders: Sequence[Path]) -> Comparison:
-    """Read two or more run folders (from `actreg run`). Raises ConfigError naming any folder
-    that is no finished run folder."""
-    errors, metas, summaries, histories = [], [], [], []
-    for folder in folders:
-        try:
-            meta, summary, history = _read_run(Path(folder))
-        except ConfigError as exc:
-            errors.extend(exc.errors)
-        except Exception as exc:  # a damaged file: say which folder, never a traceback
-            errors.append(f"{folder}: cannot read the saved results: {exc}")
-        else:
-            metas.append(meta)
-            summaries.append(summary)
-            histories.append(history)
-    if errors:
-        raise ConfigError(errors)
-    flats = [flatten(meta["config"]) for meta in metas]
-    keys = list(dict.fromkeys(k for flat in flats for k in flat))
-    differences = [
-        (key, [_show(flat.get(key, "-")) for flat in flats])
-        for key in keys
-        if len({repr(flat.get(key, "-")) for flat in flats}) > 1
-    ]
-    differences.append(("engine", [str(meta.get("engine", "?")) for meta in metas]))
-    metrics = [
-        (name, [_stats_text(summary.get(name)) for summary in summaries])
-        for name in compared_metrics(summaries)
-    ]
-    return Comparison([Path(f) for f in folders], differences, metrics, histories)
-
-
-def _read_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """A finished run folder's metadata, summary and histories (float64 [repeats, epochs,
-    columns]); ConfigError when it is no finished run folder, ValueError (and friends) for a
-    damaged file."""
-    import warnings
-
-    import numpy as np
-
-    from actreg_cli.study.records import read_history_csv
-
-    entry = read_entry(folder) if folder.is_dir() else None
-    if entry is None or entry.kind != "run":
-        what = f"a {entry.kind} folder" if entry else "not a run folder"
-        raise ConfigError([f"{folder}: {what}; compare takes run folders written by `actreg run`"])
-    if not entry.finished:
-        raise ConfigError([f"{folder}: an unfinished run (no summary.json); nothing to compare"])
-    summary = read_summary(folder / "summary.json")
-    Task(summary.get("task", Task.binary.value))  # ValueError for a damaged task name
-    with warnings.catch_warnings():  # an empty file is said in the error, not as a warning
-        warnings.simplefilter("ignore", UserWarning)
-        history = np.asarray(read_history_csv(folder / "history.csv"), dtype=np.float64)
-    if history.ndim != 3 or history.shape[1] == 0 or history.shape[2] < 4:
-        raise ValueError(f"history.csv holds no per-epoch rows (shape {list(history.shape)})")
-    return read_meta(folder), summary, history
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return "null" if value is None else str(value)
-
-
-def comparison_figure(comparison: Comparison, labels: Sequence[str]) -> Any:
-    """Test accuracy per epoch (mean over repeats, +/- 1 std band) of every run, one axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.4))
-    for histories, label in zip(comparison.histories, labels, strict=True):
-        values = histories[:, :, 3]  # val_accuracy: the test set after each epoch
-        epochs = np.arange(1, values.shape[1] + 1)
-        mean = np.nanmean(values, axis=0)
-        (line,) = ax.plot(epochs, mean, label=label, linewidth=1.2)
-        if values.shape[0] > 1:
-            std = np.nanstd(values, axis=0, ddof=1)
-            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0.0, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("test accuracy per epoch (mean +/- std over repeats)", fontsize=10)
-    return fig

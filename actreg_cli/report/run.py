@@ -25,9 +25,10 @@ from actreg_cli.config import (
     saved_results_only,
     validate_mapping,
 )
+from actreg_cli.report.html import write_report_html
 from actreg_cli.report.reconstructions import RECONSTRUCTIONS_FIGURE, run_reconstructions_figure
-from actreg_cli.stats import describe
-from actreg_cli.study.files import save_figure, write_json
+from actreg_cli.stats import CORRECTED, describe, interval_method
+from actreg_cli.study.files import save_figure, write_json, write_text
 from actreg_cli.study.records import read_history_csv, read_repeats_csv, saved_task
 from actreg_cli.study.run import RunOutcome
 from actreg_cli.study.samples import SAMPLES_FILE, load_samples
@@ -35,10 +36,18 @@ from actreg_cli.tasks import Task, result_fields, spec
 
 
 def intervals_cover(config: ExperimentConfig) -> str:
-    """What the spread over repeats (and so a confidence interval) includes."""
-    if config.data.resample:
-        return "initialization and data noise (data.resample: a new split/sample per repeat)"
-    return "initialization noise only (the same data split in every repeat)"
+    """What the spread over repeats (and so a confidence interval) includes, and how the
+    interval is computed when the repeats' training sets overlap."""
+    if not config.data.resample:
+        return "initialization noise only (the same data split in every repeat)"
+    text = "initialization and data noise (data.resample: a new split/sample per repeat)"
+    overlap = config.data.overlapping_resamples
+    if overlap:
+        text += (
+            f"; the repeats split the same rows, so their training sets overlap: intervals use "
+            f"the {CORRECTED}, variance x (1/J + n_test/n_train = {overlap:.2f})"
+        )
+    return text
 
 
 def summarize(
@@ -55,6 +64,7 @@ def summarize(
         "main_metric": spec(task).main_metric,
         "higher_is_better": spec(task).higher_is_better,
         "intervals_cover": intervals_cover(config),
+        "interval_method": interval_method(config.data.overlapping_resamples),
         "epochs": config.training.epochs,
         "repeats": len(rows),
         "seeds": [row["seed"] for row in rows],
@@ -69,19 +79,21 @@ def summarize(
         "probe_name": config.probe_name,
     }
     for key in result_fields(task):
-        summary[key] = describe([row[key] for row in rows])
+        summary[key] = describe(
+            [row[key] for row in rows], overlap=config.data.overlapping_resamples
+        )
     summary["diverged"] = [row["diverged"] for row in rows]
     summary["n_diverged"] = sum(summary["diverged"])
     return summary
 
 
 def target_unit_results(
-    rows: Sequence[dict[str, Any]], meta: dict[str, Any], task: Task
+    rows: Sequence[dict[str, Any]], meta: dict[str, Any], task: Task, overlap: float = 0.0
 ) -> dict[str, Any]:
     """A standardized regression's MSE and MAE back in the target's own units: MSE x std**2
     and MAE x std, with the std of each repeat's training target (run.yaml's
     `target_train_mean_std`, per repeat under data.resample). Empty for other tasks or when
-    the target was not scaled (std 1)."""
+    the target was not scaled (std 1). overlap: as for `stats.describe`."""
     if task is not Task.regression:
         return {}
     if "data_per_repeat" in meta:
@@ -94,10 +106,12 @@ def target_unit_results(
     out: dict[str, Any] = {}
     for split in ("train", "test"):
         out[f"{split}_mse_target_units"] = describe(
-            [float(row[f"{split}_mse"]) * std**2 for row, std in zip(rows, stds, strict=True)]
+            [float(row[f"{split}_mse"]) * std**2 for row, std in zip(rows, stds, strict=True)],
+            overlap=overlap,
         )
         out[f"{split}_mae_target_units"] = describe(
-            [float(row[f"{split}_mae"]) * std for row, std in zip(rows, stds, strict=True)]
+            [float(row[f"{split}_mae"]) * std for row, std in zip(rows, stds, strict=True)],
+            overlap=overlap,
         )
     return out
 
@@ -119,13 +133,11 @@ def accuracy_figure(
     Draws on `ax` when given, else on a new figure. `ylabel`: the y axis's label (default:
     the metric's name). Returns the figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: nothing to close, no global state
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+        ax = fig.add_subplot()
     else:
         fig = ax.figure
     n = histories.shape[0]
@@ -161,13 +173,20 @@ def accuracy_figure(
             bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "tab:red"},
         )
     if n == 1:
-        shown = title + (" (DIVERGED)" if n_bad else "")
+        note = "(DIVERGED)" if n_bad else ""
     elif not len(ok):
-        shown = f"{title} (all {n} repeats DIVERGED)"
+        note = f"(all {n} repeats DIVERGED)"
     else:
-        shown = f"{title} (mean +/- std of {len(ok)} repeats" + (
-            f"; {n_bad} diverged)" if n_bad else ")"
-        )
+        note = f"(mean +/- std of {len(ok)} repeats" + (f"; {n_bad} diverged)" if n_bad else ")")
+    # The note goes on the title's last line while that stays short enough to fit a panel
+    # (about 60 characters at 10 pt in 4.5 inches), else on a line of its own.
+    last = title.rsplit("\n", 1)[-1]
+    if not note:
+        shown = title
+    elif len(last) + len(note) < 60:
+        shown = f"{title} {note}"
+    else:
+        shown = f"{title}\n{note}"
     ax.set_title(shown, fontsize=10)
     ax.set_xlabel("epoch")
     metric = spec(task).history_metric
@@ -197,6 +216,111 @@ def curve_plot_name(task: Task) -> str:
     return f"{spec(task).history_metric}.png"
 
 
+def run_markdown(
+    config: ExperimentConfig,
+    summary: dict[str, Any],
+    meta: dict[str, Any],
+    figures: Sequence[tuple[str, str]],
+) -> str:
+    """report.md of a run folder: what ran (data, model, regularizers, training, engine,
+    repeats), the final metrics over repeats (mean, std, 95% CI, n) from summary.json, and the
+    figures. figures: (file name, caption) of each figure in the folder, in the order shown."""
+    import textwrap
+
+    # describe_experiment ends with '; network; penalties; optimizer; epochs'; the data part
+    # (a file name may hold '; ') is whatever comes before.
+    data_words, network, penalties, optimizer, epochs = describe_experiment(config).rsplit("; ", 4)
+    data_meta = meta.get("data") or {}
+    if "data_per_repeat" in meta:  # data.resample: a split per repeat; the first one's sizes
+        data_meta = (meta["data_per_repeat"] or [{}])[0]
+    sizes = ", ".join(
+        f"{data_meta[key]} {words}"
+        for key, words in (
+            ("n_train", "train rows"),
+            ("n_test", "test rows"),
+            ("n_features", "features"),
+        )
+        if key in data_meta
+    )
+    engine = str(summary.get("engine", meta.get("engine", "unknown")))
+    if meta.get("backend"):
+        engine += f" ({meta['backend']})"
+    seeds = ", ".join(str(seed) for seed in summary.get("seeds", []))
+    task = summary.get("task", "?")
+    facts = {
+        "data": data_words + (f"; {sizes}" if sizes else ""),
+        "task": f"{task}; main metric {summary.get('main_metric', '?')} ("
+        + ("higher" if summary.get("higher_is_better", True) else "lower")
+        + " is better)",
+        "model": network,
+        "regularizers": penalties,
+        "training": f"{optimizer}, batch size {config.training.batch_size}, {epochs}",
+        "engine": engine,
+        "repeats": f"{summary.get('repeats', '?')} (seeds {seeds})",
+        "95% CIs cover": str(summary.get("intervals_cover", "")),
+    }
+    lines = [f"# Run `{config.name}`", ""]
+    if config.description:
+        lines += [textwrap.dedent(config.description).strip(), ""]
+    lines += [
+        "| what ran | |",
+        "|---|---|",
+        *[f"| {key} | {markdown_cell(value)} |" for key, value in facts.items()],
+        "",
+        "## Final metrics",
+        "",
+        f"Over {summary.get('repeats', '?')} repeat(s), after the last epoch; mean, sample std "
+        "and the 95% CI of the mean (t interval).",
+        "",
+        "| metric | mean | std | 95% CI | n |",
+        "|---|---|---|---|---|",
+    ]
+    for key, stats in summary.items():
+        if not (isinstance(stats, dict) and {"mean", "std", "ci_low", "ci_high"} <= set(stats)):
+            continue
+        digits = ".4g" if key.endswith("_target_units") else ".4f"
+        lines.append(
+            f"| {key} | {report_number(stats['mean'], digits)} | "
+            f"{report_number(stats['std'], digits)} | "
+            f"{report_number(stats['ci_low'], digits)} to {report_number(stats['ci_high'], digits)} "
+            f"| {stats.get('n', '?')} |"
+        )
+    n_diverged = int(summary.get("n_diverged", 0) or 0)
+    if n_diverged:
+        lines += [
+            "",
+            f"**{n_diverged} of {summary.get('repeats', '?')} repeat(s) diverged** (loss "
+            "non-finite or over 1000x its start): their metrics are NaN and left out of the means.",
+        ]
+    lines += [
+        "",
+        "Files: `config.yaml` (the resolved config), `run.yaml` (seeds, engine, versions), "
+        "`history.csv` (per epoch and repeat), `repeats.csv` (final metrics per repeat), "
+        "`summary.json` (these statistics).",
+        "",
+        "## Figures",
+        "",
+    ]
+    for name, caption in figures:
+        lines += [f"### {caption}", "", f"![{caption}]({name})", ""]
+    return "\n".join(lines)
+
+
+def report_number(value: Any, digits: str = ".4f") -> str:
+    """A statistic for report.md; 'n/a' for a missing or non-finite one (every repeat
+    diverged, or a single repeat's std and CI)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{number:{digits}}" if math.isfinite(number) else "n/a"
+
+
+def markdown_cell(text: str) -> str:
+    """Text inside a markdown table cell: a '|' would end the cell, a newline the row."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def write_run_report(
     run_dir: Path,
     config: ExperimentConfig,
@@ -206,14 +330,16 @@ def write_run_report(
     task: Task,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """meta: run.yaml (read from the folder when None)."""
+    """Write summary.json, the curve plot, reconstructions.png (reconstruction runs whose
+    engine kept samples), report.md and report.html (the same report, self-contained) into
+    `run_dir`; return the summary. meta: run.yaml (read from the folder when None)."""
     import matplotlib.pyplot as plt
     import yaml
 
     if meta is None:
         meta = yaml.safe_load((run_dir / "run.yaml").read_text(encoding="utf-8")) or {}
     summary = summarize(config, rows, engine, task)
-    summary.update(target_unit_results(rows, meta, task))
+    summary.update(target_unit_results(rows, meta, task, config.data.overlapping_resamples))
     write_json(run_dir / "summary.json", summary)
     fig = accuracy_figure(
         histories,
@@ -224,11 +350,16 @@ def write_run_report(
     )
     save_figure(run_dir / curve_plot_name(task), fig)
     plt.close(fig)
+    metric = spec(task).history_metric
+    figures = [(curve_plot_name(task), f"Train and test {metric} per epoch")]
     if task is Task.reconstruction:
         samples = load_samples(run_dir / SAMPLES_FILE)
         if samples is not None:
             fig = run_reconstructions_figure(samples, run_title(config), config.probe_name)
             save_figure(run_dir / RECONSTRUCTIONS_FIGURE, fig)
+            figures.append((RECONSTRUCTIONS_FIGURE, "Test samples and their reconstructions"))
+    markdown = write_text(run_dir / "report.md", run_markdown(config, summary, meta, figures))
+    write_report_html(markdown)
     return summary
 
 

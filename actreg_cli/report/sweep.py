@@ -1,9 +1,10 @@
 """The files of a sweep folder, made from its stored cells: tables, plots and a short report.
 
-`write_outputs` writes them all: results.csv and summary.csv (report/sweep_tables.py), sweep.png,
+`write_outputs` writes them all: results.csv and summary.csv (report/sweep_tables.py),
+contrasts.csv (report/sweep_contrasts.py: cells that differ in one setting), sweep.png,
 sparsity.png and, for reconstruction sweeps, reconstructions.png (report/sweep_figures.py), and
-report.md (`report_markdown`): the study, the best cell and the differences from the baseline
-that are clearly larger than the noise.
+report.md (`report_markdown`): the study, the best cell, the differences from the baseline
+that are clearly larger than the noise, and the contrasts.
 
 Every file is written atomically; matplotlib is imported only in report/sweep_figures.py, inside
 functions.
@@ -16,7 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actreg_cli.report.html import write_report_html
 from actreg_cli.report.reconstructions import RECONSTRUCTIONS_FIGURE
+from actreg_cli.report.run import intervals_cover
+from actreg_cli.report.sweep_contrasts import (
+    CONTRAST_COLUMNS,
+    contrast_rows,
+    contrasts_markdown,
+)
 from actreg_cli.report.sweep_figures import plot_reconstructions, plot_sparsity, plot_sweep
 from actreg_cli.report.sweep_tables import (
     CONFIDENCE,
@@ -78,7 +86,11 @@ def target_units_lines(outcome: SweepOutcome, best: dict[str, Any]) -> list[str]
     return []
 
 
-def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> str:
+def report_markdown(
+    outcome: SweepOutcome,
+    summary: Sequence[dict[str, Any]],
+    contrasts: Sequence[dict[str, Any]] = (),
+) -> str:
     plan = outcome.plan
     task = plan.task
     main = spec(task).main_metric
@@ -107,11 +119,7 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
         "- files: `results.csv` (one row per cell and repeat), `summary.csv` (one row per cell), "
         "`sweep.png`, `sparsity.png`, `sweep.yaml` (resolved config, seeds, versions)",
         f"- task {task.value}: main metric {label} ({direction_note}); the 95% CIs cover "
-        + (
-            "initialization and data noise (`data.resample`: a new split per repeat)"
-            if sweep.base.data.resample
-            else "initialization noise only (the same data split in every repeat)"
-        ),
+        + intervals_cover(sweep.base),
     ]
     if target_standardized(outcome):
         lines.append(
@@ -217,6 +225,8 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
     per_value = baseline_note(plan.cells)
     if per_value:
         lines += ["", per_value]
+    if contrasts:
+        lines += ["", *contrasts_markdown(contrasts, label)]
     lines += ["", "## All cells", ""]
     lines.append(
         f"| cell | swept values | n | {label} mean ± std | 95% CI "
@@ -274,7 +284,9 @@ def report_markdown(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
 
 
 def write_outputs(outcome: SweepOutcome) -> dict[str, Path]:
-    """Write results.csv, summary.csv, sweep.png, sparsity.png and report.md; their paths."""
+    """Write results.csv, summary.csv, contrasts.csv (cells that differ in one setting),
+    sweep.png, sparsity.png, report.md and report.html (the same report, self-contained);
+    their paths."""
     folder = outcome.folder
     summary = summary_rows(outcome)
     files = {
@@ -283,11 +295,14 @@ def write_outputs(outcome: SweepOutcome) -> dict[str, Path]:
         ),
         "summary": write_text(folder / "summary.csv", csv_text(summary_columns(outcome), summary)),
     }
+    contrasts = contrast_rows(outcome)
+    files["contrasts"] = write_text(folder / "contrasts.csv", csv_text(CONTRAST_COLUMNS, contrasts))
     files["sweep_plot"] = plot_sweep(outcome, summary, folder / "sweep.png")
     files["sparsity_plot"] = plot_sparsity(outcome, summary, folder / "sparsity.png")
     if outcome.plan.task is Task.reconstruction:
         figure = plot_reconstructions(outcome, folder / RECONSTRUCTIONS_FIGURE)
         if figure is not None:
             files["reconstructions_plot"] = figure
-    files["report"] = write_text(folder / "report.md", report_markdown(outcome, summary))
+    files["report"] = write_text(folder / "report.md", report_markdown(outcome, summary, contrasts))
+    files["report_html"] = write_report_html(files["report"])
     return files

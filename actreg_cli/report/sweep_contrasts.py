@@ -182,3 +182,36 @@ def _signed(value: float) -> str:
 
 def _p(value: float) -> str:
     return f"{value:.3f}" if math.isfinite(value) else "-"
+
+
+def contrast_lines(rows: Sequence[dict[str, Any]], limit: int = 12) -> list[str]:
+    """The printed block, one line per contrast: 'placement before_activation vs
+    after_activation (strength=0.01): +0.003 [-0.005, +0.011], no clear difference'. A setting
+    with more than `limit` contrasts (every pair of seven strengths) gets one line pointing to
+    contrasts.csv and report.md, unless some are clear, which are listed."""
+    by_setting: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_setting.setdefault(row["setting"], []).append(row)
+    lines = []
+    for setting, family in by_setting.items():
+        name = setting.rsplit(".", 1)[-1]
+        shown = family
+        if len(family) > limit:
+            shown = [r for r in family if r["verdict"] != "no clear difference"]
+            lines.append(
+                f"{name}: {len(family)} contrasts in contrasts.csv and report.md, "
+                f"{len(shown)} clear" + (":" if shown else "")
+            )
+        for r in shown:
+            where = f" ({_short(r['where'])})" if r["where"] else ""
+            lines.append(
+                f"{name} {r['a']} vs {r['b']}{where}: {_signed(r['diff'])} "
+                f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}], {r['verdict']}"
+            )
+    return lines
+
+
+def _short(where: str) -> str:
+    """'regularizers.0.strength=0.01, regularizers.0.norm=l1' -> 'strength=0.01, norm=l1'."""
+    return ", ".join(part.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + part.split("=", 1)[1]
+                     for part in where.split(", "))  # fmt: skip

@@ -1,12 +1,18 @@
 """The figures of a sweep folder, drawn from its summary rows (report/sweep_tables.py).
 
-sweep.png: the main metric against the swept strength (log axis) or the first swept key
-(categorical axis), one line per combination of the other swept values, error bars = 95% CI, the
-baseline as a horizontal band. sparsity.png: mean activation and zero fraction the same way.
+sweep.png (the main metric) and sparsity.png (the probe layer's mean activation and fraction of
+exact zeros) take one of two forms:
+- a sweep with a numeric regularizer strength (`numeric_axis`): the metric against the strength
+  (log axis), one line per combination of the other swept values, error bars = 95% CI, the
+  baseline as a horizontal band;
+- any other sweep (e.g. whole regularizers: kernel vs bias vs activity, L1 vs L2, before vs
+  after): one labelled row per cell with its mean and 95% CI, grouped, the baseline as a band
+  (report/sweep_rows.py).
 reconstructions.png (reconstruction sweeps): the originals, each cell's reconstructions and code
 histogram (report/reconstructions.py).
 
-Every file is written atomically; matplotlib is imported only here, inside functions.
+Every figure is built by a `*_figure` function and written atomically by its `plot_*` saver;
+matplotlib is imported only in functions.
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from actreg_cli.report.sweep_rows import (
+    error_bars,
+    figure_title,
+    metric_stats,
+    row_chart,
+    short_names,
+)
 from actreg_cli.report.sweep_tables import main_metric, metric_label, study_line, swept_keys
 from actreg_cli.study.files import save_figure
 from actreg_cli.study.sweep.grid import BASELINE_LABEL, Cell, format_value
@@ -38,11 +51,14 @@ def strength_key(keys: Sequence[str], cells: Sequence[Cell]) -> str | None:
     return None
 
 
-def short_names(keys: Sequence[str]) -> dict[str, str]:
-    """`regularizers.0.placement` -> `placement`, unless two keys would end the same."""
-    # A list index alone ("regularizers.0" -> "0") names nothing: keep the key whole.
-    last = [k if k.split(".")[-1].isdecimal() else k.split(".")[-1] for k in keys]
-    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
+def numeric_axis(outcome: SweepOutcome) -> str | None:
+    """The swept strength key drawn as a numeric x axis (line plots), or None: one row per
+    cell."""
+    return strength_key(swept_keys(outcome), outcome.cells)
+
+
+# ---------------------------------------------------------------------------------------------
+# A numeric strength axis: lines
 
 
 def _line_groups(
@@ -60,28 +76,15 @@ def _line_groups(
     return list(groups.items())
 
 
-def _error_bars(
-    rows: Sequence[dict[str, Any]], metric: str
-) -> tuple[list[float], list[list[float]]]:
-    """Means and [below, above] error bar lengths (0 where the CI is undefined)."""
-    means, below, above = [], [], []
-    for row in rows:
-        mean, lo, hi = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
-        means.append(mean)
-        below.append(mean - lo if math.isfinite(lo) and math.isfinite(mean) else 0.0)
-        above.append(hi - mean if math.isfinite(hi) and math.isfinite(mean) else 0.0)
-    return means, [below, above]
-
-
-def _draw_metric(
+def _draw_lines(
     ax: Any,
     outcome: SweepOutcome,
     rows_by_id: dict[str, dict[str, Any]],
     metric: str,
     x_key: str,
-    categorical: list[Any] | None,
 ) -> None:
-    """One metric against x_key on `ax`: a line with CI error bars per group, baseline bands."""
+    """One metric against the strength `x_key` on `ax`: a line with CI error bars per group,
+    baseline bands."""
     keys = swept_keys(outcome)
     groups = _line_groups(outcome.cells, x_key, keys)
     names = short_names(keys)
@@ -92,10 +95,7 @@ def _draw_metric(
     lost = [c for c in lost if rows_by_id[c.id]["n_diverged"] > 0]
     if lost:
         # Cells whose every repeat diverged have no mean: mark them at the bottom, in red.
-        xs = [
-            c.values[x_key] if categorical is None else categorical.index(c.values[x_key])
-            for c in lost
-        ]
+        xs = [c.values[x_key] for c in lost]
         ax.scatter(
             xs,
             [0.03] * len(xs),
@@ -116,20 +116,16 @@ def _draw_metric(
         if not cells:
             continue
         offset = k - spread / 2
-        if categorical is None:
-            cells.sort(key=lambda c: c.values[x_key])
-            xs = [c.values[x_key] * 10 ** (0.02 * offset) for c in cells]
-        else:
-            xs = [categorical.index(c.values[x_key]) + 0.05 * offset for c in cells]
-        means, yerr = _error_bars([rows_by_id[c.id] for c in cells], metric)
+        cells.sort(key=lambda c: c.values[x_key])
+        xs = [c.values[x_key] * 10 ** (0.02 * offset) for c in cells]
+        means, yerr = error_bars([rows_by_id[c.id] for c in cells], metric)
         ax.errorbar(xs, means, yerr=yerr, marker="o", ms=4, capsize=3, color=colors[k], label=label)
     styles = ["--", ":", "-.", (0, (5, 1))]
     # A baseline per value of an outer key (e.g. one per dropout rate) takes the colour of the
     # line it is the baseline of.
     group_colors = {label: colors[k] for k, (label, _) in enumerate(groups)}
     for k, cell in enumerate(c for c in outcome.cells if c.baseline):
-        row = rows_by_id[cell.id]
-        mean, lo, hi = row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+        mean, lo, hi = metric_stats(rows_by_id[cell.id], metric)
         if not math.isfinite(mean):
             continue
         extra = ", ".join(f"{names[key]}={format_value(v)}" for key, v in cell.values.items())
@@ -138,71 +134,87 @@ def _draw_metric(
         if math.isfinite(lo) and math.isfinite(hi):
             ax.axhspan(lo, hi, color="0.5" if color == "0.35" else color, alpha=0.14, lw=0)
         ax.axhline(mean, color=color, ls=styles[k % len(styles)], lw=1.2, label=label)
-    if categorical is None:
-        positive = [c.values[x_key] for c in outcome.cells if c.values.get(x_key, 0) > 0]
-        if any(c.values.get(x_key, 1) <= 0 for c in outcome.cells if not c.baseline) and positive:
-            ax.set_xscale("symlog", linthresh=min(positive))  # a strength of 0 has no log
-        elif positive:
-            ax.set_xscale("log")
-    else:
-        ax.set_xticks(range(len(categorical)), [format_value(v) for v in categorical])
-        ax.set_xlim(-0.5, len(categorical) - 0.5)
+    positive = [c.values[x_key] for c in outcome.cells if c.values.get(x_key, 0) > 0]
+    if any(c.values.get(x_key, 1) <= 0 for c in outcome.cells if not c.baseline) and positive:
+        ax.set_xscale("symlog", linthresh=min(positive))  # a strength of 0 has no log
+    elif positive:
+        ax.set_xscale("log")
     ax.set_xlabel(x_key)
     ax.grid(True, alpha=0.3)
 
 
-def _x_axis(outcome: SweepOutcome) -> tuple[str, list[Any] | None]:
-    """(x key, None for a numeric strength axis or the category values in grid order)."""
-    keys = swept_keys(outcome)
-    key = strength_key(keys, outcome.cells)
-    if key is not None:
-        return key, None
-    key = keys[0]
-    values = []
-    for cell in outcome.cells:
-        if key in cell.values and cell.values[key] not in values:
-            values.append(cell.values[key])
-    return key, values
+# ---------------------------------------------------------------------------------------------
+# Any other sweep: one row per cell
 
 
-def plot_sweep(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path: Path) -> Path:
+# ---------------------------------------------------------------------------------------------
+# The figures
+
+
+def sweep_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> Any:
+    """sweep.png: the main metric per cell (rows) or against the swept strength (lines)."""
+    main = main_metric(outcome).main_metric
+    repeats = outcome.plan.sweep.base.training.repeats
+    x_key = numeric_axis(outcome)
+    if x_key is None:
+        return row_chart(
+            outcome,
+            summary,
+            [(main, f"{metric_label(main)} (mean and 95% CI over the repeats)")],
+            f"{metric_label(main)} per cell, {repeats} repeats per cell",
+            verdicts=True,
+        )
     from matplotlib.figure import Figure
 
-    rows_by_id = {row["cell"]: row for row in summary}
-    x_key, categorical = _x_axis(outcome)
-    fig = Figure(figsize=(7.5, 4.8))
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.add_subplot()
-    main = main_metric(outcome).main_metric
-    _draw_metric(ax, outcome, rows_by_id, main, x_key, categorical)
+    rows_by_id = {row["cell"]: row for row in summary}
+    _draw_lines(ax, outcome, rows_by_id, main, x_key)
     ax.set_ylabel(f"{metric_label(main)} (mean, 95% CI)")
-    repeats = outcome.plan.sweep.base.training.repeats
     ax.set_title(
-        f"{outcome.plan.sweep.name}: {metric_label(main)}, {repeats} repeats per cell\n"
-        + "\n".join(textwrap.wrap(study_line(outcome), 100)),
+        figure_title(outcome, f"{metric_label(main)}, {repeats} repeats per cell", 7.5, 9),
         fontsize=9,
     )
     ax.legend(fontsize=8, loc="best")
-    return save_figure(path, fig)
+    return fig
 
 
-def plot_sparsity(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path: Path) -> Path:
+def sparsity_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> Any:
+    """sparsity.png: the probe layer's mean activation and fraction of exact zeros per cell
+    (rows) or against the swept strength (lines)."""
+    layer = outcome.plan.sweep.base.probe_name
+    x_key = numeric_axis(outcome)
+    if x_key is None:
+        return row_chart(
+            outcome,
+            summary,
+            [
+                ("mean_activation", "mean activation (test set; mean and 95% CI)"),
+                ("zero_fraction", "fraction of activations exactly 0 (mean and 95% CI)"),
+            ],
+            f"activations of {layer} per cell",
+            verdicts=False,
+        )
     from matplotlib.figure import Figure
 
     rows_by_id = {row["cell"]: row for row in summary}
-    x_key, categorical = _x_axis(outcome)
-    fig = Figure(figsize=(12, 4.6))
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
     ax_mean, ax_zero = fig.subplots(1, 2)
-    _draw_metric(ax_mean, outcome, rows_by_id, "mean_activation", x_key, categorical)
+    _draw_lines(ax_mean, outcome, rows_by_id, "mean_activation", x_key)
     ax_mean.set_ylabel("mean activation (test set, mean, 95% CI)")
-    _draw_metric(ax_zero, outcome, rows_by_id, "zero_fraction", x_key, categorical)
+    _draw_lines(ax_zero, outcome, rows_by_id, "zero_fraction", x_key)
     ax_zero.set_ylabel("fraction of activations exactly 0")
-    layer = outcome.plan.sweep.base.probe_name
-    fig.suptitle(
-        f"{outcome.plan.sweep.name}: activations of {layer}\n{study_line(outcome)}",
-        fontsize=10,
-    )
+    fig.suptitle(figure_title(outcome, f"activations of {layer}", 12, 10), fontsize=10)
     ax_zero.legend(fontsize=8, loc="best")
-    return save_figure(path, fig)
+    return fig
+
+
+def plot_sweep(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path: Path) -> Path:
+    return save_figure(path, sweep_figure(outcome, summary))
+
+
+def plot_sparsity(outcome: SweepOutcome, summary: Sequence[dict[str, Any]], path: Path) -> Path:
+    return save_figure(path, sparsity_figure(outcome, summary))
 
 
 def plot_reconstructions(outcome: SweepOutcome, path: Path) -> Path | None:

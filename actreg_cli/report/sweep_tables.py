@@ -200,8 +200,10 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
         stats = {name: nan for name in summary_stat_columns(outcome.plan.task, units)}
         stats.update(n=0, n_diverged=0, baseline_cell=None, diff_clear=None)
         if record is not None:
-            test = describe(record.metric(main), CONFIDENCE)
-            train = describe(record.metric(train_main), CONFIDENCE)
+            # repeats that split one pool of rows anew overlap: corrected resampled t
+            overlap = cell.config.data.overlapping_resamples
+            test = describe(record.metric(main), CONFIDENCE, overlap)
+            train = describe(record.metric(train_main), CONFIDENCE, overlap)
             stats.update(
                 {
                     "n": test["n"],
@@ -218,17 +220,17 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
             if units:
                 described.update(target_unit_values(record, outcome.plan.task))
             for metric, values in described.items():
-                d = describe(values, CONFIDENCE)
+                d = describe(values, CONFIDENCE, overlap)
                 stats.update({f"{metric}_{stat}": d[stat] for stat in _STATS})
             base = None if cell.baseline else baseline_for(cell, outcome.cells)
             base_record = outcome.records.get(base.id) if base is not None else None
             if base is not None and base_record is not None:
                 mine, theirs = record.metric(main), base_record.metric(main)
-                diff = difference(mine, theirs, CONFIDENCE)
+                diff = difference(mine, theirs, CONFIDENCE, overlap)
                 # Repeat r of a cell and of its baseline share the model seed (and, with
                 # data.resample, the split): a paired design.
                 paired = (
-                    paired_difference(mine, theirs, CONFIDENCE)
+                    paired_difference(mine, theirs, CONFIDENCE, overlap)
                     if len(mine) == len(theirs)
                     else {"ci_low": nan, "ci_high": nan, "p": nan, "n": 0}
                 )

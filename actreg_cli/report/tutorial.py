@@ -16,6 +16,7 @@ import numpy as np
 from actreg_cli.config import ExperimentConfig, saved_results_only
 from actreg_cli.data import load_dataset
 from actreg_cli.engines.base import TrainResult
+from actreg_cli.report.html import write_report_html
 from actreg_cli.report.run import accuracy_figure, summarize
 from actreg_cli.stats import difference, is_degenerate, paired_difference
 from actreg_cli.study.files import csv_text, save_figure, write_json, write_text
@@ -70,6 +71,7 @@ def write_study(
     _plot_overlay(out_dir / OVERLAY_PNG, by_arm, reductions, epochs)
     _plot_final(out_dir / FINAL_PNG, summary, list(by_arm), epochs)
     write_text(out_dir / "report.md", report_markdown(rows, verdicts, epochs, repeats, engine_name))
+    write_report_html(out_dir / "report.md")
     return TutorialOutcome(out_dir, summary, rows, verdicts)
 
 
@@ -123,40 +125,66 @@ def report_tutorial(out_dir: Path) -> TutorialOutcome:
     )
 
 
-def plot_circles(path: Path, config: ExperimentConfig) -> None:
-    """The tutorial's scatter plot of the circles data, coloured by class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def circles_figure(config: ExperimentConfig) -> Any:
+    """The tutorial's circles data: class by colour; the training points (the few the model
+    learns from) large and filled, the test points small and hollow."""
+    from matplotlib.figure import Figure  # no pyplot: nothing to close, no global state
 
     data = load_dataset(config.data)
-    x = np.concatenate([data.x_train, data.x_test])
-    y = np.concatenate([data.y_train, data.y_test]).ravel()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5.2, 5.6), layout="constrained")
+    ax = fig.add_subplot()
     for label, color in ((0, "tab:blue"), (1, "tab:orange")):
-        pts = x[y == label]
-        ax.scatter(pts[:, 0], pts[:, 1], s=18, color=color, label=f"class {label}")
-    ax.set_title(f"circles: {data.n_train} train + {data.n_test} test samples", fontsize=10)
-    ax.legend(loc="upper right")
+        test = data.x_test[data.y_test.ravel() == label]
+        ax.scatter(
+            test[:, 0],
+            test[:, 1],
+            s=22,
+            facecolors="none",
+            edgecolors=color,
+            linewidths=1.0,
+            label=f"class {label}, test ({len(test)})",
+        )
+    for label, color in ((0, "tab:blue"), (1, "tab:orange")):
+        train = data.x_train[data.y_train.ravel() == label]
+        ax.scatter(
+            train[:, 0],
+            train[:, 1],
+            s=70,
+            color=color,
+            edgecolors="black",
+            linewidths=0.8,
+            zorder=3,
+            label=f"class {label}, train ({len(train)})",
+        )
+    ax.set_title(
+        f"circles: {data.n_train} train (filled) + {data.n_test} test (hollow) samples",
+        fontsize=10,
+    )
     ax.set_aspect("equal")
-    save_figure(path, fig)
-    plt.close(fig)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return fig
+
+
+def plot_circles(path: Path, config: ExperimentConfig) -> None:
+    """circles.png (`circles_figure`)."""
+    save_figure(path, circles_figure(config))
 
 
 def _plot_variant(path: Path, variant: str, by_arm: dict) -> None:
-    import matplotlib.pyplot as plt
+    """<variant>.png: train and test accuracy per epoch, one panel per reduction."""
+    from matplotlib.figure import Figure
 
     arms = [arm for arm in by_arm if arm[0] == variant]
-    fig, axes = plt.subplots(1, len(arms), figsize=(6.4 * len(arms), 4.2), squeeze=False)
+    fig = Figure(figsize=(6.4 * len(arms), 4.4), layout="constrained")
+    axes = fig.subplots(1, len(arms), squeeze=False)
     for ax, arm in zip(axes[0], arms, strict=True):
         histories = np.stack([res.history for res in by_arm[arm]])
-        title = TITLES[variant] if arm[1] == "none" else f"{TITLES[variant]}, {arm[1]}"
-        title += f", {histories.shape[1]} epochs"
+        # The variant on one line, reduction and epochs on the next: a panel's title then
+        # fits its own panel, whatever accuracy_figure adds about the repeats.
+        title = TITLES[variant] + "\n" + ("" if arm[1] == "none" else f"{arm[1]}, ")
+        title += f"{histories.shape[1]} epochs"
         accuracy_figure(histories, title, ax=ax, diverged=[res.diverged for res in by_arm[arm]])
-    fig.tight_layout()
     save_figure(path, fig)
-    plt.close(fig)
 
 
 OVERLAY_PNG = "test_accuracy_overlay.png"
@@ -176,11 +204,10 @@ COLORS = {"overfit": "0.25", "before_relu": "tab:green", "after_relu": "tab:purp
 def _plot_overlay(path: Path, by_arm: dict, reductions: Sequence[str], epochs: int) -> None:
     """Test accuracy per epoch: the three variants overlaid (mean over the finite repeats and a
     +/- 1 std band), one panel per reduction; the overfit model (no penalty) is in every panel."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(
-        1, len(reductions), figsize=(6.4 * len(reductions), 4.4), squeeze=False, sharey=True
-    )
+    fig = Figure(figsize=(6.4 * len(reductions), 4.4), layout="constrained")
+    axes = fig.subplots(1, len(reductions), squeeze=False, sharey=True)
     for ax, reduction in zip(axes[0], reductions, strict=True):
         for variant in VARIANTS:
             arm = (variant, "none" if variant == "overfit" else reduction)
@@ -200,25 +227,24 @@ def _plot_overlay(path: Path, by_arm: dict, reductions: Sequence[str], epochs: i
                 ax.fill_between(x, mean - std, mean + std, color=COLORS[variant], alpha=0.15, lw=0)
         n = len(next(iter(by_arm.values())))
         ax.set_title(
-            f"activity reduction {reduction}: test accuracy, mean +/- std of {n} repeats, "
-            f"{epochs} epochs",
+            f"activity reduction {reduction}\n"
+            f"test accuracy, mean +/- std of {n} repeats, {epochs} epochs",
             fontsize=9,
         )
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
     save_figure(path, fig)
-    plt.close(fig)
 
 
 def _plot_final(path: Path, summary: dict, arms: Sequence[tuple[str, str]], epochs: int) -> None:
     """Final test accuracy per arm: mean and 95% CI over the repeats, the tutorial's published
     single-run value as a red star beside it."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    fig = Figure(figsize=(7.5, 4.4), layout="constrained")
+    ax = fig.add_subplot()
     for k, (variant, reduction) in enumerate(arms):
         stats = summary[variant][reduction]["test_accuracy"]
         mean, lo, hi = stats["mean"], stats["ci_low"], stats["ci_high"]
@@ -248,10 +274,9 @@ def _plot_final(path: Path, summary: dict, arms: Sequence[tuple[str, str]], epoc
     ax.set_title(f"Final test accuracy per arm ({n} repeats, {epochs} epochs)", fontsize=10)
     ax.set_ylabel("test accuracy")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    # Below the axes: inside, it would hide a star or an interval wherever the numbers fall.
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     save_figure(path, fig)
-    plt.close(fig)
 
 
 def _summarize(configs, by_arm, seeds, engine_name, reductions):

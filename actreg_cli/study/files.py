@@ -76,6 +76,11 @@ def write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` as the whole file, atomically (e.g. a TensorBoard event file)."""
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
 def json_safe(data: Any) -> Any:
     """`data` with every non-finite float (a diverged run's NaN) replaced by None, so that the
     file is standard JSON (`null`) that any reader accepts; bare NaN is not JSON."""
