@@ -11,6 +11,7 @@ step, 1e-4 after a few hundred), so the comparisons run at most 100 epochs.
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -550,3 +551,45 @@ def test_auto_runs_iris_on_the_cpu_engine(tmp_path: Path) -> None:
     meta = yaml.safe_load((run_dir / "run.yaml").read_text())
     assert meta["engine"] == "cpu"
     assert "Train: " in result.output and "Test: " in result.output
+
+
+def test_loops_are_compiled_for_one_portable_cpu_and_run_yaml_says_so(tmp_path: Path) -> None:
+    """One seed, the same numbers on any x86-64 CPU: the loops are compiled for x86-64-v3
+    (LLVM's `haswell`, with only its own features), not for the host, unless
+    ACTREG_CPU_TARGET=native; a bad value is bad input. run.yaml records the target."""
+    from actreg_cli.engines.cpu.target import compiled_for
+
+    code = (
+        "import json; import actreg_cli.engines.cpu; "
+        "from actreg_cli.engines.cpu.target import compiled_for; print(json.dumps(compiled_for()))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU", "ACTREG_CPU"))}
+    env["PYTHONPATH"] = str(REPO)
+
+    def child(**extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    import json
+
+    from llvmlite import binding
+
+    host = binding.get_host_cpu_features()
+    if platform.machine().lower() in ("x86_64", "amd64") and host.get("avx2") and host.get("fma"):
+        assert json.loads(child().stdout) == {
+            "cpu": "haswell",
+            "features": "",
+            "choice": "portable",
+        }
+        native = json.loads(child(ACTREG_CPU_TARGET="native").stdout)
+        assert native["cpu"] == binding.get_host_cpu_name() and native["choice"] == "native"
+    bad = child(ACTREG_CPU_TARGET="fastest")
+    assert bad.returncode != 0
+    assert "ACTREG_CPU_TARGET='fastest': expected portable" in bad.stderr
+    import yaml
+
+    from actreg_cli.study.run import run_experiment
+
+    outcome = run_experiment(_experiment(epochs=2), engine=CpuEngine(), runs_dir=tmp_path)
+    meta = yaml.safe_load((outcome.run_dir / "run.yaml").read_text(encoding="utf-8"))
+    assert meta["compiled_for"] == compiled_for()

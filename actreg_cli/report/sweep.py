@@ -117,7 +117,8 @@ def report_markdown(
         f"- this run trained {outcome.n_trained} cells and took {len(plan.done)} from the store "
         f"(`../cells/`, shared by every study of this sweep); {outcome.elapsed_s:.1f} s",
         "- files: `results.csv` (one row per cell and repeat), `summary.csv` (one row per cell), "
-        "`sweep.png`, `sparsity.png`, `sweep.yaml` (resolved config, seeds, versions)",
+        "`contrasts.csv` (cells that differ in one setting), `sweep.png`, `sparsity.png`, "
+        "`sweep.yaml` (resolved config, seeds, versions, CPU)",
         f"- task {task.value}: main metric {label} ({direction_note}); the 95% CIs cover "
         + intervals_cover(sweep.base),
     ]

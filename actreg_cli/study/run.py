@@ -95,6 +95,16 @@ def run_samples(
     return kept_samples(results, job_dataset(config, seeds[0]))
 
 
+def engine_target(engine: str) -> dict[str, str] | None:
+    """The CPU the cpu engine's loops were compiled for (engines/cpu/target.py), None for the
+    other engines (TensorFlow and XLA pick their own code paths)."""
+    if engine != "cpu":
+        return None
+    from actreg_cli.engines.cpu.target import compiled_for
+
+    return compiled_for()
+
+
 def run_metadata(
     config: ExperimentConfig, seeds: list[int], engine: str, engine_note: str | None
 ) -> dict[str, Any]:
@@ -109,6 +119,7 @@ def run_metadata(
         "activity_reduction_semantics": ACTIVITY_REDUCTION_NOTE,
         "versions": library_versions(),
         "machine": machine_info(),
+        "compiled_for": engine_target(engine),
         "command": " ".join(["actreg", *sys.argv[1:]]) if sys.argv else "",
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }

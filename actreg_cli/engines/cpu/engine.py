@@ -79,11 +79,15 @@ def compile_note() -> str | None:
     compiles nothing else."""
     from actreg_cli.engines.cpu import kernel as cpu_kernel
 
-    try:  # Numba's own check: an index written for kernel.py's stamp
+    try:  # Numba's own check: an index written for kernel.py's stamp, with an entry compiled
+        # for this target (engines/cpu/target.py; an index key is (signature, target, ...))
+        from numba.core.registry import cpu_target
+
         cached = cpu_kernel.train_models._cache._cache_file._load_index()
+        target = cpu_target.target_context.codegen().magic_tuple()
+        if any(isinstance(key, tuple) and target in key for key in cached):
+            return None
     except Exception:  # noqa: BLE001 (private API of another package; a note is not worth a crash)
-        return None
-    if cached:
         return None
     return (
         "the cpu engine compiles its training loops first (up to about a minute, once after an "

@@ -62,6 +62,7 @@ class SweepOutcome:
 
 def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
     """The contents of sweep.yaml: what was asked, what each cell is, and what ran it."""
+    from actreg_cli.study.run import engine_target
     from actreg_cli.versions import library_versions, machine_info
 
     base = plan.sweep.base
@@ -76,6 +77,9 @@ def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
         "command": " ".join(["actreg", *sys.argv[1:]]),
         "versions": library_versions(),
         "machine": machine_info(),
+        "compiled_for": {
+            name: engine_target(name) for name in plan.backends if engine_target(name)
+        },
         "seeds": repeat_seeds(base.training.seed, base.training.repeats),
         "task": plan.task.value,
         "sweep": plan.sweep.model_dump(mode="json"),

@@ -1,0 +1,64 @@
+"""The CPU the cpu engine's loops are compiled for: the same on every machine, so that one seed
+gives the same numbers on any x86-64 CPU.
+
+LLVM compiles Numba's code for the host CPU by default, and with reassociation allowed (see
+vmath.JIT) how it vectorizes a sum, and so the order of its float additions, follows the CPU's
+model and features: the same seed gave other last digits on an Intel Xeon and an AMD EPYC. On
+one AMD EPYC (Zen 4), the tutorial's histories after 4000 epochs came out three ways when the
+loops were compiled for the host, for `skylake-avx512` and for `haswell` (x86-64-v3; the same
+as for `x86-64-v3`): `benchmarks/bench_cpu_target.py` shows it. Pinning the target to one CPU
+model with only its own features (`haswell`: AVX2 and FMA, which every x86-64 CPU of the last
+decade has) makes every machine run the same machine code. Loops that would use 512-bit
+vectors on an AVX-512 CPU pay for it (the benchmark measures how much);
+`ACTREG_CPU_TARGET=native` compiles for the host instead (faster there; the last digits then
+depend on the CPU). A machine without AVX2 and FMA compiles for itself (`compiled_for` says so
+in run.yaml).
+
+`pin()` must run before Numba compiles or loads anything for the CPU (the engine's modules call
+it on import); a NUMBA_CPU_NAME set by the user is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+#: The portable target: LLVM's CPU name and the features it implies (none added or removed).
+PORTABLE = ("haswell", "")  # LLVM names x86-64-v3 "haswell" in every version
+#: Host features the portable target needs.
+NEEDED = ("avx2", "fma")
+#: ACTREG_CPU_TARGET's values.
+CHOICES = ("portable", "native")
+
+
+def choice() -> str:
+    value = os.environ.get("ACTREG_CPU_TARGET", "portable").strip().lower() or "portable"
+    if value not in CHOICES:
+        raise ValueError(f"ACTREG_CPU_TARGET={value!r}: expected one of {', '.join(CHOICES)}")
+    return value
+
+
+def pin() -> None:
+    """Set Numba's target CPU to PORTABLE unless the user chose otherwise or the host cannot
+    run it."""
+    from numba.core import config
+
+    if os.environ.get("NUMBA_CPU_NAME") or choice() == "native":
+        return
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return
+    from llvmlite import binding
+
+    features = binding.get_host_cpu_features()
+    if not all(features.get(name, False) for name in NEEDED):
+        return
+    config.CPU_NAME, config.CPU_FEATURES = PORTABLE
+
+
+def compiled_for() -> dict[str, str]:
+    """What the loops are compiled for, as run.yaml records it: {cpu, features, choice}; the
+    features are '' when the CPU name's own are used (the portable target)."""
+    from numba.core.registry import cpu_target
+
+    _, cpu, features = cpu_target.target_context.codegen().magic_tuple()
+    return {"cpu": cpu, "features": features, "choice": choice()}
