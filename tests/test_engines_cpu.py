@@ -586,6 +586,14 @@ def test_loops_are_compiled_for_one_portable_cpu_and_run_yaml_says_so(tmp_path: 
     bad = child(ACTREG_CPU_TARGET="fastest")
     assert bad.returncode != 0
     assert "ACTREG_CPU_TARGET='fastest': expected portable" in bad.stderr
+    runs = tmp_path / "refused"
+    cli = subprocess.run(
+        [sys.executable, "-m", "actreg_cli", "run", str(REPO / "configs" / "circles_overfit.yaml"),
+         "--epochs", "2", "--runs-dir", str(runs)],
+        env={**env, "ACTREG_CPU_TARGET": "fastest"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode == 2 and "expected portable (the default" in cli.stderr
+    assert not runs.exists() or not any(runs.iterdir())
     import yaml
 
     from actreg_cli.study.run import run_experiment

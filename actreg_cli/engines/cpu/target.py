@@ -34,7 +34,14 @@ CHOICES = ("portable", "native")
 def choice() -> str:
     value = os.environ.get("ACTREG_CPU_TARGET", "portable").strip().lower() or "portable"
     if value not in CHOICES:
-        raise ValueError(f"ACTREG_CPU_TARGET={value!r}: expected one of {', '.join(CHOICES)}")
+        from actreg_cli.config import ConfigError
+
+        raise ConfigError(
+            [
+                f"environment variable ACTREG_CPU_TARGET={value!r}: expected portable (the "
+                "default: the same numbers on any x86-64 CPU) or native (this CPU's fastest code)"
+            ]
+        )
     return value
 
 
