@@ -14,6 +14,7 @@ from typer import _click as click  # typer >= 0.29 vendors its own copy of Click
 from typer.core import TyperGroup
 
 from actreg_cli.cli import compare, export, report, run, runs, sweep, tutorial, validate
+from actreg_cli.cli.common import show_data_notes
 
 
 class ActregGroup(TyperGroup):
@@ -118,4 +119,5 @@ SHORT_HELP = {
 for info in app.registered_commands:
     info.short_help = SHORT_HELP.get(info.name or "", info.short_help)
 
+show_data_notes()
 startup.ready()

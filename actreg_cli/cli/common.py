@@ -5,6 +5,7 @@ Imports nothing heavy: `actreg --help` and config errors must come back at once.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -429,6 +430,23 @@ def note_first_compile(engine_names: Iterable[str]) -> None:
 
         if (text := compile_note()) is not None:
             note(text)
+
+
+class _DataNotes(logging.Handler):
+    """The data layer's notes (`actreg_cli.data.NOTES`) as `note:` lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        note(record.getMessage())
+
+
+def show_data_notes() -> None:
+    """Route the data layer's notes to stderr as `note:` lines (the command line's choice; the
+    library itself prints nothing). Idempotent."""
+    logger = logging.getLogger("actreg.data")
+    if not any(isinstance(h, _DataNotes) for h in logger.handlers):
+        logger.addHandler(_DataNotes())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # said once, here, whatever handlers the root logger has
 
 
 def note(text: str) -> None:

@@ -12,8 +12,8 @@ TensorFlow at module import time.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -202,7 +202,11 @@ def _generated(config: DataConfig) -> bool:
     return hasattr(config, "random_state")
 
 
-#: The data notes already printed by this process (rows dropped, a row-number column).
+#: The data notes (rows dropped, a row-number column) go to this logger at INFO level, once per
+#: process: the command line shows them as `note:` lines (cli/common.py); a library caller's
+#: logging settings decide (Python's default shows nothing below WARNING). They are also in
+#: run.yaml (`rows_dropped`, `feature_names`).
+NOTES = logging.getLogger("actreg.data")
 _NOTES_SHOWN: set[str] = set()
 
 
@@ -218,7 +222,7 @@ def _samples(config_json: str, seed: int | None, stamp: tuple[int, int, int] | N
         for note in samples.notes:  # once per process: a sweep reads a file for each split
             if note not in _NOTES_SHOWN:
                 _NOTES_SHOWN.add(note)
-                print(f"note: {note}", file=sys.stderr)
+                NOTES.info(note)
         return samples
     if _generated(config):
         from actreg_cli.data.generated import generate
