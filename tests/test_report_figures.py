@@ -266,6 +266,28 @@ def test_a_sweep_of_categories_without_a_strength_draws_rows(tmp_path, figures):
     assert_readable(figures["sparsity.png"], "sparsity.png")
 
 
+def test_a_sweep_of_whole_regularizer_lists_is_labelled_by_their_fields(tmp_path, figures):
+    """grid: {regularizers: [[...], [...]]} (a whole list per cell): rows and headings name the
+    fields that differ, never the lists' JSON; an accuracy axis stays within [0, 1] however
+    wide two repeats' intervals are."""
+    sweep = sweep_config(
+        grid={
+            "regularizers": [
+                [{"target": "kernel", "norm": "l2", "strength": 1e-3}],
+                [{"target": "activity", "norm": "l1", "strength": 1e-3}],
+            ]
+        }
+    )
+    _fake_sweep(sweep, tmp_path, figures)
+    ax = figures["sweep.png"].axes[0]
+    assert _tick_labels(ax) == ["baseline", "c1: norm=l2", "c2: norm=l1"]
+    assert [t.get_text() for t in ax.texts] == ["target=kernel", "target=activity"]
+    left, right = ax.get_xlim()
+    assert left >= -0.02 and right <= 1.02
+    assert_readable(figures["sweep.png"], "sweep.png")
+    assert_readable(figures["sparsity.png"], "sparsity.png")
+
+
 class SomeDiverge(FakeExecutor):
     """Strength 1e-2 diverges: 2 repeats at learning rate 0.001, every repeat at 0.01."""
 

@@ -20,6 +20,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from actreg_cli.report.sweep_rows import spread_values
 from actreg_cli.report.sweep_tables import CONFIDENCE, MIN_PAIRS_FOR_VERDICT, main_metric
 from actreg_cli.stats import holm, is_degenerate, paired_difference
 from actreg_cli.study.sweep.grid import Cell, format_value
@@ -49,22 +50,7 @@ CONTRAST_COLUMNS = (
 
 def settings(cell: Cell) -> dict[str, str]:
     """The cell's swept settings as text, a swept regularizer split into its fields."""
-    out: dict[str, str] = {}
-
-    def add(key: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for field, inner in value.items():
-                if inner is not None:
-                    add(f"{key}.{field}", inner)
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for i, inner in enumerate(value):
-                add(f"{key}.{i}", inner)
-        else:
-            out[key] = format_value(value)
-
-    for key, value in cell.values.items():
-        add(key, value)
-    return out
+    return {key: format_value(value) for key, value in spread_values(cell.values).items()}
 
 
 def contrast_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:

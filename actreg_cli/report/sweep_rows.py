@@ -84,13 +84,23 @@ def error_bars(
 
 def spread_values(values: dict[str, Any]) -> dict[str, Any]:
     """A cell's swept values with each mapping (a whole regularizer) spread into `key.field`
-    entries, its unset (None) fields left out: the values a chart can group cells by."""
+    entries and each list of mappings (a whole `regularizers` list) into `key.i.field`, unset
+    (None) fields left out: the values a chart can group cells by, and a contrast compare."""
     spread: dict[str, Any] = {}
-    for key, value in values.items():
+
+    def add(key: str, value: Any) -> None:
         if isinstance(value, dict):
-            spread.update({f"{key}.{f}": v for f, v in value.items() if v is not None})
+            for name, inner in value.items():
+                if inner is not None:
+                    add(f"{key}.{name}", inner)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, inner in enumerate(value):
+                add(f"{key}.{i}", inner)
         else:
             spread[key] = value
+
+    for key, value in values.items():
+        add(key, value)
     return spread
 
 
@@ -356,7 +366,11 @@ def _draw_differences(
     for text, color in zip(twin.get_yticklabels(), colors, strict=True):
         text.set_color(color)
     twin.tick_params(axis="y", length=0)
-    twin.set_ylabel("difference from its baseline [paired 95% CI]", fontsize=9)
+    # A short chart (a few cells) has no room for the label on one line.
+    label = "difference from its baseline [paired 95% CI]"
+    if layout.size < 14:
+        label = "difference from\nits baseline\n[paired 95% CI]"
+    twin.set_ylabel(label, fontsize=9)
 
 
 def row_chart(
@@ -385,6 +399,9 @@ def row_chart(
             _draw_differences(ax, layout, outcome, rows_by_id)
         ax.set_xlabel(xlabel, fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
+        if metric.endswith(("accuracy", "zero_fraction")):  # a share: an interval past [0, 1]
+            left, right = ax.get_xlim()  # (two repeats) says nothing outside it
+            ax.set_xlim(max(left, -0.02), min(right, 1.02))
     for ax in axes[1:]:
         ax.tick_params(axis="y", labelleft=False)
     fig.suptitle(figure_title(outcome, what, width, 9), fontsize=9)
