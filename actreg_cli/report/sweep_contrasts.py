@@ -170,7 +170,7 @@ def _p(value: float) -> str:
     return f"{value:.3f}" if math.isfinite(value) else "-"
 
 
-def contrast_lines(rows: Sequence[dict[str, Any]], limit: int = 12) -> list[str]:
+def contrast_lines(rows: Sequence[dict[str, Any]], limit: int = 8) -> list[str]:
     """The printed block, one line per contrast: 'placement before_activation vs
     after_activation (strength=0.01): +0.003 [-0.005, +0.011], no clear difference'. A setting
     with more than `limit` contrasts (every pair of seven strengths) gets one line pointing to
