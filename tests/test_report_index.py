@@ -192,6 +192,13 @@ def test_compare_takes_runs_sweep_cells_and_tutorial_arms_in_any_mix(
     (c2,) = [line for line in lines if line.startswith("tiny-strength c2: strength 0.1 ")]
     assert "activity l1 0.1 before_activation/batch_mean" in c2
     assert lines[-1] == str(plot) and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The figure (9 entries: the legend beside the axes) is readable at its saved size.
+    from test_report_figures import assert_readable
+
+    from actreg_cli.report.compare import comparison_figure
+
+    mixed = compare_runs([run, study, tutorial])
+    assert_readable(comparison_figure(mixed, mixed.labels), "compare.png")
     comparison = compare_runs([study])  # one sweep alone: its cells side by side
     assert comparison.labels == ["tiny-strength baseline", "tiny-strength c1: strength 0.001",
                                  "tiny-strength c2: strength 0.1"]  # fmt: skip
