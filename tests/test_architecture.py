@@ -20,7 +20,7 @@ RANKS = {
     "tasks": 0, "weights": 0, "stats": 0, "versions": 0, "quiet_tensorflow": 0,
     "custom_regularizers": 0,
     "config": 1, "data": 2, "models": 3, "engines": 4, "study": 5, "report": 6,
-    "cli": 7, "__main__": 8,
+    "api": 7, "cli": 8, "__main__": 9,
 }  # fmt: skip
 MAX_LINES = 600
 MAX_ROOT_MODULES = 8
@@ -91,7 +91,8 @@ def test_no_import_circle():
 
 
 def test_imports_follow_the_flow():
-    """config -> data -> models -> engines -> study -> report -> cli: nothing imports upward."""
+    """config -> data -> models -> engines -> study -> report -> api -> cli: nothing imports
+    upward."""
     wrong = []
     for name, targets in GRAPH.items():
         if part(name) not in RANKS:

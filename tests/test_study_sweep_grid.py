@@ -10,8 +10,8 @@ import yaml
 from conftest import CONFIGS, write_yaml
 from typer.testing import CliRunner
 
+from actreg_cli.api.steps import grid_origins
 from actreg_cli.cli import app
-from actreg_cli.cli.sweep import grid_origins
 from actreg_cli.config import ConfigError, load_sweep, parse_grid_option
 from actreg_cli.study.sweep.grid import expand_grid
 

@@ -49,41 +49,29 @@ def run_command(
 
     The last line printed is the run folder's path.
     """
-    from actreg_cli.config import load_experiment, with_training
+    from actreg_cli.api.steps import prepare_run, train_run
 
     with user_errors():
-        cfg = load_experiment(config, set_ or [])
-        cfg = with_training(cfg, epochs=epochs, repeats=repeats, seed=seed)
-        from actreg_cli.engines import select_engine
-
-        chosen, why = select_engine(engine, [cfg])
-        from actreg_cli.models.plan import check_model
-
-        # Bad data files, layers that do not fit: exit 2 before anything is written.
-        check_model(cfg, str(config))
-    if why:
-        note(why)
+        # Bad config, data files, layers that do not fit: exit 2 before anything is written.
+        prepared = prepare_run(
+            config, set_ or [], epochs=epochs, repeats=repeats, seed=seed, engine=engine
+        )
+    chosen = prepared.engine
+    if prepared.engine_note:
+        note(prepared.engine_note)
     note_first_compile([chosen.name])
-    from actreg_cli.report.run import report_outcome, tutorial_line
-    from actreg_cli.study.run import run_experiment
+    from actreg_cli.report.run import tutorial_line
 
     if chosen.name in TENSORFLOW_ENGINES:
         start_tensorflow()
-    total = cfg.training.epochs * cfg.training.repeats
     folder: list[Path] = []
     with (
         long_work_errors("training", lambda: interrupted_message(folder)),
-        progress_bar(total, f"{cfg.name} [{chosen.name}]") as advance,
+        progress_bar(prepared.model_epochs, f"{prepared.config.name} [{chosen.name}]") as advance,
     ):
-        outcome = run_experiment(
-            cfg,
-            engine=chosen,
-            engine_note=why,
-            runs_dir=runs_dir,
-            progress=advance,
-            on_folder=folder.append,
+        outcome, summary = train_run(
+            prepared, runs_dir=runs_dir, progress=advance, on_folder=folder.append
         )
-        summary = report_outcome(outcome)
     console.print(tutorial_line(summary), highlight=False)
     if summary["n_diverged"]:
         note(

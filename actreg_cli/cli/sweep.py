@@ -77,19 +77,6 @@ AddressOpt = Annotated[
 ]
 
 
-def training_overrides(epochs: int | None, repeats: int | None, seed: int | None) -> list[str]:
-    """--epochs/--repeats/--seed as `--set` items on the base (so cells re-derive from it)."""
-    items = {"epochs": epochs, "repeats": repeats, "seed": seed}
-    return [f"training.{key}={value}" for key, value in items.items() if value is not None]
-
-
-def grid_origins(grid: list[str]) -> dict[str, str]:
-    """Each key given with --grid -> the option that gave it, as errors name it."""
-    from actreg_cli.config import parse_grid_option
-
-    return {parse_grid_option(item)[0]: f"--grid {item!r}" for item in grid}
-
-
 def make_executor(executor: ExecutorName, address: str | None) -> Any:
     from actreg_cli.study.executors import LocalExecutor
 
@@ -261,17 +248,20 @@ def sweep_command(
 
     The last line printed is the sweep folder. Exit code 2: bad input; 1: some cells failed.
     """
-    from actreg_cli.config import load_sweep
-    from actreg_cli.report.sweep import write_outputs
-    from actreg_cli.study.sweep.plan import check_sweep
-    from actreg_cli.study.sweep.run import run_sweep
+    from actreg_cli.api.steps import prepare_sweep, train_sweep
 
-    overrides = [*(set_ or []), *training_overrides(epochs, repeats, seed)]
     with user_errors():
-        sweep = load_sweep(config, overrides, grid or [])
         # Every cell valid before anything heavy is imported (the checks `validate` makes);
         # errors name the file, or the --grid option that gave a key.
-        check_sweep(sweep, str(config), allow_large_grid, origins=grid_origins(grid or []))
+        prepared = prepare_sweep(
+            config,
+            set_ or [],
+            grid or [],
+            epochs=epochs,
+            repeats=repeats,
+            seed=seed,
+            allow_large=allow_large_grid,
+        )
     chosen = make_executor(executor, address)
 
     def on_plan(plan: Any) -> None:
@@ -283,9 +273,7 @@ def sweep_command(
         if executor is ExecutorName.local and to_run & set(TENSORFLOW_ENGINES):
             start_tensorflow()  # before the bar (Ray trains in other processes)
 
-    from actreg_cli.study.sweep.plan import sweep_folder
-
-    folder = sweep_folder(sweep, runs_dir)
+    folder = prepared.folder(runs_dir)
     with (
         long_work_errors(
             "sweep",
@@ -296,19 +284,16 @@ def sweep_command(
         ),
         user_errors(),
     ):
-        outcome = run_sweep(
-            sweep,
-            engine=engine.value,
+        outcome = train_sweep(
+            prepared,
+            engine=engine,
             runs_dir=runs_dir,
             force=force,
             executor=chosen,
             progress=progress_bar,
             on_plan=on_plan,
             allow_large=allow_large_grid,
-            overrides=overrides,
-            origin=str(config),
         )
-        outcome.files = write_outputs(outcome)
 
     print_fitting(*(partial(summary_table, outcome, layout) for layout in LAYOUTS))
     from actreg_cli.report.sweep_contrasts import contrast_lines, contrast_rows

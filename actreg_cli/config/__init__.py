@@ -16,7 +16,8 @@ Modules, in the order they build on each other:
 - validation: set_path, validate_mapping, format_validation_error (one line per error).
 - describe: describe_data, describe_experiment (a config in words).
 - overrides: `--set` and `--grid` parsed and applied; `renamed` for changed experiments.
-- loading: load_experiment, load_sweep, load_any, with_training, resolve_data_path.
+- loading: load_experiment, load_sweep (a file or a dict), load_any, with_training,
+  resolve_data_path.
 """
 
 from actreg_cli.config.base import ConfigError, StrictModel
@@ -39,6 +40,9 @@ from actreg_cli.config.data import (
 from actreg_cli.config.describe import describe_data, describe_experiment
 from actreg_cli.config.experiment import ExperimentConfig, SweepConfig, TrainingConfig
 from actreg_cli.config.loading import (
+    DICT_ORIGIN,
+    ConfigSource,
+    config_origin,
     load_any,
     load_experiment,
     load_sweep,
@@ -80,6 +84,7 @@ from actreg_cli.config.validation import format_validation_error, set_path, vali
 from actreg_cli.config.yaml_io import dump_yaml, read_value, read_yaml_mapping
 
 __all__ = [
+    "DICT_ORIGIN",
     "DATA_SOURCES",
     "FILE_SOURCES",
     "LAYER_KINDS",
@@ -89,6 +94,7 @@ __all__ = [
     "CirclesData",
     "ClassificationData",
     "ConfigError",
+    "ConfigSource",
     "Conv2DLayer",
     "CsvData",
     "DataConfig",
@@ -117,6 +123,7 @@ __all__ = [
     "TrainingConfig",
     "apply_overrides",
     "check_custom_function",
+    "config_origin",
     "describe_data",
     "describe_experiment",
     "dump_yaml",

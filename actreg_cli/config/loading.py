@@ -1,9 +1,14 @@
 """Config files to validated configs: `load_experiment`, `load_sweep` (a sweep file, or an
-experiment file with `--grid`), `load_any`, with `--set` applied; data paths made absolute."""
+experiment file with `--grid`), `load_any`, with `--set` applied; data paths made absolute.
+
+`load_experiment` and `load_sweep` also take a dict (the Python API's `actreg.run({...})`),
+validated as the same mapping read from a file would be; its errors name `DICT_ORIGIN`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,41 +18,65 @@ from actreg_cli.config.overrides import apply_overrides, parse_grid_option, pars
 from actreg_cli.config.validation import validate_mapping
 from actreg_cli.config.yaml_io import read_yaml_mapping
 
+#: A config file's path, or a config as a dict (the Python API).
+ConfigSource = str | os.PathLike[str] | Mapping[str, Any]
+#: What errors in a dict config name instead of a file.
+DICT_ORIGIN = "config dict"
 
-def load_experiment(path: Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read, override and validate an experiment config. Raises ConfigError.
+
+def config_origin(source: ConfigSource) -> str:
+    """What an error in `source` names first: the file's path, or DICT_ORIGIN for a dict."""
+    return DICT_ORIGIN if isinstance(source, Mapping) else str(source)
+
+
+def read_config_source(source: ConfigSource) -> tuple[dict[str, Any], Path]:
+    """The mapping of a config file, or a deep copy of a dict config (the caller's dict is never
+    changed); and the path that relative paths in it are read against: the file, or for a dict
+    a name in the current folder (so `data.path: x.csv` is ./x.csv)."""
+    if isinstance(source, Mapping):
+        return copy.deepcopy(dict(source)), Path.cwd() / DICT_ORIGIN
+    return read_yaml_mapping(Path(source)), Path(source)
+
+
+def load_experiment(path: ConfigSource, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read, override and validate an experiment config (a file, or a dict). Raises ConfigError.
 
     With overrides, the name and description are made to describe what will run (unless the
     overrides set them): see `renamed`.
     """
-    data = read_yaml_mapping(path)
+    data, relative_to = read_config_source(path)
+    origin = config_origin(path)
     if "grid" in data and "base" in data:
         raise ConfigError(
-            [f"{path}: this is a sweep config (it has 'base' and 'grid'); use `actreg sweep`"]
+            [f"{origin}: this is a sweep config (it has 'base' and 'grid'); use `actreg sweep`"]
         )
-    resolve_data_path(data, path)
+    resolve_data_path(data, relative_to)
     overridden = apply_overrides(data, overrides, model=ExperimentConfig)
-    config = validate_mapping(data, ExperimentConfig, str(path), overridden)
+    config = validate_mapping(data, ExperimentConfig, origin, overridden)
     changes = [parse_override(item) for item in overrides]
-    return renamed(config, changes, f"{Path(path).name} with --set {' '.join(overrides)}")
+    return renamed(config, changes, f"{relative_to.name} with --set {' '.join(overrides)}")
 
 
-def load_sweep(path: Path, overrides: Sequence[str] = (), grid: Sequence[str] = ()) -> SweepConfig:
+def load_sweep(
+    path: ConfigSource, overrides: Sequence[str] = (), grid: Sequence[str] = ()
+) -> SweepConfig:
     """Read a sweep config; `--set` keys address the base experiment (e.g. training.epochs=5).
 
     path: a sweep file (`base:` a mapping, or the path of an experiment file relative to the
       sweep file), or an experiment file when `grid` is given (Hydra-style multirun: the file is
-      the base, the sweep is named `<name>-<swept keys>` so that re-running it resumes).
+      the base, the sweep is named `<name>-<swept keys>` so that re-running it resumes); or
+      either as a dict (relative paths in it are read from the current folder).
     grid: `--grid KEY=V1,V2,...` items (see `parse_grid_option`); they add keys to, or replace
       keys of, the file's grid.
     """
-    data = read_yaml_mapping(path)
+    data, relative_to = read_config_source(path)
+    origin = config_origin(path)
     is_sweep_file = "grid" in data or "base" in data
     if not is_sweep_file:
         if not grid:
             raise ConfigError(
                 [
-                    f"{path}: an experiment config, not a sweep: give the values to sweep with "
+                    f"{origin}: an experiment config, not a sweep: give the values to sweep with "
                     "--grid KEY=V1,V2 (e.g. --grid regularizers.0.strength=1e-5,1e-4), or train "
                     "it once with `actreg run`"
                 ]
@@ -55,15 +84,15 @@ def load_sweep(path: Path, overrides: Sequence[str] = (), grid: Sequence[str] = 
         data = {"base": data, "grid": {}}
     elif "grid" not in data and not grid:
         raise ConfigError(
-            [f"{path}: a sweep config needs a 'grid' mapping (dotted key: list of values)"]
+            [f"{origin}: a sweep config needs a 'grid' mapping (dotted key: list of values)"]
         )
     if isinstance(data.get("base"), str):
-        data["base"] = _base_from_file(Path(path), data["base"])
+        data["base"] = _base_from_file(relative_to, data["base"], origin)
     data.setdefault("base", {})
     if isinstance(data["base"], dict):
-        resolve_data_path(data["base"], path)
+        resolve_data_path(data["base"], relative_to)
     if not isinstance(data.get("grid", {}), dict):
-        raise ConfigError([f"{path}: grid must be a mapping (dotted key: list of values)"])
+        raise ConfigError([f"{origin}: grid must be a mapping (dotted key: list of values)"])
     data.setdefault("grid", {})
     for item in grid:
         key, values = parse_grid_option(item)
@@ -73,19 +102,20 @@ def load_sweep(path: Path, overrides: Sequence[str] = (), grid: Sequence[str] = 
         keys = "-".join(k.split(".")[-1] for k in data["grid"])
         data["name"] = f"{base_name}-{keys}"
     overridden = apply_overrides(data, overrides, model=SweepConfig, prefix="base.")
-    return validate_mapping(data, SweepConfig, str(path), overridden)
+    return validate_mapping(data, SweepConfig, origin, overridden)
 
 
-def _base_from_file(sweep_path: Path, name: str) -> dict[str, Any]:
+def _base_from_file(sweep_path: Path, name: str, origin: str) -> dict[str, Any]:
     """`base: experiment.yaml` of a sweep file: that file's mapping, validated on its own first
-    so that its errors name it (relative paths are read from the sweep file's folder)."""
+    so that its errors name it (relative paths are read from the sweep file's folder; `origin`
+    names the sweep)."""
     base_path = Path(name)
     if not base_path.is_absolute():
         base_path = sweep_path.parent / base_path
     data = read_yaml_mapping(base_path)
     if "grid" in data or "base" in data:
         raise ConfigError(
-            [f"{sweep_path}: base: {name} is a sweep config; it must name an experiment config"]
+            [f"{origin}: base: {name} is a sweep config; it must name an experiment config"]
         )
     resolve_data_path(data, base_path)
     validate_mapping(data, ExperimentConfig, str(base_path))
@@ -105,10 +135,12 @@ def resolve_data_path(experiment: dict[str, Any], config_path: Path) -> None:
     """A data file's relative `path` is relative to the config file's folder: make it absolute
     (so the saved, resolved config names the file that was read)."""
     section = experiment.get("data")
-    if isinstance(section, dict) and isinstance(section.get("path"), str):
+    if isinstance(section, dict) and isinstance(section.get("path"), str | os.PathLike):
         file = Path(section["path"]).expanduser()
         if not file.is_absolute():
             section["path"] = str((Path(config_path).parent / file).resolve())
+        elif not isinstance(section["path"], str):
+            section["path"] = str(section["path"])  # a Path object in a dict config
 
 
 def with_training(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:

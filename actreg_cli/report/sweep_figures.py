@@ -175,7 +175,8 @@ def sweep_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> An
         figure_title(outcome, f"{metric_label(main)}, {repeats} repeats per cell", 7.5, 9),
         fontsize=9,
     )
-    ax.legend(fontsize=8, loc="best")
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn when every cell failed
+        ax.legend(fontsize=8, loc="best")
     return fig
 
 
@@ -205,7 +206,8 @@ def sparsity_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
     _draw_lines(ax_zero, outcome, rows_by_id, "zero_fraction", x_key)
     ax_zero.set_ylabel("fraction of activations exactly 0")
     fig.suptitle(figure_title(outcome, f"activations of {layer}", 12, 10), fontsize=10)
-    ax_zero.legend(fontsize=8, loc="best")
+    if ax_zero.get_legend_handles_labels()[0]:
+        ax_zero.legend(fontsize=8, loc="best")
     return fig
 
 

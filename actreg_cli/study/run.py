@@ -95,6 +95,18 @@ def run_samples(
     return kept_samples(results, job_dataset(config, seeds[0]))
 
 
+def invocation() -> str:
+    """What started this process, as run.yaml and sweep.yaml record it: `actreg ARGS...` from
+    the command line (the `actreg` script or `python -m actreg_cli`), else `python PROGRAM
+    ARGS...` (a notebook or script using the Python API, `import actreg`)."""
+    if not sys.argv:
+        return ""
+    program = Path(sys.argv[0]).name
+    if program == "actreg" or sys.argv[0].endswith(("actreg_cli/__main__.py", "actreg_cli")):
+        return " ".join(["actreg", *sys.argv[1:]])
+    return " ".join(["python (the actreg API)", *sys.argv])
+
+
 def engine_target(engine: str) -> dict[str, str] | None:
     """The CPU the cpu engine's loops were compiled for (engines/cpu/target.py), None for the
     other engines (TensorFlow and XLA pick their own code paths)."""
@@ -120,7 +132,7 @@ def run_metadata(
         "versions": library_versions(),
         "machine": machine_info(),
         "compiled_for": engine_target(engine),
-        "command": " ".join(["actreg", *sys.argv[1:]]) if sys.argv else "",
+        "command": invocation(),
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
 

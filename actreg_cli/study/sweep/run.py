@@ -5,7 +5,6 @@ moment its chunk comes back (`run_sweep`), and a study's outcome rebuilt from it
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -62,7 +61,7 @@ class SweepOutcome:
 
 def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
     """The contents of sweep.yaml: what was asked, what each cell is, and what ran it."""
-    from actreg_cli.study.run import engine_target
+    from actreg_cli.study.run import engine_target, invocation
     from actreg_cli.versions import library_versions, machine_info
 
     base = plan.sweep.base
@@ -74,7 +73,7 @@ def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
         "backends": plan.backends,
         "overrides": plan.overrides,
         "store": str(plan.store_folder / "cells"),
-        "command": " ".join(["actreg", *sys.argv[1:]]),
+        "command": invocation(),
         "versions": library_versions(),
         "machine": machine_info(),
         "compiled_for": {
