@@ -8,6 +8,8 @@ takes 70-100 ms an epoch on the 2-core machine, which bounds how many configs th
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -80,10 +82,16 @@ def fused_tutorial_results():
     return dict(zip(TUTORIAL_CASES, FusedEngine().train(jobs), strict=True))
 
 
+@functools.cache
+def keras_tutorial_result(case: str):
+    """The keras engine's training of a tutorial case (100 epochs of model.fit, ~10 s): the
+    reference the fused and the cpu engines are both held to, trained once per session."""
+    return KerasEngine().train([TrainJob(experiment(TUTORIAL_CASES[case]), SEED)])[0]
+
+
 @pytest.mark.parametrize("case", list(TUTORIAL_CASES))
 def test_tutorial_variants_match_keras(case, fused_tutorial_results) -> None:
-    keras = KerasEngine().train([TrainJob(experiment(TUTORIAL_CASES[case]), SEED)])[0]
-    assert_same_training(fused_tutorial_results[case], keras)
+    assert_same_training(fused_tutorial_results[case], keras_tutorial_result(case))
 
 
 @pytest.mark.parametrize(
