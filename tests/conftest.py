@@ -24,6 +24,19 @@ BOUNDED = settings(
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_reaches_the_tests():
+    """A suite started as a background job of a non-interactive shell (`pytest &` in a script)
+    inherits SIGINT ignored, and Python then keeps it ignored: the Ctrl-C tests would wait for
+    ever. They test what a user's Ctrl-C does, so the default handling is put back (children
+    started by the tests then get SIGINT's default too)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+
+
 def invoke(*args):
     """`actreg ARGS...` through typer's CliRunner (paths and numbers as strings)."""
     from typer.testing import CliRunner

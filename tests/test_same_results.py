@@ -50,7 +50,8 @@ def reference_tree(tmp: Path) -> Path | None:
 def run_all(code: Path, runs: Path, numba_cache: Path | None = None) -> None:
     """Run COMMANDS with the actreg_cli under `code`; numba_cache: where that code's compiled
     cpu-engine loops go (None: Numba's default, beside the module, shared with other tests)."""
-    env = dict(os.environ, PYTHONPATH=str(code), COLUMNS="200")
+    # The reference compiled the cpu engine's loops for this host; so does this tree here.
+    env = dict(os.environ, PYTHONPATH=str(code), COLUMNS="200", ACTREG_CPU_TARGET="native")
     if numba_cache is not None:
         env["NUMBA_CACHE_DIR"] = str(numba_cache)
     for args in COMMANDS.values():
