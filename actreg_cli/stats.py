@@ -49,7 +49,10 @@ def describe(
         return {"mean": nan, "std": nan, "ci_low": nan, "ci_high": nan, "n": 0, "values": raw}
     mean = float(finite.mean())
     std = float(finite.std(ddof=1)) if n > 1 else 0.0
-    half = t_quantile(confidence, n - 1) * std * math.sqrt(1.0 / n + overlap) if n > 1 else nan
+    half = nan
+    if n > 1:  # without overlap exactly the ordinary expression (results stay bit-identical)
+        t = t_quantile(confidence, n - 1)
+        half = t * std / math.sqrt(n) if not overlap else t * std * math.sqrt(1.0 / n + overlap)
     return {
         "mean": mean,
         "std": std,
@@ -78,8 +81,11 @@ def difference(
     diff = float(xa.mean() - xb.mean())
     if xa.size < 2 or xb.size < 2:
         return {"diff": diff, "ci_low": nan, "ci_high": nan, "p": nan}
-    va = xa.var(ddof=1) * (1.0 / xa.size + overlap)
-    vb = xb.var(ddof=1) * (1.0 / xb.size + overlap)
+    if not overlap:
+        va, vb = xa.var(ddof=1) / xa.size, xb.var(ddof=1) / xb.size
+    else:
+        va = xa.var(ddof=1) * (1.0 / xa.size + overlap)
+        vb = xb.var(ddof=1) * (1.0 / xb.size + overlap)
     se = math.sqrt(va + vb)
     if se == 0.0:
         return {"diff": diff, "ci_low": diff, "ci_high": diff, "p": nan}
@@ -117,7 +123,8 @@ def paired_difference(
     mean = float(d.mean())
     if n < 2:
         return {"diff": mean, "ci_low": nan, "ci_high": nan, "p": nan, "n": n}
-    se = float(d.std(ddof=1)) * math.sqrt(1.0 / n + overlap)
+    sd = float(d.std(ddof=1))
+    se = sd / math.sqrt(n) if not overlap else sd * math.sqrt(1.0 / n + overlap)
     if se == 0.0:
         return {"diff": mean, "ci_low": mean, "ci_high": mean, "p": nan, "n": n}
     half = t_quantile(confidence, n - 1) * se

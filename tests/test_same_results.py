@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -51,12 +52,17 @@ def run_all(code: Path, runs: Path, numba_cache: Path | None = None) -> None:
     """Run COMMANDS with the actreg_cli under `code`; numba_cache: where that code's compiled
     cpu-engine loops go (None: Numba's default, beside the module, shared with other tests)."""
     # The reference compiled the cpu engine's loops for this host; so does this tree here.
-    env = dict(os.environ, PYTHONPATH=str(code), COLUMNS="200", ACTREG_CPU_TARGET="native")
+    # `-S` skips site-packages' .pth files: an editable install's import hook would otherwise
+    # load this checkout's actreg_cli whatever PYTHONPATH says; the packages themselves are
+    # put on the path by hand, after `code`.
+    path = os.pathsep.join([str(code), *site.getsitepackages()])
+    env = dict(os.environ, PYTHONPATH=path, COLUMNS="200", ACTREG_CPU_TARGET="native")
     if numba_cache is not None:
         env["NUMBA_CACHE_DIR"] = str(numba_cache)
     for args in COMMANDS.values():
         done = subprocess.run(
-            [sys.executable, "-m", "actreg_cli", *args, "--runs-dir", str(runs)],
+            [sys.executable, "-S", "-m", "actreg_cli", *args, "--runs-dir", str(runs)],
+            cwd=runs.parent,  # not this checkout: `-m` puts the working folder first on the path
             env=env,
             capture_output=True,
             text=True,
