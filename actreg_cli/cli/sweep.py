@@ -300,11 +300,13 @@ def sweep_command(
 
     contrasts = contrast_lines(contrast_rows(outcome))
     if contrasts:
-        console.print(
-            "\nContrasts (one setting changed, the rest equal; a - b, paired 95% CI, "
-            "Holm within each setting):",
-            highlight=False,
+        import textwrap
+
+        heading = (
+            "Contrasts (one setting changed, the rest equal; a - b, paired 95% CI, Holm within "
+            "each setting):"
         )
+        print("\n" + "\n".join(textwrap.wrap(heading, width=max(20, console.width))))
         for line in contrasts:
             print_item(line)
     print(outcome.folder)
