@@ -66,21 +66,45 @@ def output_units(task: Task | str, n_classes: int, n_features: int = 1) -> int:
     return n_features if task is Task.reconstruction else 1
 
 
-def history_columns(task: Task | str) -> tuple[str, str, str, str]:
-    """Columns of TrainResult.history, in Keras's History names."""
+def history_columns(task: Task | str, validation: bool = False) -> tuple[str, ...]:
+    """Columns of TrainResult.history: loss and the task's metric (Keras's History names, the
+    training batches' averages), test_* on the test set, then with a validation set val_* on
+    it (Keras's names for `validation_data`). Run folders written before there was a
+    validation set name their test columns val_* (`legacy_history_names`)."""
     metric = spec(task).history_metric
-    return ("loss", metric, "val_loss", f"val_{metric}")
+    columns = ("loss", metric, "test_loss", f"test_{metric}")
+    return columns + (("val_loss", f"val_{metric}") if validation else ())
 
 
-def result_fields(task: Task | str) -> tuple[str, ...]:
-    """The scalar results of one training, as stored in repeats.csv and summarised."""
+def legacy_history_names(columns: list[str]) -> list[str]:
+    """A history file's column names as they are read now: in a file without test_* columns
+    (written before validation sets existed) val_* were computed on the test set."""
+    if "test_loss" in columns or "val_loss" not in columns:
+        return columns
+    return ["test_" + c.removeprefix("val_") if c.startswith("val_") else c for c in columns]
+
+
+#: repeats.csv columns of a run with early stopping: the epoch training stopped at (1-based,
+#: 0 when it ran every epoch) and the epoch whose weights it kept or, without restore, the best
+#: one (1-based), Keras's EarlyStopping.stopped_epoch and best_epoch plus one.
+EARLY_STOPPING_FIELDS = ("stopped_epoch", "best_epoch")
+
+
+def result_fields(
+    task: Task | str, validation: bool = False, early_stopping: bool = False
+) -> tuple[str, ...]:
+    """The scalar results of one training, as stored in repeats.csv and summarised; with a
+    validation set also its loss and history metric on the final weights."""
     metrics = spec(task).final_metrics
+    val = ("val_loss", f"val_{spec(task).history_metric}") if validation else ()
     return (
         *(f"{split}_{m}" for m in metrics for split in ("train", "test")),
         "train_loss",
         "test_loss",
+        *val,
         "mean_activation",
         "zero_fraction",
+        *(EARLY_STOPPING_FIELDS if early_stopping else ()),
     )
 
 
@@ -89,7 +113,7 @@ ALL_METRIC_FIELDS = tuple(
     dict.fromkeys(
         f"{split}_{m}" for t in Task for m in spec(t).final_metrics for split in ("train", "test")
     )
-)
+) + ("val_accuracy", "val_mae")
 
 
 def final_metrics(task: Task | str, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, float]:

@@ -11,7 +11,7 @@ Modules, in the order they build on each other:
 - data: the data section, one schema per source (DataConfig, FILE_SOURCES).
 - regularizers: Target, Norm, Placement, Reduction, PenaltyConfig, RegularizerConfig, custom functions.
 - model: the layer schemas and ModelConfig (MLP shorthand or a list of layers).
-- experiment: TrainingConfig, ExperimentConfig, SweepConfig.
+- experiment: TrainingConfig, EarlyStoppingConfig, ExperimentConfig, SweepConfig.
 - yaml_io: YAML read safely (duplicate keys, alias bombs, nesting) and written back.
 - validation: set_path, validate_mapping, format_validation_error (one line per error).
 - describe: describe_data, describe_experiment (a config in words).
@@ -38,7 +38,12 @@ from actreg_cli.config.data import (
     TaskName,
 )
 from actreg_cli.config.describe import describe_data, describe_experiment
-from actreg_cli.config.experiment import ExperimentConfig, SweepConfig, TrainingConfig
+from actreg_cli.config.experiment import (
+    EarlyStoppingConfig,
+    ExperimentConfig,
+    SweepConfig,
+    TrainingConfig,
+)
 from actreg_cli.config.loading import (
     DICT_ORIGIN,
     ConfigSource,
@@ -121,6 +126,7 @@ __all__ = [
     "TaskName",
     "Target",
     "TrainingConfig",
+    "EarlyStoppingConfig",
     "apply_overrides",
     "check_custom_function",
     "config_origin",

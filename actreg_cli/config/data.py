@@ -30,6 +30,9 @@ class TaskName(str, Enum):
     reconstruction = "reconstruction"  # an autoencoder: the target is the input; MSE, MAE
 
 
+#: data.validation_fraction when it is not given (and the split is not the tutorial's n_train)
+DEFAULT_VALIDATION_FRACTION = 0.2
+
 Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 SampleCount = Annotated[PositiveInt, Field(le=MAX_SAMPLES)]
 
@@ -43,6 +46,13 @@ class _DataBase(StrictModel):
     `standardize` scales each feature (and a regression target) to mean 0, std 1 with the
     statistics of the training rows only. `resample: true` draws a new split (and, for
     generated data, a new sample) for every repeat from the repeat's seed.
+
+    Validation: `validation_fraction` of the training rows (rounded; stratified like the test
+    split, seeded by `split_seed` in a stream of its own, redrawn with `resample`) are held
+    out of fitting, standardizing and imputing and evaluated after every epoch (history's
+    val_* columns): what a sweep's best cell and early stopping are chosen on, so that the
+    test set is only reported. Default 0.2, except 0 for the tutorial's fixed `n_train` split
+    (the published experiment has no validation set).
     """
 
     name: str  # the source; each subclass narrows it to its Literal (first in saved configs)
@@ -53,6 +63,8 @@ class _DataBase(StrictModel):
     stratify: bool = True  # classification: keep class proportions in train and test
     standardize: bool = True  # scale features (and a regression target) on train statistics
     resample: bool = False  # a new split (and generated sample) for every repeat
+    # share of the training rows held out for validation (default 0.2; 0 with n_train)
+    validation_fraction: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None
     # How a model sees one sample: [features] (flat, the default), [steps, features] (a
     # sequence, for an lstm layer) or [height, width, channels] (an image, for conv2d); the
     # flat features are reshaped in row-major order, e.g. digits' 64 pixels as [8, 8, 1].
@@ -72,6 +84,13 @@ class _DataBase(StrictModel):
         return 0.3 if self.test_fraction is None else self.test_fraction
 
     @property
+    def effective_validation_fraction(self) -> float:
+        """validation_fraction, or its default: 0 for a fixed `n_train` split, else 0.2."""
+        if self.validation_fraction is not None:
+            return self.validation_fraction
+        return 0.0 if self.uses_first_n_train else DEFAULT_VALIDATION_FRACTION
+
+    @property
     def overlapping_resamples(self) -> float:
         """n_test / n_train when the repeats' training sets are drawn from one pool of rows
         (`resample` on a bundled table or a file: every repeat splits the same rows anew, so
@@ -80,8 +99,9 @@ class _DataBase(StrictModel):
         Bengio's corrected resampled t adds to 1/J in the variance of a mean over J repeats."""
         if not self.resample or isinstance(self, _GeneratedBase):
             return 0.0
+        # n_test / n_train with the rows that fit (the validation rows come out of training)
         fraction = self.effective_test_fraction
-        return fraction / (1.0 - fraction)
+        return fraction / ((1.0 - fraction) * (1.0 - self.effective_validation_fraction))
 
 
 class _GeneratedBase(_DataBase):

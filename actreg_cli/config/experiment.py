@@ -10,6 +10,7 @@ from pydantic import Field, PrivateAttr, StrictBool, model_validator
 from actreg_cli.config.base import (
     MAX_EPOCHS,
     MAX_REPEATS,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
@@ -18,6 +19,29 @@ from actreg_cli.config.base import (
 from actreg_cli.config.data import CirclesData, DataConfig, TaskName
 from actreg_cli.config.model import LstmLayer, ModelConfig, check_lstm_placement
 from actreg_cli.config.regularizers import PenaltyConfig, RegularizerConfig, Target
+
+
+class EarlyStoppingConfig(StrictModel):
+    """Keras's EarlyStopping callback, with its semantics (engines/base.py `early_stopping`):
+    after each epoch from `start_from_epoch` (0-based) on, `monitor` on the validation set
+    improves when it beats the best so far by more than `min_delta` (lower for losses and
+    mae, higher for accuracy under mode auto); training stops once `patience` epochs in a row
+    brought no improvement, and `restore_best_weights` puts back the best epoch's weights
+    (the final metrics are then those of that epoch). Needs a validation set."""
+
+    monitor: Literal["val_loss", "val_accuracy", "val_mae"] = "val_loss"
+    patience: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 20
+    min_delta: NonNegativeFloat = 0.0
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best_weights: StrictBool = True
+    start_from_epoch: Annotated[int, Field(ge=0, le=MAX_EPOCHS)] = 0
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Keras's choice of monitor_op: mode, or under auto: accuracy up, loss and mae down."""
+        if self.mode != "auto":
+            return self.mode == "max"
+        return self.monitor == "val_accuracy"
 
 
 class TrainingConfig(StrictModel):
@@ -30,6 +54,8 @@ class TrainingConfig(StrictModel):
     shuffle: StrictBool = True
     seed: NonNegativeInt = 0  # drives initial weights and shuffling of every repeat
     repeats: Annotated[PositiveInt, Field(le=MAX_REPEATS)] = 1  # trainings from derived seeds
+    # stop each model when its validation metric stops improving (None: train every epoch)
+    early_stopping: EarlyStoppingConfig | None = None
 
 
 class ExperimentConfig(StrictModel):
@@ -52,6 +78,17 @@ class ExperimentConfig(StrictModel):
         if isinstance(section, dict) and "name" not in section:
             data = {**data, "data": {"name": "circles", **section}}
         return data
+
+    @model_validator(mode="after")
+    def _early_stopping_has_a_validation_set(self) -> ExperimentConfig:
+        if self.training.early_stopping is not None:
+            if self.data.effective_validation_fraction == 0:
+                raise ValueError(
+                    "training.early_stopping watches the validation set, and this config has "
+                    "none (data.validation_fraction is 0, the default with data.n_train); set "
+                    "data.validation_fraction, e.g. 0.2"
+                )
+        return self
 
     @model_validator(mode="after")
     def _regularized_layers_exist(self) -> ExperimentConfig:
@@ -81,6 +118,20 @@ class ExperimentConfig(StrictModel):
             if isinstance(layer, LstmLayer):
                 check_lstm_placement(reg, f"regularizers.{i}")
         return self
+
+    @property
+    def has_validation(self) -> bool:
+        """A validation set is held out (data.validation_fraction > 0)."""
+        return self.data.effective_validation_fraction > 0
+
+    @property
+    def result_options(self) -> dict[str, bool]:
+        """What tasks.result_fields and history_columns add for this config: validation
+        columns, early-stopping epochs."""
+        return {
+            "validation": self.has_validation,
+            "early_stopping": self.training.early_stopping is not None,
+        }
 
     def layer_regularizers(self, index: int) -> list[PenaltyConfig]:
         """The penalties on layer `index` (of hidden_units, or of model.layers): the layer's

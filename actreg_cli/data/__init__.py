@@ -93,6 +93,18 @@ class Dataset:
     feature_names: tuple[str, ...] = field(default=())
     input_shape_: tuple[int, ...] | None = None  # None: flat, (n_features,)
     record: dict[str, Any] | None = None  # a data file's facts (Samples.record)
+    # The validation rows (data.validation_fraction), shaped like x_train / y_train; no rows
+    # when there is no validation set (the tutorial's split).
+    x_val: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    y_val: np.ndarray = field(default_factory=lambda: np.zeros((0, 1), np.float32))
+
+    @property
+    def n_val(self) -> int:
+        return int(self.x_val.shape[0])
+
+    @property
+    def has_validation(self) -> bool:
+        return self.n_val > 0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -120,6 +132,7 @@ class Dataset:
             "task": self.task.value,
             "n_train": self.n_train,
             "n_test": self.n_test,
+            "n_val": self.n_val,
             "n_features": self.n_features,
         }
         if self.input_shape_ is not None:
@@ -132,7 +145,10 @@ class Dataset:
             pass
         elif self.task is not Task.regression:
             names = self.class_names or tuple(str(k) for k in range(self.n_classes))
-            for split, y in (("train", self.y_train), ("test", self.y_test)):
+            sets = [("train", self.y_train), ("test", self.y_test)]
+            if self.has_validation:
+                sets.append(("val", self.y_val))
+            for split, y in sets:
                 counts = np.bincount(y[:, 0].astype(np.int64), minlength=self.n_classes)
                 out[f"class_counts_{split}"] = {
                     name: int(c) for name, c in zip(names, counts, strict=True)
@@ -193,7 +209,10 @@ def _load(config_json: str, seed: int | None, stamp: tuple[int, int, int] | None
     dataset = make_dataset(
         config, read(config_json, seed if _generated(config) else None, stamp), seed
     )
-    for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+    for array in (
+        dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, dataset.x_val,
+        dataset.y_val,
+    ):  # fmt: skip
         array.setflags(write=False)  # cached and shared between runs: nobody may modify it
     return dataset
 

@@ -58,41 +58,52 @@ def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Data
             f"{samples.origin}: the split leaves {len(train)} training and {len(test)} test "
             f"samples of {len(y_raw)}; both need at least one (data.test_fraction)"
         )
+    train, val = validation_split(config, train, y, task, seed, samples.origin)
     if spec(task).is_classification and len(np.unique(y[train])) < 2:
         raise DataError(
             f"{samples.origin}: the training rows hold one class only; a classifier needs two "
             f"or more (check data.target, the split, or data.test_fraction)"
         )
     feature_names = samples.feature_names
+    # Validation and test rows are scaled and encoded with what the training rows hold: they
+    # go through as one block of held-out rows, validation rows first.
+    held_out = np.concatenate([val, test])
     if samples.table is None:
-        x_train, x_test = x_all[train], x_all[test]
+        x_train, x_held = x_all[train], x_all[held_out]
     else:  # text or missing cells: encoded with what the training rows hold (encode.py)
         from actreg_cli.data.encode import encode_table
 
-        x_train, x_test, feature_names = encode_table(samples.table, train, test, samples.origin)
+        x_train, x_held, feature_names = encode_table(
+            samples.table, train, held_out, samples.origin
+        )
         input_shape = check_input_shape(config, samples.origin, x_train.shape[1])
-    y_train, y_test = y[train], y[test]
+    y_train, y_held = y[train], y[held_out]
     record = samples.record
     # A data file's samples are not cached (data/__init__.py): let them go before the scaled
     # and float32 copies are made, so that a large table is not held three times.
     del samples, x_all
     target_scale = (0.0, 1.0)
     if config.standardize:
-        x_train, x_test = standardize(x_train, x_test)
+        x_train, x_held = standardize(x_train, x_held)
         if task is Task.regression:
             mean, std = float(y_train.mean()), float(y_train.std())
             std = std if std > 0 else 1.0
-            y_train, y_test = (y_train - mean) / std, (y_test - mean) / std
+            y_train, y_held = (y_train - mean) / std, (y_held - mean) / std
             target_scale = (mean, std)
+    n_val = len(val)
+    x_val, x_test = x_held[:n_val], x_held[n_val:]
+    y_val, y_test = y_held[:n_val], y_held[n_val:]
     f32 = np.float32
     if task is Task.reconstruction:
-        y_train, y_test = x_train, x_test
+        y_train, y_val, y_test = x_train, x_val, x_test
     n_targets = x_train.shape[1] if task is Task.reconstruction else 1
     return Dataset(
         x_train=np.ascontiguousarray(x_train, dtype=f32),
         y_train=np.asarray(y_train, dtype=f32).reshape(-1, n_targets),
         x_test=np.ascontiguousarray(x_test, dtype=f32),
         y_test=np.asarray(y_test, dtype=f32).reshape(-1, n_targets),
+        x_val=np.ascontiguousarray(x_val, dtype=f32),
+        y_val=np.asarray(y_val, dtype=f32).reshape(-1, n_targets),
         task=task,
         n_classes=n_classes,
         class_names=class_names,
@@ -101,6 +112,33 @@ def make_dataset(config: DataConfig, samples: Samples, seed: int | None) -> Data
         input_shape_=input_shape,
         record=record,
     )
+
+
+def validation_split(
+    config: DataConfig, train: np.ndarray, y: np.ndarray, task: Task, seed: int | None, origin: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows less the validation rows, and the validation rows (sorted indices into
+    the samples): `validation_fraction` of `train`, stratified like the test split, drawn from
+    a stream of its own (`split_seed`, or the repeat's data seed under resample), so the test
+    rows are the same with or without a validation set."""
+    fraction = config.effective_validation_fraction
+    if fraction == 0:
+        return train, train[:0]
+    base = config.split_seed if seed is None else seed
+    stream = int(np.random.SeedSequence([base, VALIDATION_STREAM]).generate_state(1)[0])
+    stratify = config.stratify and spec(task).is_classification
+    fit, val = shuffled_split(len(train), fraction, stream, y[train] if stratify else None)
+    if len(fit) == 0 or len(val) == 0:
+        raise DataError(
+            f"{origin}: data.validation_fraction {fraction} of the {len(train)} training rows "
+            f"leaves {len(fit)} to train on and {len(val)} to validate; both need at least "
+            f"one (set data.validation_fraction: 0 for no validation set)"
+        )
+    return train[fit], train[val]
+
+
+#: Seeds the validation rows' draw apart from the test split's (SeedSequence entropy).
+VALIDATION_STREAM = 0x7A11D
 
 
 def check_input_shape(config: DataConfig, origin: str, n_features: int) -> tuple[int, ...] | None:

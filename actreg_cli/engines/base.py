@@ -10,13 +10,13 @@ import math
 import os
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from actreg_cli.config import ExperimentConfig
+from actreg_cli.config import EarlyStoppingConfig, ExperimentConfig
 from actreg_cli.data import job_dataset
-from actreg_cli.tasks import ALL_METRIC_FIELDS, Task, final_metrics, result_fields
+from actreg_cli.tasks import ALL_METRIC_FIELDS, Task, final_metrics, result_fields, spec
 
 #: TrainResult.history's columns for a task: tasks.history_columns (Keras's History names).
 #: The scalar results stored and summarised for a task: tasks.result_fields.
@@ -44,10 +44,12 @@ class TrainJob:
 class TrainResult:
     """One trained model.
 
-    history: float64 [epochs, 4], columns tasks.history_columns(task): loss and the task's
-      metric (accuracy, or mae for regression) as Keras's epoch averages over the training
-      batches, each measured before its own update; val_* are measured on the test set with the
-      end-of-epoch weights. Losses include the penalties.
+    history: float64 [epochs, 4] or, with a validation set, [epochs, 6]; columns
+      tasks.history_columns(task, validation): loss and the task's metric (accuracy, or mae for
+      regression) as Keras's epoch averages over the training batches, each measured before its
+      own update; test_* on the test set and val_* on the validation set, both with the
+      end-of-epoch weights. Losses include the penalties. With early stopping the history ends
+      at the epoch training stopped.
     train_/test_loss: evaluated on the final weights (the tutorial's `model.evaluate`), each set
       as one batch; penalties included.
     train_/test_<metric>: the task's final metrics (tasks.final_metrics) on the final weights:
@@ -55,6 +57,10 @@ class TrainResult:
       does not have stay NaN.
     mean_activation, zero_fraction: over the test set, of the output (after the activation) of
       hidden layer `config.probe_layer`: its mean, and the fraction of exact zeros.
+    val_loss, val_<metric>: with a validation set, history's val_* of the final weights (the
+      last epoch's, or the restored best epoch's).
+    stopped_epoch, best_epoch: with early stopping (1-based; 0: it ran every epoch), Keras's
+      EarlyStopping.stopped_epoch + 1 and best_epoch + 1 (`early_stopping`).
     diverged: a loss became non-finite or huge (`has_diverged`); accuracies are then NaN.
     output_sample: float32 [OUTPUT_SAMPLE_ROWS, output units]: the network's outputs on the
       first test samples (an autoencoder's reconstructions), or None if the engine keeps none.
@@ -77,6 +83,11 @@ class TrainResult:
     test_mae: float = math.nan
     train_r2: float = math.nan
     test_r2: float = math.nan
+    val_loss: float = math.nan
+    val_accuracy: float = math.nan
+    val_mae: float = math.nan
+    stopped_epoch: int = 0
+    best_epoch: int = 0
     output_sample: np.ndarray | None = None
     probe_sample: np.ndarray | None = None
 
@@ -85,9 +96,21 @@ class TrainResult:
         for name, value in final_metrics(task, y_true, outputs).items():
             setattr(self, f"{split}_{name}", value)
 
-    def values(self, task: Task) -> dict[str, float]:
+    def values(
+        self, task: Task, validation: bool = False, early_stopping: bool = False
+    ) -> dict[str, float]:
         """The task's result fields (tasks.result_fields) and their values."""
-        return {name: float(getattr(self, name)) for name in result_fields(task)}
+        names = result_fields(task, validation, early_stopping)
+        return {name: float(getattr(self, name)) for name in names}
+
+    def set_validation_results(self, task: Task, kept_epoch: int | None = None) -> None:
+        """val_loss and val_<metric> from history's val_* columns at `kept_epoch` (0-based: the
+        epoch whose weights training ended with), by default the last epoch."""
+        if self.history.shape[1] < 6:
+            return
+        row = self.history[-1 if kept_epoch is None else kept_epoch]
+        self.val_loss = float(row[4])
+        setattr(self, f"val_{spec(task).history_metric}", float(row[5]))
 
 
 class Engine(Protocol):
@@ -135,9 +158,12 @@ DIVERGENCE_FACTOR = 1000.0
 def has_diverged(history: np.ndarray, train_loss: float, test_loss: float) -> bool:
     """The divergence definition (see DIVERGENCE_FACTOR) for one run.
 
-    history: [epochs, 4], columns tasks.history_columns(task); train_loss/test_loss: on the final weights.
+    history: [epochs, 4 or 6], columns tasks.history_columns(task, validation); train_loss and
+    test_loss: on the final weights.
     """
-    losses = np.concatenate([np.asarray(history)[:, [0, 2]].ravel(), [train_loss, test_loss]])
+    history = np.asarray(history)
+    loss_columns = [0, 2, 4] if history.shape[1] >= 6 else [0, 2]
+    losses = np.concatenate([history[:, loss_columns].ravel(), [train_loss, test_loss]])
     if not np.all(np.isfinite(losses)):
         return True
     limit = DIVERGENCE_FACTOR * max(float(history[0, 0]), 1.0)
@@ -158,18 +184,70 @@ def ratio(total, count) -> np.ndarray:
     return np.asarray(total, dtype=np.float32) / np.float32(count)
 
 
-def history_from_totals(rows: np.ndarray, n_train: int, n_test: int) -> np.ndarray:
-    """TrainResult.history, float64 [E, 4], from rows float32 [E+1, 4] (see
-    `result_from_totals`): epoch e's train columns from rows[e], its val_* from rows[e+1]."""
-    return np.stack(
-        [
-            ratio(rows[:-1, 0], n_train),
-            ratio(rows[:-1, 1], n_train),
-            ratio(rows[1:, 2], n_test),
-            ratio(rows[1:, 3], n_test),
-        ],
-        axis=1,
-    ).astype(np.float64)
+def history_from_totals(rows: np.ndarray, n_train: int, n_test: int, n_val: int = 0) -> np.ndarray:
+    """TrainResult.history, float64 [E, 4 or 6], from rows float32 [E+1, 4 or 6] (see
+    `result_from_totals`): epoch e's train columns from rows[e], its test_* and val_* from
+    rows[e+1]. With n_val 0 the validation columns (if any) are left out."""
+    columns = [
+        ratio(rows[:-1, 0], n_train),
+        ratio(rows[:-1, 1], n_train),
+        ratio(rows[1:, 2], n_test),
+        ratio(rows[1:, 3], n_test),
+    ]
+    if n_val:
+        columns += [ratio(rows[1:, 4], n_val), ratio(rows[1:, 5], n_val)]
+    return np.stack(columns, axis=1).astype(np.float64)
+
+
+class Stop(NamedTuple):
+    """How early stopping ended one training (`early_stopping`); epochs 0-based."""
+
+    epochs: int  # epochs trained
+    stopped: bool  # the callback stopped training (after epoch epochs - 1)
+    best_epoch: int  # Keras's best_epoch: the epoch of the best monitored value (-1: none)
+    kept_epoch: int  # whose weights training ends with: restored best, else the last trained
+
+    @property
+    def stopped_epoch(self) -> int:
+        """repeats.csv's stopped_epoch: 1-based, 0 when the callback did not stop training."""
+        return self.epochs if self.stopped else 0
+
+
+def early_stopping(monitor: np.ndarray, config: EarlyStoppingConfig) -> Stop:
+    """Keras's EarlyStopping callback (keras/src/callbacks/early_stopping.py, Keras 3) over the
+    monitored value of each epoch, monitor [E] (the history's val_* values), as if training
+    ran up to E epochs. The reference the engines are tested against.
+
+    Per epoch from start_from_epoch on: `wait += 1`; an improvement (`current - min_delta <
+    best` for min, `current + min_delta > best` for max; compared in float32 as keras.ops
+    compares two Python floats; the first value always improves, a NaN never does) sets best
+    and best_epoch and `wait = 0`; otherwise `wait >= patience` (and epoch > 0) stops training
+    after this epoch.
+    """
+    higher = config.higher_is_better
+    delta = abs(config.min_delta) * (1.0 if higher else -1.0)
+    best: np.float32 | None = None
+    best_epoch = -1
+    wait = 0
+    values = np.asarray(monitor, dtype=np.float64).tolist()
+    for epoch, current in enumerate(values):
+        if epoch < config.start_from_epoch:
+            continue
+        if config.restore_best_weights and best_epoch < 0:
+            best_epoch = epoch  # "if best weights were never set, the current ones are the best"
+        wait += 1
+        shifted = np.float32(current - delta)
+        if best is None or (shifted > best if higher else shifted < best):
+            best, best_epoch, wait = np.float32(current), epoch, 0
+            continue
+        if wait >= config.patience and epoch > 0:
+            return _stop(epoch + 1, True, best_epoch, config.restore_best_weights)
+    return _stop(len(values), False, best_epoch, config.restore_best_weights)
+
+
+def _stop(epochs: int, stopped: bool, best_epoch: int, restore: bool) -> Stop:
+    kept = best_epoch if restore and best_epoch >= 0 else epochs - 1
+    return Stop(epochs, stopped, best_epoch, kept)
 
 
 def result_from_totals(
@@ -179,11 +257,15 @@ def result_from_totals(
     n_train: int,
     n_test: int,
     final: tuple[Task, Any, np.ndarray] | None = None,
+    *,
+    n_val: int = 0,
+    stop: Stop | None = None,
+    final_row: np.ndarray | None = None,
 ) -> TrainResult:
     """TrainResult of one model from the per-epoch totals the fused and cpu engines produce.
 
-    rows: float32 [E+1, 4], rows[e] = (train loss total, train correct, test loss * n_test, test
-    correct): the train columns are epoch e's sums over its batches of loss * batch size and of
+    rows: float32 [E+1, 4 or 6], rows[e] = (train loss total, train correct, test loss *
+    n_test, test correct[, val loss * n_val, val correct]): the train columns are epoch e's sums over its batches of loss * batch size and of
     correct predictions, each batch measured before its own update; the test columns evaluate
     the weights at the start of epoch e. So epoch e's val_* (end-of-epoch weights) come from
     rows[e+1], and rows[E] holds the final weights' evaluation of the train set (one batch)
@@ -193,28 +275,44 @@ def result_from_totals(
     final: (task, the Dataset, outputs [n_train + n_test, K]): the task's final metrics from the
     network's outputs (tasks.final_metrics). Without it (binary task only) the final accuracies
     come from rows[E].
+    Early stopping (`stop`, from `early_stopping` over the val_* column): training ended after
+    stop.epochs epochs, so only rows[:stop.epochs + 1] are the history, and `final_row` (float32
+    [6]) holds the kept weights' evaluation in place of rows[E].
     """
     n, m = n_train, n_test
-    history = history_from_totals(rows, n, m)
+    epochs = len(rows) - 1 if stop is None else stop.epochs
+    history = history_from_totals(rows[: epochs + 1], n, m, n_val)
+    last = rows[-1] if final_row is None else final_row
     n_layers = len(config.model.hidden_units)
     layer = config.probe_layer
     result = TrainResult(
         history=history,
-        train_loss=float(ratio(rows[-1, 0], n)),
-        test_loss=float(ratio(rows[-1, 2], m)),
+        train_loss=float(ratio(last[0], n)),
+        test_loss=float(ratio(last[2], m)),
         mean_activation=float(probe[layer]),
         zero_fraction=float(probe[n_layers + layer]),
         diverged=False,
     )
     if final is None:
         # correct counts over set sizes, in float64 as tasks.final_metrics computes them
-        result.train_accuracy = float(rows[-1, 1]) / n
-        result.test_accuracy = float(rows[-1, 3]) / m
+        result.train_accuracy = float(last[1]) / n
+        result.test_accuracy = float(last[3]) / m
+        task = Task.binary
     else:
         task, data, outputs = final
         result.set_final_metrics(task, "train", data.y_train, outputs[:n])
         result.set_final_metrics(task, "test", data.y_test, outputs[n:])
+    finish_result(result, task, stop)
     return mark_diverged(result)
+
+
+def finish_result(result: TrainResult, task: Task, stop: Stop | None) -> None:
+    """What every engine's result adds from its history: the validation results of the kept
+    weights, and the early-stopping epochs (repeats.csv's 1-based numbers)."""
+    result.set_validation_results(task, None if stop is None else stop.kept_epoch)
+    if stop is not None:
+        result.stopped_epoch = stop.stopped_epoch
+        result.best_epoch = stop.best_epoch + 1
 
 
 def worker_count() -> int:

@@ -35,12 +35,14 @@ from actreg_cli.engines.base import (
     OUTPUT_SAMPLE_ROWS,
     PROBE_SAMPLE_ROWS,
     ProgressCallback,
+    Stop,
     TrainJob,
     TrainResult,
+    finish_result,
     mark_diverged,
 )
 from actreg_cli.models.plan import LayerPlan, config_plan
-from actreg_cli.tasks import history_columns, spec
+from actreg_cli.tasks import spec
 from actreg_cli.weights import epoch_permutation, layer_initial_weights, shuffle_seed
 
 
@@ -204,22 +206,54 @@ class KerasEngine:
             callbacks.append(batches.epoch_callback())
         else:  # in order (or one batch, where the order does not matter)
             train_data = dict(x=x_train, y=data.y_train, batch_size=batch_size)
+        # Keras's validation_data is the validation set when there is one, and the test set
+        # is evaluated after every epoch by a callback; without one validation_data is the test
+        # set (history's val_* renamed test_*).
+        x_val = data.shaped(data.x_val) if data.has_validation else x_test
+        y_val = data.y_val if data.has_validation else data.y_test
+        test_history = TestSetHistory(x_test, data.y_test) if data.has_validation else None
+        if test_history is not None:
+            callbacks.insert(0, test_history.callback())
+        stopping = config.training.early_stopping
+        stopper = None
+        if stopping is not None:
+            stopper = keras.callbacks.EarlyStopping(
+                monitor=stopping.monitor,
+                min_delta=stopping.min_delta,
+                patience=stopping.patience,
+                mode=stopping.mode,
+                restore_best_weights=stopping.restore_best_weights,
+                start_from_epoch=stopping.start_from_epoch,
+            )
+            callbacks.append(stopper)
         fit = model.fit(
             **train_data,
-            validation_data=(x_test, data.y_test),
+            validation_data=(x_val, y_val),
             epochs=config.training.epochs,
-            # The whole test set as one batch: val_loss then holds the exact (not batch-averaged)
+            # The whole set as one batch: val_loss then holds the exact (not batch-averaged)
             # penalty under both reductions.
-            validation_batch_size=data.n_test,
+            validation_batch_size=len(y_val),
             # Never Keras's own shuffling: with a PyDataset it would reorder the batches.
             shuffle=False,
             verbose=0,
             callbacks=callbacks,
         )
-        history = np.stack(
-            [np.asarray(fit.history[k], dtype=np.float64) for k in history_columns(data.task)],
-            1,
-        )
+        metric = task.history_metric
+        if test_history is None:
+            names = ["loss", metric, "val_loss", f"val_{metric}"]
+            columns = [fit.history[k] for k in names]
+        else:
+            columns = [fit.history["loss"], fit.history[metric], *test_history.columns()]
+            columns += [fit.history["val_loss"], fit.history[f"val_{metric}"]]
+        history = np.stack([np.asarray(c, dtype=np.float64) for c in columns], 1)
+        stop = None
+        if stopper is not None:
+            epochs = len(history)
+            restored = stopping.restore_best_weights and stopper.best_weights is not None
+            kept = stopper.best_epoch if restored else epochs - 1
+            stop = Stop(epochs, stopper.stopped_epoch > 0, stopper.best_epoch, kept)
+            if progress is not None and epochs < config.training.epochs:
+                progress(config.training.epochs - epochs)  # the epochs it did not need
         train_loss, _ = model.evaluate(x_train, data.y_train, batch_size=data.n_train, verbose=0)
         test_loss, _ = model.evaluate(x_test, data.y_test, batch_size=data.n_test, verbose=0)
         hidden = np.asarray(probe(x_test))
@@ -238,7 +272,33 @@ class KerasEngine:
         for split, x, y in (("train", x_train, data.y_train), ("test", x_test, data.y_test)):
             outputs = np.asarray(model(x, training=False))
             result.set_final_metrics(data.task, split, y, outputs)
+        finish_result(result, data.task, stop)
         return mark_diverged(result)
+
+
+class TestSetHistory:
+    """Evaluates the test set after every epoch (as one batch, like validation_data) for a
+    fit whose validation_data is the validation set: history's test_loss and test_<metric>."""
+
+    def __init__(self, x_test: np.ndarray, y_test: np.ndarray):
+        self.x, self.y = x_test, y_test
+        self.losses: list[float] = []
+        self.metrics: list[float] = []
+
+    def callback(self):
+        import keras
+
+        def on_epoch_end(epoch, logs=None):
+            model = callback.model
+            loss, metric = model.evaluate(self.x, self.y, batch_size=len(self.y), verbose=0)
+            self.losses.append(float(loss))
+            self.metrics.append(float(metric))
+
+        callback = keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
+        return callback
+
+    def columns(self) -> list[list[float]]:
+        return [self.losses, self.metrics]
 
 
 def epoch_shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
