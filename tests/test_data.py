@@ -70,16 +70,18 @@ def test_tutorial_split_is_unchanged():
 def test_every_source_loads_with_its_task(fields, task, n_features, n_classes):
     ds = load_dataset(data(**fields))
     assert (ds.task, ds.n_features, ds.n_classes) == (task, n_features, n_classes)
-    n = ds.n_train + ds.n_test
+    n = ds.n_train + ds.n_val + ds.n_test
     assert ds.n_test == round(0.3 * n) or abs(ds.n_test - 0.3 * n) <= n_classes  # stratified
     assert ds.x_train.dtype == np.float32 and ds.y_train.shape == (ds.n_train, 1)
 
 
 def test_csv_with_class_names_and_feature_subset(tmp_path):
     path = table_csv(tmp_path / "t.csv", labels=["ant", "bee", "cat"])
-    ds = load_dataset(data(name="csv", path=str(path), target="label", features=["a"]))
+    ds = load_dataset(
+        data(name="csv", path=str(path), target="label", features=["a"], validation_fraction=0)
+    )
     assert ds.task is Task.multiclass and ds.class_names == ("ant", "bee", "cat")
-    assert ds.n_features == 1 and ds.n_train + ds.n_test == 40
+    assert ds.n_features == 1 and ds.n_train + ds.n_val + ds.n_test == 40
     counts = ds.describe()
     assert counts["class_counts_train"] == {"ant": 10, "bee": 9, "cat": 9}
     assert counts["class_counts_test"] == {"ant": 4, "bee": 4, "cat": 4}
@@ -102,13 +104,13 @@ def test_npz_plain_and_fixed_split(tmp_path):
     x, y = rng.normal(size=(50, 3)), (np.arange(50) % 2).astype(np.int64)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     ds = load_dataset(data(name="npz", path=str(tmp_path / "d.npz"), standardize=False))
-    assert ds.task is Task.binary and (ds.n_train, ds.n_test) == (35, 15)
-    rows = {tuple(r) for r in np.concatenate([ds.x_train, ds.x_test]).tolist()}
+    assert ds.task is Task.binary and (ds.n_train, ds.n_val, ds.n_test) == (28, 7, 15)
+    rows = {tuple(r) for r in np.concatenate([ds.x_train, ds.x_val, ds.x_test]).tolist()}
     assert rows == {tuple(r) for r in x.astype(np.float32).tolist()}
     np.savez(tmp_path / "f.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
     fixed = load_dataset(data(name="npz", path=str(tmp_path / "f.npz"), standardize=False))
     np.testing.assert_array_equal(fixed.x_test, x[40:].astype(np.float32))
-    assert (fixed.n_train, fixed.n_test) == (40, 10)
+    assert (fixed.n_train, fixed.n_val, fixed.n_test) == (32, 8, 10)  # validation from train
 
 
 def test_relative_path_resolves_against_config_folder(tmp_path):
@@ -119,7 +121,7 @@ def test_relative_path_resolves_against_config_folder(tmp_path):
     )
     config = load_experiment(cfg)
     assert Path(config.data.path) == (tmp_path / "sub" / "t.csv").resolve()
-    assert load_dataset(config.data).n_train == 28
+    assert load_dataset(config.data).n_train == 22  # 28 rows less 6 for validation
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +135,7 @@ def test_split_seed_and_stratification():
     share = a.y_train.mean(), a.y_test.mean()
     assert abs(share[0] - share[1]) < 0.01  # stratified: same class balance in both
     c = load_dataset(data(name="iris", test_fraction=0.2))
-    assert (c.n_train, c.n_test) == (120, 30)
+    assert (c.n_train, c.n_val, c.n_test) == (96, 24, 30)
     assert c.describe()["class_counts_test"] == {"setosa": 10, "versicolor": 10, "virginica": 10}
 
 
@@ -153,7 +155,7 @@ def test_n_train_and_test_fraction_conflict():
     with pytest.raises(ValueError, match="either n_train .* or test_fraction"):
         data(name="circles", test_fraction=0.5)
     ds = load_dataset(data(name="circles", n_train=None, test_fraction=0.5))
-    assert (ds.n_train, ds.n_test) == (50, 50)
+    assert (ds.n_train, ds.n_val, ds.n_test) == (40, 10, 50)
 
 
 def test_resample_draws_a_new_sample_and_split_per_repeat():

@@ -76,9 +76,18 @@ def write_table(path: Path, delimiter: str = ",", decimal: str = ".") -> Path:
 @pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
 def test_each_delimiter_is_sniffed_and_read(tmp_path, delimiter):
     path = write_table(tmp_path / "t.csv", delimiter)
-    auto = load_dataset(data(name="csv", path=str(path), target="label", standardize=False))
+    auto = load_dataset(
+        data(name="csv", validation_fraction=0, path=str(path), target="label", standardize=False)
+    )
     given_ = load_dataset(
-        data(name="csv", path=str(path), target="label", delimiter=delimiter, standardize=False)
+        data(
+            name="csv",
+            validation_fraction=0,
+            path=str(path),
+            target="label",
+            delimiter=delimiter,
+            standardize=False,
+        )
     )
     x, _ = numeric_rows()
     assert auto.n_features == 2 and auto.feature_names == ("a", "b")
@@ -110,7 +119,16 @@ def test_a_decimal_comma_target_is_a_regression_target(tmp_path):
     """With `decimal: ','` the label column's numbers are numbers too, not class names."""
     lines = ["a;b;y", *(f"{i},5;{2 * i};{i * 3},25" for i in range(20))]
     path = write(tmp_path / "comma.csv", "\n".join(lines) + "\n")
-    ds = load_dataset(data(name="csv", path=str(path), target="y", decimal=",", standardize=False))
+    ds = load_dataset(
+        data(
+            name="csv",
+            validation_fraction=0,
+            path=str(path),
+            target="y",
+            decimal=",",
+            standardize=False,
+        )
+    )
     assert ds.task.value == "regression"
     assert sorted(np.concatenate([ds.y_train, ds.y_test]).ravel().tolist()) == pytest.approx(
         [i * 3 + 0.25 for i in range(20)]
@@ -122,7 +140,7 @@ def test_blank_lines_before_the_header_are_skipped(tmp_path):
     rows = [f"{a},{b},{label}" for (a, b), label in zip(x, labels, strict=True)]
     path = write(tmp_path / "blank.csv", "\n\n" + "\n".join(["a,b,animal", *rows]) + "\n")
     ds = load_dataset(data(name="csv", path=str(path), target="animal", standardize=False))
-    assert ds.n_train + ds.n_test == 20 and ds.n_features == 2
+    assert ds.n_train + ds.n_val + ds.n_test == 20 and ds.n_features == 2
 
 
 @pytest.mark.parametrize("marker", ["NA", "", "NaN", "null", "?", "N/A"])
@@ -215,7 +233,7 @@ def data_notes():
 def test_missing_drop_drops_rows_before_the_split_and_says_so(tmp_path, data_notes):
     path = write(tmp_path / "p.csv", PENGUINS)
     ds = load_dataset(data(name="csv", path=str(path), target="species", missing="drop"))
-    assert ds.n_train + ds.n_test == 10
+    assert ds.n_train + ds.n_val + ds.n_test == 10
     facts = ds.describe()
     assert facts["rows_dropped"] == 2 and facts["missing"] == "drop"
     assert any("dropped 2 of 12 rows with a missing value" in n for n in data_notes)
@@ -239,7 +257,7 @@ def test_missing_drop_drops_rows_before_the_split_and_says_so(tmp_path, data_not
 def test_impute_a_row_without_a_label_is_dropped(tmp_path):
     path = write(tmp_path / "p.csv", PENGUINS + ",Dream,41.0,male,3900\n")
     ds = load_dataset(data(name="csv", path=str(path), target="species", missing="impute"))
-    assert ds.n_train + ds.n_test == 12 and ds.describe()["rows_dropped"] == 1
+    assert ds.n_train + ds.n_val + ds.n_test == 12 and ds.describe()["rows_dropped"] == 1
 
 
 def test_impute_uses_training_row_statistics_only(tmp_path):
@@ -266,7 +284,7 @@ def test_impute_uses_training_row_statistics_only(tmp_path):
     def imputed(path: Path) -> np.ndarray:
         ds = load_dataset(
             data(name="csv", path=str(path), target="y", task="regression", missing="impute",
-                 standardize=False, stratify=False)
+                 standardize=False, stratify=False, validation_fraction=0)
         )  # fmt: skip
         row = int(np.searchsorted(train, missing_row))
         return ds.x_train[row], ds.feature_names
@@ -687,7 +705,7 @@ def test_a_bad_row_far_down_is_named_by_its_line_in_the_file(tmp_path, monkeypat
 
 def test_resample_encodes_each_repeat_on_its_own_training_rows(tmp_path):
     path = write(tmp_path / "p.csv", PENGUINS)
-    config = data(name="csv", path=str(path), target="species", missing="impute",
+    config = data(name="csv", validation_fraction=0, path=str(path), target="species", missing="impute",
                   resample=True, standardize=False)  # fmt: skip
     first, second = load_dataset(config, 1), load_dataset(config, 2)
     assert first.feature_names == second.feature_names

@@ -31,6 +31,7 @@ from test_engines_fused_mlp import experiment as _experiment
 from actreg_cli.data import job_dataset
 from actreg_cli.engines import EngineName, select_engine
 from actreg_cli.engines.base import EngineUnsupported, TrainJob
+from actreg_cli.engines.cpu.codes import STOP_SETTINGS
 from actreg_cli.engines.cpu.engine import CpuEngine, flat_initial_weights
 from actreg_cli.engines.fused.engine import FusedEngine
 from actreg_cli.engines.penalties import coefficients
@@ -257,11 +258,12 @@ def test_gradient_equals_autodiff() -> None:
             x = rng.normal(size=(12, 2)).astype(np.float32)
             y = (rng.random(12) > 0.5).astype(np.float32)
             units_arr = np.array(units, dtype=np.int64)
-            *_, final = cpu_kernel.train_models(
-                x, y, x.copy(), y.copy(), flat[None].copy(),
-                coefficients(cfg)[None].astype(np.float32), np.ones(1, np.float32),
-                units_arr, 1, TASKS["binary"], ACTIVATIONS[activation], OPTIMIZERS["sgd"], 1,
-                12, np.zeros(1, dtype=np.int64), False, np.zeros(1, np.int64),
+            _, _, _, final, _, _ = cpu_kernel.train_models(
+                x, y, x.copy(), y.copy(), np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
+                flat[None].copy(), coefficients(cfg)[None].astype(np.float32),
+                np.ones(1, np.float32), units_arr, 1, TASKS["binary"], ACTIVATIONS[activation],
+                OPTIMIZERS["sgd"], 1, 12, np.zeros(1, dtype=np.int64), False,
+                np.zeros((1, STOP_SETTINGS)), np.zeros(1, np.int64),
             )  # fmt: skip
             got = flat - final[0]
             # The same weights in the fused engine's blocks, through its forward and loss.
@@ -524,10 +526,11 @@ def test_multiclass_accuracy_takes_the_first_of_tied_logits() -> None:
     units = np.array([5], dtype=np.int64)
     params = np.zeros((1, 4 * 5 + 5 + 5 * 3 + 3), np.float32)
     params[0, :20] = 0.3
-    rows, _, outputs, _ = cpu_kernel.train_models(
-        x, y, x.copy(), y.copy(), params, np.zeros((1, 1, 12), np.float32),
-        np.zeros(1, np.float32), units, 3, TASKS["multiclass"], 0, OPTIMIZERS["sgd"], 1, 9,
-        np.zeros(1, np.int64), False, np.zeros(1, np.int64),
+    rows, _, outputs, *_ = cpu_kernel.train_models(
+        x, y, x.copy(), y.copy(), np.zeros((0, 4), np.float32), np.zeros(0, np.float32), params,
+        np.zeros((1, 1, 12), np.float32), np.zeros(1, np.float32), units, 3, TASKS["multiclass"],
+        0, OPTIMIZERS["sgd"], 1, 9, np.zeros(1, np.int64), False, np.zeros((1, STOP_SETTINGS)),
+        np.zeros(1, np.int64),
     )  # fmt: skip
     assert rows[0, 0, 1] == rows[0, 1, 3] == 4  # four rows of class 0
     np.testing.assert_allclose(rows[0, 0, 0] / 9, np.log(3.0), rtol=1e-6)

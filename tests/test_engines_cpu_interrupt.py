@@ -29,7 +29,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100", "TERM": "xterm"}
 def kernel_call(units: list[int], epochs: int, stop: np.ndarray):
     """One cpu-kernel call on 2 models of a small binary problem (2 inputs)."""
     from actreg_cli.engines.cpu import kernel as cpu_kernel
-    from actreg_cli.engines.cpu.codes import OPTIMIZERS, TASKS
+    from actreg_cli.engines.cpu.codes import OPTIMIZERS, STOP_SETTINGS, TASKS
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(24, 2)).astype(np.float32)
@@ -39,9 +39,10 @@ def kernel_call(units: list[int], epochs: int, stop: np.ndarray):
     params = rng.normal(0, 0.5, size=(2, n_params)).astype(np.float32)
     coef = np.zeros((2, len(units), 12), np.float32)
     return cpu_kernel.train_models(
-        x, y, x.copy(), y.copy(), params, coef, np.full(2, 0.01, np.float32),
-        np.array(units, np.int64), 1, TASKS["binary"], 0, OPTIMIZERS["adam"], epochs, 8,
-        np.array([1, 2], np.int64), True, stop,
+        x, y, x.copy(), y.copy(), np.zeros((0, 2), np.float32), np.zeros(0, np.float32), params,
+        coef, np.full(2, 0.01, np.float32), np.array(units, np.int64), 1, TASKS["binary"], 0,
+        OPTIMIZERS["adam"], epochs, 8, np.array([1, 2], np.int64), True,
+        np.zeros((2, STOP_SETTINGS)), stop,
     )  # fmt: skip
 
 

@@ -4,7 +4,9 @@ Each case trains the same config from the same seed (same initial weights, same 
 order) with the Keras engine, the reference, and the fused engine, on a tiny fixed data set
 (45 training images of 6x6 pixels, 30 test images, 3 classes), in full batches or in batches
 of 16 (two full batches and a partial one of 13, reshuffled every epoch). Penalty variants of
-one architecture train in one fused call (one compiled program): the file compiles few.
+one architecture train in one fused call (one compiled program): the file compiles few. Most
+cases have no validation set (data.validation_fraction 0: history's 4 columns); those that
+hold out the default 0.2 (36 rows train, 9 validate: 6 columns) say so.
 
 Tolerance, measured here: per-epoch losses agree to at most 6e-7 relative over 4 epochs in
 every case (float rounding: XLA sums in other orders than TensorFlow's kernels); asserted at
@@ -51,9 +53,12 @@ def images(tmp_path_factory) -> Path:
     return path
 
 
-def experiment(path: Path, layers, input_shape, *, task="auto", epochs=EPOCHS, batch=16, **tr):
+def experiment(
+    path: Path, layers, input_shape, *, task="auto", epochs=EPOCHS, batch=16, validation=0.0, **tr
+):
+    data = {"name": "npz", "path": str(path), "input_shape": input_shape, "task": task}
     raw = {
-        "data": {"name": "npz", "path": str(path), "input_shape": input_shape, "task": task},
+        "data": {**data, "validation_fraction": validation},
         "model": {"layers": layers},
         "training": {"epochs": epochs, "batch_size": batch, **tr},
     }
@@ -64,17 +69,27 @@ def conv(**options) -> dict:
     return {"kind": "conv2d", "filters": 3, "kernel_size": 3, **options}
 
 
-def assert_same(fused, keras, n_train=45, n_test=30) -> None:
+def assert_same(fused, keras, n_train=45, n_test=30, n_val=0) -> None:
     """Per-epoch losses within LOSS_RTOL, accuracies equal but for one-sample flips, final
-    metrics, probe statistics and the kept samples equal to float rounding."""
-    assert fused.history.shape == keras.history.shape
+    metrics, probe statistics and the kept samples equal to float rounding; with a validation
+    set (n_val rows) its columns and results too, without one history's 4 columns only."""
+    assert fused.history.shape == keras.history.shape == (EPOCHS, 6 if n_val else 4)
     assert not fused.diverged and not keras.diverged
-    for col in (0, 2):
+    losses, metrics = [0, 2], [(1, n_train), (3, n_test)]
+    if n_val:
+        losses, metrics = [*losses, 4], [*metrics, (5, n_val)]
+    for col in losses:
         np.testing.assert_allclose(fused.history[:, col], keras.history[:, col], rtol=LOSS_RTOL)
-    for col, n in ((1, n_train), (3, n_test)):
+    for col, n in metrics:
         assert np.all(np.abs(fused.history[:, col] - keras.history[:, col]) < 1.5 / n)
     np.testing.assert_allclose(fused.train_loss, keras.train_loss, rtol=LOSS_RTOL)
     np.testing.assert_allclose(fused.test_loss, keras.test_loss, rtol=LOSS_RTOL)
+    if n_val:
+        np.testing.assert_allclose(fused.val_loss, keras.val_loss, rtol=LOSS_RTOL)
+        assert abs(fused.val_accuracy - keras.val_accuracy) < 1.5 / n_val
+        assert fused.val_loss == fused.history[-1, 4]  # the final weights' validation loss
+    else:
+        assert np.isnan(fused.val_loss) and np.isnan(keras.val_loss)
     for name in ("train_accuracy", "test_accuracy", "train_mse", "test_mse"):
         np.testing.assert_allclose(getattr(fused, name), getattr(keras, name), rtol=1e-4)
     np.testing.assert_allclose(fused.mean_activation, keras.mean_activation, rtol=1e-4)
@@ -94,11 +109,12 @@ def compare(configs: dict[str, ExperimentConfig]) -> dict:
 # -- conv2d 'valid' -> max_pool2d -> flatten, every penalty slot, full batch ---------------------
 
 
-def conv_cases(path: Path) -> dict[str, ExperimentConfig]:
+def conv_cases(path: Path, validation: float = 0.0) -> dict[str, ExperimentConfig]:
     def net(regs):
         layers = [conv(activation="relu", regularizers=regs), {"kind": "max_pool2d"},
                   {"kind": "flatten"}]  # fmt: skip
-        return experiment(path, layers, [6, 6, 1], batch=64)  # full batch: 45 rows
+        # full batch: 45 rows (36 with the default validation set)
+        return experiment(path, layers, [6, 6, 1], batch=64, validation=validation)
 
     return {
         "none": net([]),
@@ -132,6 +148,18 @@ def conv_results(images):
 )
 def test_conv2d_valid_maxpool_flatten_equals_keras(conv_results, case) -> None:
     assert_same(*conv_results[case])
+
+
+def test_validation_set_is_evaluated_after_every_epoch_as_keras_does(images) -> None:
+    """The default validation set (0.2 of the 45 training rows: 36 train, 9 validate) is
+    evaluated with the end-of-epoch weights, penalties included, as the test set is: history's
+    val_* columns and the final val_loss and val_accuracy equal Keras's. Three models, one
+    chunk of 3: the program the command-line test below reuses."""
+    cases = conv_cases(images, validation=0.2)
+    chosen = ("none", "activity_after_mean", "activity_l2_kernel_l1_bias_l2")
+    results = compare({name: cases[name] for name in chosen})
+    for fused, keras in results.values():
+        assert_same(fused, keras, n_train=36, n_val=9)
 
 
 def test_conv_activity_penalty_is_summed_over_positions_and_channels(images, conv_results):
@@ -171,9 +199,11 @@ def test_conv2d_same_strides_activation_dropout0_dense_minibatches_equals_keras(
          "regularizers": [{"target": "kernel", "norm": "l2", "strength": 1e-2}]},
         {"kind": "dense", "units": 4, "activation": "sigmoid"},
     ]  # fmt: skip
-    config = experiment(images, layers, [6, 6, 1])  # batches of 16, 16 and 13, reshuffled
+    # With a validation set: 36 rows train in batches of 16, 16 and 4, reshuffled; 9 validate.
+    config = experiment(images, layers, [6, 6, 1], validation=0.2)
+    assert job_dataset(config, SEED).n_val == 9
     ((fused, keras),) = compare({"case": config}).values()
-    assert_same(fused, keras)
+    assert_same(fused, keras, n_train=36, n_val=9)
 
 
 # -- lstm with and without return_sequences, activity, kernel and bias penalties on both -------
@@ -280,8 +310,8 @@ def test_cli_run_of_a_conv_config_records_the_fused_engine(images, tmp_path):
     raw = {
         "name": "tinyconv",
         "data": {"name": "npz", "path": str(images), "input_shape": [6, 6, 1]},
-        # conv_cases' network and training (3 models: one chunk of 3, as there): the compiled
-        # program is reused within a test session
+        # the network, training and validation set of the validation test above (3 models:
+        # one chunk of 3, as there): the compiled program is reused within a test session
         "model": {
             "layers": [
                 conv(activation="relu", regularizers=[ACT]),
@@ -300,4 +330,7 @@ def test_cli_run_of_a_conv_config_records_the_fused_engine(images, tmp_path):
     run_dir = Path(result.output.strip().splitlines()[-1])
     meta = yaml.safe_load((run_dir / "run.yaml").read_text())
     assert meta["engine"] == "fused"
-    assert (run_dir / "history.csv").read_text().count("\n") == 1 + 3 * EPOCHS
+    history = (run_dir / "history.csv").read_text()
+    assert history.count("\n") == 1 + 3 * EPOCHS
+    # the default validation set's columns after the test set's
+    assert history.splitlines()[0].endswith("test_loss,test_accuracy,val_loss,val_accuracy")

@@ -495,7 +495,8 @@ def test_long_runs_agree_within_the_stated_guarantee() -> None:
 
 # The bundled data sets, one per task, full batch (batch_size above n_train) or shuffled
 # minibatches (both engines visit the rows in weights.epoch_permutation order). 20 epochs of a
-# 32-unit MLP.
+# 32-unit MLP, with the default validation set (data.validation_fraction 0.2 of the training
+# rows): history's val_* columns are evaluated after every epoch as the test_* ones are.
 TASK_CASES = {
     "binary-breast_cancer": ({"name": "breast_cancer"}, 512, True),
     "multiclass-iris": ({"name": "iris"}, 128, True),
@@ -519,24 +520,29 @@ def test_every_task_matches_keras(case) -> None:
     dataset = job_dataset(cfg, SEED)
     fused = FusedEngine().train([TrainJob(cfg, SEED)])[0]
     keras = KerasEngine().train([TrainJob(cfg, SEED)])[0]
-    assert fused.history.shape == keras.history.shape == (20, 4)
+    assert dataset.n_val > 0
+    assert fused.history.shape == keras.history.shape == (20, 6)
     assert not fused.diverged and not keras.diverged
     np.testing.assert_allclose(fused.history[0, 0], keras.history[0, 0], rtol=1e-6)
-    for col in (0, 2):
+    for col in (0, 2, 4):  # loss, test_loss, val_loss
         np.testing.assert_allclose(fused.history[:, col], keras.history[:, col], rtol=1e-4)
     assert fused.history[-1, 0] < fused.history[0, 0]  # it learns
     np.testing.assert_allclose(fused.test_loss, keras.test_loss, rtol=1e-4)
+    np.testing.assert_allclose(fused.val_loss, keras.val_loss, rtol=1e-4)
+    assert fused.val_loss == fused.history[-1, 4]  # the final weights' validation loss
     np.testing.assert_allclose(fused.mean_activation, keras.mean_activation, rtol=1e-3)
     if dataset.task is Task.regression:
-        np.testing.assert_allclose(fused.history[:, [1, 3]], keras.history[:, [1, 3]], rtol=1e-4)
-        for name in ("train_mse", "test_mse", "train_mae", "test_mae", "test_r2"):
+        metrics = [1, 3, 5]  # mae, test_mae, val_mae
+        np.testing.assert_allclose(fused.history[:, metrics], keras.history[:, metrics], rtol=1e-4)
+        for name in ("train_mse", "test_mse", "train_mae", "test_mae", "test_r2", "val_mae"):
             np.testing.assert_allclose(getattr(fused, name), getattr(keras, name), rtol=1e-4)
         assert np.isnan(fused.test_accuracy) and np.isnan(keras.test_accuracy)
     else:
-        for col, n in ((1, dataset.n_train), (3, dataset.n_test)):
+        for col, n in ((1, dataset.n_train), (3, dataset.n_test), (5, dataset.n_val)):
             diff = np.abs(fused.history[:, col] - keras.history[:, col])
             assert np.all(diff < 1.5 / n), "an accuracy differs by more than one sample"
         assert abs(fused.test_accuracy - keras.test_accuracy) < 1.5 / dataset.n_test
+        assert abs(fused.val_accuracy - keras.val_accuracy) < 1.5 / dataset.n_val
         assert abs(fused.train_accuracy - keras.train_accuracy) < 1.5 / dataset.n_train
         assert np.isnan(fused.test_mse) and np.isnan(keras.test_r2)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actreg_cli.tasks import legacy_history_names
+
 #: The files each kind of folder must hold to be loaded.
 RUN_FILES = ("summary.json", "repeats.csv", "history.csv")
 SWEEP_FILES = ("summary.csv", "results.csv", "contrasts.csv")
@@ -25,10 +27,12 @@ class RunResult:
     summary: summary.json: name, engine, task, main_metric, epochs, repeats, seeds and, per
       metric (train_accuracy, test_accuracy, test_loss, mean_activation, zero_fraction, ...),
       {"mean", "std", "ci_low", "ci_high", "n", "values"} over the repeats.
-    repeats: repeats.csv, one row per repeat: repeat, seed, the final train_/test_ metrics,
-      mean_activation and zero_fraction of the probe layer on the test set, diverged.
-    history: history.csv, one row per repeat and epoch (repeats x epochs rows): repeat, epoch
-      (from 1), loss and the metrics, val_* on the test split at the end of each epoch.
+    repeats: repeats.csv, one row per repeat: repeat, seed, the final train_/test_ metrics
+      (and val_loss, val_<metric> with a validation set; stopped_epoch, best_epoch with early
+      stopping), mean_activation and zero_fraction of the probe layer on the test set, diverged.
+    history: history.csv, one row per repeat and epoch trained: repeat, epoch (from 1), loss
+      and the metric (the training batches' averages), test_* on the test set and, with a
+      validation set, val_* on it, at the end of each epoch.
     """
 
     folder: Path
@@ -99,9 +103,9 @@ def read_run(folder: Path) -> RunResult:
             "(expected a folder written by actreg.run or `actreg run`)"
         )
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    return RunResult(
-        folder, summary, read_csv(folder / "repeats.csv"), read_csv(folder / "history.csv")
-    )
+    history = read_csv(folder / "history.csv")
+    history.columns = legacy_history_names(list(history.columns))  # folders before validation
+    return RunResult(folder, summary, read_csv(folder / "repeats.csv"), history)
 
 
 def read_sweep(folder: Path, failures: dict[str, str] | None = None) -> SweepResult:

@@ -81,13 +81,12 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _early_stopping_has_a_validation_set(self) -> ExperimentConfig:
-        if self.training.early_stopping is not None:
-            if self.data.effective_validation_fraction == 0:
-                raise ValueError(
-                    "training.early_stopping watches the validation set, and this config has "
-                    "none (data.validation_fraction is 0, the default with data.n_train); set "
-                    "data.validation_fraction, e.g. 0.2"
-                )
+        if self.training.early_stopping is not None and not self.has_validation:
+            raise ValueError(
+                "training.early_stopping watches the validation set, and this config has "
+                "none (data.validation_fraction is 0, the default with data.n_train); set "
+                "data.validation_fraction, e.g. 0.2"
+            )
         return self
 
     @model_validator(mode="after")

@@ -141,9 +141,26 @@ def check_model(config: ExperimentConfig, origin: str) -> Any:
     try:
         data = check_data(config)
         config_plan(config, data)
+        check_monitor(config, data.task)
     except ConfigError as exc:
         raise ConfigError([f"{origin}: {error}" for error in exc.errors]) from None
     return data
+
+
+def check_monitor(config: ExperimentConfig, task: Task) -> None:
+    """training.early_stopping.monitor must be a history column of the task (val_loss, or
+    val_accuracy / val_mae, the task's history metric)."""
+    stopping = config.training.early_stopping
+    if stopping is None:
+        return
+    allowed = ("val_loss", f"val_{spec(task).history_metric}")
+    if stopping.monitor not in allowed:
+        raise ConfigError(
+            [
+                f"training.early_stopping.monitor {stopping.monitor!r} is not measured for a "
+                f"{task.value} task; use {' or '.join(allowed)}"
+            ]
+        )
 
 
 def _shape_text(shape: Shape) -> str:

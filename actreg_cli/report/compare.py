@@ -21,7 +21,7 @@ from actreg_cli.report.index import (
     read_yaml,
     stats_text,
 )
-from actreg_cli.tasks import Task, history_columns, spec
+from actreg_cli.tasks import Task, history_columns, legacy_history_names, spec
 
 
 @dataclass
@@ -240,7 +240,9 @@ def tutorial_entries(folder: Path) -> list[Compared]:
     summary = read_summary(folder / "summary.json")
     curves: dict[str, dict[int, list[list[float]]]] = {}
     with (folder / "history.csv").open(encoding="utf-8", newline="") as handle:
-        for line in csv.DictReader(handle):
+        reader = csv.DictReader(handle)
+        reader.fieldnames = legacy_history_names(list(reader.fieldnames or []))
+        for line in reader:
             arm = f"{line['variant']}/{line['reduction']}"
             values = [float(line[c]) for c in history_columns(Task.binary)]
             curves.setdefault(arm, {}).setdefault(int(line["repeat"]), []).append(values)
@@ -276,7 +278,7 @@ def comparison_figure(comparison: Comparison, labels: Sequence[str]) -> Any:
     for histories, label in zip(comparison.histories, labels, strict=True):
         if histories is None:
             continue
-        values = histories[:, :, 3]  # val_accuracy: the test set after each epoch
+        values = histories[:, :, 3]  # test_accuracy: the test set after each epoch
         epochs = np.arange(1, values.shape[1] + 1)
         mean = np.nanmean(values, axis=0)
         (line,) = ax.plot(epochs, mean, label=label, linewidth=1.2)

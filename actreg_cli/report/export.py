@@ -12,9 +12,8 @@ What a folder becomes (`exported_folder`):
   reduction: its summary, the difference from the overfit model, the published numbers, the
   verdict as a tag); per arm, one nested run per repeat (curves).
 
-The history's `val_*` columns are Keras's names for what it computes on `validation_data`,
-which actreg fills with the TEST set: the trackers get them as `test_*` (`curve_names`), unless
-the folder records that its history was evaluated on a validation set (`HISTORY_SET_KEY`).
+The curves keep history.csv's names: `test_*` on the test set, `val_*` on the validation set
+(`curve_names`: older folders named their test columns `val_*`, and are exported as `test_*`).
 
 `export_mlflow` logs that tree with MLflow's batch API; `export_tensorboard` writes one event
 file per trained model (report/event_file.py). Both trackers are optional extras
@@ -41,10 +40,6 @@ MLFLOW_HINT = "export mlflow needs the optional 'mlflow' extra: pip install -e '
 TENSORBOARD_HINT = (
     "export tensorboard needs the optional 'tensorboard' extra: pip install -e '.[tensorboard]'"
 )
-#: The folder metadata key (run.yaml, sweep.yaml, study.yaml) saying what the history's val_*
-#: columns were computed on: "validation" keeps them as val_*; absent or "test" (every folder
-#: today: Keras's validation_data is the test set) exports them as test_*.
-HISTORY_SET_KEY = "history_val_set"
 #: At most this many epochs of each curve go to MLflow by default (evenly spaced, the first and
 #: the last always): MLflow's store costs ~0.1 ms per logged value, 80,000 values for 5 models
 #: of 4000 epochs. The full curves are always there as CSV artifacts; 0 logs every epoch.
@@ -54,19 +49,15 @@ SUMMARY_STATS = ("mean", "std", "ci_low", "ci_high")
 MLFLOW_BATCH, MLFLOW_PARAM_BATCH, MLFLOW_PARAM_LENGTH = 1000, 100, 6000
 
 
-def curve_names(columns: Sequence[str], history_set: str = "test") -> tuple[str, ...]:
-    """The history's columns as the trackers name them: val_loss -> test_loss (`history_set`
-    "test"), or unchanged (`history_set` "validation"); loss and accuracy (training, averaged
-    over the epoch's batches as Keras reports them) keep their names."""
-    if history_set == "validation":
-        return tuple(columns)
-    return tuple("test_" + c.removeprefix("val_") if c.startswith("val_") else c for c in columns)
+def curve_names(task: Task, histories: np.ndarray) -> tuple[str, ...]:
+    """The curves' names for histories [..., epochs, 4 or 6]: tasks.history_columns (columns
+    2-3 are the test set's in every folder, 4-5 the validation set's)."""
+    return history_columns(task, np.shape(histories)[-1] > 4)
 
 
-def history_set(meta: dict[str, Any]) -> str:
-    """What the folder's history val_* columns were computed on: "test" unless its metadata
-    says "validation" under HISTORY_SET_KEY."""
-    return "validation" if meta.get(HISTORY_SET_KEY) == "validation" else "test"
+def trained_epochs(history: np.ndarray) -> np.ndarray:
+    """history [epochs, columns] without the NaN rows after an early stop."""
+    return history[~np.isnan(history[:, 0])]
 
 
 @dataclass
@@ -159,16 +150,16 @@ def run_folder(folder: Path) -> ExportedFolder:
 
     meta = read_meta(folder)
     task = saved_task(meta)
-    curves = curve_names(history_columns(task), history_set(meta))
     histories = read_history_csv(folder / "history.csv")
+    curves = curve_names(task, histories)
     repeats = read_repeats_csv(folder / "repeats.csv")
     models = [
         TrainedModel(
             name=f"repeat-{row['repeat']}",
             params={"repeat": row["repeat"], "seed": row["seed"]},
-            history=histories[row["repeat"]],
+            history=trained_epochs(histories[row["repeat"]]),
             curves=curves,
-            final={k: float(row[k]) for k in result_fields(task) if k in row},
+            final={k: float(row[k]) for k in result_fields(task, True, True) if k in row},
         )
         for row in repeats
     ]
@@ -209,7 +200,6 @@ def sweep_folder(folder: Path) -> ExportedFolder:
     task = Task(meta.get("task", Task.binary.value))
     sweep = meta.get("sweep") or {}
     grid: dict[str, list[Any]] = sweep.get("grid") or {}
-    curves = curve_names(history_columns(task), history_set(meta))
     with open(folder / "summary.csv", encoding="utf-8", newline="") as fh:
         summary = {row["cell"]: row for row in csv.DictReader(fh)}
     store = CellStore(folder.parent, task)  # a study folder; the cells are shared by the sweep
@@ -221,6 +211,7 @@ def sweep_folder(folder: Path) -> ExportedFolder:
         if record is None:  # a failed cell: nothing trained to export
             continue
         histories = store.load_history(cell["hash"])
+        curves = curve_names(task, histories)
         row = summary.get(cell["id"], {})
         metrics = summary_csv_metrics(row, not_metrics)
         for name in result_fields(task):  # each final metric, where summary.csv has not
@@ -241,9 +232,9 @@ def sweep_folder(folder: Path) -> ExportedFolder:
             TrainedModel(
                 name=f"{cell['id']}/repeat-{run['repeat']}",
                 params={"cell": cell["id"], "repeat": run["repeat"], "seed": run["seed"]},
-                history=history,
+                history=trained_epochs(history),
                 curves=curves,
-                final={k: float(run[k]) for k in result_fields(task)},
+                final={k: float(run[k]) for k in result_fields(task, True, True) if k in run},
             )
             for run, history in zip(record.runs, histories, strict=True)
         ]
@@ -273,7 +264,7 @@ def tutorial_folder(folder: Path) -> ExportedFolder:
     from actreg_cli.study.tutorial import PUBLISHED, TASK
 
     meta = read_meta(folder)
-    curves = curve_names(history_columns(TASK), history_set(meta))
+    curves = history_columns(TASK)
     summary = read_summary(folder / "summary.json")
     histories = tutorial_histories(folder / "history.csv")
     finals: dict[str, list[dict[str, Any]]] = {}

@@ -12,6 +12,7 @@ saved CSV files alone, so a run folder can be re-drawn without training again.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,13 +79,19 @@ def summarize(
         "probe_layer": config.probe_layer,
         "probe_name": config.probe_name,
     }
-    for key in result_fields(task):
+    for key in stored_result_fields(task, rows):
         summary[key] = describe(
             [row[key] for row in rows], overlap=config.data.overlapping_resamples
         )
     summary["diverged"] = [row["diverged"] for row in rows]
     summary["n_diverged"] = sum(summary["diverged"])
     return summary
+
+
+def stored_result_fields(task: Task, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The task's result fields that the repeat rows hold (validation and early-stopping
+    fields only where the run had them)."""
+    return [key for key in result_fields(task, True, True) if not rows or key in rows[0]]
 
 
 def target_unit_results(
@@ -127,7 +134,8 @@ def accuracy_figure(
     """Train and test accuracy (regression: MAE) per epoch; with repeats, the mean and a
     +/- 1 std band.
 
-    histories: [repeats, epochs, 4]; diverged: one flag per repeat (engines.base.has_diverged).
+    histories: [repeats, epochs, 4 or 6] (NaN after an early stop); diverged: one flag per
+    repeat (engines.base.has_diverged). With a validation set (6 columns) its curve is drawn too.
     Diverged repeats are left out of the mean and drawn one by one as red dashed lines, with a
     red note saying how many diverged, so that a diverged run never looks like a normal one.
     Draws on `ax` when given, else on a new figure. `ylabel`: the y axis's label (default:
@@ -144,14 +152,19 @@ def accuracy_figure(
     flags = np.zeros(n, dtype=bool) if diverged is None else np.asarray(diverged, dtype=bool)
     ok = histories[~flags]
     epochs = np.arange(1, histories.shape[1] + 1)
-    for column, label, color in ((1, "train", "tab:blue"), (3, "test", "tab:orange")):
+    curves = [(1, "train", "tab:blue"), (3, "test", "tab:orange")]
+    if histories.shape[2] > 4:
+        curves.append((5, "validation", "tab:green"))
+    for column, label, color in curves:
         if not len(ok):
             break
         values = ok[:, :, column]
-        mean = np.nanmean(values, axis=0)
+        with warnings.catch_warnings():  # after early stops, some epochs have one repeat left
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(values, axis=0)
+            std = np.nanstd(values, axis=0, ddof=1)
         ax.plot(epochs, mean, label=label, color=color, linewidth=1.2)
         if len(ok) > 1:
-            std = np.nanstd(values, axis=0, ddof=1)
             ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
     n_bad = int(flags.sum())
     for k, history in enumerate(histories[flags]):

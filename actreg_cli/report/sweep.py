@@ -31,6 +31,7 @@ from actreg_cli.report.sweep_tables import (
     MIN_PAIRS_FOR_VERDICT,
     baseline_note,
     best_cell,
+    chosen_on,
     is_better,
     metric_label,
     results_columns,
@@ -65,6 +66,24 @@ def _units_ci(row: dict[str, Any], column: str) -> str:
     mean, lo, hi = (row[f"{column}_{stat}"] for stat in ("mean", "ci_low", "ci_high"))
     ci = f"{lo:.4g} to {hi:.4g}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
     return f"{mean:.4g} (95% CI {ci})"
+
+
+def chosen_note(summary: Sequence[dict[str, Any]], task: Task, best: dict[str, Any]) -> str:
+    """How the best cell was chosen, in one sentence: on the validation set (its test result
+    is then an honest estimate) or, without one, on the test set (then optimistic)."""
+    key = chosen_on(summary, task)
+    if key.startswith("val_"):
+        name = key.removesuffix("_mean").removeprefix("val_")
+        name = name if name == "accuracy" else name.upper()
+        return (
+            f"Chosen on the validation set (mean validation {name} {_num(best[key])}); the "
+            "test result above is of a cell the test set did not choose."
+        )
+    return (
+        "Chosen on the test set (the sweep has no validation set: set "
+        "`data.validation_fraction`): the best of several cells on the same test rows, so "
+        "its test result and its difference from the baseline are optimistic."
+    )
 
 
 def target_units_lines(outcome: SweepOutcome, best: dict[str, Any]) -> list[str]:
@@ -149,6 +168,7 @@ def report_markdown(
             f"{_ci(best[f'{main}_ci_low'], best[f'{main}_ci_high'])}, n = {best['n']})."
         )
         lines += target_units_lines(outcome, best)
+        lines.append(chosen_note(summary, task, best))
         if best["baseline_cell"]:
             if best["diff_clear"]:
                 verdict = "clearly larger than the noise (Holm-corrected)"

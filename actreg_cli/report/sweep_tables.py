@@ -44,21 +44,51 @@ def metric_label(metric: str) -> str:
     return f"{split} {name if name == 'accuracy' else name.upper()}"
 
 
-def result_columns_after_values(task: Task, target_units: Sequence[str] = ()) -> tuple[str, ...]:
-    """results.csv's columns after the swept values; `target_units`: `target_unit_columns`."""
-    return ("repeat", "seed", *result_fields(task), *target_units, "diverged")
+def result_columns_after_values(
+    task: Task, target_units: Sequence[str] = (), options: dict[str, bool] | None = None
+) -> tuple[str, ...]:
+    """results.csv's columns after the swept values; `target_units`: `target_unit_columns`;
+    options: `sweep_options` (validation and early-stopping fields)."""
+    fields = result_fields(task, **(options or {}))
+    return ("repeat", "seed", *fields, *target_units, "diverged")
 
 
-def summary_stat_columns(task: Task, target_units: Sequence[str] = ()) -> tuple[str, ...]:
+def selection_metric(task: Task) -> str:
+    """What a best cell is chosen on when there is a validation set: the task's history metric
+    on it (val_accuracy, higher is better; val_mae for regression, lower is better: it carries
+    no penalty, unlike val_loss, so cells with different penalties compare fairly)."""
+    return f"val_{spec(task).history_metric}"
+
+
+def sweep_options(outcome: SweepOutcome) -> dict[str, bool]:
+    """Which optional result fields the sweep's tables have: validation ones when any cell
+    has a validation set, early-stopping ones when any cell stops early."""
+    configs = [cell.config for cell in outcome.cells]
+    return {
+        "validation": any(c.has_validation for c in configs),
+        "early_stopping": any(c.training.early_stopping is not None for c in configs),
+    }
+
+
+def summary_stat_columns(
+    task: Task, target_units: Sequence[str] = (), options: dict[str, bool] | None = None
+) -> tuple[str, ...]:
     """summary.csv's statistics; MAIN stands for the task's main metric (test_accuracy or
     test_mse), TRAIN for the same on the training rows; each of `target_units`
-    (`target_unit_columns`) adds its mean, std and 95% CI after them."""
+    (`target_unit_columns`) adds its mean, std and 95% CI after them; with a validation set
+    the selection metric's mean and std follow (`selection_metric`), with early stopping the
+    mean epoch training stopped at and the mean best epoch."""
     main = spec(task).main_metric
+    options = options or {}
     columns: list[str] = []
     for c in _SUMMARY_STAT_TEMPLATE:
         columns.append(c.replace("MAIN", main).replace("TRAIN", train_metric(main)))
         if c == "TRAIN_std":
             columns += [f"{name}_{stat}" for name in target_units for stat in _STATS]
+            if options.get("validation"):
+                columns += [f"{selection_metric(task)}_mean", f"{selection_metric(task)}_std"]
+            if options.get("early_stopping"):
+                columns += ["epochs_trained_mean", "best_epoch_mean"]
     return tuple(columns)
 
 
@@ -156,7 +186,8 @@ def results_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
     keys = swept_keys(outcome)
     task = outcome.plan.task
     units = target_unit_columns(outcome)
-    columns = result_columns_after_values(task, units)  # a unit column: NaN unless known
+    # a unit column (or a validation field of a cell without one): NaN unless known
+    columns = result_columns_after_values(task, units, sweep_options(outcome))
     rows = []
     for cell in outcome.cells:
         record = outcome.records.get(cell.id)
@@ -185,8 +216,10 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
     """
     keys = swept_keys(outcome)
     units = target_unit_columns(outcome)
+    options = sweep_options(outcome)
     nan = float("nan")
     main = main_metric(outcome).main_metric
+    select = selection_metric(outcome.plan.task)
     train_main = train_metric(main)
     rows = []
     for cell in outcome.cells:
@@ -197,7 +230,7 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
             "status": "done" if record is not None else "failed",
         }
         row.update(_value_cells(cell, keys))
-        stats = {name: nan for name in summary_stat_columns(outcome.plan.task, units)}
+        stats = {name: nan for name in summary_stat_columns(outcome.plan.task, units, options)}
         stats.update(n=0, n_diverged=0, baseline_cell=None, diff_clear=None)
         if record is not None:
             # repeats that split one pool of rows anew overlap: corrected resampled t
@@ -216,6 +249,15 @@ def summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
                     f"{train_main}_std": train["std"],
                 }
             )
+            if options["validation"] and select in record.runs[0]:
+                chosen = describe(record.metric(select), CONFIDENCE, overlap)
+                stats.update({f"{select}_mean": chosen["mean"], f"{select}_std": chosen["std"]})
+            if options["early_stopping"] and "best_epoch" in record.runs[0]:
+                epochs = cell.config.training.epochs
+                trained = [s or epochs for s in record.metric("stopped_epoch")]
+                stats["epochs_trained_mean"] = float(sum(trained) / len(trained))
+                best = record.metric("best_epoch")
+                stats["best_epoch_mean"] = float(sum(best) / len(best))
             described = {m: record.metric(m) for m in ("mean_activation", "zero_fraction")}
             if units:
                 described.update(target_unit_values(record, outcome.plan.task))
@@ -263,7 +305,9 @@ def results_columns(outcome: SweepOutcome) -> list[str]:
         "cell",
         "baseline",
         *swept_keys(outcome),
-        *result_columns_after_values(outcome.plan.task, target_unit_columns(outcome)),
+        *result_columns_after_values(
+            outcome.plan.task, target_unit_columns(outcome), sweep_options(outcome)
+        ),
     ]
 
 
@@ -273,7 +317,9 @@ def summary_columns(outcome: SweepOutcome) -> list[str]:
         "baseline",
         "status",
         *swept_keys(outcome),
-        *summary_stat_columns(outcome.plan.task, target_unit_columns(outcome)),
+        *summary_stat_columns(
+            outcome.plan.task, target_unit_columns(outcome), sweep_options(outcome)
+        ),
     ]
 
 
@@ -317,14 +363,27 @@ def study_line(outcome: SweepOutcome) -> str:
 
 
 def best_cell(summary: Sequence[dict[str, Any]], task: Task = Task.binary) -> dict[str, Any] | None:
-    """The row with the best mean main metric (highest accuracy, lowest MSE; the first such in
-    grid order)."""
-    main, higher = spec(task).main_metric, spec(task).higher_is_better
-    rows = [r for r in summary if r["n"] > 0 and math.isfinite(r[f"{main}_mean"])]
+    """The row with the best mean of what the best is chosen on (`chosen_on`): the validation
+    metric when every finished cell has one, else the main test metric (highest accuracy,
+    lowest MSE); the first such in grid order."""
+    key = chosen_on(summary, task)
+    higher = spec(task).higher_is_better
+    rows = [r for r in summary if r["n"] > 0 and math.isfinite(r.get(key, math.nan))]
     if not rows:
         return None
     sign = 1.0 if higher else -1.0
-    return max(rows, key=lambda r: sign * r[f"{main}_mean"])
+    return max(rows, key=lambda r: sign * r[key])
+
+
+def chosen_on(summary: Sequence[dict[str, Any]], task: Task) -> str:
+    """The summary column the best cell is chosen on: `<selection_metric>_mean` (the
+    validation set) when every finished cell has it, else `<main metric>_mean` (the test set:
+    the chosen cell's test result is then optimistic)."""
+    select = f"{selection_metric(task)}_mean"
+    done = [r for r in summary if r["n"] > 0]
+    if done and all(math.isfinite(r.get(select, math.nan)) for r in done):
+        return select
+    return f"{spec(task).main_metric}_mean"
 
 
 def is_better(diff: float, task: Task) -> bool:

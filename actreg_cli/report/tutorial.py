@@ -29,7 +29,7 @@ from actreg_cli.study.tutorial import (
     VARIANTS,
     TutorialRun,
 )
-from actreg_cli.tasks import history_columns, result_fields
+from actreg_cli.tasks import history_columns, legacy_history_names, result_fields
 
 #: The tutorial trains for 4000 epochs; a verdict at other epochs is about another training.
 PUBLISHED_EPOCHS = 4000
@@ -101,7 +101,9 @@ def report_tutorial(out_dir: Path) -> TutorialOutcome:
         rows_by_arm[(row["variant"], row["reduction"])].append(row)
     histories: dict[tuple[str, str], dict[int, list[list[float]]]] = {arm: {} for arm in configs}
     with open(out_dir / "history.csv", encoding="utf-8", newline="") as fh:
-        for line in csv.DictReader(fh):
+        reader = csv.DictReader(fh)
+        reader.fieldnames = legacy_history_names(list(reader.fieldnames or []))
+        for line in reader:
             arm = (line["variant"], line["reduction"])
             values = [float(line[c]) for c in history_columns(TASK)]
             histories[arm].setdefault(int(line["repeat"]), []).append(values)

@@ -20,47 +20,79 @@ from actreg_cli.study.samples import SAMPLES_FILE, Samples, save_samples
 from actreg_cli.tasks import Task, history_columns, result_fields
 
 
-def repeat_columns(task: Task) -> tuple[str, ...]:
-    """Columns of repeats.csv: repeat, seed, the task's result fields, diverged."""
-    return ("repeat", "seed", *result_fields(task), "diverged")
+def repeat_columns(
+    task: Task, validation: bool = False, early_stopping: bool = False
+) -> tuple[str, ...]:
+    """Columns of repeats.csv: repeat, seed, the task's result fields (with validation and
+    early-stopping fields as the config has them), diverged."""
+    return ("repeat", "seed", *result_fields(task, validation, early_stopping), "diverged")
 
 
 def repeat_rows(
-    task: Task, seeds: Sequence[int], results: Sequence[TrainResult]
+    task: Task,
+    seeds: Sequence[int],
+    results: Sequence[TrainResult],
+    validation: bool = False,
+    early_stopping: bool = False,
 ) -> list[dict[str, Any]]:
-    """One row per repeat, keys repeat_columns(task)."""
+    """One row per repeat, keys repeat_columns(task, validation, early_stopping)."""
     return [
-        {"repeat": r, "seed": seed, **res.values(task), "diverged": res.diverged}
+        {
+            "repeat": r,
+            "seed": seed,
+            **res.values(task, validation, early_stopping),
+            "diverged": res.diverged,
+        }
         for r, (seed, res) in enumerate(zip(seeds, results, strict=True))
     ]
 
 
+def padded_histories(results: Sequence[TrainResult]) -> np.ndarray:
+    """The repeats' histories as one array [repeats, epochs, columns]; with early stopping
+    they have different lengths, and a shorter one is padded with NaN after its last epoch
+    (history.csv leaves those rows out)."""
+    longest = max(len(res.history) for res in results)
+    out = np.full((len(results), longest, results[0].history.shape[1]), np.nan)
+    for r, res in enumerate(results):
+        out[r, : len(res.history)] = res.history
+    return out
+
+
 def history_csv_rows(histories: np.ndarray, prefix: str = "") -> np.ndarray:
-    """histories: [repeats, epochs, 4] -> lines (prefix, repeat, epoch 1.., loss, metric,
-    val_loss, val_metric; metric: accuracy, or mae for regression) as ASCII bytes (uint8
-    array), floats with the 9 digits that identify a float32."""
+    """histories: [repeats, epochs, 4 or 6] -> lines (prefix, repeat, epoch 1.., loss, metric,
+    test_loss, test_metric[, val_loss, val_metric]; metric: accuracy, or mae for regression)
+    as ASCII bytes (uint8 array), floats with the 9 digits that identify a float32. Rows of
+    NaN padding (`padded_histories`: epochs after an early stop) are left out."""
     from actreg_cli.study.csv_format import numeric_csv_rows
 
-    repeats, epochs, _ = histories.shape
-    flat = histories.reshape(-1, 4)
+    repeats, epochs, width = histories.shape
+    flat = histories.reshape(-1, width)
     index = [np.repeat(np.arange(repeats), epochs), np.tile(np.arange(1, epochs + 1), repeats)]
+    trained = ~np.isnan(flat[:, 0])
+    if not trained.all():
+        flat, index = flat[trained], [i[trained] for i in index]
     return numeric_csv_rows(index, list(flat.T), prefix)
 
 
 def write_history_csv(path: Path, histories: np.ndarray, task: Task = Task.binary) -> None:
     """history.csv: header (the task's columns), then one row per repeat and epoch (see
     `history_csv_rows`)."""
-    header = ",".join(("repeat", "epoch", *history_columns(task))) + "\n"
+    validation = histories.shape[2] > 4
+    header = ",".join(("repeat", "epoch", *history_columns(task, validation))) + "\n"
     write_csv_bytes(path, header, [history_csv_rows(histories)])
 
 
 def read_history_csv(path: Path) -> np.ndarray:
-    """Inverse of write_history_csv: [repeats, epochs, 4] float64 (each value a float32, as
-    the engines computed it)."""
+    """Inverse of write_history_csv: [repeats, epochs, 4 or 6] float64 (each value a float32,
+    as the engines computed it; NaN after an early stop). Columns 2 and 3 are the test set's in
+    every history.csv (older files name them val_*, `tasks.legacy_history_names`)."""
     table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    repeats = int(table[:, 0].max()) + 1
+    repeat = table[:, 0].astype(np.int64)
+    epoch = table[:, 1].astype(np.int64)
     values = table[:, 2:].astype(np.float32).astype(np.float64)
-    return values.reshape(repeats, -1, 4)
+    out = np.full((int(repeat.max()) + 1, int(epoch.max()), values.shape[1]), np.nan)
+    out[repeat, epoch - 1] = values
+    return out
 
 
 def read_repeats_csv(path: Path) -> list[dict[str, Any]]:
@@ -79,7 +111,7 @@ def read_repeats_csv(path: Path) -> list[dict[str, Any]]:
 
 
 #: repeats.csv columns read as floats: every task's result fields.
-_NUMERIC_REPEAT_COLUMNS = {field for task in Task for field in result_fields(task)}
+_NUMERIC_REPEAT_COLUMNS = {field for task in Task for field in result_fields(task, True, True)}
 
 
 def write_run_records(
@@ -88,13 +120,16 @@ def write_run_records(
     results: Sequence[TrainResult],
     task: Task,
     samples: Samples | None = None,
+    options: dict[str, bool] | None = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Write history.csv and repeats.csv (and samples.npz for a reconstruction run whose engine
-    kept samples); return the histories [repeats, epochs, 4] and the repeat rows."""
-    histories = np.stack([res.history for res in results])
+    kept samples); return the histories [repeats, epochs, 4 or 6] (`padded_histories`) and the
+    repeat rows. options: ExperimentConfig.result_options (validation, early_stopping)."""
+    options = options or {}
+    histories = padded_histories(results)
     write_history_csv(run_dir / "history.csv", histories, task)
-    rows = repeat_rows(task, seeds, results)
-    write_text(run_dir / "repeats.csv", csv_text(repeat_columns(task), rows))
+    rows = repeat_rows(task, seeds, results, **options)
+    write_text(run_dir / "repeats.csv", csv_text(repeat_columns(task, **options), rows))
     if samples is not None:
         save_samples(run_dir / SAMPLES_FILE, samples)
     return histories, rows

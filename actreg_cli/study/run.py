@@ -164,7 +164,12 @@ def run_experiment(
     results = engine.train(jobs, progress)
     task = saved_task(metadata)
     histories, rows = write_run_records(
-        run_dir, seeds, results, task, samples=run_samples(config, seeds, results)
+        run_dir,
+        seeds,
+        results,
+        task,
+        samples=run_samples(config, seeds, results),
+        options=config.result_options,
     )
     return RunOutcome(
         run_dir, config, seeds, engine.name, engine_note, results, task, histories, rows

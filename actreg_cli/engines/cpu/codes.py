@@ -24,3 +24,10 @@ BEFORE_MEAN_L1, BEFORE_MEAN_L2, BEFORE_SUM_L1, BEFORE_SUM_L2 = (
 AFTER_MEAN_L1, AFTER_MEAN_L2, AFTER_SUM_L1, AFTER_SUM_L2 = (
     COEF_COLUMNS.index(f"after_{r}_{n}") for r in ("mean", "sum") for n in ("l1", "l2")
 )
+
+# Columns of a model's early-stopping settings (float64 [7] per model, engine.py
+# `stopping_settings`; stopping.py reads them): watched (1) or not (0), the rows' column of the
+# monitored total (4: val loss, 5: val metric), higher is better (1/0), min_delta, patience,
+# restore_best_weights (1/0), start_from_epoch.
+STOP_ON, STOP_COLUMN, STOP_HIGHER, STOP_MIN_DELTA, STOP_PATIENCE, STOP_RESTORE, STOP_START = range(7)  # fmt: skip
+STOP_SETTINGS = 7

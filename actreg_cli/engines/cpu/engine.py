@@ -18,7 +18,9 @@ batch and minibatches (shuffled every epoch by `weights.epoch_permutation`, comp
 written, so the batches are the keras and fused engines' batches), the binary, multiclass and
 regression tasks (tasks.py), on any flat data set `actreg_cli.data` loads (generated, bundled,
 CSV, NPZ; any split; `resample: true` trains each repeat on its own data, one kernel call per
-data set). What the fused MLP program trains, the cpu engine trains. Not: custom regularizers
+data set), with a validation set (its val_* history columns, evaluated as the test set is) and
+early stopping (Keras's EarlyStopping, per model inside the loop: stopping.py; a stopped model
+ends its own loop, not the others'). What the fused MLP program trains, the cpu engine trains. Not: custom regularizers
 (any Python function; Numba cannot compile it), and what is not an MLP
 (`config.mlp_shorthand_reason`: model.layers, dropout, image-shaped input, reconstruction).
 The tutorial's circles and moons load without scikit-learn (data/generated.py restates them).
@@ -39,17 +41,21 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from actreg_cli.config import ExperimentConfig, Norm
+from actreg_cli.config import EarlyStoppingConfig, ExperimentConfig, Norm
 from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import (
     ProgressCallback,
+    Stop,
     TrainJob,
     TrainResult,
+    early_stopping,
+    history_from_totals,
     mlp_shape_key,
     result_from_totals,
     train_grouped,
     worker_count,
 )
+from actreg_cli.engines.cpu import codes
 from actreg_cli.engines.cpu.codes import ACTIVATIONS, OPTIMIZERS, TASKS
 from actreg_cli.engines.penalties import coefficients
 from actreg_cli.tasks import output_units
@@ -104,6 +110,42 @@ def flat_initial_weights(config: ExperimentConfig, seed: int, data: Dataset) -> 
     *hidden, (out_kernel, out_bias) = initial_weights(sizes, seed)
     parts = [part.ravel() for pair in hidden for part in pair]
     return np.concatenate([*parts, out_kernel.T.ravel(), out_bias]).astype(np.float32)
+
+
+def stopping_settings(config: EarlyStoppingConfig | None) -> np.ndarray:
+    """float64 [codes.STOP_SETTINGS]: one model's early stopping as the kernel reads it
+    (stopping.py); all 0 (not watched) for None."""
+    settings = np.zeros(codes.STOP_SETTINGS, np.float64)
+    if config is None:
+        return settings
+    settings[codes.STOP_ON] = 1
+    settings[codes.STOP_COLUMN] = 4 if config.monitor == "val_loss" else 5
+    settings[codes.STOP_HIGHER] = config.higher_is_better
+    settings[codes.STOP_MIN_DELTA] = config.min_delta
+    settings[codes.STOP_PATIENCE] = config.patience
+    settings[codes.STOP_RESTORE] = config.restore_best_weights
+    settings[codes.STOP_START] = config.start_from_epoch
+    return settings
+
+
+def checked_stop(
+    config: EarlyStoppingConfig, rows: np.ndarray, trained: np.ndarray, data: Dataset
+) -> Stop:
+    """The Stop of one model the kernel trained with early stopping: `base.early_stopping` (the
+    reference rule) over the history's monitored column, which must agree with what the
+    kernel did (trained: int64 [3], epochs trained, kept epoch, stopped); a disagreement is a
+    bug of the kernel, raised as an AssertionError naming both."""
+    epochs, kept, stopped = (int(value) for value in trained)
+    history = history_from_totals(rows[: epochs + 1], data.n_train, data.n_test, data.n_val)
+    stop = early_stopping(history[:, 4 if config.monitor == "val_loss" else 5], config)
+    if (stop.epochs, stop.kept_epoch, stop.stopped) != (epochs, kept, bool(stopped)):
+        raise AssertionError(
+            f"the cpu kernel's early stopping trained {epochs} epochs (stopped: "
+            f"{bool(stopped)}) and kept epoch {kept}, but engines.base.early_stopping over its "
+            f"history says {stop.epochs} epochs (stopped: {stop.stopped}), kept epoch "
+            f"{stop.kept_epoch}"
+        )
+    return stop
 
 
 #: Seconds Ctrl-C waits for the compiled loops to see the stop flag (each model checks it
@@ -162,6 +204,7 @@ class CpuEngine:
             for start in range(0, len(group), self.models_per_call):
                 part = group[start : start + self.models_per_call]
                 results += self._train_call(part)
+                # Model-epochs as configured: a model early stopping ended counts in full.
                 if progress is not None:
                     progress(len(part) * part[0].config.training.epochs)
             return results
@@ -187,6 +230,12 @@ class CpuEngine:
         shuffle_seeds = np.array([shuffle_seed(job.seed) for job in jobs], dtype=np.int64)
         threads = max(1, min(self.workers, len(jobs), numba.config.NUMBA_NUM_THREADS))
         stop = np.zeros(1, np.int64)
+        # Early stopping watches the validation set; without one (the config refuses that) a
+        # model trains every epoch.
+        watched = [
+            job.config.training.early_stopping if data.has_validation else None for job in jobs
+        ]
+        stopping = np.stack([stopping_settings(config) for config in watched])
 
         def call() -> tuple[np.ndarray, ...]:
             numba.set_num_threads(threads)  # per calling thread
@@ -198,6 +247,9 @@ class CpuEngine:
             np.array(data.y_train[:, 0], dtype=np.float32),
             np.array(data.x_test, dtype=np.float32),
             np.array(data.y_test[:, 0], dtype=np.float32),
+            # No rows without a validation set: the loops then compute nothing of it.
+            np.array(data.x_val, dtype=np.float32).reshape(data.n_val, data.n_features),
+            np.array(data.y_val[:, 0], dtype=np.float32),
             params,
             coef,
             lr,
@@ -210,11 +262,19 @@ class CpuEngine:
             batch_size,
             shuffle_seeds,
             shuffle,
+            stopping,
         )
-        rows, probe, outputs, _ = run_stoppable(call, stop)
-        return [
-            result_from_totals(
-                job.config, rows[c], probe[c], n_train, data.n_test, (data.task, data, outputs[c])
-            )
-            for c, job in enumerate(jobs)
-        ]
+        rows, probe, outputs, _, final_rows, trained = run_stoppable(call, stop)
+        results = []
+        for c, job in enumerate(jobs):
+            stopping_config = watched[c]
+            model_stop = None
+            if stopping_config is not None:
+                model_stop = checked_stop(stopping_config, rows[c], trained[c], data)
+            result = result_from_totals(
+                job.config, rows[c], probe[c], n_train, data.n_test,
+                (data.task, data, outputs[c]), n_val=data.n_val, stop=model_stop,
+                final_row=final_rows[c],
+            )  # fmt: skip
+            results.append(result)
+        return results

@@ -28,6 +28,7 @@ from actreg_cli.engines.cpu.step import (
     update,
     weight_penalty,
 )
+from actreg_cli.engines.cpu.stopping import best_weights_buffer, finish, new_state, watch_epoch
 from actreg_cli.engines.cpu.vmath import JIT, exp_nonpositive, sign, tanh_rational
 
 
@@ -405,21 +406,30 @@ def _batch(
 
 
 @njit(**JIT)
-def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, cf, lr, units, fan_ins, w_off,
-               b_off, h_off, out_w, out_b, n_out, task, act, optimizer, epochs, batch_size, seed,
-               shuffle, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-               rows_out, stop):  # fmt: skip
+def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf, lr, units,
+               fan_ins, w_off, b_off, h_off, out_w, out_b, n_out, task, act, optimizer, epochs,
+               batch_size, seed, shuffle, zb, ab, db, gb, act_sums, factors, logits, g_logits,
+               rows_out, settings, trained, stop):  # fmt: skip
     """`train_models`' epoch loop for one model of any other MLP (`_batch`: rows one at a time),
-    the same batches, history totals (rows_out [E+1, 4]) and final weights (p, in place).
-    Returns early, before an epoch or a minibatch, once stop[0] != 0 (int64 [1]; Ctrl-C: the totals are then
-    incomplete and thrown away)."""
+    the same batches, history totals (rows_out [E+1, 6]; the validation columns only with
+    validation rows, n_val > 0), early stopping (settings float64 [STOP_SETTINGS], stopping.py)
+    and final weights (p, in place: the kept ones). trained: int64 [3], `stopping.finish`'s;
+    rows_out[trained[0], :2] holds the kept weights' train set evaluation.
+    Returns early, before an epoch or a minibatch, once stop[0] != 0 (int64 [1]; Ctrl-C: the
+    totals are then incomplete and thrown away)."""
     n_train = y_train.shape[0]
     n_test = y_test.shape[0]
+    n_val = y_val.shape[0]
     train_rows = np.arange(n_train)
     test_rows = np.arange(n_test)
+    val_rows = np.arange(n_val)
     n_batches = (n_train + batch_size - 1) // batch_size
     order = train_rows
     step = 0
+    watch = new_state()
+    best_p = best_weights_buffer(settings, p.shape[0])
+    done = epochs
+    stopped = False
     for epoch in range(epochs):
         if stop[0] != 0:
             return
@@ -448,9 +458,22 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, cf, lr, units, f
         )  # fmt: skip
         rows_out[epoch + 1, 2] = loss * np.float32(n_test)
         rows_out[epoch + 1, 3] = correct
+        if n_val == 0:
+            continue
+        loss, correct = _batch(
+            p, grad, x_val, y_val, val_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
+            out_b, n_out, task, act, zb, ab, db, gb, act_sums, factors, logits, g_logits, False,
+        )  # fmt: skip
+        rows_out[epoch + 1, 4] = loss * np.float32(n_val)
+        rows_out[epoch + 1, 5] = correct
+        if watch_epoch(settings, watch, rows_out, epoch, n_val, p, best_p):
+            done = epoch + 1
+            stopped = True
+            break
+    finish(settings, watch, done, stopped, p, best_p, trained)
     loss, correct = _batch(
         p, grad, x_train, y_train, train_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
         out_b, n_out, task, act, zb, ab, db, gb, act_sums, factors, logits, g_logits, False,
     )  # fmt: skip
-    rows_out[epochs, 0] = loss * np.float32(n_train)
-    rows_out[epochs, 1] = correct
+    rows_out[done, 0] = loss * np.float32(n_train)
+    rows_out[done, 1] = correct

@@ -47,26 +47,36 @@ from actreg_cli.engines.cpu.vmath import JIT, flush_denormals, restore_denormals
 
 @njit(parallel=True, **JIT)
 def train_models(
-    x_train, y_train, x_test, y_test, params, coef, lr, units, n_out, task, act, optimizer,
-    epochs, batch_size, shuffle_seeds, shuffle, stop,
+    x_train, y_train, x_test, y_test, x_val, y_val, params, coef, lr, units, n_out, task, act,
+    optimizer, epochs, batch_size, shuffle_seeds, shuffle, stopping, stop,
 ):  # fmt: skip
-    """Train C models; returns (rows float32 [C, E+1, 4], probe float32 [C, 2L], outputs
-    float32 [C, n_train + n_test, n_out], params float32 [C, P] final weights).
+    """Train C models; returns (rows float32 [C, E+1, 6], probe float32 [C, 2L], outputs
+    float32 [C, n_train + n_test, n_out], params float32 [C, P] final weights, final_rows
+    float32 [C, 6], trained int64 [C, 3]).
 
-    x_*: float32 [n, n_in]; y_*: float32 [n] (0/1, the class index, or the target);
+    x_*: float32 [n, n_in]; y_*: float32 [n] (0/1, the class index, or the target); the
+    validation set x_val, y_val may have no rows (n_val = 0: nothing of it is computed);
     params: float32 [C, P] initial weights (layout in the module docstring, copied, not
     modified); coef: float32 [C, L, 12]; lr: float32 [C]; units: int64 [L]; n_out: output
     units; task: a codes.TASKS code. Batches are consecutive slices of the epoch's order of the
     training rows (the last partial one kept): with shuffle, epoch e's order is
     weights.epoch_permutation(shuffle_seeds[c], e, n_train) (int64 [C] seeds), else 0..n-1.
     rows[:, e] = (sum over epoch e's batches of loss * size, metric total, test loss * n_test,
-    test metric total) with the train columns measured before each batch's update and the test
-    columns on the weights at the start of epoch e (so rows[:, e+1, 2:] is epoch e's val_*);
-    rows[:, E] holds the final weights' train set (one batch) and test set evaluations. The
+    test metric total, val loss * n_val, val metric total) with the train columns measured
+    before each batch's update and the test and val columns on the weights at the start of
+    epoch e (so rows[:, e+1, 2:] is epoch e's test_* and val_*; the val columns stay 0 without
+    validation rows); rows[:, k] holds the final weights' train set (one batch) evaluation, k
+    the epochs trained (E unless early stopping ended training: rows[:, k+1:] are then 0). The
     metric total is the correct count, or the sum of absolute errors for regression.
+    stopping: float64 [C, STOP_SETTINGS], each model's early stopping (codes.STOP_*; not
+    watched: STOP_ON 0), Keras's EarlyStopping on the val column (stopping.py), each model on
+    its own. trained[c] = (k, the kept epoch: whose weights training ended with, 0-based,
+    stopped 1/0). final_rows[c]: the final (kept) weights' evaluation, (train loss * n_train,
+    train metric total, test loss * n_test, test metric total, val loss * n_val, val metric
+    total): rows[c, k, :2] and rows[c, kept + 1, 2:] (those weights were evaluated there).
     probe: per hidden layer the mean of its output on the test set, then per layer the
     fraction of exact zeros. outputs: the output layer's activations (`output_activation`)
-    on the final weights, train rows then test rows.
+    on the final weights, train rows then test rows. Final weights: the kept ones.
     stop: int64 [1], read before every epoch and minibatch of every model: set to 1 from
     another thread (Ctrl-C, `engine.run_stoppable`), each model ends within a minibatch and the
     results are incomplete. Left at 0, it changes nothing.
@@ -77,6 +87,7 @@ def train_models(
     n_in = x_train.shape[1]
     n_train = x_train.shape[0]
     n_test = x_test.shape[0]
+    n_val = x_val.shape[0]
     fan_ins = np.empty(n_layers, np.int64)
     w_off = np.empty(n_layers, np.int64)
     b_off = np.empty(n_layers, np.int64)
@@ -92,13 +103,16 @@ def train_models(
         h_off[layer + 1] = h_off[layer] + units[layer]
     out_w = offset
     out_b = out_w + n_out * units[n_layers - 1]
-    rows_out = np.zeros((n_models, epochs + 1, 4), np.float32)
+    rows_out = np.zeros((n_models, epochs + 1, 6), np.float32)
+    final_rows = np.zeros((n_models, 6), np.float32)
+    trained = np.zeros((n_models, 3), np.int64)
     probe = np.zeros((n_models, 2 * n_layers), np.float32)
     outputs = np.zeros((n_models, n_train + n_test, n_out), np.float32)
     final = np.empty_like(params)
     # Flat rows: row r's inputs at [r * n_in, (r + 1) * n_in).
     x_train = x_train.reshape(n_train * n_in)
     x_test = x_test.reshape(n_test * n_in)
+    x_val = x_val.reshape(n_val * n_in)
     # The tutorial family has a loop of its own (`train_relu2`).
     relu2 = n_layers == 1 and n_in == 2 and act == 0 and n_out == 1
     for c in prange(n_models):
@@ -118,17 +132,22 @@ def train_models(
         g_logits = np.zeros(n_out, np.float32)
         if relu2:
             train_relu2(
-                p, m, v, grad, x_train, y_train, x_test, y_test, coef[c], lr[c], units[0], task,
-                optimizer, epochs, batch_size, shuffle_seeds[c], shuffle, units, fan_ins, w_off,
-                b_off, rows_out[c], stop,
+                p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, coef[c], lr[c],
+                units[0], task, optimizer, epochs, batch_size, shuffle_seeds[c], shuffle, units,
+                fan_ins, w_off, b_off, rows_out[c], stopping[c], trained[c], stop,
             )  # fmt: skip
         else:
             train_rows(
-                p, m, v, grad, x_train, y_train, x_test, y_test, coef[c], lr[c], units, fan_ins,
-                w_off, b_off, h_off, out_w, out_b, n_out, task, act, optimizer, epochs,
-                batch_size, shuffle_seeds[c], shuffle, zb, ab, db, gb, act_sums, factors, logits,
-                g_logits, rows_out[c], stop,
+                p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, coef[c], lr[c],
+                units, fan_ins, w_off, b_off, h_off, out_w, out_b, n_out, task, act, optimizer,
+                epochs, batch_size, shuffle_seeds[c], shuffle, zb, ab, db, gb, act_sums, factors,
+                logits, g_logits, rows_out[c], stopping[c], trained[c], stop,
             )  # fmt: skip
+        # (Interrupted, trained[c] may still be 0s: valid indices; the results are dropped.)
+        done = trained[c, 0]
+        kept = trained[c, 1]
+        final_rows[c, :2] = rows_out[c, done, :2]
+        final_rows[c, 2:] = rows_out[c, kept + 1, 2:]
         last = h_off[n_layers - 1]
         last_units = units[n_layers - 1]
         # Outputs on the final weights; for the test rows also the probe: each hidden
@@ -157,4 +176,4 @@ def train_models(
             probe[c, n_layers + layer] /= count
         final[c] = p
         restore_denormals(denormals)
-    return rows_out, probe, outputs, final
+    return rows_out, probe, outputs, final, final_rows, trained

@@ -39,6 +39,7 @@ from actreg_cli.engines.cpu.step import (
     update,
     weight_penalty,
 )
+from actreg_cli.engines.cpu.stopping import best_weights_buffer, finish, new_state, watch_epoch
 from actreg_cli.engines.cpu.vmath import (
     JIT,
     exp_nonpositive,
@@ -307,20 +308,24 @@ def _relu2_backward(p, grad, o, out_w, out_b, xc, n, g, factors):
 
 
 @njit(**JIT)
-def train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, task, optimizer,
-                epochs, batch_size, seed, shuffle, units, fan_ins, w_off, b_off,
-                rows_out, stop):  # fmt: skip
+def train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, coef, lr, o, task,
+                optimizer, epochs, batch_size, seed, shuffle, units, fan_ins, w_off, b_off,
+                rows_out, settings, trained, stop):  # fmt: skip
     """`train_models`' epoch loop for one model of the tutorial family (the module docstring),
-    the same batches, history totals (rows_out [E+1, 4]) and final weights (p, in place).
-    Returns early, before an epoch or a minibatch, once stop[0] != 0 (int64 [1]; Ctrl-C: the totals are then
-    incomplete and thrown away)."""
+    the same batches, history totals (rows_out [E+1, 6]; the validation columns only with
+    validation rows, n_val > 0), early stopping (settings float64 [STOP_SETTINGS], stopping.py)
+    and final weights (p, in place: the kept ones). trained: int64 [3], `stopping.finish`'s;
+    rows_out[trained[0], :2] holds the kept weights' train set evaluation.
+    Returns early, before an epoch or a minibatch, once stop[0] != 0 (int64 [1]; Ctrl-C: the
+    totals are then incomplete and thrown away)."""
     prefer_512_bit_vectors()
     n_train = y_train.shape[0]
     n_test = y_test.shape[0]
+    n_val = y_val.shape[0]  # 0 without a validation set: then nothing of it is computed
     out_w = 3 * o
     out_b = 4 * o
-    full = batch_size >= n_train  # one batch: its forward also evaluates the test rows
-    width = _padded(n_train + n_test) if full else _padded(max(n_train, n_test))
+    full = batch_size >= n_train  # one batch: its forward also evaluates the test (val) rows
+    width = _padded(n_train + n_test + n_val) if full else _padded(max(n_train, n_test + n_val))
     xc = np.zeros((2, width), np.float32)
     yc = np.zeros(width, np.float32)
     xt = np.zeros((2, width), np.float32)
@@ -340,18 +345,27 @@ def train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, ta
             sums = 2
     train_rows = np.arange(n_train)
     test_rows = np.arange(n_test)
+    val_rows = np.arange(n_val)
+    watch = new_state()
+    best_p = best_weights_buffer(settings, p.shape[0])
+    done = epochs
+    stopped = False
+    # Evaluation rows: the test rows, then the validation rows (one forward for both).
     if full:
         _gather_columns(x_train, y_train, train_rows, 0, n_train, xc, yc, 0)
         _gather_columns(x_test, y_test, test_rows, 0, n_test, xc, yc, n_train)
+        _gather_columns(x_val, y_val, val_rows, 0, n_val, xc, yc, n_train + n_test)
     else:
         _gather_columns(x_test, y_test, test_rows, 0, n_test, xt, yt, 0)
-    if full:  # rows_out[E]: the final weights' evaluation, in the same pass
+        _gather_columns(x_val, y_val, val_rows, 0, n_val, xt, yt, n_test)
+    if full:  # rows_out[epoch]'s evaluations are of the weights at the start of `epoch`
+        n_forward = n_train + n_test + n_val
         for epoch in range(epochs + 1):
             if stop[0] != 0:
                 return
             loss, metric, weight_terms = _relu2_evaluate(
-                p, coef, units, fan_ins, w_off, b_off, task, xc, yc, n_train + n_test, n_train,
-                rb, factors, scratch, bits, sums, True,
+                p, coef, units, fan_ins, w_off, b_off, task, xc, yc, n_forward, n_train, rb,
+                factors, scratch, bits, sums, True,
             )  # fmt: skip
             rows_out[epoch, 0] = loss * np.float32(n_train)
             rows_out[epoch, 1] = metric
@@ -362,11 +376,29 @@ def train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, ta
                 )  # fmt: skip
                 rows_out[epoch, 2] = test_loss * np.float32(n_test)
                 rows_out[epoch, 3] = test_metric
+                if n_val > 0:
+                    val_loss, val_metric = _relu2_terms(
+                        p, coef, o, task, xc, yc, n_train + n_test, n_val, rb, weight_terms,
+                        test_factors, scratch, bits, False,
+                    )  # fmt: skip
+                    rows_out[epoch, 4] = val_loss * np.float32(n_val)
+                    rows_out[epoch, 5] = val_metric
+                    if watch_epoch(settings, watch, rows_out, epoch - 1, n_val, p, best_p):
+                        done = epoch
+                        stopped = True
+                        break
             if epoch == epochs:
-                return
+                break
             _relu2_backward(p, grad, o, out_w, out_b, xc, n_train, g, factors)
             add_weight_penalty_grads(p, grad, coef, units, fan_ins, w_off, b_off)
             update(p, m, v, grad, epoch + 1, lr, optimizer)
+        # rows_out[done, :2] holds the last weights' train set evaluation (one batch, measured
+        # in the pass above); the kept weights' is the one at the start of the epoch after it.
+        kept = finish(settings, watch, done, stopped, p, best_p, trained)
+        if kept + 1 != done:
+            rows_out[done, 0] = rows_out[kept + 1, 0]
+            rows_out[done, 1] = rows_out[kept + 1, 1]
+        return
     order = train_rows
     n_batches = (n_train + batch_size - 1) // batch_size
     step = 0
@@ -396,17 +428,30 @@ def train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, coef, lr, o, ta
             update(p, m, v, grad, step, lr, optimizer)
         rows_out[epoch, 0] = loss_total
         rows_out[epoch, 1] = metric_total
-        loss, metric, _ = _relu2_evaluate(
-            p, coef, units, fan_ins, w_off, b_off, task, xt, yt, n_test, n_test, rb, factors,
-            scratch, bits, sums, False,
+        loss, metric, weight_terms = _relu2_evaluate(
+            p, coef, units, fan_ins, w_off, b_off, task, xt, yt, n_test + n_val, n_test, rb,
+            factors, scratch, bits, sums, False,
         )  # fmt: skip
         rows_out[epoch + 1, 2] = loss * np.float32(n_test)
         rows_out[epoch + 1, 3] = metric
-    # The final weights on the train set, as one batch (rows_out[E]; its test columns are set).
+        if n_val == 0:
+            continue
+        loss, metric = _relu2_terms(
+            p, coef, o, task, xt, yt, n_test, n_val, rb, weight_terms, factors, scratch, bits,
+            False,
+        )  # fmt: skip
+        rows_out[epoch + 1, 4] = loss * np.float32(n_val)
+        rows_out[epoch + 1, 5] = metric
+        if watch_epoch(settings, watch, rows_out, epoch, n_val, p, best_p):
+            done = epoch + 1
+            stopped = True
+            break
+    finish(settings, watch, done, stopped, p, best_p, trained)
+    # The kept weights on the train set, as one batch (rows_out[done]; its test columns are set).
     _gather_columns(x_train, y_train, train_rows, 0, n_train, xc, yc, 0)
     loss, metric, _ = _relu2_evaluate(
         p, coef, units, fan_ins, w_off, b_off, task, xc, yc, n_train, n_train, rb, factors,
         scratch, bits, sums, False,
     )  # fmt: skip
-    rows_out[epochs, 0] = loss * np.float32(n_train)
-    rows_out[epochs, 1] = metric
+    rows_out[done, 0] = loss * np.float32(n_train)
+    rows_out[done, 1] = metric

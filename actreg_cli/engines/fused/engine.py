@@ -5,8 +5,9 @@ mlp_shorthand_reason` is None) trains in the hand-written MLP program of engines
 every other model (`model.layers` with dense, conv2d, max_pool2d, flatten, lstm, dropout,
 activation layers; the reconstruction task) in engines/fused/layers.py (autodiff).
 `FusedEngine.train` groups jobs by program and dispatches; both share the chunking, worker
-threads, segments, Adam step and minibatch order of engines/fused/common.py. Only custom
-regularizer functions are refused.
+threads, segments, Adam step and minibatch order of engines/fused/common.py. Custom
+regularizer functions and early stopping (`training.early_stopping`, not implemented here: the
+cpu and keras engines run it) are refused.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from actreg_cli.engines.base import (
 )
 from actreg_cli.engines.fused import layers as fused_layers
 from actreg_cli.engines.fused import mlp as fused_mlp
+
+#: Why the fused engine refuses a config with training.early_stopping (one line; `auto` shows it
+#: when it passes over this engine).
+EARLY_STOPPING_REASON = (
+    "training.early_stopping is not implemented in the fused engine: the cpu engine runs it for "
+    "hidden_units MLPs, the keras engine for every model"
+)
 
 
 class FusedEngine:
@@ -42,6 +50,8 @@ class FusedEngine:
         self.workers = workers or worker_count()
 
     def unsupported(self, config: ExperimentConfig) -> str | None:
+        if config.training.early_stopping is not None:
+            return EARLY_STOPPING_REASON
         return fused_layers.unsupported_reason(config)
 
     def train(

@@ -13,8 +13,13 @@ Layout (C models of a chunk, R rows of a batch):
               [C, 3, *shape] = (value, Adam m, Adam v) and is stepped by `common.optimizer_step`
   activations [C, R, *layer output shape] (per sample as models.plan gives it)
   factors     float32 [C, kernel layers, 12]: penalties.COEF_COLUMNS per layer with a kernel
-  rows        float32 [epochs + 1, C, 4], as in mlp.py: (train loss * rows, train metric
-              total, test loss * n_test, test metric total) -> base.history_from_totals
+  rows        float32 [epochs + 1, C, 4 or 6], as in mlp.py: (train loss * rows, train
+              metric total, test loss * n_test, test metric total[, val loss * n_val, val
+              metric total]) -> base.history_from_totals
+
+Validation: with a validation set (`LayersSpec.n_val` > 0) it is evaluated after every epoch as
+the test set is (end-of-epoch weights, in blocks, penalties included; the final weights' row as
+one batch), giving the rows' two last columns; without one the programs evaluate nothing more.
 
 The loss of one batch, per model: mean data loss + kernel/bias penalties (factor * sum|w| or
 sum w**2) + activity penalties on each kernel layer's output before or after its activation
@@ -64,6 +69,7 @@ from actreg_cli.engines.base import (
     ProgressCallback,
     TrainJob,
     TrainResult,
+    finish_result,
     history_from_totals,
     mark_diverged,
     ratio,
@@ -168,6 +174,7 @@ def train_group(
         epochs=config.training.epochs,
         n_train=data.n_train,
         n_test=data.n_test,
+        n_val=data.n_val,
         batch_size=batch,
         shuffle=config.training.shuffle and batch < data.n_train,
         chunk=2,  # placeholder, set below
@@ -180,12 +187,17 @@ def train_group(
     finish_program = _finish_program(spec_)
     tables = [penalty_table(plan) for plan in plans]
     tf = tensorflow()
-    x_train, x_test = data.shaped(data.x_train), data.shaped(data.x_test)
-    y_train, y_test = (
-        np.asarray(y, dtype=np.float32).reshape(len(y), spec_.y_width)
-        for y in (data.y_train, data.y_test)
+    sets = [(data.x_train, data.y_train), (data.x_test, data.y_test)]
+    if spec_.n_val:
+        sets.append((data.x_val, data.y_val))
+    constants = tuple(
+        tf.constant(a)
+        for x, y in sets
+        for a in (
+            data.shaped(x),
+            np.asarray(y, dtype=np.float32).reshape(len(y), spec_.y_width),
+        )
     )
-    constants = tuple(tf.constant(a) for a in (x_train, y_train, x_test, y_test))
 
     def run(real: list[int], padded: list[int], stop: threading.Event) -> list[TrainResult]:
         per_model = (
@@ -217,7 +229,7 @@ def train_group(
         final, outputs, probe_stats, probe_sample = (
             t.numpy() for t in finish_program(*constants, params, per_model[0])
         )
-        rows = np.concatenate([*parts, final[None]])  # [E+1, C, 4]
+        rows = np.concatenate([*parts, final[None]])  # [E+1, C, 4 or 6]
         return [
             _result(rows[:, c], outputs[c], probe_stats[c], probe_sample[c], spec_, data)
             for c in range(len(real))
@@ -227,12 +239,12 @@ def train_group(
 
 
 def _result(rows, outputs, probe_stats, probe_sample, spec_: LayersSpec, data: Dataset):
-    """TrainResult of one model: rows float32 [E+1, 4], outputs [n_train + n_test, K] (the
-    output layer's activations), probe_stats [2] (mean, zero fraction on the test set),
+    """TrainResult of one model: rows float32 [E+1, 4 or 6], outputs [n_train + n_test, K]
+    (the output layer's activations), probe_stats [2] (mean, zero fraction on the test set),
     probe_sample [PROBE_SAMPLE_ROWS, values]."""
     n, m = spec_.n_train, spec_.n_test
     result = TrainResult(
-        history=history_from_totals(rows, n, m),
+        history=history_from_totals(rows, n, m, spec_.n_val),
         train_loss=float(ratio(rows[-1, 0], n)),
         test_loss=float(ratio(rows[-1, 2], m)),
         mean_activation=float(probe_stats[0]),
@@ -243,6 +255,7 @@ def _result(rows, outputs, probe_stats, probe_sample, spec_: LayersSpec, data: D
     )
     result.set_final_metrics(spec_.task, "train", data.y_train, outputs[:n])
     result.set_final_metrics(spec_.task, "test", data.y_test, outputs[n:])
+    finish_result(result, spec_.task, None)
     return mark_diverged(result)
 
 
@@ -251,15 +264,17 @@ def _result(rows, outputs, probe_stats, probe_sample, spec_: LayersSpec, data: D
 
 
 def _signature(spec_: LayersSpec):
+    """Input signatures: the data (x and y of the train, test and, with n_val > 0, validation
+    sets), the optimizer state, the parameters and the penalty factors of a chunk."""
     tf = tensorflow()
-    c, n, m = spec_.chunk, spec_.n_train, spec_.n_test
+    c = spec_.chunk
     weights = [shape for layer in spec_.layers for _, shape in layer.weights]
+    sizes = (spec_.n_train, spec_.n_test, *((spec_.n_val,) if spec_.n_val else ()))
     return (
         [
-            tf.TensorSpec([n, *spec_.input_shape], tf.float32),
-            tf.TensorSpec([n, spec_.y_width], tf.float32),
-            tf.TensorSpec([m, *spec_.input_shape], tf.float32),
-            tf.TensorSpec([m, spec_.y_width], tf.float32),
+            tf.TensorSpec(shape, tf.float32)
+            for rows in sizes
+            for shape in ([rows, *spec_.input_shape], [rows, spec_.y_width])
         ],
         [tf.TensorSpec([c, 3, *shape], tf.float32) for shape in weights],
         [tf.TensorSpec([c, *shape], tf.float32) for shape in weights],
@@ -269,23 +284,28 @@ def _signature(spec_: LayersSpec):
 
 @functools.lru_cache(maxsize=16)
 def _train_program(spec_: LayersSpec, segment: int):
-    """tf.function: (x_train, y_train, x_test, y_test, state, factors, lr, shuffle seeds,
-    dropout seeds, first, last) -> (state, rows float32 [segment, C, 4]) after epochs
-    first..last-1 (last - first <= segment). rows[i] = (epoch first+i's train loss total and
-    metric total over its batches, each measured before its update; the test set's loss * n_test
-    and metric total with the weights at the start of that epoch)."""
+    """tf.function: (x_train, y_train, x_test, y_test[, x_val, y_val], state, factors, lr,
+    shuffle seeds, dropout seeds, first, last) -> (state, rows float32 [segment, C, 4 or 6])
+    after epochs first..last-1 (last - first <= segment). rows[i] = (epoch first+i's train loss
+    total and metric total over its batches, each measured before its update; the test set's
+    loss * n_test and metric total with the weights at the start of that epoch[; the same of
+    the validation set]). The validation inputs and columns exist only when spec_.n_val > 0."""
     tf = tensorflow()
     data_sig, state_sig, _, factor_sig = _signature(spec_)
     c = spec_.chunk
     net = LayersNet(spec_)
-    n, bs, m = spec_.n_train, spec_.batch_size, spec_.n_test
+    n, bs, m, v = spec_.n_train, spec_.batch_size, spec_.n_test, spec_.n_val
+    width = 6 if v else 4  # the rows' columns: train, test[, validation] (loss, metric) pairs
     # Every step is traced once, on bs rows: a last partial batch (kept, as Keras keeps it) is
     # padded with masked rows instead of a second, statically smaller copy of the step, which
     # would double the compile time.
     n_steps = -(-n // bs)
     padding = n_steps * bs - n
 
-    def program(x_train, y_train, x_test, y_test, state, factors, lr, seeds, drop_seeds, first, last):  # fmt: skip
+    def program(x_train, y_train, x_test, y_test, *rest):
+        if v:
+            x_val, y_val, *rest = rest
+        state, factors, lr, seeds, drop_seeds, first, last = rest
         drop_base = splitmix64(
             tf.bitcast(drop_seeds, tf.uint64) + tf.constant(SPLITMIX_GAMMA, tf.uint64)
         )
@@ -310,8 +330,13 @@ def _train_program(spec_: LayersSpec, segment: int):
 
         def epoch_body(epoch, state, rows):
             params = [s[:, 0] for s in state]
-            val_loss, val_metric = net.evaluate(params, factors, x_test, y_test, spec_.eval_block)
-            val = tf.stack([val_loss * float(m), val_metric], axis=1)
+            # The weights at the start of the epoch (the previous epoch's end) on the test set
+            # (and the validation set), each as one batch.
+            test_loss, test_metric = net.evaluate(params, factors, x_test, y_test, spec_.eval_block)
+            evaluated = [tf.stack([test_loss * float(m), test_metric], axis=1)]
+            if v:
+                val_loss, val_metric = net.evaluate(params, factors, x_val, y_val, spec_.eval_block)
+                evaluated.append(tf.stack([val_loss * float(v), val_metric], axis=1))
             if spec_.shuffle:
                 order = epoch_order(seeds, epoch, n)
             else:
@@ -331,10 +356,10 @@ def _train_program(spec_: LayersSpec, segment: int):
                 (tf.constant(0), state, tf.zeros([c, 2], tf.float32)),
                 maximum_iterations=n_steps,
             )
-            row = tf.concat([train, val], axis=1)
+            row = tf.concat([train, *evaluated], axis=1)
             return epoch + 1, state, rows.write(epoch - first, row)
 
-        rows = tf.TensorArray(tf.float32, size=segment, element_shape=[c, 4])
+        rows = tf.TensorArray(tf.float32, size=segment, element_shape=[c, width])
         _, state, rows = tf.while_loop(
             lambda epoch, *_: epoch < last,
             epoch_body,
@@ -358,25 +383,31 @@ def _train_program(spec_: LayersSpec, segment: int):
 
 @functools.lru_cache(maxsize=16)
 def _finish_program(spec_: LayersSpec):
-    """tf.function: (x_train, y_train, x_test, y_test, params, factors) -> final row [C, 4]
-    (train set and test set, each one batch, penalties included), outputs [C, n_train +
+    """tf.function: (x_train, y_train, x_test, y_test[, x_val, y_val], params, factors) ->
+    final row [C, 4 or 6] (train, test[, validation] set, each one batch, penalties included;
+    the validation inputs and columns only when spec_.n_val > 0), outputs [C, n_train +
     n_test, K], probe stats [C, 2] (mean and zero fraction of the probe layer's output on the
     test set), probe sample [C, min(n_test, PROBE_SAMPLE_ROWS), values]."""
     tf = tensorflow()
     data_sig, _, params_sig, factor_sig = _signature(spec_)
     net = LayersNet(spec_)
-    n, m = spec_.n_train, spec_.n_test
+    n, m, v = spec_.n_train, spec_.n_test, spec_.n_val
 
-    def program(x_train, y_train, x_test, y_test, params, factors):
+    def program(x_train, y_train, x_test, y_test, *rest):
+        if v:
+            x_val, y_val, *rest = rest
+        params, factors = rest
         train_loss, train_metric, train_out, _ = net.batch_loss(
             params, factors, x_train, y_train, None, details=True
         )
         test_loss, test_metric, test_out, probe = net.batch_loss(
             params, factors, x_test, y_test, None, details=True
         )
-        final = tf.stack(
-            [train_loss * float(n), train_metric, test_loss * float(m), test_metric], 1
-        )
+        columns = [train_loss * float(n), train_metric, test_loss * float(m), test_metric]
+        if v:
+            val_loss, val_metric = net.batch_loss(params, factors, x_val, y_val, None)
+            columns += [val_loss * float(v), val_metric]
+        final = tf.stack(columns, 1)
         outputs = tf.concat([train_out, test_out], axis=1)
         flat = tf.reshape(probe, [probe.shape[0], m, -1])
         stats = tf.stack(

@@ -44,6 +44,7 @@ class LayersSpec:
     epochs: int
     n_train: int
     n_test: int
+    n_val: int  # validation rows (0: no validation set, and no validation code in a program)
     batch_size: int  # min(config batch size, n_train)
     shuffle: bool  # False when one batch holds every sample
     chunk: int

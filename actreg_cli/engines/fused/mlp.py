@@ -20,8 +20,14 @@ F = features, K = output units: the classes for multiclass, else 1; tasks.py nam
   x           float32 [R, F] (rows shared by all models) or [C, R, F] (per-model minibatches)
   z, a        float32 [C, R, o]: a hidden layer's output before / after its activation
   logits      float32 [C, R] (K = 1) or [C, R, K]
-  rows        float32 [epochs + 1, C, 4]: per epoch (train loss * rows, train metric total,
-              test loss * n_test, test metric total), see `_result`; copied out per segment
+  rows        float32 [epochs + 1, C, 4 or 6]: per epoch (train loss * rows, train metric
+              total, test loss * n_test, test metric total[, val loss * n_val, val metric
+              total]), see `_result`; copied out per segment
+
+Validation: with a validation set (n_val > 0) its rows are evaluated after every epoch exactly as
+the test rows are (end-of-epoch weights, one batch, penalties included), giving the rows' two
+last columns. Without one the program holds no validation code at all (`Spec.n_val` is 0, and
+the compiled-program cache and the groups tell the two apart).
 
 What differs between models (seed, strength, norm, target, placement, reduction, learning rate)
 is data, not graph: per-model factor arrays. The penalty kinds a model uses (kernel/bias L1/L2,
@@ -97,7 +103,7 @@ def choose_chunk(n_models: int, units: Sequence[int], n_rows: int, workers: int)
     """Models per compiled call (before the MIN_CHUNK floor).
 
     The cap is the number of models whose hidden activations ([n_rows, sum(units)] float32
-    each, n_rows = train batch + test rows) fit in _CHUNK_BYTES, at most _MAX_CHUNK; with at
+    each, n_rows = train batch + test rows + validation rows) fit in _CHUNK_BYTES, at most _MAX_CHUNK; with at
     least two models per worker it is lowered so that every worker thread gets a chunk. The
     models are then spread evenly over the fewest chunks of at most that size, so the last
     chunk needs little padding.
@@ -154,7 +160,7 @@ def make_spec(
     """The program shape of one group of jobs (equal `group_key`) on its data set."""
     config = jobs[0].config
     units = tuple(config.model.hidden_units)
-    n_train, n_test = data.n_train, data.n_test
+    n_train, n_test, n_val = data.n_train, data.n_test, data.n_val
     batch = min(config.training.batch_size, n_train)
     used = np.any(np.stack(tables) != 0, axis=0)  # [L, 12]: factors some model uses
     weight_terms, activity_terms = _penalty_kinds(used)
@@ -168,9 +174,12 @@ def make_spec(
         epochs=config.training.epochs,
         n_train=n_train,
         n_test=n_test,
+        n_val=n_val,
         batch_size=batch,
         shuffle=config.training.shuffle and batch < n_train,
-        chunk=max(MIN_CHUNK, chunk or choose_chunk(len(jobs), units, batch + n_test, workers)),
+        chunk=max(
+            MIN_CHUNK, chunk or choose_chunk(len(jobs), units, batch + n_test + n_val, workers)
+        ),
         weight_terms=weight_terms,
         activity_terms=activity_terms,
     )
@@ -266,8 +275,9 @@ def _call(
     on_segment: Callable[[int, int], None] | None = None,
 ):
     """Train one chunk, `segment` loop iterations per call of `program`; the optimizer state
-    goes from one call to the next. Returns rows float32 [E+1, C, 4], probe float32 [C, 2L] and
-    the final outputs float32 [C, n_train + n_test, K] (see `_result`). on_segment(first, last) after each call; raises Stopped once `stop` is set.
+    goes from one call to the next. Returns rows float32 [E+1, C, 4 or 6], probe float32
+    [C, 2L] and the final outputs float32 [C, n_train + n_test, K] (see `_result`).
+    on_segment(first, last) after each call; raises Stopped once `stop` is set.
     """
     tf = tensorflow()
     constants = (
@@ -276,6 +286,8 @@ def _call(
         tf.constant(data.x_test),
         tf.constant(data.y_test[:, 0]),
     )
+    if spec.n_val:
+        constants += (tf.constant(data.x_val), tf.constant(data.y_val[:, 0]))
     per_model = (
         [tf.constant(r) for r in arrays.row_l1],
         [tf.constant(r) for r in arrays.row_l2],
@@ -308,11 +320,17 @@ def _call(
 def _result(
     config: ExperimentConfig, rows, probe, outputs, spec: Spec, data: Dataset
 ) -> TrainResult:
-    """TrainResult of one model from its rows [E+1, 4], probe stats [2L] (see
+    """TrainResult of one model from its rows [E+1, 4 or 6], probe stats [2L] (see
     `engines.base.result_from_totals`) and final outputs [n_train + n_test, K]: the output
     layer's activations (sigmoid, softmax or linear) on the train rows, then the test rows."""
     return result_from_totals(
-        config, rows, probe, spec.n_train, spec.n_test, final=(spec.task, data, outputs)
+        config,
+        rows,
+        probe,
+        spec.n_train,
+        spec.n_test,
+        final=(spec.task, data, outputs),
+        n_val=spec.n_val,
     )
 
 
@@ -326,17 +344,20 @@ def compiled_program(spec: Spec, segment: int):
     `segment` iterations of the training loop, from epoch `first` to `last` (exclusive).
 
     Inputs: x_train [n_train, F], y_train [n_train], x_test [n_test, F], y_test [n_test] (y:
-    0/1, the class index, or the target), the optimizer state (per parameter [C, 3, ...]:
-    value, Adam m, Adam v), the other _ChunkArrays fields in order, then first and last (int32
-    scalars, last - first <= segment). Outputs: the new state; rows float32 [segment, C, 4]
-    (rows[i] for loop iteration first + i, valid up to last - first); the final weights' row
-    [C, 4] (minibatch training, see `_result`); probe float32 [C, 2L] and the outputs
-    [C, n_train + n_test, K] of the new state. Cached per (spec, segment): traced and compiled
+    0/1, the class index, or the target), with a validation set (spec.n_val > 0) x_val
+    [n_val, F] and y_val [n_val], the optimizer state (per parameter [C, 3, ...]: value, Adam
+    m, Adam v), the other _ChunkArrays fields in order, then first and last (int32 scalars,
+    last - first <= segment). Outputs: the new state; rows float32 [segment, C, W] (W = 4, or
+    6 with a validation set; rows[i] for loop iteration first + i, valid up to last - first);
+    the final weights' row [C, W] (minibatch training, see `_result`); probe float32 [C, 2L]
+    and the outputs [C, n_train + n_test, K] of the new state. Cached per (spec, segment): traced and compiled
     once, then called once per segment.
     """
     tf = tensorflow()
     net = Net(spec)
     c, n, m, k = spec.chunk, spec.n_train, spec.n_test, len(spec.activity_terms)
+    v = spec.n_val
+    width = 6 if v else 4  # the rows' columns: train, test[, validation] (loss, metric) pairs
     epochs = spec.epochs
     block_shapes = [[c, spec.block_rows(i), o] for i, o in enumerate(spec.hidden_units)]
     d = spec.n_features
@@ -345,6 +366,7 @@ def compiled_program(spec: Spec, segment: int):
         tf.TensorSpec([n], tf.float32),
         tf.TensorSpec([m, d], tf.float32),
         tf.TensorSpec([m], tf.float32),
+        *([tf.TensorSpec([v, d], tf.float32), tf.TensorSpec([v], tf.float32)] if v else []),
         [
             tf.TensorSpec([s[0], 3, *s[1:]], tf.float32)
             for s in [*block_shapes, [c, spec.n_outputs]]
@@ -359,35 +381,33 @@ def compiled_program(spec: Spec, segment: int):
         tf.TensorSpec([], tf.int32),
     ]
 
-    def program(
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        state,
-        row_l1,
-        row_l2,
-        act_mean,
-        act_sum,
-        lr,
-        seeds,
-        first,
-        last,
-    ):
+    def program(x_train, y_train, x_test, y_test, *rest):
+        if v:
+            x_val, y_val, *rest = rest
+        state, row_l1, row_l2, act_mean, act_sum, lr, seeds, first, last = rest
         net.bind(row_l1, row_l2, act_mean, act_sum, lr)
-        rows = tf.TensorArray(tf.float32, size=segment, element_shape=[c, 4])
-        x_all = tf.concat([x_train, x_test], axis=0)
-        y_all = tf.concat([y_train, y_test], axis=0)
-        both = ((0, n), (n, m))  # the train rows and the test rows of x_all, each one batch
+        rows = tf.TensorArray(tf.float32, size=segment, element_shape=[c, width])
+        # The train rows, the test rows and (if any) the validation rows, each one batch.
+        # The held-out rows (test, validation) are evaluated together in minibatch training.
+        if v:
+            x_held = tf.concat([x_test, x_val], axis=0)
+            y_held = tf.concat([y_test, y_val], axis=0)
+            held = ((0, m), (m, v))
+        else:
+            x_held, y_held, held = x_test, y_test, ((0, m),)
+        x_all = tf.concat([x_train, x_held], axis=0)
+        y_all = tf.concat([y_train, y_held], axis=0)
+        every = ((0, n), *((n + start, size) for start, size in held))
 
         def full_batch_epoch(epoch, state, rows):
-            # One forward pass over train and test rows with the weights W_e at the start of
-            # epoch e: the train rows give epoch e's loss and accuracy (Keras measures them
-            # before the update) and its gradient, the test rows evaluate W_e (the end-of-epoch
-            # weights of epoch e-1). Iteration E only evaluates: its update is masked off.
+            # One forward pass over train and held-out rows with the weights W_e at the start
+            # of epoch e: the train rows give epoch e's loss and accuracy (Keras measures them
+            # before the update) and its gradient, the test (and validation) rows evaluate W_e
+            # (the end-of-epoch weights of epoch e-1). Iteration E only evaluates: its update
+            # is masked off.
             params = [s[:, 0] for s in state]
             logits, act_rows, cache = net.forward(params, x_all)
-            row = net.summaries(logits, act_rows, y_all, both, net.weight_penalty(params))
+            row = net.summaries(logits, act_rows, y_all, every, net.weight_penalty(params))
             grads = net.backward(
                 params,
                 x_train,
@@ -399,10 +419,11 @@ def compiled_program(spec: Spec, segment: int):
 
         def minibatch_epoch(epoch, state, rows):
             params = [s[:, 0] for s in state]
-            logits, act_rows, _ = net.forward(params, x_test)
-            val = net.summaries(logits, act_rows, y_test, ((0, m),), net.weight_penalty(params))
+            logits, act_rows, _ = net.forward(params, x_held)
+            evaluated = net.summaries(logits, act_rows, y_held, held, net.weight_penalty(params))
             state, train = net.minibatch_epoch(epoch, state, x_train, y_train, seeds)
-            return epoch + 1, state, rows.write(epoch - first, tf.concat([train, val], axis=1))
+            row = tf.concat([train, evaluated], axis=1)
+            return epoch + 1, state, rows.write(epoch - first, row)
 
         _, state, rows = tf.while_loop(
             lambda epoch, *_: epoch < last,
@@ -411,11 +432,12 @@ def compiled_program(spec: Spec, segment: int):
             maximum_iterations=segment,
         )
         params = [s[:, 0] for s in state]
-        # The final weights on the train set and the test set, each one batch (used after the
-        # last segment of minibatch training; full-batch training evaluates them in its loop).
+        # The final weights on the train, test (and validation) sets, each one batch (used
+        # after the last segment of minibatch training; full-batch training evaluates them in
+        # its loop).
         logits, act_rows, _ = net.forward(params, x_all)
-        final = net.summaries(logits, act_rows, y_all, both, net.weight_penalty(params))
-        outputs = net.outputs(logits)
+        final = net.summaries(logits, act_rows, y_all, every, net.weight_penalty(params))
+        outputs = net.outputs(logits[:, : n + m] if v else logits)  # train and test rows
         test_acts = [a for _, a in net.forward(params, x_test)[2]]
         probe = tf.stack(
             [tf.reduce_mean(a, axis=[1, 2]) for a in test_acts]

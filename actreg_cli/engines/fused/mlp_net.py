@@ -41,6 +41,7 @@ class Spec:
     epochs: int
     n_train: int
     n_test: int
+    n_val: int  # validation rows (0: no validation set, and no validation code in the program)
     batch_size: int  # min(config batch size, n_train)
     shuffle: bool  # False when one batch holds every sample (order is then irrelevant)
     chunk: int  # models per call
@@ -63,7 +64,7 @@ class Spec:
 
     def segment_epochs(self) -> int:
         """Loop iterations per compiled call (see SEGMENT_WORK)."""
-        work = self.chunk * sum(self.hidden_units) * (self.n_train + self.n_test)
+        work = self.chunk * sum(self.hidden_units) * (self.n_train + self.n_test + self.n_val)
         by_work = math.ceil(SEGMENT_WORK / max(work, 1))
         return max(1, min(math.ceil(self.loop_epochs / MIN_SEGMENTS), by_work))
 

@@ -20,6 +20,7 @@ import numpy as np
 from actreg_cli.config import FILE_SOURCES, ExperimentConfig
 from actreg_cli.engines.base import TrainResult
 from actreg_cli.study.files import json_float, write_json, write_npy
+from actreg_cli.study.records import padded_histories
 from actreg_cli.study.samples import Samples, kept_samples, load_samples, save_samples
 from actreg_cli.study.sweep.grid import Cell, canonical, hashed_config
 from actreg_cli.tasks import Task, history_columns, result_fields
@@ -142,6 +143,9 @@ def _stored_run(run: dict[str, Any], task: Task) -> dict[str, Any]:
     NaN), `diverged` and, where stored, `target_std` (a positive number)."""
     checked = {"repeat": int(run["repeat"]), "seed": int(run["seed"])}
     checked.update({name: json_float(run[name]) for name in result_fields(task)})
+    # validation and early-stopping results, where the cell's config has them
+    optional = set(result_fields(task, True, True)) - set(checked)
+    checked.update({name: json_float(run[name]) for name in optional if name in run})
     checked["diverged"] = bool(run["diverged"])
     if run.get("target_std") is not None:
         std = float(run["target_std"])
@@ -205,7 +209,8 @@ class CellStore:
         return record
 
     def load_history(self, digest: str) -> np.ndarray:
-        """float64 [repeats, epochs, 4], columns tasks.history_columns(task)."""
+        """float64 [repeats, epochs, 4 or 6], columns tasks.history_columns(task, validation);
+        NaN after an early stop (records.padded_histories)."""
         return np.load(self.history_path(digest))
 
     def save(
@@ -217,7 +222,7 @@ class CellStore:
         runs = []
         for repeat, (seed, result) in enumerate(zip(cell.seeds, results, strict=True)):
             run: dict[str, Any] = {"repeat": repeat, "seed": seed}
-            run.update(result.values(self.task))
+            run.update(result.values(self.task, **cell.config.result_options))
             run["diverged"] = bool(result.diverged)
             if stds is not None:
                 run["target_std"] = stds[repeat]
@@ -229,7 +234,7 @@ class CellStore:
             values=cell.values,
             runs=runs,
         )
-        history = np.stack([np.asarray(r.history, dtype=np.float64) for r in results])
+        history = padded_histories(results)
 
         # History and samples first: a JSON file present means the whole cell is.
         write_npy(self.history_path(digest), history)
@@ -241,7 +246,7 @@ class CellStore:
             "hash": digest,
             "engine": engine,
             "task": self.task.value,
-            "history_columns": list(history_columns(self.task)),
+            "history_columns": list(history_columns(self.task, history.shape[2] > 4)),
             "values": record.values,
             "config": record.config,
             "runs": runs,
