@@ -278,3 +278,44 @@ def test_tutorial_data_does_not_import_sklearn() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------
+# The validation set
+
+
+def test_validation_rows_come_from_the_training_rows_and_leave_the_test_rows_as_they_were():
+    plain = load_dataset(data(name="breast_cancer", validation_fraction=0))
+    held = load_dataset(data(name="breast_cancer"))  # default: 0.2 of the training rows
+    assert held.n_test == plain.n_test and held.n_val == round(0.2 * plain.n_train)
+    assert held.n_train + held.n_val == plain.n_train
+    raw = load_dataset(data(name="breast_cancer", standardize=False))
+    raw_plain = load_dataset(data(name="breast_cancer", standardize=False, validation_fraction=0))
+    np.testing.assert_array_equal(raw.x_test, raw_plain.x_test)  # the same test rows
+    rows = lambda x: {tuple(r) for r in x.tolist()}  # noqa: E731
+    assert rows(raw.x_train) | rows(raw.x_val) == rows(raw_plain.x_train)
+    assert not rows(raw.x_train) & rows(raw.x_val)
+    # stratified: the validation rows keep the class balance
+    assert abs(float(raw.y_val.mean()) - float(raw_plain.y_train.mean())) < 0.02
+    # scaled with the statistics of the rows that train, never the validation rows'
+    np.testing.assert_allclose(held.x_train.mean(axis=0), 0.0, atol=1e-5)
+    mean, std = raw.x_train.mean(axis=0), raw.x_train.std(axis=0)
+    np.testing.assert_allclose(held.x_val, (raw.x_val - mean) / std, rtol=1e-4, atol=1e-4)
+    assert held.describe()["n_val"] == held.n_val and "class_counts_val" in held.describe()
+
+
+def test_the_tutorial_split_has_no_validation_set_unless_asked():
+    assert load_dataset(data(name="circles")).n_val == 0
+    asked = load_dataset(data(name="circles", validation_fraction=0.2))
+    assert (asked.n_train, asked.n_val, asked.n_test) == (24, 6, 70)
+
+
+def test_resample_draws_new_validation_rows_per_repeat():
+    config = data(name="iris", resample=True)
+    a, b = load_dataset(config, 1), load_dataset(config, 2)
+    assert a.n_val == b.n_val == 21 and not np.array_equal(a.x_val, b.x_val)
+
+
+def test_a_validation_fraction_that_leaves_no_rows_is_refused():
+    with pytest.raises(DataError, match="validation_fraction 0.01 .* leaves 30 to train on and 0"):
+        load_dataset(data(name="circles", validation_fraction=0.01))
