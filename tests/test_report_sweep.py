@@ -462,9 +462,10 @@ def test_a_standardized_regression_sweep_reports_mse_and_mae_in_the_target_units
             assert float(row["test_mae_target_units"]) == pytest.approx(mae * std, rel=1e-12)
         srow = next(r for r in summary if r["cell"] == cell.id)
         for column in UNIT_COLUMNS:
-            # resampled splits of one table overlap: the corrected resampled t (30/70)
+            # resampled splits of one table overlap: the corrected resampled t, n_test /
+            # n_train with 30% test rows and 20% of the rest held out for validation
             overlap = cell.config.data.overlapping_resamples
-            assert overlap == pytest.approx(0.3 / 0.7)
+            assert overlap == pytest.approx(0.3 / (0.7 * 0.8))
             expected = describe([float(r[column]) for r in rows], overlap=overlap)
             for stat in ("mean", "std", "ci_low", "ci_high"):
                 assert float(srow[f"{column}_{stat}"]) == pytest.approx(expected[stat], rel=1e-12)
@@ -578,3 +579,29 @@ def test_a_stored_target_std_that_is_not_positive_is_a_damaged_cell(tmp_path):
     store = CellStore(outcome.store_folder, Task.regression)
     assert store.load(outcome.plan.hashes["c1"], 3) is None
     assert "target_std -1.0 is not a positive number" in store.damaged[0]
+
+
+def test_the_best_cell_is_chosen_on_the_validation_set_when_there_is_one(tmp_path):
+    """The fake engine's validation accuracy peaks at strength 1e-2 and its test accuracy at
+    1e-4: with a validation set the best cell is a 1e-2 cell, reported with its test result."""
+    base = sweep_config().base.model_dump(mode="json")
+    base["data"]["validation_fraction"] = 0.2
+    sweep = sweep_config(base=base)
+    done = run_and_report(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    summary = read_csv(done.folder / "summary.csv")
+    chosen = max(summary, key=lambda r: float(r["val_accuracy_mean"]))
+    assert chosen["regularizers.0.strength"] == "0.01"
+    best_section = (done.folder / "report.md").read_text(encoding="utf-8").split("## Best cell")[1]
+    best_section = best_section.split("##")[0]
+    assert f"**{chosen['cell']}**" in best_section
+    assert f"{float(chosen['test_accuracy_mean']):.3f}" in best_section
+    assert "Chosen on the validation set (mean validation accuracy" in best_section
+    results = read_csv(done.folder / "results.csv")
+    assert {"val_loss", "val_accuracy"} <= set(results[0])
+
+
+def test_without_a_validation_set_the_report_says_the_best_cell_is_optimistic(outcome):
+    report = (outcome.folder / "report.md").read_text(encoding="utf-8")
+    best_section = report.split("## Best cell")[1].split("##")[0]
+    assert "Chosen on the test set" in best_section and "optimistic" in best_section
+    assert "val_accuracy" not in (outcome.folder / "results.csv").read_text(encoding="utf-8")

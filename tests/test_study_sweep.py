@@ -35,8 +35,8 @@ def fake_result(job: TrainJob, epochs_rows: int = 3) -> TrainResult:
     # Noise that differs between cells of the same seed, so paired differences have spread.
     noise = np.random.default_rng([job.seed, round(strength * 1e12)])
     accuracy += float(noise.normal(0.0, 0.01))
-    return TrainResult(
-        history=rng.random((epochs_rows, 4)),
+    result = TrainResult(
+        history=rng.random((epochs_rows, 6 if config.has_validation else 4)),
         train_accuracy=1.0,
         test_accuracy=accuracy,
         train_loss=0.1,
@@ -45,6 +45,11 @@ def fake_result(job: TrainJob, epochs_rows: int = 3) -> TrainResult:
         zero_fraction=0.5,
         diverged=False,
     )
+    if config.has_validation:  # best on validation at 1e-2, where the test set's best is 1e-4
+        val = 0.7 + 0.1 * math.exp(-abs(math.log10(strength) + 2)) if strength else 0.7
+        result.val_accuracy = val + float(noise.normal(0.0, 0.01))
+        result.val_loss = 0.4
+    return result
 
 
 class FakeExecutor:

@@ -103,10 +103,10 @@ def choose_chunk(n_models: int, units: Sequence[int], n_rows: int, workers: int)
     """Models per compiled call (before the MIN_CHUNK floor).
 
     The cap is the number of models whose hidden activations ([n_rows, sum(units)] float32
-    each, n_rows = train batch + test rows + validation rows) fit in _CHUNK_BYTES, at most _MAX_CHUNK; with at
-    least two models per worker it is lowered so that every worker thread gets a chunk. The
-    models are then spread evenly over the fewest chunks of at most that size, so the last
-    chunk needs little padding.
+    each, n_rows = train batch + test rows + validation rows) fit in _CHUNK_BYTES, at most
+    _MAX_CHUNK; with at least two models per worker it is lowered so that every worker thread
+    gets a chunk. The models are then spread evenly over the fewest chunks of at most that
+    size, so the last chunk needs little padding.
     """
     per_model = 4 * n_rows * sum(units)
     cap = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // max(per_model, 1)))
@@ -350,8 +350,8 @@ def compiled_program(spec: Spec, segment: int):
     last - first <= segment). Outputs: the new state; rows float32 [segment, C, W] (W = 4, or
     6 with a validation set; rows[i] for loop iteration first + i, valid up to last - first);
     the final weights' row [C, W] (minibatch training, see `_result`); probe float32 [C, 2L]
-    and the outputs [C, n_train + n_test, K] of the new state. Cached per (spec, segment): traced and compiled
-    once, then called once per segment.
+    and the outputs [C, n_train + n_test, K] of the new state. Cached per (spec, segment):
+    traced and compiled once, then called once per segment.
     """
     tf = tensorflow()
     net = Net(spec)
