@@ -60,7 +60,7 @@ def run_command(
     if prepared.engine_note:
         note(prepared.engine_note)
     note_first_compile([chosen.name])
-    from actreg_cli.report.run import tutorial_line
+    from actreg_cli.report.run import tutorial_line, validation_line
 
     if chosen.name in TENSORFLOW_ENGINES:
         start_tensorflow()
@@ -73,6 +73,9 @@ def run_command(
             prepared, runs_dir=runs_dir, progress=advance, on_folder=folder.append
         )
     console.print(tutorial_line(summary), highlight=False)
+    validation = validation_line(summary, prepared.config.training.epochs)
+    if validation is not None:
+        console.print(validation, highlight=False)
     if summary["n_diverged"]:
         note(
             f"{summary['n_diverged']} of {summary['repeats']} repeats diverged (loss non-finite or over 1000x its start); "

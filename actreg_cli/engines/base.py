@@ -16,7 +16,14 @@ import numpy as np
 
 from actreg_cli.config import EarlyStoppingConfig, ExperimentConfig
 from actreg_cli.data import job_dataset
-from actreg_cli.tasks import ALL_METRIC_FIELDS, Task, final_metrics, result_fields, spec
+from actreg_cli.tasks import (
+    ALL_METRIC_FIELDS,
+    EARLY_STOPPING_FIELDS,
+    Task,
+    final_metrics,
+    result_fields,
+    spec,
+)
 
 #: TrainResult.history's columns for a task: tasks.history_columns (Keras's History names).
 #: The scalar results stored and summarised for a task: tasks.result_fields.
@@ -101,7 +108,13 @@ class TrainResult:
     ) -> dict[str, float]:
         """The task's result fields (tasks.result_fields) and their values."""
         names = result_fields(task, validation, early_stopping)
-        return {name: float(getattr(self, name)) for name in names}
+        # the early-stopping epochs are whole numbers; everything else a float
+        return {
+            name: int(getattr(self, name))
+            if name in EARLY_STOPPING_FIELDS
+            else float(getattr(self, name))
+            for name in names
+        }
 
     def set_validation_results(self, task: Task, kept_epoch: int | None = None) -> None:
         """val_loss and val_<metric> from history's val_* columns at `kept_epoch` (0-based: the

@@ -250,10 +250,11 @@ def run_markdown(
         f"{data_meta[key]} {words}"
         for key, words in (
             ("n_train", "train rows"),
+            ("n_val", "validation rows"),
             ("n_test", "test rows"),
             ("n_features", "features"),
         )
-        if key in data_meta
+        if data_meta.get(key)
     )
     engine = str(summary.get("engine", meta.get("engine", "unknown")))
     if meta.get("backend"):
@@ -282,8 +283,14 @@ def run_markdown(
         "",
         "## Final metrics",
         "",
-        f"Over {summary.get('repeats', '?')} repeat(s), after the last epoch; mean, sample std "
-        "and the 95% CI of the mean (t interval).",
+        f"Over {summary.get('repeats', '?')} repeat(s), "
+        + (
+            "with the weights early stopping kept (`training.early_stopping`; `stopped_epoch` "
+            "is 0 for a repeat that ran every epoch)"
+            if "stopped_epoch" in summary
+            else "after the last epoch"
+        )
+        + "; mean, sample std and the 95% CI of the mean (t interval).",
         "",
         "| metric | mean | std | 95% CI | n |",
         "|---|---|---|---|---|",
@@ -364,7 +371,8 @@ def write_run_report(
     save_figure(run_dir / curve_plot_name(task), fig)
     plt.close(fig)
     metric = spec(task).history_metric
-    figures = [(curve_plot_name(task), f"Train and test {metric} per epoch")]
+    sets = "Train, validation and test" if histories.shape[2] > 4 else "Train and test"
+    figures = [(curve_plot_name(task), f"{sets} {metric} per epoch")]
     if task is Task.reconstruction:
         samples = load_samples(run_dir / SAMPLES_FILE)
         if samples is not None:
@@ -429,6 +437,24 @@ def format_mean_std(stats: dict[str, Any], spec_: str = ".3f") -> str:
     if n == 0 or not math.isfinite(mean):
         return "nan"
     return f"{mean:{spec_}}" if n == 1 else f"{mean:{spec_}} +/- {stats['std']:{spec_}}"
+
+
+def validation_line(summary: dict[str, Any], epochs: int) -> str | None:
+    """What the validation set and early stopping did, one line, e.g. 'Validation: accuracy
+    0.952 +/- 0.000; early stopping: 2 of 2 repeats stopped, after 53-56 of 80 epochs, best
+    epochs 48-51 (their weights kept)'; None for a run without a validation set."""
+    name = "accuracy" if "val_accuracy" in summary else "mae"
+    if f"val_{name}" not in summary:
+        return None
+    line = f"Validation: {name} {format_mean_std(summary[f'val_{name}'])}"
+    if "stopped_epoch" in summary:
+        stopped = [int(v) for v in summary["stopped_epoch"]["values"] if v]
+        best = [int(v) for v in summary["best_epoch"]["values"]]
+        span = lambda v: f"{min(v)}-{max(v)}" if min(v) != max(v) else f"{v[0]}"  # noqa: E731
+        line += f"; early stopping: {len(stopped)} of {len(best)} repeats stopped"
+        line += f", after {span(stopped)} of {epochs} epochs" if stopped else f" before {epochs}"
+        line += f", best epoch{'s' if len(set(best)) > 1 else ''} {span(best)}"
+    return line
 
 
 def tutorial_line(summary: dict[str, Any]) -> str:
