@@ -477,21 +477,25 @@ def test_every_task_matches_fused_and_keras(case, task_results) -> None:
     dataset, cpu, *others = task_results[case]
     if case != "regression-diabetes":  # the minibatch cases do have a partial last batch
         assert dataset.n_train % TASK_CASES[case][1] != 0
-    assert cpu.history.shape == (TASK_EPOCHS, 4) and not cpu.diverged
+    # These data sets hold out a validation set by default (history's val_* columns).
+    assert cpu.history.shape == (TASK_EPOCHS, 6) and not cpu.diverged
     assert cpu.history[-1, 0] < cpu.history[0, 0]  # it learns
     for other in others:
         np.testing.assert_allclose(cpu.history[0, 0], other.history[0, 0], rtol=1e-6)
-        np.testing.assert_allclose(cpu.history[:, [0, 2]], other.history[:, [0, 2]], rtol=2e-5)
-        for name in ("train_loss", "test_loss"):
+        losses = [0, 2, 4]
+        np.testing.assert_allclose(cpu.history[:, losses], other.history[:, losses], rtol=2e-5)
+        for name in ("train_loss", "test_loss", "val_loss"):
             np.testing.assert_allclose(getattr(cpu, name), getattr(other, name), rtol=2e-5)
         np.testing.assert_allclose(cpu.mean_activation, other.mean_activation, rtol=1e-3)
         if dataset.task is Task.regression:
-            np.testing.assert_allclose(cpu.history[:, [1, 3]], other.history[:, [1, 3]], 1e-4)
-            for name in ("train_mse", "test_mse", "train_mae", "test_mae", "train_r2", "test_r2"):
+            maes = [1, 3, 5]
+            np.testing.assert_allclose(cpu.history[:, maes], other.history[:, maes], 1e-4)
+            names = ("train_mse", "test_mse", "train_mae", "test_mae", "train_r2", "test_r2")
+            for name in (*names, "val_mae"):
                 np.testing.assert_allclose(getattr(cpu, name), getattr(other, name), rtol=1e-4)
             assert np.isnan(cpu.test_accuracy)
             continue
-        for col, n in ((1, dataset.n_train), (3, dataset.n_test)):
+        for col, n in ((1, dataset.n_train), (3, dataset.n_test), (5, dataset.n_val)):
             diff = np.abs(cpu.history[:, col] - other.history[:, col])
             assert np.all(diff < 1.5 / n), "an accuracy differs by more than one sample"
         assert abs(cpu.train_accuracy - other.train_accuracy) < 1.5 / dataset.n_train

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from conftest import assert_exit_2, invoke, write_yaml
 
-from actreg_cli.report.export import curve_epochs, curve_names, export_mlflow, history_set
+from actreg_cli.report.export import curve_epochs, curve_names, export_mlflow
 from actreg_cli.study.records import read_history_csv, read_repeats_csv
+from actreg_cli.tasks import Task
 
 EPOCHS, REPEATS = 3, 2
 TUTORIAL_ARMS = [
@@ -82,13 +83,15 @@ def nested(client, experiment: str, parent_id: str) -> list:
     )
 
 
-def test_history_val_columns_are_exported_as_test_columns() -> None:
-    """Keras's val_* columns are computed on actreg's test set: they say test_*, unless the
-    folder records a real validation set."""
-    keras = ("loss", "accuracy", "val_loss", "val_accuracy")
-    assert curve_names(keras) == ("loss", "accuracy", "test_loss", "test_accuracy")
-    assert history_set({}) == "test"
-    assert curve_names(keras, history_set({"history_val_set": "validation"})) == keras
+def test_curves_are_named_by_the_set_they_were_computed_on() -> None:
+    """Columns 2-3 of every history are the test set's (older folders called them val_*),
+    4-5 the validation set's."""
+    assert curve_names(Task.binary, np.zeros((2, 5, 4))) == (
+        "loss", "accuracy", "test_loss", "test_accuracy"
+    )  # fmt: skip
+    assert curve_names(Task.regression, np.zeros((5, 6)))[2:] == (
+        "test_loss", "test_mae", "val_loss", "val_mae"
+    )  # fmt: skip
 
 
 def test_curve_epochs_thin_long_curves_evenly_keeping_the_first_and_last() -> None:

@@ -65,6 +65,24 @@ def test_history_csv_round_trip(tmp_path) -> None:
     path = tmp_path / "history.csv"
     write_history_csv(path, histories)
     lines = path.read_text().splitlines()
-    assert lines[0] == "repeat,epoch,loss,accuracy,val_loss,val_accuracy"
+    assert lines[0] == "repeat,epoch,loss,accuracy,test_loss,test_accuracy"
     assert lines[1].startswith("0,1,") and lines[-1].startswith("2,7,") and len(lines) == 22
+    np.testing.assert_array_equal(read_history_csv(path), histories)
+
+
+def test_history_csv_of_early_stopped_repeats_with_a_validation_set(tmp_path) -> None:
+    """Repeats that stopped early have fewer rows; read back, they are NaN after their stop."""
+    rng = np.random.default_rng(2)
+    histories = rng.random((2, 5, 6)).astype(np.float32).astype(np.float64)
+    histories[0, 3:] = np.nan  # repeat 0 stopped after 3 epochs
+    path = tmp_path / "history.csv"
+    write_history_csv(path, histories)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "repeat,epoch,loss,accuracy,test_loss,test_accuracy,val_loss,val_accuracy"
+    assert [line.split(",")[:2] for line in lines[1:5]] == [
+        ["0", "1"],
+        ["0", "2"],
+        ["0", "3"],
+        ["1", "1"],
+    ]
     np.testing.assert_array_equal(read_history_csv(path), histories)

@@ -57,7 +57,7 @@ def curve_names(task: Task, histories: np.ndarray) -> tuple[str, ...]:
 
 def trained_epochs(history: np.ndarray) -> np.ndarray:
     """history [epochs, columns] without the NaN rows after an early stop."""
-    return history[~np.isnan(history[:, 0])]
+    return history[~np.isnan(history).all(axis=1)]
 
 
 @dataclass

@@ -62,13 +62,14 @@ def history_csv_rows(histories: np.ndarray, prefix: str = "") -> np.ndarray:
     """histories: [repeats, epochs, 4 or 6] -> lines (prefix, repeat, epoch 1.., loss, metric,
     test_loss, test_metric[, val_loss, val_metric]; metric: accuracy, or mae for regression)
     as ASCII bytes (uint8 array), floats with the 9 digits that identify a float32. Rows of
-    NaN padding (`padded_histories`: epochs after an early stop) are left out."""
+    NaN padding (`padded_histories`: epochs after an early stop; every column NaN) are left
+    out."""
     from actreg_cli.study.csv_format import numeric_csv_rows
 
     repeats, epochs, width = histories.shape
     flat = histories.reshape(-1, width)
     index = [np.repeat(np.arange(repeats), epochs), np.tile(np.arange(1, epochs + 1), repeats)]
-    trained = ~np.isnan(flat[:, 0])
+    trained = ~np.isnan(flat).all(axis=1)  # a diverged epoch has NaN losses, not NaN counts
     if not trained.all():
         flat, index = flat[trained], [i[trained] for i in index]
     return numeric_csv_rows(index, list(flat.T), prefix)
