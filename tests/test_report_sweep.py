@@ -596,6 +596,14 @@ def test_the_best_cell_is_chosen_on_the_validation_set_when_there_is_one(tmp_pat
     assert f"**{chosen['cell']}**" in best_section
     assert f"{float(chosen['test_accuracy_mean']):.3f}" in best_section
     assert "Chosen on the validation set (mean validation accuracy" in best_section
+    from actreg_cli.report.sweep import best_line
+
+    assert best_line(done) == (
+        f"Best cell: {chosen['cell']} (chosen on the validation set, mean validation accuracy "
+        f"{float(chosen['val_accuracy_mean']):.3f}): test accuracy "
+        f"{float(chosen['test_accuracy_mean']):.3f} [{float(chosen['test_accuracy_ci_low']):.3f}, "
+        f"{float(chosen['test_accuracy_ci_high']):.3f}]"
+    )
     results = read_csv(done.folder / "results.csv")
     assert {"val_loss", "val_accuracy"} <= set(results[0])
 
@@ -604,4 +612,7 @@ def test_without_a_validation_set_the_report_says_the_best_cell_is_optimistic(ou
     report = (outcome.folder / "report.md").read_text(encoding="utf-8")
     best_section = report.split("## Best cell")[1].split("##")[0]
     assert "Chosen on the test set" in best_section and "optimistic" in best_section
+    from actreg_cli.report.sweep import best_line
+
+    assert "(chosen on the test set, no validation set: optimistic)" in best_line(outcome)
     assert "val_accuracy" not in (outcome.folder / "results.csv").read_text(encoding="utf-8")

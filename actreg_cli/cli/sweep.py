@@ -296,6 +296,11 @@ def sweep_command(
         )
 
     print_fitting(*(partial(summary_table, outcome, layout) for layout in LAYOUTS))
+    from actreg_cli.report.sweep import best_line
+
+    best = best_line(outcome)
+    if best is not None:
+        print_item(best)
     from actreg_cli.report.sweep_contrasts import contrast_lines, contrast_rows
 
     contrasts = contrast_lines(contrast_rows(outcome))

@@ -68,6 +68,29 @@ def _units_ci(row: dict[str, Any], column: str) -> str:
     return f"{mean:.4g} (95% CI {ci})"
 
 
+def best_line(outcome: SweepOutcome) -> str | None:
+    """The best cell in one line for the terminal, saying what it was chosen on, e.g. 'Best
+    cell: cell-4 (chosen on the validation set, mean validation accuracy 0.962): test accuracy
+    0.957 [0.948, 0.966]'; None when no cell has a result."""
+    summary = summary_rows(outcome)
+    task = outcome.plan.task
+    best = best_cell(summary, task)
+    if best is None:
+        return None
+    main = spec(task).main_metric
+    key = chosen_on(summary, task)
+    name = metric_label(main)
+    if key.startswith("val_"):
+        how = f"chosen on the validation set, mean {metric_label(key.removesuffix('_mean'))}"
+        how = how.replace("val ", "validation ") + f" {_num(best[key])}"
+    else:
+        how = "chosen on the test set, no validation set: optimistic"
+    return (
+        f"Best cell: {best['cell']} ({how}): {name} {_num(best[f'{main}_mean'])} "
+        f"[{_num(best[f'{main}_ci_low'])}, {_num(best[f'{main}_ci_high'])}]"
+    )
+
+
 def chosen_note(summary: Sequence[dict[str, Any]], task: Task, best: dict[str, Any]) -> str:
     """How the best cell was chosen, in one sentence: on the validation set (its test result
     is then an honest estimate) or, without one, on the test set (then optimistic)."""
