@@ -55,6 +55,8 @@ from actreg_cli.config.loading import (
     with_training,
 )
 from actreg_cli.config.model import (
+    BUILDER_INPUTS,
+    KERAS_FILE_SUFFIXES,
     LAYER_KINDS,
     ActivationLayer,
     Conv2DLayer,
@@ -89,6 +91,8 @@ from actreg_cli.config.validation import format_validation_error, set_path, vali
 from actreg_cli.config.yaml_io import dump_yaml, read_value, read_yaml_mapping
 
 __all__ = [
+    "BUILDER_INPUTS",
+    "KERAS_FILE_SUFFIXES",
     "DICT_ORIGIN",
     "DATA_SOURCES",
     "FILE_SOURCES",

@@ -71,7 +71,10 @@ def describe_experiment(config: ExperimentConfig) -> str:
     before activation (batch_sum); adam lr 0.001; 4000 epochs'.
     """
     data, model, training = config.data, config.model, config.training
-    if model.layers is None:
+    if model.is_keras_model:
+        network = f"Keras model {model.keras_source}"
+        n_layers = 2  # penalties say which layer (by name) they are on
+    elif model.layers is None:
         network = f"MLP {model.hidden_units} {model.activation}"
         if model.dropout > 0:
             network += f" dropout {model.dropout:g}"
@@ -87,7 +90,9 @@ def describe_experiment(config: ExperimentConfig) -> str:
         if reg.norm is Norm.custom:
             what += f" x {reg.function}"
         where = f"on {reg.target.value}"
-        if n_layers > 1:
+        if isinstance(index, str):
+            where += f" of layer '{index}'"
+        elif n_layers > 1:
             where += f" of layer {index}"
         if reg.target is Target.activity:
             where += f" {reg.placement.value.replace('_', ' ')} ({reg.reduction.value})"

@@ -92,6 +92,24 @@ class ExperimentConfig(StrictModel):
     @model_validator(mode="after")
     def _regularized_layers_exist(self) -> ExperimentConfig:
         layers = self.model.layers
+        if self.model.is_keras_model:
+            # Names only: whether the model has such a layer is checked when it is built
+            # (models/keras_model.py), since config/ never imports Keras or user code.
+            for i, reg in enumerate(self.regularizers):
+                if not isinstance(reg.layer, str):
+                    raise ValueError(
+                        f"regularizers.{i}.layer: a Keras model of your own names its layers: "
+                        f"give the layer's name, e.g. layer: hidden (got {reg.layer})"
+                    )
+            return self
+        for i, reg in enumerate(self.regularizers):
+            if isinstance(reg.layer, str):
+                where = "model.hidden_units" if layers is None else "model.layers"
+                raise ValueError(
+                    f"regularizers.{i}.layer: a layer name ({reg.layer!r}) names a layer of a "
+                    f"Keras model of your own (model.keras or model.keras_file); here layer "
+                    f"is an index into {where}"
+                )
         if layers is None:
             n_hidden = len(self.model.hidden_units)
             for i, reg in enumerate(self.regularizers):
@@ -132,17 +150,21 @@ class ExperimentConfig(StrictModel):
             "early_stopping": self.training.early_stopping is not None,
         }
 
-    def layer_regularizers(self, index: int) -> list[PenaltyConfig]:
-        """The penalties on layer `index` (of hidden_units, or of model.layers): the layer's
-        own `regularizers`, then the experiment's `regularizers` that name it."""
+    def layer_regularizers(self, index: int | str) -> list[PenaltyConfig]:
+        """The penalties on layer `index` (of hidden_units, or of model.layers; a layer name
+        of a Keras model of your own): the layer's own `regularizers`, then the experiment's
+        `regularizers` that name it."""
         own = []
         if self.model.layers is not None:
             own = list(getattr(self.model.layers[index], "regularizers", []))
         return own + [reg for reg in self.regularizers if reg.layer == index]
 
     @property
-    def all_regularizers(self) -> list[tuple[int, PenaltyConfig]]:
-        """(layer index, penalty) of every penalty, in layer order."""
+    def all_regularizers(self) -> list[tuple[int | str, PenaltyConfig]]:
+        """(layer index, penalty) of every penalty, in layer order; (layer name, penalty) in
+        the config's order for a Keras model of your own."""
+        if self.model.is_keras_model:
+            return [(reg.layer, reg) for reg in self.regularizers]
         n = (
             len(self.model.layers)
             if self.model.layers is not None
@@ -151,10 +173,16 @@ class ExperimentConfig(StrictModel):
         return [(i, reg) for i in range(n) for reg in self.layer_regularizers(i)]
 
     @property
-    def probe_layer(self) -> int:
-        """Layer whose activations are summarised (an index into hidden_units or model.layers):
-        the first activity-regularized one, else the first regularized one, else the first
-        layer with a kernel."""
+    def probe_layer(self) -> int | str | None:
+        """Layer whose activations are summarised (an index into hidden_units or model.layers;
+        a name for a Keras model of your own): the first activity-regularized one, else the
+        first regularized one, else the first layer with a kernel (None for a Keras model of
+        your own: found when it is built)."""
+        if self.model.is_keras_model:
+            for reg in self.regularizers:
+                if reg.target is Target.activity:
+                    return reg.layer
+            return self.regularizers[0].layer if self.regularizers else None
         if self.model.layers is None:
             for reg in self.regularizers:
                 if reg.target is Target.activity:
@@ -173,6 +201,8 @@ class ExperimentConfig(StrictModel):
         """Why this is not a plain MLP that the hand-written MLP engines (fused's MLP program,
         cpu) train, in words; None when it is one: hidden_units without dropout, flat input,
         a binary, multiclass or regression task."""
+        if (reason := self.keras_model_reason) is not None:
+            return reason
         if self.model.layers is not None:
             return "model.layers is given; it trains hidden_units MLPs only"
         if self.model.dropout > 0:
@@ -184,8 +214,22 @@ class ExperimentConfig(StrictModel):
         return None
 
     @property
+    def keras_model_reason(self) -> str | None:
+        """Why only the keras engine trains this config (one line): the model is a Keras model
+        of your own; None otherwise."""
+        if not self.model.is_keras_model:
+            return None
+        field = "model.keras" if self.model.keras is not None else "model.keras_file"
+        return f"{field} is a Keras model of your own, which only the keras engine trains"
+
+    @property
     def probe_name(self) -> str:
-        """`probe_layer` in words: 'hidden layer 0' or 'model.layers.0 (conv2d)'."""
+        """`probe_layer` in words: 'hidden layer 0', 'model.layers.0 (conv2d)' or 'layer
+        'hidden'' (of a Keras model of your own)."""
+        if self.model.is_keras_model:
+            if self.probe_layer is None:
+                return "the model's first layer with a kernel"
+            return f"layer '{self.probe_layer}'"
         if self.model.layers is None:
             return f"hidden layer {self.probe_layer}"
         layer = self.model.layers[self.probe_layer]

@@ -133,7 +133,9 @@ def load_any(path: Path) -> ExperimentConfig | SweepConfig:
 
 def resolve_data_path(experiment: dict[str, Any], config_path: Path) -> None:
     """A data file's relative `path` is relative to the config file's folder: make it absolute
-    (so the saved, resolved config names the file that was read)."""
+    (so the saved, resolved config names the file that was read). The model's files too
+    (`resolve_model_path`)."""
+    resolve_model_path(experiment, config_path)
     section = experiment.get("data")
     if isinstance(section, dict) and isinstance(section.get("path"), str | os.PathLike):
         file = Path(section["path"]).expanduser()
@@ -154,3 +156,22 @@ def with_training(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
     changed._changed_by = list(config._changed_by)
     options = " ".join(f"--{key} {value}" for key, value in changes.items())
     return renamed(changed, [(f"training.{k}", v) for k, v in changes.items()], options)
+
+
+def resolve_model_path(experiment: dict[str, Any], config_path: Path) -> None:
+    """A Keras model of your own read from a file, `model.keras_file: m.keras` or
+    `model.keras: file.py:build`, is relative to the config file's folder as data files are:
+    make the path absolute. A dotted module (`package.module:build`) is imported from the
+    current folder or PYTHONPATH and stays as it is."""
+    section = experiment.get("model")
+    if not isinstance(section, dict):
+        return
+    base = Path(config_path).parent
+    file = section.get("keras_file")
+    if isinstance(file, str | os.PathLike):
+        section["keras_file"] = str((base / Path(file).expanduser()).resolve())
+    spec = section.get("keras")
+    if isinstance(spec, str):
+        module, sep, function = spec.rpartition(":")
+        if sep and module.endswith(".py"):
+            section["keras"] = f"{(base / Path(module).expanduser()).resolve()}:{function}"

@@ -1,10 +1,13 @@
-"""The `model` section: the MLP shorthand or a list of layers (dense, conv2d, lstm, pooling,
-flatten, dropout, activation), each kernel layer with its own `regularizers`."""
+"""The `model` section: the MLP shorthand, a list of layers (dense, conv2d, lstm, pooling,
+flatten, dropout, activation), each kernel layer with its own `regularizers`, or a Keras model
+of the user's own (`keras: package.module:build` with `args`, or `keras_file: model.keras`),
+checked here as strings only (models/keras_model.py imports and builds it)."""
 
 from __future__ import annotations
 
 import typing
-from typing import Annotated, Literal
+from pathlib import PurePath
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, model_validator
 
@@ -125,7 +128,9 @@ DEFAULT_HIDDEN_UNITS = [500]
 class ModelConfig(StrictModel):
     """The network between the data and the task's output layer: either the MLP shorthand
     (`hidden_units`, `activation`, `dropout`) or `layers`, a list of layers, each with its own
-    `regularizers`. Without either, the tutorial's MLP: one hidden layer of 500 ReLU units."""
+    `regularizers`, or a Keras model of your own (`keras` + `args`, or `keras_file`), which
+    replaces all of them (its output layer included). Without any, the tutorial's MLP: one
+    hidden layer of 500 ReLU units."""
 
     hidden_units: Annotated[list[Size], Field(min_length=1, max_length=100)] | None = (
         None  # default [500] when `layers` is not given
@@ -134,9 +139,36 @@ class ModelConfig(StrictModel):
     # shorthand only: a Dropout(rate) after every hidden layer (0: none)
     dropout: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), NoBool] = 0.0
     layers: Annotated[list[LayerConfig], Field(min_length=1, max_length=100)] | None = None
+    # A Keras model of your own: "package.module:function" (or "file.py:function", relative to
+    # the config file) returning an uncompiled keras.Model, called with `args` ...
+    keras: Annotated[str, Field(min_length=3, max_length=1000)] | None = None
+    args: dict[str, Any] = {}  # keyword arguments of the `keras` function
+    # ... or a saved model (.keras), whose architecture is reused with fresh weights per repeat
+    keras_file: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+
+    @property
+    def is_keras_model(self) -> bool:
+        """The model is the user's own Keras model (`keras` or `keras_file`)."""
+        return self.keras is not None or self.keras_file is not None
+
+    @property
+    def keras_source(self) -> str:
+        """The user's model in words, without importing it: 'own_model.py:build(units=32)'
+        or 'model.keras' (file names without their folder; config.yaml has the full path)."""
+        if self.keras_file is not None:
+            return f"file {PurePath(self.keras_file).name}"
+        module, _, function = self.keras.rpartition(":")
+        if module.endswith(".py"):
+            module = PurePath(module).name
+        args = ", ".join(f"{key}={value!r}" for key, value in self.args.items())
+        return f"{module}:{function}({args})"
 
     @model_validator(mode="after")
     def _shorthand_or_layers(self) -> ModelConfig:
+        if self.is_keras_model:
+            return self._check_keras_model()
+        if self.args:
+            raise ValueError("'args' are the keyword arguments of a 'keras' function; set 'keras'")
         if self.layers is None:
             if self.hidden_units is None:
                 object.__setattr__(self, "hidden_units", list(DEFAULT_HIDDEN_UNITS))
@@ -162,6 +194,56 @@ class ModelConfig(StrictModel):
                 "layer is added after the list)"
             )
         return self
+
+    def _check_keras_model(self) -> ModelConfig:
+        if self.keras is not None and self.keras_file is not None:
+            raise ValueError("give either 'keras' (a function) or 'keras_file' (a saved model)")
+        given = "keras" if self.keras is not None else "keras_file"
+        clashes = [
+            name
+            for name, value, default in (
+                ("hidden_units", self.hidden_units, None),
+                ("layers", self.layers, None),
+                ("activation", self.activation, "relu"),
+                ("dropout", self.dropout, 0.0),
+            )
+            if value != default
+        ]
+        if clashes:
+            raise ValueError(
+                f"'{given}' is a whole Keras model of your own: remove "
+                f"{', '.join(repr(c) for c in clashes)} (the model's own layers, activations "
+                f"and dropout are used)"
+            )
+        if self.keras_file is not None:
+            if self.args:
+                raise ValueError("'args' go with 'keras' (a function), not with 'keras_file'")
+            if PurePath(self.keras_file).suffix not in KERAS_FILE_SUFFIXES:
+                raise ValueError(
+                    f"keras_file must be a saved Keras model ({' or '.join(KERAS_FILE_SUFFIXES)}), "
+                    f"got {self.keras_file!r}"
+                )
+            return self
+        module, sep, function = self.keras.rpartition(":")
+        dotted = all(part.isidentifier() for part in module.split("."))
+        if not sep or not function.isidentifier() or not (module.endswith(".py") or dotted):
+            raise ValueError(
+                f"keras must look like 'package.module:function' or 'file.py:function' "
+                f"(got {self.keras!r})"
+            )
+        reserved = set(self.args) & set(BUILDER_INPUTS)
+        if reserved:
+            raise ValueError(
+                f"args cannot set {', '.join(sorted(reserved))}: the tool passes "
+                f"{', '.join(BUILDER_INPUTS)} from the data"
+            )
+        return self
+
+
+#: What a `keras` function may declare and is given from the data and task.
+BUILDER_INPUTS = ("input_shape", "n_outputs", "task")
+#: Files `keras_file` may name (Keras 3's format, and the legacy HDF5 one).
+KERAS_FILE_SUFFIXES = (".keras", ".h5")
 
 
 def check_lstm_placement(reg: PenaltyConfig, where: str) -> None:

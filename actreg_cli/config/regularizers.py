@@ -12,9 +12,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from actreg_cli.config.base import NonNegativeInt, Strength, StrictModel
 
@@ -113,11 +113,16 @@ class PenaltyConfig(StrictModel):
         return 0.0
 
 
+#: A layer of a Keras model of your own, by its name (`model.get_layer(name)`).
+LayerName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class RegularizerConfig(PenaltyConfig):
     """One penalty on one layer, listed under the experiment's `regularizers`: `layer` indexes
-    model.hidden_units (the MLP shorthand) or model.layers."""
+    model.hidden_units (the MLP shorthand) or model.layers, or names a layer of a Keras model
+    of your own (`model.keras`, `model.keras_file`)."""
 
-    layer: NonNegativeInt = 0
+    layer: NonNegativeInt | LayerName = 0
 
 
 # ---------------------------------------------------------------------------------------------

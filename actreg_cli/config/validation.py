@@ -51,6 +51,18 @@ def set_path(
             if part not in node or node[part] is None:
                 node[part] = [] if schema is list else {}
             node = node[part]
+        elif schema is dict:
+            # a free mapping (model.args): any key, nested mappings made as needed
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    [f"{origin}: {'.'.join(parts[:depth]) or 'config'} is not a mapping"]
+                )
+            if last:
+                node[part] = value
+                return
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
         elif schema is list or _is_list_of_models(schema):
             item_schema = _list_item_model(schema)
             # isdigit alone passes '²' (int() refuses it) and other non-ASCII digits
@@ -91,6 +103,8 @@ def _inner_type(annotation: Any) -> Any:
         return _inner_type(args.pop())  # an optional section
     if origin is list:
         return annotation
+    if origin is dict:
+        return dict  # a free mapping (model.args)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     return None

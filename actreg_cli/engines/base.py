@@ -231,8 +231,8 @@ def early_stopping(monitor: np.ndarray, config: EarlyStoppingConfig) -> Stop:
     monitored value of each epoch, monitor [E] (the history's val_* values), as if training
     ran up to E epochs. The reference the engines are tested against.
 
-    Per epoch from start_from_epoch on: `wait += 1`; an improvement (`current - min_delta <
-    best` for min, `current + min_delta > best` for max; compared in float32 as keras.ops
+    Per epoch from start_from_epoch on: `wait += 1`; an improvement (`current + min_delta <
+    best` for min, `current - min_delta > best` for max; compared in float32 as keras.ops
     compares two Python floats; the first value always improves, a NaN never does) sets best
     and best_epoch and `wait = 0`; otherwise `wait >= patience` (and epoch > 0) stops training
     after this epoch.

@@ -132,15 +132,21 @@ def config_plan(config: ExperimentConfig, data: Any) -> ModelPlan:
 
 
 def check_model(config: ExperimentConfig, origin: str) -> Any:
-    """Load the data and plan the network, so that a bad data file or layers that do not fit
-    the data fail (ConfigError, exit 2) before anything is trained or written. Returns the
+    """Load the data and plan the network (build a Keras model of your own), so that a bad data
+    file, layers that do not fit the data or a model that does not fit the task fail
+    (ConfigError, exit 2) before anything is trained or written. Returns the
     Dataset (data.check_data). origin: what an error names first (the config file, or the
     file and the sweep cell), a data error's own file or source after it."""
     from actreg_cli.data import check_data
 
     try:
         data = check_data(config)
-        config_plan(config, data)
+        if config.model.is_keras_model:  # imports Keras and the user's code, builds it once
+            from actreg_cli.models.keras_model import check_own_model
+
+            check_own_model(config, data)
+        else:
+            config_plan(config, data)
         check_monitor(config, data.task)
     except ConfigError as exc:
         raise ConfigError([f"{origin}: {error}" for error in exc.errors]) from None

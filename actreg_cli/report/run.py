@@ -229,6 +229,29 @@ def curve_plot_name(task: Task) -> str:
     return f"{spec(task).history_metric}.png"
 
 
+def own_model_words(record: Any) -> str:
+    """A Keras model of your own as run.yaml's `own_model` recorded it (the report never
+    imports it): '; 849 parameters: stem (Dense relu), ...; its own penalties: ...'."""
+    if not isinstance(record, dict):
+        return ""
+    layers = [row for row in record.get("layers", []) if isinstance(row, dict)]
+    words = [
+        f"{row.get('name')} ({row.get('kind')}"
+        + (f" {row['activation']}" if row.get("activation") else "")
+        + ")"
+        for row in layers
+    ]
+    text = f"; {record.get('parameters', '?')} parameters: {', '.join(words)}"
+    kept = [
+        f"{row.get('name')} {slot.removesuffix('_regularizer')} {value}"
+        for row in layers
+        for slot, value in (row.get("own_penalties") or {}).items()
+    ]
+    if kept:
+        text += f"; the model's own penalties, kept: {', '.join(kept)}"
+    return text
+
+
 def run_markdown(
     config: ExperimentConfig,
     summary: dict[str, Any],
@@ -266,7 +289,7 @@ def run_markdown(
         "task": f"{task}; main metric {summary.get('main_metric', '?')} ("
         + ("higher" if summary.get("higher_is_better", True) else "lower")
         + " is better)",
-        "model": network,
+        "model": network + own_model_words(meta.get("own_model")),
         "regularizers": penalties,
         "training": f"{optimizer}, batch size {config.training.batch_size}, {epochs}",
         "engine": engine,

@@ -124,6 +124,7 @@ def run_metadata(
     return {
         "name": config.name,
         **data_splits(config, seeds),
+        **own_model_record(config, seeds),
         "seeds": seeds,
         "engine": engine,
         "backend": engine_backend(engine),
@@ -135,6 +136,18 @@ def run_metadata(
         "command": invocation(),
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+
+
+def own_model_record(config: ExperimentConfig, seeds: list[int]) -> dict[str, Any]:
+    """For a Keras model of your own, what the report shows of it without importing it
+    (`own_model`: source, parameters, layers with their kind, activation and own penalties);
+    empty otherwise. Builds the model once (Keras and the user's code are imported)."""
+    if not config.model.is_keras_model:
+        return {}
+    from actreg_cli.data import job_dataset
+    from actreg_cli.models.keras_model import check_own_model
+
+    return {"own_model": check_own_model(config, job_dataset(config, seeds[0]))}
 
 
 def run_experiment(
@@ -158,9 +171,7 @@ def run_experiment(
     if on_folder is not None:  # the CLI names it if training is interrupted
         on_folder(run_dir)
     write_text(run_dir / "config.yaml", dump_yaml(config.resolved()))
-    write_text(
-        run_dir / "run.yaml", dump_yaml(run_metadata(config, seeds, engine.name, engine_note))
-    )
+    write_text(run_dir / "run.yaml", dump_yaml(metadata))
     results = engine.train(jobs, progress)
     task = saved_task(metadata)
     histories, rows = write_run_records(

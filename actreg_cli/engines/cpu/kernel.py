@@ -12,9 +12,11 @@ for all its epochs. Two loops train a model:
   backward, so nothing of shape [rows, units] exists.
 
 Both take a row's loss and gradient from losses.py, the weight penalties, the optimizer step and
-the minibatch order from step.py, and their compile settings, math and the CPU's FTZ/DAZ flags
-from vmath.py; codes.py numbers the activations, optimizers, tasks and penalty columns. Every
-thread computes with FTZ/DAZ set, as TensorFlow's threads do (`flush_denormals`).
+the minibatch order from step.py, early stopping (Keras's EarlyStopping, per model) from
+stopping.py, and their compile settings, math and the CPU's FTZ/DAZ flags from vmath.py;
+codes.py numbers the activations, optimizers, tasks, penalty columns and early-stopping
+settings. Every thread computes with FTZ/DAZ set, as TensorFlow's threads do
+(`flush_denormals`).
 
 Parameter vector of one model (float32 [P]), per hidden layer l with fan_in i and units o:
   kernel [i, o] row-major at w_off[l], bias [o] at b_off[l]; then the output layer: its

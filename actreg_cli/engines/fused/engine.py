@@ -50,6 +50,8 @@ class FusedEngine:
         self.workers = workers or worker_count()
 
     def unsupported(self, config: ExperimentConfig) -> str | None:
+        if (reason := config.keras_model_reason) is not None:
+            return reason
         if config.training.early_stopping is not None:
             return EARLY_STOPPING_REASON
         return fused_layers.unsupported_reason(config)

@@ -21,15 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from actreg_cli.config import (
-    ExperimentConfig,
-    Norm,
-    Placement,
-    Reduction,
-    RegularizerConfig,
-    Target,
-    import_custom_function,
-)
+from actreg_cli.config import ExperimentConfig, Placement, Target
 from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import (
     OUTPUT_SAMPLE_ROWS,
@@ -41,53 +33,10 @@ from actreg_cli.engines.base import (
     finish_result,
     mark_diverged,
 )
+from actreg_cli.engines.keras.penalties import combine, penalty_function
 from actreg_cli.models.plan import LayerPlan, config_plan
 from actreg_cli.tasks import spec
 from actreg_cli.weights import epoch_permutation, layer_initial_weights, shuffle_seed
-
-
-def penalty_function(reg: RegularizerConfig):
-    """A Keras-callable penalty (tensor -> scalar) for one regularizer.
-
-    Keras >= 3.14 divides an activity penalty by the batch size itself; for `batch_sum` (Keras 2.3
-    semantics) the penalty is multiplied by the batch size first so that the division cancels.
-    """
-    from keras import ops
-
-    l1, l2 = reg.l1_factor, reg.l2_factor
-    custom = import_custom_function(reg.function) if reg.norm is Norm.custom else None
-    undo_batch_mean = reg.target is Target.activity and reg.reduction is Reduction.batch_sum
-
-    def penalty(x):
-        if custom is not None:
-            total = reg.strength * ops.convert_to_tensor(custom(x), dtype=x.dtype)
-        else:
-            total = ops.zeros((), dtype=x.dtype)
-            if l1:
-                total = total + l1 * ops.sum(ops.abs(x))
-            if l2:
-                total = total + l2 * ops.sum(ops.square(x))
-        if undo_batch_mean:
-            total = total * ops.cast(ops.shape(x)[0], x.dtype)
-        return total
-
-    return penalty
-
-
-def combine(penalties):
-    """One callable summing several penalties (Keras takes one regularizer per slot)."""
-    if not penalties:
-        return None
-    if len(penalties) == 1:
-        return penalties[0]
-
-    def total(x):
-        out = penalties[0](x)
-        for p in penalties[1:]:
-            out = out + p(x)
-        return out
-
-    return total
 
 
 def build_model(config: ExperimentConfig, data: Dataset):
@@ -185,11 +134,17 @@ class KerasEngine:
         config = job.config
         data = job_dataset(config, job.seed)
         task = spec(data.task)
-        # Nothing in these models draws from Keras's generators (the minibatch order comes from
-        # weights.epoch_permutation); seeded anyway, so a random layer added later is seeded too.
+        if config.model.is_keras_model:  # a Keras model of your own: weights from Keras's
+            # initializers under the repeat's seed (own_model.py), not weights.py's
+            from actreg_cli.engines.keras.own_model import build_trainable_model
+
+            model, probe = build_trainable_model(config, data, job.seed)
+        # Nothing in the YAML models draws from Keras's generators (the minibatch order comes
+        # from weights.epoch_permutation); seeded anyway, so a random layer (Dropout) is seeded.
         keras.utils.set_random_seed(shuffle_seed(job.seed))
-        model, probe = build_model(config, data)
-        set_initial_weights(model, config, data, job.seed)
+        if not config.model.is_keras_model:
+            model, probe = build_model(config, data)
+            set_initial_weights(model, config, data, job.seed)
         x_train, x_test = data.shaped(data.x_train), data.shaped(data.x_test)
         model.compile(
             optimizer=make_optimizer(config), loss=task.loss, metrics=[task.history_metric]
@@ -290,7 +245,9 @@ class TestSetHistory:
 
         def on_epoch_end(epoch, logs=None):
             model = callback.model
-            loss, metric = model.evaluate(self.x, self.y, batch_size=len(self.y), verbose=0)
+            # one batch, as fit evaluates validation_data; test_on_batch skips evaluate's
+            # per-call data iterator (evaluate cost ~0.3 s an epoch on a busy machine)
+            loss, metric = model.test_on_batch(self.x, self.y)
             self.losses.append(float(loss))
             self.metrics.append(float(metric))
 
