@@ -46,7 +46,7 @@ def assert_same_run(a: actreg.RunResult, b: actreg.RunResult) -> None:
 def test_run_gives_the_folder_as_a_summary_and_dataframes(run_result: actreg.RunResult):
     assert run_result.folder.is_dir() and (run_result.folder / "report.html").is_file()
     assert list(run_result.history.columns) == [
-        "repeat", "epoch", "loss", "accuracy", "val_loss", "val_accuracy",
+        "repeat", "epoch", "loss", "accuracy", "test_loss", "test_accuracy",
     ]  # fmt: skip
     assert len(run_result.history) == REPEATS * EPOCHS
     assert sorted(run_result.history["epoch"].unique()) == list(range(1, EPOCHS + 1))

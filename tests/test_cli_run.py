@@ -95,15 +95,15 @@ def test_run_writes_a_complete_run_folder(tiny_config_file: Path, tmp_path: Path
 
     with open(run_dir / "history.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["repeat", "epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert list(rows[0]) == ["repeat", "epoch", "loss", "accuracy", "test_loss", "test_accuracy"]
     assert len(rows) == 2 * 4 and {r["repeat"] for r in rows} == {"0", "1"}
 
     summary = json.loads((run_dir / "summary.json").read_text())
     for key in ("train_accuracy", "test_accuracy", "mean_activation", "zero_fraction"):
         assert set(summary[key]) >= {"mean", "std", "values"} and len(summary[key]["values"]) == 2
     test_values = summary["test_accuracy"]["values"]
-    last_val = [float(r["val_accuracy"]) for r in rows if r["epoch"] == "4"]
-    assert test_values == pytest.approx(last_val)
+    last_test = [float(r["test_accuracy"]) for r in rows if r["epoch"] == "4"]
+    assert test_values == pytest.approx(last_test)
     assert summary["activity_reductions"] == ["batch_mean"]
     assert (run_dir / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -351,12 +351,14 @@ def test_regression_run_reports_mse_mae_r2(tmp_path: Path) -> None:
         "test_r2",
         "train_loss",
         "test_loss",
+        "val_loss",
+        "val_mae",
         "mean_activation",
         "zero_fraction",
     ]
     with open(run_dir / "history.csv") as fh:
         assert list(csv.DictReader(fh).fieldnames or []) == [
-            "repeat", "epoch", "loss", "mae", "val_loss", "val_mae"
+            "repeat", "epoch", "loss", "mae", "test_loss", "test_mae", "val_loss", "val_mae"
         ]  # fmt: skip
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["task"], summary["main_metric"], summary["higher_is_better"]) == (
@@ -369,7 +371,10 @@ def test_regression_run_reports_mse_mae_r2(tmp_path: Path) -> None:
     assert summary["test_mse"]["values"] == pytest.approx(mse)
     assert all(m > 0 for m in mse) and "test_accuracy" not in summary
     saved = yaml.safe_load((run_dir / "run.yaml").read_text())
-    assert [d["n_train"] for d in saved["data_per_repeat"]] == [309, 309]
+    assert [d["n_train"] for d in saved["data_per_repeat"]] == [
+        247,
+        247,
+    ]  # 309 training rows less 62 for validation
     assert (run_dir / "mae.png").read_bytes()[:4] == b"\x89PNG"
     # report re-draws from the CSV files with the recorded task
     again = invoke("report", run_dir)

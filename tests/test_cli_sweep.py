@@ -287,9 +287,11 @@ def test_regression_sweep_ranks_by_lowest_mse(tmp_path):
     assert "test_mse_mean" in rows[0] and "test_accuracy_mean" not in rows[0]
     report = (folder / "report.md").read_text()
     assert "main metric test MSE (lower is better)" in report
-    best = min(rows, key=lambda r: float(r["test_mse_mean"]))
+    # chosen on the validation set's MAE (no penalty in it), reported with its test MSE
+    best = min(rows, key=lambda r: float(r["val_mae_mean"]))
     best_section = report.split("## Best cell")[1].split("##")[0]
     assert f"**{best['cell']}**" in best_section
+    assert "Chosen on the validation set (mean validation MAE" in best_section
     with open(folder / "results.csv") as fh:
         results = list(csv.DictReader(fh))
     assert {"test_mse", "test_mae", "test_r2"} <= set(results[0])

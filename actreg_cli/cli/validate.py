@@ -37,10 +37,12 @@ def validate_command(
             ):
                 from actreg_cli.models.plan import check_model
 
+                # a Keras model of your own is checked as a config only: run and sweep build
+                # it (importing Keras and its code) before they write anything
                 if cells is None:
-                    check_model(experiment, str(path))
+                    check_model(experiment, str(path), build_own_model=False)
                 else:
-                    check_one_task(cells, str(path))
+                    check_one_task(cells, str(path), build_own_model=False)
         except ConfigError as exc:
             problems.extend(exc.errors)
             continue

@@ -85,6 +85,7 @@ from actreg_cli.config.regularizers import (
     Target,
     check_custom_function,
     import_custom_function,
+    reading_saved_results,
     saved_results_only,
 )
 from actreg_cli.config.validation import format_validation_error, set_path, validate_mapping
@@ -150,6 +151,7 @@ __all__ = [
     "read_yaml_mapping",
     "renamed",
     "resolve_data_path",
+    "reading_saved_results",
     "saved_results_only",
     "set_path",
     "validate_mapping",

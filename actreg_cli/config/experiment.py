@@ -175,10 +175,12 @@ class ExperimentConfig(StrictModel):
     @property
     def probe_layer(self) -> int | str | None:
         """Layer whose activations are summarised (an index into hidden_units or model.layers;
-        a name for a Keras model of your own): the first activity-regularized one, else the
-        first regularized one, else the first layer with a kernel (None for a Keras model of
-        your own: found when it is built)."""
+        a name for a Keras model of your own: `model.probe` when given): the first
+        activity-regularized one, else the first regularized one, else the first layer with a
+        kernel (None for a Keras model of your own: found when it is built)."""
         if self.model.is_keras_model:
+            if self.model.probe is not None:
+                return self.model.probe
             for reg in self.regularizers:
                 if reg.target is Target.activity:
                     return reg.layer

@@ -145,6 +145,9 @@ class ModelConfig(StrictModel):
     args: dict[str, Any] = {}  # keyword arguments of the `keras` function
     # ... or a saved model (.keras), whose architecture is reused with fresh weights per repeat
     keras_file: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    # the layer (of a Keras model of your own, by name) whose activations repeats.csv
+    # summarises; default: the first activity-regularized one (ExperimentConfig.probe_layer)
+    probe: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
     @property
     def is_keras_model(self) -> bool:
@@ -169,6 +172,11 @@ class ModelConfig(StrictModel):
             return self._check_keras_model()
         if self.args:
             raise ValueError("'args' are the keyword arguments of a 'keras' function; set 'keras'")
+        if self.probe is not None:
+            raise ValueError(
+                "'probe' names a layer of a Keras model of your own (model.keras or "
+                "model.keras_file); a YAML model summarises its first regularized layer"
+            )
         if self.layers is None:
             if self.hidden_units is None:
                 object.__setattr__(self, "hidden_units", list(DEFAULT_HIDDEN_UNITS))

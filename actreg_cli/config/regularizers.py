@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import PlainValidator, model_validator
 
-from actreg_cli.config.base import NonNegativeInt, Strength, StrictModel
+from actreg_cli.config.base import Strength, StrictModel
 
 
 class Target(str, Enum):
@@ -113,8 +113,28 @@ class PenaltyConfig(StrictModel):
         return 0.0
 
 
-#: A layer of a Keras model of your own, by its name (`model.get_layer(name)`).
-LayerName = Annotated[str, Field(min_length=1, max_length=200)]
+#: The longest layer name accepted (Keras's own names are far shorter).
+MAX_LAYER_NAME = 200
+
+
+def _layer_reference(value: Any) -> int | str:
+    """An index into hidden_units or model.layers (0, 1, ...), or the name of a layer of a
+    Keras model of your own; one message for anything else (not one per union member)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("a layer index must be 0 or more")
+        return value
+    if isinstance(value, str):
+        if not 1 <= len(value) <= MAX_LAYER_NAME:
+            raise ValueError(f"a layer name must have 1 to {MAX_LAYER_NAME} characters")
+        return value
+    raise ValueError(
+        "must be a layer index (0, 1, ...) or the name of a layer of a Keras model of your own"
+    )
+
+
+#: `regularizers[].layer`: an index (YAML models) or a layer name (`model.get_layer(name)`).
+LayerReference = Annotated[int | str, PlainValidator(_layer_reference)]
 
 
 class RegularizerConfig(PenaltyConfig):
@@ -122,7 +142,7 @@ class RegularizerConfig(PenaltyConfig):
     model.hidden_units (the MLP shorthand) or model.layers, or names a layer of a Keras model
     of your own (`model.keras`, `model.keras_file`)."""
 
-    layer: NonNegativeInt | LayerName = 0
+    layer: LayerReference = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +167,12 @@ def saved_results_only() -> Iterator[None]:
         yield
     finally:
         _READING_SAVED_RESULTS.reset(token)
+
+
+def reading_saved_results() -> bool:
+    """Whether configs are being read back from a results folder (`saved_results_only`): then
+    nothing of the user's is imported, neither a custom function nor a Keras model."""
+    return _READING_SAVED_RESULTS.get()
 
 
 def check_function_spec(spec: str) -> tuple[str, str]:

@@ -310,9 +310,16 @@ def check_output(model: Any, data: Any, field: str, what: str) -> None:
 
 def check_regularized_layers(config: ExperimentConfig, model: Any) -> None:
     """Every `regularizers` item names a layer of the model that has the weight it targets;
-    `before_activation` only where the activation can be split off. ConfigError otherwise."""
-    names = [layer.name for layer in model.layers]
+    `before_activation` only where the activation can be split off; `model.probe` names a
+    layer. ConfigError otherwise."""
+    # Input layers have no weights and no output of their own to penalize
+    names = [layer.name for layer in model.layers if type(layer).__name__ != "InputLayer"]
     errors = []
+    probe = config.model.probe
+    if probe is not None and probe not in names:
+        errors.append(
+            f"model.probe: the model has no layer named {probe!r}; its layers: " + ", ".join(names)
+        )
     for i, reg in enumerate(config.regularizers):
         where = f"regularizers.{i}.layer"
         if reg.layer not in names:
@@ -335,14 +342,17 @@ def check_regularized_layers(config: ExperimentConfig, model: Any) -> None:
                 f"{where}: layer {reg.layer!r} ({kind}) has no bias; target: bias needs a "
                 f"layer with one"
             )
-        elif reg.placement is Placement.before_activation and needs_split(layer):
-            if kind not in SPLITTABLE_LAYERS:
-                errors.append(
-                    f"{where}: layer {reg.layer!r} ({kind}) applies its activation "
-                    f"'{activation_name(layer)}' inside the layer, so placement "
-                    f"before_activation cannot reach its pre-activation output; use "
-                    f"after_activation (or one of {', '.join(SPLITTABLE_LAYERS[:3])}, ...)"
-                )
+        elif (
+            reg.placement is Placement.before_activation
+            and needs_split(layer)
+            and kind not in SPLITTABLE_LAYERS
+        ):
+            errors.append(
+                f"{where}: layer {reg.layer!r} ({kind}) applies its activation "
+                f"'{activation_name(layer)}' inside the layer, so placement "
+                f"before_activation cannot reach its pre-activation output; use "
+                f"after_activation (or one of {', '.join(SPLITTABLE_LAYERS[:3])}, ...)"
+            )
     if errors:
         raise ConfigError(errors)
 
@@ -354,10 +364,21 @@ def needs_split(layer: Any) -> bool:
 
 
 def check_own_model(config: ExperimentConfig, data: Any) -> dict[str, Any]:
-    """Build the model once (seed = training.seed) and check it and the regularizers; returns
-    `own_model_summary`. Raises ConfigError."""
+    """Build the model once (seed = training.seed), check it and the regularizers, and clone
+    it as training will; returns `own_model_summary`. Raises ConfigError."""
+    import keras
+
     model = build_own_model(config, data, config.training.seed)
     check_regularized_layers(config, model)
+    try:  # training clones it (engines/keras/own_model.py): a layer without a working
+        # get_config / from_config (a custom layer) fails here, before anything is written
+        keras.models.clone_model(model)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 (user code: any failure is a config error)
+        raise user_code_error(
+            source_field(config), "cloning the model (each layer's get_config, from_config)", exc
+        ) from None
     return own_model_summary(config, model)
 
 

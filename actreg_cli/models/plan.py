@@ -31,6 +31,7 @@ from actreg_cli.config import (
     MaxPool2DLayer,
     PenaltyConfig,
     pair,
+    reading_saved_results,
 )
 from actreg_cli.tasks import Task, output_units, spec
 
@@ -131,20 +132,23 @@ def config_plan(config: ExperimentConfig, data: Any) -> ModelPlan:
     return model_plan(config, data.input_shape, data.task, data.n_classes)
 
 
-def check_model(config: ExperimentConfig, origin: str) -> Any:
+def check_model(config: ExperimentConfig, origin: str, *, build_own_model: bool = True) -> Any:
     """Load the data and plan the network (build a Keras model of your own), so that a bad data
     file, layers that do not fit the data or a model that does not fit the task fail
     (ConfigError, exit 2) before anything is trained or written. Returns the
     Dataset (data.check_data). origin: what an error names first (the config file, or the
-    file and the sweep cell), a data error's own file or source after it."""
+    file and the sweep cell), a data error's own file or source after it. build_own_model:
+    False checks a Keras model of your own as a config only (`validate`: no Keras import);
+    it is never built while a results folder is read (`saved_results_only`)."""
     from actreg_cli.data import check_data
 
     try:
         data = check_data(config)
         if config.model.is_keras_model:  # imports Keras and the user's code, builds it once
-            from actreg_cli.models.keras_model import check_own_model
+            if build_own_model and not reading_saved_results():
+                from actreg_cli.models.keras_model import check_own_model
 
-            check_own_model(config, data)
+                check_own_model(config, data)
         else:
             config_plan(config, data)
         check_monitor(config, data.task)

@@ -128,6 +128,31 @@ def target_units_lines(outcome: SweepOutcome, best: dict[str, Any]) -> list[str]
     return []
 
 
+def kept_penalties_note(meta_path: Path) -> str:
+    """What a baseline cell of a Keras model of your own keeps: the model's own penalties, as
+    sweep.yaml's `own_model` recorded them (the report never imports the model)."""
+    import yaml
+
+    try:
+        record = (yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}).get("own_model")
+    except (OSError, yaml.YAMLError, AttributeError):
+        record = None
+    if not isinstance(record, dict):
+        return "A baseline cell drops the config's penalties; the model's own are not recorded."
+    kept = [
+        f"{row.get('name')} {slot.removesuffix('_regularizer')} {value}"
+        for row in record.get("layers", [])
+        if isinstance(row, dict)
+        for slot, value in (row.get("own_penalties") or {}).items()
+    ]
+    if not kept:
+        return "A baseline cell drops the config's penalties; the model has none of its own."
+    return (
+        "A baseline cell drops the config's penalties only; the model's own stay in every "
+        f"cell: {', '.join(kept)}."
+    )
+
+
 def report_markdown(
     outcome: SweepOutcome,
     summary: Sequence[dict[str, Any]],
@@ -223,6 +248,8 @@ def report_markdown(
                 f"({', '.join(rivals)}): the ranking among them is within the noise."
             )
     lines += ["", "## Differences from the baseline", ""]
+    if sweep.base.model.is_keras_model and any(c.baseline for c in plan.cells):
+        lines += [kept_penalties_note(plan.folder / "sweep.yaml"), ""]
     compared = [r for r in summary if r["baseline_cell"]]
     if not any(c.baseline for c in plan.cells):
         lines.append("The sweep has no baseline cell (`baseline: false`).")

@@ -206,7 +206,10 @@ class KerasEngine:
             epochs = len(history)
             restored = stopping.restore_best_weights and stopper.best_weights is not None
             kept = stopper.best_epoch if restored else epochs - 1
-            stop = Stop(epochs, stopper.stopped_epoch > 0, stopper.best_epoch, kept)
+            # Keras's best_epoch starts at 0 before any epoch is watched (start_from_epoch
+            # beyond the last epoch); the reference says -1 (repeats.csv: 0), as the cpu engine
+            best = stopper.best_epoch if stopper.best is not None else -1
+            stop = Stop(epochs, stopper.stopped_epoch > 0, best, kept)
             if progress is not None and epochs < config.training.epochs:
                 progress(config.training.epochs - epochs)  # the epochs it did not need
         train_loss, _ = model.evaluate(x_train, data.y_train, batch_size=data.n_train, verbose=0)

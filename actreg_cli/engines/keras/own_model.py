@@ -42,8 +42,7 @@ def build_trainable_model(config: ExperimentConfig, data: Any, seed: int) -> tup
     """(model, probe) for one repeat: the user's model (built by models/keras_model.py) cloned
     with the config's penalties under `keras.utils.set_random_seed(seed)`, so its weights
     depend on the seed alone (a `.keras` file's saved weights are not used). probe maps inputs
-    to the probed layer's output after its activation: the first activity-regularized layer,
-    else the first regularized one, else the first layer with a kernel."""
+    to the probed layer's output after its activation (`probed_layer`)."""
     import keras
 
     original = build_own_model(config, data, seed)
@@ -104,12 +103,12 @@ def unique_name(name: str, taken: set[str]) -> str:
 
 
 def probed_layer(config: ExperimentConfig, model: Any) -> str:
-    """The name of the layer whose activations are summarised: `config.probe_layer`, else the
-    model's first layer with a kernel (else its first layer with weights)."""
+    """The name of the layer whose activations are summarised: `config.probe_layer`
+    (model.probe, else the first activity-regularized layer, else the first regularized one),
+    else the model's first layer with a kernel (else its first layer with weights)."""
     if config.probe_layer is not None:
         return str(config.probe_layer)
     for layer in model.layers:
         if hasattr(layer, "kernel_regularizer") and layer.weights:
             return layer.name
     return next(layer.name for layer in model.layers if layer.weights)
-

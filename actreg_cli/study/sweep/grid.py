@@ -154,6 +154,11 @@ def expand_grid(
     def build(values: dict[str, Any], *, baseline: bool, cell_id: str) -> None:
         data = copy.deepcopy(base)
         if baseline:
+            # a Keras model of your own: the baseline summarises the layer the cells penalize
+            # (without penalties it would fall back to the model's first layer with a kernel)
+            probe = sweep.base.probe_layer
+            if sweep.base.model.is_keras_model and isinstance(probe, str):
+                data.setdefault("model", {})["probe"] = probe
             data["regularizers"] = []
             for layer in (data.get("model") or {}).get("layers") or []:
                 if isinstance(layer, dict):
@@ -268,12 +273,21 @@ def baseline_for(cell: Cell, cells: Sequence[Cell]) -> Cell | None:
 # What makes two cells the same experiment (also what store.cell_hash covers)
 
 
+#: The model fields of a Keras model of your own, and their values when unset: a YAML
+#: model's hash leaves them out, so cells stored before these fields existed keep their hash.
+OWN_MODEL_FIELDS = {"keras": None, "args": {}, "keras_file": None, "probe": None}
+
+
 def hashed_config(config: ExperimentConfig) -> dict[str, Any]:
-    """The resolved config without UNHASHED_FIELDS: equal for two cells that are the same
-    experiment."""
+    """The resolved config without UNHASHED_FIELDS (and unset OWN_MODEL_FIELDS): equal for
+    two cells that are the same experiment."""
     data = config.resolved()
     for name in UNHASHED_FIELDS:
         data.pop(name, None)
+    model = data.get("model") or {}
+    for name, unset in OWN_MODEL_FIELDS.items():
+        if name in model and model[name] == unset:
+            del model[name]
     return data
 
 

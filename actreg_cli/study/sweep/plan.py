@@ -250,16 +250,21 @@ def plan_sweep(
     )
 
 
-def check_one_task(cells: Sequence[Cell], origin: str = "grid") -> Task:
+def check_one_task(
+    cells: Sequence[Cell], origin: str = "grid", *, build_own_model: bool = True
+) -> Task:
     """The task every cell of a sweep shares (its table compares one metric); ConfigError if
     the grid mixes tasks. Loads each distinct data set once (DataError for bad data) and plans
-    each cell's network (ConfigError for layers that do not fit the data)."""
+    each cell's network (ConfigError for layers that do not fit the data; a Keras model of
+    your own is built and checked unless `build_own_model` is False)."""
     from actreg_cli.models.plan import check_model
 
     tasks: dict[Task, str] = {}
     for cell in cells:
         where = f"{origin}: cell {cell.id} ({cell.label or 'no swept keys'})"
-        tasks.setdefault(check_model(cell.config, where).task, cell.id)
+        tasks.setdefault(
+            check_model(cell.config, where, build_own_model=build_own_model).task, cell.id
+        )
     if len(tasks) > 1:
         found = ", ".join(f"{task.value} (cell {cell})" for task, cell in tasks.items())
         raise ConfigError([f"grid: every cell of a sweep must have the same task; found {found}"])

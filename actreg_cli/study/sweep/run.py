@@ -61,12 +61,15 @@ class SweepOutcome:
 
 def sweep_metadata(plan: SweepPlan, engine: str) -> dict[str, Any]:
     """The contents of sweep.yaml: what was asked, what each cell is, and what ran it."""
-    from actreg_cli.study.run import engine_target, invocation
+    from actreg_cli.study.run import engine_target, invocation, own_model_record
     from actreg_cli.versions import library_versions, machine_info
 
     base = plan.sweep.base
+    seeds = repeat_seeds(base.training.seed, base.training.repeats)
     return {
         "name": plan.sweep.name,
+        # a Keras model of your own: what the report shows of it without importing it
+        **own_model_record(base, seeds),
         "description": plan.sweep.description,
         "engine_requested": str(getattr(engine, "value", engine)),
         "engine_notes": plan.notes,
