@@ -616,3 +616,23 @@ def test_without_a_validation_set_the_report_says_the_best_cell_is_optimistic(ou
 
     assert "(chosen on the test set, no validation set: optimistic)" in best_line(outcome)
     assert "val_accuracy" not in (outcome.folder / "results.csv").read_text(encoding="utf-8")
+
+
+def test_early_stopping_on_vs_off_is_one_contrast_per_penalty(tmp_path):
+    base = sweep_config().base.model_dump(mode="json")
+    base["data"]["validation_fraction"] = 0.2
+    grid = {
+        "training.early_stopping": [None, {"patience": 5}],
+        "regularizers.0.strength": [1e-2, 1e-4],
+    }
+    sweep = sweep_config(base=base, grid=grid)
+    done = run_and_report(sweep, engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
+    contrasts = read_csv(done.folder / "contrasts.csv")
+    stopping = [r for r in contrasts if r["setting"] == "training.early_stopping"]
+    assert [(r["a"], r["b"]) for r in stopping] == [("off", "on (patience: 5)")] * 2
+    assert {r["where"] for r in stopping} == {
+        "regularizers.0.strength=0.01",
+        "regularizers.0.strength=0.0001",
+    }
+    summary = read_csv(done.folder / "summary.csv")
+    assert {"epochs_trained_mean", "best_epoch_mean"} <= set(summary[0])

@@ -128,7 +128,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
 
     from actreg_cli.report.sweep_figures import short_names
     from actreg_cli.report.sweep_tables import main_metric, metric_label, study_line, summary_rows
-    from actreg_cli.study.sweep.grid import baseline_keys, format_value
+    from actreg_cli.study.sweep.grid import baseline_keys, setting_text
 
     task_spec = main_metric(outcome)
     main = task_spec.main_metric
@@ -150,7 +150,11 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     study = Text(study_line(outcome))  # what defines this study: reduction, epochs, overrides...
     rows = []
     for row in summary_rows(outcome):
-        values = ["" if row[k] is None else format_value(row[k]) for k in keys]
+        # a baseline has no value for a penalty key; early stopping off says "off"
+        values = [
+            setting_text(k, row[k]) if row[k] is not None or k == "training.early_stopping" else ""
+            for k in keys
+        ]
         done = row["status"] == "done"
         diff = ""
         if done and row["baseline_cell"]:

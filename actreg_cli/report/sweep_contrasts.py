@@ -17,6 +17,7 @@ with every cell in summary.csv already.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -199,5 +200,7 @@ def contrast_lines(rows: Sequence[dict[str, Any]], limit: int = 8) -> list[str]:
 
 def _short(where: str) -> str:
     """'regularizers.0.strength=0.01, regularizers.0.norm=l1' -> 'strength=0.01, norm=l1'."""
+    # split before each "key=" only: a value may hold ", " itself ({monitor: val_loss, ...})
+    parts = re.split(r", (?=[\w.]+=)", where)
     return ", ".join(part.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + part.split("=", 1)[1]
-                     for part in where.split(", "))  # fmt: skip
+                     for part in parts)  # fmt: skip

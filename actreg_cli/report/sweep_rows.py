@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actreg_cli.report.sweep_tables import MIN_PAIRS_FOR_VERDICT, is_better, study_line
-from actreg_cli.study.sweep.grid import Cell, baseline_for, format_value
+from actreg_cli.study.sweep.grid import Cell, baseline_for, format_value, setting_text
 
 if TYPE_CHECKING:
     from actreg_cli.study.sweep.run import SweepOutcome
@@ -85,7 +85,8 @@ def error_bars(
 def spread_values(values: dict[str, Any]) -> dict[str, Any]:
     """A cell's swept values with each mapping (a whole regularizer) spread into `key.field`
     entries and each list of mappings (a whole `regularizers` list) into `key.i.field`, unset
-    (None) fields left out: the values a chart can group cells by, and a contrast compare."""
+    (None) fields left out: the values a chart can group cells by, and a contrast compare.
+    Other mappings (training.early_stopping) stay one value, in words."""
     spread: dict[str, Any] = {}
 
     def add(key: str, value: Any) -> None:
@@ -100,7 +101,12 @@ def spread_values(values: dict[str, Any]) -> dict[str, Any]:
             spread[key] = value
 
     for key, value in values.items():
-        add(key, value)
+        if key == "training.early_stopping":
+            # a setting made of fields, e.g. training.early_stopping: one setting, on (its
+            # fields, in words) or off (None), so that on vs off is one contrast
+            spread[key] = setting_text(key, value)
+        else:
+            add(key, value)
     return spread
 
 

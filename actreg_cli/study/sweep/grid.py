@@ -61,10 +61,25 @@ class Cell:
 
     @property
     def label(self) -> str:
-        parts = [f"{key}={format_value(v)}" for key, v in self.values.items()]
+        parts = [f"{key}={setting_text(key, v)}" for key, v in self.values.items()]
         if self.baseline:
             return ", ".join([BASELINE_LABEL, *parts])
         return ", ".join(parts)
+
+
+def setting_text(key: str, value: Any) -> str:
+    """A swept value as a label says it: `format_value`, except for settings made of fields
+    that are on or off (training.early_stopping): 'off', 'on', or 'on (patience: 10)' with
+    the fields that differ from their defaults."""
+    if key == "training.early_stopping":
+        if value is None:
+            return "off"
+        from actreg_cli.config import EarlyStoppingConfig
+
+        defaults = EarlyStoppingConfig().model_dump()
+        changed = {k: v for k, v in value.items() if defaults.get(k) != v}
+        return "on" + (f" ({format_value(changed)[1:-1]})" if changed else "")
+    return format_value(value)
 
 
 def format_value(value: Any) -> str:
