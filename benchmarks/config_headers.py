@@ -77,7 +77,8 @@ def main() -> None:
     print("best cell (report.md):", " ".join(best.split()))
     clear = contrasts[contrasts["verdict"] != "no clear difference"]
     print(f"contrasts: {len(contrasts)}, clear after Holm: {len(clear)}")
-    for row in clear.itertuples(index=False):
+    shown = contrasts if len(contrasts) <= 12 else clear  # all of a small study's
+    for row in shown.itertuples(index=False):
         row = row._asdict()
         print(
             f"  {row['setting']}: {row['a']} vs {row['b']} where {row['where']}: "

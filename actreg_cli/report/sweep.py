@@ -99,8 +99,9 @@ def chosen_note(summary: Sequence[dict[str, Any]], task: Task, best: dict[str, A
         name = key.removesuffix("_mean").removeprefix("val_")
         name = name if name == "accuracy" else name.upper()
         return (
-            f"Chosen on the validation set (mean validation {name} {_num(best[key])}); the "
-            "test result above is of a cell the test set did not choose."
+            f"Chosen on the validation set (mean validation {name} {_num(best[key])}): the "
+            "test set played no part in choosing it, so its test result above is an honest "
+            "estimate."
         )
     return (
         "Chosen on the test set (the sweep has no validation set: set "
