@@ -225,8 +225,9 @@ class RecordedProgress:
         yield self.advances.append
 
 
-# The fused engine (the default) trains the whole grid as one chunk; keras makes one per cell.
-@pytest.mark.parametrize("engine", ["keras", "fused"])
+# The fused engine (the default) trains the whole grid as one chunk; keras makes one per cell
+# (a TensorFlow start-up in each Ray worker: ~90 s, so `slow`).
+@pytest.mark.parametrize("engine", [pytest.param("keras", marks=pytest.mark.slow), "fused"])
 def test_a_sweep_through_ray_stores_the_same_results_as_a_local_one(
     ray_instance, sweep_file, references, tmp_path, engine
 ):
@@ -307,6 +308,7 @@ def test_a_sweep_interrupted_on_ray_resumes_on_the_local_executor(
     assert_same_sweep(outcome.folder, reference)
 
 
+@pytest.mark.slow  # ~55 s; the Ray-to-local direction is tested above in the default suite
 def test_a_sweep_killed_on_the_local_executor_resumes_on_ray(
     ray_instance, sweep_file, reference, tmp_path
 ):
