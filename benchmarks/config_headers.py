@@ -37,6 +37,13 @@ def interval(low: float, high: float) -> str:
     return f"{low:+.3f} to {high:+.3f}"
 
 
+def where(row: dict) -> str:
+    """' where k=v, ...' of a contrast, or '' when the cells differ in nothing else (an empty
+    CSV cell reads back as NaN)."""
+    text = row["where"]
+    return f" where {text}" if isinstance(text, str) and text else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path)
@@ -81,7 +88,7 @@ def main() -> None:
     for row in shown.itertuples(index=False):
         row = row._asdict()
         print(
-            f"  {row['setting']}: {row['a']} vs {row['b']} where {row['where']}: "
+            f"  {row['setting']}: {row['a']} vs {row['b']}{where(row)}: "
             f"{row['diff']:+.3f} ({interval(row['ci_low'], row['ci_high'])}), {row['verdict']}"
         )
 
