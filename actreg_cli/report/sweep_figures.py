@@ -34,7 +34,7 @@ from actreg_cli.report.sweep_rows import (
 )
 from actreg_cli.report.sweep_tables import main_metric, metric_label, study_line, swept_keys
 from actreg_cli.study.files import save_figure
-from actreg_cli.study.sweep.grid import BASELINE_LABEL, Cell, format_value
+from actreg_cli.study.sweep.grid import BASELINE_LABEL, Cell, setting_text
 
 if TYPE_CHECKING:
     from actreg_cli.study.sweep.run import SweepOutcome
@@ -71,7 +71,7 @@ def _line_groups(
     for cell in cells:
         if cell.baseline:
             continue
-        label = ", ".join(f"{names[k]}={format_value(cell.values[k])}" for k in others)
+        label = ", ".join(f"{names[k]}={setting_text(k, cell.values[k])}" for k in others)
         groups.setdefault(label or "all cells", []).append(cell)
     return list(groups.items())
 
@@ -128,7 +128,7 @@ def _draw_lines(
         mean, lo, hi = metric_stats(rows_by_id[cell.id], metric)
         if not math.isfinite(mean):
             continue
-        extra = ", ".join(f"{names[key]}={format_value(v)}" for key, v in cell.values.items())
+        extra = ", ".join(f"{names[key]}={setting_text(key, v)}" for key, v in cell.values.items())
         label = BASELINE_LABEL + (f", {extra}" if extra else "") + ", band: 95% CI"
         color = group_colors.get(extra, "0.35")
         if math.isfinite(lo) and math.isfinite(hi):
@@ -244,7 +244,7 @@ def plot_reconstructions(outcome: SweepOutcome, path: Path) -> Path | None:
             rows.append((cell.id, None, None, f"{cell.id}: no samples"))
             continue
         short = short_names(list(cell.values))
-        title = ", ".join(f"{short[k]}={format_value(v)}" for k, v in cell.values.items())
+        title = ", ".join(f"{short[k]}={setting_text(k, v)}" for k, v in cell.values.items())
         if cell.baseline:
             title = ", ".join([BASELINE_LABEL, *([title] if title else [])])
         if not np.array_equal(samples.originals, first.originals):

@@ -159,7 +159,7 @@ def _state(row: dict[str, Any] | None) -> str:
 def _baseline_values(cell: Cell) -> str:
     """A baseline cell's swept values outside the penalties, e.g. 'dropout=0.2'."""
     names = short_names(list(cell.values))
-    return ", ".join(f"{names[k]}={format_value(v)}" for k, v in cell.values.items())
+    return ", ".join(f"{names[k]}={setting_text(k, v)}" for k, v in cell.values.items())
 
 
 def baseline_colors(cells: Sequence[Cell]) -> dict[str, str]:
