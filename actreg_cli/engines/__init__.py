@@ -98,7 +98,7 @@ def select_engine(
     """
     name = EngineName(name)
     candidates = AUTO_ORDER if name is EngineName.auto else (name,)
-    passed: list[str] = []
+    passed: dict[str, list[str]] = {}  # why -> the engines passed over for it
     for candidate in candidates:
         engine = _engine(candidate)
         reasons = sorted({r for c in configs if (r := engine.unsupported(c)) is not None})
@@ -107,10 +107,15 @@ def select_engine(
         if not reasons:
             if not passed:
                 return engine, None
-            return engine, f"using the {engine.name} engine: " + "; ".join(passed)
+            said = [
+                f"the {' and '.join(names)} engine{'s' if len(names) > 1 else ''} cannot run "
+                f"this config ({why})"
+                for why, names in passed.items()
+            ]
+            return engine, f"using the {engine.name} engine: " + "; ".join(said)
         if name is not EngineName.auto:
             raise EngineUnsupported(
                 f"the {candidate.value} engine cannot run this config: " + "; ".join(reasons)
             )
-        passed.append(f"the {candidate.value} engine cannot run this config ({'; '.join(reasons)})")
+        passed.setdefault("; ".join(reasons), []).append(candidate.value)
     raise AssertionError("the keras engine runs every config")  # pragma: no cover
