@@ -128,7 +128,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
 
     from actreg_cli.report.sweep_figures import short_names
     from actreg_cli.report.sweep_tables import main_metric, metric_label, study_line, summary_rows
-    from actreg_cli.study.sweep.grid import baseline_keys, setting_text
+    from actreg_cli.study.sweep.grid import ON_OFF_SETTINGS, baseline_keys, setting_text
 
     task_spec = main_metric(outcome)
     main = task_spec.main_metric
@@ -152,7 +152,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     for row in summary_rows(outcome):
         # a baseline has no value for a penalty key; early stopping off says "off"
         values = [
-            setting_text(k, row[k]) if row[k] is not None or k == "training.early_stopping" else ""
+            setting_text(k, row[k]) if row[k] is not None or k in ON_OFF_SETTINGS else ""
             for k in keys
         ]
         done = row["status"] == "done"

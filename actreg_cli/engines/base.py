@@ -212,6 +212,12 @@ def history_from_totals(rows: np.ndarray, n_train: int, n_test: int, n_val: int 
     return np.stack(columns, axis=1).astype(np.float64)
 
 
+def monitored_column(config: EarlyStoppingConfig) -> int:
+    """The history column (TrainResult.history, with a validation set) early stopping watches:
+    4 for val_loss, 5 for the task's val_<metric> (tasks.history_columns)."""
+    return 4 if config.monitor == "val_loss" else 5
+
+
 class Stop(NamedTuple):
     """How early stopping ended one training (`early_stopping`); epochs 0-based."""
 

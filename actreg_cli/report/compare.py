@@ -227,10 +227,10 @@ def swept_words(key: str, value: Any, format_value: Any) -> str:
         if value["target"] == "activity" and value.get("placement") is not None:
             words.append(value["placement"])
         return " ".join(format_value(word) for word in words)
-    if key == "training.early_stopping":
-        from actreg_cli.study.sweep.grid import setting_text
+    from actreg_cli.study.sweep.grid import ON_OFF_SETTINGS, setting_text
 
-        return f"early_stopping {setting_text(key, value)}"
+    if key in ON_OFF_SETTINGS:
+        return f"{key.split('.')[-1]} {setting_text(key, value)}"
     if isinstance(value, dict):
         return " ".join(format_value(v) for v in value.values() if v is not None)
     return f"{key.split('.')[-1]} {format_value(value)}"

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actreg_cli.report.sweep_tables import MIN_PAIRS_FOR_VERDICT, is_better, study_line
-from actreg_cli.study.sweep.grid import Cell, baseline_for, format_value, setting_text
+from actreg_cli.study.sweep.grid import (
+    ON_OFF_SETTINGS,
+    Cell,
+    baseline_for,
+    format_value,
+    setting_text,
+)
 
 if TYPE_CHECKING:
     from actreg_cli.study.sweep.run import SweepOutcome
@@ -101,7 +107,7 @@ def spread_values(values: dict[str, Any]) -> dict[str, Any]:
             spread[key] = value
 
     for key, value in values.items():
-        if key == "training.early_stopping":
+        if key in ON_OFF_SETTINGS:
             # a setting made of fields, e.g. training.early_stopping: one setting, on (its
             # fields, in words) or off (None), so that on vs off is one contrast
             spread[key] = setting_text(key, value)

@@ -51,6 +51,7 @@ from actreg_cli.engines.base import (
     early_stopping,
     history_from_totals,
     mlp_shape_key,
+    monitored_column,
     result_from_totals,
     train_grouped,
     worker_count,
@@ -119,7 +120,7 @@ def stopping_settings(config: EarlyStoppingConfig | None) -> np.ndarray:
     if config is None:
         return settings
     settings[codes.STOP_ON] = 1
-    settings[codes.STOP_COLUMN] = 4 if config.monitor == "val_loss" else 5
+    settings[codes.STOP_COLUMN] = monitored_column(config)
     settings[codes.STOP_HIGHER] = config.higher_is_better
     settings[codes.STOP_MIN_DELTA] = config.min_delta
     settings[codes.STOP_PATIENCE] = config.patience
@@ -137,7 +138,7 @@ def checked_stop(
     bug of the kernel, raised as an AssertionError naming both."""
     epochs, kept, stopped = (int(value) for value in trained)
     history = history_from_totals(rows[: epochs + 1], data.n_train, data.n_test, data.n_val)
-    stop = early_stopping(history[:, 4 if config.monitor == "val_loss" else 5], config)
+    stop = early_stopping(history[:, monitored_column(config)], config)
     if (stop.epochs, stop.kept_epoch, stop.stopped) != (epochs, kept, bool(stopped)):
         raise AssertionError(
             f"the cpu kernel's early stopping trained {epochs} epochs (stopped: "

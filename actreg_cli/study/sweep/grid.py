@@ -19,6 +19,7 @@ from typing import Any
 
 from actreg_cli.config import (
     ConfigError,
+    EarlyStoppingConfig,
     ExperimentConfig,
     SweepConfig,
     get_path,
@@ -67,19 +68,21 @@ class Cell:
         return ", ".join(parts)
 
 
-def setting_text(key: str, value: Any) -> str:
-    """A swept value as a label says it: `format_value`, except for settings made of fields
-    that are on or off (training.early_stopping): 'off', 'on', or 'on (patience: 10)' with
-    the fields that differ from their defaults."""
-    if key == "training.early_stopping":
-        if value is None:
-            return "off"
-        from actreg_cli.config import EarlyStoppingConfig
+#: Swept keys whose value is a group of fields that is on or off (None), and the config class
+#: that gives the fields' defaults: a label says 'off', 'on' or 'on (patience: 10)'.
+ON_OFF_SETTINGS = {"training.early_stopping": EarlyStoppingConfig}
 
-        defaults = EarlyStoppingConfig().model_dump()
-        changed = {k: v for k, v in value.items() if defaults.get(k) != v}
-        return "on" + (f" ({format_value(changed)[1:-1]})" if changed else "")
-    return format_value(value)
+
+def setting_text(key: str, value: Any) -> str:
+    """A swept value as a label says it: `format_value`, except for ON_OFF_SETTINGS: 'off',
+    'on', or 'on (patience: 10)' with the fields that differ from their defaults."""
+    if key not in ON_OFF_SETTINGS:
+        return format_value(value)
+    if value is None:
+        return "off"
+    defaults = ON_OFF_SETTINGS[key]().model_dump()
+    changed = {k: v for k, v in value.items() if defaults.get(k) != v}
+    return "on" + (f" ({format_value(changed)[1:-1]})" if changed else "")
 
 
 def format_value(value: Any) -> str:
