@@ -126,3 +126,18 @@ def test_a_monitor_the_task_does_not_measure_is_refused() -> None:
     )
     with pytest.raises(ConfigError, match="val_accuracy.*regression task; use val_loss or val_mae"):
         check_model(config, "c.yaml")
+
+
+def test_the_printed_line_says_when_the_repeats_stopped() -> None:
+    from actreg_cli.report.run import validation_line
+
+    summary = {
+        "val_accuracy": {"mean": 0.95, "std": 0.01, "n": 3},
+        "stopped_epoch": {"values": [53, 0, 56]},
+        "best_epoch": {"values": [48, 70, 51]},
+    }
+    assert validation_line(summary, 80) == (
+        "Validation: accuracy 0.950 +/- 0.010; early stopping: 2 of 3 repeats stopped, after "
+        "53-56 of 80 epochs, best epochs 48-70"
+    )
+    assert validation_line({"test_accuracy": {}}, 80) is None  # no validation set

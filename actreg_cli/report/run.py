@@ -462,10 +462,15 @@ def format_mean_std(stats: dict[str, Any], spec_: str = ".3f") -> str:
     return f"{mean:{spec_}}" if n == 1 else f"{mean:{spec_}} +/- {stats['std']:{spec_}}"
 
 
+def _span(values: list[int]) -> str:
+    """'53-56', or '53' when every value is the same."""
+    return f"{min(values)}-{max(values)}" if min(values) != max(values) else f"{values[0]}"
+
+
 def validation_line(summary: dict[str, Any], epochs: int) -> str | None:
     """What the validation set and early stopping did, one line, e.g. 'Validation: accuracy
     0.952 +/- 0.000; early stopping: 2 of 2 repeats stopped, after 53-56 of 80 epochs, best
-    epochs 48-51 (their weights kept)'; None for a run without a validation set."""
+    epochs 48-51'; None for a run without a validation set."""
     name = "accuracy" if "val_accuracy" in summary else "mae"
     if f"val_{name}" not in summary:
         return None
@@ -473,10 +478,9 @@ def validation_line(summary: dict[str, Any], epochs: int) -> str | None:
     if "stopped_epoch" in summary:
         stopped = [int(v) for v in summary["stopped_epoch"]["values"] if v]
         best = [int(v) for v in summary["best_epoch"]["values"]]
-        span = lambda v: f"{min(v)}-{max(v)}" if min(v) != max(v) else f"{v[0]}"  # noqa: E731
         line += f"; early stopping: {len(stopped)} of {len(best)} repeats stopped"
-        line += f", after {span(stopped)} of {epochs} epochs" if stopped else f" before {epochs}"
-        line += f", best epoch{'s' if len(set(best)) > 1 else ''} {span(best)}"
+        line += f", after {_span(stopped)} of {epochs} epochs" if stopped else f" before {epochs}"
+        line += f", best epoch{'s' if len(set(best)) > 1 else ''} {_span(best)}"
     return line
 
 
