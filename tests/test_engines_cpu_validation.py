@@ -17,8 +17,8 @@ from test_engines_fused_mlp import L1_BEFORE, SEED
 from test_engines_fused_mlp import experiment as _experiment
 
 from actreg_cli.data import job_dataset
+from actreg_cli.engines import base as engines_base
 from actreg_cli.engines.base import Stop, TrainJob, early_stopping
-from actreg_cli.engines.cpu import engine as cpu_engine
 from actreg_cli.engines.cpu.engine import CpuEngine
 
 IRIS = {"model": {"hidden_units": [16]}, "data": {"name": "iris"}, "learning_rate": 0.01}
@@ -204,9 +204,9 @@ def test_a_kernel_that_disagrees_with_the_reference_rule_is_an_error(monkeypatch
     def other_rule(monitor, config):
         return Stop(len(monitor), False, 0, len(monitor) - 1)
 
-    monkeypatch.setattr(cpu_engine, "early_stopping", other_rule)
+    monkeypatch.setattr(engines_base, "early_stopping", other_rule)
     job = TrainJob(experiment(IRIS, 60, {"patience": 3}), SEED)
-    with pytest.raises(AssertionError, match=r"trained 36 epochs.*early_stopping.*says 36"):
+    with pytest.raises(AssertionError, match=r"the cpu engine's early stopping trained 36 epochs.*early_stopping.*says 36"):
         CpuEngine().train([job])
 
 

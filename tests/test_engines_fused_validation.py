@@ -1,4 +1,4 @@
-"""The fused engine with and without a validation set, and its refusal of early stopping.
+"""The fused engine with and without a validation set, and its early stopping.
 
 Fused vs keras with a validation set: tests/test_engines_fused_mlp.py (`test_every_task_matches
 _keras`, every task with the default validation set) and tests/test_engines_fused_layers.py
@@ -14,7 +14,8 @@ import pytest
 from actreg_cli.config import ExperimentConfig, validate_mapping
 from actreg_cli.data import job_dataset
 from actreg_cli.engines import select_engine
-from actreg_cli.engines.base import EngineUnsupported, TrainJob
+from actreg_cli.engines.base import TrainJob
+from actreg_cli.engines.cpu.engine import CpuEngine
 from actreg_cli.engines.fused import mlp as fused_mlp
 from actreg_cli.engines.fused.engine import FusedEngine
 from actreg_cli.engines.penalties import coefficients
@@ -89,21 +90,98 @@ def test_the_tutorial_program_has_no_validation_inputs() -> None:
     assert data_inputs(iris(MLP)) == data_inputs(iris(MLP, validation=0.0)) + 2
 
 
-def test_early_stopping_runs_on_the_cpu_engine_for_mlps_and_keras_for_layer_lists() -> None:
+# Early stopping settings whose iris models (learning rate 0.05) stop at different epochs.
+STOPPING = [
+    {"patience": 3},
+    {"patience": 2, "restore_best_weights": False},
+    {"patience": 4, "monitor": "val_accuracy", "min_delta": 0.01},
+]
+STOP_EPOCHS = 40
+
+
+def stopping_jobs(model: dict) -> list[TrainJob]:
+    """Iris jobs with early stopping, full batch and minibatches (two programs), seeds 1 and 2."""
+    return [
+        TrainJob(
+            iris(
+                model,
+                epochs=STOP_EPOCHS,
+                batch_size=batch,
+                learning_rate=0.05,
+                early_stopping=stopping,
+            ),
+            seed,
+        )
+        for batch in (512, 16)
+        for stopping in STOPPING
+        for seed in (1, 2)
+    ]
+
+
+def assert_same_stops(fused, cpu, data) -> None:
+    """Equal stopped and best epochs, history lengths and final metrics within float rounding
+    (the two engines sum in other orders)."""
+    for a, b in zip(fused, cpu, strict=True):
+        assert (len(a.history), a.stopped_epoch, a.best_epoch) == (
+            len(b.history),
+            b.stopped_epoch,
+            b.best_epoch,
+        )
+        np.testing.assert_allclose(a.history[:, [0, 2, 4]], b.history[:, [0, 2, 4]], rtol=1e-5)
+        for name in ("train_loss", "test_loss", "val_loss"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-5)
+        for name, n in (("test", data.n_test), ("val", data.n_val)):
+            assert abs(getattr(a, f"{name}_accuracy") - getattr(b, f"{name}_accuracy")) < 1.5 / n
+
+
+def test_mlp_program_stops_each_model_as_the_cpu_engine_does() -> None:
+    """The MLP program (full batch and minibatches) stops each model of a chunk at the epoch the
+    cpu engine (held to Keras's callback) stops it, keeps the same weights (restored best or
+    last), counts every configured epoch in its progress, and a model's numbers do not depend
+    on the others of its chunk (which stopped at other epochs)."""
+    jobs = stopping_jobs(MLP)
+    done: list[int] = []
+    fused = FusedEngine().train(jobs, progress=done.append)
+    assert sum(done) == len(jobs) * STOP_EPOCHS
+    cpu = CpuEngine().train(jobs)
+    assert_same_stops(fused, cpu, job_dataset(jobs[0].config, 1))
+    lengths = {len(r.history) for r in fused}
+    assert len(lengths) >= 4 and max(lengths) < STOP_EPOCHS, lengths
+    assert any(r.best_epoch < r.stopped_epoch - 3 for r in fused)  # restored, not the last
+    alone = FusedEngine().train([jobs[7]])[0]
+    np.testing.assert_array_equal(alone.history, fused[7].history)
+    assert (alone.test_loss, alone.best_epoch) == (fused[7].test_loss, fused[7].best_epoch)
+
+
+def test_layers_program_stops_each_model_as_the_cpu_engine_does() -> None:
+    """The same for the layer-list program (a dense layer list equal to the MLP), whose last
+    epoch is watched after its final evaluation."""
+    jobs = stopping_jobs(DENSE_LIST)
+    done: list[int] = []
+    fused = FusedEngine().train(jobs, progress=done.append)
+    assert sum(done) == len(jobs) * STOP_EPOCHS
+    cpu = CpuEngine().train(stopping_jobs(MLP))
+    assert_same_stops(fused, cpu, job_dataset(jobs[0].config, 1))
+
+
+def test_a_program_that_disagrees_with_the_reference_rule_is_an_error(monkeypatch) -> None:
+    """Every stopped model is checked against `engines.base.early_stopping`: a disagreement (a
+    bug of the program) is an AssertionError naming the engine."""
+    from actreg_cli.engines import base
+
+    monkeypatch.setattr(
+        base, "early_stopping", lambda monitor, config: base.Stop(len(monitor), False, 0, 0)
+    )
+    with pytest.raises(AssertionError, match=r"the fused engine's early stopping trained"):
+        FusedEngine().train(stopping_jobs(MLP)[:1])
+
+
+def test_auto_picks_the_fused_engine_for_layer_lists_with_early_stopping() -> None:
     stopping = {"early_stopping": {"patience": 2}}
     mlp, layers = iris(MLP, **stopping), iris(DENSE_LIST, **stopping)
-    reason = FusedEngine().unsupported(mlp)
-    assert reason is not None and "training.early_stopping" in reason and "\n" not in reason
-    assert FusedEngine().unsupported(layers) == reason
-    with pytest.raises(EngineUnsupported, match="fused engine cannot run this config: training"):
-        select_engine("fused", [mlp])
-    with pytest.raises(EngineUnsupported, match="early_stopping"):
-        FusedEngine().train([TrainJob(mlp, 1)])
-    engine, note = select_engine("auto", [mlp])
-    assert engine.name == "cpu" and note is None
+    assert FusedEngine().unsupported(mlp) is None
+    assert FusedEngine().unsupported(layers) is None
     engine, note = select_engine("auto", [layers])
-    assert engine.name == "keras"
-    assert "the cpu engine cannot run this config (model.layers is given" in note
-    assert "the fused engine cannot run this config (training.early_stopping is not" in note
-    # Without early stopping the layer list is the fused engine's.
-    assert select_engine("auto", [iris(DENSE_LIST)])[0].name == "fused"
+    assert engine.name == "fused"
+    assert note is not None and "early_stopping" not in note
+    assert select_engine("auto", [mlp])[0].name == "cpu"

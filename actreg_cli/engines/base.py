@@ -269,6 +269,31 @@ def _stop(epochs: int, stopped: bool, best_epoch: int, restore: bool) -> Stop:
     return Stop(epochs, stopped, best_epoch, kept)
 
 
+def checked_stop(
+    engine: str,
+    config: EarlyStoppingConfig,
+    rows: np.ndarray,
+    trained: np.ndarray,
+    sizes: tuple[int, int, int],
+) -> Stop:
+    """The Stop of one model an engine trained with early stopping in its own loop:
+    `early_stopping` (the reference rule) over the history's monitored column (rows float32
+    [>= epochs + 1, 6] as in `result_from_totals`; sizes: n_train, n_test, n_val), which must
+    agree with what the engine did (trained: int64 [3], epochs trained, kept epoch, stopped).
+    A disagreement is a bug of the engine, raised as an AssertionError naming both."""
+    epochs, kept, stopped = (int(value) for value in trained)
+    history = history_from_totals(rows[: epochs + 1], *sizes)
+    stop = early_stopping(history[:, monitored_column(config)], config)
+    if (stop.epochs, stop.kept_epoch, stop.stopped) != (epochs, kept, bool(stopped)):
+        raise AssertionError(
+            f"the {engine} engine's early stopping trained {epochs} epochs (stopped: "
+            f"{bool(stopped)}) and kept epoch {kept}, but engines.base.early_stopping over its "
+            f"history says {stop.epochs} epochs (stopped: {stop.stopped}), kept epoch "
+            f"{stop.kept_epoch}"
+        )
+    return stop
+
+
 def result_from_totals(
     config: ExperimentConfig,
     rows: np.ndarray,

@@ -45,11 +45,9 @@ from actreg_cli.config import EarlyStoppingConfig, ExperimentConfig, Norm
 from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import (
     ProgressCallback,
-    Stop,
     TrainJob,
     TrainResult,
-    early_stopping,
-    history_from_totals,
+    checked_stop,
     mlp_shape_key,
     monitored_column,
     result_from_totals,
@@ -127,26 +125,6 @@ def stopping_settings(config: EarlyStoppingConfig | None) -> np.ndarray:
     settings[codes.STOP_RESTORE] = config.restore_best_weights
     settings[codes.STOP_START] = config.start_from_epoch
     return settings
-
-
-def checked_stop(
-    config: EarlyStoppingConfig, rows: np.ndarray, trained: np.ndarray, data: Dataset
-) -> Stop:
-    """The Stop of one model the kernel trained with early stopping: `base.early_stopping` (the
-    reference rule) over the history's monitored column, which must agree with what the
-    kernel did (trained: int64 [3], epochs trained, kept epoch, stopped); a disagreement is a
-    bug of the kernel, raised as an AssertionError naming both."""
-    epochs, kept, stopped = (int(value) for value in trained)
-    history = history_from_totals(rows[: epochs + 1], data.n_train, data.n_test, data.n_val)
-    stop = early_stopping(history[:, monitored_column(config)], config)
-    if (stop.epochs, stop.kept_epoch, stop.stopped) != (epochs, kept, bool(stopped)):
-        raise AssertionError(
-            f"the cpu kernel's early stopping trained {epochs} epochs (stopped: "
-            f"{bool(stopped)}) and kept epoch {kept}, but engines.base.early_stopping over its "
-            f"history says {stop.epochs} epochs (stopped: {stop.stopped}), kept epoch "
-            f"{stop.kept_epoch}"
-        )
-    return stop
 
 
 #: Seconds Ctrl-C waits for the compiled loops to see the stop flag (each model checks it
@@ -271,7 +249,8 @@ class CpuEngine:
             stopping_config = watched[c]
             model_stop = None
             if stopping_config is not None:
-                model_stop = checked_stop(stopping_config, rows[c], trained[c], data)
+                sizes = (n_train, data.n_test, data.n_val)
+                model_stop = checked_stop("cpu", stopping_config, rows[c], trained[c], sizes)
             result = result_from_totals(
                 job.config, rows[c], probe[c], n_train, data.n_test,
                 (data.task, data, outputs[c]), n_val=data.n_val, stop=model_stop,

@@ -1,8 +1,9 @@
 """What the fused engine's two programs share (engines/fused/mlp.py, the hand-written MLP
 program, and engines/fused/layers.py, the layer-list program): the chunk and segment constants,
 `run_chunks` (chunks on one thread per core) and its `Stopped` exception, the lazy TensorFlow
-import, the Keras Adam/SGD step of C stacked models (`optimizer_step`) and the minibatch order
-(`splitmix64`, `epoch_order`) in TensorFlow ops that XLA compiles.
+import, the Keras Adam/SGD step of C stacked models (`optimizer_step`), the minibatch order
+(`splitmix64`, `epoch_order`) and Keras's EarlyStopping per model (`watch_epoch`,
+`final_params`) in TensorFlow ops that XLA compiles (and that also run eagerly).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 
+from actreg_cli.config import EarlyStoppingConfig
+from actreg_cli.engines.base import monitored_column
 from actreg_cli.weights import INDEX_BITS, SPLITMIX_GAMMA, SPLITMIX_MUL_1, SPLITMIX_MUL_2
 
 #: XLA lowers a batch of one model to other (unbatched) kernels than a batch of several, which
@@ -147,3 +150,130 @@ def epoch_order(seeds, epoch, n: int):
     high = tf.bitcast(tf.bitwise.right_shift(hashes, u64(64 - INDEX_BITS)), tf.int64)
     keys = tf.bitwise.bitwise_or(tf.bitwise.left_shift(high, INDEX_BITS), index[None, :])
     return tf.argsort(keys, axis=1, stable=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Early stopping: Keras's EarlyStopping callback for each model of a chunk, in the program
+#
+# The rule is engines/base.py's `early_stopping` (the reference; the engine checks every model
+# against it). A model that stops keeps training in lockstep with the others of its chunk (its
+# numbers are its own either way) but the weights it ends with are set aside when it stops; a
+# chunk whose models have all stopped leaves its loop. Settings and state are per-model data.
+
+#: Columns of the settings, float64 [C, STOP_SETTINGS] (`stopping_settings`): watched (1/0), the
+#: monitored value is the metric (1) or the loss (0), higher is better (1/0), |min_delta|,
+#: patience, start_from_epoch, restore_best_weights (1/0), validation rows (a runtime number,
+#: so that XLA divides by it as Keras does instead of multiplying by a rounded reciprocal).
+WATCHED, ON_METRIC, HIGHER, MIN_DELTA, PATIENCE, START, RESTORE, N_VAL = range(8)
+STOP_SETTINGS = 8
+#: Columns of the state, float64 [C, STOP_STATE] (`new_stopping_state`): the best value (a
+#: float32 held in float64), whether there is one, the best epoch (0-based, -1: none), epochs
+#: waited since it, epochs trained when the callback stopped training (0: not stopped).
+BEST, HAS_BEST, BEST_EPOCH, WAIT, STOPPED_AFTER = range(5)
+STOP_STATE = 5
+
+
+def stopping_settings(configs: list[EarlyStoppingConfig | None], n_val: int) -> np.ndarray:
+    """float64 [C, STOP_SETTINGS] of each model's early stopping (None: not watched)."""
+    settings = np.zeros((len(configs), STOP_SETTINGS), np.float64)
+    for row, config in zip(settings, configs, strict=True):
+        if config is not None:
+            row[WATCHED] = 1
+            row[ON_METRIC] = monitored_column(config) == 5
+            row[HIGHER] = config.higher_is_better
+            row[MIN_DELTA] = abs(config.min_delta)
+            row[PATIENCE] = config.patience
+            row[START] = config.start_from_epoch
+            row[RESTORE] = config.restore_best_weights
+            row[N_VAL] = n_val
+    return settings
+
+
+def new_stopping_state(n_models: int) -> np.ndarray:
+    """float64 [C, STOP_STATE]: every model before its first epoch."""
+    state = np.zeros((n_models, STOP_STATE), np.float64)
+    state[:, BEST_EPOCH] = -1
+    return state
+
+
+def _per_model(mask, like):
+    """mask [C] reshaped to broadcast over `like` [C, ...]."""
+    tf = tensorflow()
+    return tf.reshape(mask, [-1] + [1] * (like.shape.rank - 1))
+
+
+def watch_epoch(settings, state, val_totals, epoch, params, kept, when=True):
+    """Keras's EarlyStopping.on_epoch_end after epoch `epoch` (0-based int32 scalar) of every
+    model not stopped yet, when `when` (a bool scalar) holds.
+
+    val_totals: float32 [C, 2], the validation loss * n_val and metric total of the end-of-
+    epoch weights `params` (per parameter [C, ...]); kept: per parameter [C, ...], the weights
+    each model ends with if the callback decides so. Returns (state, kept): an improvement
+    (the first watched value always is, a NaN never after it) records the value and epoch and,
+    with restore_best_weights, copies params into kept; otherwise `wait >= patience` (past
+    epoch 0) stops the model after this epoch and, without restore_best_weights, copies its
+    weights as they are now.
+    """
+    tf = tensorflow()
+    f32, f64 = tf.float32, tf.float64
+    column = tf.where(settings[:, ON_METRIC] > 0, val_totals[:, 1], val_totals[:, 0])
+    current = column / tf.cast(settings[:, N_VAL], f32)  # the history's value, base.ratio
+    higher = settings[:, HIGHER] > 0
+    # Keras: monitor_op(current - min_delta, best), min_delta negated for a decreasing monitor;
+    # the difference of two Python floats, then compared as float32 tensors.
+    delta = tf.where(higher, settings[:, MIN_DELTA], -settings[:, MIN_DELTA])
+    shifted = tf.cast(tf.cast(current, f64) - delta, f32)
+    best = tf.cast(state[:, BEST], f32)
+    beats = tf.where(higher, shifted > best, shifted < best)
+    improved = tf.logical_or(state[:, HAS_BEST] == 0, beats)
+    wait = state[:, WAIT] + 1
+    at = tf.cast(epoch, f64)
+    stop_now = ~improved & (wait >= settings[:, PATIENCE]) & (epoch > 0)
+    updated = tf.stack(
+        [
+            tf.where(improved, tf.cast(current, f64), state[:, BEST]),
+            tf.where(improved, tf.ones_like(wait), state[:, HAS_BEST]),
+            tf.where(improved, at + tf.zeros_like(wait), state[:, BEST_EPOCH]),
+            tf.where(improved, tf.zeros_like(wait), wait),
+            tf.where(stop_now, at + 1, state[:, STOPPED_AFTER]),
+        ],
+        axis=1,
+    )
+    active = (
+        (settings[:, WATCHED] > 0)
+        & (state[:, STOPPED_AFTER] == 0)
+        & (at >= settings[:, START])
+        & tf.cast(when, tf.bool)
+    )
+    state = tf.where(active[:, None], updated, state)
+    copy = active & tf.where(settings[:, RESTORE] > 0, improved, stop_now)
+    kept = [tf.where(_per_model(copy, p), p, k) for p, k in zip(params, kept, strict=True)]
+    return state, kept
+
+
+def all_stopped(state):
+    """bool scalar: every model of the chunk has stopped."""
+    tf = tensorflow()
+    return tf.reduce_all(state[:, STOPPED_AFTER] > 0)
+
+
+def final_params(settings, state, params, kept):
+    """The weights each model ends training with (Keras 3's on_train_end): the best epoch's
+    with restore_best_weights (once an epoch was watched), those it had when it stopped
+    without; otherwise its last ones, `params`."""
+    tf = tensorflow()
+    use_kept = (settings[:, WATCHED] > 0) & tf.where(
+        settings[:, RESTORE] > 0, state[:, HAS_BEST] > 0, state[:, STOPPED_AFTER] > 0
+    )
+    return [tf.where(_per_model(use_kept, p), k, p) for p, k in zip(params, kept, strict=True)]
+
+
+def trained_epochs(settings: np.ndarray, state: np.ndarray, epochs: int) -> np.ndarray:
+    """int64 [C, 3] per model from the final settings and state (numpy): epochs trained, the
+    epoch whose weights it ends with (0-based), stopped (1/0), as `engines.base.checked_stop`
+    reads them."""
+    stopped = state[:, STOPPED_AFTER] > 0
+    trained = np.where(stopped, state[:, STOPPED_AFTER], epochs).astype(np.int64)
+    restored = (settings[:, RESTORE] > 0) & (state[:, HAS_BEST] > 0)
+    kept = np.where(restored, state[:, BEST_EPOCH], trained - 1).astype(np.int64)
+    return np.stack([trained, kept, stopped.astype(np.int64)], axis=1)

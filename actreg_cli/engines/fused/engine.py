@@ -5,9 +5,8 @@ mlp_shorthand_reason` is None) trains in the hand-written MLP program of engines
 every other model (`model.layers` with dense, conv2d, max_pool2d, flatten, lstm, dropout,
 activation layers; the reconstruction task) in engines/fused/layers.py (autodiff).
 `FusedEngine.train` groups jobs by program and dispatches; both share the chunking, worker
-threads, segments, Adam step and minibatch order of engines/fused/common.py. Custom
-regularizer functions and early stopping (`training.early_stopping`, not implemented here: the
-cpu and keras engines run it) are refused.
+threads, segments, Adam step, minibatch order and early stopping (Keras's EarlyStopping per
+model, in the program) of engines/fused/common.py. Custom regularizer functions are refused.
 """
 
 from __future__ import annotations
@@ -24,14 +23,6 @@ from actreg_cli.engines.base import (
 )
 from actreg_cli.engines.fused import layers as fused_layers
 from actreg_cli.engines.fused import mlp as fused_mlp
-
-#: Why the fused engine refuses a config with training.early_stopping (one line; `auto` shows it
-#: when it passes over this engine).
-EARLY_STOPPING_REASON = (
-    "training.early_stopping is not implemented in the fused engine: the cpu engine runs it for "
-    "hidden_units MLPs, the keras engine for every model"
-)
-
 
 class FusedEngine:
     """Trains groups of compatible jobs as stacked models in one XLA program per group.
@@ -52,8 +43,6 @@ class FusedEngine:
     def unsupported(self, config: ExperimentConfig) -> str | None:
         if (reason := config.keras_model_reason) is not None:
             return reason
-        if config.training.early_stopping is not None:
-            return EARLY_STOPPING_REASON
         return fused_layers.unsupported_reason(config)
 
     def train(

@@ -20,6 +20,9 @@ Layout (C models of a chunk, R rows of a batch):
 Validation: with a validation set (`LayersSpec.n_val` > 0) it is evaluated after every epoch as
 the test set is (end-of-epoch weights, in blocks, penalties included; the final weights' row as
 one batch), giving the rows' two last columns; without one the programs evaluate nothing more.
+Early stopping as in mlp.py (`common.watch_epoch` after each epoch's validation blocks); the
+last epoch is watched on the final row, eagerly, and the finish program evaluates the kept
+weights again where a model does not end with its last ones.
 
 The loss of one batch, per model: mean data loss + kernel/bias penalties (factor * sum|w| or
 sum w**2) + activity penalties on each kernel layer's output before or after its activation
@@ -67,8 +70,10 @@ from actreg_cli.engines.base import (
     OUTPUT_SAMPLE_ROWS,
     PROBE_SAMPLE_ROWS,
     ProgressCallback,
+    Stop,
     TrainJob,
     TrainResult,
+    checked_stop,
     finish_result,
     history_from_totals,
     mark_diverged,
@@ -76,12 +81,21 @@ from actreg_cli.engines.base import (
 )
 from actreg_cli.engines.fused.common import (
     MIN_CHUNK,
+    STOP_SETTINGS,
+    STOP_STATE,
+    STOPPED_AFTER,
     Stopped,
+    all_stopped,
     epoch_order,
+    final_params,
+    new_stopping_state,
     optimizer_step,
     run_chunks,
     splitmix64,
+    stopping_settings,
     tensorflow,
+    trained_epochs,
+    watch_epoch,
 )
 from actreg_cli.engines.fused.layers_net import LayersNet, LayersSpec
 from actreg_cli.engines.penalties import COEF_COLUMNS, add_penalty, custom_reason
@@ -124,6 +138,7 @@ def group_key(job: TrainJob) -> tuple:
         config.training.epochs,
         batch,
         config.training.shuffle and batch < data.n_train,
+        config.training.early_stopping is not None,  # the program watches its models
     )
 
 
@@ -178,6 +193,7 @@ def train_group(
         batch_size=batch,
         shuffle=config.training.shuffle and batch < data.n_train,
         chunk=2,  # placeholder, set below
+        early_stopping=config.training.early_stopping is not None,
     )
     spec_ = dataclasses.replace(
         spec_, chunk=max(MIN_CHUNK, chunk or choose_layers_chunk(len(jobs), spec_, workers))
@@ -214,39 +230,97 @@ def train_group(
             for v in range(len(initial[0][w])):
                 p = np.stack([model[w][v] for model in initial])
                 state.append(tf.constant(np.stack([p, np.zeros_like(p), np.zeros_like(p)], 1)))
+        watched = ()
+        if spec_.early_stopping:
+            configs = [jobs[i].config.training.early_stopping for i in padded]
+            settings = stopping_settings(configs, spec_.n_val)
+            stopping = tf.constant(new_stopping_state(spec_.chunk))
+            watched = (tf.constant(settings), stopping, [s[:, 0] for s in state])
         parts = []
+        reached = 0
         for first in range(0, spec_.epochs, segment):
             if stop.is_set():
                 raise Stopped
             last = min(first + segment, spec_.epochs)
-            state, rows = train_program(
-                *constants, state, *per_model, tf.constant(first), tf.constant(last)
+            state, rows, *ends = train_program(
+                *constants, state, *per_model, *watched, tf.constant(first), tf.constant(last)
             )
-            parts.append(rows.numpy()[: last - first])
+            reached = last if not ends else int(ends[2])
+            parts.append(rows.numpy()[: reached - first])
             if progress is not None:
-                progress(len(real) * (last - first))
+                progress(len(real) * (reached - first))
+            if ends:
+                watched = (watched[0], *ends[:2])
+                if np.all(ends[0].numpy()[:, STOPPED_AFTER] > 0):
+                    break  # every model stopped: the epochs left count as done
+        if progress is not None and reached < spec_.epochs:
+            progress(len(real) * (spec_.epochs - reached))
         params = [s[:, 0] for s in state]
         final, outputs, probe_stats, probe_sample = (
             t.numpy() for t in finish_program(*constants, params, per_model[0])
         )
-        rows = np.concatenate([*parts, final[None]])  # [E+1, C, 4 or 6]
+        if reached == spec_.epochs:
+            parts.append(final[None])  # [E+1, C, 4 or 6] in all
+        rows = np.concatenate(parts)
+        stops: list[Stop | None] = [None] * len(real)
+        if spec_.early_stopping:
+            settings_t, stopping, kept = watched
+            if reached == spec_.epochs:  # the last epoch's watch, on the final row
+                stopping, kept = watch_epoch(
+                    settings_t, stopping, final[:, 4:6], spec_.epochs - 1, params, kept
+                )
+            trained = trained_epochs(settings, stopping.numpy(), spec_.epochs)
+            sizes = (spec_.n_train, spec_.n_test, spec_.n_val)
+            stops = [
+                checked_stop(
+                    "fused", jobs[i].config.training.early_stopping, rows[:, c], trained[c], sizes
+                )  # fmt: skip
+                for c, i in enumerate(real)
+            ]
+            # The weights each model ends with (where they are not the last ones).
+            if np.any(trained[:, 1] != spec_.epochs - 1):
+                params = final_params(settings_t, stopping, params, kept)
+                final, outputs, probe_stats, probe_sample = (
+                    t.numpy() for t in finish_program(*constants, params, per_model[0])
+                )
         return [
-            _result(rows[:, c], outputs[c], probe_stats[c], probe_sample[c], spec_, data)
+            _result(
+                rows[:, c],
+                final[c],
+                outputs[c],
+                probe_stats[c],
+                probe_sample[c],
+                spec_,
+                data,
+                stops[c],
+            )  # fmt: skip
             for c in range(len(real))
         ]
 
     return run_chunks(len(jobs), spec_.chunk, workers, run)
 
 
-def _result(rows, outputs, probe_stats, probe_sample, spec_: LayersSpec, data: Dataset):
-    """TrainResult of one model: rows float32 [E+1, 4 or 6], outputs [n_train + n_test, K]
-    (the output layer's activations), probe_stats [2] (mean, zero fraction on the test set),
-    probe_sample [PROBE_SAMPLE_ROWS, values]."""
+def _result(
+    rows,
+    final,
+    outputs,
+    probe_stats,
+    probe_sample,
+    spec_: LayersSpec,
+    data: Dataset,
+    stop: Stop | None = None,
+):
+    """TrainResult of one model: rows float32 [>= E+1, 4 or 6] (only the first stop.epochs + 1
+    with early stopping), the row [4 or 6] of the weights it ends with (the last, or those
+    early stopping kept), their outputs [n_train + n_test, K] (the output layer's
+    activations), probe_stats [2] (mean, zero fraction on the test set) and probe_sample
+    [PROBE_SAMPLE_ROWS, values]."""
     n, m = spec_.n_train, spec_.n_test
+    epochs = spec_.epochs if stop is None else stop.epochs
     result = TrainResult(
-        history=history_from_totals(rows, n, m, spec_.n_val),
-        train_loss=float(ratio(rows[-1, 0], n)),
-        test_loss=float(ratio(rows[-1, 2], m)),
+        history=history_from_totals(rows[: epochs + 1], n, m, spec_.n_val),
+        train_loss=float(ratio(final[0], n)),
+        test_loss=float(ratio(final[2], m)),
         mean_activation=float(probe_stats[0]),
         zero_fraction=float(probe_stats[1]),
         diverged=False,
@@ -255,7 +329,7 @@ def _result(rows, outputs, probe_stats, probe_sample, spec_: LayersSpec, data: D
     )
     result.set_final_metrics(spec_.task, "train", data.y_train, outputs[:n])
     result.set_final_metrics(spec_.task, "test", data.y_test, outputs[n:])
-    finish_result(result, spec_.task, None)
+    finish_result(result, spec_.task, stop)
     return mark_diverged(result)
 
 
@@ -305,7 +379,8 @@ def _train_program(spec_: LayersSpec, segment: int):
     def program(x_train, y_train, x_test, y_test, *rest):
         if v:
             x_val, y_val, *rest = rest
-        state, factors, lr, seeds, drop_seeds, first, last = rest
+        state, factors, lr, seeds, drop_seeds, *watched, first, last = rest
+        settings = watched[0] if watched else None
         drop_base = splitmix64(
             tf.bitcast(drop_seeds, tf.uint64) + tf.constant(SPLITMIX_GAMMA, tf.uint64)
         )
@@ -328,7 +403,7 @@ def _train_program(spec_: LayersSpec, segment: int):
                 [loss * size, metric], axis=1
             )
 
-        def epoch_body(epoch, state, rows):
+        def epoch_body(epoch, state, rows, *watched):
             params = [s[:, 0] for s in state]
             # The weights at the start of the epoch (the previous epoch's end) on the test set
             # (and the validation set), each as one batch.
@@ -337,6 +412,11 @@ def _train_program(spec_: LayersSpec, segment: int):
             if v:
                 val_loss, val_metric = net.evaluate(params, factors, x_val, y_val, spec_.eval_block)
                 evaluated.append(tf.stack([val_loss * float(v), val_metric], axis=1))
+            if watched:  # EarlyStopping after the previous epoch (none before the first)
+                stopping, kept = watched
+                watched = watch_epoch(
+                    settings, stopping, evaluated[1], epoch - 1, params, kept, epoch > 0
+                )
             if spec_.shuffle:
                 order = epoch_order(seeds, epoch, n)
             else:
@@ -357,16 +437,21 @@ def _train_program(spec_: LayersSpec, segment: int):
                 maximum_iterations=n_steps,
             )
             row = tf.concat([train, *evaluated], axis=1)
-            return epoch + 1, state, rows.write(epoch - first, row)
+            return (epoch + 1, state, rows.write(epoch - first, row), *watched)
+
+        def go_on(epoch, state, rows, *watched):
+            if watched:  # a chunk whose models have all stopped leaves the loop
+                return tf.logical_and(epoch < last, tf.logical_not(all_stopped(watched[0])))
+            return epoch < last
 
         rows = tf.TensorArray(tf.float32, size=segment, element_shape=[c, width])
-        _, state, rows = tf.while_loop(
-            lambda epoch, *_: epoch < last,
+        reached, state, rows, *watched = tf.while_loop(
+            go_on,
             epoch_body,
-            (first, state, rows),
+            (first, state, rows, *watched[1:]),
             maximum_iterations=segment,
         )
-        return state, rows.stack()
+        return (state, rows.stack(), *((*watched, reached) if watched else ()))
 
     signature = [
         *data_sig,
@@ -375,9 +460,18 @@ def _train_program(spec_: LayersSpec, segment: int):
         tf.TensorSpec([c], tf.float32),
         tf.TensorSpec([c], tf.int64),
         tf.TensorSpec([c], tf.int64),
-        tf.TensorSpec([], tf.int32),
-        tf.TensorSpec([], tf.int32),
     ]
+    if spec_.early_stopping:  # settings, stopping state, kept weights (common.watch_epoch)
+        signature += [
+            tf.TensorSpec([c, STOP_SETTINGS], tf.float64),
+            tf.TensorSpec([c, STOP_STATE], tf.float64),
+            [
+                tf.TensorSpec([c, *shape], tf.float32)
+                for layer in spec_.layers
+                for _, shape in layer.weights
+            ],
+        ]
+    signature += [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)]
     return tf.function(program, input_signature=signature, jit_compile=True, autograph=False)
 
 

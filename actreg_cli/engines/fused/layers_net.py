@@ -49,6 +49,7 @@ class LayersSpec:
     shuffle: bool  # False when one batch holds every sample
     chunk: int
     eval_block: int = 16  # test rows evaluated at a time (`LayersNet.evaluate`)
+    early_stopping: bool = False  # the models are watched (common.watch_epoch)
 
     @property
     def kernel_layers(self) -> tuple[int, ...]:

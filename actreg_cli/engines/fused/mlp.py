@@ -29,6 +29,13 @@ the test rows are (end-of-epoch weights, one batch, penalties included), giving 
 last columns. Without one the program holds no validation code at all (`Spec.n_val` is 0, and
 the compiled-program cache and the groups tell the two apart).
 
+Early stopping (`training.early_stopping`, `Spec.early_stopping`): after each epoch's
+validation row the program runs Keras's EarlyStopping for every model (`common.watch_epoch`,
+per-model settings and state carried between segments); a model that stops trains on in
+lockstep but the weights it ends with are set aside (its best, or those it stopped with), and
+the loop ends once every model of the chunk has stopped. Rows after a model's stop are never
+read; engines.base.checked_stop holds each model's epochs to the reference rule.
+
 What differs between models (seed, strength, norm, target, placement, reduction, learning rate)
 is data, not graph: per-model factor arrays. The penalty kinds a model uses (kernel/bias L1/L2,
 activity L1/L2 before/after per layer) are built into its program, so jobs with different
@@ -66,12 +73,28 @@ from actreg_cli.config import ExperimentConfig
 from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import (
     ProgressCallback,
+    Stop,
     TrainJob,
     TrainResult,
+    checked_stop,
     mlp_shape_key,
     result_from_totals,
 )
-from actreg_cli.engines.fused.common import MIN_CHUNK, Stopped, run_chunks, tensorflow
+from actreg_cli.engines.fused.common import (
+    MIN_CHUNK,
+    STOP_SETTINGS,
+    STOP_STATE,
+    STOPPED_AFTER,
+    Stopped,
+    all_stopped,
+    final_params,
+    new_stopping_state,
+    run_chunks,
+    stopping_settings,
+    tensorflow,
+    trained_epochs,
+    watch_epoch,
+)
 from actreg_cli.engines.fused.mlp_net import Net, Spec
 from actreg_cli.engines.penalties import COEF_INDEX, coefficients
 from actreg_cli.tasks import output_units
@@ -96,7 +119,11 @@ def group_key(job: TrainJob) -> tuple:
     models, so grouping by each model's own kinds makes its program, and its numbers to the last
     bit, independent of the other jobs (a resumed sweep equals an uninterrupted one byte for
     byte)."""
-    return (*mlp_shape_key(job), _penalty_kinds(coefficients(job.config) != 0))
+    return (
+        *mlp_shape_key(job),
+        _penalty_kinds(coefficients(job.config) != 0),
+        job.config.training.early_stopping is not None,  # the program watches its models
+    )
 
 
 def choose_chunk(n_models: int, units: Sequence[int], n_rows: int, workers: int) -> int:
@@ -134,6 +161,9 @@ def train_group(
 
     def run(real: list[int], padded: list[int], stop: threading.Event) -> list[TrainResult]:
         arrays = chunk_arrays(spec, [jobs[i] for i in padded], [tables[i] for i in padded])
+        if spec.early_stopping:
+            watched = [jobs[i].config.training.early_stopping for i in padded]
+            arrays.stopping = stopping_settings(watched, spec.n_val)
         on_segment = None
         if progress is not None:
             # Model-epochs, the bar's unit; the full-batch loop's extra evaluation-only
@@ -141,11 +171,19 @@ def train_group(
             def on_segment(first: int, last: int) -> None:
                 progress(len(real) * (min(last, spec.epochs) - min(first, spec.epochs)))
 
-        rows, probe, outputs = _call(program, data, arrays, spec, segment, stop, on_segment)
-        return [
-            _result(jobs[i].config, rows[:, c], probe[c], outputs[c], spec, data)
-            for c, i in enumerate(real)
-        ]
+        rows, probe, outputs, ends = _call(program, data, arrays, spec, segment, stop, on_segment)
+        results = []
+        for c, i in enumerate(real):
+            config, model_stop, final_row = jobs[i].config, None, None
+            if ends is not None:
+                sizes = (spec.n_train, spec.n_test, spec.n_val)
+                stopping, trained, kept_rows = config.training.early_stopping, *ends
+                model_stop = checked_stop("fused", stopping, rows[:, c], trained[c], sizes)
+                final_row = kept_rows[c]
+            results.append(
+                _result(config, rows[:, c], probe[c], outputs[c], spec, data, model_stop, final_row)
+            )
+        return results
 
     return run_chunks(len(jobs), spec.chunk, workers, run)
 
@@ -182,6 +220,7 @@ def make_spec(
         ),
         weight_terms=weight_terms,
         activity_terms=activity_terms,
+        early_stopping=config.training.early_stopping is not None,
     )
 
 
@@ -217,6 +256,7 @@ class _ChunkArrays:
     act_sum: np.ndarray  # [C, K] ... reduced by batch_sum
     lr: np.ndarray  # [C]
     seeds: np.ndarray  # int64 [C]: shuffle_seed of each model
+    stopping: np.ndarray | None = None  # float64 [C, STOP_SETTINGS] (spec.early_stopping)
 
 
 def chunk_arrays(spec: Spec, jobs: Sequence[TrainJob], tables: Sequence[np.ndarray]):
@@ -275,9 +315,13 @@ def _call(
     on_segment: Callable[[int, int], None] | None = None,
 ):
     """Train one chunk, `segment` loop iterations per call of `program`; the optimizer state
-    goes from one call to the next. Returns rows float32 [E+1, C, 4 or 6], probe float32
-    [C, 2L] and the final outputs float32 [C, n_train + n_test, K] (see `_result`).
-    on_segment(first, last) after each call; raises Stopped once `stop` is set.
+    (and with early stopping the models' stopping state and kept weights) goes from one call to
+    the next. Returns rows float32 [R, C, 4 or 6] (R = E+1, fewer when every model of the chunk
+    stopped early: up to the last epoch any of them trained), probe float32 [C, 2L], the final
+    outputs float32 [C, n_train + n_test, K] (see `_result`) and, with early stopping, (trained
+    int64 [C, 3], `common.trained_epochs`; the final weights' row [C, 6]), else None.
+    on_segment(first, last) after each call (a stopped chunk's remaining epochs count in full);
+    raises Stopped once `stop` is set.
     """
     tf = tensorflow()
     constants = (
@@ -301,28 +345,54 @@ def _call(
         tf.constant(np.stack([p, np.zeros_like(p), np.zeros_like(p)], axis=1))
         for p in [*arrays.blocks, arrays.out_bias]
     ]
+    watched = ()
+    if spec.early_stopping:
+        settings = tf.constant(arrays.stopping)
+        watched = (settings, tf.constant(new_stopping_state(spec.chunk)), [s[:, 0] for s in state])
     parts = []
+    reached = 0
     for first in range(0, spec.loop_epochs, segment):
         if stop.is_set():
             raise Stopped
         last = min(first + segment, spec.loop_epochs)
-        state, rows, final, probe, outputs = program(
-            *constants, state, *per_model, tf.constant(first), tf.constant(last)
+        state, rows, final, probe, outputs, *ends = program(
+            *constants, state, *per_model, *watched, tf.constant(first), tf.constant(last)
         )
-        parts.append(rows.numpy()[: last - first])
+        reached = last
+        if spec.early_stopping:
+            stopping, kept, reached_now, kept_row = ends
+            reached = int(reached_now)
+            watched = (settings, stopping, kept)
+        parts.append(rows.numpy()[: reached - first])
         if on_segment is not None:
-            on_segment(first, last)
-    if spec.minibatch:  # the final weights' evaluation, after the last epoch
+            on_segment(first, reached)
+        if spec.early_stopping and np.all(stopping.numpy()[:, STOPPED_AFTER] > 0):
+            break  # every model stopped: the epochs left count as done
+    if on_segment is not None and reached < spec.loop_epochs:
+        on_segment(reached, spec.loop_epochs)
+    if spec.minibatch and reached == spec.loop_epochs:  # the final weights' evaluation
         parts.append(final.numpy()[None])
-    return np.concatenate(parts), probe.numpy(), outputs.numpy()
+    ends = None
+    if spec.early_stopping:
+        trained = trained_epochs(arrays.stopping, stopping.numpy(), spec.epochs)
+        ends = (trained, kept_row.numpy())
+    return np.concatenate(parts), probe.numpy(), outputs.numpy(), ends
 
 
 def _result(
-    config: ExperimentConfig, rows, probe, outputs, spec: Spec, data: Dataset
+    config: ExperimentConfig,
+    rows,
+    probe,
+    outputs,
+    spec: Spec,
+    data: Dataset,
+    stop: Stop | None = None,
+    final_row: np.ndarray | None = None,
 ) -> TrainResult:
     """TrainResult of one model from its rows [E+1, 4 or 6], probe stats [2L] (see
     `engines.base.result_from_totals`) and final outputs [n_train + n_test, K]: the output
-    layer's activations (sigmoid, softmax or linear) on the train rows, then the test rows."""
+    layer's activations (sigmoid, softmax or linear) on the train rows, then the test rows.
+    With early stopping: its Stop and the row [6] of the weights it ended with."""
     return result_from_totals(
         config,
         rows,
@@ -331,6 +401,8 @@ def _result(
         spec.n_test,
         final=(spec.task, data, outputs),
         n_val=spec.n_val,
+        stop=stop,
+        final_row=final_row,
     )
 
 
@@ -346,12 +418,17 @@ def compiled_program(spec: Spec, segment: int):
     Inputs: x_train [n_train, F], y_train [n_train], x_test [n_test, F], y_test [n_test] (y:
     0/1, the class index, or the target), with a validation set (spec.n_val > 0) x_val
     [n_val, F] and y_val [n_val], the optimizer state (per parameter [C, 3, ...]: value, Adam
-    m, Adam v), the other _ChunkArrays fields in order, then first and last (int32 scalars,
-    last - first <= segment). Outputs: the new state; rows float32 [segment, C, W] (W = 4, or
-    6 with a validation set; rows[i] for loop iteration first + i, valid up to last - first);
-    the final weights' row [C, W] (minibatch training, see `_result`); probe float32 [C, 2L]
-    and the outputs [C, n_train + n_test, K] of the new state. Cached per (spec, segment):
-    traced and compiled once, then called once per segment.
+    m, Adam v), the other _ChunkArrays fields in order, with early stopping (spec.
+    early_stopping) the settings float64 [C, STOP_SETTINGS], the stopping state float64 [C,
+    STOP_STATE] and the kept weights (per parameter [C, ...]; common.watch_epoch), then first
+    and last (int32 scalars, last - first <= segment). Outputs: the new state; rows float32
+    [segment, C, W] (W = 4, or 6 with a validation set; rows[i] for loop iteration first + i,
+    valid up to last - first, or up to `reached` with early stopping); the final weights' row
+    [C, W] (minibatch training, see `_result`); probe float32 [C, 2L] and the outputs [C,
+    n_train + n_test, K] of the weights the models end with; with early stopping also the new
+    stopping state and kept weights, `reached` (the loop iteration it stopped at: `last`, or
+    earlier once every model has stopped) and the row [C, W] of the weights the models end
+    with. Cached per (spec, segment): traced and compiled once, then called once per segment.
     """
     tf = tensorflow()
     net = Net(spec)
@@ -377,15 +454,28 @@ def compiled_program(spec: Spec, segment: int):
         tf.TensorSpec([c, k], tf.float32),
         tf.TensorSpec([c], tf.float32),
         tf.TensorSpec([c], tf.int64),
-        tf.TensorSpec([], tf.int32),
-        tf.TensorSpec([], tf.int32),
     ]
+    if spec.early_stopping:  # settings, stopping state, kept weights (common.watch_epoch)
+        signature += [
+            tf.TensorSpec([c, STOP_SETTINGS], tf.float64),
+            tf.TensorSpec([c, STOP_STATE], tf.float64),
+            [tf.TensorSpec(s, tf.float32) for s in [*block_shapes, [c, spec.n_outputs]]],
+        ]
+    signature += [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)]
 
     def program(x_train, y_train, x_test, y_test, *rest):
         if v:
             x_val, y_val, *rest = rest
-        state, row_l1, row_l2, act_mean, act_sum, lr, seeds, first, last = rest
+        state, row_l1, row_l2, act_mean, act_sum, lr, seeds, *watched, first, last = rest
         net.bind(row_l1, row_l2, act_mean, act_sum, lr)
+        settings = watched[0] if watched else None
+
+        def watch(epoch, params, val_totals, watched):
+            """EarlyStopping after epoch - 1, whose end-of-epoch weights `params` are those
+            the iteration `epoch` starts with (nothing before the first epoch)."""
+            stopping, kept = watched
+            return watch_epoch(settings, stopping, val_totals, epoch - 1, params, kept, epoch > 0)
+
         rows = tf.TensorArray(tf.float32, size=segment, element_shape=[c, width])
         # The train rows, the test rows and (if any) the validation rows, each one batch.
         # The held-out rows (test, validation) are evaluated together in minibatch training.
@@ -399,7 +489,7 @@ def compiled_program(spec: Spec, segment: int):
         y_all = tf.concat([y_train, y_held], axis=0)
         every = ((0, n), *((n + start, size) for start, size in held))
 
-        def full_batch_epoch(epoch, state, rows):
+        def full_batch_epoch(epoch, state, rows, *watched):
             # One forward pass over train and held-out rows with the weights W_e at the start
             # of epoch e: the train rows give epoch e's loss and accuracy (Keras measures them
             # before the update) and its gradient, the test (and validation) rows evaluate W_e
@@ -408,6 +498,8 @@ def compiled_program(spec: Spec, segment: int):
             params = [s[:, 0] for s in state]
             logits, act_rows, cache = net.forward(params, x_all)
             row = net.summaries(logits, act_rows, y_all, every, net.weight_penalty(params))
+            if watched:
+                watched = watch(epoch, params, row[:, 4:6], watched)
             grads = net.backward(
                 params,
                 x_train,
@@ -415,20 +507,27 @@ def compiled_program(spec: Spec, segment: int):
                 net.logit_grad(logits[:, :n], y_train),
             )
             state = net.update(state, grads, epoch + 1, active=epoch < epochs)
-            return epoch + 1, state, rows.write(epoch - first, row)
+            return (epoch + 1, state, rows.write(epoch - first, row), *watched)
 
-        def minibatch_epoch(epoch, state, rows):
+        def minibatch_epoch(epoch, state, rows, *watched):
             params = [s[:, 0] for s in state]
             logits, act_rows, _ = net.forward(params, x_held)
             evaluated = net.summaries(logits, act_rows, y_held, held, net.weight_penalty(params))
+            if watched:  # (test loss, test metric, val loss, val metric) of the epoch's start
+                watched = watch(epoch, params, evaluated[:, 2:4], watched)
             state, train = net.minibatch_epoch(epoch, state, x_train, y_train, seeds)
             row = tf.concat([train, evaluated], axis=1)
-            return epoch + 1, state, rows.write(epoch - first, row)
+            return (epoch + 1, state, rows.write(epoch - first, row), *watched)
 
-        _, state, rows = tf.while_loop(
-            lambda epoch, *_: epoch < last,
+        def go_on(epoch, state, rows, *watched):
+            if watched:  # a chunk whose models have all stopped leaves the loop
+                return tf.logical_and(epoch < last, tf.logical_not(all_stopped(watched[0])))
+            return epoch < last
+
+        reached, state, rows, *watched = tf.while_loop(
+            go_on,
             minibatch_epoch if spec.minibatch else full_batch_epoch,
-            (first, state, rows),
+            (first, state, rows, *watched[1:]),
             maximum_iterations=segment,
         )
         params = [s[:, 0] for s in state]
@@ -437,6 +536,19 @@ def compiled_program(spec: Spec, segment: int):
         # its loop).
         logits, act_rows, _ = net.forward(params, x_all)
         final = net.summaries(logits, act_rows, y_all, every, net.weight_penalty(params))
+        ends = []
+        if watched:
+            stopping, kept = watched
+            if spec.minibatch:  # the last epoch's watch, once the loop has run every epoch
+                at_end = tf.equal(reached, epochs)
+                stopping, kept = watch_epoch(
+                    settings, stopping, final[:, 4:6], epochs - 1, params, kept, at_end
+                )
+            # The weights each model ends with: its probe statistics, outputs and final row.
+            params = final_params(settings, stopping, params, kept)
+            logits, act_rows, _ = net.forward(params, x_all)
+            kept_row = net.summaries(logits, act_rows, y_all, every, net.weight_penalty(params))
+            ends = [stopping, kept, reached, kept_row]
         outputs = net.outputs(logits[:, : n + m] if v else logits)  # train and test rows
         test_acts = [a for _, a in net.forward(params, x_test)[2]]
         probe = tf.stack(
@@ -447,6 +559,6 @@ def compiled_program(spec: Spec, segment: int):
             ],
             axis=1,
         )
-        return state, rows.stack(), final, probe, outputs
+        return (state, rows.stack(), final, probe, outputs, *ends)
 
     return tf.function(program, input_signature=signature, jit_compile=True, autograph=False)

@@ -47,6 +47,7 @@ class Spec:
     chunk: int  # models per call
     weight_terms: tuple[tuple[bool, bool], ...]  # per hidden layer: any kernel/bias (L1, L2)
     activity_terms: tuple[tuple[int, str, str], ...]  # (layer, before|after, l1|l2) in use
+    early_stopping: bool = False  # the models are watched (common.watch_epoch)
 
     @property
     def minibatch(self) -> bool:
