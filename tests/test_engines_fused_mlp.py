@@ -89,7 +89,19 @@ def keras_tutorial_result(case: str):
     return KerasEngine().train([TrainJob(experiment(TUTORIAL_CASES[case]), SEED)])[0]
 
 
-@pytest.mark.parametrize("case", list(TUTORIAL_CASES))
+#: Tutorial cases whose Keras reference (~15 s of model.fit each) runs only with the slow
+#: tests: their penalty kinds are held to the cpu engine in the default suite
+#: (tests/test_engines_cpu.py, every penalty), which is held to Keras in turn.
+SLOW_TUTORIAL_CASES = ("l1_after_relu_mean", "l1_before_relu_sum", "kernel_l2")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, marks=pytest.mark.slow) if case in SLOW_TUTORIAL_CASES else case
+        for case in TUTORIAL_CASES
+    ],
+)
 def test_tutorial_variants_match_keras(case, fused_tutorial_results) -> None:
     assert_same_training(fused_tutorial_results[case], keras_tutorial_result(case))
 
