@@ -636,3 +636,30 @@ def test_early_stopping_on_vs_off_is_one_contrast_per_penalty(tmp_path):
     }
     summary = read_csv(done.folder / "summary.csv")
     assert {"epochs_trained_mean", "best_epoch_mean"} <= set(summary[0])
+
+
+def test_a_long_strength_axis_is_contrasted_between_neighbours(tmp_path, monkeypatch):
+    """12 strengths x 2 placements: before vs after at each strength (12), and the strengths
+    of each placement between neighbouring values only (11 + 11), not every pair (132);
+    report.md lists at most REPORT_ROWS contrasts of a setting and points to contrasts.csv."""
+    from actreg_cli.report import sweep_contrasts
+
+    monkeypatch.setattr(sweep_contrasts, "REPORT_ROWS", 5)
+    strengths = [10.0**-k for k in range(1, 13)]
+    grid = {
+        "regularizers.0.strength": strengths,
+        "regularizers.0.placement": ["before_activation", "after_activation"],
+    }
+    done = run_and_report(
+        sweep_config(grid=grid), engine="keras", runs_dir=tmp_path, executor=FakeExecutor()
+    )
+    rows = read_csv(done.folder / "contrasts.csv")
+    placement = [r for r in rows if r["setting"] == "regularizers.0.placement"]
+    strength = [r for r in rows if r["setting"] == "regularizers.0.strength"]
+    assert len(placement) == 12 and len(strength) == 22
+    pairs = {(float(r["a"]), float(r["b"])) for r in strength}
+    assert pairs == set(zip(strengths, strengths[1:], strict=False))
+    report = (done.folder / "report.md").read_text(encoding="utf-8")
+    assert "### `regularizers.0.strength` (22 contrasts)" in report
+    assert "17 more in contrasts.csv (clear ones first)." in report
+    assert "7 more in contrasts.csv" in report  # the placement family: 12 - 5

@@ -12,6 +12,13 @@ A cell's settings are its swept values; a swept regularizer (a dict, or a list o
 as its fields (`regularizers.0.placement`, `regularizers.0.norm`, ...), so a sweep over a list
 of regularizers is contrasted field by field. Baseline cells are left out: they are compared
 with every cell in summary.csv already.
+
+Scale: cells are grouped by all their settings but one, so finding the pairs costs time in
+proportion to cells x settings, not cells squared. A setting with more than
+`ALL_PAIRS_UP_TO` values among otherwise equal cells (a strength axis of 50 values would give
+1,225 pairs, and Holm over them would find nothing) is contrasted between neighbouring values
+in the grid's order only. report.md lists at most `REPORT_ROWS` contrasts of a setting (the
+clear ones first); contrasts.csv has every one.
 """
 
 from __future__ import annotations
@@ -28,6 +35,12 @@ from actreg_cli.study.sweep.grid import Cell, format_value
 
 if TYPE_CHECKING:
     from actreg_cli.study.sweep.run import SweepOutcome
+
+#: Otherwise equal cells with at most this many values of a setting are contrasted pair by pair
+#: (seven strengths: 21 contrasts); with more, neighbouring values only.
+ALL_PAIRS_UP_TO = 10
+#: Contrasts of one setting listed in report.md at most (clear ones first).
+REPORT_ROWS = 40
 
 CONTRAST_COLUMNS = (
     "setting",
@@ -69,47 +82,36 @@ def contrast_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
             seen.setdefault(key, set()).add(value)
     varied = {key for key, values in seen.items() if len(values) > 1}
     families: dict[str, list[dict[str, Any]]] = {}
-    for i, a in enumerate(cells):
-        for b in cells[i + 1 :]:
-            sa, sb = coordinates[a.id], coordinates[b.id]
-            if sa.keys() != sb.keys():
-                continue
-            differ = [key for key in sa if sa[key] != sb[key]]
-            if len(differ) != 1:
-                continue
-            key = differ[0]
-            mine, theirs = (
-                outcome.records[a.id].metric(metric),
-                outcome.records[b.id].metric(metric),
-            )
-            if len(mine) != len(theirs):
-                continue
-            paired = paired_difference(
-                mine, theirs, CONFIDENCE, a.config.data.overlapping_resamples
-            )
-            p = paired["p"]
-            if is_degenerate(paired) or paired["n"] < MIN_PAIRS_FOR_VERDICT:
-                p = math.nan
-            families.setdefault(key, []).append(
-                {
-                    "setting": key,
-                    "a": sa[key],
-                    "b": sb[key],
-                    "where": ", ".join(
-                        f"{k}={v}" for k, v in sa.items() if k != key and k in varied
-                    ),
-                    "cell_a": a.id,
-                    "cell_b": b.id,
-                    "metric": metric,
-                    "mean_a": _mean(mine),
-                    "mean_b": _mean(theirs),
-                    "diff": paired["diff"],
-                    "ci_low": paired["ci_low"],
-                    "ci_high": paired["ci_high"],
-                    "n_pairs": paired["n"],
-                    "p_paired": p,
-                }
-            )
+    for key, a, b in _pairs(cells, coordinates):
+        sa, sb = coordinates[a.id], coordinates[b.id]
+        mine, theirs = (
+            outcome.records[a.id].metric(metric),
+            outcome.records[b.id].metric(metric),
+        )
+        if len(mine) != len(theirs):
+            continue
+        paired = paired_difference(mine, theirs, CONFIDENCE, a.config.data.overlapping_resamples)
+        p = paired["p"]
+        if is_degenerate(paired) or paired["n"] < MIN_PAIRS_FOR_VERDICT:
+            p = math.nan
+        families.setdefault(key, []).append(
+            {
+                "setting": key,
+                "a": sa[key],
+                "b": sb[key],
+                "where": ", ".join(f"{k}={v}" for k, v in sa.items() if k != key and k in varied),
+                "cell_a": a.id,
+                "cell_b": b.id,
+                "metric": metric,
+                "mean_a": _mean(mine),
+                "mean_b": _mean(theirs),
+                "diff": paired["diff"],
+                "ci_low": paired["ci_low"],
+                "ci_high": paired["ci_high"],
+                "n_pairs": paired["n"],
+                "p_paired": p,
+            }
+        )
     rows: list[dict[str, Any]] = []
     for family in families.values():
         for row, adjusted in zip(family, holm([r["p_paired"] for r in family]), strict=True):
@@ -117,6 +119,34 @@ def contrast_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
             row["verdict"] = verdict(row, adjusted, task_spec.higher_is_better)
             rows.append(row)
     return rows
+
+
+def _pairs(cells: Sequence[Cell], coordinates: dict[str, dict[str, str]]):
+    """(setting, a, b) for the pairs of cells whose settings differ in that one setting only,
+    ordered as a scan of every pair (a before b in the grid) would find them: families in the
+    order of their first pair, pairs in grid order. Cells are grouped by their other settings;
+    a group with more than ALL_PAIRS_UP_TO cells pairs neighbours only."""
+    position = {cell.id: i for i, cell in enumerate(cells)}
+    found: dict[str, list[tuple[int, int]]] = {}
+    keys = dict.fromkeys(key for cell in cells for key in coordinates[cell.id])
+    for key in keys:
+        groups: dict[tuple, list[Cell]] = {}
+        for cell in cells:
+            mine = coordinates[cell.id]
+            if key in mine:
+                rest = tuple(sorted((k, v) for k, v in mine.items() if k != key))
+                groups.setdefault(rest, []).append(cell)
+        for group in groups.values():
+            if len(group) > ALL_PAIRS_UP_TO:
+                pairs = list(zip(group, group[1:], strict=False))
+            else:
+                pairs = [(a, b) for i, a in enumerate(group) for b in group[i + 1 :]]
+            for a, b in pairs:
+                if coordinates[a.id][key] != coordinates[b.id][key]:
+                    found.setdefault(key, []).append((position[a.id], position[b.id]))
+    for key in sorted(found, key=lambda k: min(found[k])):
+        for i, j in sorted(found[key]):
+            yield key, cells[i], cells[j]
 
 
 def verdict(row: dict[str, Any], p_holm: float, higher_is_better: bool) -> str:
@@ -154,12 +184,22 @@ def contrasts_markdown(rows: Sequence[dict[str, Any]], label: str) -> list[str]:
             "| a vs b | where | a | b | a - b [95% CI] | p (Holm) | verdict |",
             "|---|---|---:|---:|---|---:|---|",
         ]
-        for r in family:
+        listed = family
+        if len(family) > REPORT_ROWS:
+            clear = [r for r in family if r["verdict"] != "no clear difference"]
+            rest = [r for r in family if r["verdict"] == "no clear difference"]
+            listed = (clear + rest)[:REPORT_ROWS]
+        for r in listed:
             lines.append(
                 f"| {r['a']} vs {r['b']} | {r['where'] or '-'} | {r['mean_a']:.3f} | "
                 f"{r['mean_b']:.3f} | {_signed(r['diff'])} [{_signed(r['ci_low'])}, "
                 f"{_signed(r['ci_high'])}] | {_p(r['p_holm'])} | {r['verdict']} |"
             )
+        if len(listed) < len(family):
+            lines += [
+                "",
+                f"{len(family) - len(listed)} more in contrasts.csv (clear ones first).",
+            ]
     return lines
 
 
