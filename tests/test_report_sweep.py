@@ -663,3 +663,32 @@ def test_a_long_strength_axis_is_contrasted_between_neighbours(tmp_path, monkeyp
     assert "### `regularizers.0.strength` (22 contrasts)" in report
     assert "17 more in contrasts.csv (clear ones first)." in report
     assert "7 more in contrasts.csv" in report  # the placement family: 12 - 5
+
+
+def test_a_dense_strength_axis_is_drawn_with_a_band(tmp_path):
+    """More than DENSE_LINE strengths: the line's CI is a band (one filled area), not an error
+    bar per point; a few strengths keep their error bars."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.container import ErrorbarContainer
+
+    from actreg_cli.report.sweep import summary_rows
+    from actreg_cli.report.sweep_figures import DENSE_LINE, sweep_figure
+
+    strengths = list(np.geomspace(1e-6, 1e-2, DENSE_LINE + 1))
+    dense = run_and_report(
+        sweep_config(grid={"regularizers.0.strength": strengths}),
+        engine="keras",
+        runs_dir=tmp_path,
+        executor=FakeExecutor(),
+    )
+    ax = sweep_figure(dense, summary_rows(dense)).axes[0]
+    assert not [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 1  # the line's band (the baseline's band is an axhspan patch)
+    labels = ax.get_legend_handles_labels()[1]
+    assert any(label.endswith("band: 95% CI") and "baseline" not in label for label in labels)
+    sparse = run_and_report(
+        sweep_config(), engine="keras", runs_dir=tmp_path / "sparse", executor=FakeExecutor()
+    )
+    ax = sweep_figure(sparse, summary_rows(sparse)).axes[0]
+    assert [c for c in ax.containers if isinstance(c, ErrorbarContainer)]

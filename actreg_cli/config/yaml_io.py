@@ -149,5 +149,17 @@ def read_value(text: str, origin: str = "command line") -> Any:
     return load_yaml_text(text, origin, loader=_CommandLineLoader)
 
 
+#: libyaml's safe dumper and loader where PyYAML was built with it (the same output, 3-5x less
+#: CPU: a 1000-cell sweep.yaml is ~240 KB), else PyYAML's own.
+_FAST_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    return yaml.dump(data, Dumper=_FAST_DUMPER, sort_keys=False, default_flow_style=False)
+
+
+def load_yaml_data(text: str) -> Any:
+    """A YAML file this tool wrote (sweep.yaml, run.yaml), read with the safe loader: plain
+    data, never objects (a received results folder is data)."""
+    return yaml.load(text, Loader=_FAST_LOADER)  # noqa: S506 - a safe loader

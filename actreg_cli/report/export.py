@@ -189,14 +189,12 @@ def summary_csv_metrics(row: dict[str, str], skip: Sequence[str]) -> dict[str, f
 def sweep_folder(folder: Path) -> ExportedFolder:
     import csv
 
-    import yaml
-
+    from actreg_cli.config.yaml_io import load_yaml_data
     from actreg_cli.report.index import flatten
     from actreg_cli.study.records import history_csv_rows
     from actreg_cli.study.sweep.store import CellStore
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a large sweep.yaml
-    meta = yaml.load((folder / "sweep.yaml").read_text(encoding="utf-8"), Loader=loader)
+    meta = load_yaml_data((folder / "sweep.yaml").read_text(encoding="utf-8"))
     task = Task(meta.get("task", Task.binary.value))
     sweep = meta.get("sweep") or {}
     grid: dict[str, list[Any]] = sweep.get("grid") or {}

@@ -134,8 +134,10 @@ def kept_penalties_note(meta_path: Path) -> str:
     sweep.yaml's `own_model` recorded them (the report never imports the model)."""
     import yaml
 
+    from actreg_cli.config.yaml_io import load_yaml_data
+
     try:
-        record = (yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}).get("own_model")
+        record = (load_yaml_data(meta_path.read_text(encoding="utf-8")) or {}).get("own_model")
     except (OSError, yaml.YAMLError, AttributeError):
         record = None
     if not isinstance(record, dict):

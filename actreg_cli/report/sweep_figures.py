@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from actreg_cli.study.sweep.run import SweepOutcome
 
 
+#: A line of more points than this is drawn with its CI as a band instead of error bars.
+DENSE_LINE = 60
+
+
 def strength_key(keys: Sequence[str], cells: Sequence[Cell]) -> str | None:
     """The first swept key that is a regularizer strength with numeric values, if any."""
     for key in keys:
@@ -119,6 +123,14 @@ def _draw_lines(
         cells.sort(key=lambda c: c.values[x_key])
         xs = [c.values[x_key] * 10 ** (0.02 * offset) for c in cells]
         means, yerr = error_bars([rows_by_id[c.id] for c in cells], metric)
+        if len(cells) > DENSE_LINE:
+            # Hundreds of strengths: the CI as a band, not an error bar per point (as readable,
+            # and a fraction of the drawing time).
+            low = [m - b for m, b in zip(means, yerr[0], strict=True)]
+            high = [m + a for m, a in zip(means, yerr[1], strict=True)]
+            ax.fill_between(xs, low, high, color=colors[k], alpha=0.2, lw=0)
+            ax.plot(xs, means, color=colors[k], lw=1.2, label=f"{label}, band: 95% CI")
+            continue
         ax.errorbar(xs, means, yerr=yerr, marker="o", ms=4, capsize=3, color=colors[k], label=label)
     styles = ["--", ":", "-.", (0, (5, 1))]
     # A baseline per value of an outer key (e.g. one per dropout rate) takes the colour of the
@@ -161,7 +173,7 @@ def sweep_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> An
             outcome,
             summary,
             [(main, f"{metric_label(main)} (mean and 95% CI over the repeats)")],
-            f"{metric_label(main)} per cell, {repeats} repeats per cell",
+            f"{metric_label(main)} per cell, {repeats} repeat{'' if repeats == 1 else 's'} per cell",
             verdicts=True,
         )
     from matplotlib.figure import Figure
@@ -172,7 +184,12 @@ def sweep_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> An
     _draw_lines(ax, outcome, rows_by_id, main, x_key)
     ax.set_ylabel(f"{metric_label(main)} (mean, 95% CI)")
     ax.set_title(
-        figure_title(outcome, f"{metric_label(main)}, {repeats} repeats per cell", 7.5, 9),
+        figure_title(
+            outcome,
+            f"{metric_label(main)}, {repeats} repeat{'' if repeats == 1 else 's'} per cell",
+            7.5,
+            9,
+        ),
         fontsize=9,
     )
     if ax.get_legend_handles_labels()[0]:  # nothing drawn when every cell failed

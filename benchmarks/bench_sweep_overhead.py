@@ -1,0 +1,116 @@
+"""What a large sweep costs outside training (issue 23, item 4: at most 20% of its CPU at 1000
+cells x 500 epochs).
+
+Runs `actreg sweep configs/circles_l1_before_relu.yaml --grid regularizers.0.strength=<N
+values> --epochs E --repeats 1 --engine cpu` in a fresh process, into a temporary folder, and
+splits that process's CPU time (time.process_time: every thread) into training (the engine's
+`train` calls, Numba's cache load included), storing cells (`CellStore.save`: the JSON and
+history files of each cell), the report (`report.sweep.write_outputs`: results, summary,
+contrasts, report.md/html, sweep.png, sparsity.png), the printed table, and the rest
+(planning, hashing, imports after start-up), next to the 20% target.
+
+Run:    python3 benchmarks/bench_sweep_overhead.py [--cells 1000] [--epochs 500]
+Expect: (2-core AMD EPYC, shared with other jobs while measured: indicative) ~17 s CPU of
+        which ~9 s trains; storing cells ~3 s, the report ~3 s (of it the two figures ~2.5 s),
+        the printed table ~1.5 s: about half of the CPU is outside training, against the 20%
+        target (not met).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_SHARE = 0.20
+
+#: Run in a fresh process: the sweep command with a CPU clock around each part.
+MEASURE = """
+import functools, json, sys, time
+import numpy as np
+from typer.testing import CliRunner
+from actreg_cli.cli import app
+import actreg_cli.cli.sweep as cli_sweep
+import actreg_cli.report.sweep as report_sweep
+import actreg_cli.study.executors as executors
+import actreg_cli.study.sweep.store as store
+
+cells, epochs, runs = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+spent = {}
+
+def clocked(owner, name, label):
+    original = getattr(owner, name)
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        start = time.process_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[label] = spent.get(label, 0.0) + time.process_time() - start
+    setattr(owner, name, wrapper)
+
+clocked(executors, "train_chunk", "training")
+clocked(store.CellStore, "save", "storing cells")
+clocked(report_sweep, "write_outputs", "report (files, figures)")
+clocked(cli_sweep, "print_fitting", "printed table")
+values = ",".join(f"{v:.6g}" for v in np.geomspace(1e-6, 1e-2, cells))
+args = ["sweep", "configs/circles_l1_before_relu.yaml", "--grid",
+        f"regularizers.0.strength={values}", "--epochs", epochs, "--repeats", "1",
+        "--engine", "cpu", "--runs-dir", runs]
+start, wall = time.process_time(), time.perf_counter()
+result = CliRunner().invoke(app, args)
+total = time.process_time() - start
+if result.exit_code != 0:
+    sys.exit(f"sweep failed ({result.exit_code}): {result.output[-2000:]}")
+print(json.dumps({"total": total, "wall": time.perf_counter() - wall, **spent}))
+"""
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cells", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=500)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as runs:
+        out = subprocess.run(
+            [sys.executable, "-c", MEASURE, str(args.cells), str(args.epochs), runs],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if out.returncode != 0:
+        sys.exit(out.stderr[-3000:] or out.stdout[-3000:])
+    parts = json.loads(out.stdout.strip().splitlines()[-1])
+    total, wall = parts.pop("total"), parts.pop("wall")
+    parts["rest (planning, hashing, imports)"] = total - sum(parts.values())
+    print(f"{args.cells} cells x {args.epochs} epochs, 1 repeat, cpu engine; {cpu_name()}")
+    print(f"{'part':36s} {'CPU s':>7s} {'share':>6s}")
+    for name, seconds in parts.items():
+        print(f"{name:36s} {seconds:7.2f} {seconds / total:6.1%}")
+    outside = total - parts["training"]
+    print(f"{'whole command':36s} {total:7.2f} (wall {wall:.1f} s)")
+    verdict = "met" if outside / total <= TARGET_SHARE else "not met"
+    print(
+        f"outside training: {outside:.2f} s = {outside / total:.1%} of the CPU "
+        f"(target <= {TARGET_SHARE:.0%}: {verdict})"
+    )
+
+
+if __name__ == "__main__":
+    main()
