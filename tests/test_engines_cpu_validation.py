@@ -206,7 +206,10 @@ def test_a_kernel_that_disagrees_with_the_reference_rule_is_an_error(monkeypatch
 
     monkeypatch.setattr(engines_base, "early_stopping", other_rule)
     job = TrainJob(experiment(IRIS, 60, {"patience": 3}), SEED)
-    with pytest.raises(AssertionError, match=r"the cpu engine's early stopping trained 36 epochs.*early_stopping.*says 36"):
+    with pytest.raises(
+        AssertionError,
+        match=r"the cpu engine's early stopping trained 36 epochs.*early_stopping.*says 36",
+    ):
         CpuEngine().train([job])
 
 

@@ -24,6 +24,7 @@ from actreg_cli.engines.base import (
 from actreg_cli.engines.fused import layers as fused_layers
 from actreg_cli.engines.fused import mlp as fused_mlp
 
+
 class FusedEngine:
     """Trains groups of compatible jobs as stacked models in one XLA program per group.
 

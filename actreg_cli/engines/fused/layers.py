@@ -102,11 +102,15 @@ from actreg_cli.engines.penalties import COEF_COLUMNS, add_penalty, custom_reaso
 from actreg_cli.models.plan import KERNEL_KINDS, LayerPlan, ModelPlan, config_plan
 from actreg_cli.weights import SPLITMIX_GAMMA, dropout_seed, layer_initial_weights, shuffle_seed
 
-#: Models per chunk at most, and the budget of activation values (test rows x values of every
-#: layer's output, ~256 MB of float32) the final evaluation of a chunk may hold; see
-#: `choose_layers_chunk`. (The per-epoch test-set evaluation runs in blocks of rows.)
+#: Models per chunk at most, and the budget of activation values (rows x values of every
+#: layer's output, ~256 MB of float32) an evaluation block of a chunk may hold; see
+#: `choose_layers_chunk`. (The per-epoch evaluations run in blocks of LayersSpec.eval_block
+#: rows, the final one in blocks of FINISH_BLOCK rows.)
 _MAX_CHUNK = 16
 _CHUNK_VALUES = 64e6
+#: Rows of the final evaluation taken at a time: ~50 MB of layer outputs for 16 models of the
+#: digits Conv2D study, where the whole test set's took ~300 MB for each of two threads.
+FINISH_BLOCK = 256
 
 
 def unsupported_reason(config: ExperimentConfig) -> str | None:
@@ -145,12 +149,14 @@ def group_key(job: TrainJob) -> tuple:
 def choose_layers_chunk(n_models: int, spec_: LayersSpec, workers: int) -> int:
     """Models per compiled call.
 
-    At most _MAX_CHUNK, and as many as keep the final evaluation's activations (every layer's
-    output on the whole test set, [C, n_test, values]) within _CHUNK_VALUES values; the number
-    of chunks is a multiple of the workers (when there are two models per worker), so that no
-    thread idles while another trains a last chunk; models spread evenly over the chunks.
+    At most _MAX_CHUNK, and as many as keep the activations of a final evaluation block (every
+    layer's output on FINISH_BLOCK rows, [C, rows, values]) within _CHUNK_VALUES values; the
+    number of chunks is a multiple of the workers (when there are two models per worker), so
+    that no thread idles while another trains a last chunk; models spread evenly over the
+    chunks.
     """
-    per_model = spec_.n_test * sum(math.prod(layer.output_shape) for layer in spec_.layers)
+    rows = min(FINISH_BLOCK, max(spec_.n_train, spec_.n_test))
+    per_model = rows * sum(math.prod(layer.output_shape) for layer in spec_.layers)
     cap = max(1, min(_MAX_CHUNK, int(_CHUNK_VALUES // max(per_model, 1))))
     n_chunks = math.ceil(n_models / cap)
     if n_models >= 2 * workers:
@@ -491,27 +497,25 @@ def _finish_program(spec_: LayersSpec):
         if v:
             x_val, y_val, *rest = rest
         params, factors = rest
-        train_loss, train_metric, train_out, _ = net.batch_loss(
-            params, factors, x_train, y_train, None, details=True
+        # Each set in blocks of FINISH_BLOCK rows (no layer's output for every row of a chunk's
+        # models at once), each taken as one batch.
+        train_loss, train_metric, train_out, _, _ = net.evaluate(
+            params, factors, x_train, y_train, FINISH_BLOCK, details=True
         )
-        test_loss, test_metric, test_out, probe = net.batch_loss(
-            params, factors, x_test, y_test, None, details=True
+        test_loss, test_metric, test_out, probe_sum, probe_zeros = net.evaluate(
+            params, factors, x_test, y_test, FINISH_BLOCK, details=True
         )
         columns = [train_loss * float(n), train_metric, test_loss * float(m), test_metric]
         if v:
-            val_loss, val_metric = net.batch_loss(params, factors, x_val, y_val, None)
+            val_loss, val_metric = net.evaluate(params, factors, x_val, y_val, FINISH_BLOCK)
             columns += [val_loss * float(v), val_metric]
         final = tf.stack(columns, 1)
         outputs = tf.concat([train_out, test_out], axis=1)
-        flat = tf.reshape(probe, [probe.shape[0], m, -1])
-        stats = tf.stack(
-            [
-                tf.reduce_mean(flat, axis=[1, 2]),
-                tf.reduce_mean(tf.cast(tf.equal(flat, 0.0), tf.float32), axis=[1, 2]),
-            ],
-            axis=1,
-        )
-        return final, outputs, stats, flat[:, :PROBE_SAMPLE_ROWS]
+        # The probe layer's output on the first test rows, as a sample.
+        _, _, sample = net.forward(params, x_test[:PROBE_SAMPLE_ROWS], None, True)
+        values = float(m * math.prod(spec_.layers[spec_.probe].output_shape))
+        stats = tf.stack([probe_sum / values, probe_zeros / values], axis=1)
+        return final, outputs, stats, tf.reshape(sample, [sample.shape[0], sample.shape[1], -1])
 
     signature = [*data_sig, params_sig, factor_sig]
     return tf.function(program, input_signature=signature, jit_compile=True, autograph=False)

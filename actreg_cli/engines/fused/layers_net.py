@@ -96,11 +96,15 @@ class LayersNet:
             return loss, metric
         return loss, metric, self._outputs(logits), probe
 
-    def evaluate(self, params, factors, x, y, block: int):
+    def evaluate(self, params, factors, x, y, block: int, details: bool = False):
         """`batch_loss` (loss, metric) of the shared rows x [R, ...], y [R, w] taken as one batch,
         computed `block` rows at a time: a block's layer outputs stay in the cache, where the
         whole test set's (C models x 1528 rows x a conv layer's 1024 values) would not. A last
-        partial block is padded with masked rows (one traced block, not two)."""
+        partial block is padded with masked rows (one traced block, not two).
+
+        With details also the output layer's activations [C, R, K] and, of the probe layer's
+        output, the sum and the number of exact zeros over every row and value, each [C]: what
+        the final evaluation needs, without ever holding a layer's output for every row."""
         tf = self.tf
         c, m = self.spec.chunk, x.shape[0]
         n_blocks = -(-m // block)
@@ -109,23 +113,44 @@ class LayersNet:
             x = tf.pad(x, [[0, padding]] + [[0, 0]] * (x.shape.rank - 1))
             y = tf.pad(y, [[0, padding], [0, 0]])
 
-        def body(j, *totals):
+        def body(j, *carry):
             start = j * block
             xb = tf.slice(x, [start] + [0] * (x.shape.rank - 1), [block, *x.shape[1:]])
             yb = tf.slice(y, [start, 0], [block, y.shape[1]])
             mask = tf.cast(start + tf.range(block) < m, tf.float32) if padding else None
-            logits, activity, _ = self.forward(params, xb, None, False, mask)
+            logits, activity, probe = self.forward(params, xb, None, details, mask)
             parts = (*self._data_sums(logits, yb, mask), activity)
-            return (j + 1, *(t + p for t, p in zip(totals, parts, strict=True)))
+            if details:
+                flat = tf.reshape(probe, [c, block, -1])
+                counted = tf.ones([block]) if mask is None else mask
+                counted = counted[None, :, None]
+                zeros = tf.cast(tf.equal(flat, 0.0), tf.float32)
+                parts += (
+                    tf.reduce_sum(flat * counted, axis=[1, 2]),
+                    tf.reduce_sum(zeros * counted, axis=[1, 2]),
+                )
+                outputs = carry[-1].write(j, self._outputs(logits))
+                carry = carry[:-1]
+            totals = tuple(t + p for t, p in zip(carry, parts, strict=True))
+            return (j + 1, *totals, *((outputs,) if details else ()))
 
         n_kernel = len(self.spec.kernel_layers)
         totals = (tf.zeros([c]), tf.zeros([c]), tf.zeros([c, n_kernel, 4]))
-        _, data_sum, metric, activity = tf.while_loop(
+        if details:
+            outputs = tf.TensorArray(tf.float32, size=n_blocks)
+            totals += (tf.zeros([c]), tf.zeros([c]), outputs)
+        _, data_sum, metric, activity, *rest = tf.while_loop(
             lambda j, *_: j < n_blocks, body, (tf.constant(0), *totals),
             maximum_iterations=n_blocks,
         )  # fmt: skip
         weight = self.weight_penalty(params, factors)
-        return self.combine(data_sum, activity, weight, factors, m), metric
+        loss = self.combine(data_sum, activity, weight, factors, m)
+        if not details:
+            return loss, metric
+        probe_sum, probe_zeros, outputs = rest
+        stacked = outputs.stack()  # [blocks, C, block, K]
+        stacked = tf.reshape(tf.transpose(stacked, [1, 0, 2, 3]), [c, n_blocks * block, -1])
+        return loss, metric, stacked[:, :m], probe_sum, probe_zeros
 
     def combine(self, data_sum, activity, weight, factors, rows):
         """Per-model loss [C] from the data loss summed over the rows [C], the activity sums
