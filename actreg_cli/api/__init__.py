@@ -19,6 +19,7 @@ from pathlib import Path
 
 from actreg_cli.api.results import RunResult, SweepFailed, SweepResult, load, read_run, read_sweep
 from actreg_cli.api.steps import (
+    checked_workers,
     prepare_run,
     prepare_sweep,
     stderr_bar,
@@ -68,6 +69,7 @@ def run(
     engine: str = "auto",
     runs_dir: str | Path = "runs",
     progress: bool = False,
+    workers: int | None = None,
 ) -> RunResult:
     """Train one experiment (training.repeats models from consecutive seeds), as
     `actreg run CONFIG` does, and return its results.
@@ -78,10 +80,15 @@ def run(
       the training section; engine: "auto", "keras", "fused" or "cpu".
     runs_dir: the folder that receives the run folder <name>-<date>-<time>/.
     progress: a progress bar (and the engine notes) on stderr; otherwise nothing is printed.
+    workers: processes that train the keras engine's repeats (the fused and cpu engines use
+      every core with threads instead); None: one per core, fewer for a short run; 1: this
+      process. The results are the same for any number.
 
-    Raises ConfigError (bad config, data or layers; nothing written) or EngineUnsupported (the
-    named engine cannot run it); an error while training propagates as raised.
+    Raises ConfigError (bad config, data or layers, workers < 1; nothing written) or
+    EngineUnsupported (the named engine cannot run it); an error while training propagates as
+    raised.
     """
+    checked_workers(workers)
     prepared = prepare_run(
         config,
         items(set, "set"),
@@ -95,9 +102,11 @@ def run(
     description = f"{prepared.config.name} [{prepared.engine.name}]"
     if progress:
         with stderr_bar(prepared.model_epochs, description) as advance:
-            outcome, _ = train_run(prepared, runs_dir=Path(runs_dir), progress=advance)
+            outcome, _ = train_run(
+                prepared, runs_dir=Path(runs_dir), progress=advance, workers=workers
+            )
     else:
-        outcome, _ = train_run(prepared, runs_dir=Path(runs_dir))
+        outcome, _ = train_run(prepared, runs_dir=Path(runs_dir), workers=workers)
     return read_run(outcome.run_dir)
 
 
@@ -113,6 +122,7 @@ def sweep(
     runs_dir: str | Path = "runs",
     force: bool = False,
     progress: bool = False,
+    workers: int | None = None,
 ) -> SweepResult:
     """Train every cell of a sweep (base config x grid, repeats per cell), as
     `actreg sweep CONFIG` does, and return the study's tables.
@@ -123,10 +133,14 @@ def sweep(
     runs_dir: the sweep is stored in RUNS_DIR/<sweep name>/; cells already stored there are
       reused (resumed) unless `force`.
     progress: a progress bar (and the plan's notes) on stderr; otherwise nothing is printed.
+    workers: processes that train keras-engine cells and repeats, as in `run`.
 
     Raises ConfigError / EngineUnsupported on bad input (nothing trained), and SweepFailed
     (with `.result`, the tables of the cells that trained) when some cells failed to train.
     """
+    from actreg_cli.study.process_executor import ProcessExecutor
+
+    executor = ProcessExecutor(checked_workers(workers))
     prepared = prepare_sweep(
         config,
         items(set, "set"),
@@ -145,6 +159,7 @@ def sweep(
         engine=engine,
         runs_dir=Path(runs_dir),
         force=force,
+        executor=executor,
         progress=stderr_bar if progress else None,
         on_plan=on_plan if progress else None,
     )

@@ -39,6 +39,17 @@ def engine_name(engine: EngineName | str) -> EngineName:
         raise ConfigError([f"engine: {engine!r} is not an engine (allowed: {allowed})"]) from None
 
 
+def checked_workers(workers: Any) -> int | None:
+    """`workers` (worker processes for keras-engine jobs) if None or an int >= 1; ConfigError
+    saying what is allowed otherwise (the command line's --workers refuses them itself)."""
+    from actreg_cli.study.process_executor import check_workers
+
+    try:
+        return check_workers(workers)
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from None
+
+
 @dataclass
 class PreparedRun:
     """A run checked and ready to train: nothing has been written yet."""
@@ -84,12 +95,16 @@ def train_run(
     runs_dir: Path = Path("runs"),
     progress: Callable[[int], None] | None = None,
     on_folder: Callable[[Path], None] | None = None,
+    workers: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train a prepared run and write its folder under `runs_dir` (records, summary.json,
     figures, report). Returns the study's RunOutcome and the summary (summary.json's dict).
 
     progress: advance(n) called with model-epochs as they train.
     on_folder: called with the run folder once it is made (before training).
+    workers: worker processes for the keras engine's repeats (None: one per core, fewer for a
+      short run; 1: in this process; study.process_executor.worker_processes). The results are
+      the same for any number.
     """
     from actreg_cli.report.run import report_outcome
     from actreg_cli.study.run import run_experiment
@@ -101,6 +116,7 @@ def train_run(
         runs_dir=Path(runs_dir),
         progress=progress,
         on_folder=on_folder,
+        workers=checked_workers(workers),
     )
     return outcome, report_outcome(outcome)
 
@@ -170,7 +186,9 @@ def train_sweep(
     the study's tables, figures and report. Returns the SweepOutcome (`.folder` the study folder,
     `.failures` cell id -> why its chunk failed; the other cells are stored and reported).
 
-    executor: study.executors.LocalExecutor (default) or RayExecutor.
+    executor: study.executors.LocalExecutor (default: in this process), a
+      study.process_executor.ProcessExecutor (keras-engine cells in worker processes) or a
+      RayExecutor.
     on_plan: called with the plan before training (which cells are done, engine notes).
     Raises ConfigError / EngineUnsupported before training on bad input.
     """

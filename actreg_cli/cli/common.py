@@ -91,6 +91,18 @@ SeedOpt = Annotated[
     int | None,
     typer.Option(metavar="N", callback=at_least(0), help="Override training.seed (>= 0)."),
 ]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        metavar="N",
+        callback=at_least(1),
+        help="Processes that train keras-engine cells and repeats (default: one per core, "
+        "fewer for a short study: one per 500 model-epochs; 1: in this process). The results "
+        "are the same for any N. The fused and cpu engines use every core with threads, so "
+        "their cells never start processes.",
+        show_default=False,
+    ),
+]
 EngineOpt = Annotated[
     EngineName,
     typer.Option(

@@ -15,6 +15,7 @@ from actreg_cli.cli.common import (
     RunsDirOpt,
     SeedOpt,
     SetOpt,
+    WorkersOpt,
     console,
     interrupted_message,
     long_work_errors,
@@ -35,6 +36,7 @@ def run_command(
     seed: SeedOpt = None,
     engine: EngineOpt = EngineName.auto,
     runs_dir: RunsDirOpt = Path("runs"),
+    workers: WorkersOpt = None,
 ) -> None:
     """Train the experiment in CONFIG (training.repeats models from consecutive seeds) and print
     the tutorial's 'Train: ..., Test: ...' line (mean +/- std over the repeats) and the probe
@@ -61,16 +63,23 @@ def run_command(
         note(prepared.engine_note)
     note_first_compile([chosen.name])
     from actreg_cli.report.run import tutorial_line, validation_line
+    from actreg_cli.study.process_executor import worker_processes
 
-    if chosen.name in TENSORFLOW_ENGINES:
-        start_tensorflow()
+    repeats_run = prepared.config.training.repeats
+    spawned = worker_processes(workers, chosen.name, repeats_run, prepared.model_epochs)
+    if chosen.name in TENSORFLOW_ENGINES and spawned == 0:
+        start_tensorflow()  # before the bar (worker processes import it themselves)
     folder: list[Path] = []
     with (
         long_work_errors("training", lambda: interrupted_message(folder)),
         progress_bar(prepared.model_epochs, f"{prepared.config.name} [{chosen.name}]") as advance,
     ):
         outcome, summary = train_run(
-            prepared, runs_dir=runs_dir, progress=advance, on_folder=folder.append
+            prepared,
+            runs_dir=runs_dir,
+            progress=advance,
+            on_folder=folder.append,
+            workers=workers,
         )
     console.print(tutorial_line(summary), highlight=False)
     validation = validation_line(summary, prepared.config.training.epochs)

@@ -20,6 +20,7 @@ from actreg_cli.cli.common import (
     RunsDirOpt,
     SeedOpt,
     SetOpt,
+    WorkersOpt,
     console,
     fail,
     long_work_errors,
@@ -77,13 +78,22 @@ AddressOpt = Annotated[
 ]
 
 
-def make_executor(executor: ExecutorName, address: str | None) -> Any:
-    from actreg_cli.study.executors import LocalExecutor
-
+def make_executor(executor: ExecutorName, address: str | None, workers: int | None = None) -> Any:
+    """The executor `--executor` names: local (keras-engine cells in `workers` processes, the
+    others in this one) or Ray. Exit 2 for options the executor does not take."""
     if executor is ExecutorName.local:
+        from actreg_cli.study.process_executor import ProcessExecutor
+
         if address is not None:
             raise fail(["--address applies only to --executor ray"])
-        return LocalExecutor()
+        return ProcessExecutor(workers)
+    if workers is not None:
+        raise fail(
+            [
+                f"--workers {workers} applies only to --executor local (Ray trains a chunk per "
+                "task on the workers it starts)"
+            ]
+        )
     from actreg_cli.study.ray_executor import RayExecutor, check_reachable
 
     if address is not None:
@@ -106,6 +116,24 @@ def make_executor(executor: ExecutorName, address: str | None) -> Any:
         except ValueError as exc:
             raise fail([f"--address {address}: {exc}"]) from None
     return chosen
+
+
+def trained_here(plan: Any, executor: Any) -> set[str]:
+    """The engines of `plan`'s cells to train that `executor` (a ProcessExecutor) trains in this
+    process, not in worker processes."""
+    from actreg_cli.engines.base import TrainJob
+
+    here = set()
+    for engine in {plan.engines[cell.id] for cell in plan.to_run}:
+        jobs = [
+            TrainJob(cell.config, seed)
+            for cell in plan.to_run
+            if plan.engines[cell.id] == engine
+            for seed in cell.seeds
+        ]
+        if executor.processes_for(engine, jobs) == 0:
+            here.add(engine)
+    return here
 
 
 def _fmt(value: float, signed: bool = False) -> str:
@@ -232,6 +260,7 @@ def sweep_command(
     executor: ExecutorOpt = ExecutorName.local,
     address: AddressOpt = None,
     allow_large_grid: AllowLargeOpt = False,
+    workers: WorkersOpt = None,
 ) -> None:
     """Train every cell of the sweep in CONFIG (base config x grid, repeats per cell).
 
@@ -266,7 +295,7 @@ def sweep_command(
             seed=seed,
             allow_large=allow_large_grid,
         )
-    chosen = make_executor(executor, address)
+    chosen = make_executor(executor, address, workers)
 
     def on_plan(plan: Any) -> None:
         for line in plan.notes:
@@ -274,8 +303,8 @@ def sweep_command(
         console.print(plan.summary_line(), highlight=False)
         to_run = {plan.engines[cell.id] for cell in plan.to_run}
         note_first_compile(to_run)
-        if executor is ExecutorName.local and to_run & set(TENSORFLOW_ENGINES):
-            start_tensorflow()  # before the bar (Ray trains in other processes)
+        if executor is ExecutorName.local and trained_here(plan, chosen) & set(TENSORFLOW_ENGINES):
+            start_tensorflow()  # before the bar (Ray and worker processes train elsewhere)
 
     folder = prepared.folder(runs_dir)
     with (

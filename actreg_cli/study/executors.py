@@ -1,4 +1,5 @@
-"""Executors run a sweep's chunks: in this process (`LocalExecutor`) or on Ray (`ray_executor`).
+"""Executors run a sweep's chunks: in this process (`LocalExecutor`), keras-engine jobs in worker
+processes (`process_executor`), or on Ray (`ray_executor`).
 
 A chunk is a list of `TrainJob`s trained by one `engine.train` call. Whatever runs the chunks, the
 results come back to the main process through `on_done`, which is where cells are stored and the

@@ -22,6 +22,7 @@ from actreg_cli.config import ExperimentConfig, dump_yaml
 from actreg_cli.engines import engine_backend
 from actreg_cli.engines.base import Engine, ProgressCallback, TrainJob, TrainResult
 from actreg_cli.study.files import write_text
+from actreg_cli.study.process_executor import train_jobs
 from actreg_cli.study.records import saved_task, write_run_records
 from actreg_cli.study.samples import Samples, kept_samples
 from actreg_cli.tasks import Task
@@ -158,11 +159,14 @@ def run_experiment(
     runs_dir: Path = Path("runs"),
     progress: ProgressCallback | None = None,
     on_folder: Callable[[Path], None] | None = None,
+    workers: int | None = 1,
 ) -> RunOutcome:
     """Train `config.training.repeats` models and write a run folder's config, metadata and
     records (history.csv, repeats.csv); `report.run.report_outcome` writes what is made of them.
 
     `engine` comes from `engines.select_engine` (which also gives `engine_note`).
+    workers: worker processes for the keras engine's repeats (`process_executor.train_jobs`;
+      None: its default); 1 trains in this process. The results are the same either way.
     """
     jobs = make_jobs(config)
     seeds = [job.seed for job in jobs]
@@ -172,7 +176,7 @@ def run_experiment(
         on_folder(run_dir)
     write_text(run_dir / "config.yaml", dump_yaml(config.resolved()))
     write_text(run_dir / "run.yaml", dump_yaml(metadata))
-    results = engine.train(jobs, progress)
+    results = train_jobs(engine, jobs, progress, workers)
     task = saved_task(metadata)
     histories, rows = write_run_records(
         run_dir,
