@@ -70,6 +70,11 @@ def test_ctrl_c_in_a_terminal_stops_says_so_and_names_the_run_folder(tmp_path: P
     assert "stopping..." in text
     # The bar was stopped before "stopping..." was printed, not drawn again below it.
     assert "/400000" not in text.split("stopping...", 1)[1]
+    # Every frame of the bar leaves two columns for the terminal's "^C" echo: a full-width line
+    # would wrap it and leave a stale copy of the bar above the next frame.
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    frames = [f for f in re.split(r"[\r\n]+", plain) if "/400000" in f]
+    assert frames and max(len(f) for f in frames) <= 80 - common.ECHO_ROOM
     # In 80 columns: the name and the engine (not eaten as rich markup, not cut off).
     assert re.search(r"circles_l1_before_relu[^\s\[]* \[fused\]", text), text[-3000:]
     folders = list(runs.iterdir())

@@ -257,6 +257,9 @@ def start_tensorflow() -> None:
 #: The rich bars on screen now, which Ctrl-C stops before saying "stopping..." (main thread).
 _live_progress: list[Any] = []
 
+#: Terminal columns a progress bar leaves free (see `progress_bar`).
+ECHO_ROOM = 2
+
 #: Seconds between two progress lines when stderr is no terminal (a log file, CI, `| tee`).
 PLAIN_PROGRESS_INTERVAL_S = 10.0
 
@@ -290,18 +293,29 @@ def progress_bar(
 
     # The numbers never give way: counts, percentage and time left are always shown. Below 100
     # columns the elapsed time goes (the time-left column shows it once done) and the bar is
-    # 6 columns; the description gets the rest, its name shortened with an ellipsis but its
+    # 4 columns; the description gets the rest, its name shortened with an ellipsis but its
     # "[engine]" kept whole.
     keep = Column(no_wrap=True)
-    narrow = err_console.width < 100
+    # The bar leaves the last ECHO_ROOM columns free: Ctrl-C's "^C", echoed by the terminal
+    # after a line that filled the width, wraps to a new line, and the bar redrawn there would
+    # leave its last frame above it, a stale copy.
+    width = max(20, err_console.width - ECHO_ROOM)
+    narrow = width < 100
     times: list[Any] = [] if narrow else [TimeElapsedColumn(table_column=keep)]
     times.append(TimeRemainingColumn(elapsed_when_finished=narrow, table_column=keep))
-    bar = 6 if narrow else 10
+    bar = 4 if narrow else 10
     # One space between columns; a time takes up to 9 ("123:45:06": the first estimates of a
     # long job can be hundreds of hours).
     fixed = (2 * len(str(total)) + 1) + len(unit) + len("100%") + 9 * len(times) + bar
-    room = max(10, err_console.width - fixed - (4 + len(times)))
-    progress = Progress(
+    room = max(10, width - fixed - (4 + len(times)))
+
+    class NarrowProgress(Progress):
+        def get_renderable(self) -> Any:
+            from rich.constrain import Constrain
+
+            return Constrain(super().get_renderable(), width=width)
+
+    progress = NarrowProgress(
         TextColumn(
             "{task.description}",
             markup=False,
