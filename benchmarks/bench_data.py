@@ -13,9 +13,14 @@ and a binary label, its Parquet twin (pyarrow, snappy), and one experiment confi
 and prints one markdown table: wall and CPU seconds of the whole process, the reading time
 measured inside it where there is one, and peak RSS (MB and as a multiple of the CSV's size).
 Targets: actreg's CSV read within 2x pandas.read_csv's time; peak RSS of `validate`
-at most 3x the file's size; Parquet at least 3x faster than CSV (validate).
+at most 3x the file's size; Parquet at least 3x faster than CSV (the in-process read).
 
-Run:     python3 benchmarks/bench_data.py                  (~190 MB of CSV; a few minutes)
+The reading and validate steps run --repeat times (default 3), in rounds that take the steps
+in turn, so each round's ratios compare processes that met the same load: the table gives
+each step's median, the ratios their median and every round's value (their spread). The CPU
+model, the core count and the load average before and after are printed with the table.
+
+Run:     python3 benchmarks/bench_data.py                  (~215 MB of CSV; a few minutes)
          python3 benchmarks/bench_data.py --rows 100000    (a quick look)
          python3 benchmarks/bench_data.py --skip-run        (reading and validate only)
 """
@@ -24,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,9 +43,9 @@ N_FEATURES = 20
 READ_PANDAS = """
 import sys, time
 import pandas as pd
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 frame = pd.read_csv(sys.argv[1]{engine})
-print(f"READ {{time.perf_counter() - start:.3f}}")
+print(f"READ {{time.perf_counter() - start:.3f}} {{time.process_time() - cpu:.3f}}")
 """
 READ_ACTREG = """
 import sys, time
@@ -48,9 +55,9 @@ from actreg_cli.data.files import read_file
 import actreg_cli.data.tables, pyarrow.compute, pyarrow.csv, pyarrow.parquet  # not reading
 config = TypeAdapter(DataConfig).validate_python(
     {"name": sys.argv[2], "path": sys.argv[1], "target": "label"})
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 samples = read_file(config)
-print(f"READ {time.perf_counter() - start:.3f}")
+print(f"READ {time.perf_counter() - start:.3f} {time.process_time() - cpu:.3f}")
 """
 
 
@@ -88,7 +95,8 @@ def write_config(folder: Path, data_path: Path, kind: str) -> Path:
 
 
 def measure(args: list[str]) -> dict:
-    """Run a process; its wall and CPU seconds, peak RSS (MB) and the READ time it printed."""
+    """Run a process; its wall and CPU seconds, peak RSS (MB) and the reading's wall and CPU
+    seconds it printed (`READ wall cpu`; CPU of all its threads)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     start = time.perf_counter()
     process = subprocess.Popen(
@@ -101,20 +109,49 @@ def measure(args: list[str]) -> dict:
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({process.returncode}):\n{output[-3000:]}")
     read = next(
-        (float(line.split()[1]) for line in output.splitlines() if line.startswith("READ ")), None
+        (line.split()[1:] for line in output.splitlines() if line.startswith("READ ")), None
     )
     return {
         "wall": wall,
         "cpu": usage.ru_utime + usage.ru_stime,
         "rss_mb": usage.ru_maxrss / 1024,  # Linux: kilobytes
-        "read": read,
+        "read": None if read is None else float(read[0]),
+        "read_cpu": None if read is None else float(read[1]),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo) and the number of cores this process sees."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), ""
+            )
+    except OSError:
+        model = ""
+    return f"{model or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def ratio_line(label: str, ratios: list[float], target: str) -> str:
+    """`label: median (target; rounds: r1, r2, ...)`."""
+    rounds = ", ".join(f"{r:.2f}" for r in ratios)
+    return f"- {label}: {statistics.median(ratios):.2f} ({target}; rounds: {rounds})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--skip-run", action="store_true", help="reading and validate only")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds of the reading and validate steps"
+    )
     parser.add_argument("--write-only", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.write_only is not None:  # in a child process: see below
@@ -174,33 +211,65 @@ def main() -> None:
                         ],
                     )
                 )
-        results = {}
+        load_before = load_average()
+        repeated = [(name, args) for name, args in steps if " run: " not in name]
+        results: dict[str, list[dict]] = {name: [] for name, _ in steps}
+        for round_ in range(max(1, options.repeat)):
+            for name, args in repeated:
+                results[name].append(measure(args))
+                print(f"  round {round_ + 1} {name}: {results[name][-1]}", flush=True)
         for name, args in steps:
-            results[name] = measure(args)
-            print(f"  {name}: {results[name]}", flush=True)
+            if not results[name]:
+                results[name].append(measure(args))
+                print(f"  {name}: {results[name][-1]}", flush=True)
+    rounds = len(results["actreg read: csv"])
     print()
-    print(f"{options.rows} rows x {N_FEATURES} features, CSV {size_mb:.0f} MB")
+    print(f"{options.rows} rows x {N_FEATURES} features, CSV {size_mb:.0f} MB; {cpu_model()}")
+    print(f"load average (1, 5, 15 min): {load_before} before, {load_average()} after")
+    print(f"medians of {rounds} rounds (the `run` steps: one each)")
     print()
-    print("| step | wall s | CPU s | read s (in-process) | peak RSS MB | RSS / CSV size |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, r in results.items():
-        read = "" if r["read"] is None else f"{r['read']:.2f}"
-        print(
-            f"| {name} | {r['wall']:.2f} | {r['cpu']:.2f} | {read} | {r['rss_mb']:.0f} | "
-            f"{r['rss_mb'] / size_mb:.1f}x |"
+    print(
+        "| step | wall s | CPU s | read s (in-process) | read CPU s | peak RSS MB | "
+        "RSS / CSV size |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, runs in results.items():
+        wall, cpu, rss = (
+            statistics.median(r[key] for r in runs) for key in ("wall", "cpu", "rss_mb")
         )
-    pandas_read = results["pandas.read_csv (C engine)"]["read"]
-    ours = results["actreg read: csv"]["read"]
+        read, read_cpu = (
+            f"{statistics.median(r[key] for r in runs):.2f}" if runs[0][key] is not None else ""
+            for key in ("read", "read_cpu")
+        )
+        print(
+            f"| {name} | {wall:.2f} | {cpu:.2f} | {read} | {read_cpu} | {rss:.0f} | "
+            f"{rss / size_mb:.1f}x |"
+        )
+
+    def per_round(key: str, numerator: str, denominator: str) -> list[float]:
+        return [
+            a[key] / b[key] for a, b in zip(results[numerator], results[denominator], strict=True)
+        ]
+
     validate = results["actreg validate: csv"]
     print()
-    print(f"- actreg CSV read / pandas.read_csv: {ours / pandas_read:.2f} (target <= 2)")
-    print(f"- peak RSS of validate / CSV size: {validate['rss_mb'] / size_mb:.2f} (target <= 3)")
-    parquet_read = results["actreg read: parquet"]["read"]
-    print(f"- CSV read / Parquet read: {ours / parquet_read:.1f} (target >= 3)")
-    print(
-        f"- validate CSV / Parquet wall: "
-        f"{validate['wall'] / results['actreg validate: parquet']['wall']:.1f}"
-    )
+    print(ratio_line("actreg CSV read / pandas.read_csv",
+                     per_round("read", "actreg read: csv", "pandas.read_csv (C engine)"),
+                     "target <= 2"))  # fmt: skip
+    print(ratio_line("CSV read / Parquet read",
+                     per_round("read", "actreg read: csv", "actreg read: parquet"),
+                     "target >= 3"))  # fmt: skip
+    print(ratio_line("the same in CPU seconds: actreg CSV / pandas",
+                     per_round("read_cpu", "actreg read: csv", "pandas.read_csv (C engine)"),
+                     "all threads; a busy machine's wall ratio tends to this"))  # fmt: skip
+    print(ratio_line("the same in CPU seconds: CSV / Parquet",
+                     per_round("read_cpu", "actreg read: csv", "actreg read: parquet"),
+                     "all threads"))  # fmt: skip
+    print(ratio_line("peak RSS of validate / CSV size",
+                     [r["rss_mb"] / size_mb for r in validate], "target <= 3"))  # fmt: skip
+    print(ratio_line("validate CSV / Parquet wall",
+                     per_round("wall", "actreg validate: csv", "actreg validate: parquet"),
+                     "the whole process, imports included"))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -714,3 +714,110 @@ def test_resample_encodes_each_repeat_on_its_own_training_rows(tmp_path):
         sex = [ds.feature_names.index("sex=female"), ds.feature_names.index("sex=male")]
         assert set(np.unique(ds.x_train[:, sex])) <= {0.0, 1.0}
         assert (ds.x_train[:, sex].sum(axis=1) == 1).all()  # imputed: one category each
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading fast: numbers straight from arrow's buffers, never through pandas
+
+
+def test_numeric_parquet_columns_of_every_type_read_as_float64(tmp_path):
+    """Integers with missing cells, float32, booleans, decimals, dictionary-encoded numbers
+    and a float64 column holding both NaN and null: the numbers a user wrote, NaN where
+    missing, however the file's batches are sliced."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from actreg_cli.config import ParquetData
+    from actreg_cli.data.files import read_file
+    from actreg_cli.data.table_columns import float64_into
+
+    nan = float("nan")
+    prices = ("1.10", "-2.50", "3", "0.01", "7.77")
+    columns = {
+        "count": (pa.array([1, None, 3, -4, 5], pa.int64()), [1, nan, 3, -4, 5]),
+        "half": (pa.array([1.5, None, 2.25, -0.5, 8], pa.float32()), [1.5, nan, 2.25, -0.5, 8]),
+        "flag": (pa.array([True, False, None, True, False]), [1, 0, nan, 1, 0]),
+        "price": (
+            pa.array([decimal.Decimal(v) for v in prices], pa.decimal128(5, 2)),
+            [float(v) for v in prices],  # as Python reads the digits
+        ),
+        "level": (pa.array([2, 7, 2, None, 7]).dictionary_encode(), [2, 7, 2, nan, 7]),
+        "score": (pa.array([0.25, nan, None, -0.0, 1e300]), [0.25, nan, nan, -0.0, 1e300]),
+    }
+    table = pa.table({**{k: v for k, (v, _) in columns.items()}, "y": [0, 1, 0, 1, 0]})
+    path = tmp_path / "types.parquet"
+    pq.write_table(table, path, row_group_size=2)  # batches that cross row groups
+    samples = read_file(ParquetData(name="parquet", path=str(path), target="y", missing="impute"))
+    assert samples.feature_names == tuple(columns)
+    for column, (_, expected) in zip(samples.table, columns.values(), strict=True):
+        assert not column.is_text
+        np.testing.assert_array_equal(column.values, np.array(expected, dtype=np.float64))
+    for array, expected in (v for v in columns.values()):  # a slice starts inside a buffer
+        out = np.empty(3)
+        float64_into(array.slice(1, 3), out)
+        np.testing.assert_array_equal(out, np.array(expected[1:4], dtype=np.float64))
+
+
+def test_rows_beyond_the_first_ranges_estimate_are_all_read(tmp_path, monkeypatch):
+    """The number array is reserved from the first byte range's rows per byte; a file whose
+    later rows are much shorter holds more rows than that: all are read, in order."""
+    from actreg_cli.config import CsvData
+    from actreg_cli.data import tables
+    from actreg_cli.data.files import read_file
+
+    long_rows = [f"{i}.000000000000{i:04d},{-i}.50000000000001,{i % 2}" for i in range(20)]
+    short_rows = [f"{i},{-i},{i % 2}" for i in range(20, 600)]
+    path = write(tmp_path / "mixed.csv", "\n".join(["a,b,y", *long_rows, *short_rows]) + "\n")
+    config = CsvData(name="csv", path=str(path), target="y")
+    whole = read_file(config)
+    monkeypatch.setattr(tables, "CSV_CHUNK_BYTES", 300)
+    cut = read_file(config)
+    assert cut.x.shape == whole.x.shape == (600, 2)
+    np.testing.assert_array_equal(cut.x, whole.x)
+    np.testing.assert_array_equal(cut.y, whole.y)
+    assert cut.x[25].tolist() == [25.0, -25.0]
+
+
+def test_padded_and_blank_labels(tmp_path):
+    """A label cell with spaces around it is the label; a blank one is missing."""
+    numbers = write(tmp_path / "n.csv", "a,y\n1, 1\n2,0 \n3,   \n4,1\n5,0\n6,1\n")
+    ds = load_dataset(data(name="csv", path=str(numbers), target="y", missing="drop",
+                           validation_fraction=0, test_fraction=0.4, standardize=False))  # fmt: skip
+    assert ds.describe()["rows_dropped"] == 1
+    assert sorted(np.concatenate([ds.y_train, ds.y_test]).ravel().tolist()) == [0, 0, 1, 1, 1]
+    words = write(tmp_path / "w.csv", "a,y\n1, cat\n2,dog \n3,\t\n4,cat\n5,dog\n6,cat\n")
+    ds = load_dataset(data(name="csv", path=str(words), target="y", missing="drop"))
+    assert ds.class_names == ("cat", "dog") and ds.describe()["rows_dropped"] == 1
+
+
+def test_reading_a_table_never_imports_pandas(tmp_path):
+    """pyarrow's to_numpy() and its Python-value scalars import pandas, 0.2 s of a fresh
+    process: numbers, text columns, missing cells and labels are read without them."""
+    import subprocess
+    import sys
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    csv_path = write(
+        tmp_path / "p.csv", PENGUINS.replace("Adelie,Dream,36.7", " Adelie,Dream,36.7")
+    )
+    pq.write_table(pacsv.read_csv(csv_path), tmp_path / "p.parquet")
+    script = f"""
+import sys
+from actreg_cli.config import CsvData, ParquetData
+from actreg_cli.data.files import read_file
+for config in (CsvData(name="csv", path={str(csv_path)!r}, target="species", missing="impute"),
+               ParquetData(name="parquet", path={str(tmp_path / "p.parquet")!r},
+                           target="species", missing="impute")):
+    samples = read_file(config)
+    assert len(samples.y) == 12 and len(samples.table) == 4, samples
+print("pandas imported:", "pandas" in sys.modules)
+"""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "pandas imported: False"
