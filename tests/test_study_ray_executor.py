@@ -254,6 +254,7 @@ def test_a_sweep_through_ray_stores_the_same_results_as_a_local_one(
 # Retries and failures of single chunks (before the tests below kill the warm workers)
 
 
+@pytest.mark.slow  # ~45 s (a worker killed, a chunk trained again); pytest -m slow
 def test_a_chunk_whose_worker_is_killed_is_retried(ray_instance, tmp_path):
     chunks = tiny_chunks()
     crash_seed = chunks[1][0].seed
