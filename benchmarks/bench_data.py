@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 N_FEATURES = 20
+
+from actreg_cli.versions import machine_info  # noqa: E402
 
 READ_PANDAS = """
 import sys, time
@@ -118,18 +120,6 @@ def measure(args: list[str]) -> dict:
         "read": None if read is None else float(read[0]),
         "read_cpu": None if read is None else float(read[1]),
     }
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo) and the number of cores this process sees."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            model = next(
-                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), ""
-            )
-    except OSError:
-        model = ""
-    return f"{model or platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
 
 
 def load_average() -> str:
@@ -224,7 +214,9 @@ def main() -> None:
                 print(f"  {name}: {results[name][-1]}", flush=True)
     rounds = len(results["actreg read: csv"])
     print()
-    print(f"{options.rows} rows x {N_FEATURES} features, CSV {size_mb:.0f} MB; {cpu_model()}")
+    print(
+        f"{options.rows} rows x {N_FEATURES} features, CSV {size_mb:.0f} MB; {machine_info()['cpu']}, {os.cpu_count()} cores"
+    )
     print(f"load average (1, 5, 15 min): {load_before} before, {load_average()} after")
     print(f"medians of {rounds} rounds (the `run` steps: one each)")
     print()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import sys
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from actreg_cli.versions import machine_info  # noqa: E402
 
 L1_BEFORE = {"target": "activity", "norm": "l1", "strength": 1e-4, "placement": "before_activation"}
 #: name -> (config, models, epochs, quick epochs)
@@ -45,16 +46,6 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs per shape")
@@ -68,7 +59,7 @@ def main() -> None:
 
     workers = worker_count()
     print(
-        f"# fused programs on MLP shapes: {cpu_name()}, {workers} cores, "
+        f"# fused programs on MLP shapes: {machine_info()['cpu']}, {workers} cores, "
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
     print("| shape | models x epochs | program | wall s | CPU s | CPU us per model-epoch |")

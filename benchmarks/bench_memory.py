@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from actreg_cli.versions import machine_info  # noqa: E402
+
 TARGET_MB = 1024.0
 
 #: Runs the command as its own child and prints that child's peak RSS (KiB on Linux).
@@ -36,16 +39,6 @@ peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({"rc": done.returncode, "peak_kib": peak, "tail": done.stdout[-400:]
                   + done.stderr[-400:]}))
 """
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(config: Path, epochs: int | None) -> dict:
@@ -76,7 +69,9 @@ def main() -> None:
     configs = [
         path for path in sorted((REPO / "configs").glob("*.yaml")) if not only or path.stem in only
     ]
-    print(f"peak RSS per shipped config, engine auto, --epochs {args.epochs}; {cpu_name()}")
+    print(
+        f"peak RSS per shipped config, engine auto, --epochs {args.epochs}; {machine_info()['cpu']}"
+    )
     print(f"| config | command | peak RSS MB | within {TARGET_MB:.0f} MB |")
     print("|---|---|---:|---|")
     rows = [(path, measure(path, args.epochs), args.epochs) for path in configs]

@@ -305,10 +305,9 @@ def main() -> None:
         print(json.dumps(many_worker(args.study, int(args.models), args.epochs, args.epochs)))
         return
 
-    cpu_model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), "unknown",
-    )  # fmt: skip
+    from actreg_cli.versions import machine_info
+
+    cpu_model = machine_info()["cpu"]
     print(
         f"# Own Keras model on {os.cpu_count()} CPU cores ({cpu_model}; load average now "
         f"{os.getloadavg()[0]:.2f}); {args.epochs} epochs per model, C = {args.models}"

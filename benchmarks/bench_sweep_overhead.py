@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from actreg_cli.versions import machine_info  # noqa: E402
+
 TARGET_SHARE = 0.20
 
 #: Run in a fresh process: the sweep command with a CPU clock around each part.
@@ -71,16 +74,6 @@ print(json.dumps({"total": total, "wall": time.perf_counter() - wall, **spent}))
 """
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cells", type=int, default=1000)
@@ -99,7 +92,9 @@ def main() -> None:
     parts = json.loads(out.stdout.strip().splitlines()[-1])
     total, wall = parts.pop("total"), parts.pop("wall")
     parts["rest (planning, hashing, imports)"] = total - sum(parts.values())
-    print(f"{args.cells} cells x {args.epochs} epochs, 1 repeat, cpu engine; {cpu_name()}")
+    print(
+        f"{args.cells} cells x {args.epochs} epochs, 1 repeat, cpu engine; {machine_info()['cpu']}"
+    )
     print(f"{'part':36s} {'CPU s':>7s} {'share':>6s}")
     for name, seconds in parts.items():
         print(f"{name:36s} {seconds:7.2f} {seconds / total:6.1%}")
