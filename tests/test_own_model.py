@@ -418,3 +418,22 @@ def test_cell_hashes_cover_the_model_and_leave_yaml_models_as_they_were(tmp_path
     path = own_config(tmp_path)
     hashes = {cell_hash(load_experiment(path, [f"model.args.units={n}"]), "keras") for n in (2, 3)}
     assert len(hashes) == 2
+
+
+def test_an_edited_builder_or_saved_model_gets_new_cell_hashes(builders: Path) -> None:
+    """A sweep's cells are keyed by the builder's file (or the saved model's bytes) too: an edit
+    recomputes them instead of reusing results of the old model; an unchanged file keeps them."""
+    from actreg_cli.study.sweep.store import cell_hash
+
+    path = own_config(builders)
+    before = cell_hash(load_experiment(path), "keras")
+    assert cell_hash(load_experiment(path), "keras") == before
+    source = builders / "tiny_models.py"
+    source.write_text(source.read_text(encoding="utf-8") + "\n# an edit\n", encoding="utf-8")
+    assert cell_hash(load_experiment(path), "keras") != before
+    saved = builders / "saved.keras"
+    saved.write_bytes(b"first version")
+    path = own_config(builders, name="saved", model={"keras_file": "saved.keras"})
+    first = cell_hash(load_experiment(path), "keras")
+    saved.write_bytes(b"second version, another size")
+    assert cell_hash(load_experiment(path), "keras") != first
