@@ -252,7 +252,8 @@ def watch_epoch(settings, state, val_totals, epoch, params, kept, when=True):
 
 
 def all_stopped(state):
-    """bool scalar: every model of the chunk has stopped."""
+    """bool scalar: every model of the chunk has stopped (in the program's loop condition, and
+    eagerly between segments)."""
     tf = tensorflow()
     return tf.reduce_all(state[:, STOPPED_AFTER] > 0)
 

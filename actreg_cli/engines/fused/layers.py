@@ -83,7 +83,6 @@ from actreg_cli.engines.fused.common import (
     MIN_CHUNK,
     STOP_SETTINGS,
     STOP_STATE,
-    STOPPED_AFTER,
     Stopped,
     all_stopped,
     epoch_order,
@@ -257,7 +256,7 @@ def train_group(
                 progress(len(real) * (reached - first))
             if ends:
                 watched = (watched[0], *ends[:2])
-                if np.all(ends[0].numpy()[:, STOPPED_AFTER] > 0):
+                if bool(all_stopped(ends[0])):
                     break  # every model stopped: the epochs left count as done
         if progress is not None and reached < spec_.epochs:
             progress(len(real) * (spec_.epochs - reached))

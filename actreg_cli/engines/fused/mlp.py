@@ -84,7 +84,6 @@ from actreg_cli.engines.fused.common import (
     MIN_CHUNK,
     STOP_SETTINGS,
     STOP_STATE,
-    STOPPED_AFTER,
     Stopped,
     all_stopped,
     final_params,
@@ -366,7 +365,7 @@ def _call(
         parts.append(rows.numpy()[: reached - first])
         if on_segment is not None:
             on_segment(first, reached)
-        if spec.early_stopping and np.all(stopping.numpy()[:, STOPPED_AFTER] > 0):
+        if spec.early_stopping and bool(all_stopped(stopping)):
             break  # every model stopped: the epochs left count as done
     if on_segment is not None and reached < spec.loop_epochs:
         on_segment(reached, spec.loop_epochs)
