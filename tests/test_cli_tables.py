@@ -96,3 +96,30 @@ def test_sweep_table_fits_the_terminal(monkeypatch, tmp_path: Path, width: int) 
     assert "…" not in text
     for words in ("baseline", "c8", "activity", "l1_l2", "1e-05", "0.01"):
         assert words in text, (width, words, text)
+
+
+def test_a_large_sweep_prints_baselines_clear_differences_and_the_best_cells() -> None:
+    from actreg_cli.cli.sweep import PRINTED_BEST, PRINTED_CELLS, printed_rows
+
+    def row(i: int) -> dict:
+        return {
+            "cell": f"c{i}",
+            "baseline": i == 0,
+            "status": "failed" if i == 50 else "done",
+            "diff_clear": i in (20, 21),
+            # validation accuracy rises with i, except for a NaN (a cell whose repeats diverged)
+            "val_accuracy_mean": float("nan") if i == 99 else i / 1000,
+        }
+
+    rows = [row(i) for i in range(100)]
+    shown = [r["cell"] for r in printed_rows(rows, "val_accuracy_mean", higher_is_better=True)]
+    best = [f"c{i}" for i in range(98, 98 - PRINTED_BEST, -1)]  # c99 is NaN: never "best"
+    assert shown == sorted(["c0", "c20", "c21", "c50", *best], key=lambda c: int(c[1:]))
+    assert shown.index("c0") == 0  # the sweep's own order, not the ranking
+    lower = [r["cell"] for r in printed_rows(rows, "val_accuracy_mean", higher_is_better=False)]
+    assert {f"c{i}" for i in range(1, 1 + PRINTED_BEST)} <= set(lower)
+    assert printed_rows(rows[:PRINTED_CELLS], "val_accuracy_mean", True) == rows[:PRINTED_CELLS]
+    every = [dict(r, diff_clear=True) for r in rows]  # more wanted rows than the cap
+    capped = printed_rows(every, "val_accuracy_mean", True)
+    assert len(capped) == PRINTED_CELLS and capped[0]["cell"] == "c0"
+    assert {f"c{i}" for i in range(98, 98 - PRINTED_BEST, -1)} <= {r["cell"] for r in capped}

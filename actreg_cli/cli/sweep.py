@@ -142,6 +142,34 @@ def _fmt(value: float, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
+#: A sweep of more cells than this prints only some of them (`printed_rows`): a 1000-row table
+#: reads badly in a terminal and cost more CPU to lay out than storing the cells.
+PRINTED_CELLS = 40
+#: ... of which the best this many by the main metric.
+PRINTED_BEST = 10
+
+
+def printed_rows(rows: list[dict], mean: str, higher_is_better: bool) -> list[dict]:
+    """The summary rows the printed table shows, in the sweep's order: every row of a sweep of
+    at most PRINTED_CELLS cells; else the baselines, the failed cells, the cells clearly
+    different from their baseline and the PRINTED_BEST best by `mean` (the summary column the
+    best cell is chosen on: report.sweep_tables.chosen_on), at most PRINTED_CELLS rows (the best and the baselines first)."""
+    if len(rows) <= PRINTED_CELLS:
+        return rows
+    sign = -1.0 if higher_is_better else 1.0
+    scored = [
+        (sign * float(row[mean]), i)
+        for i, row in enumerate(rows)
+        if row["status"] == "done" and math.isfinite(float(row.get(mean) or math.nan))
+    ]
+    wanted = [i for i, row in enumerate(rows) if row["baseline"]]
+    wanted += [i for _, i in sorted(scored)[:PRINTED_BEST]]
+    wanted += [i for i, row in enumerate(rows) if row["status"] != "done"]
+    wanted += [i for i, row in enumerate(rows) if row["status"] == "done" and row.get("diff_clear")]
+    kept = list(dict.fromkeys(wanted))[:PRINTED_CELLS]
+    return [rows[i] for i in sorted(kept)]
+
+
 def summary_table(outcome: Any, layout: str = "wide") -> Any:
     """summary.csv as rich text: swept values, n, the task's main metric
     (test accuracy or test MSE: mean±std, 95% CI), vs baseline.
@@ -155,7 +183,13 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
     from rich.text import Text
 
     from actreg_cli.report.sweep_figures import short_names
-    from actreg_cli.report.sweep_tables import main_metric, metric_label, study_line, summary_rows
+    from actreg_cli.report.sweep_tables import (
+        chosen_on,
+        main_metric,
+        metric_label,
+        study_line,
+        summary_rows,
+    )
     from actreg_cli.study.sweep.grid import ON_OFF_SETTINGS, baseline_keys, setting_text
 
     task_spec = main_metric(outcome)
@@ -176,8 +210,17 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         "* better/worse: paired t-test, Holm-corrected p < 0.05"
     )
     study = Text(study_line(outcome))  # what defines this study: reduction, epochs, overrides...
+    table_rows = summary_rows(outcome)
+    ranked_on = chosen_on(table_rows, outcome.plan.task)  # as the best cell is chosen
+    shown = printed_rows(table_rows, ranked_on, task_spec.higher_is_better)
+    if len(shown) < len(table_rows):
+        which = "validation" if ranked_on.startswith("val_") else "test"
+        caption += (
+            f"; {len(shown)} of {len(table_rows)} cells shown (baselines, clear differences, "
+            f"the best {PRINTED_BEST} on the {which} set), every cell in summary.csv"
+        )
     rows = []
-    for row in summary_rows(outcome):
+    for row in shown:
         # a baseline has no value for a penalty key; early stopping off says "off"
         values = [
             setting_text(k, row[k]) if row[k] is not None or k in ON_OFF_SETTINGS else ""
