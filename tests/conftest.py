@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -87,3 +88,69 @@ def tiny_config_data() -> dict:
 @pytest.fixture
 def tiny_config_file(tmp_path: Path, tiny_config_data: dict) -> Path:
     return write_yaml(tmp_path / "tiny.yaml", tiny_config_data)
+
+
+# Stored sweep cells (study/sweep/store.py keeps a chunk's cells in one pack file).
+def stored_record(store_folder: Path, digest: str) -> dict:
+    """The stored record (the JSON written for a cell) of cell `digest`."""
+    from actreg_cli.study.sweep.store import CellStore
+
+    store = CellStore(store_folder)
+    found = store.locate(digest)
+    assert found is not None, f"cell {digest[:12]} is not stored in {store.folder}"
+    if found.pack is None:  # an earlier version's single-cell file
+        return json.loads(store.json_path(digest).read_text(encoding="utf-8"))
+    return found.data
+
+
+def rewrite_stored_record(store_folder: Path, digest: str, edit) -> Path:
+    """Change the stored record of cell `digest` in place, as damage or an older version would:
+    `edit(record)` mutates the record; returns the file rewritten (the cell's pack)."""
+    import numpy as np
+
+    from actreg_cli.study.sweep.store import CellStore
+
+    found = CellStore(store_folder).locate(digest)
+    assert found is not None and found.pack is not None
+    with np.load(found.pack) as pack:
+        arrays = {name: pack[name] for name in pack.files}
+    records = json.loads(arrays["cells"].tobytes().decode("utf-8"))
+    edit(records[found.position])
+    arrays["cells"] = np.frombuffer(json.dumps(records).encode("utf-8"), dtype=np.uint8)
+    with open(found.pack, "wb") as fh:
+        np.savez(fh, **arrays)
+    return found.pack
+
+
+def stored_cell_hashes(store_folder: Path) -> set[str]:
+    """The hashes of every cell stored in `store_folder` (a sweep's folder)."""
+    from actreg_cli.study.sweep.store import CellStore
+
+    return {record["hash"] for record in CellStore(store_folder).stored_cells()}
+
+
+def forget_stored_cell(store_folder: Path, digest: str) -> None:
+    """Remove cell `digest` from its pack (the pack's other cells stay), as if it had never
+    been stored: the next run of the sweep trains it again."""
+    import numpy as np
+
+    from actreg_cli.study.sweep.store import CellStore
+
+    found = CellStore(store_folder).locate(digest)
+    assert found is not None and found.pack is not None
+    with np.load(found.pack) as pack:
+        arrays = {name: pack[name] for name in pack.files}
+    records = json.loads(arrays.pop("cells").tobytes().decode("utf-8"))
+    kept = [i for i in range(len(records)) if i != found.position]
+    if not kept:
+        found.pack.unlink()
+        return
+    renamed = {"cells": json.dumps([records[i] for i in kept]).encode("utf-8")}
+    renamed["cells"] = np.frombuffer(renamed["cells"], dtype=np.uint8)
+    for new, old in enumerate(kept):  # arrays are named by their cell's position in the pack
+        for name, value in arrays.items():
+            for prefix in (f"history_{old}", f"samples_{old}_"):
+                if name == prefix or (prefix.endswith("_") and name.startswith(prefix)):
+                    renamed[name.replace(f"_{old}", f"_{new}", 1)] = value
+    with open(found.pack, "wb") as fh:
+        np.savez(fh, **renamed)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 import os
 import signal
 import subprocess
@@ -19,10 +18,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, write_yaml
+from conftest import REPO, forget_stored_cell, stored_cell_hashes, write_yaml
 from typer.testing import CliRunner
 
 from actreg_cli.cli import app
+from actreg_cli.study.sweep.store import CellStore
 
 runner = CliRunner()
 NAME = "tiny_sweep"
@@ -77,7 +77,7 @@ def test_sweep_writes_its_folder_and_prints_its_path_last(keras_run):
     assert f"0 of {N_CELLS} cells already done, {N_CELLS} to run" in result.stdout
     for name in ("results.csv", "summary.csv", "sweep.png", "sparsity.png", "report.md"):
         assert (folder / name).stat().st_size > 0, name
-    assert len(list((folder.parent / "cells").glob("*.json"))) == N_CELLS
+    assert len(stored_cell_hashes(folder.parent)) == N_CELLS
     rows = list(csv.DictReader(results.decode().splitlines()))
     assert len(rows) == N_CELLS * REPEATS
     assert {r["cell"] for r in rows} == {"baseline", "c1", "c2"}
@@ -112,7 +112,8 @@ def test_rerun_trains_nothing_and_force_trains_everything(keras_run, sweep_file)
     assert again.exit_code == 0, again.output
     assert f"{N_CELLS} of {N_CELLS} cells already done, 0 to run" in again.stdout
     assert (folder / "results.csv").read_bytes() == results
-    stored = {p: p.stat().st_mtime_ns for p in (folder.parent / "cells").glob("*.json")}
+    stored = {p: p.stat().st_mtime_ns for p in (folder.parent / "cells").glob("*.pack.npz")}
+    assert len(stored) == N_CELLS  # keras-engine chunks: one cell each
     forced = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs, "--force")
     assert forced.exit_code == 0, forced.output
     assert f"0 of {N_CELLS} cells already done, {N_CELLS} to run" in forced.stdout
@@ -129,7 +130,7 @@ def test_killed_sweep_resumes_with_only_the_missing_cells(keras_run, sweep_file,
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
-        while not list(cells.glob("*.json")):
+        while not list(cells.glob("*.pack.npz")):
             assert proc.poll() is None, "the sweep ended before any cell was stored"
             assert time.monotonic() < deadline, "no cell was stored in time"
             time.sleep(0.02)
@@ -138,10 +139,10 @@ def test_killed_sweep_resumes_with_only_the_missing_cells(keras_run, sweep_file,
         proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    done = len(list(cells.glob("*.json")))
+    records = CellStore(runs / NAME).stored_cells()  # packs are whole or absent
+    done = len(records)
     assert 1 <= done < N_CELLS, "the kill must land mid-sweep"
-    for path in cells.glob("*.json"):  # no half-written file
-        assert len(json.loads(path.read_text(encoding="utf-8"))["runs"]) == REPEATS
+    assert all(len(record["runs"]) == REPEATS for record in records)
     assert not list((runs / NAME).glob("*/results.csv"))
 
     result = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs)
@@ -258,7 +259,7 @@ def test_resuming_one_cell_of_a_fused_chunk_is_byte_identical(tmp_path: Path):
     assert len(meta["chunks"]) == 1 and len(meta["chunks"][0]["cells"]) == 5
     # The baseline (no penalty) trained among penalized models, then alone when resumed.
     baseline = next(c for c in meta["cells"] if c["baseline"])
-    (runs / "mixed" / "cells" / f"{baseline['hash']}.json").unlink()
+    forget_stored_cell(runs / "mixed", baseline["hash"])
     resumed = invoke("sweep", path, "--engine", "fused", "--runs-dir", runs)
     assert resumed.exit_code == 0, resumed.output
     assert "4 of 5 cells already done, 1 to run" in resumed.stdout

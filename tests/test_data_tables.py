@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import write_yaml
+from conftest import rewrite_stored_record, stored_cell_hashes, write_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
@@ -453,11 +453,13 @@ def test_an_edited_data_file_recomputes_its_sweep_cells(tmp_path):
     assert edited.exit_code == 0, edited.output
     assert "0 of 3 cells already done" in edited.output
     assert "penguins.csv (sha256" in edited.output and "changed since 3 cell(s)" in edited.output
+
     # cells stored before cells hashed their data's content (all 6 so far): said so
-    for cell in (runs / "penguin_sweep" / "cells").glob("*.json"):
-        stored = json.loads(cell.read_text(encoding="utf-8"))
-        del stored["config_hash"], stored["data_sha256"]
-        cell.write_text(json.dumps(stored), encoding="utf-8")
+    def unhashed(record: dict) -> None:
+        del record["config_hash"], record["data_sha256"]
+
+    for digest in stored_cell_hashes(runs / "penguin_sweep"):
+        rewrite_stored_record(runs / "penguin_sweep", digest, unhashed)
     csv_path.write_text(csv_path.read_text().replace("3760", "3770"), encoding="utf-8")
     old = runner.invoke(app, ["sweep", str(sweep), "--engine", "cpu", "--runs-dir", str(runs)])
     assert old.exit_code == 0, old.output
@@ -579,7 +581,6 @@ def test_config_refuses_an_unknown_encoding_and_a_delimiter_equal_to_the_decimal
 
 
 def test_regression_reports_mse_and_mae_in_the_target_units(tmp_path):
-    import json
 
     write(tmp_path / "penguins.csv", PENGUINS)
     config = write_yaml(

@@ -133,10 +133,10 @@ def test_ctrl_c_in_a_terminal_stops_a_cpu_sweep_at_once_and_resumes_exactly(tmp_
     try:
         # The first cell (its own chunk) is stored; the second trains for minutes.
         deadline = time.monotonic() + 180
-        while not list(cells.glob("*.json")) and proc.poll() is None:
+        while not list(cells.glob("*.pack.npz")) and proc.poll() is None:
             assert time.monotonic() < deadline, seen.decode(errors="replace")[-2000:]
             read_until(master, NEVER, seen, time.monotonic() + 0.2)
-        assert list(cells.glob("*.json")), seen.decode(errors="replace")[-2000:]
+        assert list(cells.glob("*.pack.npz")), seen.decode(errors="replace")[-2000:]
         read_until(master, NEVER, seen, time.monotonic() + 1.0)  # well inside the long cell
         interrupted_at = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -154,7 +154,7 @@ def test_ctrl_c_in_a_terminal_stops_a_cpu_sweep_at_once_and_resumes_exactly(tmp_
     assert exit_s < 2.0
     assert "stopping..." in text
     assert "failed" not in text and "Traceback" not in text and "SystemError" not in text
-    kept = sorted(p.name for p in cells.glob("*.json"))
+    kept = sorted(p.name for p in cells.glob("*.pack.npz"))
     assert len(kept) == 1  # the finished cell, nothing of the interrupted one
 
     # Resumed (the long cell made short) and uninterrupted: the same bytes.

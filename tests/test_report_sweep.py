@@ -6,14 +6,18 @@ Sweeps here are trained by test_study_sweep.FakeExecutor (no TensorFlow), so eve
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import run_and_report
+from conftest import (
+    rewrite_stored_record,
+    run_and_report,
+    stored_cell_hashes,
+    stored_record,
+)
 from test_study_sweep import FakeExecutor, sweep_config
 
 from actreg_cli.config import SweepConfig
@@ -312,7 +316,7 @@ def test_each_study_gets_its_own_report_folder_and_says_what_it_is(tmp_path):
     assert (mean.folder / "report.md").read_text() == report_mean
     # One shared store: the baseline cell (no regularizer, no reduction) is reused.
     assert summed.plan.summary_line() == "1 of 3 cells already done, 2 to run"
-    assert len(list((runs / "strength" / "cells").glob("*.json"))) == 5
+    assert len(stored_cell_hashes(runs / "strength")) == 5
     assert mean.folder.name.startswith("keras-e3-r3-s5-")
     report = (summed.folder / "report.md").read_text()
     assert "| reduction | batch_sum |" in report and "| epochs | 3 |" in report
@@ -423,8 +427,8 @@ UNIT_COLUMNS = ["test_mse_target_units", "test_mae_target_units"]
 UNIT_STATS = [f"{c}_{s}" for c in UNIT_COLUMNS for s in ("mean", "std", "ci_low", "ci_high")]
 
 
-def cell_json(outcome, cell_id: str) -> Path:
-    return outcome.store_folder / "cells" / f"{outcome.plan.hashes[cell_id]}.json"
+def cell_record(outcome, cell_id: str) -> dict:
+    return stored_record(outcome.store_folder, outcome.plan.hashes[cell_id])
 
 
 def test_a_standardized_regression_sweep_reports_mse_and_mae_in_the_target_units(tmp_path):
@@ -445,7 +449,7 @@ def test_a_standardized_regression_sweep_reports_mse_and_mae_in_the_target_units
     assert list(summary[0])[at : at + 8] == UNIT_STATS
     seen_stds = set()
     for cell in outcome.cells:
-        stored = json.loads(cell_json(outcome, cell.id).read_text(encoding="utf-8"))
+        stored = cell_record(outcome, cell.id)
         rows = [r for r in results if r["cell"] == cell.id]
         for run, row in zip(stored["runs"], rows, strict=True):
             # The std the target was divided by: that of the repeat's raw training target.
@@ -508,9 +512,9 @@ def test_no_target_unit_columns_for_classification_or_an_unscaled_target(tmp_pat
         report = (outcome.folder / "report.md").read_text(encoding="utf-8")
         assert "standardized units" not in report and "target's own units" not in report
     # A classification cell's stored file has no target_std; an unscaled regression's is 1.
-    runs = json.loads(cell_json(classification, "c1").read_text(encoding="utf-8"))["runs"]
+    runs = cell_record(classification, "c1")["runs"]
     assert all("target_std" not in run for run in runs)
-    runs = json.loads(cell_json(unscaled, "c1").read_text(encoding="utf-8"))["runs"]
+    runs = cell_record(unscaled, "c1")["runs"]
     assert [run["target_std"] for run in runs] == [1.0, 1.0, 1.0]
     assert "test_mse_mean" in read_csv(unscaled.folder / "summary.csv")[0]
 
@@ -522,16 +526,16 @@ def test_an_old_regression_cell_without_target_std_still_reports(tmp_path):
     summary = read_csv(outcome.folder / "summary.csv")
     best = min(summary, key=lambda r: float(r["test_mse_mean"]))["cell"]
     # Without data.resample every repeat shares one split: one std.
-    stds = {r["target_std"] for r in json.loads(cell_json(outcome, best).read_text())["runs"]}
+    stds = {r["target_std"] for r in cell_record(outcome, best)["runs"]}
     assert len(stds) == 1
 
     def forget_target_std(cell_ids):
-        for cell_id in cell_ids:
-            path = cell_json(outcome, cell_id)
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            for run in stored["runs"]:
+        def forget(record: dict) -> None:
+            for run in record["runs"]:
                 run.pop("target_std", None)
-            path.write_text(json.dumps(stored, indent=2) + "\n", encoding="utf-8")
+
+        for cell_id in cell_ids:
+            rewrite_stored_record(outcome.store_folder, outcome.plan.hashes[cell_id], forget)
 
     forget_target_std([best])  # stored by a version that did not record it
     again = run_and_report(
@@ -572,10 +576,11 @@ def test_a_stored_target_std_that_is_not_positive_is_a_damaged_cell(tmp_path):
     outcome = run_and_report(
         regression_sweep(), engine="keras", runs_dir=tmp_path, executor=RegressionFakeExecutor()
     )
-    path = cell_json(outcome, "c1")
-    stored = json.loads(path.read_text(encoding="utf-8"))
-    stored["runs"][1]["target_std"] = -1.0
-    path.write_text(json.dumps(stored), encoding="utf-8")
+
+    def negative_std(record: dict) -> None:
+        record["runs"][1]["target_std"] = -1.0
+
+    rewrite_stored_record(outcome.store_folder, outcome.plan.hashes["c1"], negative_std)
     store = CellStore(outcome.store_folder, Task.regression)
     assert store.load(outcome.plan.hashes["c1"], 3) is None
     assert "target_std -1.0 is not a positive number" in store.damaged[0]

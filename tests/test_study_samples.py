@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import write_yaml
+from conftest import stored_cell_hashes, write_yaml
 from typer.testing import CliRunner
 
 from actreg_cli.cli import app
 from actreg_cli.engines.base import TrainResult
 from actreg_cli.report.reconstructions import image_shape, reconstructions_figure, zero_fraction
 from actreg_cli.study.samples import collect_samples, load_samples, save_samples
+from actreg_cli.study.sweep.store import CellStore
 
 runner = CliRunner()
 
@@ -166,10 +167,11 @@ def test_a_reconstruction_sweep_compares_its_cells_and_resumes(tmp_path: Path) -
     assert "fraction of exact zeros" in report
     figure = (folder / "reconstructions.png").read_bytes()
     assert figure[:4] == PNG
-    stored = sorted((runs / "ae_sweep" / "cells").glob("*.samples.npz"))
-    assert len(stored) == 2  # baseline and c1
-    for path in stored:
-        samples = load_samples(path)
+    store = CellStore(runs / "ae_sweep")
+    hashes = stored_cell_hashes(runs / "ae_sweep")
+    assert len(hashes) == 2  # baseline and c1
+    for digest in hashes:
+        samples = store.load_samples(digest)
         assert samples.outputs.shape == (1, 8, 64) and samples.probe.shape == (1, 100, 6)
     # resumed: nothing trained, the same samples drawn again
     again = invoke("sweep", sweep, "--repeats", 1, "--runs-dir", runs)

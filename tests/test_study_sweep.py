@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_and_report, write_yaml
+from conftest import (
+    forget_stored_cell,
+    rewrite_stored_record,
+    run_and_report,
+    stored_cell_hashes,
+    stored_record,
+    write_yaml,
+)
 
 from actreg_cli.config import ConfigError, ExperimentConfig, SweepConfig, load_sweep
 from actreg_cli.engines.base import TrainJob, TrainResult
@@ -447,15 +454,17 @@ def test_local_sweep_progress_counts_model_epochs_as_they_train(tmp_path) -> Non
 
 def test_a_damaged_stored_cell_is_named_and_recomputed(tmp_path: Path):
     first = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
-    path = CellStore(first.store_folder).json_path(first.plan.hashes["c2"])
-    data = json.loads(path.read_text())
-    del data["runs"][1]["test_accuracy"]  # parseable, but a metric is missing
-    path.write_text(json.dumps(data))
+    digest = first.plan.hashes["c2"]
+
+    def drop_a_metric(record: dict) -> None:
+        del record["runs"][1]["test_accuracy"]  # parseable, but a metric is missing
+
+    path = rewrite_stored_record(first.store_folder, digest, drop_a_metric)
     executor = FakeExecutor()
     again = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=executor)
     assert again.exit_code == 0 and again.n_trained == 1
     assert [note for note in again.plan.notes if str(path) in note] == [
-        f"{path}: damaged stored cell (missing 'test_accuracy'); recomputing it"
+        f"{path}: damaged stored cell {digest[:12]} (missing 'test_accuracy'); recomputing it"
     ]
     assert again.records["c2"].metric("test_accuracy") == first.records["c2"].metric(
         "test_accuracy"
@@ -474,8 +483,54 @@ def test_diverged_cells_are_stored_as_standard_json(tmp_path: Path):
             super().run(chunks, engine, done, on_failed)
 
     outcome = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=AllDiverge())
-    path = CellStore(outcome.store_folder).json_path(outcome.plan.hashes["c1"])
-    assert "NaN" not in path.read_text()
+    found = CellStore(outcome.store_folder).locate(outcome.plan.hashes["c1"])
+    assert found is not None and found.pack is not None
+    with np.load(found.pack) as pack:  # the records of a pack are one JSON text
+        assert "NaN" not in pack["cells"].tobytes().decode("utf-8")
     rerun = run_sweep(sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor())
     assert rerun.n_trained == 0
     assert all(math.isnan(v) for v in rerun.records["c1"].metric("test_accuracy"))
+
+
+def test_a_chunk_is_stored_in_one_file_and_cells_stored_one_by_one_still_load(tmp_path: Path):
+    """A chunk's cells go into one pack; cells stored one file each (an earlier version's
+    layout) load as before and move into a pack when stored again."""
+    first = run_sweep(sweep_config(), engine="fused", runs_dir=tmp_path, executor=FakeExecutor())
+    cells_dir = first.store_folder / "cells"
+    assert len(first.plan.chunks) == 1 and len(first.cells) == 7
+    assert [p.name.endswith(".pack.npz") for p in cells_dir.iterdir()] == [True]
+    # Two cells as an earlier version stored them: <hash>.json written after <hash>.history.npy.
+    store = CellStore(first.store_folder)
+    histories = {c.id: store.load_history(first.plan.hashes[c.id]) for c in first.cells}
+    for cell_id in ("c1", "c4"):
+        digest = first.plan.hashes[cell_id]
+        record = stored_record(first.store_folder, digest)
+        forget_stored_cell(first.store_folder, digest)
+        np.save(cells_dir / f"{digest}.history.npy", histories[cell_id])
+        (cells_dir / f"{digest}.json").write_text(json.dumps(record, indent=2))
+    assert len(list(cells_dir.iterdir())) == 5
+    again = run_sweep(sweep_config(), engine="fused", runs_dir=tmp_path, executor=FakeExecutor())
+    assert again.n_trained == 0 and not again.plan.notes
+    reread = CellStore(again.store_folder)
+    for cell in first.cells:
+        assert again.records[cell.id].runs == first.records[cell.id].runs
+        digest = again.plan.hashes[cell.id]
+        np.testing.assert_array_equal(reread.load_history(digest), histories[cell.id])
+    # Trained again (--force): one new pack; the old files and the emptied pack are removed.
+    forced = run_sweep(
+        sweep_config(), engine="fused", runs_dir=tmp_path, executor=FakeExecutor(), force=True
+    )
+    assert forced.n_trained == 7
+    assert [p.name.endswith(".pack.npz") for p in cells_dir.iterdir()] == [True]
+    assert stored_cell_hashes(first.store_folder) == set(first.plan.hashes.values())
+
+
+def test_a_damaged_pack_is_named_and_its_cells_recomputed(tmp_path: Path):
+    first = run_sweep(sweep_config(), engine="fused", runs_dir=tmp_path, executor=FakeExecutor())
+    [pack] = (first.store_folder / "cells").iterdir()
+    pack.write_bytes(pack.read_bytes()[:100])  # cut short, as by a full disk in another tool
+    again = run_sweep(sweep_config(), engine="fused", runs_dir=tmp_path, executor=FakeExecutor())
+    assert again.n_trained == 7
+    [note] = [note for note in again.plan.notes if str(pack) in note]
+    assert note.startswith(f"{pack}: damaged pack of stored cells (")
+    assert note.endswith("); recomputing its cells")

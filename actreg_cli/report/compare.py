@@ -176,12 +176,13 @@ def _history(history: Any) -> Any:
 
 def sweep_entries(folder: Path) -> list[Compared]:
     """One entry per cell of a sweep study folder: its config (the grid re-expanded from
-    sweep.yaml), its statistics (summary.csv) and its curves (the store's <hash>.history.npy,
+    sweep.yaml), its statistics (summary.csv) and its curves (from the sweep's cell store,
     None when the cell has none stored)."""
-    import numpy as np
+    import contextlib
 
     from actreg_cli.config import SweepConfig, validate_mapping
     from actreg_cli.study.sweep.grid import expand_grid, format_value
+    from actreg_cli.study.sweep.store import CellStore
 
     meta_path = folder / "sweep.yaml"
     meta = read_yaml(meta_path)
@@ -193,6 +194,7 @@ def sweep_entries(folder: Path) -> list[Compared]:
     with (folder / "summary.csv").open(encoding="utf-8", newline="") as handle:
         rows = {row["cell"]: row for row in csv.DictReader(handle)}
     task = str(meta.get("task", Task.binary.value))
+    store = CellStore(folder.parent)  # histories only: the task's result fields are not read
     entries = []
     for cell in cells:
         row = rows.get(cell.id, {})
@@ -205,8 +207,10 @@ def sweep_entries(folder: Path) -> list[Compared]:
                     for stat in ("mean", "ci_low", "ci_high")
                 }
         stored = saved.get(cell.id, {})
-        history_path = folder.parent / "cells" / f"{stored.get('hash')}.history.npy"
-        history = np.load(history_path) if stored.get("hash") and history_path.is_file() else None
+        history = None
+        if stored.get("hash"):
+            with contextlib.suppress(KeyError, OSError, ValueError):  # not stored: no curves
+                history = store.load_history(str(stored["hash"]))
         words = ", ".join(
             swept_words(key, value, format_value) for key, value in cell.values.items()
         )

@@ -140,12 +140,23 @@ def write_npy(path: Path, array: Any) -> Path:
     return atomic_write(path, write)
 
 
+#: The time stamp of every member of an .npz file this module writes: numpy.savez stamps the
+#: time of writing, so the same arrays saved twice would differ in their bytes.
+NPZ_MEMBER_TIME = (1980, 1, 1, 0, 0, 0)
+
+
 def write_npz(path: Path, arrays: dict[str, Any]) -> Path:
-    """Save numpy arrays as an uncompressed .npz atomically (read with numpy.load)."""
+    """Save numpy arrays as an uncompressed .npz atomically (read with numpy.load), as
+    numpy.savez lays it out but byte for byte the same for the same arrays (NPZ_MEMBER_TIME)."""
+    import zipfile
+
     import numpy as np
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a file object: numpy would append .npz to a name
-            np.savez(fh, **arrays)
+        with zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_STORED) as archive:
+            for name, value in arrays.items():
+                member = zipfile.ZipInfo(f"{name}.npy", date_time=NPZ_MEMBER_TIME)
+                with archive.open(member, mode="w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
 
     return atomic_write(path, write)

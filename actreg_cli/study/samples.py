@@ -3,7 +3,7 @@
 The keras engine keeps, per trained model, its outputs on the first 8 test samples and the
 probe layer's outputs on the first 100 (engines.base.TrainResult.output_sample/probe_sample).
 For a reconstruction (autoencoder) task, a run folder stores them in `samples.npz` and a sweep's
-cell store in `cells/<hash>.samples.npz`, both as `Samples`, and a run draws
+cell store in its pack of cells (study/sweep/store.py), both as `Samples`, and a run draws
 `reconstructions.png` from them:
 the original test samples, repeat 0's reconstructions, and a histogram of the code (probe)
 layer's activations pooled over repeats with its fraction of exact zeros. A reconstruction
@@ -75,15 +75,17 @@ def save_samples(path: Path, samples: Samples) -> Path:
     return write_npz(path, samples.arrays())
 
 
-def load_samples(path: Path) -> Samples | None:
-    """The samples saved at `path`, or None when there are none (or the file is unreadable)."""
+def load_samples(path: Path, prefix: str = "") -> Samples | None:
+    """The samples saved at `path` (their arrays named `prefix` + Samples.arrays()'s names: a
+    pack of stored cells holds several), or None when there are none (or the file is
+    unreadable)."""
     try:
         with np.load(path) as data:
             return Samples(
-                data["originals"],
-                data["outputs"],
-                data["probe"],
-                tuple(int(n) for n in data["input_shape"]),
+                data[f"{prefix}originals"],
+                data[f"{prefix}outputs"],
+                data[f"{prefix}probe"],
+                tuple(int(n) for n in data[f"{prefix}input_shape"]),
             )
     except (OSError, KeyError, ValueError):
         return None

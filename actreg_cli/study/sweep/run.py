@@ -198,12 +198,13 @@ def run_sweep(
             if len(results) != expected:
                 failed(index, f"the engine returned {len(results)} results for {expected} models")
                 return
-            start = 0
+            start, stored = 0, []
             for cell in cells:
                 n = cell.config.training.repeats
-                store.save(cell, plan.hashes[cell.id], name, results[start : start + n])
+                stored.append((cell, plan.hashes[cell.id], name, results[start : start + n]))
                 start += n
-                trained.append(cell.id)
+            store.save_cells(stored)  # one file for the chunk
+            trained.extend(cell.id for cell in cells)
             finish(index)
 
         # One executor.run per engine (an executor trains every chunk it gets with one engine);
@@ -273,7 +274,9 @@ def reopen_sweep(folder: Path) -> SweepOutcome:
     for cell in cells:
         record = store.load(hashes[cell.id], cell.config.training.repeats)
         if record is None:
-            failures[cell.id] = f"no stored results in {store.json_path(hashes[cell.id])}"
+            failures[cell.id] = (
+                f"no stored results for cell hash {hashes[cell.id][:12]} in {store.folder}"
+            )
         else:
             records[cell.id] = record
     plan = SweepPlan(
