@@ -58,7 +58,7 @@ def clocked(owner, name, label):
     setattr(owner, name, wrapper)
 
 clocked(executors, "train_chunk", "training")
-clocked(store.CellStore, "save", "storing cells")
+clocked(store.CellStore, "save_cells", "storing cells")
 clocked(report_sweep, "write_outputs", "report (files, figures)")
 clocked(cli_sweep, "print_fitting", "printed table")
 values = ",".join(f"{v:.6g}" for v in np.geomspace(1e-6, 1e-2, cells))
