@@ -3,8 +3,8 @@
 It computes what `fused.FusedEngine` computes (the same Keras semantics, the same per-epoch
 totals turned into a TrainResult by `base.result_from_totals`), but as plain loops compiled
 ahead of the first call and cached on disk (`kernel.py`): a model's parameters and Adam
-state stay in cache for all its epochs, nothing of shape [rows, units] is stored (the tutorial
-family's rows are SIMD lanes; other MLPs run rows one at a time), and there is no per-kernel
+state stay in cache for all its epochs, nothing of shape [batch, units] is stored (the tutorial
+family's rows are SIMD lanes; other MLPs run blocks of 16 rows), and there is no per-kernel
 dispatch. Threads split models (prange over the models of a group), never epochs; a lone model
 is trained alone (no padding copy). Neither TensorFlow nor Keras is imported.
 

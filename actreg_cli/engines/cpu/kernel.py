@@ -8,10 +8,11 @@ for all its epochs. Two loops train a model:
 - The tutorial family (one ReLU hidden layer on 2 inputs, one output: binary or regression;
   tutorial_loop.py): a batch's rows are SIMD lanes. 7.0-7.3 us CPU a model-epoch here, 2.3-2.4x
   the FLOP bound (benchmarks/bench_cpu_kernel.py).
-- Every other MLP (general_loop.py): rows one at a time through every layer, forward then
-  backward, so nothing of shape [rows, units] exists.
+- Every other MLP (general_loop.py): blocks of a batch's rows through every layer, forward
+  then backward, each layer a small matrix product over the block (blocks.py).
 
-Both take a row's loss and gradient from losses.py, the weight penalties, the optimizer step and
+Both take a row's loss and gradient from losses.py (the general loop's multiclass softmax takes
+a block of rows at once: general_loop._softmax_block), the weight penalties, the optimizer step and
 the minibatch order from step.py, early stopping (Keras's EarlyStopping, per model) from
 stopping.py, and their compile settings, math and the CPU's FTZ/DAZ flags from vmath.py;
 codes.py numbers the activations, optimizers, tasks, penalty columns and early-stopping
@@ -41,8 +42,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from actreg_cli.engines.cpu.general_loop import BLOCK, forward_row, output_row, train_rows
-from actreg_cli.engines.cpu.losses import output_activation
+from actreg_cli.engines.cpu.general_loop import block_buffers, final_outputs, train_rows
 from actreg_cli.engines.cpu.tutorial_loop import train_relu2
 from actreg_cli.engines.cpu.vmath import JIT, flush_denormals, restore_denormals
 
@@ -123,15 +123,6 @@ def train_models(
         m = np.zeros(n_params, np.float32)
         v = np.zeros(n_params, np.float32)
         grad = np.zeros(n_params, np.float32)
-        # One row's hidden values per block row (`BLOCK`).
-        zb = np.zeros(BLOCK * h_off[n_layers], np.float32)
-        ab = np.zeros(BLOCK * h_off[n_layers], np.float32)
-        db = np.zeros(BLOCK * h_off[n_layers], np.float32)
-        gb = np.zeros(BLOCK * h_off[n_layers], np.float32)
-        act_sums = np.zeros((n_layers, 4), np.float32)
-        factors = np.zeros((n_layers, 4), np.float32)
-        logits = np.zeros(n_out, np.float32)
-        g_logits = np.zeros(n_out, np.float32)
         if relu2:
             train_relu2(
                 p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, coef[c], lr[c],
@@ -142,40 +133,20 @@ def train_models(
             train_rows(
                 p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, coef[c], lr[c],
                 units, fan_ins, w_off, b_off, h_off, out_w, out_b, n_out, task, act, optimizer,
-                epochs, batch_size, shuffle_seeds[c], shuffle, zb, ab, db, gb, act_sums, factors,
-                logits, g_logits, rows_out[c], stopping[c], trained[c], stop,
+                epochs, batch_size, shuffle_seeds[c], shuffle, rows_out[c], stopping[c],
+                trained[c], stop,
             )  # fmt: skip
         # (Interrupted, trained[c] may still be 0s: valid indices; the results are dropped.)
         done = trained[c, 0]
         kept = trained[c, 1]
         final_rows[c, :2] = rows_out[c, done, :2]
         final_rows[c, 2:] = rows_out[c, kept + 1, 2:]
-        last = h_off[n_layers - 1]
-        last_units = units[n_layers - 1]
-        # Outputs on the final weights; for the test rows also the probe: each hidden
-        # layer's output (mean, fraction of exact zeros).
-        for r in range(n_train + n_test):
-            src = x_train if r < n_train else x_test
-            row = r if r < n_train else r - n_train
-            forward_row(p, src, row, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act, 0, False)
-            output_row(p, ab, last, last_units, out_w, out_b, n_out, logits)
-            output_activation(task, logits, n_out, outputs[c, r])
-            if r < n_train:
-                continue
-            for layer in range(n_layers):
-                a = ab[h_off[layer] : h_off[layer + 1]]
-                s = 0.0
-                zeros = 0
-                for u in range(a.shape[0]):
-                    s += a[u]
-                    if a[u] == 0:
-                        zeros += 1
-                probe[c, layer] += s
-                probe[c, n_layers + layer] += zeros
-        for layer in range(n_layers):
-            count = np.float32(n_test * units[layer])
-            probe[c, layer] /= count
-            probe[c, n_layers + layer] /= count
+        # Outputs on the final weights; on the test rows also the probe.
+        xb, zb, ab, db, _, logits, _, _ = block_buffers(n_in, h_off[n_layers], n_out)
+        final_outputs(
+            p, x_train, x_test, units, fan_ins, w_off, b_off, h_off, out_w, out_b, n_out, task,
+            act, xb, zb, ab, db, logits, outputs[c], probe[c],
+        )  # fmt: skip
         final[c] = p
         restore_denormals(denormals)
     return rows_out, probe, outputs, final, final_rows, trained

@@ -1,0 +1,284 @@
+"""cpu engine (Numba) vs fused engine (XLA) on MLPs of several shapes, against the FLOP bound.
+
+For each shape below, 30 models (a sweep-like mix: L1 activity before / after the activation and
+L1 kernel penalties at 8 strengths, own seeds) train in one `engine.train` call per engine, each
+engine in its own Python process; the first call (loading or compiling) is not timed, the
+timed calls after it give medians of --reps. Reported per model-epoch: process CPU time, wall
+time, the FLOPs of a model-epoch counted from the shapes (`flops_per_model_epoch`: forward and
+backward of the train rows, forward of the test and validation rows, the optimizer steps) and
+CPU time over the FLOP bound: those FLOPs at the single-thread float32 matmul rate measured in
+the same run (numpy sgemm 1024^3, one BLAS thread; bench_cpu_kernel.py's sgemm worker).
+The target: the cpu engine at <= 2x its FLOP bound on every shape.
+
+Run:   python3 benchmarks/bench_cpu_mlp.py                 (~3 minutes on 2 cores)
+       python3 benchmarks/bench_cpu_mlp.py --engines cpu   (the cpu engine alone)
+       python3 benchmarks/bench_cpu_mlp.py --shapes deep,digits --scale 0.5
+A shared machine inflates wall times (CPU times less so): compare columns of one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+#: The aim: cpu engine CPU time per model-epoch over the FLOP bound.
+TARGET_RATIO = 2.0
+STRENGTHS = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
+MODELS = 30
+
+#: name -> (what it is, config overrides, epochs).
+SHAPES: dict[str, tuple[str, dict, int]] = {
+    "tutorial": ("[500] relu, circles 30/70, full batch", {}, 2000),
+    "circles64x32": (
+        "[64,32] relu, circles 30/70, full batch",
+        {"model": {"hidden_units": [64, 32]}},
+        300,
+    ),
+    "breast_cancer": (
+        "[500] relu, breast_cancer, batch 32",
+        {
+            "data": {"name": "breast_cancer", "test_fraction": 0.3, "validation_fraction": 0},
+            "training": {"batch_size": 32},
+        },
+        30,
+    ),
+    "deep": (
+        "[128,128,128] tanh, moons 200/200, batch 50",
+        {
+            "data": {"name": "moons", "n_samples": 400, "n_train": 200},
+            "model": {"hidden_units": [128, 128, 128], "activation": "tanh"},
+            "training": {"batch_size": 50},
+        },
+        40,
+    ),
+    "digits": (
+        "[128] relu, digits 10 classes, batch 32, validation 0.2",
+        {
+            "data": {"name": "digits", "test_fraction": 0.3},
+            "model": {"hidden_units": [128]},
+            "training": {"batch_size": 32},
+        },
+        20,
+    ),
+    "diabetes": (
+        "[64] relu, diabetes regression, batch 32",
+        {
+            "data": {"name": "diabetes", "test_fraction": 0.3, "validation_fraction": 0},
+            "model": {"hidden_units": [64]},
+            "training": {"batch_size": 32},
+        },
+        200,
+    ),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="shapes, comma-separated")
+    parser.add_argument("--engines", default="cpu,fused", help="engines, comma-separated")
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions (median)")
+    parser.add_argument("--scale", type=float, default=1.0, help="epochs times this")
+    parser.add_argument("--worker", choices=["train", "sgemm"], help=argparse.SUPPRESS)
+    parser.add_argument("--engine", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", default="tutorial", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def epochs_of(shape: str, scale: float) -> int:
+    return max(1, round(SHAPES[shape][2] * scale))
+
+
+def merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
+    return out
+
+
+def jobs_of(shape: str, epochs: int) -> list:
+    """MODELS TrainJobs of `shape`: the sweep-like mix of penalties and strengths."""
+    from actreg_cli.config import ExperimentConfig
+    from actreg_cli.engines.base import TrainJob
+    from actreg_cli.weights import repeat_seeds
+
+    variants = (
+        {"target": "activity", "norm": "l1", "placement": "before_activation"},
+        {"target": "activity", "norm": "l1", "placement": "after_activation"},
+        {"target": "kernel", "norm": "l1"},
+    )
+    configs = [{"regularizers": [{**v, "strength": s}]} for v in variants for s in STRENGTHS]
+    base = merged(SHAPES[shape][1], {"training": {"epochs": epochs}})
+    seeds = repeat_seeds(0, MODELS)
+    return [
+        TrainJob(ExperimentConfig.model_validate(merged(base, configs[i % len(configs)])), seeds[i])
+        for i in range(MODELS)
+    ]
+
+
+def flops_per_model_epoch(job) -> int:
+    """FLOPs of one model-epoch of `job` (multiply-add = 2), as bench_cpu_kernel.py counts them,
+    for any depth, input width, output width and batch size.
+
+    Forward, per train, test and validation row: per hidden layer 2*fan_in + 1 (bias) per unit,
+    1 per unit of a layer with an activity penalty (its sum), the output layer 2*units_last + 1
+    per output unit. Backward, per train row: per hidden layer 2*fan_in (kernel gradient) + 2
+    (bias, activation derivative) per unit, + 1 per unit with an activity penalty, 2*fan_in per
+    unit for the previous layer's dL/da (layers after the first), 4 per last-layer unit and
+    output unit (dL/da and the output kernel's gradient). The optimizer: 12 per parameter and
+    step (one step per minibatch). Activations' own cost and the loss are left out.
+    """
+    from actreg_cli.data import job_dataset
+    from actreg_cli.engines.penalties import coefficients
+    from actreg_cli.tasks import output_units
+
+    config = job.config
+    data = job_dataset(config, job.seed)
+    units = list(config.model.hidden_units)
+    n_out = output_units(data.task, data.n_classes)
+    fan_ins = [data.n_features, *units[:-1]]
+    pairs = list(zip(fan_ins, units, strict=True))
+    coef = coefficients(config)  # [L, 12]: columns 4-11 the activity penalty factors
+    activity = [o for (_, o), row in zip(pairs, coef, strict=True) if any(row[4:] != 0)]
+    params = sum((i + 1) * o for i, o in pairs) + (units[-1] + 1) * n_out
+    forward = sum((2 * i + 1) * o for i, o in pairs) + (2 * units[-1] + 1) * n_out
+    forward += sum(activity)
+    backward = sum((2 * i + 2) * o for i, o in pairs) + sum(activity) + 4 * units[-1] * n_out
+    backward += sum(2 * i * o for i, o in pairs[1:])
+    batch = min(config.training.batch_size, data.n_train)
+    steps = -(-data.n_train // batch)
+    rows = data.n_train + data.n_test + data.n_val
+    return rows * forward + data.n_train * backward + 12 * params * steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers (each in a fresh process; print one JSON line)
+
+
+def timed_trainings(engine, jobs: list, epochs: int, reps: int):
+    """(wall s, process CPU s) of a first `engine.train(jobs)` (load or compile included), then
+    of `reps` more; each call is checked to give `epochs` history rows a model."""
+
+    def train() -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
+        results = engine.train(jobs)
+        assert all(r.history.shape[0] == epochs for r in results)
+        return time.perf_counter() - t, time.process_time() - c
+
+    first = train()
+    return first, [train() for _ in range(reps)]
+
+
+def train_worker(args: argparse.Namespace) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.engine == "cpu":
+        from actreg_cli.engines.cpu.engine import CpuEngine
+
+        engine = CpuEngine()
+    else:
+        import tensorflow  # noqa: F401
+
+        from actreg_cli.engines.fused.engine import FusedEngine
+
+        engine = FusedEngine()
+    epochs = epochs_of(args.shape, args.scale)
+    jobs = jobs_of(args.shape, epochs)
+    flops = statistics.mean(flops_per_model_epoch(j) for j in jobs)
+    (first, _), runs = timed_trainings(engine, jobs, epochs, args.reps)
+    model_epochs = len(jobs) * epochs
+    return {
+        "first_s": first,
+        "wall_us": statistics.median(w for w, _ in runs) / model_epochs * 1e6,
+        "cpu_us": statistics.median(c for _, c in runs) / model_epochs * 1e6,
+        "flops": flops,
+        "epochs": epochs,
+    }
+
+
+def sgemm_worker(args: argparse.Namespace) -> dict:
+    from bench_cpu_kernel import sgemm_worker as measure
+
+    return measure(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+
+
+def worker(kind: str, args: argparse.Namespace, **extra) -> dict:
+    command = [sys.executable, __file__, "--worker", kind, "--reps", str(args.reps)]
+    command += ["--scale", str(args.scale)]
+    for key, value in extra.items():
+        command += [f"--{key}", str(value)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    if kind == "sgemm":  # one core's rate
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{kind} worker failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker == "train":
+        print(json.dumps(train_worker(args)))
+        return
+    if args.worker == "sgemm":
+        print(json.dumps(sgemm_worker(args)))
+        return
+
+    from actreg_cli.engines.base import worker_count
+    from actreg_cli.versions import machine_info
+
+    cpu = machine_info()
+
+    engines = args.engines.split(",")
+    shapes = args.shapes.split(",")
+    start = time.perf_counter()
+    print(
+        f"# cpu vs fused engine on MLP shapes: {cpu['cpu']}, {worker_count()} workers, "
+        f"load average {os.getloadavg()[0]:.2f} at start; {MODELS} models a shape, medians of "
+        f"{args.reps} timed calls\n",
+        flush=True,
+    )
+    gflops = worker("sgemm", args)["gflops"]
+    print(f"FLOP rate: {gflops:.0f} GFLOP/s (float32 matmul, one thread, measured now)\n")
+    header = "| shape | epochs | kFLOP/model-epoch | bound µs |"
+    for engine in engines:
+        header += f" {engine} µs CPU | {engine} µs wall | {engine} CPU/bound |"
+    rows = [header, "|" + "---|" * (4 + 3 * len(engines))]
+    for shape in shapes:
+        results = {e: worker("train", args, engine=e, shape=shape) for e in engines}
+        first = next(iter(results.values()))
+        bound_us = first["flops"] / (gflops * 1e9) * 1e6
+        row = (
+            f"| {shape}: {SHAPES[shape][0]} | {first['epochs']} | {first['flops'] / 1e3:,.0f} "
+            f"| {bound_us:.2f} |"
+        )
+        for engine in engines:
+            r = results[engine]
+            ratio = r["cpu_us"] / bound_us
+            verdict = "" if engine != "cpu" else (" ok" if ratio <= TARGET_RATIO else " over")
+            row += f" {r['cpu_us']:,.1f} | {r['wall_us']:,.1f} | {ratio:.1f}x{verdict} |"
+        rows.append(row)
+        print(row, flush=True)
+    print("\n" + "\n".join(rows))
+    print(
+        f"\ncpu target: CPU / bound <= {TARGET_RATIO:g}x (ok / over). "
+        f"{time.perf_counter() - start:.0f} s in all."
+    )
+
+
+if __name__ == "__main__":
+    main()
