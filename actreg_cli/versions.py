@@ -9,6 +9,8 @@ PACKAGES = (
     "actreg",
     "tensorflow",
     "keras",
+    "jax",  # the jax engine's, and the keras engine's on KERAS_BACKEND=jax
+    "jaxlib",
     "numpy",
     "scikit-learn",
     "matplotlib",

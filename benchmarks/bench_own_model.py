@@ -1,11 +1,14 @@
-"""A Keras model of your own: the shipped study's cost on 1 and 2 workers, model.fit per epoch on
-each Keras backend, and many models in one JAX program, side by side in one run.
+"""A Keras model of your own: the shipped study's cost on the keras engine (1 and 2 workers, each
+Keras backend) and on the jax engine, model.fit per epoch on each Keras backend, and many models
+in one JAX program (the jax engine's), side by side in one run.
 
 Each measurement runs in its own Python process:
 
-  sweep   `actreg sweep configs/own_model_example.yaml --workers N` (N = 1, 2; on each Keras
-          backend, KERAS_BACKEND=tensorflow and jax; a fresh
-          --runs-dir in a temporary folder, so nothing is reused): wall, CPU (user + sys of the
+  sweep   `actreg sweep configs/own_model_example.yaml --engine keras --workers N` (N = 1, 2;
+          on each Keras backend, KERAS_BACKEND=tensorflow and jax), and `--engine jax` (from a
+          process on TensorFlow: its chunk trains in one worker process on JAX; and from a
+          process on JAX: in that process); a fresh --runs-dir in a temporary folder, so
+          nothing is reused: wall, CPU (user + sys of the
           sweep and every process it waited for, from os.wait4) and peak RSS (the largest one
           process, from wait4; and the whole process tree's total, sampled from /proc every
           0.2 s). The two runs' results.csv are compared (the same numbers for any N).
@@ -17,11 +20,13 @@ Each measurement runs in its own Python process:
           study's epochs, for a second model in the process (the first pays one-time costs).
           On each backend (KERAS_BACKEND=tensorflow, jax), one process alone, and on JAX two
           processes at once (what `--workers 2` runs: process-parallel model.fit).
-  many    C models of the same cell (C seeds) trained in one jit(vmap(scan)) program of the
-          model's own Keras train_step (benchmarks/jax_many_models.py): CPU per model-epoch of
-          a compiled call, of the first call (tracing and compiling), and one model's history
-          against the keras engine's (model.fit on JAX) for the same seed. Also for the digits
-          Conv2D study (configs/digits_conv_l1.yaml's model built as a Keras model).
+  many    C models of the same cell (C seeds) trained in one jit(map(scan)) program of the
+          model's own Keras train_step (the jax engine's program, benchmarks/jax_many_models.py):
+          CPU per model-epoch of a compiled call, of the first call (tracing and compiling),
+          and one model's history against the keras engine's (model.fit on JAX) for the same
+          seed; then the jax engine's whole path (`JaxEngine.train`: building the models,
+          compiling, segments of epochs, final evaluation) on the same jobs. Also for the
+          digits Conv2D study (configs/digits_conv_l1.yaml's model built as a Keras model).
 
 Run:     python3 benchmarks/bench_own_model.py            (about 15 minutes on 2 busy cores)
          python3 benchmarks/bench_own_model.py --quick    (about 7 minutes: 2 epochs x 2 repeats
@@ -213,11 +218,13 @@ def tree_rss_mb(root: int) -> float:
     return total * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_sweep(workers: int, backend: str, args: argparse.Namespace, runs_dir: Path) -> dict:
-    """One `actreg sweep` of the shipped study in a fresh process on a Keras backend; wall,
-    CPU, peak RSS."""
+def run_sweep(
+    workers: int, backend: str, args: argparse.Namespace, runs_dir: Path, engine: str = "keras"
+) -> dict:
+    """One `actreg sweep` of the shipped study on `engine` in a fresh process on a Keras
+    backend; wall, CPU, peak RSS."""
     command = [sys.executable, "-m", "actreg_cli", "sweep", CONFIG, "--runs-dir", str(runs_dir)]
-    command += ["--workers", str(workers)]
+    command += ["--workers", str(workers), "--engine", engine]
     if args.quick:
         command += ["--epochs", "2", "--repeats", "2"]
     start = time.perf_counter()
@@ -265,6 +272,25 @@ def results_numbers(folder: Path) -> list[dict[str, str]]:
     """results.csv's rows without the columns that differ between runs by design (times)."""
     rows = list(csv.DictReader(io.StringIO((folder / "results.csv").read_text())))
     return [{k: v for k, v in row.items() if "time" not in k and "second" not in k} for row in rows]
+
+
+def close_results(a: Path, b: Path, rtol: float = 1e-4) -> bool:
+    """results.csv of two folders equal in every number to `rtol` (other text equal)."""
+    rows_a, rows_b = results_numbers(a), results_numbers(b)
+    if len(rows_a) != len(rows_b):
+        return False
+    for row_a, row_b in zip(rows_a, rows_b, strict=True):
+        for key, value in row_a.items():
+            other = row_b.get(key)
+            try:
+                x, y = float(value), float(other)
+            except (TypeError, ValueError):
+                if value != other and key not in ("engine", "backend", "hash"):
+                    return False
+                continue
+            if not (abs(x - y) <= rtol * max(abs(x), abs(y)) or x == y or (x != x and y != y)):
+                return False
+    return True
 
 
 def study_result(folder: Path) -> str:
@@ -322,24 +348,28 @@ def main() -> None:
 def sweep_table(args: argparse.Namespace) -> None:
     print(
         f"## `actreg sweep {CONFIG}`{' --epochs 2 --repeats 2' if args.quick else ''}\n\n"
-        "| KERAS_BACKEND | --workers | wall s | CPU s (all processes) "
-        "| peak RSS MB, largest process | peak RSS MB, all processes |\n|---|---|---|---|---|---|",
+        "| engine | KERAS_BACKEND | --workers | wall s | CPU s (all processes) "
+        "| peak RSS MB, largest process | peak RSS MB, all processes |\n"
+        "|---|---|---|---|---|---|---|",
         flush=True,
     )
     if not has_workers_option():
-        print("| - | 1, 2 | not available: `actreg sweep` has no --workers option | | | |\n")
+        print("| - | - | 1, 2 | not available: `actreg sweep` has no --workers option | | | |\n")
         return
     with tempfile.TemporaryDirectory(prefix="bench_own_model_") as tmp:
         runs = []
-        for backend in ("tensorflow", "jax"):
-            for workers in (1, 2):
-                r = run_sweep(workers, backend, args, Path(tmp) / f"{backend}{workers}")
-                runs.append(r)
-                print(
-                    f"| {backend} | {workers} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-                    f"{r['max_process_rss_mb']:.0f} | {r['tree_rss_mb']:.0f} |",
-                    flush=True,
-                )
+        # the jax engine: from TensorFlow (one worker process on JAX), and from JAX (here)
+        cases = [("keras", b, w) for b in ("tensorflow", "jax") for w in (1, 2)]
+        cases += [("jax", "tensorflow", 1), ("jax", "jax", 1)]
+        for engine, backend, workers in cases:
+            folder = Path(tmp) / f"{engine}-{backend}{workers}"
+            r = run_sweep(workers, backend, args, folder, engine)
+            runs.append(r)
+            print(
+                f"| {engine} | {backend} | {workers} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+                f"{r['max_process_rss_mb']:.0f} | {r['tree_rss_mb']:.0f} |",
+                flush=True,
+            )
         same = [
             results_numbers(runs[k]["folder"]) == results_numbers(runs[k + 1]["folder"])
             for k in (0, 2)
@@ -348,7 +378,12 @@ def sweep_table(args: argparse.Namespace) -> None:
             "\nresults.csv (times left out) the same on 1 and 2 workers: tensorflow "
             f"{'yes' if same[0] else 'NO'}, jax {'yes' if same[1] else 'NO'}.\n"
             f"Result, tensorflow: {study_result(runs[0]['folder'])}.\n"
-            f"Result, jax (other initial weights): {study_result(runs[2]['folder'])}.\n",
+            f"Result, jax (other initial weights): {study_result(runs[2]['folder'])}.\n"
+            f"Result, jax engine: {study_result(runs[4]['folder'])}; results.csv the same as "
+            f"the keras engine's on JAX to float rounding: "
+            f"{'yes' if close_results(runs[2]['folder'], runs[4]['folder']) else 'NO'}; the "
+            f"jax engine's from TensorFlow (a worker) and from JAX (here) the same: "
+            f"{'yes' if results_numbers(runs[4]['folder']) == results_numbers(runs[5]['folder']) else 'NO'}.\n",
             flush=True,
         )
 
@@ -377,11 +412,12 @@ def fit_and_many_tables(args: argparse.Namespace) -> None:
         print(fit_row(study, "model.fit, jax", f"2 at once ({wall:.0f} s)", mean), flush=True)
 
     print(
-        "\n## Many models in one JAX program (jit(vmap(scan)) of the model's train_step)\n\n"
+        "\n## Many models in one JAX program (jit(map(scan)) of the model's train_step)\n\n"
         "| study | params | C x epochs | CPU per model-epoch, compiled (wall) "
         "| first call CPU s (trace + compile + train) | building C Keras models, CPU s "
         "| vs model.fit jax x2 epoch (CPU) | vs keras engine jax x2 (CPU, incl. first call) "
-        "| peak RSS MB |\n|---|---|---|---|---|---|---|---|---|",
+        "| jax engine, whole path, CPU per model-epoch | jax engine vs keras engine jax x2 (CPU) "
+        "| peak RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|",
         flush=True,
     )
     checks = []
@@ -391,11 +427,13 @@ def fit_and_many_tables(args: argparse.Namespace) -> None:
         whole = (m["first_cpu_s"] + m["setup_cpu_s"]) / model_epochs
         fit_ratio = parallel[study]["fit_cpu_per_epoch_s"] / m["cpu_per_model_epoch_s"]
         engine_ratio = parallel[study]["engine_cpu_per_model_epoch_s"] / whole
+        jax_engine = m["engine_cpu_per_model_epoch_s"]
+        jax_ratio = parallel[study]["engine_cpu_per_model_epoch_s"] / jax_engine
         print(
             f"| {study} | {m['parameters']} | {m['models']} x {m['epochs']} | "
             f"{ms(m['cpu_per_model_epoch_s'])} ({ms(m['wall_per_model_epoch_s'])}) | "
             f"{m['first_cpu_s']:.1f} | {m['setup_cpu_s']:.1f} | {fit_ratio:.1f}x | "
-            f"{engine_ratio:.1f}x | {m['rss_mb']:.0f} |",
+            f"{engine_ratio:.1f}x | {ms(jax_engine)} | {jax_ratio:.1f}x | {m['rss_mb']:.0f} |",
             flush=True,
         )
         checks.append((study, m, fit_ratio, engine_ratio))
@@ -406,7 +444,9 @@ def fit_and_many_tables(args: argparse.Namespace) -> None:
             f"{study}, C = {m['models']}: model 0 against the keras engine (model.fit on JAX, same seed): first-"
             f"epoch loss {m['first_epoch_loss_vmap']:.7f} vs {m['first_epoch_loss_fit']:.7f} "
             f"(relative difference {m['first_epoch_max_rel']:.1e} over the 6 history columns; "
-            f"over {m['check_epochs']} epochs: {columns}); history finite: {m['finite']}."
+            f"over {m['check_epochs']} epochs: {columns}); history finite: {m['finite']}; "
+            f"the engine's (in segments of epochs) bit-identical to one call's: "
+            f"{m['engine_same_history']}."
         )
         bar = f"the {ADOPT_RATIO:.0f}x bar"
         verdict = f"meets {bar}" if min(fit_ratio, engine_ratio) >= ADOPT_RATIO else ""

@@ -1,24 +1,22 @@
-"""Many Keras models in one JAX program: a prototype of a many-models path for any Keras model.
+"""Many Keras models in one JAX program: the jax engine's program (actreg_cli/engines/jax/),
+measured on its own and as the whole engine.
 
 C copies of one Keras model (same architecture and penalties, C sets of initial weights, each
 with its own minibatch order) are trained at once on the JAX backend (KERAS_BACKEND=jax):
 
-  jax.jit(jax.vmap(train))   train: lax.scan over epochs of [lax.scan over the epoch's full
+  jax.jit(map(train))        map: over the models (lax.map; engines/jax/program.py
+                             `over_models`, `VECTORIZED` for jax.vmap); train: lax.scan over
+                             epochs of [lax.scan over the epoch's full
                              minibatches of the model's own `train_step`, then one step on the
                              last partial batch], and after each epoch the model's own
                              `test_step` on the test set and on the validation set (each one
                              batch, as the keras engine evaluates them).
 
-`train_step` and `test_step` are Keras's own stateless steps (`JAXTrainer`, the ones `fit`
-jit-compiles): the forward pass through `stateless_call`, the compiled loss plus every
-penalty the layers add (activity penalties divided by the batch size as Keras does), Adam's
-`stateless_apply`, BatchNormalization's moving statistics and the loss and metric trackers.
-So the program computes what `model.fit` computes; `reference_check` holds one model's
-history against the keras engine (actreg's `KerasEngine`, model.fit) for the same seed.
-
-Only models of one architecture share a program: cells that differ in their penalties'
-placement (a layer split in two) or in the penalties themselves are separate programs (the
-strength is baked into the penalty closures); repeats of one cell are the natural batch.
+The program is the engine's (`engines/jax/program.py`: `model_copies`, `segment_program`),
+here called once for all epochs (one segment) so that a compiled call can be timed alone;
+`many_worker` also times `JaxEngine.train` as actreg runs it (building the C models, compiling,
+segments of epochs with progress, the final evaluation). `reference_check` holds one model's
+history against the keras engine (`model.fit` on JAX) for the same seed.
 
 Used by benchmarks/bench_own_model.py (its --worker many); run in a process with
 KERAS_BACKEND=jax.
@@ -29,7 +27,6 @@ from __future__ import annotations
 import math
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,25 +43,6 @@ STUDIES = {
 
 #: history columns of a run with a validation set (engines/base.py, history_from_totals)
 HISTORY_COLUMNS = ("loss", "metric", "test_loss", "test_metric", "val_loss", "val_metric")
-
-
-@dataclass
-class ModelCopies:
-    """C models of one architecture, ready for the vmapped program.
-
-    template: the compiled Keras model whose steps are traced (its own weights unused);
-    state: (trainable, non_trainable, optimizer, metrics) variables, each a list of arrays
-    with a leading model axis [C, ...]; data: the data set (shared: bundled data splits do
-    not depend on the model seed); orders: int32 [C, E, n_train] every epoch's minibatch
-    order of every model (weights.epoch_permutation); jobs: the C TrainJobs.
-    """
-
-    template: Any
-    state: tuple
-    data: Any
-    orders: np.ndarray
-    jobs: list
-    batch_size: int
 
 
 def study_jobs(study: str, models: int, epochs: int) -> list:
@@ -84,116 +62,33 @@ def study_jobs(study: str, models: int, epochs: int) -> list:
 
 def keras_model(job) -> Any:
     """The model the keras engine trains for `job` (its weights for the job's seed), compiled
-    as the engine compiles it: the task's loss and metric, the config's optimizer."""
-    import keras
-
+    as the engine compiles it (the jax engine builds its models with the same function)."""
     from actreg_cli.data import job_dataset
-    from actreg_cli.engines.keras.engine import build_model, make_optimizer, set_initial_weights
-    from actreg_cli.engines.keras.own_model import build_trainable_model
-    from actreg_cli.tasks import spec
+    from actreg_cli.engines.jax.program import keras_engine_model
 
-    config, data = job.config, job_dataset(job.config, job.seed)
-    if config.model.is_keras_model:
-        model, _ = build_trainable_model(config, data, job.seed)
-    else:
-        model, _ = build_model(config, data)
-        set_initial_weights(model, config, data, job.seed)
-    task = spec(data.task)
-    model.compile(optimizer=make_optimizer(config), loss=task.loss, metrics=[task.history_metric])
-    keras.utils.set_random_seed(0)
-    return model
+    return keras_engine_model(job, job_dataset(job.config, job.seed))[0]
 
 
-def model_copies(jobs: list) -> ModelCopies:
-    """Builds one Keras model per job (the job's initial weights) and stacks their variables."""
-    from actreg_cli.data import job_dataset
-    from actreg_cli.weights import epoch_permutation, shuffle_seed
-
-    data = job_dataset(jobs[0].config, jobs[0].seed)
-    for job in jobs[1:]:  # the vmapped program shares x across models
-        other = job_dataset(job.config, job.seed)
-        assert np.array_equal(other.x_train, data.x_train), "data differs between seeds"
-    template = keras_model(jobs[0])
-    # builds the compiled metrics (evaluate changes no weight: BatchNormalization in inference
-    # mode) and the optimizer's slots; both start equal in every model (zeros), so they are
-    # read from the first model and copied
-    template.evaluate(data.shaped(data.x_train[:2]), data.y_train[:2], verbose=0)
-    template.optimizer.build(template.trainable_variables)
-    for metric in template.metrics:
-        metric.reset_state()
-    trainable, non_trainable = [], []
-    for job in jobs:  # each model's initial weights, drawn as the keras engine draws them
-        model = template if job is jobs[0] else keras_model(job)
-        trainable.append([np.asarray(v.value) for v in model.trainable_variables])
-        non_trainable.append([np.asarray(v.value) for v in model.non_trainable_variables])
-    optimizer = [[np.asarray(v.value) for v in template.optimizer.variables]] * len(jobs)
-    metrics = [[np.asarray(v.value) for v in template.metrics_variables]] * len(jobs)
-    state = tuple(
-        [np.stack(values) for values in zip(*group, strict=True)]
-        for group in (trainable, non_trainable, optimizer, metrics)
-    )
-    epochs = jobs[0].config.training.epochs
-    orders = np.stack(
-        [
-            [epoch_permutation(shuffle_seed(job.seed), e, data.n_train) for e in range(epochs)]
-            for job in jobs
-        ]
-    ).astype(np.int32)
-    return ModelCopies(template, state, data, orders, jobs, jobs[0].config.training.batch_size)
-
-
-def many_models_program(copies: ModelCopies):
-    """A jitted function (state, orders) -> (state, history float32 [C, E, 6]) training every
-    model for E epochs (see the module docstring)."""
-    import jax
+def many_models_program(jobs: list):
+    """(copies, a function () -> (state, history float32 [C, E, 6])) training every model for
+    all E epochs in one call of the engine's segment program."""
     import jax.numpy as jnp
 
-    model, data, batch = copies.template, copies.data, copies.batch_size
-    x = jnp.asarray(data.shaped(data.x_train))
-    y = jnp.asarray(data.y_train)
-    evaluations = [
-        (jnp.asarray(data.shaped(data.x_test)), jnp.asarray(data.y_test)),
-        (jnp.asarray(data.shaped(data.x_val)), jnp.asarray(data.y_val)),
-    ]
-    n_full = data.n_train // batch
-    initial_metrics = [jnp.asarray(v) for v in copies.state[3]]
+    from actreg_cli.engines.jax.engine import jax_tree
+    from actreg_cli.engines.jax.program import model_copies, segment_program
 
-    def evaluate(trainable, non_trainable, metrics, xs, ys):
-        # test_step on the whole set as one batch, from reset trackers
-        logs, _ = model.test_step((trainable, non_trainable, metrics), (xs, ys))
-        return [logs[k] for k in ("loss", *metric_names(logs))]
+    copies = model_copies(jobs)
+    program = segment_program(copies, None)
+    epochs = jobs[0].config.training.epochs
+    state = jax_tree(copies.state)
+    orders = jnp.asarray(copies.orders(0, epochs))
+    span = jnp.arange(epochs, dtype=jnp.int32)
 
-    def one_model(state, orders, reset_metrics):
-        def epoch(state, order):
-            trainable, non_trainable, optimizer, _ = state
-            state = (trainable, non_trainable, optimizer, reset_metrics)
+    def run():
+        new_state, _, _, rows = program(state, None, None, orders, span)
+        return new_state, rows
 
-            def step(state, rows):
-                logs, state = model.train_step(state, (x[rows], y[rows]))
-                return state, logs
-
-            state, logs = jax.lax.scan(step, state, order[: n_full * batch].reshape(n_full, -1))
-            logs = jax.tree.map(lambda v: v[-1], logs)
-            if n_full * batch < data.n_train:  # the last partial batch, as fit keeps it
-                rows = order[n_full * batch :]
-                logs, state = model.train_step(state, (x[rows], y[rows]))
-            row = [logs["loss"], *[logs[k] for k in metric_names(logs)]]
-            for xs, ys in evaluations:
-                row += evaluate(state[0], state[1], reset_metrics, xs, ys)
-            return state, jnp.stack(row)
-
-        return jax.lax.scan(epoch, state, orders)
-
-    def program(state, orders):
-        resets = [v[0] for v in initial_metrics]
-        return jax.vmap(lambda s, o: one_model(s, o, resets))(state, orders)
-
-    return jax.jit(program)
-
-
-def metric_names(logs: dict) -> list[str]:
-    """The compiled metric's key in a step's logs (every key but 'loss')."""
-    return sorted(k for k in logs if k != "loss")
+    return copies, run
 
 
 def timed(fn) -> tuple[Any, float, float]:
@@ -206,7 +101,7 @@ def timed(fn) -> tuple[Any, float, float]:
 
 
 def reference_check(job, history: np.ndarray) -> dict:
-    """One model's vmapped history against the keras engine (model.fit on the JAX backend) for
+    """One model's history from the program against the keras engine (model.fit on the JAX backend) for
     the same job: the largest relative difference in the first epoch and over all epochs, per
     column; history float [E, 6] in HISTORY_COLUMNS order."""
     from actreg_cli.engines.keras.engine import KerasEngine
@@ -227,10 +122,14 @@ def reference_check(job, history: np.ndarray) -> dict:
 
 
 def many_worker(study: str, models: int, epochs: int, check_epochs: int) -> dict:
-    """Trains `models` copies of the study's first cell for `epochs` epochs twice (the first
-    call traces and compiles; building the models is timed after a first model is built), checks model 0 against the keras engine over `check_epochs`
-    epochs, and returns the timings per model-epoch (wall and process CPU)."""
+    """Trains `models` copies of the study's first cell for `epochs` epochs twice in one call of
+    the engine's program (the first call traces and compiles; building the models is timed
+    after a first model is built), checks model 0 against the keras engine over `check_epochs`
+    epochs, then times the whole engine (`JaxEngine.train`: building, compiling, segments,
+    final evaluation) on the same jobs; returns the timings per model-epoch (wall, process CPU)."""
     import keras
+
+    from actreg_cli.engines.jax.engine import JaxEngine
 
     assert keras.config.backend() == "jax", "run with KERAS_BACKEND=jax"
     jobs = study_jobs(study, models, epochs)
@@ -238,15 +137,16 @@ def many_worker(study: str, models: int, epochs: int, check_epochs: int) -> dict
     # the keras engine's first model does: left out of both sides' timings
     keras_model(jobs[0])
     setup_cpu = time.process_time()
-    copies = model_copies(jobs)
+    copies, program = many_models_program(jobs)
     setup_cpu = time.process_time() - setup_cpu
-    program = many_models_program(copies)
-    (_, history), first_wall, first_cpu = timed(lambda: program(copies.state, copies.orders))
-    _, again_wall, again_cpu = timed(lambda: program(copies.state, copies.orders))
+    (_, history), first_wall, first_cpu = timed(program)
+    _, again_wall, again_cpu = timed(program)
     history = np.asarray(history)
     check_job = study_jobs(study, 1, check_epochs)[0]
     check = reference_check(check_job, history[0, :check_epochs])
     model_epochs = models * epochs
+    results, engine_wall, engine_cpu = timed(lambda: JaxEngine().train(jobs))
+    engine_history = np.stack([r.history for r in results])
     return {
         "study": study,
         "models": models,
@@ -260,10 +160,14 @@ def many_worker(study: str, models: int, epochs: int, check_epochs: int) -> dict
         "cpu_per_model_epoch_s": again_cpu / model_epochs,
         "wall_per_model_epoch_s": again_wall / model_epochs,
         "first_cpu_per_model_epoch_s": first_cpu / model_epochs,
+        "engine_wall_s": engine_wall,
+        "engine_cpu_s": engine_cpu,
+        "engine_cpu_per_model_epoch_s": engine_cpu / model_epochs,
+        "engine_same_history": bool(np.array_equal(engine_history, history)),
         "final_test_metric_mean": float(history[:, -1, 3].mean()),
         "finite": bool(np.isfinite(history).all()),
         "check_epochs": check_epochs,
         **check,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "batches_per_epoch": math.ceil(copies.data.n_train / copies.batch_size),
+        "batches_per_epoch": math.ceil(copies.data.n_train / copies.batch),
     }

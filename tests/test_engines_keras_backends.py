@@ -43,7 +43,7 @@ MLP = {
     "name": "mlp",
     "model": {"hidden_units": [64]},
     "regularizers": [{"strength": 1e-3, "placement": "before_activation"}],
-    "training": {"epochs": 40},
+    "training": {"epochs": 12},
 }
 
 

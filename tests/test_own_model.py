@@ -153,7 +153,9 @@ def test_paths_resolve_against_the_config_folder_and_set_and_grid_reach_args(
     assert sweep.grid == {"model.args.units": [8, 16]}
 
 
-def test_cpu_and_fused_say_why_and_auto_picks_keras(builders: Path) -> None:
+def test_cpu_and_fused_say_why_and_auto_picks_jax_or_keras(builders: Path) -> None:
+    import importlib.util
+
     from actreg_cli.engines import select_engine
 
     path = own_config(builders)
@@ -161,15 +163,17 @@ def test_cpu_and_fused_say_why_and_auto_picks_keras(builders: Path) -> None:
     assert validated.exit_code == 0 and "ok: " in validated.output, validated.output
     cfg = load_experiment(path)
     engine, note = select_engine("auto", [cfg])
-    assert engine.name == "keras"
+    # the jax engine when jax is installed (tests/test_engines_jax.py), else keras
+    expected = "jax" if importlib.util.find_spec("jax") is not None else "keras"
+    assert engine.name == expected
     # one reason, said once for both engines it rules out
-    assert note == (
-        "using the keras engine: the cpu and fused engines cannot run this config (model.keras "
-        "is a Keras model of your own, which only the keras engine trains)"
+    assert note.startswith(
+        f"using the {expected} engine: the cpu and fused engines cannot run this config "
+        "(model.keras is a Keras model of your own, which only the jax and keras engines train)"
     )
     for name in ("cpu", "fused"):
         result = invoke("run", builders / "own.yaml", "--engine", name)
-        assert_exit_2(result, f"the {name} engine cannot run", "only the keras engine trains")
+        assert_exit_2(result, f"the {name} engine cannot run", "only the jax and keras engines")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +346,8 @@ def test_a_keras_file_is_reinitialized_from_each_repeats_seed(builders: Path) ->
     assert not same(weights_of(cfg_b, data, 4), weights_of(cfg_b, data, 5))
 
     runs = builders / "runs"
-    result = invoke("run", path, "--runs-dir", runs)
+    # the keras engine in this process (auto's jax engine is tested in test_engines_jax.py)
+    result = invoke("run", path, "--runs-dir", runs, "--engine", "keras")
     assert result.exit_code == 0, result.output
     run_dir = Path(result.output.strip().splitlines()[-1])
     meta = yaml.safe_load((run_dir / "run.yaml").read_text())
@@ -356,7 +361,7 @@ def test_a_keras_file_is_reinitialized_from_each_repeats_seed(builders: Path) ->
     assert "Keras model file m.keras" in report and "hidden (Dense relu)" in report
     assert "layer 'hidden'" in (run_dir / "summary.json").read_text()
     # the folder's config.yaml re-runs the run: the same numbers
-    again = invoke("run", run_dir / "config.yaml", "--runs-dir", runs)
+    again = invoke("run", run_dir / "config.yaml", "--runs-dir", runs, "--engine", "keras")
     assert again.exit_code == 0, again.output
     rerun = Path(again.output.strip().splitlines()[-1])
     assert (rerun / "repeats.csv").read_text() == (run_dir / "repeats.csv").read_text()
@@ -371,7 +376,9 @@ def test_sweep_over_model_args_and_redraw_without_the_users_code(builders: Path)
     # the baseline (no penalties) summarises the base's penalized layer, not the first one
     assert [c.config.probe_layer for c in layers] == ["hidden", "hidden", "stem"]
     runs = builders / "runs"
-    result = invoke("sweep", path, "--grid", "model.args.units=2,3", "--runs-dir", runs)
+    result = invoke(
+        "sweep", path, "--grid", "model.args.units=2,3", "--runs-dir", runs, "--engine", "keras"
+    )
     assert result.exit_code == 0, result.output
     study = Path(result.output.strip().splitlines()[-1])
     table = (study / "summary.csv").read_text()
@@ -379,7 +386,7 @@ def test_sweep_over_model_args_and_redraw_without_the_users_code(builders: Path)
     assert "the model has none of its own" in (study / "report.md").read_text()
     # a model with a penalty of its own: kept, and said so
     path = own_config(builders, name="seq", model={"keras": "tiny_models.py:sequential"})
-    run = invoke("run", path, "--runs-dir", runs, "--repeats", 1)
+    run = invoke("run", path, "--runs-dir", runs, "--repeats", 1, "--engine", "keras")
     assert run.exit_code == 0, run.output
     run_dir = Path(run.output.strip().splitlines()[-1])
     (builders / "tiny_models.py").unlink()  # a received folder: the user's code is not here

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_and_report, write_yaml
+from conftest import REPO, run_and_report, stored_cell_hashes, write_yaml
 
 ray = pytest.importorskip("ray")
 
@@ -190,9 +190,9 @@ def reference(references) -> Path:
     return references("keras")
 
 
-def stored_cells(store: Path) -> list[Path]:
-    """The finished cells in a sweep's shared store, runs/<sweep name>/cells."""
-    return sorted((store / "cells").glob("[!.]*.json"))
+def stored_cells(store: Path) -> list[str]:
+    """The hashes of the finished cells in a sweep's shared store, runs/<sweep name>/cells."""
+    return sorted(stored_cell_hashes(store))
 
 
 def assert_same_sweep(folder: Path, reference: Path) -> None:

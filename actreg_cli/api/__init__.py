@@ -77,12 +77,14 @@ def run(
     config: an experiment config file's path, or the config as a dict (validated as the same
       YAML would be; a relative data path is read from the current folder).
     set: `--set` items, e.g. ["regularizers.0.strength=1e-3"]; epochs, repeats, seed: override
-      the training section; engine: "auto", "keras", "fused" or "cpu".
+      the training section; engine: "auto", "keras", "fused", "cpu" or "jax".
     runs_dir: the folder that receives the run folder <name>-<date>-<time>/.
     progress: a progress bar (and the engine notes) on stderr; otherwise nothing is printed.
     workers: processes that train the keras engine's repeats (the fused and cpu engines use
-      every core with threads instead); None: one per core, fewer for a short run; 1: this
-      process. The results are the same for any number.
+      every core with threads instead; the jax engine trains them in one worker process
+      started with KERAS_BACKEND=jax, or here when this process's Keras is on JAX); None: one
+      per core, fewer for a short run; 1: this process. The results are the same for any
+      number.
 
     Raises ConfigError (bad config, data or layers, workers < 1; nothing written) or
     EngineUnsupported (the named engine cannot run it); an error while training propagates as

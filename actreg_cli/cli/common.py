@@ -98,17 +98,19 @@ WorkersOpt = Annotated[
         callback=at_least(1),
         help="Processes that train keras-engine cells and repeats (default: one per core, "
         "fewer for a short study: one per 500 model-epochs; 1: in this process). The results "
-        "are the same for any N. The fused and cpu engines use every core with threads, so "
-        "their cells never start processes.",
+        "are the same for any N. The jax engine trains a chunk of cells per process, in at "
+        "least one process started with KERAS_BACKEND=jax (none when this one is on JAX). The "
+        "fused and cpu engines use every core with threads, so their cells never start "
+        "processes.",
         show_default=False,
     ),
 ]
 EngineOpt = Annotated[
     EngineName,
     typer.Option(
-        metavar="[auto|keras|fused|cpu]",
-        help="auto: the fastest engine that supports the config (cpu, then fused, then "
-        "keras), and says why it passed one over.",
+        metavar="[auto|keras|fused|cpu|jax]",
+        help="auto: the fastest engine that supports the config (cpu, then fused, then jax "
+        "when installed, then keras), and says why it passed one over.",
     ),
 ]
 

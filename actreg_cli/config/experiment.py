@@ -219,12 +219,12 @@ class ExperimentConfig(StrictModel):
 
     @property
     def keras_model_reason(self) -> str | None:
-        """Why only the keras engine trains this config (one line): the model is a Keras model
-        of your own; None otherwise."""
+        """Why only the keras and jax engines train this config (one line): the model is a
+        Keras model of your own; None otherwise."""
         if not self.model.is_keras_model:
             return None
         field = "model.keras" if self.model.keras is not None else "model.keras_file"
-        return f"{field} is a Keras model of your own, which only the keras engine trains"
+        return f"{field} is a Keras model of your own, which only the jax and keras engines train"
 
     @property
     def probe_name(self) -> str:

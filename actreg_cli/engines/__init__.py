@@ -1,6 +1,7 @@
 """Engines train models: `keras` (model.fit, the reference), `fused` (many models, one XLA
-program; MLPs and layer lists: conv2d, lstm, dropout, ...) and `cpu` (a hand-fused MLP loop
-compiled with Numba, the fastest on a CPU).
+program; MLPs and layer lists: conv2d, lstm, dropout, ...), `cpu` (a hand-fused MLP loop
+compiled with Numba, the fastest on a CPU) and `jax` (the keras engine's models, a Keras model
+of your own included, many at once in one JAX program of Keras's own train step).
 
 `select_engine` is the one place that decides which engine runs a set of configs.
 """
@@ -23,6 +24,7 @@ class EngineName(str, Enum):
     keras = "keras"
     fused = "fused"
     cpu = "cpu"
+    jax = "jax"
 
 
 def _engine(name: EngineName) -> Engine:
@@ -34,6 +36,10 @@ def _engine(name: EngineName) -> Engine:
         from actreg_cli.engines.fused.engine import FusedEngine
 
         return FusedEngine()
+    if name is EngineName.jax:
+        from actreg_cli.engines.jax.engine import JaxEngine
+
+        return JaxEngine()
     from actreg_cli.engines.keras.engine import KerasEngine
 
     return KerasEngine()
@@ -75,16 +81,22 @@ def keras_backend() -> str:
 
 def engine_backend(name: str) -> str:
     """What computes an engine's training, as runs record it: the Keras backend for `keras`
-    (`keras_backend`), 'tensorflow-xla' for `fused`, 'numba' for `cpu`. Imports nothing."""
+    (`keras_backend`), 'tensorflow-xla' for `fused`, 'numba' for `cpu`, 'jax' for `jax` (Keras
+    on its JAX backend, in a worker process when this one is not). Imports nothing."""
     if name == EngineName.keras.value:
         return keras_backend()
-    return {EngineName.fused.value: "tensorflow-xla", EngineName.cpu.value: "numba"}[name]
+    return {
+        EngineName.fused.value: "tensorflow-xla",
+        EngineName.cpu.value: "numba",
+        EngineName.jax.value: "jax",
+    }[name]
 
 
 #: What `auto` tries, fastest first on a CPU for the tutorial MLP (the cpu engine ~7 µs CPU a
-#: model-epoch, fused ~21-25, keras ~43 ms an epoch; README "Speed"); keras, the reference,
-#: runs everything.
-AUTO_ORDER = (EngineName.cpu, EngineName.fused, EngineName.keras)
+#: model-epoch, fused ~21-25, keras ~43 ms an epoch; README "Speed"); jax trains what the
+#: first two cannot (a Keras model of your own, a custom regularizer function) 5-9x cheaper
+#: than keras (docs/own_model.md) when jax is installed; keras, the reference, runs everything.
+AUTO_ORDER = (EngineName.cpu, EngineName.fused, EngineName.jax, EngineName.keras)
 
 
 def select_engine(

@@ -1,4 +1,5 @@
-"""Keras-engine jobs trained in worker processes on this machine (`--workers N`).
+"""Keras-engine jobs, and jax-engine chunks, trained in worker processes on this machine
+(`--workers N`).
 
 The keras engine trains one model at a time with `model.fit`, on one core for most of each epoch
 (per-batch Python and op dispatch dominate small models), so a sweep's cells and a run's repeats
@@ -9,6 +10,12 @@ them, and whenever only one process would get work, jobs are trained in this pro
 Each job (one model: a cell's repeat, or a run's repeat) is one task; a sweep's chunk (one cell,
 all its repeats, for the keras engine) is handed to `on_done` when its last job comes back, in
 this process, where the cell is stored: crash safety and resume are those of the local executor.
+
+The jax engine trains a whole chunk in one call (a program per cell: its repeats are the
+program's batch), so for it a task is a whole chunk, never split per job. Keras runs on one backend per process,
+chosen when it is first imported: jax-engine workers are started with KERAS_BACKEND=jax in
+their environment, and at least one is started unless this process's Keras is on JAX already
+(`worker_processes`).
 
 Why the results equal those trained in this process, bit for bit:
 - every job starts from its own seed (initial weights, minibatch order, Keras's generators), so
@@ -34,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import sys
 import threading
@@ -44,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actreg_cli.engines.base import ProgressCallback, TrainJob, TrainResult, worker_count
+from actreg_cli.engines.jax.engine import running_backend
 from actreg_cli.study.executors import (
     ChunkProgress,
     DoneCallback,
@@ -54,7 +63,16 @@ from actreg_cli.study.executors import (
 )
 
 #: Engines whose jobs go to worker processes (the others use every core with threads already).
-PROCESS_ENGINES = ("keras",)
+PROCESS_ENGINES = ("keras", "jax")
+#: Engines that train a whole chunk as one task (one program for all its jobs).
+CHUNK_TASK_ENGINES = ("jax",)
+#: What an engine's workers need in their environment: the jax engine trains on Keras's JAX
+#: backend, which Keras chooses from KERAS_BACKEND when it is first imported.
+WORKER_ENVIRONMENT = {"jax": {"KERAS_BACKEND": "jax"}}
+#: The jax engine without --workers: one worker per this many model-epochs (at most one per
+#: core and chunk). A worker's start (importing JAX and Keras, tracing and compiling its first
+#: program: ~10 s) is worth ~20,000 model-epochs of a small model at ~0.25 ms each.
+JAX_MODEL_EPOCHS_PER_WORKER = 20_000
 #: Without --workers: one worker per this many model-epochs (at most one per core). A worker
 #: first imports TensorFlow and traces its first fit (about 5-10 s, ~100 Keras epochs of a small
 #: model), which a short study would spend waiting.
@@ -78,18 +96,31 @@ def check_workers(workers: Any) -> int | None:
 
 
 def worker_processes(workers: int | None, engine: str, n_jobs: int, model_epochs: int) -> int:
-    """How many worker processes train `n_jobs` jobs (`model_epochs` in all) of `engine`; 0:
-    they are trained in this process (another engine than keras, or one process's worth).
+    """How many worker processes train `n_jobs` tasks (`model_epochs` in all) of `engine`; 0:
+    they are trained in this process (fused or cpu, or one process's worth).
 
+    n_jobs: the tasks, jobs for keras and chunks for jax (CHUNK_TASK_ENGINES).
     workers: as asked (--workers); None: one per core, one per MIN_MODEL_EPOCHS_PER_WORKER
-      model-epochs at most. Never more than the jobs.
+      (keras) or JAX_MODEL_EPOCHS_PER_WORKER (jax) model-epochs at most. Never more than the
+      tasks. The jax engine gets at least one worker unless this process's Keras is on JAX.
     """
     if engine not in PROCESS_ENGINES:
         return 0
     if workers is None:
-        workers = min(worker_count(), max(1, model_epochs // MIN_MODEL_EPOCHS_PER_WORKER))
+        per_worker = MIN_MODEL_EPOCHS_PER_WORKER
+        if engine in CHUNK_TASK_ENGINES:
+            per_worker = JAX_MODEL_EPOCHS_PER_WORKER
+        workers = min(worker_count(), max(1, model_epochs // per_worker))
     processes = min(workers, n_jobs)
+    if engine in WORKER_ENVIRONMENT and not runs_here(engine):
+        return max(1, processes)
     return processes if processes > 1 else 0
+
+
+def runs_here(engine: str) -> bool:
+    """Whether this process can train `engine`'s jobs itself: the jax engine needs Keras on JAX
+    (the others train anywhere)."""
+    return engine != "jax" or running_backend() == "jax"
 
 
 def jobs_model_epochs(jobs: Sequence[TrainJob]) -> int:
@@ -105,8 +136,9 @@ class ParentGone(Exception):
 
 def worker_main(engine: str, conn: Any) -> None:
     """A worker's loop on its end of a pipe to the parent: say ("ready", None, None), then take
-    (key, job), train it and answer ("progress", key, n) per epoch, then ("done", key, result)
-    or ("failed", key, one line). None, or the parent gone (its end closed), ends it."""
+    (key, jobs), train them (one `train_chunk` call) and answer ("progress", key, n) per epoch,
+    then ("done", key, results) or ("failed", key, one line). None, or the parent gone (its end
+    closed), ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # started ignored already; the parent acts
 
     def send(message: tuple[str, Any, Any]) -> None:
@@ -121,10 +153,10 @@ def worker_main(engine: str, conn: Any) -> None:
             task = conn.recv()
             if task is None:
                 return
-            key, job = task
+            key, jobs = task
             try:
-                [result] = train_chunk(engine, [job], lambda n, key=key: send(("progress", key, n)))
-                message: tuple[str, Any, Any] = ("done", key, result)
+                results = train_chunk(engine, jobs, lambda n, key=key: send(("progress", key, n)))
+                message: tuple[str, Any, Any] = ("done", key, results)
             except ParentGone:
                 raise
             except Exception as exc:  # the job fails; the worker goes on with the next one
@@ -157,6 +189,22 @@ def sigint_ignored() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with `values` set while a worker process starts (a spawned process inherits
+    this process's environment at its start), restored after."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def main_module_hidden() -> Iterator[None]:
     """An empty `__main__` while a worker process starts, so that it does not run the caller's
     main module again. Spawn would (multiprocessing's "safe importing of main module"): a script
@@ -175,7 +223,7 @@ def main_module_hidden() -> Iterator[None]:
 class Worker:
     process: Any  # multiprocessing.Process
     conn: Any  # this process's end of the pipe to it
-    task: tuple[int, int] | None = None  # (chunk index, job index) being trained
+    task: tuple[int, tuple[int, ...]] | None = None  # (chunk index, job indices) being trained
     ready: bool = False  # it has started (its first message came)
 
 
@@ -192,9 +240,9 @@ class WorkerPool:
     """`processes` spawned workers training one engine's jobs (see `ProcessExecutor.run`).
 
     Each worker has its own pipe (no lock shared between processes, which a worker killed
-    mid-write would leave taken) and holds one job at a time, so a worker that dies is known to
-    have taken its job, and that job's chunk fails, with it. Jobs go out in grid order, so cells
-    finish (and are stored) about in order.
+    mid-write would leave taken) and holds one task at a time (a job, or for the jax engine a
+    whole chunk), so a worker that dies is known to have taken its task, and that task's chunk
+    fails, with it. Tasks go out in grid order, so cells finish (and are stored) about in order.
     """
 
     def __init__(self, engine: str, processes: int):
@@ -203,7 +251,7 @@ class WorkerPool:
         self.workers: list[Worker] = []
         self.chunks: Sequence[Sequence[TrainJob]] = []
         self.states: dict[int, ChunkState] = {}
-        self.todo: deque[tuple[int, int]] = deque()  # (chunk index, job index) not handed out
+        self.todo: deque[tuple[int, tuple[int, ...]]] = deque()  # tasks not handed out
         self.on_done: DoneCallback = lambda index, results: None
         self.on_failed: FailedCallback = lambda index, message: None
         self.progress: ChunkProgress | None = None
@@ -217,7 +265,11 @@ class WorkerPool:
             name=f"actreg-worker-{len(self.workers)}",
             daemon=True,  # ended with this process, whatever happens to it
         )
-        with sigint_ignored(), main_module_hidden():
+        with (
+            sigint_ignored(),
+            main_module_hidden(),
+            environment(WORKER_ENVIRONMENT.get(self.engine, {})),
+        ):
             process.start()
         there.close()  # the worker's end lives in the worker: its death then reads as EOF here
         worker = Worker(process, here)
@@ -231,7 +283,7 @@ class WorkerPool:
             self.on_failed(index, message)
 
     def assign(self, worker: Worker) -> None:
-        """Hand `worker` the next job whose chunk has not failed, or None (it then exits)."""
+        """Hand `worker` the next task whose chunk has not failed, or None (it then exits)."""
         while self.todo and self.states[self.todo[0][0]].failed:
             self.todo.popleft()
         worker.task = self.todo.popleft() if self.todo else None
@@ -239,8 +291,8 @@ class WorkerPool:
             with contextlib.suppress(OSError):  # already gone: nothing to tell it
                 worker.conn.send(None)
         else:
-            index, job = worker.task
-            worker.conn.send((worker.task, self.chunks[index][job]))
+            index, jobs = worker.task
+            worker.conn.send((worker.task, [self.chunks[index][j] for j in jobs]))
 
     def run(
         self,
@@ -251,7 +303,10 @@ class WorkerPool:
     ) -> None:
         self.chunks = chunks
         self.states = {i: ChunkState(len(jobs)) for i, jobs in enumerate(chunks)}
-        self.todo = deque((i, j) for i, jobs in enumerate(chunks) for j in range(len(jobs)))
+        if self.engine in CHUNK_TASK_ENGINES:
+            self.todo = deque((i, tuple(range(len(jobs)))) for i, jobs in enumerate(chunks))
+        else:
+            self.todo = deque((i, (j,)) for i, jobs in enumerate(chunks) for j in range(len(jobs)))
         self.on_done, self.on_failed, self.progress = on_done, on_failed, progress
         try:
             for _ in range(self.processes):
@@ -281,14 +336,14 @@ class WorkerPool:
             if kind == "ready":
                 worker.ready = True
                 continue
-            index, job = key
+            index, jobs = key
             state = self.states[index]
             if kind == "progress":
                 if self.progress is not None and not state.failed:
                     self.progress(index, payload)
                 continue
             if kind == "done" and not state.failed:
-                state.results[job] = payload
+                state.results.update(zip(jobs, payload, strict=True))
                 if len(state.results) == state.n_jobs:
                     self.on_done(index, [state.results[j] for j in range(state.n_jobs)])
             elif kind == "failed":
@@ -325,8 +380,8 @@ class WorkerPool:
 
 
 class ProcessExecutor:
-    """Trains keras-engine chunks in worker processes, every other engine's in this process;
-    implements `executors.Executor` (with progress, like `LocalExecutor`).
+    """Trains keras-engine and jax-engine chunks in worker processes, the fused and cpu engines'
+    in this process; implements `executors.Executor` (with progress, like `LocalExecutor`).
 
     workers: worker processes (>= 1); None: the default of `worker_processes` (one per core,
       fewer for a short study). 1 trains in this process. Never more processes than jobs.
@@ -337,9 +392,13 @@ class ProcessExecutor:
     def __init__(self, workers: int | None = None):
         self.workers = check_workers(workers)
 
-    def processes_for(self, engine: str, jobs: Sequence[TrainJob]) -> int:
-        """Worker processes `run` starts for these jobs of `engine` (0: trained here)."""
-        return worker_processes(self.workers, engine, len(jobs), jobs_model_epochs(jobs))
+    def processes_for(
+        self, engine: str, jobs: Sequence[TrainJob], chunks: int | None = None
+    ) -> int:
+        """Worker processes `run` starts for these jobs of `engine` (0: trained here); `chunks`:
+        how many chunks they are in (the jax engine's tasks; None: one)."""
+        tasks = (chunks or 1) if engine in CHUNK_TASK_ENGINES else len(jobs)
+        return worker_processes(self.workers, engine, tasks, jobs_model_epochs(jobs))
 
     def run(
         self,
@@ -349,7 +408,9 @@ class ProcessExecutor:
         on_failed: FailedCallback,
         progress: ChunkProgress | None = None,
     ) -> None:
-        processes = self.processes_for(engine, [job for jobs in chunks for job in jobs])
+        processes = self.processes_for(
+            engine, [job for jobs in chunks for job in jobs], len(chunks)
+        )
         if processes == 0:
             LocalExecutor().run(chunks, engine, on_done, on_failed, progress=progress)
             return
@@ -367,24 +428,30 @@ def train_jobs(
     workers: int | None = 1,
 ) -> list[TrainResult]:
     """`engine.train(jobs, progress)`, in `worker_processes(...)` worker processes when that is
-    more than one (a run's repeats with the keras engine). Results in the order of the jobs.
+    more than none (a run's repeats with the keras engine; the jax engine's one chunk of them
+    when this process's Keras is not on JAX). Results in the order of the jobs.
 
     A job that fails in a worker stops the others and raises JobFailed naming its seed.
     """
-    processes = worker_processes(workers, engine.name, len(jobs), jobs_model_epochs(jobs))
+    whole = engine.name in CHUNK_TASK_ENGINES
+    chunks = [list(jobs)] if whole else [[job] for job in jobs]
+    processes = worker_processes(workers, engine.name, len(chunks), jobs_model_epochs(jobs))
     if processes == 0:
         return engine.train(list(jobs), progress)
     results: dict[int, TrainResult] = {}
 
     def done(index: int, chunk_results: list[TrainResult]) -> None:
-        results[index] = chunk_results[0]
+        start = 0 if whole else index
+        results.update(enumerate(chunk_results, start))
 
     def failed(index: int, message: str) -> None:
+        if whole:
+            raise JobFailed(f"the {engine.name} engine's worker process: {message}")
         raise JobFailed(f"repeat {index} (seed {jobs[index].seed}): {message}")
 
     def chunk_progress(index: int, n: int) -> None:
         if progress is not None:
             progress(n)
 
-    WorkerPool(engine.name, processes).run([[job] for job in jobs], done, failed, chunk_progress)
+    WorkerPool(engine.name, processes).run(chunks, done, failed, chunk_progress)
     return [results[i] for i in range(len(jobs))]
