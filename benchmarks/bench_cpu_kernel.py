@@ -152,8 +152,15 @@ def sgemm_worker(args: argparse.Namespace) -> dict:
 
 
 def worker(kind: str, args: argparse.Namespace, **extra) -> dict:
-    command = [sys.executable, __file__, "--worker", kind, "--epochs", str(args.epochs)]
-    command += ["--reps", str(args.reps)]
+    options = ["--epochs", str(args.epochs), "--reps", str(args.reps)]
+    return worker_process(__file__, kind, options, **extra)
+
+
+def worker_process(script: str, kind: str, options: list[str], **extra) -> dict:
+    """Run `script --worker KIND OPTIONS --key value ...` in a fresh process (the sgemm worker on
+    one BLAS thread: one core's rate) and return the JSON of its last line of output; exit
+    with its error output if it fails."""
+    command = [sys.executable, script, "--worker", kind, *options]
     for key, value in extra.items():
         command += [f"--{key}", str(value)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -215,18 +214,10 @@ def sgemm_worker(args: argparse.Namespace) -> dict:
 
 
 def worker(kind: str, args: argparse.Namespace, **extra) -> dict:
-    command = [sys.executable, __file__, "--worker", kind, "--reps", str(args.reps)]
-    command += ["--scale", str(args.scale)]
-    for key, value in extra.items():
-        command += [f"--{key}", str(value)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    if kind == "sgemm":  # one core's rate
-        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{kind} worker failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from bench_cpu_kernel import worker_process
+
+    options = ["--reps", str(args.reps), "--scale", str(args.scale)]
+    return worker_process(__file__, kind, options, **extra)
 
 
 def main() -> None:
