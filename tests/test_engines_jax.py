@@ -219,7 +219,8 @@ def test_jax_engine_vs_keras_engine_on_tensorflow(trained) -> None:
 
 def test_sweep_with_the_jax_engine_trains_in_a_jax_worker(tmp_path: Path) -> None:
     """On TensorFlow the jax engine's chunk trains in a worker process on JAX; the sweep's
-    folder records the engine and backend. (`auto`, as a user runs a model of their own.)"""
+    folder records the engine and backend. (Named: for a job this small `auto` estimates
+    model.fit cheaper, tests/test_engine_costs.py.)"""
     base = {**OWN_MODEL, "training": {"epochs": 2, "batch_size": 64, "repeats": 2}}
     base.pop("name")
     path = write_yaml(
@@ -229,10 +230,10 @@ def test_sweep_with_the_jax_engine_trains_in_a_jax_worker(tmp_path: Path) -> Non
             "grid": {"regularizers.0.strength": [1e-3]},
         },
     )  # fmt: skip
-    result = invoke("sweep", path, "--runs-dir", tmp_path / "runs")
+    result = invoke("sweep", path, "--engine", "jax", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     folder = Path(result.output.strip().splitlines()[-1])
-    assert folder.name.startswith("auto-")
+    assert folder.name.startswith("jax-")
     meta = yaml.safe_load((folder / "sweep.yaml").read_text())
     assert {cell["engine"] for cell in meta["cells"]} == {"jax"}
     assert meta["backends"] == {"jax": "jax"}
@@ -249,9 +250,14 @@ def test_the_engine_refuses_a_process_on_tensorflow() -> None:
 def test_auto_picks_jax_for_an_own_model_and_says_so_when_jax_is_missing(monkeypatch) -> None:
     from actreg_cli.engines import engine_backend, select_engine
 
+    # a study's size (10 repeats x 200 epochs x 5 batches): jax's start-up pays for itself
+    big = {**OWN_MODEL, "training": {**OWN_MODEL["training"], "epochs": 200, "repeats": 10}}
+    engine, note = select_engine("auto", [ExperimentConfig.model_validate(big)])
+    assert engine.name == "jax" and "cpu and fused engines cannot run" in note
+    # 3 epochs of one model: model.fit's start-up is the cheaper (tests/test_engine_costs.py)
     own = ExperimentConfig.model_validate(OWN_MODEL)
     engine, note = select_engine("auto", [own])
-    assert engine.name == "jax" and "cpu and fused engines cannot run" in note
+    assert engine.name == "keras" and "s on jax (engine costs measured on" in note
     assert engine_backend("jax") == "jax"
     mlp = ExperimentConfig.model_validate(STOPPING_MLP)
     assert select_engine("auto", [mlp])[0].name == "cpu"  # the faster engines keep their configs

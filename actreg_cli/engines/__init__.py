@@ -92,42 +92,85 @@ def engine_backend(name: str) -> str:
     }[name]
 
 
-#: What `auto` tries, fastest first on a CPU for the tutorial MLP (the cpu engine ~7 µs CPU a
-#: model-epoch, fused ~21-25, keras ~43 ms an epoch; README "Speed"); jax trains what the
-#: first two cannot (a Keras model of your own, a custom regularizer function) 5-9x cheaper
-#: than keras (docs/own_model.md) when jax is installed; keras, the reference, runs everything.
+#: What `auto` considers, in its order of preference when no measured costs decide (the cpu
+#: engine ~7 µs CPU a model-epoch of the tutorial MLP, fused ~21-25, keras ~43 ms an epoch;
+#: README "Speed"); jax trains what the first two cannot (a Keras model of your own, a custom
+#: regularizer function) when jax is installed; keras, the reference, runs everything.
 AUTO_ORDER = (EngineName.cpu, EngineName.fused, EngineName.jax, EngineName.keras)
 
 
 def select_engine(
-    name: EngineName | str, configs: Sequence[ExperimentConfig]
+    name: EngineName | str, configs: Sequence[ExperimentConfig], *, numbers: bool = True
 ) -> tuple[Engine, str | None]:
-    """The engine to run `configs` with, and a one-line note when `auto` had to fall back.
+    """The engine to run `configs` with, and a one-line note when `auto` did not take the
+    first engine of AUTO_ORDER.
 
     A named engine that cannot run a config raises EngineUnsupported naming the feature it
-    lacks; `auto` picks the first engine of AUTO_ORDER that supports every config and says why
-    it passed over the faster ones.
+    lacks. `auto` takes, among the engines of AUTO_ORDER that support every config, the one
+    estimated cheapest in CPU time for the whole job (engines/costs.py: measured costs per
+    engine, the job's cells and model-steps), the first of them where no estimate can be made,
+    and says why it passed over the ones before it. numbers: put the estimates in the note (a
+    sweep groups its cells' notes by their words, so it leaves them out).
     """
     name = EngineName(name)
-    candidates = AUTO_ORDER if name is EngineName.auto else (name,)
+    if name is not EngineName.auto:
+        engine = _engine(name)
+        reasons = sorted({r for c in configs if (r := engine.unsupported(c)) is not None})
+        if reasons:
+            raise EngineUnsupported(
+                f"the {name.value} engine cannot run this config: " + "; ".join(reasons)
+            )
+        if name is EngineName.keras:
+            check_keras_backend()
+        return engine, None
     passed: dict[str, list[str]] = {}  # why -> the engines passed over for it
-    for candidate in candidates:
+    supported: list[Engine] = []
+    for candidate in AUTO_ORDER:
         engine = _engine(candidate)
         reasons = sorted({r for c in configs if (r := engine.unsupported(c)) is not None})
-        if not reasons and candidate is EngineName.keras:
-            check_keras_backend()
-        if not reasons:
-            if not passed:
-                return engine, None
-            said = [
-                f"the {' and '.join(names)} engine{'s' if len(names) > 1 else ''} cannot run "
-                f"this config ({why})"
-                for why, names in passed.items()
-            ]
-            return engine, f"using the {engine.name} engine: " + "; ".join(said)
-        if name is not EngineName.auto:
-            raise EngineUnsupported(
-                f"the {candidate.value} engine cannot run this config: " + "; ".join(reasons)
-            )
-        passed.setdefault("; ".join(reasons), []).append(candidate.value)
-    raise AssertionError("the keras engine runs every config")  # pragma: no cover
+        if reasons:
+            passed.setdefault("; ".join(reasons), []).append(candidate.value)
+        else:
+            supported.append(engine)
+    chosen, cost_note = _cheapest(supported, configs, numbers)
+    if chosen.name == EngineName.keras.value:
+        check_keras_backend()
+    before = AUTO_ORDER.index(EngineName(chosen.name))
+    said = [
+        f"the {' and '.join(names)} engine{'s' if len(names) > 1 else ''} cannot run "
+        f"this config ({why})"
+        for why, every in passed.items()
+        if (names := [n for n in every if AUTO_ORDER.index(EngineName(n)) < before])
+    ]
+    if cost_note:
+        said.append(cost_note)
+    if not said:
+        return chosen, None
+    return chosen, f"using the {chosen.name} engine: " + "; ".join(said)
+
+
+def _cheapest(
+    supported: Sequence[Engine], configs: Sequence[ExperimentConfig], numbers: bool
+) -> tuple[Engine, str | None]:
+    """The supported engine estimated cheapest for the job (the first of AUTO_ORDER on a tie
+    or without estimates), and a note when it is not the first supported one."""
+    from actreg_cli.engines.costs import estimates, load_costs
+
+    first = supported[0]  # keras runs every config: never empty
+    if len(supported) == 1:
+        return first, None
+    estimate = estimates([e.name for e in supported], configs)
+    if estimate is None:
+        return first, None
+    chosen = min(supported, key=lambda e: estimate[e.name])  # min keeps the first on a tie
+    if chosen is first:
+        return first, None
+    dearer = [e.name for e in supported[: supported.index(chosen)]]
+    table = load_costs()
+    source = f"engine costs measured on {table.measured_on}" if table else "measured costs"
+    if not numbers:
+        return chosen, (f"it costs less CPU than the {' and '.join(dearer)} engine here ({source})")
+    against = ", ".join(f"{estimate[n]:.0f} s on {n}" for n in dearer)
+    return chosen, (
+        f"estimated {estimate[chosen.name]:.0f} s of CPU for this job against {against} ({source})"
+    )

@@ -131,8 +131,9 @@ def study_key(sweep: SweepConfig, engine: str) -> str:
 def resolve_engines(cells: Sequence[Cell], engine: str) -> tuple[dict[str, str], list[str]]:
     """The concrete engine of every cell, and notes on fallbacks.
 
-    `auto` is decided per cell (the fastest engine that supports it), so that a cell's
-    hash and chunk do not depend on its neighbours. Raises EngineUnsupported for `fused` on a
+    `auto` is decided per cell (the engine estimated cheapest for that cell among those that
+    support it, engines.select_engine), so that a cell's hash and chunk do not depend on its
+    neighbours. Raises EngineUnsupported for `fused` on a
     cell it cannot run.
     """
     from actreg_cli.engines import EngineName, select_engine
@@ -142,13 +143,24 @@ def resolve_engines(cells: Sequence[Cell], engine: str) -> tuple[dict[str, str],
         return {c.id: "keras" for c in cells}, []
     engines: dict[str, str] = {}
     cells_by_reason: dict[str, list[str]] = {}  # one note per reason, however many cells
+    # A regularizer's strength changes neither what an engine supports nor what it costs: cells
+    # that differ only in strengths share one decision (a 1000-strength grid decides twice).
+    decided: dict[tuple, tuple[str, str | None]] = {}
     for cell in cells:
-        chosen, why = select_engine(name, [cell.config])
-        engines[cell.id] = chosen.name
+        key = (cell.baseline, *((k, repr(v)) for k, v in cell.values.items() if not _strength(k)))
+        if key not in decided:
+            chosen, why = select_engine(name, [cell.config], numbers=False)
+            decided[key] = (chosen.name, why)
+        engines[cell.id], why = decided[key]
         if why:
             cells_by_reason.setdefault(why, []).append(cell.id)
     notes = [f"{_cell_list(ids)}: {why}" for why, ids in cells_by_reason.items()]
     return engines, notes
+
+
+def _strength(key: str) -> bool:
+    """Whether a swept key is a regularizer's strength (regularizers.N.strength, or a layer's)."""
+    return key.rsplit(".", 1)[-1] == "strength"
 
 
 def _cell_list(ids: Sequence[str]) -> str:
