@@ -179,10 +179,11 @@ def test_shell_completion_completes_commands_and_choices(tmp_path: Path) -> None
 
     assert complete("actreg sw") == ["sweep"]
     assert complete("actreg sweep --engine ") == ["auto", "keras", "fused", "cpu", "jax"]
-    # the script a user installs, shown as from a shell (a process of its own, as above)
+    # the script a user installs, shown from a bash (Typer finds the shell among the process's
+    # parents; `; exit` keeps bash from exec-ing the command, so bash stays its parent)
     env.pop("_ACTREG_COMPLETE")
     shown = subprocess.run(
-        [sys.executable, "-m", "actreg_cli", "--show-completion", "bash"],
+        ["bash", "-c", f'"{sys.executable}" -m actreg_cli --show-completion; exit $?'],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
