@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numba import njit
 from test_engines_cpu import experiment
 
@@ -99,3 +101,20 @@ def test_subnormal_results_flush_inside_and_not_after() -> None:
     assert flushed == 0.0 and a * b > 0
     CpuEngine(workers=1).train([TrainJob(experiment(epochs=2), 0)])
     assert a * b > 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seed=st.integers(0, 2**63 - 1),
+    epoch=st.integers(0, 10**6),
+    n=st.one_of(st.integers(0, 70), st.integers(71, 5000)),
+)
+def test_the_loops_epoch_order_is_epoch_permutation_bit_for_bit(seed, epoch, n) -> None:
+    """The general loop's allocation-free order (a counting sort then an insertion sort) is
+    the project's shuffled order (weights.epoch_permutation) for any seed, epoch and size."""
+    from actreg_cli.engines.cpu.step import epoch_order
+    from actreg_cli.weights import epoch_permutation
+
+    order, keys, starts = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n + 1, np.int64))
+    epoch_order(seed, epoch, n, order, keys, starts)
+    np.testing.assert_array_equal(order, epoch_permutation(seed, epoch, n))

@@ -4,7 +4,7 @@ A block's values of one layer are a row-major [rows, units] matrix (a row's unit
 so the loops run over units in SIMD lanes and each kernel row read from cache serves several
 rows at once (a small matrix product with the accumulators' loads and stores shared):
 
-- `dense_forward`: z = x @ kernel + bias, 2 rows and 4 inputs per pass over the units;
+- `dense_forward`: z = x @ kernel + bias, 4 rows and 4 inputs per pass over the units;
 - `kernel_grad`: the kernel gradient += x^T @ dL/dz, a rank-4 update (4 rows) of 2 kernel
   rows per pass;
 - `input_grad`: the previous layer's dL/da = dL/dz @ kernel^T, dot products of 2 rows with 2
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from actreg_cli.engines.cpu.vmath import JIT, sign
+from actreg_cli.engines.cpu.vmath import JIT, arrays_do_not_overlap, sign
 
 
 @njit(**JIT)
@@ -33,56 +33,77 @@ def padded(n):
 
 @njit(**JIT)
 def dense_forward(p, src, s_base, fan_in, w_off, b_off, o, zb, z_base, rows):
-    """z[r] = src[r] @ kernel + bias for block rows r < rows (even): src row r at s_base + r *
-    fan_in, z row r at zb[z_base + r * o]; kernel [fan_in, o] at p[w_off], bias at p[b_off]."""
+    """z[r] = src[r] @ kernel + bias for block rows r < rows (a multiple of 4): src row r at
+    s_base + r * fan_in, z row r at zb[z_base + r * o]; kernel [fan_in, o] at p[w_off], bias
+    at p[b_off]. 4 rows and 4 inputs per pass over the units (2 rows a pass: twice the passes,
+    each with its fixed cost, over only 4-8 vectors of a narrow layer)."""
+    arrays_do_not_overlap()  # p, src and zb are different buffers
     bias = p[b_off : b_off + o]
-    for r in range(0, rows, 2):
-        za = zb[z_base + r * o : z_base + (r + 1) * o]
-        zc = zb[z_base + (r + 1) * o : z_base + (r + 2) * o]
-        xa = src[s_base + r * fan_in : s_base + (r + 1) * fan_in]
-        xc = src[s_base + (r + 1) * fan_in : s_base + (r + 2) * fan_in]
+    for r in range(0, rows, 4):
+        z0 = zb[z_base + r * o : z_base + (r + 1) * o]
+        z1 = zb[z_base + (r + 1) * o : z_base + (r + 2) * o]
+        z2 = zb[z_base + (r + 2) * o : z_base + (r + 3) * o]
+        z3 = zb[z_base + (r + 3) * o : z_base + (r + 4) * o]
+        x0 = src[s_base + r * fan_in : s_base + (r + 1) * fan_in]
+        x1 = src[s_base + (r + 1) * fan_in : s_base + (r + 2) * fan_in]
+        x2 = src[s_base + (r + 2) * fan_in : s_base + (r + 3) * fan_in]
+        x3 = src[s_base + (r + 3) * fan_in : s_base + (r + 4) * fan_in]
         i = 0
         if fan_in >= 2:  # the first pass writes bias + 2 inputs' terms
             k0 = p[w_off : w_off + o]
             k1 = p[w_off + o : w_off + 2 * o]
-            a0, a1, c0, c1 = xa[0], xa[1], xc[0], xc[1]
+            a0, a1, b0, b1 = x0[0], x0[1], x1[0], x1[1]
+            c0, c1, d0, d1 = x2[0], x2[1], x3[0], x3[1]
             for u in range(o):
                 w0, w1 = k0[u], k1[u]
-                za[u] = (a0 * w0 + a1 * w1) + bias[u]
-                zc[u] = (c0 * w0 + c1 * w1) + bias[u]
+                z0[u] = (a0 * w0 + a1 * w1) + bias[u]
+                z1[u] = (b0 * w0 + b1 * w1) + bias[u]
+                z2[u] = (c0 * w0 + c1 * w1) + bias[u]
+                z3[u] = (d0 * w0 + d1 * w1) + bias[u]
             i = 2
         else:
             for u in range(o):
-                za[u] = bias[u]
-                zc[u] = bias[u]
+                z0[u] = bias[u]
+                z1[u] = bias[u]
+                z2[u] = bias[u]
+                z3[u] = bias[u]
         while i + 4 <= fan_in:
             k0 = p[w_off + i * o : w_off + (i + 1) * o]
             k1 = p[w_off + (i + 1) * o : w_off + (i + 2) * o]
             k2 = p[w_off + (i + 2) * o : w_off + (i + 3) * o]
             k3 = p[w_off + (i + 3) * o : w_off + (i + 4) * o]
-            a0, a1, a2, a3 = xa[i], xa[i + 1], xa[i + 2], xa[i + 3]
-            c0, c1, c2, c3 = xc[i], xc[i + 1], xc[i + 2], xc[i + 3]
+            a0, a1, a2, a3 = x0[i], x0[i + 1], x0[i + 2], x0[i + 3]
+            b0, b1, b2, b3 = x1[i], x1[i + 1], x1[i + 2], x1[i + 3]
+            c0, c1, c2, c3 = x2[i], x2[i + 1], x2[i + 2], x2[i + 3]
+            d0, d1, d2, d3 = x3[i], x3[i + 1], x3[i + 2], x3[i + 3]
             for u in range(o):
                 w0, w1, w2, w3 = k0[u], k1[u], k2[u], k3[u]
-                za[u] += (a0 * w0 + a1 * w1) + (a2 * w2 + a3 * w3)
-                zc[u] += (c0 * w0 + c1 * w1) + (c2 * w2 + c3 * w3)
+                z0[u] += (a0 * w0 + a1 * w1) + (a2 * w2 + a3 * w3)
+                z1[u] += (b0 * w0 + b1 * w1) + (b2 * w2 + b3 * w3)
+                z2[u] += (c0 * w0 + c1 * w1) + (c2 * w2 + c3 * w3)
+                z3[u] += (d0 * w0 + d1 * w1) + (d2 * w2 + d3 * w3)
             i += 4
         if i + 2 <= fan_in:
             k0 = p[w_off + i * o : w_off + (i + 1) * o]
             k1 = p[w_off + (i + 1) * o : w_off + (i + 2) * o]
-            a0, a1, c0, c1 = xa[i], xa[i + 1], xc[i], xc[i + 1]
+            a0, a1, b0, b1 = x0[i], x0[i + 1], x1[i], x1[i + 1]
+            c0, c1, d0, d1 = x2[i], x2[i + 1], x3[i], x3[i + 1]
             for u in range(o):
                 w0, w1 = k0[u], k1[u]
-                za[u] += a0 * w0 + a1 * w1
-                zc[u] += c0 * w0 + c1 * w1
+                z0[u] += a0 * w0 + a1 * w1
+                z1[u] += b0 * w0 + b1 * w1
+                z2[u] += c0 * w0 + c1 * w1
+                z3[u] += d0 * w0 + d1 * w1
             i += 2
         if i < fan_in:
             k0 = p[w_off + i * o : w_off + (i + 1) * o]
-            a0, c0 = xa[i], xc[i]
+            a0, b0, c0, d0 = x0[i], x1[i], x2[i], x3[i]
             for u in range(o):
                 w0 = k0[u]
-                za[u] += a0 * w0
-                zc[u] += c0 * w0
+                z0[u] += a0 * w0
+                z1[u] += b0 * w0
+                z2[u] += c0 * w0
+                z3[u] += d0 * w0
 
 
 @njit(**JIT)
@@ -204,6 +225,7 @@ def output_backward(p, grad, ab, gb, h, o, out_w, out_b, n_out, g_logits, rows):
     """The output layer's backward for block rows r < rows (a multiple of 4; g_logits [rows *
     n_out]: dL/d logit, 0 on padding rows): its kernel and bias gradients added to grad, and
     dL/da of the last hidden layer written to gb[h + r * o]."""
+    arrays_do_not_overlap()  # p, grad, ab, gb and g_logits are different buffers
     for k in range(n_out):
         g_w = grad[out_w + k * o : out_w + (k + 1) * o]
         g_b = np.float32(0.0)
@@ -218,29 +240,49 @@ def output_backward(p, grad, ab, gb, h, o, out_w, out_b, n_out, g_logits, rows):
             for u in range(o):
                 g_w[u] += (e0 * a0[u] + e1 * a1[u]) + (e2 * a2[u] + e3 * a3[u])
         grad[out_b + k] += g_b
-    for r in range(rows):  # dL/da = sum over k of g_logit[k] w_out[k], 2 output units a pass
-        g_a = gb[h + r * o : h + (r + 1) * o]
-        e0 = g_logits[r * n_out]
+    # dL/da = sum over k of g_logit[k] w_out[k]: 4 rows and 2 output units a pass.
+    for r in range(0, rows, 4):
+        h0 = gb[h + r * o : h + (r + 1) * o]
+        h1 = gb[h + (r + 1) * o : h + (r + 2) * o]
+        h2 = gb[h + (r + 2) * o : h + (r + 3) * o]
+        h3 = gb[h + (r + 3) * o : h + (r + 4) * o]
+        e = g_logits[r * n_out : (r + 4) * n_out]
         w0 = p[out_w : out_w + o]
         k = 1
         if n_out >= 2:
-            e1 = g_logits[r * n_out + 1]
             w1 = p[out_w + o : out_w + 2 * o]
+            a0, a1, b0, b1 = e[0], e[1], e[n_out], e[n_out + 1]
+            c0, c1, d0, d1 = e[2 * n_out], e[2 * n_out + 1], e[3 * n_out], e[3 * n_out + 1]
             for u in range(o):
-                g_a[u] = e0 * w0[u] + e1 * w1[u]
+                h0[u] = a0 * w0[u] + a1 * w1[u]
+                h1[u] = b0 * w0[u] + b1 * w1[u]
+                h2[u] = c0 * w0[u] + c1 * w1[u]
+                h3[u] = d0 * w0[u] + d1 * w1[u]
             k = 2
         else:
+            a0, b0, c0, d0 = e[0], e[1], e[2], e[3]
             for u in range(o):
-                g_a[u] = e0 * w0[u]
+                h0[u] = a0 * w0[u]
+                h1[u] = b0 * w0[u]
+                h2[u] = c0 * w0[u]
+                h3[u] = d0 * w0[u]
         while k + 2 <= n_out:
-            e0, e1 = g_logits[r * n_out + k], g_logits[r * n_out + k + 1]
             w0 = p[out_w + k * o : out_w + (k + 1) * o]
             w1 = p[out_w + (k + 1) * o : out_w + (k + 2) * o]
+            a0, a1, b0, b1 = e[k], e[k + 1], e[n_out + k], e[n_out + k + 1]
+            c0, c1 = e[2 * n_out + k], e[2 * n_out + k + 1]
+            d0, d1 = e[3 * n_out + k], e[3 * n_out + k + 1]
             for u in range(o):
-                g_a[u] += e0 * w0[u] + e1 * w1[u]
+                h0[u] += a0 * w0[u] + a1 * w1[u]
+                h1[u] += b0 * w0[u] + b1 * w1[u]
+                h2[u] += c0 * w0[u] + c1 * w1[u]
+                h3[u] += d0 * w0[u] + d1 * w1[u]
             k += 2
         if k < n_out:
-            e0 = g_logits[r * n_out + k]
             w0 = p[out_w + k * o : out_w + (k + 1) * o]
+            a0, b0, c0, d0 = e[k], e[n_out + k], e[2 * n_out + k], e[3 * n_out + k]
             for u in range(o):
-                g_a[u] += e0 * w0[u]
+                h0[u] += a0 * w0[u]
+                h1[u] += b0 * w0[u]
+                h2[u] += c0 * w0[u]
+                h3[u] += d0 * w0[u]

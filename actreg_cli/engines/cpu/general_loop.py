@@ -31,16 +31,23 @@ from actreg_cli.engines.cpu.codes import (
     BEFORE_MEAN_L2,
     BINARY,
     MULTICLASS,
+    REGRESSION,
 )
 from actreg_cli.engines.cpu.losses import binary_row, output_activation, row_logit_grad, row_loss
 from actreg_cli.engines.cpu.step import (
     add_weight_penalty_grads,
-    epoch_permutation,
+    epoch_order,
     update,
     weight_penalty,
 )
 from actreg_cli.engines.cpu.stopping import best_weights_buffer, finish, new_state, watch_epoch
-from actreg_cli.engines.cpu.vmath import JIT, exp_nonpositive, log1p_unit, tanh_rational
+from actreg_cli.engines.cpu.vmath import (
+    JIT,
+    borrowed,
+    exp_nonpositive,
+    log1p_unit,
+    tanh_rational,
+)
 
 #: Rows of a block (a multiple of 4, blocks.padded): enough rows to share each pass over a
 #: kernel row and to make the element-wise loops long, few enough that a block's values stay
@@ -212,6 +219,13 @@ def _batch(
     Block scratch: xb [BLOCK * n_in] inputs, zb/ab/db/gb [BLOCK * H] the hidden values (z, a,
     da/dz, dL/da then dL/dz), logits, g_logits [BLOCK * n_out], scratch float32 [3 * BLOCK * n_out].
     """
+    # Views without reference counts for the slices of every pass (vmath.borrowed); the
+    # caller holds the arrays.
+    p, grad, x, y, rows, coef = (borrowed(p), borrowed(grad), borrowed(x), borrowed(y),
+                                 borrowed(rows), borrowed(coef))  # fmt: skip
+    xb, zb, ab, db, gb = borrowed(xb), borrowed(zb), borrowed(ab), borrowed(db), borrowed(gb)
+    act_sums, factors = borrowed(act_sums), borrowed(factors)
+    logits, g_logits, scratch = borrowed(logits), borrowed(g_logits), borrowed(scratch)
     n_layers = units.shape[0]
     size = rows.shape[0]
     size_f = np.float32(size)
@@ -253,6 +267,13 @@ def _batch(
                 )
                 ce_sum += loss
                 correct += hit
+        elif task == REGRESSION:  # losses.row_loss and row_logit_grad, without a call a row
+            for j in range(nb):
+                diff = y[rows[k + j]] - logits[j]
+                ce_sum += diff * diff
+                correct += abs(diff)
+                if train:
+                    g_logits[j] = -(upstream * (np.float32(2.0) * diff))
         elif task == MULTICLASS:
             loss, hit = _softmax_block(
                 logits, y, rows, k, nb, n_out, upstream, e, bits, g_logits, train
@@ -330,6 +351,9 @@ def final_outputs(p, x_train, x_test, units, fan_ins, w_off, b_off, h_off, out_w
     """outputs [n_train + n_test, n_out] = the output layer's activations (`output_activation`)
     on the weights p, train rows then test rows; probe [2L] = per hidden layer the mean of its
     output on the test rows, then per layer the fraction of exact zeros there."""
+    p, x_train, x_test = borrowed(p), borrowed(x_train), borrowed(x_test)
+    xb, zb, ab, db = borrowed(xb), borrowed(zb), borrowed(ab), borrowed(db)
+    logits = borrowed(logits)
     n_layers = units.shape[0]
     n_in = fan_ins[0]
     n_train = x_train.shape[0] // n_in
@@ -393,6 +417,9 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf
     val_rows = np.arange(n_val)
     n_batches = (n_train + batch_size - 1) // batch_size
     order = train_rows
+    shuffled = np.empty(n_train, np.int64)  # epoch_order's output and scratch
+    keys = np.empty(n_train, np.int64)
+    starts = np.empty(n_train + 1, np.int64)
     step = 0
     watch = new_state()
     best_p = best_weights_buffer(settings, p.shape[0])
@@ -402,7 +429,8 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf
         if stop[0] != 0:
             return
         if shuffle:
-            order = epoch_permutation(seed, epoch, n_train)
+            epoch_order(seed, epoch, n_train, shuffled, keys, starts)
+            order = shuffled
         loss_total = np.float32(0.0)
         correct_total = np.float32(0.0)
         for b in range(n_batches):

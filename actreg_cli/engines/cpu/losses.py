@@ -5,9 +5,11 @@ Tasks (codes.TASKS; tasks.py names each task's output layer, loss and metrics): 
 logit, sigmoid_cross_entropy_with_logits, accuracy at threshold 0.5), multiclass (n_out logits,
 TF's sparse softmax cross-entropy kernel, accuracy by argmax with tf.argmax's tie rule: the
 first maximum), regression (one linear output, squared error, absolute error as the metric).
-`row_loss` and `row_logit_grad` are the only task-specific code of both loops, each the formula
+`row_loss` and `row_logit_grad` are the task-specific code of both loops, each the formula
 the fused engine writes (engines/fused/mlp_net.py: `Net.per_row`, `Net.logit_grad`); the
-tutorial loop runs `binary_row` (pure arithmetic) over a batch's rows.
+tutorial loop runs `binary_row` (pure arithmetic) over a batch's rows, the general loop runs it
+over a block's rows, a block's softmax (general_loop._softmax_block) and the regression formula
+written out in general_loop._batch (the same arithmetic, without a call per row).
 """
 
 from __future__ import annotations

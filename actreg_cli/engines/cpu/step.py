@@ -2,7 +2,7 @@
 and bias penalties on the current weights (`weight_penalty`) and their gradient
 (`add_weight_penalty_grads`), Keras's Adam or SGD step (`update`: Adam with epsilon outside the
 bias correction, all in float32), and the order of an epoch's minibatches
-(`epoch_permutation`).
+(`epoch_permutation`, and `epoch_order`: the same order bit for bit, cheaper).
 """
 
 from __future__ import annotations
@@ -28,6 +28,63 @@ def _compiled_epoch_permutation():
 
 
 epoch_permutation = _compiled_epoch_permutation()
+
+_GAMMA = np.uint64(weights.SPLITMIX_GAMMA)
+_MUL_1 = np.uint64(weights.SPLITMIX_MUL_1)
+_MUL_2 = np.uint64(weights.SPLITMIX_MUL_2)
+_HASH_SHIFT = np.uint64(64 - weights.INDEX_BITS)
+_INDEX_BITS = np.uint64(weights.INDEX_BITS)
+
+
+@njit(**JIT)
+def _mix(z):
+    """weights.splitmix64 of one uint64 (all operands uint64: a mixed int64 would make
+    Numba compute in float64)."""
+    z = (z ^ (z >> np.uint64(30))) * _MUL_1
+    z = (z ^ (z >> np.uint64(27))) * _MUL_2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(**JIT)
+def epoch_order(seed, epoch, n, order, keys, starts):
+    """order[:n] = weights.epoch_permutation(seed, epoch, n), bit for bit, with no allocation
+    and no comparison sort: the same keys (31 hash bits, 31 index bits; distinct), bucketed by
+    their top bits into n buckets (a counting sort: the hashes are uniform, so a bucket holds
+    ~1 key), then an insertion sort over the whole array, which only has to undo the order
+    inside buckets. Every correct sort of distinct keys gives the same order, so it is the
+    mergesort's. Measured on 309 rows: ~11.6 us for epoch_permutation (array temporaries,
+    argsort), most of an epoch's fixed cost on small data sets.
+    order: int64 [>= n]; scratch keys: int64 [>= n], starts: int64 [>= n + 1]."""
+    base = _mix(np.uint64(seed) + _GAMMA)
+    base = _mix(base ^ np.uint64(epoch))
+    n_u = np.uint64(n)
+    for i in range(n):  # (a loop of its own: it vectorizes, the counting does not)
+        index = np.uint64(i)
+        top = _mix(base + (index + np.uint64(1)) * _GAMMA) >> _HASH_SHIFT
+        keys[i] = np.int64((top << _INDEX_BITS) | index)
+    for b in range(n + 1):
+        starts[b] = 0
+    for i in range(n):  # bucket sizes; a key's bucket is monotone in its hash bits
+        top = np.uint64(keys[i]) >> _INDEX_BITS
+        starts[np.int64((top * n_u) >> _INDEX_BITS) + 1] += 1
+    for b in range(n):
+        starts[b + 1] += starts[b]
+    for i in range(n):
+        key = keys[i]
+        top = np.uint64(key) >> _INDEX_BITS
+        b = np.int64((top * n_u) >> _INDEX_BITS)
+        order[starts[b]] = key
+        starts[b] += 1
+    for j in range(1, n):  # insertion sort: the keys are out of order only within a bucket
+        key = order[j]
+        k = j - 1
+        while k >= 0 and order[k] > key:
+            order[k + 1] = order[k]
+            k -= 1
+        order[k + 1] = key
+    mask = np.int64((1 << weights.INDEX_BITS) - 1)
+    for j in range(n):
+        order[j] &= mask
 
 
 @njit(**JIT)

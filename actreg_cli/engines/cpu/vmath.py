@@ -8,6 +8,9 @@ made, so a diverging model still shows NaN/inf.
 Two LLVM intrinsics Numba does not offer: `flush_denormals` sets FTZ/DAZ on the calling thread
 (every thread computes with them, as TensorFlow's threads do; `restore_denormals` puts back
 what was there), and `prefer_512_bit_vectors` marks a function's loops for 512-bit vectors.
+`borrowed` gives an array view without reference counting (slices of it cost no atomic
+operations), and `arrays_do_not_overlap` tells LLVM that a function's array arguments are
+distinct buffers.
 
 The math is loops without libm calls, so they vectorize: exp of non-positive numbers
 (`exp_nonpositive`), log1p on [0, 1] (`log1p_unit`) and tanh (`tanh_rational`) are this
@@ -23,6 +26,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit
 from numba import types as numba_types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _FASTMATH = {"reassoc", "contract"}
@@ -72,6 +76,55 @@ def prefer_512_bit_vectors(typingctx):
     def codegen(context, builder, signature, args):
         # llvmlite's attribute set knows no key="value" attributes; its text form is LLVM's.
         set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return numba_types.none(), codegen
+
+
+@intrinsic
+def borrowed(typingctx, array):
+    """The same array (data, shape, strides) without its owner: slices of it and calls that
+    take it do no reference counting.
+
+    Numba counts a reference (an atomic add, then an atomic subtract) for every slice and
+    every array passed to a function that is not inlined; the general loop's passes over a
+    block take several slices each, and those counts were ~12% of the CPU time of a narrow
+    MLP's epoch (NRT_incref / NRT_decref in perf). Only for arrays whose owner outlives every
+    use of the view: the caller's argument, or an array the calling function holds."""
+    if not isinstance(array, numba_types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        source = context.make_array(signature.args[0])(context, builder, value=args[0])
+        view = context.make_array(signature.return_type)(context, builder)
+        for field in ("nitems", "itemsize", "data", "shape", "strides"):
+            setattr(view, field, getattr(source, field))
+        view.meminfo = cgutils.get_null_value(view.meminfo.type)
+        view.parent = cgutils.get_null_value(view.parent.type)
+        return view._getvalue()
+
+    return array(array), codegen
+
+
+@intrinsic
+def arrays_do_not_overlap(typingctx):
+    """Mark the data of every array argument of the calling function `noalias` (what Numba
+    itself marks in parfor kernels whose arguments do not alias): no element of one argument is
+    read or written through another while the function runs. LLVM then drops the runtime
+    checks that a vectorized loop's stores overlap none of its loads from the other arrays.
+    Only for functions whose array arguments are always different buffers (views of one buffer
+    within one argument are fine). Measured on blocks.dense_forward, 16 rows, in a compiled
+    loop: 64 inputs x 32 units 1.8-2.0 -> 1.2-1.3 us, 10 x 64 0.52 -> 0.37-0.49 us; on
+    kernel_grad it was slower for wide layers, so that one goes without."""
+
+    def codegen(context, builder, signature, args):
+        byte = ir.IntType(8)
+        for argument in builder.function.args[2:]:  # after Numba's return and error slots
+            pointee = getattr(argument.type, "pointee", None)
+            # Array data points at numbers; reference counts (meminfo) and Python parents are
+            # i8*, shared by views of one buffer: those stay unmarked.
+            if isinstance(pointee, (ir.FloatType, ir.DoubleType, ir.IntType)) and pointee != byte:
+                argument.add_attribute("noalias")
         return context.get_dummy_value()
 
     return numba_types.none(), codegen
