@@ -7,6 +7,7 @@ by value) that count their attempts in files under tmp_path.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ ray = pytest.importorskip("ray")
 from actreg_cli.config import ExperimentConfig, load_sweep  # noqa: E402
 from actreg_cli.engines.base import TrainJob, TrainResult  # noqa: E402
 from actreg_cli.study.executors import LocalExecutor  # noqa: E402
+from actreg_cli.study.process_executor import ProcessExecutor  # noqa: E402
 from actreg_cli.study.ray_executor import INSTALL_HINT, RayExecutor  # noqa: E402
 from actreg_cli.tasks import result_fields  # noqa: E402
 
@@ -177,7 +179,11 @@ def references(sweep_file, tmp_path_factory):
     def reference_for(engine: str) -> Path:
         if engine not in folders:
             runs = tmp_path_factory.mktemp(f"reference-{engine}")
-            outcome = run_and_report(load_sweep(sweep_file), engine=engine, runs_dir=runs)
+            # as `actreg sweep` runs it: jax chunks in a worker process on Keras's JAX backend
+            executor = ProcessExecutor(workers=1 if engine != "jax" else None)
+            outcome = run_and_report(
+                load_sweep(sweep_file), engine=engine, runs_dir=runs, executor=executor
+            )
             assert outcome.failures == {} and outcome.n_trained == N_CELLS
             folders[engine] = outcome.folder
         return folders[engine]
@@ -246,8 +252,15 @@ class RecordedProgress:
 
 
 # The fused engine (the default) trains the whole grid as one chunk; keras makes one per cell
-# (a TensorFlow start-up in each Ray worker: ~90 s, so `slow`).
-@pytest.mark.parametrize("engine", [pytest.param("keras", marks=pytest.mark.slow), "fused"])
+# (a TensorFlow start-up in each Ray worker: ~90 s, so `slow`); jax tasks run in Ray workers of
+# their own on Keras's JAX backend (locally, in a JAX worker process).
+JAX = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax")
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [pytest.param("keras", marks=pytest.mark.slow), "fused", pytest.param("jax", marks=JAX)],
+)
 def test_a_sweep_through_ray_stores_the_same_results_as_a_local_one(
     ray_instance, sweep_file, references, tmp_path, engine
 ):

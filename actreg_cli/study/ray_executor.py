@@ -235,6 +235,15 @@ class RayExecutor:
             if not connected_here:
                 # The caller's job lacks our runtime_env: give it to each task instead.
                 options["runtime_env"] = self.runtime_env(ship_package=False)
+            if engine == "jax":
+                # Keras picks its backend once per process: the jax engine's tasks get workers
+                # of their own on Keras's JAX backend. A task's env_vars are merged into the
+                # job's (its other fields, py_modules included, are inherited).
+                env = options.get("runtime_env", {"env_vars": {}})
+                options["runtime_env"] = {
+                    **env,
+                    "env_vars": {**env["env_vars"], "KERAS_BACKEND": "jax"},
+                }
             task = ray.remote(train_fn).options(**options)
             pending = {task.remote(engine, list(jobs)): i for i, jobs in enumerate(chunks)}
             while pending:
