@@ -24,14 +24,15 @@ and solves the three equations. Families: "mlp" (the tutorial MLP, configs/circl
 relu.yaml; all four engines) and "own" (a Keras model of your own, configs/own_model_example.yaml;
 the jax and keras engines, the only ones that run it).
 
-Run:    python3 benchmarks/bench_engine_costs.py            (~6 minutes on 2 cores)
+Run:    python3 benchmarks/bench_engine_costs.py            (~16 minutes on 2 cores)
         python3 benchmarks/bench_engine_costs.py --write    (also writes the table `auto` uses,
                                                              actreg_cli/engines/costs.json)
-        python3 benchmarks/bench_engine_costs.py --families own --engines jax,keras
-Expect: (2-core AMD EPYC) mlp: cpu start ~2 s and ~10-20 us a model-step, fused ~6 s and
-        ~30-60 us, jax and keras several seconds and ~0.2 / ~3 ms; own: jax start ~15 s and
-        ~10 s per cell, keras start ~10 s and ~2-4 ms a model-step. The jax engine pays for
-        itself only on cells of many model-steps.
+        python3 benchmarks/bench_engine_costs.py --families own --engines jax --write
+Expect: (2-core AMD EPYC, 2026-12-04) mlp: start cpu ~3 s, fused, jax and keras ~10-11 s; a
+        model-step cpu ~16 us, fused ~41 us, jax ~1 ms, keras ~77 ms; own: start jax ~25 s
+        (a worker process and JAX's compile), keras ~12 s; a model-step keras ~10 ms, jax
+        below what the sweeps resolve (0). The jax engine pays for itself on an own model
+        from ~1,500 model-steps a cell.
 """
 
 from __future__ import annotations

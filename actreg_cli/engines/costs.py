@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from actreg_cli.config import ExperimentConfig
+from actreg_cli.config import ConfigError, ExperimentConfig
 
 COSTS_FILE = Path(__file__).with_name("costs.json")
 
@@ -100,25 +100,23 @@ def job_size(configs: Sequence[ExperimentConfig]) -> tuple[int, int] | None:
     the problem)."""
     try:
         steps = sum(c.training.repeats * c.training.epochs * batches_per_epoch(c) for c in configs)
-    except Exception:  # noqa: BLE001 - any data error is raised by check_model, with its file
+    except (ConfigError, OSError):  # raised again by check_model, naming its file
         return None
     return len(configs), steps
 
 
 def estimates(
-    engines: Sequence[str], configs: Sequence[ExperimentConfig], table: CostTable | None = None
+    engines: Sequence[str], configs: Sequence[ExperimentConfig]
 ) -> dict[str, float] | None:
     """Estimated CPU seconds of the job `configs` on each of `engines`; None when the table
     lacks one of them for the configs' family, the configs mix families, or the job's size is
     unknown."""
-    table = table or load_costs()
+    table = load_costs()
     families = {family(c) for c in configs}
     if table is None or len(families) != 1:
         return None
-    costs = {name: table.cost(next(iter(families)), name) for name in engines}
-    if any(cost is None for cost in costs.values()):
-        return None
+    costs = [table.cost(next(iter(families)), name) for name in engines]
     size = job_size(configs)
-    if size is None:
+    if size is None or None in costs:
         return None
-    return {name: cost.estimate(*size) for name, cost in costs.items() if cost is not None}
+    return {name: cost.estimate(*size) for name, cost in zip(engines, costs, strict=True) if cost}
