@@ -2,7 +2,8 @@
 README says what a 24 GB laptop can run).
 
 Each config in configs/ runs in a fresh process as a user would run it (`actreg sweep` for a
-sweep file, `actreg run` for an experiment), engine `auto`, into a temporary folder, with
+sweep file, `actreg run` for an experiment), engine `auto` (or each of `--engines`, a column
+each), into a temporary folder, with
 `--epochs` cut to a few (peak memory does not grow with epochs: the engines keep per-epoch
 totals only; `--check-epochs` reruns one config at its full epochs to show it). The peak
 resident set size of the process (getrusage ru_maxrss of the child; TensorFlow's own ~0.85 GB
@@ -10,7 +11,7 @@ after `import tensorflow` included where an engine imports it) is printed next t
 target.
 
 Run:    python3 benchmarks/bench_memory.py [--epochs 3] [--only digits_conv_l1,...]
-                                           [--check-epochs digits_conv_l1]
+                                           [--check-epochs digits_conv_l1] [--engines auto,jax]
 """
 
 from __future__ import annotations
@@ -41,12 +42,29 @@ print(json.dumps({"rc": done.returncode, "peak_kib": peak, "tail": done.stdout[-
 """
 
 
-def measure(config: Path, epochs: int | None) -> dict:
+def auto_choice(config: Path) -> list[str]:
+    """The engines `auto` picks for `config` at its own epochs (its cost model weighs start-up
+    against the work, so a run cut to a few epochs may be sent elsewhere), one per cell."""
+    from actreg_cli.config import SweepConfig
+    from actreg_cli.config.loading import load_any
+    from actreg_cli.engines import select_engine
+    from actreg_cli.study.sweep.grid import expand_grid
+    from actreg_cli.study.sweep.plan import resolve_engines
+
+    loaded = load_any(config)
+    if isinstance(loaded, SweepConfig):
+        return sorted(set(resolve_engines(expand_grid(loaded), "auto")[0].values()))
+    return [select_engine("auto", [loaded])[0].name]
+
+
+def measure(config: Path, epochs: int | None, engine: str = "auto") -> dict:
     command = "sweep" if "grid" in (yaml.safe_load(config.read_text()) or {}) else "run"
     with tempfile.TemporaryDirectory() as runs:
         argv = [sys.executable, "-m", "actreg_cli", command, str(config), "--runs-dir", runs]
         if epochs is not None:
             argv += ["--epochs", str(epochs)]
+        if engine != "auto":
+            argv += ["--engine", engine]
         out = subprocess.run(
             [sys.executable, "-c", WRAPPER, *argv],
             cwd=REPO,
@@ -64,29 +82,48 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated config names")
     parser.add_argument("--check-epochs", default="", help="configs to rerun at full epochs")
+    parser.add_argument(
+        "--engines", default="auto", help="comma-separated engines, a column each (auto,jax,...)"
+    )
     args = parser.parse_args()
+    engines = [name for name in args.engines.split(",") if name]
     only = {name for name in args.only.split(",") if name}
     configs = [
         path for path in sorted((REPO / "configs").glob("*.yaml")) if not only or path.stem in only
     ]
+    print(f"peak RSS MB per shipped config, --epochs {args.epochs}; {machine_info()['cpu']}")
     print(
-        f"peak RSS per shipped config, engine auto, --epochs {args.epochs}; {machine_info()['cpu']}"
+        "| config | command | "
+        + " | ".join(f"{name} | within {TARGET_MB:.0f}" for name in engines)
+        + " |"
     )
-    print(f"| config | command | peak RSS MB | within {TARGET_MB:.0f} MB |")
-    print("|---|---|---:|---|")
-    rows = [(path, measure(path, args.epochs), args.epochs) for path in configs]
-    for name in filter(None, args.check_epochs.split(",")):
-        path = REPO / "configs" / f"{name}.yaml"
-        rows.append((path, measure(path, None), None))
-    for path, result, epochs in rows:
+    print("|---|---|" + "---:|---|" * len(engines))
+    runs = [(path, args.epochs) for path in configs]
+    runs += [
+        (REPO / "configs" / f"{name}.yaml", None)
+        for name in filter(None, args.check_epochs.split(","))
+    ]
+    for path, epochs in runs:
         label = path.stem + ("" if epochs is not None else " (full epochs)")
-        if result["rc"] != 0:
-            print(f"| {label} | {result['command']} | failed (exit {result['rc']}) | |")
-            print(result["tail"], file=sys.stderr)
-            continue
-        mb = result["peak_kib"] / 1024
-        within = "yes" if mb <= TARGET_MB else "no"
-        print(f"| {label} | {result['command']} | {mb:.0f} | {within} |")
+        cells, command = [], ""
+        for engine in engines:
+            if engine == "auto":  # what auto runs at the config's epochs, at the cut epochs
+                chosen = auto_choice(path)
+                engine = chosen[0] if len(chosen) == 1 else "auto"
+                cut = epochs if len(chosen) == 1 else None  # several: the run itself decides
+                result = measure(path, cut, engine)
+                result["label"] = "+".join(chosen) + ("" if cut == epochs else ", full epochs")
+            else:
+                result = measure(path, epochs, engine)
+            command = result["command"]
+            if result["rc"] != 0:
+                cells.append(f"exit {result['rc']} | ")
+                print(f"{label} on {engine}: {result['tail']}", file=sys.stderr)
+                continue
+            mb = result["peak_kib"] / 1024
+            label_mb = f"{mb:.0f}" + (f" ({result['label']})" if "label" in result else "")
+            cells.append(f"{label_mb} | {'yes' if mb <= TARGET_MB else 'no'}")
+        print(f"| {label} | {command} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

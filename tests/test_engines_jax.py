@@ -79,6 +79,22 @@ def jobs_of(config: dict, n: int) -> list[TrainJob]:
     return [TrainJob(cfg, seed) for seed in repeat_seeds(cfg.training.seed, n)]
 
 
+def seeded_draws(seed_with) -> list[np.ndarray]:
+    """What Keras's global generators give after `seed_with(7)`: a keras.random draw without a
+    seed, a Dense layer's initial weights, NumPy's and Python's next numbers."""
+    import random
+
+    import keras
+
+    seed_with(7)
+    dense = keras.layers.Dense(3)
+    dense.build((None, 2))
+    return [
+        np.asarray(keras.random.uniform((4,))), np.asarray(dense.kernel),
+        np.random.rand(2), np.array([random.random()]),
+    ]  # fmt: skip
+
+
 def jax_side(out: str) -> None:
     """Run in a process with KERAS_BACKEND=jax: train the groups with the jax engine, models
     alone, and the keras engine (model.fit on JAX) for the same jobs; `actreg run --engine jax`
@@ -88,14 +104,16 @@ def jax_side(out: str) -> None:
     from actreg_cli.engines.jax.engine import JaxEngine
     from actreg_cli.engines.jax.program import model_copies
     from actreg_cli.engines.keras.engine import KerasEngine
+    from actreg_cli.models.keras_on_jax import set_random_seed
 
     assert keras.config.backend() == "jax"
-    found: dict = {}
+    found: dict = {"seeded_draws": seeded_draws(set_random_seed)}
     for name, config in (("own", OWN_MODEL), ("dropout", DROPOUT_MLP), ("stopping", STOPPING_MLP)):
         jobs = jobs_of(config, SEEDS[name])
         ticks: list[int] = []
         found[name] = JaxEngine().train(jobs, ticks.append)
         found[f"{name}_ticks"] = ticks
+        found.setdefault("tensorflow_after_jax_engine", "tensorflow" in sys.modules)
         # model.fit traces every model anew (seconds each): a model or two per group
         found[f"{name}_keras"] = KerasEngine().train(jobs[: 2 if name == "stopping" else 1])
     found["dropout_alone"] = JaxEngine().train(jobs_of(DROPOUT_MLP, 1))
@@ -107,6 +125,7 @@ def jax_side(out: str) -> None:
     path = write_yaml(folder / "own.yaml", {**OWN_MODEL, "training": {"epochs": 2, "repeats": 2}})
     result = invoke("run", path, "--engine", "jax", "--runs-dir", folder / "runs")
     found["run"] = (result.exit_code, result.output)
+    found["keras_seeded_draws"] = seeded_draws(keras.utils.set_random_seed)
     with open(out, "wb") as f:
         pickle.dump(found, f)
 
@@ -173,6 +192,13 @@ def test_early_stopping_stops_each_model_as_keras_does(trained) -> None:
     assert all(0 < e[0] < STOPPING_MLP["training"]["epochs"] for e in epochs)
     for a, b in zip(ours, fit, strict=False):
         assert a.val_loss == pytest.approx(b.val_loss, rel=1e-6)  # the best epoch's weights
+
+
+def test_the_jax_engine_seeds_keras_as_keras_does_without_importing_tensorflow(trained) -> None:
+    # keras.utils.set_random_seed imports TensorFlow (~0.5 GB) whenever it is installed
+    assert trained["tensorflow_after_jax_engine"] is False
+    for ours, theirs in zip(trained["seeded_draws"], trained["keras_seeded_draws"], strict=True):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 def test_a_model_trains_alike_alone_and_in_a_group(trained) -> None:

@@ -32,6 +32,7 @@ from actreg_cli.config import (
     Placement,
     Target,
 )
+from actreg_cli.models.keras_on_jax import set_random_seed
 from actreg_cli.tasks import Task, output_units, spec
 
 #: Keras layer classes that apply their `activation` to their output last, so that a penalty
@@ -195,7 +196,7 @@ def build_own_model(config: ExperimentConfig, data: Any, seed: int) -> Any:
     Raises ConfigError."""
     import keras
 
-    keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     if config.model.keras_file is not None:
         model = load_keras_file(config.model.keras_file)
         field, what = "model.keras_file", Path(config.model.keras_file).name

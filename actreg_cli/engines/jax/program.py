@@ -40,6 +40,7 @@ from actreg_cli.config import EarlyStoppingConfig
 from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import TrainJob
 from actreg_cli.engines.jax import stopping
+from actreg_cli.models.keras_on_jax import set_random_seed
 from actreg_cli.tasks import spec
 from actreg_cli.weights import epoch_permutation, shuffle_seed
 
@@ -68,9 +69,8 @@ def keras_engine_model(job: TrainJob, data: Dataset) -> tuple[Any, Any]:
     """(model, probe) for `job`, built, seeded and compiled with the very calls the keras engine
     makes in the same order (engines/keras/engine.py `_train_one`): a Keras model of your own
     from `build_trainable_model` (Keras's initializers under the job's seed), then
-    `keras.utils.set_random_seed(shuffle_seed(seed))`; a YAML model after that seeding (its
+    `set_random_seed(shuffle_seed(seed))` (models/keras_on_jax.py); a YAML model after that seeding (its
     Dropout layers draw their generator's seed from it), with `weights.initial_weights`."""
-    import keras
 
     from actreg_cli.engines.keras.engine import build_model, make_optimizer, set_initial_weights
     from actreg_cli.engines.keras.own_model import build_trainable_model
@@ -78,7 +78,7 @@ def keras_engine_model(job: TrainJob, data: Dataset) -> tuple[Any, Any]:
     config = job.config
     if config.model.is_keras_model:
         model, probe = build_trainable_model(config, data, job.seed)
-    keras.utils.set_random_seed(shuffle_seed(job.seed))
+    set_random_seed(shuffle_seed(job.seed))
     if not config.model.is_keras_model:
         model, probe = build_model(config, data)
         set_initial_weights(model, config, data, job.seed)

@@ -34,6 +34,7 @@ from actreg_cli.engines.base import (
     mark_diverged,
 )
 from actreg_cli.engines.keras.penalties import combine, penalty_function
+from actreg_cli.models.keras_on_jax import set_random_seed
 from actreg_cli.models.plan import LayerPlan, config_plan
 from actreg_cli.tasks import spec
 from actreg_cli.weights import epoch_permutation, layer_initial_weights, shuffle_seed
@@ -141,7 +142,7 @@ class KerasEngine:
             model, probe = build_trainable_model(config, data, job.seed)
         # Nothing in the YAML models draws from Keras's generators (the minibatch order comes
         # from weights.epoch_permutation); seeded anyway, so a random layer (Dropout) is seeded.
-        keras.utils.set_random_seed(shuffle_seed(job.seed))
+        set_random_seed(shuffle_seed(job.seed))
         if not config.model.is_keras_model:
             model, probe = build_model(config, data)
             set_initial_weights(model, config, data, job.seed)

@@ -22,6 +22,7 @@ from actreg_cli.models.keras_model import (
     check_regularized_layers,
     needs_split,
 )
+from actreg_cli.models.keras_on_jax import set_random_seed, without_tensorflow
 
 #: The slots a layer's penalties go into (the clone's constructor arguments).
 SLOTS = ("kernel_regularizer", "bias_regularizer", "activity_regularizer")
@@ -79,8 +80,11 @@ def build_trainable_model(config: ExperimentConfig, data: Any, seed: int) -> tup
             out = keras.layers.Activation(activation, activity_regularizer=after, name=name)(out)
         return out
 
-    keras.utils.set_random_seed(seed)
-    model = keras.models.clone_model(original, clone_function=clone_layer, call_function=call_layer)
+    set_random_seed(seed)
+    with without_tensorflow():  # clone_model asks whether each layer's config is TensorFlow's
+        model = keras.models.clone_model(
+            original, clone_function=clone_layer, call_function=call_layer
+        )
     probe_name = probed_layer(config, model)
     probed = split[probe_name][0] if probe_name in split else probe_name
     probe = keras.Model(model.input, model.get_layer(probed).output)
