@@ -8,7 +8,9 @@ each), into a temporary folder, with
 totals only; `--check-epochs` reruns one config at its full epochs to show it). The peak
 resident set size of the process (getrusage ru_maxrss of the child; TensorFlow's own ~0.85 GB
 after `import tensorflow` included where an engine imports it) is printed next to the 1 GB
-target.
+target, with the process's CPU seconds (user + system, its workers included): at the cut epochs
+mostly start-up and compilation, at full epochs (`--check-epochs`) what an engine costs for the
+study, so that `--engines auto,jax` shows what the lower footprint costs.
 
 Run:    python3 benchmarks/bench_memory.py [--epochs 3] [--only digits_conv_l1,...]
                                            [--check-epochs digits_conv_l1] [--engines auto,jax]
@@ -36,8 +38,9 @@ TARGET_MB = 1024.0
 WRAPPER = """
 import json, resource, subprocess, sys
 done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"rc": done.returncode, "peak_kib": peak, "tail": done.stdout[-400:]
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": done.returncode, "peak_kib": usage.ru_maxrss,
+                  "cpu_s": usage.ru_utime + usage.ru_stime, "tail": done.stdout[-400:]
                   + done.stderr[-400:]}))
 """
 
@@ -122,6 +125,7 @@ def main() -> None:
                 continue
             mb = result["peak_kib"] / 1024
             label_mb = f"{mb:.0f}" + (f" ({result['label']})" if "label" in result else "")
+            label_mb += f", {result['cpu_s']:.1f} s CPU"
             cells.append(f"{label_mb} | {'yes' if mb <= TARGET_MB else 'no'}")
         print(f"| {label} | {command} | " + " | ".join(cells) + " |", flush=True)
 
