@@ -10,10 +10,9 @@ contrasts, report.md/html, sweep.png, sparsity.png), the printed table, and the 
 (planning, hashing, imports after start-up), next to the 20% target.
 
 Run:    python3 benchmarks/bench_sweep_overhead.py [--cells 1000] [--epochs 500]
-Expect: (2-core AMD EPYC, shared with other jobs while measured: indicative) ~17 s CPU of
-        which ~9 s trains; storing cells ~3 s, the report ~3 s (of it the two figures ~2.5 s),
-        the printed table ~1.5 s: about half of the CPU is outside training, against the 20%
-        target (not met).
+Expect: (2-core AMD EPYC, quiet, 2026-12-04) ~7.8 s CPU of which ~6.0 s trains; storing
+        cells ~0.2 s, the report ~0.95 s (matplotlib's import and two figures ~0.75 s of it),
+        the rest ~0.55 s: ~22% outside training, against the 20% target (not met).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import BOUNDED, assert_exit_2, invoke, write_yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actreg_cli.config import ConfigError, load_experiment, load_sweep
@@ -246,3 +246,45 @@ def test_generated_grid_items_load_or_raise_a_config_error(tmp_path: Path, key, 
         check_sweep(sweep, str(path))
     except ConfigError as exc:
         assert exc.errors and all(isinstance(line, str) and line for line in exc.errors)
+
+
+# A number-shaped value: sign, leading zeros, digits, underscores, dot, exponent, spaces, in any
+# mix; the plain decimal ones take read_value's shortcut, the rest go through YAML.
+NUMBER_TEXT = st.builds(
+    lambda *parts: "".join(parts),
+    st.sampled_from(["", " ", "  "]), st.sampled_from(["", "-", "+"]),
+    st.sampled_from(["", "0", "00"]), st.text("0123456789_", max_size=4), st.sampled_from(["", ".", ":"]),
+    st.text("0123456789", max_size=3), st.sampled_from(["", "e", "E", "e-", "E+", "e+0"]),
+    st.text("0123456789", max_size=2), st.sampled_from(["", " ", " # note", "\t"]),
+)  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None)  # a pure function, ~0.1 ms an example
+@given(text=st.one_of(NUMBER_TEXT, st.text(max_size=12)))
+def test_a_typed_value_reads_as_yaml_reads_it(text: str) -> None:
+    from actreg_cli.config.yaml_io import _CommandLineLoader, load_yaml_text, read_value
+
+    if not text.strip():
+        assert read_value(text) == ""
+        return
+    try:
+        expected = load_yaml_text(text, "command line", loader=_CommandLineLoader)
+    except ConfigError as exc:
+        with pytest.raises(ConfigError) as caught:
+            read_value(text)
+        assert caught.value.errors == exc.errors
+        return
+    got = read_value(text)
+    assert type(got) is type(expected)
+    assert got == expected or (got != got and expected != expected)  # NaN reads as NaN
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("64", 64), ("-3", -3), ("0.5", 0.5), ("1e-05", 1e-05), (" 2.5E+3", 2500.0),
+     ("010", 8), ("1_000", 1000), (".5", 0.5), ("1:30", 90), ("1e5", 100000.0)],
+)  # fmt: skip
+def test_typed_numbers_read_as_yaml_1_1_with_plain_exponents(text: str, value) -> None:
+    from actreg_cli.config.yaml_io import read_value
+
+    assert read_value(text) == value and type(read_value(text)) is type(value)

@@ -20,7 +20,7 @@ from actreg_cli.config import (
     ExperimentConfig,
     SweepConfig,
     config_origin,
-    parse_grid_option,
+    grid_key,
 )
 from actreg_cli.engines import EngineName
 from actreg_cli.engines.base import Engine
@@ -129,7 +129,7 @@ def training_overrides(epochs: int | None, repeats: int | None, seed: int | None
 
 def grid_origins(grid: Sequence[str]) -> dict[str, str]:
     """Each key given with --grid -> the option that gave it, as errors name it."""
-    return {parse_grid_option(item)[0]: f"--grid {item!r}" for item in grid}
+    return {grid_key(item): f"--grid {item!r}" for item in grid}
 
 
 @dataclass

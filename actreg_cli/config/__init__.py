@@ -72,6 +72,7 @@ from actreg_cli.config.model import (
 from actreg_cli.config.overrides import (
     apply_overrides,
     get_path,
+    grid_key,
     parse_grid_option,
     parse_override,
     renamed,
@@ -144,6 +145,7 @@ __all__ = [
     "load_any",
     "load_experiment",
     "load_sweep",
+    "grid_key",
     "parse_grid_option",
     "parse_override",
     "pair",

@@ -107,6 +107,11 @@ def _name_value(value: Any) -> str:
     return str(value)
 
 
+def grid_key(item: str) -> str:
+    """The key of a `--grid KEY=V1,V2,...` item, without reading its values."""
+    return item.partition("=")[0].strip()
+
+
 def parse_grid_option(item: str) -> tuple[str, list[Any]]:
     """Split `--grid KEY=V1,V2,...` into the key and its values, each read as YAML.
 
@@ -114,7 +119,7 @@ def parse_grid_option(item: str) -> tuple[str, list[Any]]:
     `model.hidden_units=[8,8],[16]` sweeps two values, `[8,8]` and `[16]`.
     """
     key, sep, raw = item.partition("=")
-    key = key.strip()
+    key = grid_key(item)
     if not sep or not key or not raw.strip():
         raise ConfigError(
             [f"--grid {item!r}: expected KEY=V1,V2,... e.g. regularizers.0.strength=1e-5,1e-4"]

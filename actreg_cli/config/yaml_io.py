@@ -140,12 +140,25 @@ _CommandLineLoader.add_implicit_resolver(  # PyYAML copies the inherited resolve
 )
 
 
+#: Decimal numbers as people type them (`64`, `-3`, `0.5`, `1e-05`, `2.5E+3`), which
+#: `_CommandLineLoader` reads as Python's int() and float() read them; anything else (octal
+#: `010`, `1_000`, `.5`, `1:30`, `.inf`) goes through YAML. A 1000-value --grid item was 1000
+#: YAML parses (~70 us each, 5% of what a 1000-cell sweep costs outside training).
+_PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_PLAIN_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
 def read_value(text: str, origin: str = "command line") -> Any:
     """A value typed on the command line, read as YAML (`_CommandLineLoader`). ConfigError
     naming `origin` for invalid YAML, duplicate keys, alias bombs or deep nesting
     (`load_yaml_text`)."""
     if not text.strip():
         return ""
+    plain = text.strip(" ")
+    if _PLAIN_INT.fullmatch(plain):
+        return int(plain)
+    if _PLAIN_FLOAT.fullmatch(plain):
+        return float(plain)
     return load_yaml_text(text, origin, loader=_CommandLineLoader)
 
 
