@@ -16,6 +16,8 @@ Each measurement runs in its own Python process (fresh compile caches, as `actre
 Run:     python3 benchmarks/bench_layers.py                    (conv study, ~3-4 min on 2 cores)
          python3 benchmarks/bench_layers.py --study all        (conv, lstm, autoencoder)
          python3 benchmarks/bench_layers.py --reps 3           (medians of 3 processes each)
+         python3 benchmarks/bench_layers.py --no-keras --all-sums   (fused with all four
+                  activity sums of every layer, side by side with the penalized ones only)
 Prints a markdown table. Timings on a shared machine vary by 20% or more between runs; process
 CPU time is printed next to wall time.
 """
@@ -56,7 +58,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--chunk", type=int, default=None, help="fused models per chunk")
     parser.add_argument("--workers", type=int, default=None, help="fused worker threads")
-    parser.add_argument("--worker", choices=["keras", "fused"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--all-sums", action="store_true",
+        help="also the fused program computing all four activity sums of every layer, as before "
+        "it computed only the penalized ones (a row before the fused row)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--worker", choices=["keras", "fused", "fused-all-sums"], help=argparse.SUPPRESS
+    )
     return parser.parse_args(argv)
 
 
@@ -91,9 +100,14 @@ def _import_tensorflow() -> float:
     return time.perf_counter() - start
 
 
-def fused_worker(args: argparse.Namespace) -> dict:
+def fused_worker(args: argparse.Namespace, all_sums: bool = False) -> dict:
     import_s = _import_tensorflow()
     from actreg_cli.engines.fused.engine import FusedEngine
+
+    if all_sums:  # the program before it computed only the penalized activity sums
+        import actreg_cli.engines.fused.layers as layers
+
+        layers.activity_sums_used = lambda tables: None
 
     jobs, epochs = study_jobs(args.study)
     engine = FusedEngine(chunk=args.chunk, workers=args.workers)
@@ -177,8 +191,8 @@ def measure(kind: str, study: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     args = parse_args()
-    if args.worker == "fused":
-        print(json.dumps(fused_worker(args)))
+    if args.worker in ("fused", "fused-all-sums"):
+        print(json.dumps(fused_worker(args, all_sums=args.worker == "fused-all-sums")))
         return
     if args.worker == "keras":
         print(json.dumps(keras_worker(args)))
@@ -196,6 +210,13 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for study in studies:
+        if args.all_sums:
+            both = measure("fused-all-sums", study, args)
+            rows.append(
+                f"| {study}, all four activity sums | {int(both['models'])} x "
+                f"{int(both['epochs'])} | {both['wall_s']:.1f} ({both['cpu_s']:.1f}) | "
+                f"{both['compiled_wall_s']:.1f} ({both['compiled_cpu_s']:.1f}) | - | - | - |"
+            )
         fused = measure("fused", study, args)
         keras_cells = ["-", "-", "-"]
         if not args.no_keras:

@@ -163,6 +163,23 @@ def test_validation_set_is_evaluated_after_every_epoch_as_keras_does(images) -> 
         assert_same(fused, keras, n_train=36, n_val=9)
 
 
+def test_a_program_computes_only_the_activity_sums_its_models_penalize(images) -> None:
+    """A group whose models penalize |z| of the conv layer only (and a baseline) computes that
+    sum alone (the other three, and the output layer's, are never computed) and still equals
+    Keras; the conv cases above hold all four sums in one program."""
+    from actreg_cli.engines.fused.layers import penalty_table
+    from actreg_cli.engines.fused.layers_net import activity_sums_used
+
+    cases = conv_cases(images)
+    chosen = {name: cases[name] for name in ("none", "activity_before_mean")}
+    data = job_dataset(chosen["none"], SEED)
+    tables = [penalty_table(config_plan(config, data)) for config in chosen.values()]
+    assert activity_sums_used(tables) == ((True, False, False, False), (False,) * 4)
+    assert activity_sums_used(tables[:1]) == ((False,) * 4, (False,) * 4)
+    for fused, keras in compare(chosen).values():
+        assert_same(fused, keras)
+
+
 def test_conv_activity_penalty_is_summed_over_positions_and_channels(images, conv_results):
     """Full-batch first-epoch losses (initial weights) differ by exactly the penalty:
     1e-2 * sum |relu(conv(x))| over all rows, positions and channels, divided by the batch size

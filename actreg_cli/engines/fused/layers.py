@@ -46,8 +46,10 @@ Speed: the test set is evaluated every epoch (Keras's val_loss), which on the di
 costs more than the training steps; it runs in blocks of `LayersSpec.eval_block` rows (a
 block's layer outputs stay in cache) with the shared rows' conv patches built once for all
 models. A last partial minibatch or block is padded with masked rows, so the step and the block
-are traced once (half the compile time of a second, smaller copy). Measured by
-benchmarks/bench_layers.py.
+are traced once (half the compile time of a second, smaller copy). Of the four activity sums
+of a layer (|z|, z**2, |a|, a**2) a program computes only those some model of its group
+penalizes (`layers_net.activity_sums_used`): on the Conv2D study 17% less CPU a compiled
+call. Measured by benchmarks/bench_layers.py.
 
 Float rounding: XLA sums in other orders than TensorFlow's kernels; per-epoch losses agree with
 the Keras engine to at most 6e-7 relative over 4 epochs in tests/test_engines_fused_layers.py
@@ -96,7 +98,7 @@ from actreg_cli.engines.fused.common import (
     trained_epochs,
     watch_epoch,
 )
-from actreg_cli.engines.fused.layers_net import LayersNet, LayersSpec
+from actreg_cli.engines.fused.layers_net import LayersNet, LayersSpec, activity_sums_used
 from actreg_cli.engines.penalties import COEF_COLUMNS, add_penalty, custom_reason
 from actreg_cli.models.plan import KERNEL_KINDS, LayerPlan, ModelPlan, config_plan
 from actreg_cli.weights import SPLITMIX_GAMMA, dropout_seed, layer_initial_weights, shuffle_seed
@@ -184,6 +186,7 @@ def train_group(
     config = jobs[0].config
     data = job_dataset(config, jobs[0].seed)
     plans = [config_plan(job.config, data) for job in jobs]
+    tables = [penalty_table(plan) for plan in plans]
     batch = min(config.training.batch_size, data.n_train)
     spec_ = LayersSpec(
         layers=_bare(plans[0]),
@@ -199,6 +202,7 @@ def train_group(
         shuffle=config.training.shuffle and batch < data.n_train,
         chunk=2,  # placeholder, set below
         early_stopping=config.training.early_stopping is not None,
+        activity_used=activity_sums_used(tables),
     )
     spec_ = dataclasses.replace(
         spec_, chunk=max(MIN_CHUNK, chunk or choose_layers_chunk(len(jobs), spec_, workers))
@@ -206,7 +210,6 @@ def train_group(
     segment = segment or spec_.segment_epochs()
     train_program = _train_program(spec_, segment)
     finish_program = _finish_program(spec_)
-    tables = [penalty_table(plan) for plan in plans]
     tf = tensorflow()
     sets = [(data.x_train, data.y_train), (data.x_test, data.y_test)]
     if spec_.n_val:

@@ -50,6 +50,9 @@ class LayersSpec:
     chunk: int
     eval_block: int = 16  # test rows evaluated at a time (`LayersNet.evaluate`)
     early_stopping: bool = False  # the models are watched (common.watch_epoch)
+    #: Per kernel layer, which of the four `_ACTIVITY_SUMS` some model of the program penalizes
+    #: (`activity_sums_used`); the others are never computed. None: all four of every layer.
+    activity_used: tuple[tuple[bool, ...], ...] | None = None
 
     @property
     def kernel_layers(self) -> tuple[int, ...]:
@@ -68,6 +71,22 @@ class LayersSpec:
     def segment_epochs(self) -> int:
         """Epochs per compiled call: a tenth of them (progress and Ctrl-C between calls)."""
         return max(1, math.ceil(self.epochs / MIN_SEGMENTS))
+
+
+def activity_sums_used(tables: list[np.ndarray]) -> tuple[tuple[bool, ...], ...]:
+    """Per kernel layer, whether each of `_ACTIVITY_SUMS` has a non-zero factor (batch_mean or
+    batch_sum) in any of the models' penalty tables (each [kernel layers, COEF_COLUMNS]): a sum
+    no model penalizes only adds zero to every loss. On the Conv2D study's feature maps
+    (1,024 values a test image, every epoch) the four sums cost about half of the evaluation."""
+    stacked = np.stack(tables)  # [models, kernel layers, COEF_COLUMNS]
+    return tuple(
+        tuple(
+            bool(np.any(stacked[:, row, COEF_INDEX[f"{side}_mean_{norm}"]] != 0)
+                 or np.any(stacked[:, row, COEF_INDEX[f"{side}_sum_{norm}"]] != 0))
+            for side, norm in _ACTIVITY_SUMS
+        )
+        for row in range(stacked.shape[1])
+    )  # fmt: skip
 
 
 class LayersNet:
@@ -197,6 +216,7 @@ class LayersNet:
         activity = []
         probe = None
         last = len(spec_.layers) - 1
+        used = spec_.activity_used or ((True,) * len(_ACTIVITY_SUMS),) * len(spec_.kernel_layers)
         for k, layer in enumerate(spec_.layers):
             opts = dict(layer.options)
             if layer.kind in KERNEL_KINDS:
@@ -217,7 +237,7 @@ class LayersNet:
                     layout = "stacked"
                     a = z if k == last else _activation(z, layer.activation)
                 if k != last:
-                    activity.append(self._activity_sums(z, a, layout, mask))
+                    activity.append(self._activity_sums(z, a, layout, mask, used[len(activity)]))
                 else:
                     activity.append(tf.zeros([c, 4], tf.float32))
             elif layer.kind == "max_pool2d":
@@ -257,18 +277,28 @@ class LayersNet:
             total = total + _term(f[:, COEF_INDEX[f"{prefix}_l2"]], s_sq)
         return total
 
-    def _activity_sums(self, z, a, layout: str, mask=None):
+    def _activity_sums(self, z, a, layout: str, mask=None, used=(True,) * 4):
         """[C, 4]: per model the sums over every element of |z|, z**2, |a|, a**2 (stacked
-        [C, ...] tensors, or shared [R, ...] ones), as one reduction over the layer's output
-        stacked four times: four separate reductions each read the whole output again
-        (measured ~1.7x slower on the test set's conv feature maps)."""
+        [C, ...] tensors, or shared [R, ...] ones), those `used` as one reduction over the
+        layer's output stacked: separate reductions each read the whole output again (measured
+        ~1.7x slower on the test set's conv feature maps). An unused column is 0."""
         tf = self.tf
         c = self.spec.chunk
+        if not any(used):
+            return tf.zeros([c, 4], tf.float32)
         z, a = self._stacked(z, layout), self._stacked(a, layout)
-        parts = tf.stack([tf.abs(z), tf.square(z), tf.abs(a), tf.square(a)], axis=-1)
+        terms = (lambda: tf.abs(z), lambda: tf.square(z), lambda: tf.abs(a), lambda: tf.square(a))
+        parts = tf.stack([term() for term, on in zip(terms, used, strict=True) if on], axis=-1)
         if mask is not None:  # [R]: rows that count
             parts = parts * tf.reshape(mask, [1, -1] + [1] * (parts.shape.rank - 2))
-        return tf.reduce_sum(tf.reshape(parts, [c, -1, 4]), axis=1)
+        sums = tf.reduce_sum(tf.reshape(parts, [c, -1, parts.shape[-1]]), axis=1)
+        if all(used):
+            return sums
+        columns, j = [], 0
+        for on in used:
+            columns.append(sums[:, j] if on else tf.zeros([c], tf.float32))
+            j += on
+        return tf.stack(columns, axis=1)
 
     def _model_sums(self, value):
         """(sum |v|, sum v**2) over everything of each model, each [C]; value [C, ...]."""
