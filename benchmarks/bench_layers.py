@@ -18,8 +18,11 @@ Run:     python3 benchmarks/bench_layers.py                    (conv study, ~3-4
          python3 benchmarks/bench_layers.py --reps 3           (medians of 3 processes each)
          python3 benchmarks/bench_layers.py --no-keras --all-sums   (fused with all four
                   activity sums of every layer, side by side with the penalized ones only)
-Prints a markdown table. Timings on a shared machine vary by 20% or more between runs; process
-CPU time is printed next to wall time.
+Prints a markdown table, then the fused engine's CPU per model-epoch against the FLOP bound (the
+FLOPs counted from the layer shapes, `flops_per_model_epoch`, at the one-thread float32 matmul
+rate measured in the same run), compiled and with its first call's compilation, next to the
+aims (Conv2D <= 5x, LSTM <= 2.5x). Timings on a shared machine vary by 20% or more between
+runs; process CPU time is printed next to wall time.
 """
 
 from __future__ import annotations
@@ -84,6 +87,52 @@ def study_jobs(study: str):
     return jobs, sweep.base.training.epochs
 
 
+#: The aims (issue: CPU per model-epoch over the FLOP bound) where one is set.
+TARGETS = {"conv": 5.0, "lstm": 2.5}
+
+
+def flops_per_model_epoch(job) -> int:
+    """FLOPs of one model-epoch of `job`'s layer list (multiply-add = 2), counted as
+    bench_cpu_mlp.py counts an MLP's. Forward, per train, test and validation row: per layer with
+    weights 2 per multiply-add of its kernels (dense: kernel size; conv2d: kernel size x output
+    positions; lstm: input and recurrent kernels x time steps) + 1 per bias addition, + 1 per
+    output value of a layer with an activity penalty (its sum). Backward, per train row: twice
+    the forward multiply-adds (kernel gradient, and the input's gradient but for the first layer
+    with weights) + the bias and penalty terms again. Adam: 12 per parameter and step. Pooling,
+    flatten, activations, the LSTM's gate arithmetic and the loss are left out."""
+    from actreg_cli.config import Target
+    from actreg_cli.data import job_dataset
+    from actreg_cli.models.plan import config_plan
+
+    config = job.config
+    data = job_dataset(config, job.seed)
+    forward = backward = params = 0
+    first = True
+    for layer in config_plan(config, data).layers:
+        if not layer.weights:
+            continue
+        shapes = [math.prod(shape) for _, shape in layer.weights]
+        params += sum(shapes)
+        if layer.kind == "conv2d":
+            macs = shapes[0] * math.prod(layer.output_shape[:-1])
+            adds = math.prod(layer.output_shape)
+        elif layer.kind == "lstm":
+            steps = layer.input_shape[0]
+            macs, adds = (shapes[0] + shapes[1]) * steps, shapes[2] * steps
+        else:
+            macs, adds = shapes[0], math.prod(layer.output_shape)
+        penalty = math.prod(layer.output_shape) * any(
+            reg.target is Target.activity for reg in layer.penalties
+        )
+        forward += 2 * macs + adds + penalty
+        backward += (2 if first else 4) * macs + adds + penalty
+        first = False
+    batch = min(config.training.batch_size, data.n_train)
+    steps = -(-data.n_train // batch)
+    rows = data.n_train + data.n_test + data.n_val
+    return rows * forward + data.n_train * backward + 12 * params * steps
+
+
 def _timed(train) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     train()
@@ -117,6 +166,7 @@ def fused_worker(args: argparse.Namespace, all_sums: bool = False) -> dict:
     return {
         "models": len(jobs),
         "epochs": epochs,
+        "flops": statistics.mean(flops_per_model_epoch(job) for job in jobs),
         "import_s": import_s,
         "wall_s": first[0],
         "cpu_s": first[1],
@@ -209,6 +259,7 @@ def main() -> None:
         "| keras / fused, wall (cpu) |",
         "|---|---|---|---|---|---|---|",
     ]
+    bounds = []
     for study in studies:
         if args.all_sums:
             both = measure("fused-all-sums", study, args)
@@ -238,8 +289,40 @@ def main() -> None:
             + " |"
         )
         print(f"{study}: fused {fused}", flush=True)
+        bounds.append((study, fused))
     print()
     print("\n".join(rows))
+    print_bounds(bounds)
+
+
+def print_bounds(bounds: list[tuple[str, dict]]) -> None:
+    """The fused engine's CPU per model-epoch against the FLOP bound: the FLOPs counted from the
+    shapes (`flops_per_model_epoch`) at the one-thread float32 matmul rate measured now."""
+    from bench_cpu_kernel import worker_process
+
+    from actreg_cli.versions import machine_info
+
+    script = str(Path(__file__).with_name("bench_cpu_kernel.py"))
+    gflops = worker_process(script, "sgemm", ["--epochs", "1", "--reps", "1"])["gflops"]
+    print(f"\nFLOP rate: {gflops:.0f} GFLOP/s (float32 matmul, one thread, measured now; "
+          f"{machine_info()['cpu']})\n")  # fmt: skip
+    print("| study | kFLOP/model-epoch | bound µs | fused compiled µs CPU | / bound "
+          "| first call µs CPU (compiling) | / bound | aim |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for study, fused in bounds:
+        bound_us = fused["flops"] / (gflops * 1e9) * 1e6
+        n = fused["models"] * fused["epochs"]
+        compiled, first = fused["compiled_cpu_s"] / n * 1e6, fused["cpu_s"] / n * 1e6
+        aim = TARGETS.get(study)
+        verdict = (
+            "-"
+            if aim is None
+            else f"<= {aim}x: {'met' if compiled / bound_us <= aim else 'not met'}"
+        )
+        print(
+            f"| {study} | {fused['flops'] / 1e3:,.0f} | {bound_us:.0f} | {compiled:,.0f} | "
+            f"{compiled / bound_us:.1f}x | {first:,.0f} | {first / bound_us:.1f}x | {verdict} |"
+        )
 
 
 if __name__ == "__main__":
