@@ -670,6 +670,32 @@ def test_a_long_strength_axis_is_contrasted_between_neighbours(tmp_path, monkeyp
     assert "7 more in contrasts.csv" in report  # the placement family: 12 - 5
 
 
+def test_one_repeat_a_cell_draws_and_names_no_band(tmp_path):
+    """With one repeat a cell has no interval: the legend names no band (it did, over an empty
+    area), on the dense line and on the baseline alike."""
+    from matplotlib.collections import PolyCollection
+
+    from actreg_cli.report.sweep import summary_rows
+    from actreg_cli.report.sweep_figures import DENSE_LINE, sweep_figure
+
+    base = {
+        "model": {"hidden_units": [16]},
+        "regularizers": [{"target": "activity", "norm": "l1", "strength": 1e-4}],
+        "training": {"epochs": 3, "repeats": 1, "seed": 5},
+    }
+    strengths = list(np.geomspace(1e-6, 1e-2, DENSE_LINE + 1))
+    done = run_and_report(
+        sweep_config(base=base, grid={"regularizers.0.strength": strengths}),
+        engine="keras",
+        runs_dir=tmp_path,
+        executor=FakeExecutor(),
+    )
+    ax = sweep_figure(done, summary_rows(done)).axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert len(labels) == 2 and not [label for label in labels if "band" in label]
+    assert not [c for c in ax.collections if isinstance(c, PolyCollection)]
+
+
 def test_a_dense_strength_axis_is_drawn_with_a_band(tmp_path):
     """More than DENSE_LINE strengths: the line's CI is a band (one filled area), not an error
     bar per point; a few strengths keep their error bars."""

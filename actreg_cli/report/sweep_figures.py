@@ -128,8 +128,12 @@ def _draw_lines(
             # and a fraction of the drawing time).
             low = [m - b for m, b in zip(means, yerr[0], strict=True)]
             high = [m + a for m, a in zip(means, yerr[1], strict=True)]
-            ax.fill_between(xs, low, high, color=colors[k], alpha=0.2, lw=0)
-            ax.plot(xs, means, color=colors[k], lw=1.2, label=f"{label}, band: 95% CI")
+            # One repeat a cell has no interval: no band to draw or name.
+            banded = any(h > lo for lo, h in zip(low, high, strict=True))  # False on NaN
+            if banded:
+                ax.fill_between(xs, low, high, color=colors[k], alpha=0.2, lw=0)
+            ax.plot(xs, means, color=colors[k], lw=1.2,
+                    label=f"{label}, band: 95% CI" if banded else label)  # fmt: skip
             continue
         ax.errorbar(xs, means, yerr=yerr, marker="o", ms=4, capsize=3, color=colors[k], label=label)
     styles = ["--", ":", "-.", (0, (5, 1))]
@@ -141,9 +145,10 @@ def _draw_lines(
         if not math.isfinite(mean):
             continue
         extra = ", ".join(f"{names[key]}={setting_text(key, v)}" for key, v in cell.values.items())
-        label = BASELINE_LABEL + (f", {extra}" if extra else "") + ", band: 95% CI"
+        banded = math.isfinite(lo) and math.isfinite(hi)
+        label = BASELINE_LABEL + (f", {extra}" if extra else "") + (", band: 95% CI" * banded)
         color = group_colors.get(extra, "0.35")
-        if math.isfinite(lo) and math.isfinite(hi):
+        if banded:
             ax.axhspan(lo, hi, color="0.5" if color == "0.35" else color, alpha=0.14, lw=0)
         ax.axhline(mean, color=color, ls=styles[k % len(styles)], lw=1.2, label=label)
     positive = [c.values[x_key] for c in outcome.cells if c.values.get(x_key, 0) > 0]
