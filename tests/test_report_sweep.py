@@ -694,6 +694,7 @@ def test_one_repeat_a_cell_draws_and_names_no_band(tmp_path):
     labels = ax.get_legend_handles_labels()[1]
     assert len(labels) == 2 and not [label for label in labels if "band" in label]
     assert not [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert ax.get_ylabel() == "test accuracy (one repeat)"
 
 
 def test_a_dense_strength_axis_is_drawn_with_a_band(tmp_path):
@@ -713,6 +714,7 @@ def test_a_dense_strength_axis_is_drawn_with_a_band(tmp_path):
         executor=FakeExecutor(),
     )
     ax = sweep_figure(dense, summary_rows(dense)).axes[0]
+    assert ax.get_ylabel() == "test accuracy (mean, 95% CI)"
     assert not [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(bands) == 1  # the line's band (the baseline's band is an axhspan patch)

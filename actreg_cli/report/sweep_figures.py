@@ -168,6 +168,14 @@ def _draw_lines(
 # The figures
 
 
+def stat_words(outcome: SweepOutcome) -> tuple[str, str]:
+    """(short, long) words for what a figure's values are: the mean and 95% CI over the
+    repeats, or a single value where a cell has one repeat (no interval to show)."""
+    if outcome.plan.sweep.base.training.repeats > 1:
+        return "mean, 95% CI", "mean and 95% CI over the repeats"
+    return "one repeat", "one repeat a cell: no interval"
+
+
 def sweep_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> Any:
     """sweep.png: the main metric per cell (rows) or against the swept strength (lines)."""
     main = main_metric(outcome).main_metric
@@ -177,7 +185,7 @@ def sweep_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> An
         return row_chart(
             outcome,
             summary,
-            [(main, f"{metric_label(main)} (mean and 95% CI over the repeats)")],
+            [(main, f"{metric_label(main)} ({stat_words(outcome)[1]})")],
             f"{metric_label(main)} per cell, {repeats} repeat{'' if repeats == 1 else 's'} per cell",
             verdicts=True,
         )
@@ -187,7 +195,7 @@ def sweep_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) -> An
     ax = fig.add_subplot()
     rows_by_id = {row["cell"]: row for row in summary}
     _draw_lines(ax, outcome, rows_by_id, main, x_key)
-    ax.set_ylabel(f"{metric_label(main)} (mean, 95% CI)")
+    ax.set_ylabel(f"{metric_label(main)} ({stat_words(outcome)[0]})")
     ax.set_title(
         figure_title(
             outcome,
@@ -212,8 +220,8 @@ def sparsity_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
             outcome,
             summary,
             [
-                ("mean_activation", "mean activation (test set; mean and 95% CI)"),
-                ("zero_fraction", "fraction of activations exactly 0 (mean and 95% CI)"),
+                ("mean_activation", f"mean activation (test set; {stat_words(outcome)[1]})"),
+                ("zero_fraction", f"fraction of activations exactly 0 ({stat_words(outcome)[1]})"),
             ],
             f"activations of {layer} per cell",
             verdicts=False,
@@ -224,7 +232,7 @@ def sparsity_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     ax_mean, ax_zero = fig.subplots(1, 2)
     _draw_lines(ax_mean, outcome, rows_by_id, "mean_activation", x_key)
-    ax_mean.set_ylabel("mean activation (test set, mean, 95% CI)")
+    ax_mean.set_ylabel(f"mean activation (test set, {stat_words(outcome)[0]})")
     _draw_lines(ax_zero, outcome, rows_by_id, "zero_fraction", x_key)
     ax_zero.set_ylabel("fraction of activations exactly 0")
     fig.suptitle(figure_title(outcome, f"activations of {layer}", 12, 10), fontsize=10)
