@@ -45,7 +45,8 @@ def set_random_seed(seed: int) -> None:
 
 
 def tensorflow_is_loaded() -> bool:
-    """Whether this process has imported TensorFlow (or its Keras runs on it)."""
+    """Whether Keras may use TensorFlow here: TensorFlow imported already, or a backend other
+    than JAX (this module changes nothing then)."""
     import keras
 
     return keras.backend.backend() != "jax" or "tensorflow" in sys.modules

@@ -76,8 +76,8 @@ class LayersSpec:
 def activity_sums_used(tables: list[np.ndarray]) -> tuple[tuple[bool, ...], ...]:
     """Per kernel layer, whether each of `_ACTIVITY_SUMS` has a non-zero factor (batch_mean or
     batch_sum) in any of the models' penalty tables (each [kernel layers, COEF_COLUMNS]): a sum
-    no model penalizes only adds zero to every loss. On the Conv2D study's feature maps
-    (1,024 values a test image, every epoch) the four sums cost about half of the evaluation."""
+    no model penalizes only adds zero to every loss. Leaving them out: 17% less CPU on the
+    Conv2D study's compiled call (`benchmarks/bench_layers.py --all-sums`)."""
     stacked = np.stack(tables)  # [models, kernel layers, COEF_COLUMNS]
     return tuple(
         tuple(

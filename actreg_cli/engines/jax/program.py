@@ -69,8 +69,9 @@ def keras_engine_model(job: TrainJob, data: Dataset) -> tuple[Any, Any]:
     """(model, probe) for `job`, built, seeded and compiled with the very calls the keras engine
     makes in the same order (engines/keras/engine.py `_train_one`): a Keras model of your own
     from `build_trainable_model` (Keras's initializers under the job's seed), then
-    `set_random_seed(shuffle_seed(seed))` (models/keras_on_jax.py); a YAML model after that seeding (its
-    Dropout layers draw their generator's seed from it), with `weights.initial_weights`."""
+    `set_random_seed(shuffle_seed(seed))` (models/keras_on_jax.py); a YAML model after that
+    seeding (its Dropout layers draw their generator's seed from it), with
+    `weights.initial_weights`."""
 
     from actreg_cli.engines.keras.engine import build_model, make_optimizer, set_initial_weights
     from actreg_cli.engines.keras.own_model import build_trainable_model
