@@ -36,8 +36,6 @@ def set_random_seed(seed: int) -> None:
     from keras.src.random import seed_generator
     from keras.src.utils import rng_utils
 
-    if not isinstance(seed, int):
-        raise ValueError(f"Expected `seed` argument to be an integer. Received: seed={seed!r}")
     global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
     global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
     random.seed(seed)

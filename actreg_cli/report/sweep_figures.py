@@ -215,13 +215,14 @@ def sparsity_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
     (rows) or against the swept strength (lines)."""
     layer = outcome.plan.sweep.base.probe_name
     x_key = numeric_axis(outcome)
+    short, stats = stat_words(outcome)
     if x_key is None:
         return row_chart(
             outcome,
             summary,
             [
-                ("mean_activation", f"mean activation (test set; {stat_words(outcome)[1]})"),
-                ("zero_fraction", f"fraction of activations exactly 0 ({stat_words(outcome)[1]})"),
+                ("mean_activation", f"mean activation (test set; {stats})"),
+                ("zero_fraction", f"fraction of activations exactly 0 ({stats})"),
             ],
             f"activations of {layer} per cell",
             verdicts=False,
@@ -232,7 +233,7 @@ def sparsity_figure(outcome: SweepOutcome, summary: Sequence[dict[str, Any]]) ->
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     ax_mean, ax_zero = fig.subplots(1, 2)
     _draw_lines(ax_mean, outcome, rows_by_id, "mean_activation", x_key)
-    ax_mean.set_ylabel(f"mean activation (test set, {stat_words(outcome)[0]})")
+    ax_mean.set_ylabel(f"mean activation (test set, {short})")
     _draw_lines(ax_zero, outcome, rows_by_id, "zero_fraction", x_key)
     ax_zero.set_ylabel("fraction of activations exactly 0")
     fig.suptitle(figure_title(outcome, f"activations of {layer}", 12, 10), fontsize=10)
