@@ -14,6 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
+from actreg_cli.engines.cpu.target import pin
+
+pin()  # the cpu engine's target, set before Numba's first compile in the process (target.py)
+
 _JIT = {"cache": True, "error_model": "numpy", "nogil": True}
 
 # Bytes per row field at most: a non-negative int64 (19 digits), a float ('-d.ddddddddE-dd').

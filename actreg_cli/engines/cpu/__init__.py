@@ -1,9 +1,7 @@
 """The cpu engine: a Numba-compiled training loop, one model per thread.
 
-Importing the package pins the CPU the loops are compiled for (`target.pin`), before any of its
-modules compiles or loads a loop: one seed, the same numbers on any x86-64 CPU.
+The modules that compile with Numba pin the CPU their loops are compiled for when imported
+(`target.pin`), before their first compile or cache load: one seed, the same numbers on any
+x86-64 CPU. The engine itself (`engine.py`: what it supports, how it groups jobs) imports
+Numba only when it trains, so choosing an engine costs no Numba import.
 """
-
-from actreg_cli.engines.cpu.target import pin
-
-pin()

@@ -56,6 +56,7 @@ from actreg_cli.engines.base import (
 )
 from actreg_cli.engines.cpu import codes
 from actreg_cli.engines.cpu.codes import ACTIVATIONS, OPTIMIZERS, TASKS
+from actreg_cli.engines.cpu.target import choice as target_choice
 from actreg_cli.engines.penalties import coefficients
 from actreg_cli.tasks import output_units
 from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
@@ -167,6 +168,7 @@ class CpuEngine:
     name = "cpu"
 
     def __init__(self, workers: int | None = None, models_per_call: int | None = None):
+        target_choice()  # a bad ACTREG_CPU_TARGET is bad input now, before any run folder
         self.workers = workers or worker_count()
         # Calls of a few models per thread keep the progress bar moving; the per-call cost
         # (~0.1 ms) is nothing next to a model's training.

@@ -14,8 +14,13 @@ vectors on an AVX-512 CPU pay for it (the benchmark measures how much);
 depend on the CPU). A machine without AVX2 and FMA compiles for itself (`compiled_for` says so
 in run.yaml).
 
-`pin()` must run before Numba compiles or loads anything for the CPU (the engine's modules call
-it on import); a NUMBA_CPU_NAME set by the user is left alone.
+`pin()` must run before Numba compiles or loads anything for the CPU in the process: Numba
+reads its target once, when its first compile or cache load sets up the code generator, and
+ignores a later change (a history.csv written through study/csv_format.py before the cpu
+engine's first loop had the loops compiled for the host's every feature). So every module of
+this tool that compiles with Numba (engines/cpu/vmath.py, which each loop module imports, and
+study/csv_format.py) calls it on import, before its first decorator; a NUMBA_CPU_NAME set by the
+user is left alone.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ def pin() -> None:
 def compiled_for() -> dict[str, str]:
     """What the loops are compiled for, as run.yaml records it: {cpu, features, choice}; the
     features are '' when the CPU name's own are used (the portable target)."""
+    pin()  # asked before anything compiled: what the loops will be compiled for
     from numba.core.registry import cpu_target
 
     _, cpu, features = cpu_target.target_context.codegen().magic_tuple()

@@ -29,6 +29,10 @@ from numba import types as numba_types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from actreg_cli.engines.cpu.target import pin
+
+pin()  # before this module's first decorator, and so before every loop module's (target.py)
+
 _FASTMATH = {"reassoc", "contract"}
 JIT = {"cache": True, "fastmath": _FASTMATH, "error_model": "numpy", "nogil": True}
 
