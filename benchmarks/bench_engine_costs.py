@@ -28,11 +28,12 @@ Run:    python3 benchmarks/bench_engine_costs.py            (~16 minutes on 2 co
         python3 benchmarks/bench_engine_costs.py --write    (also writes the table `auto` uses,
                                                              actreg_cli/engines/costs.json)
         python3 benchmarks/bench_engine_costs.py --families own --engines jax --write
-Expect: (2-core AMD EPYC, 2026-12-04) mlp: start cpu ~3 s, fused, jax and keras ~10-11 s; a
-        model-step cpu ~16 us, fused ~41 us, jax ~1 ms, keras ~77 ms; own: start jax ~25 s
-        (a worker process and JAX's compile), keras ~12 s; a model-step keras ~10 ms, jax
-        below what the sweeps resolve (0). The jax engine pays for itself on an own model
-        from ~1,500 model-steps a cell.
+Expect: (2-core AMD EPYC, quiet, 2026-12-04) mlp: start cpu ~2 s, fused, jax and keras
+        ~5-5.5 s; a model-step cpu ~14 us, fused ~23 us, jax ~0.23 ms, keras ~46 ms; own:
+        start jax ~11 s (a worker process and JAX's compile), keras ~7 s; a model-step keras
+        ~6 ms, jax ~0.07 ms. The jax engine pays for itself on an own model from ~1,000
+        model-steps a cell. A whole process varies by a few tenths of a second: a per-cell
+        cost near 0 can solve to 0 (clipped).
 """
 
 from __future__ import annotations

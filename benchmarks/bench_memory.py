@@ -3,14 +3,14 @@ README says what a 24 GB laptop can run).
 
 Each config in configs/ runs in a fresh process as a user would run it (`actreg sweep` for a
 sweep file, `actreg run` for an experiment), engine `auto` (or each of `--engines`, a column
-each), into a temporary folder, with
-`--epochs` cut to a few (peak memory does not grow with epochs: the engines keep per-epoch
-totals only; `--check-epochs` reruns one config at its full epochs to show it). The peak
-resident set size of the process (getrusage ru_maxrss of the child; TensorFlow's own ~0.85 GB
-after `import tensorflow` included where an engine imports it) is printed next to the 1 GB
-target, with the process's CPU seconds (user + system, its workers included): at the cut epochs
-mostly start-up and compilation, at full epochs (`--check-epochs`) what an engine costs for the
-study, so that `--engines auto,jax` shows what the lower footprint costs.
+each), into a temporary folder, with `--epochs` cut to a few (peak memory does not grow with
+epochs: the engines keep per-epoch totals only; `--check-epochs` reruns one config at its full
+epochs to show it). The peak resident set size of the process (getrusage ru_maxrss of the
+child; TensorFlow's own ~0.54 GB after `import tensorflow` without the Keras and jax it would
+load, actreg_cli/quiet_tensorflow.py, included where an engine imports it) is printed next to
+the 1 GB target, with the process's CPU seconds (user + system, its workers included): at the
+cut epochs mostly start-up and compilation, at full epochs (`--check-epochs`) what an engine
+costs for the study, so that `--engines auto,jax` shows what the lower footprint costs.
 
 Run:    python3 benchmarks/bench_memory.py [--epochs 3] [--only digits_conv_l1,...]
                                            [--check-epochs digits_conv_l1] [--engines auto,jax]
