@@ -70,6 +70,14 @@ STOPPING_MLP = {
     },
 }  # fmt: skip
 SEEDS = {"own": 3, "dropout": 3, "stopping": 4}  # models in each group
+#: data.resample: each repeat its own split of iris, one program for the repeats
+RESAMPLE_MLP = {
+    "name": "mlp_resample",
+    "data": {"name": "iris", "resample": True, "validation_fraction": 0.2},
+    "model": {"hidden_units": [8]},
+    "regularizers": [{"strength": 1e-3, "placement": "after_activation"}],
+    "training": {"epochs": 3, "batch_size": 32, "seed": 5},
+}
 
 
 def jobs_of(config: dict, n: int) -> list[TrainJob]:
@@ -117,6 +125,17 @@ def jax_side(out: str) -> None:
         # model.fit traces every model anew (seconds each): a model or two per group
         found[f"{name}_keras"] = KerasEngine().train(jobs[: 2 if name == "stopping" else 1])
     found["dropout_alone"] = JaxEngine().train(jobs_of(DROPOUT_MLP, 1))
+    # data.resample: the repeats in one program, against each trained alone on the split its
+    # seed draws, given as a fixed split_seed (the split's data as the program's constants)
+    from actreg_cli.data import data_seed
+
+    resampled = jobs_of(RESAMPLE_MLP, 2)
+    found["resample"] = JaxEngine().train(resampled)
+    found["resample_fixed"] = []
+    for job in resampled:
+        data = {**RESAMPLE_MLP["data"], "resample": False, "split_seed": data_seed(job.seed)}
+        fixed = ExperimentConfig.model_validate({**RESAMPLE_MLP, "data": data})
+        found["resample_fixed"] += JaxEngine().train([TrainJob(fixed, job.seed)])
     # each model's Dropout generator state as drawn (the non-trainable variables)
     copies = model_copies(jobs_of(DROPOUT_MLP, 2))
     found["dropout_seed_states"] = [np.asarray(v) for v in copies.state[1]]
@@ -209,6 +228,22 @@ def test_a_model_trains_alike_alone_and_in_a_group(trained) -> None:
     assert np.array_equal(alone.history, grouped.history)
     assert (alone.test_loss, alone.train_loss) == (grouped.test_loss, grouped.train_loss)
     assert np.array_equal(alone.output_sample, grouped.output_sample)
+
+
+def test_resampled_repeats_share_a_program_each_on_its_own_split(trained) -> None:
+    """With data.resample, a cell's repeats form one group (one compiled program, the splits
+    passed in per model) and each trains to the same bits as alone on its own split (measured:
+    also after 30 epochs)."""
+    from actreg_cli.engines.jax.engine import group_key
+
+    jobs = jobs_of(RESAMPLE_MLP, 3)
+    assert len({group_key(job) for job in jobs}) == 1
+    grouped, alone = trained["resample"], trained["resample_fixed"]
+    assert not np.array_equal(grouped[0].history, grouped[1].history)
+    for a, b in zip(grouped, alone, strict=True):
+        np.testing.assert_array_equal(a.history, b.history)
+        assert (a.test_accuracy, a.val_accuracy) == (b.test_accuracy, b.val_accuracy)
+        assert (a.test_loss, a.train_loss) == (b.test_loss, b.train_loss)
 
 
 def test_each_repeat_has_its_own_dropout_masks(trained) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from actreg_cli.config import ExperimentConfig
+from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import (
     OUTPUT_SAMPLE_ROWS,
     PROBE_SAMPLE_ROWS,
@@ -67,14 +68,26 @@ def running_backend() -> str:
 
 def group_key(job: TrainJob) -> tuple:
     """Jobs trained in one program share everything but the seed (the config's training.seed
-    and repeats only choose the seeds); with `data.resample` each repeat has its own data, so
-    the seed too."""
+    and repeats only choose the seeds); with `data.resample` each repeat has its own data,
+    which the program takes per model where the splits have the same shapes (their shapes and
+    classes are part of the key)."""
     config = job.config
     training = config.training.model_copy(update={"seed": 0, "repeats": 1})
     same = config.model_copy(update={"training": training})
     return (
         same.model_dump_json(exclude={"name", "description"}),
-        job.seed if config.data.resample else None,
+        data_shapes(job_dataset(config, job.seed)) if config.data.resample else None,
+    )
+
+
+def data_shapes(data: Dataset) -> tuple:
+    """What a program compiled for `data` depends on: every array's shape and dtype, the task
+    and the number of classes."""
+    arrays = (data.x_train, data.y_train, data.x_test, data.y_test, data.x_val, data.y_val)
+    return (
+        data.task.value,
+        data.n_classes,
+        tuple((a.shape, a.dtype.str) for a in arrays),
     )
 
 
@@ -163,7 +176,7 @@ def train_group(jobs: list[TrainJob], progress: ProgressCallback | None) -> list
             rows = stopping.history_rows(history[: trained[c, 0]])
             checked = checked_stop("jax", early, rows, trained[c], (1, 1, 1))
             history = history[: checked.epochs]
-        results.append(model_result(copies.data, history, final, c, checked))
+        results.append(model_result(copies.datasets[c], history, final, c, checked))
     return results
 
 

@@ -17,7 +17,11 @@ every model the keras engine builds (a Keras model of your own, YAML layer lists
 
 A model's variables are in four lists (trainable, non-trainable, optimizer, metrics), each array
 with a leading model axis [C, ...]. Penalty strengths are baked into the layers' closures, so only
-models of one config (all but the seed) share a program; the group's repeats are the batch.
+models of one config (all but the seed) share a program; the group's repeats are the batch. The
+data sets are the program's constants, shared by its models; with `data.resample` each repeat
+has its own split (of the same shapes), so they are arguments with a model axis instead, and a
+cell's repeats still share one program (compiling one per repeat cost ~2 s of CPU each:
+sweep_breast_cancer's 250 models took 496 s at 3 epochs).
 
 `over_models` runs the models one after another inside the compiled program (`lax.map`), not
 vectorized (`jax.vmap`): vmapped, XLA picks other kernels for another number of models, so a
@@ -95,16 +99,39 @@ class ModelCopies:
     template: the first job's compiled Keras model, whose steps are traced (the program passes
       every model's variables in); probe: its probe model (the probed layer's output);
     state: (trainable, non_trainable, optimizer, metrics), lists of numpy arrays [C, ...];
-    data: the group's data set (shared: without `data.resample` a split does not depend on the
-      seed); jobs: the C TrainJobs; batch: the batch size (at most n_train).
+    data: the first job's data set (its shapes, task and sizes are every job's); datasets: each
+    job's own (the same object for all without `data.resample`: a split that does not depend
+    on the seed); jobs: the C TrainJobs; batch: the batch size (at most n_train).
     """
 
     template: Any
     probe: Any
     state: tuple
     data: Dataset
+    datasets: list[Dataset]
     jobs: list[TrainJob]
     batch: int
+
+    @property
+    def per_model_data(self) -> bool:
+        """Whether the models train on data sets of their own (`data.resample`)."""
+        return self.jobs[0].config.data.resample
+
+    def data_sets(self) -> tuple:
+        """(x_train, y_train, x_test, y_test[, x_val, y_val]) as JAX arrays (x `shaped`): the
+        shared data set's [n, ...], or with `per_model_data` each job's stacked [C, n, ...]."""
+        import jax.numpy as jnp
+
+        def arrays(d: Dataset) -> list[np.ndarray]:
+            found = [d.shaped(d.x_train), d.y_train, d.shaped(d.x_test), d.y_test]
+            if d.has_validation:
+                found += [d.shaped(d.x_val), d.y_val]
+            return found
+
+        if not self.per_model_data:
+            return tuple(jnp.asarray(a) for a in arrays(self.data))
+        per_job = [arrays(d) for d in self.datasets]
+        return tuple(jnp.asarray(np.stack(column)) for column in zip(*per_job, strict=True))
 
     @property
     def shuffled(self) -> bool:
@@ -133,6 +160,9 @@ def model_copies(jobs: list[TrainJob]) -> ModelCopies:
     optimizer's slots and the metric trackers start equal in every model (zeros, the config's
     learning rate), so they are read from the first model."""
     data = job_dataset(jobs[0].config, jobs[0].seed)
+    datasets = [data] * len(jobs)
+    if jobs[0].config.data.resample:  # each repeat its own split
+        datasets = [job_dataset(job.config, job.seed) for job in jobs]
     template, probe = keras_engine_model(jobs[0], data)
     # builds the compiled metrics' variables; evaluation changes no weight (BatchNormalization
     # in inference mode, Dropout off)
@@ -141,8 +171,8 @@ def model_copies(jobs: list[TrainJob]) -> ModelCopies:
     for metric in template.metrics:
         metric.reset_state()
     trainable, non_trainable = [], []
-    for job in jobs:
-        model = template if job is jobs[0] else keras_engine_model(job, data)[0]
+    for job, own in zip(jobs, datasets, strict=True):
+        model = template if job is jobs[0] else keras_engine_model(job, own)[0]
         trainable.append([np.asarray(v.value) for v in model.trainable_variables])
         non_trainable.append([np.asarray(v.value) for v in model.non_trainable_variables])
     optimizer = [[np.asarray(v.value) for v in template.optimizer.variables]] * len(jobs)
@@ -152,7 +182,7 @@ def model_copies(jobs: list[TrainJob]) -> ModelCopies:
         for group in (trainable, non_trainable, optimizer, metrics)
     )
     batch = min(jobs[0].config.training.batch_size, data.n_train)
-    return ModelCopies(template, probe, state, data, list(jobs), batch)
+    return ModelCopies(template, probe, state, data, datasets, list(jobs), batch)
 
 
 def metric_logs(logs: dict) -> list:
@@ -180,22 +210,22 @@ def segment_program(copies: ModelCopies, early_stopping: EarlyStoppingConfig | N
     segment's epoch numbers. rows float32 [C, S, 4 or 6]: per epoch (loss, metric) as Keras's
     running means over the epoch's batches, then the test set's (loss, metric) and, with a
     validation set, the validation set's, on the end-of-epoch weights (tasks.history_columns).
-    One compiled program per segment length.
+    One compiled program per segment length. The data sets are constants, or with
+    `copies.per_model_data` each model's own, passed in (`ModelCopies.data_sets`).
     """
     import jax
     import jax.numpy as jnp
 
     model, data, batch = copies.template, copies.data, copies.batch
-    x = jnp.asarray(data.shaped(data.x_train))
-    y = jnp.asarray(data.y_train)
-    evaluations = [(jnp.asarray(data.shaped(data.x_test)), jnp.asarray(data.y_test))]
-    if data.has_validation:
-        evaluations.append((jnp.asarray(data.shaped(data.x_val)), jnp.asarray(data.y_val)))
+    sets = copies.data_sets()
     n_full = data.n_train // batch  # >= 1: batch <= n_train
     resets = [jnp.asarray(v[0]) for v in copies.state[3]]  # the trackers from zero
     restore = early_stopping is not None and early_stopping.restore_best_weights
 
-    def one_model(state, stop, kept, orders, epochs):
+    def one_model(state, stop, kept, orders, epochs, sets):
+        x, y, *rest = sets
+        evaluations = [tuple(rest[i : i + 2]) for i in range(0, len(rest), 2)]
+
         def epoch(carry, inputs):
             state, stop, kept = carry
             order, at = inputs
@@ -229,7 +259,20 @@ def segment_program(copies: ModelCopies, early_stopping: EarlyStoppingConfig | N
         (state, stop, kept), rows = jax.lax.scan(epoch, (state, stop, kept), (orders, epochs))
         return state, stop, kept, rows
 
-    return jax.jit(over_models(one_model, shared=1))
+    if not copies.per_model_data:  # the data sets as constants of the program
+
+        def shared_data(state, stop, kept, orders, epochs):
+            return one_model(state, stop, kept, orders, epochs, sets)
+
+        return jax.jit(over_models(shared_data, shared=1))
+
+    def own_data(state, stop, kept, orders, sets, epochs):
+        return one_model(state, stop, kept, orders, epochs, sets)
+
+    program = jax.jit(over_models(own_data, shared=1))
+    return lambda state, stop, kept, orders, epochs: program(
+        state, stop, kept, orders, sets, epochs
+    )
 
 
 @dataclass
@@ -255,10 +298,8 @@ def final_evaluation(copies: ModelCopies, trainable: list, non_trainable: list) 
     import jax
     import jax.numpy as jnp
 
-    model, probe, data = copies.template, copies.probe, copies.data
-    x_train = jnp.asarray(data.shaped(data.x_train))
-    x_test = jnp.asarray(data.shaped(data.x_test))
-    y_train, y_test = jnp.asarray(data.y_train), jnp.asarray(data.y_test)
+    model, probe = copies.template, copies.probe
+    sets = copies.data_sets()[:4]  # train and test (the validation set's results: the history)
     resets = [jnp.asarray(v[0]) for v in copies.state[3]]
     # the probe model's variables are the model's own (the same objects): found by identity
     trainable_at = variable_positions(probe.trainable_variables, model.trainable_variables)
@@ -266,7 +307,8 @@ def final_evaluation(copies: ModelCopies, trainable: list, non_trainable: list) 
         probe.non_trainable_variables, model.non_trainable_variables
     )
 
-    def one_model(trainable, non_trainable):
+    def one_model(trainable, non_trainable, sets):
+        x_train, y_train, x_test, y_test = sets
         losses = [
             model.test_step((trainable, non_trainable, resets), (xs, ys))[0]["loss"]
             for xs, ys in ((x_train, y_train), (x_test, y_test))
@@ -283,7 +325,14 @@ def final_evaluation(copies: ModelCopies, trainable: list, non_trainable: list) 
         )
         return (*losses, *outputs, hidden)
 
-    values = jax.jit(over_models(one_model))(trainable, non_trainable)
+    if copies.per_model_data:
+        values = jax.jit(over_models(one_model))(trainable, non_trainable, sets)
+    else:
+
+        def shared_data(trainable, non_trainable):
+            return one_model(trainable, non_trainable, sets)
+
+        values = jax.jit(over_models(shared_data))(trainable, non_trainable)
     return FinalEvaluation(*(np.asarray(v) for v in values))
 
 
