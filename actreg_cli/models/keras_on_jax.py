@@ -5,8 +5,9 @@ Keras imports TensorFlow whenever it is installed, whatever the backend: to seed
 in `get_config`, which `keras.models.clone_model` calls). In a jax-engine process that adds
 ~0.5 GB of resident memory and ~2 s of CPU for nothing it uses (measured: `import keras, jax`
 404 MB, `import tensorflow` alone 906 MB; 536 MB as this tool imports it, without Keras and jax,
-quiet_tensorflow.py), and it is what kept the jax engine's studies above 1 GB. A process that has loaded TensorFlow (its backend, or a model of yours that imported it)
-keeps Keras's own behaviour.
+quiet_tensorflow.py), and it is what kept the jax engine's studies above 1 GB. A process that
+has loaded TensorFlow (its backend, or a model of yours that imported it) keeps Keras's own
+behaviour.
 """
 
 from __future__ import annotations

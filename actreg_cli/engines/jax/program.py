@@ -36,6 +36,7 @@ of 0.21 ms CPU a compiled model-epoch, next to ~18-35 ms a model-epoch of fixed 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -117,9 +118,11 @@ class ModelCopies:
         """Whether the models train on data sets of their own (`data.resample`)."""
         return self.jobs[0].config.data.resample
 
+    @cached_property
     def data_sets(self) -> tuple:
         """(x_train, y_train, x_test, y_test[, x_val, y_val]) as JAX arrays (x `shaped`): the
-        shared data set's [n, ...], or with `per_model_data` each job's stacked [C, n, ...]."""
+        shared data set's [n, ...], or with `per_model_data` each job's stacked [C, n, ...];
+        made once for the group's programs."""
         import jax.numpy as jnp
 
         def arrays(d: Dataset) -> list[np.ndarray]:
@@ -217,7 +220,7 @@ def segment_program(copies: ModelCopies, early_stopping: EarlyStoppingConfig | N
     import jax.numpy as jnp
 
     model, data, batch = copies.template, copies.data, copies.batch
-    sets = copies.data_sets()
+    sets = copies.data_sets
     n_full = data.n_train // batch  # >= 1: batch <= n_train
     resets = [jnp.asarray(v[0]) for v in copies.state[3]]  # the trackers from zero
     restore = early_stopping is not None and early_stopping.restore_best_weights
@@ -299,7 +302,7 @@ def final_evaluation(copies: ModelCopies, trainable: list, non_trainable: list) 
     import jax.numpy as jnp
 
     model, probe = copies.template, copies.probe
-    sets = copies.data_sets()[:4]  # train and test (the validation set's results: the history)
+    sets = copies.data_sets[:4]  # train and test (the validation set's results: the history)
     resets = [jnp.asarray(v[0]) for v in copies.state[3]]
     # the probe model's variables are the model's own (the same objects): found by identity
     trainable_at = variable_positions(probe.trainable_variables, model.trainable_variables)
