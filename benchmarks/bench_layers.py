@@ -18,6 +18,8 @@ Run:     python3 benchmarks/bench_layers.py                    (conv study, ~3-4
          python3 benchmarks/bench_layers.py --reps 3           (medians of 3 processes each)
          python3 benchmarks/bench_layers.py --no-keras --all-sums   (fused with all four
                   activity sums of every layer, side by side with the penalized ones only)
+         python3 benchmarks/bench_layers.py --no-keras --tf-pool    (fused pooling with
+                  tf.nn.max_pool2d, side by side with tiled windows as a reshape and a max)
 Prints a markdown table, then the fused engine's CPU per model-epoch against the FLOP bound (the
 FLOPs counted from the layer shapes, `flops_per_model_epoch`, at the one-thread float32 matmul
 rate measured in the same run), compiled and with its first call's compilation, next to the
@@ -67,8 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "it computed only the penalized ones (a row before the fused row)",
     )  # fmt: skip
     parser.add_argument(
-        "--worker", choices=["keras", "fused", "fused-all-sums"], help=argparse.SUPPRESS
-    )
+        "--tf-pool", action="store_true",
+        help="also the fused program pooling with tf.nn.max_pool2d (reduce-window, and "
+        "select-and-scatter for its gradient), as before it pooled tiled windows as a reshape "
+        "and a max (a row before the fused row)",
+    )  # fmt: skip
+    parser.add_argument("--worker", choices=["keras", "fused", *VARIANTS], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -86,6 +92,12 @@ def study_jobs(study: str):
         jobs += [TrainJob(cell.config, seed) for seed in seeds]
     return jobs, sweep.base.training.epochs
 
+
+#: The earlier fused programs a flag measures side by side: worker name -> (flag, row label).
+VARIANTS = {
+    "fused-all-sums": ("all_sums", "all four activity sums"),
+    "fused-tf-pool": ("tf_pool", "tf.nn.max_pool2d"),
+}
 
 #: The aims (issue: CPU per model-epoch over the FLOP bound) where one is set.
 TARGETS = {"conv": 5.0, "lstm": 2.5}
@@ -149,14 +161,19 @@ def _import_tensorflow() -> float:
     return time.perf_counter() - start
 
 
-def fused_worker(args: argparse.Namespace, all_sums: bool = False) -> dict:
+def fused_worker(args: argparse.Namespace, variant: str | None = None) -> dict:
+    """The fused engine's calls; `variant` (a VARIANTS key): an earlier program instead."""
     import_s = _import_tensorflow()
     from actreg_cli.engines.fused.engine import FusedEngine
 
-    if all_sums:  # the program before it computed only the penalized activity sums
+    if variant == "fused-all-sums":  # before it computed only the penalized activity sums
         import actreg_cli.engines.fused.layers as layers
 
         layers.activity_sums_used = lambda tables: None
+    if variant == "fused-tf-pool":  # before tiled windows were pooled as a reshape and a max
+        import actreg_cli.engines.fused.layers_net as layers_net
+
+        layers_net.LayersNet.max_pool_tiled = False
 
     jobs, epochs = study_jobs(args.study)
     engine = FusedEngine(chunk=args.chunk, workers=args.workers)
@@ -241,8 +258,9 @@ def measure(kind: str, study: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     args = parse_args()
-    if args.worker in ("fused", "fused-all-sums"):
-        print(json.dumps(fused_worker(args, all_sums=args.worker == "fused-all-sums")))
+    if args.worker == "fused" or args.worker in VARIANTS:
+        variant = args.worker if args.worker in VARIANTS else None
+        print(json.dumps(fused_worker(args, variant=variant)))
         return
     if args.worker == "keras":
         print(json.dumps(keras_worker(args)))
@@ -261,12 +279,14 @@ def main() -> None:
     ]
     bounds = []
     for study in studies:
-        if args.all_sums:
-            both = measure("fused-all-sums", study, args)
+        for worker, (flag, label) in VARIANTS.items():
+            if not getattr(args, flag):
+                continue
+            before = measure(worker, study, args)
             rows.append(
-                f"| {study}, all four activity sums | {int(both['models'])} x "
-                f"{int(both['epochs'])} | {both['wall_s']:.1f} ({both['cpu_s']:.1f}) | "
-                f"{both['compiled_wall_s']:.1f} ({both['compiled_cpu_s']:.1f}) | - | - | - |"
+                f"| {study}, {label} | {int(before['models'])} x "
+                f"{int(before['epochs'])} | {before['wall_s']:.1f} ({before['cpu_s']:.1f}) | "
+                f"{before['compiled_wall_s']:.1f} ({before['compiled_cpu_s']:.1f}) | - | - | - |"
             )
         fused = measure("fused", study, args)
         keras_cells = ["-", "-", "-"]

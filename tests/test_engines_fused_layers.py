@@ -224,6 +224,62 @@ def test_conv2d_same_strides_activation_dropout0_dense_minibatches_equals_keras(
     assert_same(fused, keras, n_train=36, n_val=9)
 
 
+# -- max pooling: tiled windows (a reshape and a max) and the others (tf.nn.max_pool2d) --------
+
+
+@pytest.mark.parametrize(
+    ("lead", "size", "pool"),
+    [((3, 2), (4, 6), (2, 2)), ((5,), (7, 5), (2, 2)), ((2, 3), (6, 7), (3, 2))],
+)
+def test_tiled_max_pool_equals_tensorflows_max_pool_and_its_gradient(lead, size, pool):
+    """Values in {0, 1, 2}: most windows hold ties, and TensorFlow's gradient goes to the first
+    maximum of a window (row-major); sizes that leave rows or columns out of every window."""
+    import tensorflow as tf
+
+    from actreg_cli.engines.fused.layers_net import _tiled_max_pool
+
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.integers(0, 3, (*lead, *size, 4)).astype(np.float32))
+    up = tf.constant(rng.normal(size=(*lead, size[0] // pool[0], size[1] // pool[1], 4)),
+                     tf.float32)  # fmt: skip
+
+    def pooled(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = fn(x)
+        return out.numpy(), tape.gradient(out, x, output_gradients=up).numpy()
+
+    def tensorflows(x):
+        images = tf.reshape(x, [-1, *size, 4])
+        out = tf.nn.max_pool2d(images, pool, pool, "VALID")
+        return tf.reshape(out, [*lead, *out.shape[1:]])
+
+    ours, theirs = pooled(lambda x: _tiled_max_pool(tf, x, *pool)), pooled(tensorflows)
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    np.testing.assert_array_equal(ours[1], theirs[1])
+    assert np.count_nonzero(ours[1]) == up.numpy().size  # one position of every window
+
+
+def test_cropped_overlapping_and_same_padded_pooling_equal_keras(images):
+    """A tiled pool that drops a row and a column (conv 'valid' 2x2: 5x5 -> 2x2), and the
+    windows that do not tile: overlapping (pool 2, strides 1) and 'same' with a partial one."""
+    regs = [{**ACT, "placement": "after_activation"}]
+    cropped = [conv(kernel_size=2, activation="relu", regularizers=regs), {"kind": "max_pool2d"},
+               {"kind": "flatten"}]  # fmt: skip
+    untiled = [
+        conv(padding="same", activation="relu", regularizers=regs),
+        {"kind": "max_pool2d", "pool_size": 2, "strides": 1},  # 6x6 -> 5x5
+        {"kind": "max_pool2d", "pool_size": 2, "padding": "same"},  # 5x5 -> 3x3
+        {"kind": "flatten"},
+    ]
+    configs = {
+        "cropped": experiment(images, cropped, [6, 6, 1], batch=64),
+        "untiled": experiment(images, untiled, [6, 6, 1]),
+    }
+    for fused, keras in compare(configs).values():
+        assert_same(fused, keras)
+
+
 # -- lstm with and without return_sequences, activity, kernel and bias penalties on both -------
 
 

@@ -4,7 +4,8 @@ stacked models of one plan (the compiled program takes their gradients with Grad
 
 Layers: dense (einsum), conv2d (im2col: the kh*kw shifted strided slices of the padded input,
 'same' padding split as TensorFlow does, less on top/left, then one einsum with the kernel
-reshaped to [kh*kw*in, filters]), max_pool2d (tf.nn.max_pool2d, TensorFlow's padding), flatten
+reshaped to [kh*kw*in, filters]), max_pool2d (windows that tile the input as a reshape and a
+max, `_tiled_max_pool`; others tf.nn.max_pool2d, TensorFlow's padding), flatten
 (row-major, as Keras's channels_last Flatten), lstm (Keras's LSTMCell: z = x W + h U + b, gates
 i, f, c, o, c = f c + i tanh(z_c), h = o tanh(c), last h or every h), dropout, activation. The
 output layer is the task's (tasks.py) and the data loss is computed from its pre-activation
@@ -91,6 +92,10 @@ def activity_sums_used(tables: list[np.ndarray]) -> tuple[tuple[bool, ...], ...]
 
 class LayersNet:
     """Forward pass and loss of C stacked models of one plan (code being traced)."""
+
+    #: Windows that tile the input pooled by `_tiled_max_pool` (False: every max_pool2d layer
+    #: by tf.nn.max_pool2d, the program before; benchmarks/bench_layers.py --tf-pool).
+    max_pool_tiled = True
 
     def __init__(self, spec_: LayersSpec):
         self.tf = tensorflow()
@@ -343,6 +348,11 @@ class LayersNet:
     def _max_pool(self, x, layout: str, opts):
         """Keras MaxPooling2D (TensorFlow's op and padding), shared or stacked x."""
         tf = self.tf
+        h, w = x.shape[-3:-1]
+        (p, q), (s, t) = opts["pool_size"], opts["strides"]
+        tiled = opts["padding"] == "valid" or (h % p, w % q) == (0, 0)
+        if self.max_pool_tiled and (p, q) == (s, t) and tiled:
+            return _tiled_max_pool(tf, x, p, q)
 
         def pool(images):
             return tf.nn.max_pool2d(
@@ -414,6 +424,34 @@ class LayersNet:
         if activation == "softmax":
             return tf.nn.softmax(logits, axis=-1)
         return logits
+
+
+def _tiled_max_pool(tf, x, p: int, q: int):
+    """Max pooling over non-overlapping p x q windows (strides = pool size, the Keras default;
+    rows and columns past the last whole window dropped, as 'valid' does): x [..., H, W, ch] ->
+    [..., H // p, W // q, ch], as a reshape and a max. The gradient goes, like TensorFlow's
+    MaxPoolGrad, wholly to the first maximum of a window in row-major order (ties are common:
+    ReLU zeros, and bias-only values where a conv sees blank image borders). XLA fuses both
+    into plain loops; tf.nn.max_pool2d's reduce-window and its gradient's select-and-scatter
+    cost 2.8x the CPU of the digits Conv2D study's training steps (measured, 60 epochs)."""
+    *lead, h, w, ch = x.shape
+    oh, ow = h // p, w // q
+    windows = tf.reshape(x[..., : oh * p, : ow * q, :], [-1, oh, p, ow, q, ch])
+    order = tf.reshape(tf.range(p * q), [p, 1, q, 1])  # a window's positions, row-major
+
+    @tf.custom_gradient
+    def pool(windows):
+        top = tf.reduce_max(windows, axis=[2, 4], keepdims=True)
+
+        def grad(g):
+            ties = tf.where(tf.equal(windows, top), order, p * q)
+            first = tf.equal(order, tf.reduce_min(ties, axis=[2, 4], keepdims=True))
+            return tf.where(first, g[:, :, None, :, None, :], tf.zeros_like(windows))
+
+        return tf.squeeze(top, axis=[2, 4]), grad
+
+    out = pool(windows)
+    return tf.reshape(out, [*lead, oh, ow, ch])
 
 
 def _out_size(size: int, window: int, stride: int, padding: str) -> int:
