@@ -280,6 +280,30 @@ def test_tutorial_data_does_not_import_sklearn() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_digits_are_sklearns_bit_for_bit_without_importing_it() -> None:
+    """Read from sklearn's own file (the digits layer studies hold TensorFlow too: sklearn's
+    import would add 128 MB): the same images, labels and names as load_digits()."""
+    from sklearn.datasets import load_digits
+
+    from actreg_cli.config import BundledData
+    from actreg_cli.data.bundled import load_bundled
+
+    theirs = load_digits()
+    ours = load_bundled(BundledData(name="digits"))
+    np.testing.assert_array_equal(ours.x, theirs.data)
+    np.testing.assert_array_equal(ours.y, theirs.target)
+    assert ours.x.dtype == ours.y.dtype == np.float64
+    assert ours.feature_names == tuple(theirs.feature_names)
+    assert ours.class_names == tuple(str(k) for k in theirs.target_names)
+    code = (
+        "import sys; from actreg_cli.config import BundledData; "
+        "from actreg_cli.data.bundled import load_bundled; "
+        "print(load_bundled(BundledData(name='digits')).x.shape, 'sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(1797, 64) False"
+
+
 # ---------------------------------------------------------------------------------------------
 # The validation set
 

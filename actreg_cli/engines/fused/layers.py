@@ -80,6 +80,7 @@ from actreg_cli.engines.base import (
     history_from_totals,
     mark_diverged,
     ratio,
+    return_freed_memory,
 )
 from actreg_cli.engines.fused.common import (
     MIN_CHUNK,
@@ -266,6 +267,7 @@ def train_group(
         if progress is not None and reached < spec_.epochs:
             progress(len(real) * (spec_.epochs - reached))
         params = [s[:, 0] for s in state]
+        return_freed_memory()  # the training program's compile, before the final evaluation's
         final, outputs, probe_stats, probe_sample = (
             t.numpy() for t in finish_program(*constants, params, per_model[0])
         )
