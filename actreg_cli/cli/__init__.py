@@ -5,6 +5,8 @@ from __future__ import annotations
 # First: Ctrl-C during the imports below exits 130 with one line, not a traceback.
 from actreg_cli.cli import startup  # isort: skip
 
+import atexit
+import gc
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -15,6 +17,13 @@ from typer.core import TyperGroup
 
 from actreg_cli.cli import compare, export, report, run, runs, sweep, tutorial, validate
 from actreg_cli.cli.common import show_data_notes
+
+# The command's work is done when the interpreter exits: its garbage collections at exit would
+# walk every object still alive (TensorFlow's, MLflow's, matplotlib's), 0.3-0.8 s of CPU for
+# nothing. Frozen objects are skipped. Registered first, so it runs after every other exit
+# handler; objects alive at exit need no finalizing (Python promises none), and every file
+# this tool writes is closed (and renamed into place) before the command returns.
+atexit.register(gc.freeze)
 
 
 class ActregGroup(TyperGroup):
