@@ -418,12 +418,14 @@ def _train_program(spec_: LayersSpec, segment: int):
         def epoch_body(epoch, state, rows, *watched):
             params = [s[:, 0] for s in state]
             # The weights at the start of the epoch (the previous epoch's end) on the test set
-            # (and the validation set), each as one batch.
-            test_loss, test_metric = net.evaluate(params, factors, x_test, y_test, spec_.eval_block)
-            evaluated = [tf.stack([test_loss * float(m), test_metric], axis=1)]
-            if v:
-                val_loss, val_metric = net.evaluate(params, factors, x_val, y_val, spec_.eval_block)
-                evaluated.append(tf.stack([val_loss * float(v), val_metric], axis=1))
+            # (and the validation set), each as one batch, in one loop.
+            sets = [(x_test, y_test)] + ([(x_val, y_val)] if v else [])
+            evaluated = [
+                tf.stack([loss * float(size), metric], axis=1)
+                for (loss, metric), size in zip(
+                    net.evaluate(params, factors, sets, spec_.eval_block), (m, v), strict=False
+                )
+            ]
             if watched:  # EarlyStopping after the previous epoch (none before the first)
                 stopping, kept = watched
                 watched = watch_epoch(
@@ -496,7 +498,7 @@ def _finish_program(spec_: LayersSpec):
     test set), probe sample [C, min(n_test, PROBE_SAMPLE_ROWS), values]."""
     tf = tensorflow()
     data_sig, _, params_sig, factor_sig = _signature(spec_)
-    net = LayersNet(spec_)
+    net = LayersNet(spec_, looped_inference=True)
     n, m, v = spec_.n_train, spec_.n_test, spec_.n_val
 
     def program(x_train, y_train, x_test, y_test, *rest):
@@ -505,15 +507,17 @@ def _finish_program(spec_: LayersSpec):
         params, factors = rest
         # Each set in blocks of FINISH_BLOCK rows (no layer's output for every row of a chunk's
         # models at once), each taken as one batch.
-        train_loss, train_metric, train_out, _, _ = net.evaluate(
-            params, factors, x_train, y_train, FINISH_BLOCK, details=True
+        ((train_loss, train_metric, train_out, _, _),) = net.evaluate(
+            params, factors, [(x_train, y_train)], FINISH_BLOCK, details=True
         )
-        test_loss, test_metric, test_out, probe_sum, probe_zeros = net.evaluate(
-            params, factors, x_test, y_test, FINISH_BLOCK, details=True
+        ((test_loss, test_metric, test_out, probe_sum, probe_zeros),) = net.evaluate(
+            params, factors, [(x_test, y_test)], FINISH_BLOCK, details=True
         )
         columns = [train_loss * float(n), train_metric, test_loss * float(m), test_metric]
         if v:
-            val_loss, val_metric = net.evaluate(params, factors, x_val, y_val, FINISH_BLOCK)
+            ((val_loss, val_metric),) = net.evaluate(
+                params, factors, [(x_val, y_val)], FINISH_BLOCK
+            )
             columns += [val_loss * float(v), val_metric]
         final = tf.stack(columns, 1)
         outputs = tf.concat([train_out, test_out], axis=1)

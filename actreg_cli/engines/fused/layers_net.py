@@ -97,9 +97,13 @@ class LayersNet:
     #: by tf.nn.max_pool2d, the program before; benchmarks/bench_layers.py --tf-pool).
     max_pool_tiled = True
 
-    def __init__(self, spec_: LayersSpec):
+    def __init__(self, spec_: LayersSpec, looped_inference: bool = False):
         self.tf = tensorflow()
         self.spec = spec_
+        # An LSTM's time steps in a loop where nothing takes a gradient (the final evaluation's
+        # program, run once: less to compile); unrolled in the training program, whose
+        # per-epoch evaluations run ~2x faster so.
+        self.looped_inference = looped_inference
 
     def batch_loss(self, params, factors, x, y, key, details: bool = False, mask=None):
         """Per-model loss [C] of one batch (mean data loss + penalties) and metric total [C]
@@ -120,28 +124,41 @@ class LayersNet:
             return loss, metric
         return loss, metric, self._outputs(logits), probe
 
-    def evaluate(self, params, factors, x, y, block: int, details: bool = False):
-        """`batch_loss` (loss, metric) of the shared rows x [R, ...], y [R, w] taken as one batch,
-        computed `block` rows at a time: a block's layer outputs stay in the cache, where the
-        whole test set's (C models x 1528 rows x a conv layer's 1024 values) would not. A last
-        partial block is padded with masked rows (one traced block, not two).
+    def evaluate(self, params, factors, sets, block: int, details: bool = False):
+        """Per set of `sets` [(x [R, ...], y [R, w]), ...] (shared rows), `batch_loss`'s (loss,
+        metric) of that set taken as one batch: a list, one pair per set. Computed `block` rows
+        at a time, every set's blocks in one loop (each set padded with masked rows to whole
+        blocks): a block's layer outputs stay in the cache, where the whole test set's (C
+        models x 1528 rows x a conv layer's 1024 values) would not, and the layers are traced
+        once for all sets (the test and validation sets of every epoch: one copy to compile).
 
-        With details also the output layer's activations [C, R, K] and, of the probe layer's
-        output, the sum and the number of exact zeros over every row and value, each [C]: what
-        the final evaluation needs, without ever holding a layer's output for every row."""
+        With details (one set) also the output layer's activations [C, R, K] and, of the probe
+        layer's output, the sum and the number of exact zeros over every row and value, each
+        [C]: what the final evaluation needs, without ever holding a layer's output for every
+        row."""
         tf = self.tf
-        c, m = self.spec.chunk, x.shape[0]
-        n_blocks = -(-m // block)
-        padding = n_blocks * block - m
-        if padding:
-            x = tf.pad(x, [[0, padding]] + [[0, 0]] * (x.shape.rank - 1))
-            y = tf.pad(y, [[0, padding], [0, 0]])
+        c = self.spec.chunk
+        assert not details or len(sets) == 1, "details: one set at a time"
+        rows = [x.shape[0] for x, _ in sets]
+        blocks = [-(-m // block) for m in rows]
+        xs, ys, valid = [], [], []
+        for (x, y), m, n_blocks in zip(sets, rows, blocks, strict=True):
+            padding = n_blocks * block - m
+            xs.append(tf.pad(x, [[0, padding]] + [[0, 0]] * (x.shape.rank - 1)) if padding else x)
+            ys.append(tf.pad(y, [[0, padding], [0, 0]]) if padding else y)
+            valid += [1.0] * m + [0.0] * padding
+        x, y = (xs[0], ys[0]) if len(sets) == 1 else (tf.concat(xs, 0), tf.concat(ys, 0))
+        masked = sum(rows) < len(valid)
+        valid = tf.constant(np.array(valid, np.float32))
+        # The set each block belongs to, and its one-hot row of the per-set totals.
+        owner = tf.constant(np.repeat(np.arange(len(sets)), blocks).astype(np.int32))
+        n_sets = len(sets)
 
         def body(j, *carry):
             start = j * block
             xb = tf.slice(x, [start] + [0] * (x.shape.rank - 1), [block, *x.shape[1:]])
             yb = tf.slice(y, [start, 0], [block, y.shape[1]])
-            mask = tf.cast(start + tf.range(block) < m, tf.float32) if padding else None
+            mask = tf.slice(valid, [start], [block]) if masked else None
             logits, activity, probe = self.forward(params, xb, None, details, mask)
             parts = (*self._data_sums(logits, yb, mask), activity)
             if details:
@@ -155,26 +172,36 @@ class LayersNet:
                 )
                 outputs = carry[-1].write(j, self._outputs(logits))
                 carry = carry[:-1]
-            totals = tuple(t + p for t, p in zip(carry, parts, strict=True))
+            if n_sets == 1:
+                totals = tuple(t + p[None] for t, p in zip(carry, parts, strict=True))
+            else:  # only the block's own set's totals change (where, not a 0/1 product: inf)
+                mine = tf.equal(tf.range(n_sets), owner[j])
+                totals = tuple(
+                    tf.where(tf.reshape(mine, [-1] + [1] * p.shape.rank), t + p[None], t)
+                    for t, p in zip(carry, parts, strict=True)
+                )
             return (j + 1, *totals, *((outputs,) if details else ()))
 
         n_kernel = len(self.spec.kernel_layers)
-        totals = (tf.zeros([c]), tf.zeros([c]), tf.zeros([c, n_kernel, 4]))
+        shapes = [[c], [c], [c, n_kernel, 4]] + ([[c], [c]] if details else [])
+        totals = tuple(tf.zeros([n_sets, *shape]) for shape in shapes)
         if details:
-            outputs = tf.TensorArray(tf.float32, size=n_blocks)
-            totals += (tf.zeros([c]), tf.zeros([c]), outputs)
+            totals += (tf.TensorArray(tf.float32, size=blocks[0]),)
         _, data_sum, metric, activity, *rest = tf.while_loop(
-            lambda j, *_: j < n_blocks, body, (tf.constant(0), *totals),
-            maximum_iterations=n_blocks,
+            lambda j, *_: j < sum(blocks), body, (tf.constant(0), *totals),
+            maximum_iterations=sum(blocks),
         )  # fmt: skip
         weight = self.weight_penalty(params, factors)
-        loss = self.combine(data_sum, activity, weight, factors, m)
+        results = [
+            (self.combine(data_sum[k], activity[k], weight, factors, m), metric[k])
+            for k, m in enumerate(rows)
+        ]
         if not details:
-            return loss, metric
+            return results
         probe_sum, probe_zeros, outputs = rest
         stacked = outputs.stack()  # [blocks, C, block, K]
-        stacked = tf.reshape(tf.transpose(stacked, [1, 0, 2, 3]), [c, n_blocks * block, -1])
-        return loss, metric, stacked[:, :m], probe_sum, probe_zeros
+        stacked = tf.reshape(tf.transpose(stacked, [1, 0, 2, 3]), [c, blocks[0] * block, -1])
+        return [(*results[0], stacked[:, : rows[0]], probe_sum[0], probe_zeros[0])]
 
     def combine(self, data_sum, activity, weight, factors, rows):
         """Per-model loss [C] from the data loss summed over the rows [C], the activity sums
@@ -227,7 +254,13 @@ class LayersNet:
             if layer.kind in KERNEL_KINDS:
                 layer_weights = [next(weights) for _ in layer.weights]
                 if layer.kind == "lstm":
-                    z = a = self._lstm(a, layout, *layer_weights, opts["return_sequences"])
+                    z = a = self._lstm(
+                        a,
+                        layout,
+                        *layer_weights,
+                        opts["return_sequences"],
+                        looped=key is None and self.looped_inference,
+                    )
                     layout = "stacked"
                 elif layer.kind == "conv2d":
                     z, layout = self._conv2d(a, layout, *layer_weights, opts), "stacked"
@@ -365,9 +398,10 @@ class LayersNet:
         out = pool(tf.reshape(x, [c * r, h, w, ch]))
         return tf.reshape(out, [c, r, *out.shape[1:]])
 
-    def _lstm(self, x, layout: str, kernel, recurrent, bias, return_sequences: bool):
+    def _lstm(self, x, layout: str, kernel, recurrent, bias, return_sequences: bool, looped: bool):
         """x [C, R, T, F] (or shared [R, T, F]) -> h [C, R, units] (last) or [C, R, T, units]
-        (Keras LSTMCell)."""
+        (Keras LSTMCell). looped: the time steps as a loop (no gradient; each unrolled copy
+        adds to XLA's compile time and memory), else unrolled (faster to run)."""
         tf = self.tf
         c = self.spec.chunk
         if layout == "shared":
@@ -378,14 +412,31 @@ class LayersNet:
         units = recurrent.shape[1]
         h = tf.zeros([c, r, units], tf.float32)
         cell = tf.zeros([c, r, units], tf.float32)
-        outputs = []
-        for t in range(steps):
-            z = (xw[:, :, t] + tf.einsum("cru,cug->crg", h, recurrent)) + bias[:, None, :]
+
+        def step(z, h, cell):
+            z = (z + tf.einsum("cru,cug->crg", h, recurrent)) + bias[:, None, :]
             i, f, g, o = tf.split(z, 4, axis=-1)
             cell = tf.sigmoid(f) * cell + tf.sigmoid(i) * tf.tanh(g)
-            h = tf.sigmoid(o) * tf.tanh(cell)
-            outputs.append(h)
-        return tf.stack(outputs, axis=2) if return_sequences else h
+            return tf.sigmoid(o) * tf.tanh(cell), cell
+
+        if looped:
+            xw = tf.transpose(xw, [2, 0, 1, 3])  # [T, C, R, 4 units]: a step's inputs whole
+            outputs = tf.TensorArray(tf.float32, size=steps)
+
+            def body(t, h, cell, outputs):
+                h, cell = step(xw[t], h, cell)
+                return t + 1, h, cell, outputs.write(t, h) if return_sequences else outputs
+
+            _, h, cell, outputs = tf.while_loop(
+                lambda t, *_: t < steps, body, (tf.constant(0), h, cell, outputs),
+                maximum_iterations=steps,
+            )  # fmt: skip
+            return tf.transpose(outputs.stack(), [1, 2, 0, 3]) if return_sequences else h
+        sequence = []
+        for t in range(steps):
+            h, cell = step(xw[:, :, t], h, cell)
+            sequence.append(h)
+        return tf.stack(sequence, axis=2) if return_sequences else h
 
     # -- task --------------------------------------------------------------------------------
     def _data_sums(self, logits, y, mask=None):
