@@ -361,6 +361,24 @@ def test_dropout_is_deterministic_independent_of_chunking_and_active(images):
     assert abs(alone.history[-1, 2] - without.history[-1, 2]) > 1e-4
 
 
+def test_dropout_rates_share_a_program_each_model_as_if_alone(images):
+    """A sweep's dropout rates are per-model data: one program (one compile) for 0.5 and 0.2,
+    each model's numbers the bits it gets trained with its own rate alone; 0 stays apart (no
+    dropout in its program)."""
+    from actreg_cli.engines.fused.layers import group_key
+
+    half, fifth, none = (dropout_config(images, rate) for rate in (0.5, 0.2, 0.0))
+    jobs = [TrainJob(half, 1), TrainJob(fifth, 1), TrainJob(fifth, 2)]
+    assert len({group_key(job) for job in jobs}) == 1
+    assert group_key(TrainJob(none, 1)) != group_key(jobs[0])
+    together = FusedEngine(chunk=3).train(jobs)
+    for job, mixed in zip(jobs, together, strict=True):
+        (alone,) = FusedEngine(chunk=2).train([job])
+        np.testing.assert_array_equal(mixed.history, alone.history)
+        assert mixed.test_loss == alone.test_loss
+    assert not np.array_equal(together[0].history, together[1].history)  # the rates differ
+
+
 # -- wiring -------------------------------------------------------------------------------------
 
 

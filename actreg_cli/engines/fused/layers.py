@@ -40,7 +40,9 @@ Dropout (training only, scaled by 1 / (1 - rate) like Keras): the mask of a batc
 counter-based hash (splitmix64, as epoch_order) of (weights.dropout_seed(model seed), epoch,
 step, layer, element index within the model's batch), so a model's training does not depend on
 its chunk, its group, or a resumed run. Keras draws its own masks from its seed generator: with
-dropout on the two engines agree only statistically.
+dropout on the two engines agree only statistically. A dropout rate is per-model data
+(`dropout_table`), like a penalty: a sweep's rates train in one program (only rate 0, no
+dropout, is a program of its own), each model's numbers the bits it gets alone.
 
 Speed: the test set is evaluated every epoch (Keras's val_loss), which on the digits studies
 costs more than the training steps; it runs in blocks of `LayersSpec.eval_block` rows (a
@@ -99,7 +101,12 @@ from actreg_cli.engines.fused.common import (
     trained_epochs,
     watch_epoch,
 )
-from actreg_cli.engines.fused.layers_net import LayersNet, LayersSpec, activity_sums_used
+from actreg_cli.engines.fused.layers_net import (
+    PER_MODEL_RATE,
+    LayersNet,
+    LayersSpec,
+    activity_sums_used,
+)
 from actreg_cli.engines.penalties import COEF_COLUMNS, add_penalty, custom_reason
 from actreg_cli.models.plan import KERNEL_KINDS, LayerPlan, ModelPlan, config_plan
 from actreg_cli.weights import SPLITMIX_GAMMA, dropout_seed, layer_initial_weights, shuffle_seed
@@ -126,7 +133,33 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
 
 
 def _bare(plan: ModelPlan) -> tuple[LayerPlan, ...]:
-    return tuple(dataclasses.replace(layer, penalties=()) for layer in plan.layers)
+    """The plan's layers without what a program takes per model: penalties, and the rate of
+    a dropout layer that drops (PER_MODEL_RATE; `dropout_table`), so that the dropout rates
+    of a sweep train in one program."""
+    return tuple(
+        dataclasses.replace(
+            layer,
+            penalties=(),
+            options=tuple(
+                (name, PER_MODEL_RATE if name == "rate" and value > 0 else value)
+                for name, value in layer.options
+            )
+            if layer.kind == "dropout"
+            else layer.options,
+        )
+        for layer in plan.layers
+    )
+
+
+def dropout_table(plan: ModelPlan) -> np.ndarray:
+    """float32 [dropout layers that drop, 2]: each one's rate and 1 / (1 - rate) (Keras's
+    scale, rounded to float32 once, as a constant of the program would be)."""
+    rates = [
+        dict(layer.options)["rate"]
+        for layer in plan.layers
+        if layer.kind == "dropout" and dict(layer.options)["rate"] > 0
+    ]
+    return np.array([[rate, 1.0 / (1.0 - rate)] for rate in rates], np.float32).reshape(-1, 2)
 
 
 def group_key(job: TrainJob) -> tuple:
@@ -234,6 +267,7 @@ def train_group(
             ),
             tf.constant(np.array([shuffle_seed(jobs[i].seed) for i in padded], np.int64)),
             tf.constant(np.array([dropout_seed(jobs[i].seed) for i in padded], np.int64)),
+            tf.constant(np.stack([dropout_table(plans[i]) for i in padded])),
         )
         initial = [layer_initial_weights(plans[i].layers, jobs[i].seed) for i in padded]
         state = []
@@ -371,7 +405,8 @@ def _signature(spec_: LayersSpec):
 @functools.lru_cache(maxsize=16)
 def _train_program(spec_: LayersSpec, segment: int):
     """tf.function: (x_train, y_train, x_test, y_test[, x_val, y_val], state, factors, lr,
-    shuffle seeds, dropout seeds, first, last) -> (state, rows float32 [segment, C, 4 or 6])
+    shuffle seeds, dropout seeds, dropout tables [C, layers, 2] (`dropout_table`), first,
+    last) -> (state, rows float32 [segment, C, 4 or 6])
     after epochs first..last-1 (last - first <= segment). rows[i] = (epoch first+i's train loss
     total and metric total over its batches, each measured before its update; the test set's
     loss * n_test and metric total with the weights at the start of that epoch[; the same of
@@ -391,7 +426,7 @@ def _train_program(spec_: LayersSpec, segment: int):
     def program(x_train, y_train, x_test, y_test, *rest):
         if v:
             x_val, y_val, *rest = rest
-        state, factors, lr, seeds, drop_seeds, *watched, first, last = rest
+        state, factors, lr, seeds, drop_seeds, drop_table, *watched, first, last = rest
         settings = watched[0] if watched else None
         drop_base = splitmix64(
             tf.bitcast(drop_seeds, tf.uint64) + tf.constant(SPLITMIX_GAMMA, tf.uint64)
@@ -407,7 +442,9 @@ def _train_program(spec_: LayersSpec, segment: int):
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 key = _step_key(drop_base, epoch, j)
-                loss, metric = net.batch_loss(params, factors, xb, yb, key, mask=mask)
+                loss, metric = net.batch_loss(
+                    params, factors, xb, yb, key, mask=mask, dropout=drop_table
+                )
                 total = tf.reduce_sum(loss)
             grads = tape.gradient(total, params)
             size = float(bs) if mask is None else tf.reduce_sum(mask)
@@ -474,6 +511,7 @@ def _train_program(spec_: LayersSpec, segment: int):
         tf.TensorSpec([c], tf.float32),
         tf.TensorSpec([c], tf.int64),
         tf.TensorSpec([c], tf.int64),
+        tf.TensorSpec([c, spec_.n_dropout, 2], tf.float32),
     ]
     if spec_.early_stopping:  # settings, stopping state, kept weights (common.watch_epoch)
         signature += [

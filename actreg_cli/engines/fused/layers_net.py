@@ -26,6 +26,10 @@ from actreg_cli.models.plan import KERNEL_KINDS, LayerPlan
 from actreg_cli.tasks import Task, spec
 from actreg_cli.weights import SPLITMIX_GAMMA
 
+#: A dropout layer's rate in a program's layers where it drops: each model's own rate comes in
+#: its dropout table (layers.dropout_table), so that a sweep's rates share one program.
+PER_MODEL_RATE = -1.0
+
 #: The columns of `LayersNet._activity_sums`: (placement side, norm).
 _ACTIVITY_SUMS = (("before", "l1"), ("before", "l2"), ("after", "l1"), ("after", "l2"))
 
@@ -54,6 +58,14 @@ class LayersSpec:
     #: Per kernel layer, which of the four `_ACTIVITY_SUMS` some model of the program penalizes
     #: (`activity_sums_used`); the others are never computed. None: all four of every layer.
     activity_used: tuple[tuple[bool, ...], ...] | None = None
+
+    @property
+    def n_dropout(self) -> int:
+        """Dropout layers that drop (a rate per model: a dropout table's rows)."""
+        return sum(
+            layer.kind == "dropout" and dict(layer.options)["rate"] == PER_MODEL_RATE
+            for layer in self.layers
+        )
 
     @property
     def kernel_layers(self) -> tuple[int, ...]:
@@ -105,7 +117,9 @@ class LayersNet:
         # LSTM study's compiled call took 2.2x the CPU).
         self.looped_inference = looped_inference
 
-    def batch_loss(self, params, factors, x, y, key, details: bool = False, mask=None):
+    def batch_loss(
+        self, params, factors, x, y, key, details: bool = False, mask=None, dropout=None
+    ):
         """Per-model loss [C] of one batch (mean data loss + penalties) and metric total [C]
         (correct predictions, or the sum over rows of each row's mean absolute error).
 
@@ -113,10 +127,11 @@ class LayersNet:
         y [R, w] or [C, R, w]; key: uint64 [C] dropout key (None: inference, dropout off).
         With details also the output layer's activations [C, R, K] and the probe layer's
         output [C, R, ...]. mask: float32 [R], 1 for the rows that count (None: all); the
-        loss is then that of the counted rows alone, as one batch.
+        loss is then that of the counted rows alone, as one batch. dropout: float32 [C, dropout
+        layers, 2], each model's rate and scale of each dropout layer (with a key).
         """
         tf = self.tf
-        logits, activity, probe = self.forward(params, x, key, details, mask)
+        logits, activity, probe = self.forward(params, x, key, details, mask, dropout)
         data_sum, metric = self._data_sums(logits, y, mask)
         rows = logits.shape[1] if mask is None else tf.reduce_sum(mask)
         loss = self.combine(data_sum, activity, self.weight_penalty(params, factors), factors, rows)
@@ -228,7 +243,7 @@ class LayersNet:
                 row += 1
         return total
 
-    def forward(self, params, x, key, details: bool, mask=None):
+    def forward(self, params, x, key, details: bool, mask=None, dropout=None):
         """(logits [C, R, K], activity sums [C, kernel layers, 4], probe output or None).
 
         The logits are the output layer's values before its activation; activity sums as
@@ -249,6 +264,7 @@ class LayersNet:
         probe = None
         last = len(spec_.layers) - 1
         used = spec_.activity_used or ((True,) * len(_ACTIVITY_SUMS),) * len(spec_.kernel_layers)
+        dropping = 0  # dropout layers passed (rows of `dropout`)
         for k, layer in enumerate(spec_.layers):
             opts = dict(layer.options)
             if layer.kind in KERNEL_KINDS:
@@ -287,10 +303,13 @@ class LayersNet:
                     a, layout = tf.reshape(self._stacked(a, layout), [c, rows, -1]), "stacked"
             elif layer.kind == "activation":
                 a = _activation(a, layer.activation)
-            elif layer.kind == "dropout" and key is not None and opts["rate"] > 0:
-                a, layout = self._stacked(a, layout), "stacked"
-                layer_key = tf.bitwise.bitwise_xor(key, tf.constant(k, tf.uint64))
-                a = _dropout(a, opts["rate"], splitmix64(layer_key))
+            elif layer.kind == "dropout" and opts["rate"] == PER_MODEL_RATE:
+                if key is not None:
+                    a, layout = self._stacked(a, layout), "stacked"
+                    layer_key = tf.bitwise.bitwise_xor(key, tf.constant(k, tf.uint64))
+                    rate, scale = dropout[:, dropping, 0], dropout[:, dropping, 1]
+                    a = _dropout(a, rate, scale, splitmix64(layer_key))
+                dropping += 1
             if k == spec_.probe and details:
                 probe = self._stacked(a, layout)
         return a, tf.stack(activity, axis=1), probe
@@ -531,8 +550,9 @@ def _term(factor, total):
     return tf.where(factor != 0.0, factor * total, 0.0)
 
 
-def _dropout(a, rate: float, key):
-    """Keras's Dropout in training: a / (1 - rate) where a uniform draw >= rate, else 0.
+def _dropout(a, rate, scale, key):
+    """Keras's Dropout in training: a * scale (= 1 / (1 - rate)) where a uniform draw >= rate,
+    else 0; rate, scale float32 [C] (each model's own).
 
     The draw of element e (row-major index within the model's batch) is the top 24 bits of
     splitmix64(key + (e + 1) * gamma) / 2**24: a counter-based hash, per model (key: uint64 [C]).
@@ -544,5 +564,6 @@ def _dropout(a, rate: float, key):
     gamma = tf.constant(SPLITMIX_GAMMA, tf.uint64)
     hashes = splitmix64(key[:, None] + tf.bitcast(index, tf.uint64)[None, :] * gamma)
     top = tf.cast(tf.bitwise.right_shift(hashes, tf.constant(40, tf.uint64)), tf.float32)
-    keep = tf.reshape(top * np.float32(2.0**-24) >= np.float32(rate), [c, *a.shape[1:]])
-    return tf.where(keep, a * np.float32(1.0 / (1.0 - rate)), 0.0)
+    keep = tf.reshape(top * np.float32(2.0**-24) >= rate[:, None], [c, *a.shape[1:]])
+    per_model = [c] + [1] * (a.shape.rank - 1)
+    return tf.where(keep, a * tf.reshape(scale, per_model), 0.0)
