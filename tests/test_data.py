@@ -270,14 +270,19 @@ def test_equal_to_sklearn_bit_for_bit(n_samples, noise, random_state) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def printed(code: str) -> str:
+    """What `code` prints, run in a fresh interpreter (nothing imported before it)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
 def test_tutorial_data_does_not_import_sklearn() -> None:
     code = (
         "import sys; from actreg_cli.config import ExperimentConfig; "
         "from actreg_cli.data import load_dataset; load_dataset(ExperimentConfig().data); "
         "print('sklearn' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert printed(code) == "False"
 
 
 def test_digits_are_sklearns_bit_for_bit_without_importing_it() -> None:
@@ -300,8 +305,7 @@ def test_digits_are_sklearns_bit_for_bit_without_importing_it() -> None:
         "from actreg_cli.data.bundled import load_bundled; "
         "print(load_bundled(BundledData(name='digits')).x.shape, 'sklearn' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "(1797, 64) False"
+    assert printed(code) == "(1797, 64) False"
 
 
 # ---------------------------------------------------------------------------------------------

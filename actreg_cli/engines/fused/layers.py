@@ -136,19 +136,17 @@ def _bare(plan: ModelPlan) -> tuple[LayerPlan, ...]:
     """The plan's layers without what a program takes per model: penalties, and the rate of
     a dropout layer that drops (PER_MODEL_RATE; `dropout_table`), so that the dropout rates
     of a sweep train in one program."""
-    return tuple(
-        dataclasses.replace(
-            layer,
-            penalties=(),
-            options=tuple(
+
+    def bare(layer: LayerPlan) -> LayerPlan:
+        options = layer.options
+        if layer.kind == "dropout":
+            options = tuple(
                 (name, PER_MODEL_RATE if name == "rate" and value > 0 else value)
-                for name, value in layer.options
+                for name, value in options
             )
-            if layer.kind == "dropout"
-            else layer.options,
-        )
-        for layer in plan.layers
-    )
+        return dataclasses.replace(layer, penalties=(), options=options)
+
+    return tuple(bare(layer) for layer in plan.layers)
 
 
 def dropout_table(plan: ModelPlan) -> np.ndarray:
