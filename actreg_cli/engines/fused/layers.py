@@ -454,11 +454,13 @@ def _train_program(spec_: LayersSpec, segment: int):
             params = [s[:, 0] for s in state]
             # The weights at the start of the epoch (the previous epoch's end) on the test set
             # (and the validation set), each as one batch, in one loop.
-            sets = [(x_test, y_test)] + ([(x_val, y_val)] if v else [])
+            sets, sizes = [(x_test, y_test)], [m]
+            if v:
+                sets, sizes = [*sets, (x_val, y_val)], [m, v]
             evaluated = [
                 tf.stack([loss * float(size), metric], axis=1)
                 for (loss, metric), size in zip(
-                    net.evaluate(params, factors, sets, spec_.eval_block), (m, v), strict=False
+                    net.evaluate(params, factors, sets, spec_.eval_block), sizes, strict=True
                 )
             ]
             if watched:  # EarlyStopping after the previous epoch (none before the first)

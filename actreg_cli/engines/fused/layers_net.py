@@ -398,7 +398,8 @@ class LayersNet:
         return tf.reshape(out + bias[:, None, :], [c, rows, oh, ow, filters])
 
     def _max_pool(self, x, layout: str, opts):
-        """Keras MaxPooling2D (TensorFlow's op and padding), shared or stacked x."""
+        """Keras MaxPooling2D, shared or stacked x: windows that tile the input by
+        `_tiled_max_pool`, others by TensorFlow's op (and its padding)."""
         tf = self.tf
         h, w = x.shape[-3:-1]
         (p, q), (s, t) = opts["pool_size"], opts["strides"]
