@@ -2,8 +2,8 @@
 
 A batch goes through the network in blocks of `BLOCK` rows (`_batch`): each layer's values of
 a block are a [rows, units] matrix, and the layer passes (blocks.py) are small matrix products
-over the block, so each kernel row read from cache serves several rows and the kernel gradient
-grows by rank-4 updates, not by one row at a time. Per model the block's values take 4 x BLOCK
+over the block, register-tiled (tiles.py: 4 rows by 24 units a tile, its sums in registers for
+the whole pass over the inputs), not one row at a time. Per model the block's values take 4 x BLOCK
 x (sum of the hidden widths) floats (128 KiB for one layer of 500 units). Every activation is
 a loop without libm calls (`activate`), over a block's values at once, so it vectorizes; these
 loops keep LLVM's default vector width (vmath.prefer_512_bit_vectors says why).
@@ -23,6 +23,7 @@ from actreg_cli.engines.cpu.blocks import (
     output_backward,
     output_forward,
     padded,
+    transpose_kernels,
 )
 from actreg_cli.engines.cpu.codes import (
     AFTER_MEAN_L1,
@@ -208,7 +209,7 @@ def _softmax_block(logits, y, rows, k, nb, n_out, upstream, e, bits, g_logits, t
 @njit(**JIT)
 def _batch(
     p, grad, x, y, rows, coef, units, fan_ins, w_off, b_off, h_off, out_w, out_b, n_out, task,
-    act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits, scratch, train,
+    act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits, scratch, wt, train,
 ):  # fmt: skip
     """Loss (float32, Keras's batch loss incl. penalties) and metric total of one batch (the
     correct count; the sum of absolute errors for regression).
@@ -217,7 +218,8 @@ def _batch(
     act_sums [L, 4]: scratch for per-layer sum|z|, sum z^2, sum|a|, sum a^2; factors [L, 4]
     scratch for the activity gradient factors (before L1, before L2, after L1, after L2).
     Block scratch: xb [BLOCK * n_in] inputs, zb/ab/db/gb [BLOCK * H] the hidden values (z, a,
-    da/dz, dL/da then dL/dz), logits, g_logits [BLOCK * n_out], scratch float32 [3 * BLOCK * n_out].
+    da/dz, dL/da then dL/dz), logits, g_logits [BLOCK * n_out], scratch float32 [3 * BLOCK * n_out];
+    wt [P]: with train, the kernels transposed (blocks.transpose_kernels).
     """
     # Views without reference counts for the slices of every pass (vmath.borrowed); the
     # caller holds the arrays.
@@ -225,7 +227,8 @@ def _batch(
                                  borrowed(rows), borrowed(coef))  # fmt: skip
     xb, zb, ab, db, gb = borrowed(xb), borrowed(zb), borrowed(ab), borrowed(db), borrowed(gb)
     act_sums, factors = borrowed(act_sums), borrowed(factors)
-    logits, g_logits, scratch = borrowed(logits), borrowed(g_logits), borrowed(scratch)
+    logits, g_logits, scratch, wt = (borrowed(logits), borrowed(g_logits), borrowed(scratch),
+                                     borrowed(wt))  # fmt: skip
     n_layers = units.shape[0]
     size = rows.shape[0]
     size_f = np.float32(size)
@@ -244,6 +247,7 @@ def _batch(
             any_activity = any_activity or factors[layer, j] != 0
     if train:
         grad[:] = np.float32(0.0)
+        transpose_kernels(p, wt, units, fan_ins, w_off)
     n_e = BLOCK * n_out
     e = scratch[0:n_e]
     softplus = scratch[n_e : 2 * n_e]
@@ -312,7 +316,7 @@ def _batch(
                 h_prev = BLOCK * h_off[layer - 1]
                 fan_in = fan_ins[layer]
                 kernel_grad(grad, ab, h_prev, fan_in, w_off[layer], b_off[layer], o, gb, h, n_pad)
-                input_grad(p, w_off[layer], fan_in, o, gb, h, h_prev, n_pad)
+                input_grad(wt, w_off[layer], fan_in, o, gb, h, h_prev, n_pad)
     penalty = weight_penalty(p, coef, units, fan_ins, w_off, b_off)
     mean_terms = np.float32(0.0)
     sum_terms = np.float32(0.0)
@@ -412,6 +416,7 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf
     )
     act_sums = np.zeros((n_layers, 4), np.float32)
     factors = np.zeros((n_layers, 4), np.float32)
+    wt = np.empty_like(p)
     train_rows = np.arange(n_train)
     test_rows = np.arange(n_test)
     val_rows = np.arange(n_val)
@@ -440,7 +445,7 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf
             loss, correct = _batch(
                 p, grad, x_train, y_train, batch, cf, units, fan_ins, w_off, b_off, h_off, out_w,
                 out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-                scratch, True,
+                scratch, wt, True,
             )  # fmt: skip
             loss_total += loss * np.float32(batch.shape[0])
             correct_total += correct
@@ -451,7 +456,7 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf
         loss, correct = _batch(
             p, grad, x_test, y_test, test_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
             out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-            scratch, False,
+            scratch, wt, False,
         )  # fmt: skip
         rows_out[epoch + 1, 2] = loss * np.float32(n_test)
         rows_out[epoch + 1, 3] = correct
@@ -460,7 +465,7 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf
         loss, correct = _batch(
             p, grad, x_val, y_val, val_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
             out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-            scratch, False,
+            scratch, wt, False,
         )  # fmt: skip
         rows_out[epoch + 1, 4] = loss * np.float32(n_val)
         rows_out[epoch + 1, 5] = correct
@@ -472,7 +477,7 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf
     loss, correct = _batch(
         p, grad, x_train, y_train, train_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
         out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-        scratch, False,
+        scratch, wt, False,
     )  # fmt: skip
     rows_out[done, 0] = loss * np.float32(n_train)
     rows_out[done, 1] = correct

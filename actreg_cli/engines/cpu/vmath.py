@@ -9,8 +9,7 @@ Two LLVM intrinsics Numba does not offer: `flush_denormals` sets FTZ/DAZ on the 
 (every thread computes with them, as TensorFlow's threads do; `restore_denormals` puts back
 what was there), and `prefer_512_bit_vectors` marks a function's loops for 512-bit vectors.
 `borrowed` gives an array view without reference counting (slices of it cost no atomic
-operations), and `arrays_do_not_overlap` tells LLVM that a function's array arguments are
-distinct buffers.
+operations). The general loop's matrix products are LLVM vector code of their own (tiles.py).
 
 The math is loops without libm calls, so they vectorize: exp of non-positive numbers
 (`exp_nonpositive`), log1p on [0, 1] (`log1p_unit`) and tanh (`tanh_rational`) are this
@@ -108,30 +107,6 @@ def borrowed(typingctx, array):
         return view._getvalue()
 
     return array(array), codegen
-
-
-@intrinsic
-def arrays_do_not_overlap(typingctx):
-    """Mark the data of every array argument of the calling function `noalias` (what Numba
-    itself marks in parfor kernels whose arguments do not alias): no element of one argument is
-    read or written through another while the function runs. LLVM then drops the runtime
-    checks that a vectorized loop's stores overlap none of its loads from the other arrays.
-    Only for functions whose array arguments are always different buffers (views of one buffer
-    within one argument are fine). Measured on blocks.dense_forward, 16 rows, in a compiled
-    loop: 64 inputs x 32 units 1.8-2.0 -> 1.2-1.3 us, 10 x 64 0.52 -> 0.37-0.49 us; on
-    kernel_grad it was slower for wide layers, so that one goes without."""
-
-    def codegen(context, builder, signature, args):
-        byte = ir.IntType(8)
-        for argument in builder.function.args[2:]:  # after Numba's return and error slots
-            pointee = getattr(argument.type, "pointee", None)
-            # Array data points at numbers; reference counts (meminfo) and Python parents are
-            # i8*, shared by views of one buffer: those stay unmarked.
-            if isinstance(pointee, (ir.FloatType, ir.DoubleType, ir.IntType)) and pointee != byte:
-                argument.add_attribute("noalias")
-        return context.get_dummy_value()
-
-    return numba_types.none(), codegen
 
 
 if X86:

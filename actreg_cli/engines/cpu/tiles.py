@@ -1,0 +1,323 @@
+"""Register-tiled small matrix products: the general loop's layer passes (blocks.py) as LLVM
+vector code, written here as Numba intrinsics.
+
+Why not Numba loops: a loop over a narrow layer's units (32 or 64, 4-8 vectors) keeps its sums
+in memory and pays its setup and runtime overlap checks once a pass over those few vectors.
+Measured on 16 rows (this module's test compares; `benchmarks/bench_cpu_mlp.py` the whole
+loop), the Numba passes reached 10 (2 x 64), 36 (10 x 64) and 56 (64 x 32) GFLOP/s. A tile
+here keeps its sums in vector registers for the whole inner loop instead: 4 rows by up to 3
+vectors of 8 floats, 12 sums, plus 3 loaded and 1 broadcast vector: AVX2's 16 registers, the
+portable target's (target.py; 8 floats a vector on any target, so the order of every float
+operation is the same on every CPU). The same shapes reach 77, 126 and 107 GFLOP/s.
+
+The products, every matrix row-major and contiguous (row stride = its column count) at an
+element offset in a flat float32 array:
+
+- `matmul_bias(c, c0, a, a0, b, b0, bias, bias0, m, k, n)`: C [m, n] = bias [n] + A [m, k] @
+  B [k, n], each sum in the order bias, then i = 0 .. k-1 (one fused multiply-add per term);
+- `matmul(c, c0, a, a0, b, b0, m, k, n)`: C = A @ B, from 0;
+- `matmul_tn_add(c, c0, a, a0, b, b0, m, k, n)`: C [k, n] += A [m, k]^T @ B [m, n] (a kernel
+  gradient: the inputs' transpose times dL/dz), each sum from C's value, then rows 0 .. m-1.
+
+C shares no element with A or B (it may be another part of the same array). Columns beyond the last full vector
+are read and written with masked loads and stores, so nothing outside the matrices is touched.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types as numba_types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+F32 = ir.FloatType()
+I1 = ir.IntType(1)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+#: Floats a vector (AVX2's 256 bits).
+LANES = 8
+VEC = ir.VectorType(F32, LANES)
+#: A shuffle that copies lane 0 to every lane.
+_LANE_ZERO = ir.Constant(ir.VectorType(I32, LANES), [0] * LANES)
+#: Rows (matmul) or kernel rows (matmul_tn_add) of a full tile, and vectors of its columns:
+#: 12 sums in flight (FMA latency x FMA units here is 8), 2 loaded vectors and a broadcast.
+ROWS = 6
+VECTORS = 2
+
+
+def _intrinsics(builder):
+    """LLVM's fma and masked load/store of VEC, declared in the function's module."""
+    module = builder.module
+    pointer = VEC.as_pointer()
+    mask = ir.VectorType(I1, LANES)
+    name = f"v{LANES}f32"
+
+    def declared(full_name, result, arguments):
+        return cgutils.get_or_insert_function(module, ir.FunctionType(result, arguments), full_name)
+
+    fma = declared(f"llvm.fma.{name}", VEC, [VEC, VEC, VEC])
+    load = declared(f"llvm.masked.load.{name}.p0", VEC, [pointer, I32, mask, VEC])
+    store = declared(f"llvm.masked.store.{name}.p0", ir.VoidType(), [VEC, pointer, I32, mask])
+    return fma, load, store
+
+
+def _i64(value):
+    return ir.Constant(I64, value)
+
+
+def _element(builder, base, row, stride, col):
+    """A pointer to element [row, col] of a row-major matrix at base (all i64 values)."""
+    return builder.gep(base, [builder.add(builder.mul(row, stride), col)])
+
+
+def _lanes_below(builder, count):
+    """The mask of lanes j < count (i64, 1 .. LANES)."""
+    lanes = ir.Constant(ir.VectorType(I64, LANES), list(range(LANES)))
+    splat = builder.insert_element(
+        ir.Constant(ir.VectorType(I64, LANES), ir.Undefined), count, ir.Constant(I32, 0)
+    )
+    splat = builder.shuffle_vector(splat, splat, _LANE_ZERO)
+    return builder.icmp_signed("<", lanes, splat)
+
+
+def _broadcast(builder, scalar):
+    vector = builder.insert_element(ir.Constant(VEC, ir.Undefined), scalar, ir.Constant(I32, 0))
+    return builder.shuffle_vector(vector, vector, _LANE_ZERO)
+
+
+class _Vectors:
+    """Loads and stores of VEC at float pointers, the last vector of a tile masked or not."""
+
+    def __init__(self, builder, mask):
+        self.builder = builder
+        self.fma, self._load, self._store = _intrinsics(builder)
+        self.mask = mask
+        self.align = ir.Constant(I32, 4)
+
+    def load(self, pointer, masked):
+        b = self.builder
+        pointer = b.bitcast(pointer, VEC.as_pointer())
+        if not masked:
+            return b.load(pointer, align=4)
+        return b.call(self._load, [pointer, self.align, self.mask, ir.Constant(VEC, None)])
+
+    def store(self, value, pointer, masked):
+        b = self.builder
+        pointer = b.bitcast(pointer, VEC.as_pointer())
+        if masked:
+            b.call(self._store, [value, pointer, self.align, self.mask])
+        else:
+            b.store(value, pointer, align=4)
+
+
+def _counted_loop(builder, count, pointers, body):
+    """for index in range(count) with pointers advanced each pass: pointers is a list of
+    (start, step in elements); body(index, current pointers)."""
+    before = builder.block
+    head = builder.append_basic_block("tile_loop")
+    inside = builder.append_basic_block("tile_body")
+    after = builder.append_basic_block("tile_done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    index = builder.phi(I64)
+    index.add_incoming(_i64(0), before)
+    current = []
+    for start, _ in pointers:
+        phi = builder.phi(start.type)
+        phi.add_incoming(start, before)
+        current.append(phi)
+    builder.cbranch(builder.icmp_signed("<", index, count), inside, after)
+    builder.position_at_end(inside)
+    body(index, current)
+    end = builder.block
+    index.add_incoming(builder.add(index, _i64(1)), end)
+    for phi, (_, step) in zip(current, pointers, strict=True):
+        phi.add_incoming(builder.gep(phi, [step]), end)
+    builder.branch(head)
+    builder.position_at_end(after)
+
+
+def _column_tiles(builder, n, tile):
+    """Calls tile(col, vectors, masked) for the tiles of n columns (i64): full tiles of
+    VECTORS vectors, then the rest (1 .. VECTORS vectors, the last one masked unless the rest
+    is a whole number of vectors; `_rest_lanes` counts its lanes), each shape generated once
+    and chosen by a switch."""
+    width = _i64(LANES * VECTORS)
+    lanes = _i64(LANES)
+    one = _i64(1)
+    n_full = builder.udiv(n, width)
+    with cgutils.for_range(builder, n_full) as loop:
+        tile(builder.mul(loop.index, width), VECTORS, False)
+    col = builder.mul(n_full, width)
+    rest = builder.sub(n, col)
+    vectors = builder.udiv(builder.add(rest, _i64(LANES - 1)), lanes)
+    last = builder.sub(rest, builder.mul(builder.sub(vectors, one), lanes))
+    # Cases: 2v - 1 for `vectors` v with a masked last vector, 2v for whole vectors.
+    whole = builder.icmp_signed("==", last, lanes)
+    case = builder.sub(builder.mul(vectors, _i64(2)), builder.select(whole, _i64(0), one))
+    _switch(builder, case, {
+        2 * v - int(masked): (lambda v=v, masked=masked: tile(col, v, masked))
+        for v in range(1, VECTORS + 1)
+        for masked in (True, False)
+    })  # fmt: skip
+
+
+def _row_tiles(builder, count, tile):
+    """Calls tile(first, rows) for tiles of ROWS rows of count (i64), then one of the rest's
+    rows (1 .. ROWS - 1, each generated once and chosen by a switch)."""
+    rows = _i64(ROWS)
+    n_full = builder.udiv(count, rows)
+    with cgutils.for_range(builder, n_full) as loop:
+        tile(builder.mul(loop.index, rows), ROWS)
+    first = builder.mul(n_full, rows)
+    _switch(builder, builder.urem(count, rows), {
+        r: (lambda r=r: tile(first, r)) for r in range(1, ROWS)
+    })  # fmt: skip
+
+
+def _switch(builder, value, cases):
+    """Runs cases[value]() (generating each case's code once), nothing for other values."""
+    done = builder.append_basic_block("switch_done")
+    switch = builder.switch(value, done)
+    for key, emit in cases.items():
+        block = builder.append_basic_block(f"case_{key}")
+        switch.add_case(_i64(key), block)
+        builder.position_at_end(block)
+        emit()
+        builder.branch(done)
+    builder.position_at_end(done)
+
+
+def _rest_lanes(builder, n):
+    """Lanes of the last vector of n columns' rest after the full tiles (1 .. LANES)."""
+    lanes = _i64(LANES)
+    rest = builder.urem(n, _i64(LANES * VECTORS))
+    return builder.add(builder.urem(builder.add(rest, _i64(LANES - 1)), lanes), _i64(1))
+
+
+def _data(context, builder, array_type, value, offset):
+    """A float pointer to element `offset` of a 1-d float32 array."""
+    data = context.make_array(array_type)(context, builder, value).data
+    return builder.gep(data, [offset])
+
+
+def _int64s(context, builder, signature, args, positions):
+    return [context.cast(builder, args[i], signature.args[i], numba_types.int64) for i in positions]
+
+
+def _tile_sums(builder, v, rows, vectors, masked, start, loop_count, pointers, scalar):
+    """A tile's sums: sums[r][j] = start(r, j), then per pass of the inner loop (loop_count
+    passes, pointers: (start pointer, step) pairs advanced each pass) sums[r][j] += scalar(r,
+    index, pointers) * the j-th vector at the last pointer. Returns the sums (allocas that
+    LLVM keeps in registers)."""
+    is_masked = [masked and j == vectors - 1 for j in range(vectors)]
+    sums = [[cgutils.alloca_once(builder, VEC) for _ in range(vectors)] for _ in range(rows)]
+    for r in range(rows):
+        for j in range(vectors):
+            builder.store(start(r, j, is_masked[j]), sums[r][j])
+
+    def step(index, current):
+        row = current[-1]
+        loaded = [v.load(builder.gep(row, [_i64(j * LANES)]), is_masked[j]) for j in range(vectors)]
+        for r in range(rows):
+            x = _broadcast(builder, scalar(r, index, current))
+            for j in range(vectors):
+                total = builder.load(sums[r][j])
+                builder.store(builder.call(v.fma, [x, loaded[j], total]), sums[r][j])
+
+    _counted_loop(builder, loop_count, pointers, step)
+    return sums, is_masked
+
+
+def _matmul_codegen(with_bias):
+    def codegen(context, builder, signature, args):
+        arrays = (0, 2, 4, 6) if with_bias else (0, 2, 4)
+        c0, a0, b0, *rest = _int64s(context, builder, signature, args, [i + 1 for i in arrays])
+        m, k, n = _int64s(context, builder, signature, args, range(len(args) - 3, len(args)))
+        c = _data(context, builder, signature.args[0], args[0], c0)
+        a = _data(context, builder, signature.args[2], args[2], a0)
+        b = _data(context, builder, signature.args[4], args[4], b0)
+        bias = _data(context, builder, signature.args[6], args[6], rest[0]) if with_bias else None
+        v = _Vectors(builder, _lanes_below(builder, _rest_lanes(builder, n)))
+
+        def rows_tile(first, rows):
+            def columns_tile(col, vectors, masked):
+                def start(r, j, masked_j):
+                    if not with_bias:
+                        return ir.Constant(VEC, None)
+                    return v.load(builder.gep(bias, [builder.add(col, _i64(j * LANES))]), masked_j)
+
+                row_index = [builder.add(first, _i64(r)) for r in range(rows)]
+                a_rows = [_element(builder, a, row, k, _i64(0)) for row in row_index]
+                sums, is_masked = _tile_sums(
+                    builder, v, rows, vectors, masked, start, k, [(builder.gep(b, [col]), n)],
+                    lambda r, i, _: builder.load(builder.gep(a_rows[r], [i])),
+                )  # fmt: skip
+                for r, row in enumerate(row_index):
+                    c_row = _element(builder, c, row, n, col)
+                    for j in range(vectors):
+                        target = builder.gep(c_row, [_i64(j * LANES)])
+                        v.store(builder.load(sums[r][j]), target, is_masked[j])
+
+            _column_tiles(builder, n, columns_tile)
+
+        _row_tiles(builder, m, rows_tile)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def matmul_bias(typingctx, c, c0, a, a0, b, b0, bias, bias0, m, k, n):
+    """C [m, n] at c[c0] = bias [n] at bias[bias0] + A [m, k] at a[a0] @ B [k, n] at b[b0]."""
+    signature = numba_types.none(c, c0, a, a0, b, b0, bias, bias0, m, k, n)
+    return signature, _matmul_codegen(True)
+
+
+@intrinsic
+def matmul(typingctx, c, c0, a, a0, b, b0, m, k, n):
+    """C [m, n] at c[c0] = A [m, k] at a[a0] @ B [k, n] at b[b0]."""
+    signature = numba_types.none(c, c0, a, a0, b, b0, m, k, n)
+    return signature, _matmul_codegen(False)
+
+
+def _tn_codegen(context, builder, signature, args):
+    c0, a0, b0 = _int64s(context, builder, signature, args, (1, 3, 5))
+    m, k, n = _int64s(context, builder, signature, args, (6, 7, 8))
+    c = _data(context, builder, signature.args[0], args[0], c0)
+    a = _data(context, builder, signature.args[2], args[2], a0)
+    b = _data(context, builder, signature.args[4], args[4], b0)
+    v = _Vectors(builder, _lanes_below(builder, _rest_lanes(builder, n)))
+
+    def kernel_rows_tile(first, kernel_rows):
+        def columns_tile(col, vectors, masked):
+            c_rows = [
+                _element(builder, c, builder.add(first, _i64(i)), n, col)
+                for i in range(kernel_rows)
+            ]
+
+            def start(i, j, masked_j):
+                return v.load(builder.gep(c_rows[i], [_i64(j * LANES)]), masked_j)
+
+            # Per pass (a row of A and B): A's kernel_rows values from `first` on, B's vectors.
+            pointers = [(builder.gep(a, [first]), k), (builder.gep(b, [col]), n)]
+            sums, is_masked = _tile_sums(
+                builder, v, kernel_rows, vectors, masked, start, m, pointers,
+                lambda i, _, current: builder.load(builder.gep(current[0], [_i64(i)])),
+            )  # fmt: skip
+            for i in range(kernel_rows):
+                for j in range(vectors):
+                    pointer = builder.gep(c_rows[i], [_i64(j * LANES)])
+                    v.store(builder.load(sums[i][j]), pointer, is_masked[j])
+
+        _column_tiles(builder, n, columns_tile)
+
+    _row_tiles(builder, k, kernel_rows_tile)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def matmul_tn_add(typingctx, c, c0, a, a0, b, b0, m, k, n):
+    """C [k, n] at c[c0] += A [m, k] at a[a0] transposed @ B [m, n] at b[b0]."""
+    signature = numba_types.none(c, c0, a, a0, b, b0, m, k, n)
+    return signature, _tn_codegen

@@ -1,0 +1,107 @@
+"""The cpu engine's register-tiled matrix products (engines/cpu/tiles.py) against NumPy in
+float64: every shape the general loop can ask for (any column count, full tiles, masked rests,
+kernel-row rests), nothing written outside the result matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from actreg_cli.engines.cpu.tiles import matmul, matmul_bias, matmul_tn_add
+from actreg_cli.engines.cpu.vmath import JIT
+
+_SETTINGS = {**JIT, "cache": False}
+#: Elements around each matrix that must stay as they were.
+GUARD = 9
+
+
+@njit(**_SETTINGS)
+def _bias_product(c, a, b, bias, m, k, n):
+    matmul_bias(c, GUARD, a, GUARD, b, GUARD, bias, GUARD, m, k, n)
+
+
+@njit(**_SETTINGS)
+def _product(c, a, b, m, k, n):
+    matmul(c, GUARD, a, GUARD, b, GUARD, m, k, n)
+
+
+@njit(**_SETTINGS)
+def _tn_add(c, a, b, m, k, n):
+    matmul_tn_add(c, GUARD, a, GUARD, b, GUARD, m, k, n)
+
+
+def _guarded(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    return rng.standard_normal(rows * cols + 2 * GUARD).astype(np.float32)
+
+
+def _inner(flat: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    return flat[GUARD : GUARD + rows * cols].reshape(rows, cols).astype(np.float64)
+
+
+def _assert_close_and_guards_kept(out, before, rows, cols, expected):
+    """Within float32 rounding of a sum of k products (errors grow ~ sqrt(k) eps |terms|)."""
+    np.testing.assert_allclose(_inner(out, rows, cols), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(out[:GUARD], before[:GUARD])
+    np.testing.assert_array_equal(out[GUARD + rows * cols :], before[GUARD + rows * cols :])
+
+
+shapes = st.tuples(
+    st.integers(1, 6).map(lambda r: 4 * r),  # block rows: a multiple of 4
+    st.integers(1, 70),
+    st.integers(1, 70),
+    st.integers(0, 2**32 - 1),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes)
+def test_matmul_with_and_without_bias_equal_numpy(shape):
+    m, k, n, seed = shape
+    rng = np.random.default_rng(seed)
+    a, b, bias = _guarded(rng, m, k), _guarded(rng, k, n), _guarded(rng, 1, n)
+    product = _inner(a, m, k) @ _inner(b, k, n)
+    for with_bias in (True, False):
+        c = _guarded(rng, m, n)
+        before = c.copy()
+        if with_bias:
+            _bias_product(c, a, b, bias, m, k, n)
+            expected = product + _inner(bias, 1, n)
+        else:
+            _product(c, a, b, m, k, n)
+            expected = product
+        _assert_close_and_guards_kept(c, before, m, n, expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes)
+def test_matmul_tn_add_adds_the_transposed_product(shape):
+    rows, k, n, seed = shape
+    m = rows - seed % 4  # the summed rows need not be a multiple of 4
+    rng = np.random.default_rng(seed)
+    a, b, c = _guarded(rng, m, k), _guarded(rng, m, n), _guarded(rng, k, n)
+    before = c.copy()
+    _tn_add(c, a, b, m, k, n)
+    expected = _inner(before, k, n) + _inner(a, m, k).T @ _inner(b, m, n)
+    _assert_close_and_guards_kept(c, before, k, n, expected)
+
+
+def test_each_sum_is_one_fused_multiply_add_chain_in_order():
+    """bias, then the terms i = 0, 1, ... each rounded once (what the docstring promises and
+    what makes the engine's numbers the same on every CPU): checked against that chain
+    computed exactly in float64 and rounded after each step, on values where the order shows."""
+    m, k, n = 4, 3, 9
+    a = np.zeros(m * k + 2 * GUARD, np.float32)
+    b = np.zeros(k * n + 2 * GUARD, np.float32)
+    bias = np.zeros(n + 2 * GUARD, np.float32)
+    a[GUARD : GUARD + m * k] = np.tile([1.0, 1.0, 1.0], m)
+    b[GUARD : GUARD + k * n] = np.repeat([1e8, 1.0, -1e8], n)
+    bias[GUARD : GUARD + n] = 3.0
+    c = np.zeros(m * n + 2 * GUARD, np.float32)
+    _bias_product(c, a, b, bias, m, k, n)
+    chain = np.float32(3.0)
+    for term in (1e8, 1.0, -1e8):
+        chain = np.float32(np.float64(chain) + term)  # fma: exact product, one rounding
+    np.testing.assert_array_equal(_inner(c, m, n), np.full((m, n), chain))
+    assert chain == 0.0  # (3 + 1e8) rounds to 1e8, + 1 rounds back: the order is visible
