@@ -53,29 +53,58 @@ def transpose_kernels(p, wt, units, fan_ins, w_off):
 
 
 @njit(**JIT)
+def _times_derivative(g, d, n):
+    for j in range(n):
+        g[j] = g[j] * d[j]
+
+
+@njit(**JIT)
+def _after_penalties(g, a, d, n, f1, f2):
+    two = np.float32(2.0)
+    for j in range(n):
+        g[j] = ((g[j] + f1 * sign(a[j])) + f2 * (two * a[j])) * d[j]
+
+
+@njit(**JIT)
+def _before_penalties(g, z, d, n, f1, f2):
+    two = np.float32(2.0)
+    for j in range(n):
+        g[j] = (g[j] * d[j] + f1 * sign(z[j])) + f2 * (two * z[j])
+
+
+@njit(**JIT)
+def _both_penalties(g, z, a, d, n, fa1, fa2, fb1, fb2):
+    two = np.float32(2.0)
+    for j in range(n):
+        g_a = (g[j] + fa1 * sign(a[j])) + fa2 * (two * a[j])
+        g[j] = (g_a * d[j] + fb1 * sign(z[j])) + fb2 * (two * z[j])
+
+
+@njit(**JIT)
 def grad_z(zb, ab, db, gb, h, n, n_pad, fa1, fa2, fb1, fb2):
     """gb[h : h+n] from dL/da to dL/dz in place, n = real rows x units (TF's gradients: the
     activity penalties' after the activation, times da/dz (db), those before it), and
     gb[h+n : h+n_pad] = 0 (the padding rows). fa1/fa2 (fb1/fb2): the L1/L2 activity gradient
-    factors after (before) the activation."""
-    zero = np.float32(0.0)
-    two = np.float32(2.0)
-    z_v = zb[h : h + n]
-    a_v = ab[h : h + n]
-    d_v = db[h : h + n]
+    factors after (before) the activation.
+
+    A loop of its own for each side with penalties (a sweep's model has them on one side at
+    most): the loop with both sides' terms costs ~2x a one-sided one (199 against 80-100 ns
+    for 1024 values), and a penalty-free one less still."""
     g_v = gb[h : h + n]
-    if fa1 == 0 and fa2 == 0 and fb1 == 0 and fb2 == 0:
-        for j in range(n):
-            g_v[j] = g_v[j] * d_v[j]
+    d_v = db[h : h + n]
+    after = fa1 != 0 or fa2 != 0
+    before = fb1 != 0 or fb2 != 0
+    if after and before:
+        _both_penalties(g_v, zb[h : h + n], ab[h : h + n], d_v, n, fa1, fa2, fb1, fb2)
+    elif after:
+        _after_penalties(g_v, ab[h : h + n], d_v, n, fa1, fa2)
+    elif before:
+        _before_penalties(g_v, zb[h : h + n], d_v, n, fb1, fb2)
     else:
-        for j in range(n):
-            a = a_v[j]
-            z = z_v[j]
-            g_a = (g_v[j] + fa1 * sign(a)) + fa2 * (two * a)
-            g_v[j] = (g_a * d_v[j] + fb1 * sign(z)) + fb2 * (two * z)
+        _times_derivative(g_v, d_v, n)
     pad = gb[h + n : h + n_pad]
     for j in range(n_pad - n):
-        pad[j] = zero
+        pad[j] = np.float32(0.0)
 
 
 @njit(**JIT)
