@@ -670,6 +670,35 @@ def test_a_long_strength_axis_is_contrasted_between_neighbours(tmp_path, monkeyp
     assert "7 more in contrasts.csv" in report  # the placement family: 12 - 5
 
 
+def test_a_long_sweep_lists_some_cells_and_points_to_summary_csv(tmp_path, monkeypatch):
+    """Beyond REPORT_CELLS cells, report.md's table keeps the baseline, the best cell, every
+    clear difference and cells evenly spaced over the sweep, in the sweep's order, and says
+    how many more summary.csv holds; a sentence lists at most LISTED_IDS cell ids."""
+    from actreg_cli.report import sweep as report_sweep
+
+    monkeypatch.setattr(report_sweep, "REPORT_CELLS", 6)
+    monkeypatch.setattr(report_sweep, "LISTED_IDS", 3)
+    strengths = list(np.geomspace(1e-6, 1e-2, 15))
+    done = run_and_report(
+        sweep_config(grid={"regularizers.0.strength": strengths}),
+        engine="keras",
+        runs_dir=tmp_path,
+        executor=FakeExecutor(),
+    )
+    summary = read_csv(done.folder / "summary.csv")
+    assert len(summary) == 16  # all cells stay in the CSV
+    report = (done.folder / "report.md").read_text(encoding="utf-8")
+    table = report.split("## All cells")[1].split("\n\n")[1].splitlines()[2:]
+    listed = [line.split(" | ")[0].strip("| ") for line in table]
+    order = [row["cell"] for row in summary]
+    assert len(listed) == 6 and listed == sorted(listed, key=order.index)
+    best = max(summary[1:], key=lambda row: number(row["test_accuracy_mean"]))["cell"]
+    clear = [row["cell"] for row in summary if row["diff_clear"] == "True"]
+    assert {"baseline", best, *clear} <= set(listed)
+    assert "10 more cells in summary.csv (the table shows the baseline, the best cell" in report
+    assert "and 12 more (summary.csv)" in report  # 15 cells without a verdict, 3 named
+
+
 def test_one_repeat_a_cell_draws_and_names_no_band(tmp_path):
     """With one repeat a cell has no interval: the legend names no band (it did, over an empty
     area), on the dense line and on the baseline alike."""

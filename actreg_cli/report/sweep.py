@@ -48,6 +48,38 @@ from actreg_cli.tasks import Task, spec
 if TYPE_CHECKING:
     from actreg_cli.study.sweep.run import SweepOutcome
 
+#: Rows of report.md's table of all cells, and cell ids in one of its sentences, at most; the
+#: rest are in summary.csv. (A 1000-cell table is no reading, and converting it to HTML took
+#: more CPU than the rest of the report's text.)
+REPORT_CELLS = 100
+LISTED_IDS = 20
+
+
+def _ids(ids: Sequence[str]) -> str:
+    """The cell ids, comma-separated, the first LISTED_IDS of them and a count of the rest."""
+    if len(ids) <= LISTED_IDS:
+        return ", ".join(ids)
+    return f"{', '.join(ids[:LISTED_IDS])} and {len(ids) - LISTED_IDS} more (summary.csv)"
+
+
+def listed_cells(summary: Sequence[dict[str, Any]], best: str | None) -> list[dict[str, Any]]:
+    """The summary rows report.md's table shows: all of them up to REPORT_CELLS; beyond, in the
+    sweep's order, every baseline, the best cell and every clear difference from a baseline,
+    and the other rows evenly spaced over the sweep to fill the table."""
+    if len(summary) <= REPORT_CELLS:
+        return list(summary)
+    kept = {
+        i
+        for i, row in enumerate(summary)
+        if not row["baseline_cell"] or row["diff_clear"] or row["cell"] == best
+    }
+    others = [i for i in range(len(summary)) if i not in kept]
+    room = max(0, REPORT_CELLS - len(kept))
+    if room and others:
+        step = len(others) / room
+        kept.update(others[int(k * step)] for k in range(min(room, len(others))))
+    return [summary[i] for i in sorted(kept)]
+
 
 def _num(value: float, digits: int = 3, signed: bool = False) -> str:
     if not math.isfinite(value):
@@ -248,7 +280,7 @@ def report_markdown(
         if rivals:
             lines.append(
                 f"{len(rivals)} other cell(s) have a mean inside the best cell's 95% CI "
-                f"({', '.join(rivals)}): the ranking among them is within the noise."
+                f"({_ids(rivals)}): the ranking among them is within the noise."
             )
     lines += ["", "## Differences from the baseline", ""]
     if sweep.base.model.is_keras_model and any(c.baseline for c in plan.cells):
@@ -287,12 +319,12 @@ def report_markdown(
         if within:
             lines += [
                 "",
-                f"Within the noise (Holm-corrected p >= {1 - CONFIDENCE:.2f}): {', '.join(within)}.",
+                f"Within the noise (Holm-corrected p >= {1 - CONFIDENCE:.2f}): {_ids(within)}.",
             ]
         if no_verdict:
             lines += [
                 "",
-                f"No verdict for {', '.join(r['cell'] for r in no_verdict)}: a verdict needs at "
+                f"No verdict for {_ids([r['cell'] for r in no_verdict])}: a verdict needs at "
                 f"least {MIN_PAIRS_FOR_VERDICT} finite repeats on each side and differences that "
                 f"are not all identical (run with --repeats {2 * MIN_PAIRS_FOR_VERDICT}).",
             ]
@@ -307,7 +339,8 @@ def report_markdown(
         "| vs baseline [paired 95% CI] [Welch 95% CI] |"
     )
     lines.append("|---|---|---|---|---|---|")
-    for row in summary:
+    listed = listed_cells(summary, best["cell"] if best is not None else None)
+    for row in listed:
         cell = cells[row["cell"]]
         diff = ""
         if row["baseline_cell"]:
@@ -323,6 +356,13 @@ def report_markdown(
             f"{_num(row[f'{main}_std'])} | "
             f"{_ci(row[f'{main}_ci_low'], row[f'{main}_ci_high'])} | {diff} |"
         )
+    if len(listed) < len(summary):
+        lines += [
+            "",
+            f"{len(summary) - len(listed)} more cells in summary.csv (the table shows the "
+            "baseline, the best cell, every clear difference and cells evenly spaced over the "
+            "sweep).",
+        ]
     problems = []
     for row in summary:
         if row["n_diverged"]:
