@@ -35,12 +35,7 @@ from actreg_cli.engines.cpu.codes import (
     REGRESSION,
 )
 from actreg_cli.engines.cpu.losses import binary_row, output_activation, row_logit_grad, row_loss
-from actreg_cli.engines.cpu.step import (
-    add_weight_penalty_grads,
-    epoch_order,
-    update,
-    weight_penalty,
-)
+from actreg_cli.engines.cpu.step import epoch_order, update_penalized, weight_penalty
 from actreg_cli.engines.cpu.stopping import best_weights_buffer, finish, new_state, watch_epoch
 from actreg_cli.engines.cpu.vmath import (
     JIT,
@@ -209,12 +204,14 @@ def _softmax_block(logits, y, rows, k, nb, n_out, upstream, e, bits, g_logits, t
 @njit(**JIT)
 def _batch(
     p, grad, x, y, rows, coef, units, fan_ins, w_off, b_off, h_off, out_w, out_b, n_out, task,
-    act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits, scratch, wt, train,
+    act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits, scratch, wt, penalty, train,
 ):  # fmt: skip
     """Loss (float32, Keras's batch loss incl. penalties) and metric total of one batch (the
     correct count; the sum of absolute errors for regression).
 
-    rows: indices into x/y. With train, grad [P] is overwritten with the batch loss gradient.
+    rows: indices into x/y. penalty: the kernel and bias penalties of p (step.weight_penalty),
+    which the caller has. With train, grad [P] is overwritten with the batch loss gradient
+    without those penalties' (step.update_penalized adds theirs).
     act_sums [L, 4]: scratch for per-layer sum|z|, sum z^2, sum|a|, sum a^2; factors [L, 4]
     scratch for the activity gradient factors (before L1, before L2, after L1, after L2).
     Block scratch: xb [BLOCK * n_in] inputs, zb/ab/db/gb [BLOCK * H] the hidden values (z, a,
@@ -317,7 +314,6 @@ def _batch(
                 fan_in = fan_ins[layer]
                 kernel_grad(grad, ab, h_prev, fan_in, w_off[layer], b_off[layer], o, gb, h, n_pad)
                 input_grad(wt, w_off[layer], fan_in, o, gb, h, h_prev, n_pad)
-    penalty = weight_penalty(p, coef, units, fan_ins, w_off, b_off)
     mean_terms = np.float32(0.0)
     sum_terms = np.float32(0.0)
     for layer in range(n_layers):
@@ -328,8 +324,6 @@ def _batch(
             if coef[layer, col + 2] != 0:
                 sum_terms += coef[layer, col + 2] * act_sums[layer, j]
     loss = ((np.float32(ce_sum) / size_f + penalty) + mean_terms / size_f) + sum_terms
-    if train:
-        add_weight_penalty_grads(p, grad, coef, units, fan_ins, w_off, b_off)
     return loss, np.float32(correct)
 
 
@@ -430,6 +424,7 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf
     best_p = best_weights_buffer(settings, p.shape[0])
     done = epochs
     stopped = False
+    penalty = weight_penalty(p, cf, units, fan_ins, w_off, b_off)  # of the weights p holds
     for epoch in range(epochs):
         if stop[0] != 0:
             return
@@ -445,18 +440,20 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf
             loss, correct = _batch(
                 p, grad, x_train, y_train, batch, cf, units, fan_ins, w_off, b_off, h_off, out_w,
                 out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-                scratch, wt, True,
+                scratch, wt, penalty, True,
             )  # fmt: skip
             loss_total += loss * np.float32(batch.shape[0])
             correct_total += correct
             step += 1
-            update(p, m, v, grad, step, lr, optimizer)
+            penalty = update_penalized(
+                p, m, v, grad, step, lr, optimizer, cf, units, fan_ins, w_off, b_off
+            )
         rows_out[epoch, 0] = loss_total
         rows_out[epoch, 1] = correct_total
         loss, correct = _batch(
             p, grad, x_test, y_test, test_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
             out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-            scratch, wt, False,
+            scratch, wt, penalty, False,
         )  # fmt: skip
         rows_out[epoch + 1, 2] = loss * np.float32(n_test)
         rows_out[epoch + 1, 3] = correct
@@ -465,7 +462,7 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf
         loss, correct = _batch(
             p, grad, x_val, y_val, val_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
             out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-            scratch, wt, False,
+            scratch, wt, penalty, False,
         )  # fmt: skip
         rows_out[epoch + 1, 4] = loss * np.float32(n_val)
         rows_out[epoch + 1, 5] = correct
@@ -474,10 +471,11 @@ def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf
             stopped = True
             break
     finish(settings, watch, done, stopped, p, best_p, trained)
+    penalty = weight_penalty(p, cf, units, fan_ins, w_off, b_off)  # the kept weights'
     loss, correct = _batch(
         p, grad, x_train, y_train, train_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
         out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-        scratch, wt, False,
+        scratch, wt, penalty, False,
     )  # fmt: skip
     rows_out[done, 0] = loss * np.float32(n_train)
     rows_out[done, 1] = correct

@@ -1,7 +1,8 @@
 """What both loops of the cpu engine do with a model's parameter vector as a whole: the kernel
 and bias penalties on the current weights (`weight_penalty`) and their gradient
 (`add_weight_penalty_grads`), Keras's Adam or SGD step (`update`: Adam with epsilon outside the
-bias correction, all in float32), and the order of an epoch's minibatches
+bias correction, all in float32; `update_penalized`: the penalty gradient, the step and the new
+weights' penalty in one pass, the general loop's), and the order of an epoch's minibatches
 (`epoch_permutation`, and `epoch_order`: the same order bit for bit, cheaper).
 """
 
@@ -164,3 +165,90 @@ def update(p, m, v, grad, step, lr, optimizer):
         m[j] += (g - m[j]) * c1
         v[j] += (g * g - v[j]) * c2
         p[j] -= (m[j] * alpha) / (np.sqrt(v[j]) + eps)
+
+
+@njit(**JIT)
+def _adam_segment(p, m, v, grad, start, count, alpha, f1, f2):
+    """Adam on p[start : start+count] with the L1/L2 penalty gradient f1 sign(p) + f2 2p added
+    to grad first (as add_weight_penalty_grads does, in its order); returns (sum |p|, sum p^2)
+    of the updated weights, each only where its factor is non-zero."""
+    b1c = np.float32(1.0 - 0.9)
+    b2c = np.float32(1.0 - 0.999)
+    eps = np.float32(1e-7)
+    two = np.float32(2.0)
+    s1 = np.float32(0.0)
+    s2 = np.float32(0.0)
+    w, mm, vv, gg = (p[start : start + count], m[start : start + count],
+                     v[start : start + count], grad[start : start + count])  # fmt: skip
+    if f1 == 0 and f2 == 0:
+        for j in range(count):
+            g = gg[j]
+            mm[j] += (g - mm[j]) * b1c
+            vv[j] += (g * g - vv[j]) * b2c
+            w[j] -= (mm[j] * alpha) / (np.sqrt(vv[j]) + eps)
+        return s1, s2
+    for j in range(count):
+        g = (gg[j] + f1 * sign(w[j])) + f2 * (two * w[j])
+        mm[j] += (g - mm[j]) * b1c
+        vv[j] += (g * g - vv[j]) * b2c
+        x = w[j] - (mm[j] * alpha) / (np.sqrt(vv[j]) + eps)
+        w[j] = x
+        s1 += abs(x)
+        s2 += x * x
+    return s1, s2
+
+
+@njit(**JIT)
+def _sgd_segment(p, grad, start, count, lr, f1, f2):
+    """`_adam_segment` for SGD: p -= lr (grad + the penalty gradient)."""
+    two = np.float32(2.0)
+    s1 = np.float32(0.0)
+    s2 = np.float32(0.0)
+    w, gg = p[start : start + count], grad[start : start + count]
+    for j in range(count):
+        g = (gg[j] + f1 * sign(w[j])) + f2 * (two * w[j])
+        x = w[j] - g * lr
+        w[j] = x
+        s1 += abs(x)
+        s2 += x * x
+    return s1, s2
+
+
+@njit(**JIT)
+def update_penalized(p, m, v, grad, step, lr, optimizer, coef, units, fan_ins, w_off, b_off):
+    """add_weight_penalty_grads, then `update`, in one pass over the parameters (the penalty
+    gradient, Adam's step and the new weights' penalty sums per weight, instead of three
+    passes); returns `weight_penalty` of the updated weights (what the next batch's loss
+    adds), each norm's sum taken over the new weights as they are written.
+    Layout: the hidden layers' kernel and bias segments in order, then the output layer's
+    weights (no penalty) to the end of p."""
+    alpha = np.float32(0.0)
+    if optimizer != 1:
+        one = np.float32(1.0)
+        t = np.float32(step)
+        alpha = lr * np.sqrt(one - np.float32(0.999) ** t) / (one - np.float32(0.9) ** t)
+    total = np.float32(0.0)
+    end = 0
+    for layer in range(units.shape[0] + 1):
+        last = layer == units.shape[0]
+        for part in range(1 if last else 2):
+            if last:
+                start, count, f1, f2 = end, p.shape[0] - end, np.float32(0.0), np.float32(0.0)
+            elif part == 0:
+                c = coef[layer]
+                start, count, f1, f2 = w_off[layer], fan_ins[layer] * units[layer], c[K_L1], c[K_L2]
+            else:
+                c = coef[layer]
+                start, count, f1, f2 = b_off[layer], units[layer], c[B_L1], c[B_L2]
+            if optimizer == 1:
+                s1, s2 = _sgd_segment(p, grad, start, count, lr, f1, f2)
+            else:
+                s1, s2 = _adam_segment(p, m, v, grad, start, count, alpha, f1, f2)
+            segment = np.float32(0.0)  # summed as weight_penalty sums: per segment first
+            if f1 != 0:
+                segment += f1 * s1
+            if f2 != 0:
+                segment += f2 * s2
+            total += segment
+            end = start + count
+    return total
