@@ -10,9 +10,10 @@ contrasts, report.md/html, sweep.png, sparsity.png), the printed table, and the 
 (planning, hashing, imports after start-up), next to the 20% target.
 
 Run:    python3 benchmarks/bench_sweep_overhead.py [--cells 1000] [--epochs 500]
-Expect: (2-core AMD EPYC, quiet, 2026-12-04) ~7.8 s CPU of which ~6.0 s trains; storing
-        cells ~0.2 s, the report ~0.95 s (matplotlib's import and two figures ~0.75 s of it),
-        the rest ~0.55 s: ~22% outside training, against the 20% target (not met).
+Expect: (2-core AMD EPYC, quiet, 2026-12-04 evening) ~6.7-7.0 s CPU of which ~5.2-5.5 s
+        trains; storing cells ~0.25 s, the report ~0.8 s (matplotlib's import and two figures
+        ~0.7 s of it), the rest ~0.4 s: ~21-22% outside training, against the 20% target (not
+        met).
 """
 
 from __future__ import annotations

@@ -3,12 +3,15 @@ vector code, written here as Numba intrinsics.
 
 Why not Numba loops: a loop over a narrow layer's units (32 or 64, 4-8 vectors) keeps its sums
 in memory and pays its setup and runtime overlap checks once a pass over those few vectors.
-Measured on 16 rows (this module's test compares; `benchmarks/bench_cpu_mlp.py` the whole
-loop), the Numba passes reached 10 (2 x 64), 36 (10 x 64) and 56 (64 x 32) GFLOP/s. A tile
-here keeps its sums in vector registers for the whole inner loop instead: 4 rows by up to 3
-vectors of 8 floats, 12 sums, plus 3 loaded and 1 broadcast vector: AVX2's 16 registers, the
-portable target's (target.py; 8 floats a vector on any target, so the order of every float
-operation is the same on every CPU). The same shapes reach 77, 126 and 107 GFLOP/s.
+On 16 rows, the Numba passes this module replaced reached 9-10 (2 x 64), 33-37 (10 x 64),
+48-56 (64 x 32) and 93-104 (500 x 500) GFLOP/s (AMD EPYC, one thread, 2026-12-04, measured
+as bench_cpu_tiles.py measures, before the change). A tile here
+keeps its sums in vector registers for the whole inner loop instead: 6 rows by up to 2
+vectors of 8 floats, 12 sums, plus 2 loaded vectors and a broadcast: AVX2's 16 registers,
+the portable target's (target.py; 8 floats a vector on any target, and each sum one chain of
+fused multiply-adds in a fixed order, so every CPU computes the same bits; a CPU without FMA
+computes the same fused results in software, slowly). `benchmarks/bench_cpu_tiles.py`
+measures them against the single-thread sgemm rate: 0.9-1.05x of it from 10 x 64 up.
 
 The products, every matrix row-major and contiguous (row stride = its column count) at an
 element offset in a flat float32 array:
@@ -19,8 +22,10 @@ element offset in a flat float32 array:
 - `matmul_tn_add(c, c0, a, a0, b, b0, m, k, n)`: C [k, n] += A [m, k]^T @ B [m, n] (a kernel
   gradient: the inputs' transpose times dL/dz), each sum from C's value, then rows 0 .. m-1.
 
-C shares no element with A or B (it may be another part of the same array). Columns beyond the last full vector
-are read and written with masked loads and stores, so nothing outside the matrices is touched.
+C shares no element with A or B (it may be another part of the same array). Columns beyond the
+last full vector are read and written with masked loads and stores, so nothing outside the
+matrices is touched. Rows (and kernel rows) beyond the last full tile take a tile of their own
+count (1 .. ROWS - 1).
 """
 
 from __future__ import annotations
