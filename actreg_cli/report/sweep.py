@@ -74,10 +74,12 @@ def listed_cells(summary: Sequence[dict[str, Any]], best: str | None) -> list[di
         if not row["baseline_cell"] or row["diff_clear"] or row["cell"] == best
     }
     others = [i for i in range(len(summary)) if i not in kept]
-    room = max(0, REPORT_CELLS - len(kept))
-    if room and others:
-        step = len(others) / room
-        kept.update(others[int(k * step)] for k in range(min(room, len(others))))
+    room = min(max(0, REPORT_CELLS - len(kept)), len(others))
+    if room == 1:
+        kept.add(others[0])
+    elif room > 1:  # both ends of the sweep and evenly between them
+        last = len(others) - 1
+        kept.update(others[round(j * last / (room - 1))] for j in range(room))
     return [summary[i] for i in sorted(kept)]
 
 
