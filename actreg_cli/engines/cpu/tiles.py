@@ -144,40 +144,35 @@ def _counted_loop(builder, count, pointers, body):
 
 def _column_tiles(builder, n, tile):
     """Calls tile(col, vectors, masked) for the tiles of n columns (i64): full tiles of
-    VECTORS vectors, then the rest (1 .. VECTORS vectors, the last one masked unless the rest
-    is a whole number of vectors; `_rest_lanes` counts its lanes), each shape generated once
-    and chosen by a switch."""
+    VECTORS vectors, then the rest (1 .. VECTORS vectors, the last one masked; `_rest_lanes`
+    counts its lanes), each shape generated once and chosen by a switch."""
     width = _i64(LANES * VECTORS)
-    lanes = _i64(LANES)
-    one = _i64(1)
     n_full = builder.udiv(n, width)
     with cgutils.for_range(builder, n_full) as loop:
         tile(builder.mul(loop.index, width), VECTORS, False)
     col = builder.mul(n_full, width)
     rest = builder.sub(n, col)
-    vectors = builder.udiv(builder.add(rest, _i64(LANES - 1)), lanes)
-    last = builder.sub(rest, builder.mul(builder.sub(vectors, one), lanes))
-    # Cases: 2v - 1 for `vectors` v with a masked last vector, 2v for whole vectors.
-    whole = builder.icmp_signed("==", last, lanes)
-    case = builder.sub(builder.mul(vectors, _i64(2)), builder.select(whole, _i64(0), one))
-    _switch(builder, case, {
-        2 * v - int(masked): (lambda v=v, masked=masked: tile(col, v, masked))
-        for v in range(1, VECTORS + 1)
-        for masked in (True, False)
+    vectors = builder.udiv(builder.add(rest, _i64(LANES - 1)), _i64(LANES))
+    _switch(builder, vectors, {
+        v: (lambda v=v: tile(col, v, True)) for v in range(1, VECTORS + 1)
     })  # fmt: skip
 
 
 def _row_tiles(builder, count, tile):
-    """Calls tile(first, rows) for tiles of ROWS rows of count (i64), then one of the rest's
-    rows (1 .. ROWS - 1, each generated once and chosen by a switch)."""
+    """Calls tile(first, rows) for tiles of ROWS rows of count (i64), then for the rest's
+    rows (1 .. ROWS - 1) a tile of 4, of 2 and of 1 row as its binary digits say: three shapes
+    generated for every rest instead of one each (the loops' compile time)."""
     rows = _i64(ROWS)
     n_full = builder.udiv(count, rows)
     with cgutils.for_range(builder, n_full) as loop:
         tile(builder.mul(loop.index, rows), ROWS)
     first = builder.mul(n_full, rows)
-    _switch(builder, builder.urem(count, rows), {
-        r: (lambda r=r: tile(first, r)) for r in range(1, ROWS)
-    })  # fmt: skip
+    rest = builder.urem(count, rows)
+    for size in (4, 2, 1):  # ROWS - 1 = 5 < 8: three digits
+        digit = builder.and_(rest, _i64(size))
+        with builder.if_then(builder.icmp_signed("!=", digit, _i64(0))):
+            # Rows before this tile: the rest's higher digits.
+            tile(builder.add(first, builder.and_(rest, _i64(~(2 * size - 1) & 7))), size)
 
 
 def _switch(builder, value, cases):
