@@ -171,7 +171,7 @@ def update(p, m, v, grad, step, lr, optimizer):
 def _adam_segment(p, m, v, grad, start, count, alpha, f1, f2):
     """Adam on p[start : start+count] with the L1/L2 penalty gradient f1 sign(p) + f2 2p added
     to grad first (as add_weight_penalty_grads does, in its order); returns (sum |p|, sum p^2)
-    of the updated weights, each only where its factor is non-zero."""
+    of the updated weights (both 0 when neither factor is: nothing to sum for)."""
     b1c = np.float32(1.0 - 0.9)
     b2c = np.float32(1.0 - 0.999)
     eps = np.float32(1e-7)
