@@ -88,8 +88,6 @@ def measure(shapes: list[tuple[int, int]]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=["sgemm"], help=argparse.SUPPRESS)
-    parser.add_argument("--reps", type=int, default=5, help=argparse.SUPPRESS)
-    parser.add_argument("--epochs", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     from bench_cpu_kernel import sgemm_worker, worker_process
 

@@ -146,25 +146,12 @@ def add_weight_penalty_grads(p, grad, coef, units, fan_ins, w_off, b_off):
 
 
 @njit(**JIT)
-def update(p, m, v, grad, step, lr, optimizer):
-    """One Keras Adam (or SGD) step; step = optimizer.iterations + 1. All float32."""
-    if optimizer == 1:
-        for j in range(p.shape[0]):
-            p[j] -= grad[j] * lr
-        return
-    b1 = np.float32(0.9)
-    b2 = np.float32(0.999)
+def _adam_alpha(step, lr):
+    """Adam's step size with both bias corrections, lr sqrt(1 - b2^t) / (1 - b1^t) (float32;
+    epsilon stays outside it, as Keras has it)."""
     one = np.float32(1.0)
-    eps = np.float32(1e-7)
     t = np.float32(step)
-    alpha = lr * np.sqrt(one - b2**t) / (one - b1**t)
-    c1 = np.float32(1.0 - 0.9)
-    c2 = np.float32(1.0 - 0.999)
-    for j in range(p.shape[0]):
-        g = grad[j]
-        m[j] += (g - m[j]) * c1
-        v[j] += (g * g - v[j]) * c2
-        p[j] -= (m[j] * alpha) / (np.sqrt(v[j]) + eps)
+    return lr * np.sqrt(one - np.float32(0.999) ** t) / (one - np.float32(0.9) ** t)
 
 
 @njit(**JIT)
@@ -200,11 +187,15 @@ def _adam_segment(p, m, v, grad, start, count, alpha, f1, f2):
 
 @njit(**JIT)
 def _sgd_segment(p, grad, start, count, lr, f1, f2):
-    """`_adam_segment` for SGD: p -= lr (grad + the penalty gradient)."""
+    """`_adam_segment` for SGD: p -= (grad + the penalty gradient) * lr."""
     two = np.float32(2.0)
     s1 = np.float32(0.0)
     s2 = np.float32(0.0)
     w, gg = p[start : start + count], grad[start : start + count]
+    if f1 == 0 and f2 == 0:
+        for j in range(count):
+            w[j] -= gg[j] * lr
+        return s1, s2
     for j in range(count):
         g = (gg[j] + f1 * sign(w[j])) + f2 * (two * w[j])
         x = w[j] - g * lr
@@ -222,11 +213,7 @@ def update_penalized(p, m, v, grad, step, lr, optimizer, coef, units, fan_ins, w
     adds), each norm's sum taken over the new weights as they are written.
     Layout: the hidden layers' kernel and bias segments in order, then the output layer's
     weights (no penalty) to the end of p."""
-    alpha = np.float32(0.0)
-    if optimizer != 1:
-        one = np.float32(1.0)
-        t = np.float32(step)
-        alpha = lr * np.sqrt(one - np.float32(0.999) ** t) / (one - np.float32(0.9) ** t)
+    alpha = _adam_alpha(step, lr)
     total = np.float32(0.0)
     end = 0
     for layer in range(units.shape[0] + 1):
@@ -252,3 +239,14 @@ def update_penalized(p, m, v, grad, step, lr, optimizer, coef, units, fan_ins, w
             total += segment
             end = start + count
     return total
+
+
+@njit(**JIT)
+def update(p, m, v, grad, step, lr, optimizer):
+    """One Keras Adam (or SGD) step on all of p; step = optimizer.iterations + 1. All float32.
+    The tutorial loop's (it adds the penalty gradient itself)."""
+    if optimizer == 1:
+        _sgd_segment(p, grad, 0, p.shape[0], lr, np.float32(0.0), np.float32(0.0))
+    else:
+        _adam_segment(p, m, v, grad, 0, p.shape[0], _adam_alpha(step, lr), np.float32(0.0),
+                      np.float32(0.0))  # fmt: skip

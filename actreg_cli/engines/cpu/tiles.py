@@ -229,6 +229,13 @@ def _tile_sums(builder, v, rows, vectors, masked, start, loop_count, pointers, s
     return sums, is_masked
 
 
+def _store_sums(builder, v, sums, is_masked, c_rows):
+    """sums[r][j] into row r of C (c_rows[r]: the pointer to its first column of the tile)."""
+    for row_sums, c_row in zip(sums, c_rows, strict=True):
+        for j, total in enumerate(row_sums):
+            v.store(builder.load(total), builder.gep(c_row, [_i64(j * LANES)]), is_masked[j])
+
+
 def _matmul_codegen(with_bias):
     def codegen(context, builder, signature, args):
         arrays = (0, 2, 4, 6) if with_bias else (0, 2, 4)
@@ -253,11 +260,8 @@ def _matmul_codegen(with_bias):
                     builder, v, rows, vectors, masked, start, k, [(builder.gep(b, [col]), n)],
                     lambda r, i, _: builder.load(builder.gep(a_rows[r], [i])),
                 )  # fmt: skip
-                for r, row in enumerate(row_index):
-                    c_row = _element(builder, c, row, n, col)
-                    for j in range(vectors):
-                        target = builder.gep(c_row, [_i64(j * LANES)])
-                        v.store(builder.load(sums[r][j]), target, is_masked[j])
+                c_rows = [_element(builder, c, row, n, col) for row in row_index]
+                _store_sums(builder, v, sums, is_masked, c_rows)
 
             _column_tiles(builder, n, columns_tile)
 
@@ -305,10 +309,7 @@ def _tn_codegen(context, builder, signature, args):
                 builder, v, kernel_rows, vectors, masked, start, m, pointers,
                 lambda i, _, current: builder.load(builder.gep(current[0], [_i64(i)])),
             )  # fmt: skip
-            for i in range(kernel_rows):
-                for j in range(vectors):
-                    pointer = builder.gep(c_rows[i], [_i64(j * LANES)])
-                    v.store(builder.load(sums[i][j]), pointer, is_masked[j])
+            _store_sums(builder, v, sums, is_masked, c_rows)
 
         _column_tiles(builder, n, columns_tile)
 
