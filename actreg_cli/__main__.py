@@ -1,3 +1,3 @@
-from actreg_cli.cli import app
+from actreg_cli.cli import main
 
-app(prog_name="actreg")
+main()

@@ -3,6 +3,7 @@ is blamed, user text printed as typed, --runs-dir and --address checks, --versio
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -89,6 +90,27 @@ def test_version_and_short_help() -> None:
     result = invoke("sweep", "-h")
     assert result.exit_code == 0 and "Usage: actreg sweep" in result.stdout
     assert "<bool>" not in result.stdout
+
+
+def test_the_console_script_tunes_the_collector_and_app_leaves_it_alone() -> None:
+    """`actreg` (and python -m actreg_cli) freezes what start-up made and collects young objects
+    less often; a notebook or test calling `app` keeps its own collector settings."""
+    before = gc.get_threshold()
+    assert invoke("--version").exit_code == 0
+    assert gc.get_threshold() == before
+    probe = (
+        "import gc, sys\n"
+        "from actreg_cli.cli import main\n"
+        "sys.argv = ['actreg', '--version']\n"
+        "try:\n    main()\nexcept SystemExit as stop:\n    code = stop.code\n"
+        "print(code, gc.get_threshold()[0], gc.get_freeze_count() > 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-3:] == ["0", "10000", "True"]
+    out = subprocess.run(
+        [sys.executable, "-m", "actreg_cli", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.strip() == f"actreg {__version__}"
 
 
 def test_runs_dir_that_is_a_file_is_bad_input(tmp_path: Path) -> None:

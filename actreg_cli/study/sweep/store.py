@@ -369,12 +369,15 @@ class CellStore:
             records.append(record)
             stored.append(data)
             arrays[f"history_{position}"] = history
-            samples = cell_samples(cell, results)
+            samples = cell_samples(cell, results) if self.task is Task.reconstruction else None
             if samples is not None:
                 for name, value in samples.arrays().items():
                     arrays[f"samples_{position}_{name}"] = value
-        stored = json_safe(stored)  # a diverged run's NaN as null, in memory as on disk
-        text = json.dumps(stored, separators=(",", ":"), allow_nan=False)
+        try:
+            text = json.dumps(stored, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # a diverged run's NaN: null, in memory as on disk
+            stored = json_safe(stored)  # (a walk in Python: only when there is one)
+            text = json.dumps(stored, separators=(",", ":"), allow_nan=False)
         arrays = {"cells": np.frombuffer(text.encode("utf-8"), dtype=np.uint8), **arrays}
         path = self.pack_path([data["hash"] for data in stored])
         write_npz(path, arrays)
