@@ -19,9 +19,11 @@ import numpy as np
 
 def t_quantile(confidence: float, dof: float) -> float:
     """Two-sided Student-t critical value (scipy is a dependency of scikit-learn)."""
-    from scipy import stats
+    # scipy.special's inverse t CDF, the function scipy.stats.t.ppf evaluates (the same
+    # numbers): importing scipy.stats costs ~0.4 s of CPU a command, scipy.special ~0.03 s.
+    from scipy.special import stdtrit
 
-    return float(stats.t.ppf(0.5 + confidence / 2.0, dof))
+    return float(stdtrit(dof, 0.5 + confidence / 2.0))
 
 
 CORRECTED = "corrected resampled t (Nadeau & Bengio)"
@@ -138,9 +140,9 @@ def paired_difference(
 
 
 def _two_sided_p(t: float, dof: float) -> float:
-    from scipy import stats
+    from scipy.special import stdtr  # the t CDF: scipy.stats.t.sf(x) is stdtr(dof, -x)
 
-    return float(2.0 * stats.t.sf(abs(t), dof))
+    return float(2.0 * stdtr(dof, -abs(t)))
 
 
 def is_degenerate(diff: dict[str, float]) -> bool:

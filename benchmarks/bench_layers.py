@@ -41,6 +41,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from targets import record, write  # noqa: E402
 
 STUDIES = {
     "conv": "configs/digits_conv_l1.yaml",
@@ -58,6 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--keras-epochs", type=int, default=20, help="their epochs")
     parser.add_argument("--no-keras", action="store_true", help="fused engine only")
+    parser.add_argument("--json", help="also write the targets' records to this file")
     parser.add_argument(
         "--no-again", action="store_true", help="skip the second (compiled) fused call"
     )
@@ -312,12 +316,13 @@ def main() -> None:
         bounds.append((study, fused))
     print()
     print("\n".join(rows))
-    print_bounds(bounds)
+    write(args.json, print_bounds(bounds))
 
 
-def print_bounds(bounds: list[tuple[str, dict]]) -> None:
+def print_bounds(bounds: list[tuple[str, dict]]) -> list[dict]:
     """The fused engine's CPU per model-epoch against the FLOP bound: the FLOPs counted from the
-    shapes (`flops_per_model_epoch`) at the one-thread float32 matmul rate measured now."""
+    shapes (`flops_per_model_epoch`) at the one-thread float32 matmul rate measured now.
+    Returns the records of the studies with an aim (targets.record)."""
     from bench_cpu_kernel import worker_process
 
     from actreg_cli.versions import machine_info
@@ -329,6 +334,7 @@ def print_bounds(bounds: list[tuple[str, dict]]) -> None:
     print("| study | kFLOP/model-epoch | bound µs | fused compiled µs CPU | / bound "
           "| first call µs CPU (compiling) | / bound | aim |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---|")
+    records = []
     for study, fused in bounds:
         bound_us = fused["flops"] / (gflops * 1e9) * 1e6
         n = fused["models"] * fused["epochs"]
@@ -343,6 +349,19 @@ def print_bounds(bounds: list[tuple[str, dict]]) -> None:
             f"| {study} | {fused['flops'] / 1e3:,.0f} | {bound_us:.0f} | {compiled:,.0f} | "
             f"{compiled / bound_us:.1f}x | {first:,.0f} | {first / bound_us:.1f}x | {verdict} |"
         )
+        if aim is not None:
+            records.append(
+                record(
+                    "3",
+                    f"{study} study on the fused engine, compiled",
+                    compiled / bound_us,
+                    aim,
+                    "x FLOP bound",
+                    f"{compiled:,.0f} µs CPU a model-epoch, bound {bound_us:.0f} µs; with its "
+                    f"compilation {first / bound_us:.1f}x",
+                )
+            )
+    return records
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from targets import record, write  # noqa: E402
 
 from actreg_cli.versions import machine_info  # noqa: E402
 
@@ -88,8 +91,10 @@ def main() -> None:
     parser.add_argument(
         "--engines", default="auto", help="comma-separated engines, a column each (auto,jax,...)"
     )
+    parser.add_argument("--json", help="also write the targets' records to this file")
     args = parser.parse_args()
     engines = [name for name in args.engines.split(",") if name]
+    records = []
     only = {name for name in args.only.split(",") if name}
     configs = [
         path for path in sorted((REPO / "configs").glob("*.yaml")) if not only or path.stem in only
@@ -127,7 +132,18 @@ def main() -> None:
             label_mb = f"{mb:.0f}" + (f" ({result['label']})" if "label" in result else "")
             label_mb += f", {result['cpu_s']:.1f} s CPU"
             cells.append(f"{label_mb} | {'yes' if mb <= TARGET_MB else 'no'}")
+            records.append(
+                record(
+                    "3, 6" if path.stem == "digits_conv_l1" else "6",  # item 3: Conv2D's too
+                    f"peak memory of {label} on {result.get('label', engine)}",
+                    mb,
+                    TARGET_MB,
+                    "MiB",
+                    f"`actreg {result['command']}`, {result['cpu_s']:.1f} s CPU",
+                )
+            )
         print(f"| {label} | {command} | " + " | ".join(cells) + " |", flush=True)
+    write(args.json, records)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,19 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 
-from actreg_cli.stats import describe, difference, holm, is_degenerate, paired_difference
+from actreg_cli.stats import (
+    _two_sided_p,
+    describe,
+    difference,
+    holm,
+    is_degenerate,
+    paired_difference,
+    t_quantile,
+)
 
 
 def test_describe_matches_scipy() -> None:
@@ -136,3 +146,16 @@ def test_corrected_interval_widens_every_kind_by_the_same_factor() -> None:
         welch["ci_high"] - welch["ci_low"]
         > difference(a, b)["ci_high"] - difference(a, b)["ci_low"]
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    dof=st.floats(min_value=0.5, max_value=1e6, allow_nan=False),
+    confidence=st.floats(min_value=0.01, max_value=0.999999),
+    t=st.floats(min_value=-1e4, max_value=1e4, allow_nan=False),
+)
+def test_t_quantile_and_p_value_are_scipy_stats_numbers(dof, confidence, t) -> None:
+    """The intervals and p-values come from scipy.special (a tenth of scipy.stats' import):
+    the same numbers, bit for bit, as scipy.stats.t gives."""
+    assert t_quantile(confidence, dof) == float(sps.t.ppf(0.5 + confidence / 2.0, dof))
+    assert _two_sided_p(t, dof) == float(2.0 * sps.t.sf(abs(t), dof))
