@@ -18,7 +18,7 @@ FLOP bounds are measured in the same runs (each benchmark measures the one-threa
 next to its timings). Timings on a shared machine vary by 10-20% between runs: a value near
 its aim needs several runs before it is called met.
 
-Run:    python3 benchmarks/bench_targets.py                  (~10 minutes on 2 cores)
+Run:    python3 benchmarks/bench_targets.py                  (~4-5 minutes on 2 cores)
         python3 benchmarks/bench_targets.py --items 3,4      (some of them)
 """
 
