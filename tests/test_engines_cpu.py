@@ -392,6 +392,25 @@ def test_compiled_code_is_cached_on_disk_and_reused(tmp_path: Path) -> None:
     assert any(Path(cpu_kernel.train_models._cache._cache_path).glob("kernel.train_models-*.nbi"))
 
 
+def test_a_change_to_any_module_of_the_loops_compiles_them_anew() -> None:
+    """Numba stamps train_models' cached code with kernel.py alone, but that code holds
+    functions from every module of the loops: its stamp also carries a digest of them all, so
+    that an update of step.py (say) without kernel.py cannot load stale loops."""
+    from actreg_cli.engines.cpu import kernel as cpu_kernel
+    from actreg_cli.engines.cpu.engine import compile_note
+
+    CpuEngine().train([TrainJob(_experiment(epochs=2), 1)])  # the index holds this version
+    cache_file = cpu_kernel.train_models._cache._cache_file
+    stamp = cache_file._source_stamp
+    assert stamp[1] == cpu_kernel.sources_digest()
+    assert compile_note() is None
+    try:
+        cache_file._source_stamp = (stamp[0], "0" * 64)  # as if a module had changed since
+        assert compile_note() is not None  # the cached loops are not this version's
+    finally:
+        cache_file._source_stamp = stamp
+
+
 def test_unsupported_is_what_is_not_an_mlp_or_not_compilable() -> None:
     """Every data source and task of the MLP shorthand is trained; what is refused (and sent
     to another engine by `auto`) is not an MLP, or a custom function, named in one line."""

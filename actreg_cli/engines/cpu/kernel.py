@@ -30,18 +30,23 @@ loss is the task's loss averaged over the batch plus the penalties on the curren
 gradients follow TensorFlow's registered gradients (sign(0) = 0, ReluGrad from the output);
 Adam with epsilon outside the bias correction, all in float32.
 
-Numba's disk cache checks only the source file of the function it loads: train_models' cached
-code holds every function it calls (from the modules here, and weights.epoch_permutation) and
-is loaded while kernel.py is unchanged (engine.compile_note reads its index). After editing
-one of those other files in place (an install or update writes every file anew), delete the
-cached code (`__pycache__/*.nbi` and `*.nbc` here, or the NUMBA_CACHE_DIR folder).
+Numba's disk cache checks only the source file of the function it loads (a stamp of kernel.py
+alone), but train_models' cached code holds every function it calls, from the modules
+here and weights.epoch_permutation: after an update that changes one of them and not kernel.py
+(a `git pull` on an editable install), the stale loops would load. So its stamp also carries a
+digest of those modules' source (`_stamp_every_source`): any change there compiles anew
+(engine.compile_note reads the same index, so it says so).
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 from numba import njit, prange
 
+from actreg_cli import weights
 from actreg_cli.engines.cpu.general_loop import block_buffers, final_outputs, train_rows
 from actreg_cli.engines.cpu.tutorial_loop import train_relu2
 from actreg_cli.engines.cpu.vmath import JIT, flush_denormals, restore_denormals
@@ -150,3 +155,26 @@ def train_models(
         final[c] = p
         restore_denormals(denormals)
     return rows_out, probe, outputs, final, final_rows, trained
+
+
+def sources_digest() -> str:
+    """sha256 of the source of every module train_models' compiled code comes from: the cpu
+    engine's modules and weights.py (epoch_permutation is compiled from it)."""
+    digest = hashlib.sha256()
+    for path in [*sorted(Path(__file__).parent.glob("*.py")), Path(weights.__file__)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _stamp_every_source() -> None:
+    """Add `sources_digest()` to the stamp Numba keeps train_models' cached code under (its
+    index is read at the first call, or by engine.compile_note: a stamp that differs makes it
+    compile and overwrite the cache). Numba's private cache object: where it is not there
+    (another Numba), its own stamp stays."""
+    cache_file = getattr(getattr(train_models, "_cache", None), "_cache_file", None)
+    stamp = getattr(cache_file, "_source_stamp", None)
+    if stamp is not None:  # any picklable value Numba compares for equality
+        cache_file._source_stamp = (stamp, sources_digest())
+
+
+_stamp_every_source()
