@@ -173,8 +173,13 @@ def _stamp_every_source() -> None:
     (another Numba), its own stamp stays."""
     cache_file = getattr(getattr(train_models, "_cache", None), "_cache_file", None)
     stamp = getattr(cache_file, "_source_stamp", None)
-    if stamp is not None:  # any picklable value Numba compares for equality
-        cache_file._source_stamp = (stamp, sources_digest())
+    if stamp is None:
+        return
+    try:
+        digest = sources_digest()
+    except OSError:  # sources not readable as files (a zipped install): Numba's stamp alone
+        return
+    cache_file._source_stamp = (stamp, digest)  # any picklable value Numba compares for equality
 
 
 _stamp_every_source()
