@@ -147,7 +147,7 @@ def resolve_engines(cells: Sequence[Cell], engine: str) -> tuple[dict[str, str],
     # that differ only in strengths share one decision (a 1000-strength grid decides twice).
     decided: dict[tuple, tuple[str, str | None]] = {}
     for cell in cells:
-        key = (cell.baseline, *((k, repr(v)) for k, v in cell.values.items() if not _strength(k)))
+        key = _all_but_strengths(cell)
         if key not in decided:
             chosen, why = select_engine(name, [cell.config], numbers=False)
             decided[key] = (chosen.name, why)
@@ -161,6 +161,12 @@ def resolve_engines(cells: Sequence[Cell], engine: str) -> tuple[dict[str, str],
 def _strength(key: str) -> bool:
     """Whether a swept key is a regularizer's strength (regularizers.N.strength, or a layer's)."""
     return key.rsplit(".", 1)[-1] == "strength"
+
+
+def _all_but_strengths(cell: Cell) -> tuple:
+    """What a cell is, its regularizers' strengths left out: cells with the same key have the
+    same data, network and task."""
+    return (cell.baseline, *((k, repr(v)) for k, v in cell.values.items() if not _strength(k)))
 
 
 def _cell_list(ids: Sequence[str]) -> str:
@@ -272,7 +278,13 @@ def check_one_task(
     from actreg_cli.models.plan import check_model
 
     tasks: dict[Task, str] = {}
+    checked: set[tuple] = set()
     for cell in cells:
+        # A strength changes neither the data nor the network: one check for the cells that
+        # differ only in strengths (~50 us a check: 1000 cells of a strength grid, 0.05 s).
+        if (key := _all_but_strengths(cell)) in checked:
+            continue
+        checked.add(key)
         where = f"{origin}: cell {cell.id} ({cell.label or 'no swept keys'})"
         tasks.setdefault(
             check_model(cell.config, where, build_own_model=build_own_model).task, cell.id
