@@ -12,10 +12,10 @@ summary, contrasts, report.md/html, sweep.png, sparsity.png), the printed table,
 (planning, sweep.yaml, hashing, imports after start-up), next to the 20% target.
 
 Run:    python3 benchmarks/bench_sweep_overhead.py [--cells 1000] [--epochs 500]
-Expect: (2-core AMD EPYC, 2026-12-04 evening) ~5.6-6.1 s CPU of which ~4.4-4.9 s trains (0.1 s
-        of it loading the engine); storing cells ~0.22 s, the report ~0.7-0.87 s (matplotlib's
-        import and two figures ~0.6 s of it), the rest ~0.25 s: 20.0-21.8% outside training in
-        three runs, against the 20% target.
+Expect: (2-core AMD EPYC, 2026-12-04 night) ~5.6-6.5 s CPU of which ~4.4-5.3 s trains (0.1 s of
+        it loading the engine); storing cells ~0.21-0.24 s, the report ~0.67-0.87 s
+        (matplotlib's import and two figures ~0.6 s of it), the rest ~0.22-0.26 s: 1.15-1.34 s
+        outside training, 18.6-21.8% of the CPU in seven runs, against the 20% target.
 """
 
 from __future__ import annotations
