@@ -249,8 +249,8 @@ def update(p, m, v, grad, step, lr, optimizer):
     The same formulas as `_adam_alpha` and `_adam_segment`, kept as their own loop: compiled
     there (over a slice, with the penalty branch beside it), the same expressions fuse into
     other multiply-adds, and the tutorial family's results (the README's table, checked by
-    benchmarks/readme_tutorial.py --check and a slow test) move in their last digits: 0.817
-    -> 0.813 test accuracy for L1 before the ReLU, batch_sum."""
+    tests/test_readme.py and benchmarks/readme_tutorial.py --check) move in their last
+    digits: 0.817 -> 0.813 test accuracy for L1 before the ReLU, batch_sum."""
     if optimizer == 1:
         for j in range(p.shape[0]):
             p[j] -= grad[j] * lr

@@ -281,7 +281,7 @@ def check_one_task(
     checked: set[tuple] = set()
     for cell in cells:
         # A strength changes neither the data nor the network: one check for the cells that
-        # differ only in strengths (~50 us a check: 1000 cells of a strength grid, 0.05 s).
+        # differ only in strengths (a Keras model of your own is built once for them).
         if (key := _all_but_strengths(cell)) in checked:
             continue
         checked.add(key)
