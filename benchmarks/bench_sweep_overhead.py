@@ -29,7 +29,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from targets import record, write  # noqa: E402
@@ -75,6 +74,7 @@ args = ["sweep", "configs/circles_l1_before_relu.yaml", "--grid",
         "--engine", "cpu", "--runs-dir", runs]
 sys.argv = ["actreg", *args]
 start, wall = time.process_time(), time.perf_counter()
+code = 0
 try:
     main()  # the console script's entry, with its garbage-collector settings
 except SystemExit as stop:
