@@ -156,10 +156,13 @@ def worker(kind: str, args: argparse.Namespace, **extra) -> dict:
     return worker_process(__file__, kind, options, **extra)
 
 
-def worker_process(script: str, kind: str, options: list[str], **extra) -> dict:
+def worker_process(
+    script: str, kind: str, options: list[str], coretype: str | None = None, **extra
+) -> dict:
     """Run `script --worker KIND OPTIONS --key value ...` in a fresh process (the sgemm worker on
-    one BLAS thread: one core's rate) and return the JSON of its last line of output; exit
-    with its error output if it fails."""
+    one BLAS thread: one core's rate; with `coretype`, OpenBLAS's kernels for that CPU, e.g.
+    "Haswell": AVX2 and FMA alone) and return the JSON of its last line of output; exit with
+    its error output if it fails."""
     command = [sys.executable, script, "--worker", kind, *options]
     for key, value in extra.items():
         command += [f"--{key}", str(value)]
@@ -167,6 +170,8 @@ def worker_process(script: str, kind: str, options: list[str], **extra) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     if kind == "sgemm":  # one core's rate
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{kind} worker failed:\n{done.stderr[-4000:]}")

@@ -99,7 +99,9 @@ def train_models(
     w_off = np.empty(n_layers, np.int64)
     b_off = np.empty(n_layers, np.int64)
     h_off = np.empty(n_layers + 1, np.int64)
-    offset = 0
+    # int64 from the start: a literal 0 here would have Numba's type inference compile the
+    # callees that take out_w once more, for Literal[int](0), on a pass whose result it drops.
+    offset = np.int64(0)
     h_off[0] = 0
     for layer in range(n_layers):
         fan_ins[layer] = n_in if layer == 0 else units[layer - 1]

@@ -336,7 +336,7 @@ def train_relu2(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, c
     test_factors = np.zeros(4, np.float32)
     scratch = np.zeros(2, np.float32)
     bits = np.zeros(width, np.int32)
-    sums = 0
+    sums = np.int64(0)  # not a literal 0: see kernel.py's offset
     for col in (BEFORE_MEAN_L1, BEFORE_SUM_L1, AFTER_MEAN_L1, AFTER_SUM_L1):
         if coef[0, col] != 0:
             sums = 1
