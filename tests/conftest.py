@@ -38,6 +38,43 @@ def ctrl_c_reaches_the_tests():
     yield
 
 
+#: Environment variable naming a folder that the xdist workers of one test run share.
+SHARED_ENV = "ACTREG_TESTS_SHARED"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_folder(tmp_path_factory):
+    """Under pytest-xdist, the parent of the workers' temporary folders (the same for every
+    worker of a run, removed with pytest's other old temporary folders) in SHARED_ENV, for
+    `computed_once`."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ[SHARED_ENV] = str(tmp_path_factory.getbasetemp().parent)
+    yield
+
+
+def computed_once(key: str, compute):
+    """`compute()`'s value, computed by one worker of the run and read back by the others: a
+    Keras reference that tests in two files compare with would otherwise train in both
+    workers (model.fit: ~15 s each). A worker that asks while another computes it waits for
+    that one. Outside xdist, it just computes (callers cache it in the process)."""
+    import fcntl
+    import pickle
+
+    folder = os.environ.get(SHARED_ENV)
+    if not folder:
+        return compute()
+    path = Path(folder) / f"computed-{key}.pkl"
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if path.exists():
+            return pickle.loads(path.read_bytes())
+        value = compute()
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(pickle.dumps(value))
+        partial.replace(path)
+        return value
+
+
 def invoke(*args):
     """`actreg ARGS...` through typer's CliRunner (paths and numbers as strings)."""
     from typer.testing import CliRunner

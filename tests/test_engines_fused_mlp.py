@@ -12,6 +12,7 @@ import functools
 
 import numpy as np
 import pytest
+from conftest import computed_once
 
 from actreg_cli.config import ExperimentConfig, validate_mapping
 from actreg_cli.engines.base import EngineUnsupported, TrainJob
@@ -85,8 +86,12 @@ def fused_tutorial_results():
 @functools.cache
 def keras_tutorial_result(case: str):
     """The keras engine's training of a tutorial case (100 epochs of model.fit, ~10 s): the
-    reference the fused and the cpu engines are both held to, trained once per session."""
-    return KerasEngine().train([TrainJob(experiment(TUTORIAL_CASES[case]), SEED)])[0]
+    reference the fused and the cpu engines are both held to (tests/test_engines_cpu.py),
+    trained once per run, whichever worker asks first."""
+    return computed_once(
+        f"keras-tutorial-{case}",
+        lambda: KerasEngine().train([TrainJob(experiment(TUTORIAL_CASES[case]), SEED)])[0],
+    )
 
 
 #: Tutorial cases whose Keras reference (~15 s of model.fit each) runs only with the slow
