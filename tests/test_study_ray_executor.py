@@ -253,13 +253,19 @@ class RecordedProgress:
 
 # The fused engine (the default) trains the whole grid as one chunk; keras makes one per cell
 # (a TensorFlow start-up in each Ray worker: ~90 s, so `slow`); jax tasks run in Ray workers of
-# their own on Keras's JAX backend (locally, in a JAX worker process).
+# their own on Keras's JAX backend (locally, in a JAX worker process): 32-37 s of the suite's
+# ~10 minutes on a 2-core Intel Xeon, so `slow` too (the jax engine's worker process is tested
+# without Ray in tests/test_engines_jax.py, Ray's chunks with the fused engine here).
 JAX = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax")
 
 
 @pytest.mark.parametrize(
     "engine",
-    [pytest.param("keras", marks=pytest.mark.slow), "fused", pytest.param("jax", marks=JAX)],
+    [
+        pytest.param("keras", marks=pytest.mark.slow),
+        "fused",
+        pytest.param("jax", marks=[JAX, pytest.mark.slow]),
+    ],
 )
 def test_a_sweep_through_ray_stores_the_same_results_as_a_local_one(
     ray_instance, sweep_file, references, tmp_path, engine
