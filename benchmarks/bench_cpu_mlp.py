@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from targets import peak_rss_mb, record, write  # noqa: E402
+from targets import peak_rss_mb, record, run_main, write  # noqa: E402
 
 #: The aim: cpu engine CPU time per model-epoch over the FLOP bound, 1.4x for the tutorial
 #: family (issue 23, item 1).
@@ -371,4 +371,4 @@ def auto_choice(shape: str, epochs: int) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from targets import record, write  # noqa: E402
+from targets import record, run_main, write  # noqa: E402
 
 CONFIG = REPO / "configs" / "circles_l1_before_relu.yaml"
 TARGET_CPU_S = 3.0
@@ -153,4 +153,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

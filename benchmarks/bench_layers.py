@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from targets import record, write  # noqa: E402
+from targets import record, run_main, write  # noqa: E402
 
 STUDIES = {
     "conv": "configs/digits_conv_l1.yaml",
@@ -365,4 +365,4 @@ def print_bounds(bounds: list[tuple[str, dict]]) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from targets import record, write  # noqa: E402
+from targets import record, run_main, write  # noqa: E402
 
 from actreg_cli.versions import machine_info  # noqa: E402
 
@@ -147,4 +147,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

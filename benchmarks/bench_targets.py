@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from targets import run_main
+
 HERE = Path(__file__).resolve().parent
 
 #: (items, script, its options): the runs, in order.
@@ -82,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -8,6 +8,8 @@ the aim is met, and a detail (what the value is next to: the FLOP bound, the oth
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,13 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Run a benchmark's `main`: Ctrl-C ends it with "interrupted" and exit code 130 (its
+    worker processes get the same SIGINT from the terminal), not a traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        raise SystemExit(130) from None
