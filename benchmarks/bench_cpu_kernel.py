@@ -144,7 +144,14 @@ def sgemm_worker(args: argparse.Namespace) -> dict:
         t = time.perf_counter()
         a @ a
         times.append(time.perf_counter() - t)
-    return {"gflops": 2 * 1024**3 / min(times) / 1e9}
+    # Which kernels the BLAS chose (OPENBLAS_CORETYPE, when the caller set it, shows here).
+    from threadpoolctl import threadpool_info
+
+    kernels = [i.get("architecture") or i.get("internal_api") for i in threadpool_info()]
+    return {
+        "gflops": 2 * 1024**3 / min(times) / 1e9,
+        "architecture": ", ".join(k for k in kernels if k) or "unknown",
+    }
 
 
 # ---------------------------------------------------------------------------------------------

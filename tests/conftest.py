@@ -43,12 +43,18 @@ SHARED_ENV = "ACTREG_TESTS_SHARED"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def shared_folder(tmp_path_factory):
-    """Under pytest-xdist, the parent of the workers' temporary folders (the same for every
-    worker of a run, removed with pytest's other old temporary folders) in SHARED_ENV, for
-    `computed_once`."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        os.environ[SHARED_ENV] = str(tmp_path_factory.getbasetemp().parent)
+def shared_folder(request, tmp_path_factory):
+    """Under pytest-xdist, a folder of this run's own beside the workers' temporary folders
+    (named after the run's id, which every worker of it gets; removed with pytest's other old
+    temporary folders) in SHARED_ENV, for `computed_once`; without xdist, none (a value
+    inherited from another run is dropped)."""
+    run_id = getattr(request.config, "workerinput", {}).get("testrunuid")
+    if run_id:
+        folder = tmp_path_factory.getbasetemp().parent / f"shared-{run_id}"
+        folder.mkdir(exist_ok=True)
+        os.environ[SHARED_ENV] = str(folder)
+    else:
+        os.environ.pop(SHARED_ENV, None)
     yield
 
 
@@ -57,12 +63,12 @@ def computed_once(key: str, compute):
     Keras reference that tests in two files compare with would otherwise train in both
     workers (model.fit: ~15 s each). A worker that asks while another computes it waits for
     that one. Outside xdist, it just computes (callers cache it in the process)."""
-    import fcntl
-    import pickle
-
     folder = os.environ.get(SHARED_ENV)
     if not folder:
         return compute()
+    import fcntl  # POSIX: xdist runs of this suite are on Linux and macOS
+    import pickle
+
     path = Path(folder) / f"computed-{key}.pkl"
     with open(path.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes

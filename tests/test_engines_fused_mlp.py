@@ -85,7 +85,7 @@ def fused_tutorial_results():
 
 @functools.cache
 def keras_tutorial_result(case: str):
-    """The keras engine's training of a tutorial case (100 epochs of model.fit, ~10 s): the
+    """The keras engine's training of a tutorial case (100 epochs of model.fit, 10-17 s): the
     reference the fused and the cpu engines are both held to (tests/test_engines_cpu.py),
     trained once per run, whichever worker asks first."""
     return computed_once(

@@ -452,7 +452,7 @@ def print_item(text: str) -> None:
 
 def note_first_compile(engine_names: Iterable[str]) -> None:
     """Before a progress bar: say when the cpu engine is about to compile its loops (the bar
-    would sit at 0 for ~30 s without a word)."""
+    would sit at 0 for about a minute without a word)."""
     if "cpu" in set(engine_names):
         from actreg_cli.engines.cpu.engine import compile_note
 

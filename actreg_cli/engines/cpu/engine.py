@@ -81,8 +81,8 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
 def compile_note() -> str | None:
     """One line for the command line to show before training when Numba's disk cache holds no
     compiled loop for this version of kernel.py (after an install or an update: the first
-    call then compiles for ~30 s, which a progress bar would show as a stall); None when it
-    does, or when Numba's cache internals cannot be read (then nothing is guessed). The cached
+    call then compiles for about a minute, which a progress bar would show as a stall); None
+    when it does, or when Numba's cache internals cannot be read (then nothing is guessed). The cached
     train_models holds every function it calls, from every module of the loops: loaded, it
     compiles nothing else."""
     from actreg_cli.engines.cpu import kernel as cpu_kernel
