@@ -7,14 +7,14 @@ the fused engine's XLA compile) is not timed, the timed calls after it give medi
 Before any shape, a process of its own compiles the cpu engine's loops if Numba's disk cache
 holds none (once after an install or update: about a minute of CPU), so that no shape's job
 pays it. Reported per model-epoch: process CPU time, wall time, the FLOPs of a model-epoch
-counted from the shapes (`flops_per_model_epoch`: forward and
-backward of the train rows, forward of the test and validation rows, the optimizer steps) and
-CPU time over the FLOP bound: those FLOPs at the single-thread float32 matmul rate measured in
-the same run (numpy sgemm 1024^3, one BLAS thread; bench_cpu_kernel.py's sgemm worker).
+counted from the shapes (`flops_per_model_epoch`: forward and backward of the train rows,
+forward of the test and validation rows, the optimizer steps) and CPU time over the FLOP
+bound: those FLOPs at the single-thread float32 matmul rate measured in the same run (numpy
+sgemm 1024^3, one BLAS thread; bench_cpu_kernel.py's sgemm worker).
 Next to it the bound at OpenBLAS's AVX2 rate (its Haswell kernels): the cpu engine's loops are
 compiled for AVX2 and FMA on every CPU, so that a seed gives the same numbers everywhere
 (engines/cpu/target.py). On an AMD EPYC (Zen 4) the two rates are about equal; on an Intel
-Xeon with 512-bit FMA units the AVX2 rate was 96 GFLOP/s against 151 (2026-12-04).
+Xeon with 512-bit FMA units it was 95-99 GFLOP/s against 134-151 (2026-12-04).
 The target: the cpu engine at <= 2x its FLOP bound on every shape.
 
 Run:   python3 benchmarks/bench_cpu_mlp.py                 (~3 minutes on 2 cores)
