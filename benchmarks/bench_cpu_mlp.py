@@ -363,8 +363,9 @@ def main() -> None:
         f"\ncpu target: CPU / bound <= {TARGET_RATIO:g}x, the tutorial family "
         f"<= {TARGET_RATIOS['tutorial']:g}x (ok / over); auto picks: what `--engine auto` "
         f"chooses for the shape's 30 models (engines/costs.py), '(slower)' where the other "
-        f"engine's process took less CPU for the job (imports, loading the cpu engine's loops or "
-        f"XLA's compile, the 30 models' first training). {time.perf_counter() - start:.0f} s in all."
+        f"engine's process took less CPU for the job (imports, loading the cpu engine's loops "
+        f"or XLA's compile, the 30 models' first training). "
+        f"{time.perf_counter() - start:.0f} s in all."
     )
     write(args.json, records)
 

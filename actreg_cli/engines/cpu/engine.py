@@ -82,9 +82,9 @@ def compile_note() -> str | None:
     """One line for the command line to show before training when Numba's disk cache holds no
     compiled loop for this version of kernel.py (after an install or an update: the first
     call then compiles for about a minute, which a progress bar would show as a stall); None
-    when it does, or when Numba's cache internals cannot be read (then nothing is guessed). The cached
-    train_models holds every function it calls, from every module of the loops: loaded, it
-    compiles nothing else."""
+    when it does, or when Numba's cache internals cannot be read (then nothing is guessed).
+    The cached train_models holds every function it calls, from every module of the loops:
+    loaded, it compiles nothing else."""
     from actreg_cli.engines.cpu import kernel as cpu_kernel
 
     try:  # Numba's own check: an index written for kernel.py's stamp, with an entry compiled
