@@ -1,4 +1,5 @@
-"""The shipped layer studies through the fused engine, against the Keras engine side by side.
+"""The shipped layer studies through the fused and cpu engines, against the Keras engine side by
+side.
 
 Each measurement runs in its own Python process (fresh compile caches, as `actreg sweep` gets):
 
@@ -6,6 +7,10 @@ Each measurement runs in its own Python process (fresh compile caches, as `actre
           its cells x repeats x epochs, one call, as the sweep runner makes it): wall and process
           CPU time of the whole call (tracing and XLA compilation included; TensorFlow's import
           not, it is printed apart), and the same call again in the same process (compiled).
+  cpu     CpuEngine().train on the same models, where the cpu engine trains the study (the
+          Conv2D study: engines/cpu/conv_loop.py): the first call (which loads the compiled
+          loop from Numba's disk cache, or compiles it once after an install: its first-call
+          figure then includes about half a minute of compiling) and the same call again.
   keras   KerasEngine().train (the reference: model.fit on the TensorFlow backend, the engine a
           study falls back to without the fused engine) on the first --keras-models models of
           the same study (its config otherwise) at --keras-epochs epochs and at a quarter of
@@ -20,11 +25,12 @@ Run:     python3 benchmarks/bench_layers.py                    (conv study, ~3-4
                   activity sums of every layer, side by side with the penalized ones only)
          python3 benchmarks/bench_layers.py --no-keras --tf-pool    (fused pooling with
                   tf.nn.max_pool2d, side by side with tiled windows as a reshape and a max)
-Prints a markdown table, then the fused engine's CPU per model-epoch against the FLOP bound (the
+Prints a markdown table, then each engine's CPU per model-epoch against the FLOP bound (the
 FLOPs counted from the layer shapes, `flops_per_model_epoch`, at the one-thread float32 matmul
 rate measured in the same run), compiled and with its first call's compilation, next to the
-aims (Conv2D <= 5x, LSTM <= 2.5x). Timings on a shared machine vary by 20% or more between
-runs; process CPU time is printed next to wall time.
+aims (Conv2D <= 5x, LSTM <= 2.5x), which the engine `auto` picks for the study is held to.
+Timings on a shared machine vary by 20% or more between runs; process CPU time is printed next
+to wall time.
 """
 
 from __future__ import annotations
@@ -78,7 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "select-and-scatter for its gradient), as before it pooled tiled windows as a reshape "
         "and a max (a row before the fused row)",
     )  # fmt: skip
-    parser.add_argument("--worker", choices=["keras", "fused", *VARIANTS], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=["keras", "fused", "cpu", *VARIANTS], help=argparse.SUPPRESS
+    )
     return parser.parse_args(argv)
 
 
@@ -199,6 +207,45 @@ def fused_worker(args: argparse.Namespace, variant: str | None = None) -> dict:
     }
 
 
+def cpu_worker(args: argparse.Namespace) -> dict:
+    """The cpu engine's calls (no TensorFlow in this process)."""
+    from actreg_cli.engines.cpu.engine import CpuEngine, compile_note
+
+    jobs, epochs = study_jobs(args.study)
+    compiles = compile_note([job.config for job in jobs]) is not None
+    results = []
+    first = _timed(lambda: results.extend(CpuEngine().train(jobs)))
+    again = (math.nan, math.nan) if args.no_again else _timed(lambda: CpuEngine().train(jobs))
+    return {
+        "models": len(jobs),
+        "epochs": epochs,
+        "flops": statistics.mean(flops_per_model_epoch(job) for job in jobs),
+        "import_s": 0.0,
+        "compiled_first": float(compiles),
+        "wall_s": first[0],
+        "cpu_s": first[1],
+        "compiled_wall_s": again[0],
+        "compiled_cpu_s": again[1],
+        "test_metric_mean": statistics.mean(
+            r.test_accuracy if r.test_accuracy == r.test_accuracy else r.test_mse for r in results
+        ),
+    }
+
+
+def auto_pick(study: str) -> str:
+    """The engine `actreg sweep` runs the study on (engines.select_engine, `auto`)."""
+    from actreg_cli.engines import select_engine
+
+    engine, _ = select_engine("auto", [job.config for job in study_jobs(study)[0]])
+    return engine.name
+
+
+def cpu_trains(study: str) -> bool:
+    from actreg_cli.engines.cpu.engine import unsupported_reason
+
+    return all(unsupported_reason(job.config) is None for job in study_jobs(study)[0])
+
+
 def keras_worker(args: argparse.Namespace) -> dict:
     """The first --keras-models models at --keras-epochs epochs, and again at a quarter of
     them: the difference gives the cost of an epoch, the rest the per-model cost of building,
@@ -269,6 +316,9 @@ def main() -> None:
     if args.worker == "keras":
         print(json.dumps(keras_worker(args)))
         return
+    if args.worker == "cpu":
+        print(json.dumps(cpu_worker(args)))
+        return
     studies = list(STUDIES) if args.study == "all" else [args.study]
     print(
         f"# Layer studies on {os.cpu_count()} CPU cores (load average now "
@@ -313,16 +363,27 @@ def main() -> None:
             + " |"
         )
         print(f"{study}: fused {fused}", flush=True)
-        bounds.append((study, fused))
+        pick = auto_pick(study)
+        bounds.append((study, "fused", fused, pick == "fused"))
+        if cpu_trains(study):
+            cpu = measure("cpu", study, args)
+            rows.append(
+                f"| {study}, cpu engine | {int(cpu['models'])} x {int(cpu['epochs'])} | "
+                f"{cpu['wall_s']:.1f} ({cpu['cpu_s']:.1f}) | "
+                f"{cpu['compiled_wall_s']:.1f} ({cpu['compiled_cpu_s']:.1f}) | - | - | - |"
+            )
+            print(f"{study}: cpu {cpu}", flush=True)
+            bounds.append((study, "cpu", cpu, pick == "cpu"))
     print()
     print("\n".join(rows))
     write(args.json, print_bounds(bounds))
 
 
-def print_bounds(bounds: list[tuple[str, dict]]) -> list[dict]:
-    """The fused engine's CPU per model-epoch against the FLOP bound: the FLOPs counted from the
+def print_bounds(bounds: list[tuple[str, str, dict, bool]]) -> list[dict]:
+    """Each engine's CPU per model-epoch against the FLOP bound: the FLOPs counted from the
     shapes (`flops_per_model_epoch`) at the one-thread float32 matmul rate measured now.
-    Returns the records of the studies with an aim (targets.record)."""
+    bounds: (study, engine, its worker's result, whether `auto` picks that engine). Returns
+    the records (targets.record) of the studies with an aim, on the engine auto picks."""
     from bench_cpu_kernel import worker_process
 
     from actreg_cli.versions import machine_info
@@ -331,34 +392,40 @@ def print_bounds(bounds: list[tuple[str, dict]]) -> list[dict]:
     gflops = worker_process(script, "sgemm", ["--epochs", "1", "--reps", "1"])["gflops"]
     print(f"\nFLOP rate: {gflops:.0f} GFLOP/s (float32 matmul, one thread, measured now; "
           f"{machine_info()['cpu']})\n")  # fmt: skip
-    print("| study | kFLOP/model-epoch | bound µs | fused compiled µs CPU | / bound "
-          "| first call µs CPU (compiling) | / bound | aim |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| study | engine | kFLOP/model-epoch | bound µs | compiled µs CPU | / bound "
+          "| first call µs CPU | / bound | aim (auto's pick) |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     records = []
-    for study, fused in bounds:
-        bound_us = fused["flops"] / (gflops * 1e9) * 1e6
-        n = fused["models"] * fused["epochs"]
-        compiled, first = fused["compiled_cpu_s"] / n * 1e6, fused["cpu_s"] / n * 1e6
-        aim = TARGETS.get(study)
+    for study, engine, result, picked in bounds:
+        bound_us = result["flops"] / (gflops * 1e9) * 1e6
+        n = result["models"] * result["epochs"]
+        compiled, first = result["compiled_cpu_s"] / n * 1e6, result["cpu_s"] / n * 1e6
+        aim = TARGETS.get(study) if picked else None
         verdict = (
             "-"
             if aim is None
             else f"<= {aim}x: {'met' if compiled / bound_us <= aim else 'not met'}"
         )
+        # The cpu engine's first call loads its compiled loop from disk, or compiles it once
+        # after an install (not a per-run cost): say which.
+        how = ""
+        if engine == "cpu":
+            how = " (compiling)" if result.get("compiled_first") else " (loaded)"
         print(
-            f"| {study} | {fused['flops'] / 1e3:,.0f} | {bound_us:.0f} | {compiled:,.0f} | "
-            f"{compiled / bound_us:.1f}x | {first:,.0f} | {first / bound_us:.1f}x | {verdict} |"
+            f"| {study} | {engine} | {result['flops'] / 1e3:,.0f} | {bound_us:.0f} | "
+            f"{compiled:,.0f} | {compiled / bound_us:.1f}x | {first:,.0f}{how} | "
+            f"{first / bound_us:.1f}x | {verdict} |"
         )
         if aim is not None:
             records.append(
                 record(
                     "3",
-                    f"{study} study on the fused engine, compiled",
+                    f"{study} study on the {engine} engine (auto's pick), compiled",
                     compiled / bound_us,
                     aim,
                     "x FLOP bound",
-                    f"{compiled:,.0f} µs CPU a model-epoch, bound {bound_us:.0f} µs; with its "
-                    f"compilation {first / bound_us:.1f}x",
+                    f"{compiled:,.0f} µs CPU a model-epoch, bound {bound_us:.0f} µs; first "
+                    f"call{how} {first / bound_us:.1f}x",
                 )
             )
     return records

@@ -6,8 +6,8 @@ Runs, one after the other (each in its own processes, as it runs alone):
                                     (<= 2x; the tutorial family <= 1.4x), next to the fused
                                     engine, and which engine `auto` picks against which one
                                     measured cheaper
-  item 3     bench_layers.py        the Conv2D (<= 5x) and LSTM (<= 2.5x) studies on the fused
-                                    engine against their FLOP bound
+  item 3     bench_layers.py        the Conv2D (<= 5x) and LSTM (<= 2.5x) studies on the
+                                    engine `auto` picks (cpu, fused) against their FLOP bound
   item 4     bench_sweep_overhead.py  a 1000-cell sweep's CPU outside training (<= 20%)
   item 5     bench_export.py        `actreg export tensorboard` / `mlflow` of 5 x 4000 epochs
                                     (<= 3 s CPU each)

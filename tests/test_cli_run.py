@@ -410,9 +410,9 @@ def test_run_says_when_the_cpu_engine_compiles_first(
     from actreg_cli.engines.cpu import engine as cpu
 
     args = ("run", tiny_config_file, "--engine", "cpu", "--epochs", 2, "--runs-dir", tmp_path)
-    monkeypatch.setattr(cpu, "compile_note", lambda: None)
+    monkeypatch.setattr(cpu, "compile_note", lambda configs=(): None)
     assert "compiles" not in invoke(*args).output
-    monkeypatch.setattr(cpu, "compile_note", lambda: "the cpu engine compiles (test)")
+    monkeypatch.setattr(cpu, "compile_note", lambda configs=(): "the cpu engine compiles (test)")
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert "note: the cpu engine compiles (test)" in result.output

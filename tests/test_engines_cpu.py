@@ -411,9 +411,18 @@ def test_a_change_to_any_module_of_the_loops_compiles_them_anew() -> None:
         cache_file._source_stamp = stamp
 
 
-def test_unsupported_is_what_is_not_an_mlp_or_not_compilable() -> None:
-    """Every data source and task of the MLP shorthand is trained; what is refused (and sent
-    to another engine by `auto`) is not an MLP, or a custom function, named in one line."""
+def test_unsupported_is_what_is_not_an_mlp_or_conv_network_or_not_compilable() -> None:
+    """Every data source and task of the MLP shorthand is trained, and a Conv2D network; what
+    is refused (and sent to another engine by `auto`) is neither, or a custom function, named
+    in one line."""
+    conv = {"kind": "conv2d", "filters": 4}
+    digits = {"name": "digits", "input_shape": [8, 8, 1]}
+    for layers in (
+        [conv, {"kind": "flatten"}],
+        [conv, {"kind": "max_pool2d"}, {"kind": "flatten"}],
+    ):
+        config = _experiment(data=digits, model={"layers": layers})
+        assert CpuEngine().unsupported(config) is None, layers
     for data in (
         {"name": "iris"},
         {"name": "diabetes"},
@@ -424,7 +433,17 @@ def test_unsupported_is_what_is_not_an_mlp_or_not_compilable() -> None:
     ):
         assert CpuEngine().unsupported(_experiment(data=data)) is None, data
     refused = {
-        "model.layers is given": {"model": {"layers": [{"kind": "dense", "units": 4}]}},
+        "model.layers is dense; of layer lists it trains conv2d": {
+            "model": {"layers": [{"kind": "dense", "units": 4}]}
+        },
+        "model.layers is conv2d, conv2d, flatten": {
+            "data": {"name": "digits", "input_shape": [8, 8, 1]},
+            "model": {"layers": [conv, conv, {"kind": "flatten"}]},
+        },
+        "model.layers.0 (conv2d) has activation linear; it trains relu, tanh, sigmoid, elu": {
+            "data": {"name": "digits", "input_shape": [8, 8, 1]},
+            "model": {"layers": [{**conv, "activation": "linear"}, {"kind": "flatten"}]},
+        },
         "model.dropout is on": {"model": {"hidden_units": [8], "dropout": 0.5}},
         "not flat": {"data": {"name": "digits", "input_shape": [8, 8, 1]}},
         "reconstruction": {"data": {"name": "digits", "task": "reconstruction"}},

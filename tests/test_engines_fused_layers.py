@@ -29,6 +29,7 @@ from actreg_cli.config import ExperimentConfig, validate_mapping
 from actreg_cli.data import job_dataset
 from actreg_cli.engines import select_engine
 from actreg_cli.engines.base import TrainJob
+from actreg_cli.engines.cpu.engine import CpuEngine
 from actreg_cli.engines.fused.engine import FusedEngine
 from actreg_cli.engines.keras.engine import KerasEngine
 from actreg_cli.models.plan import config_plan
@@ -41,6 +42,7 @@ SEED = 5
 LOSS_RTOL = 1e-5
 
 ACT = {"target": "activity", "norm": "l1", "strength": 1e-2}
+ACT_AFTER = [{**ACT, "placement": "after_activation"}]
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +169,8 @@ def test_a_program_computes_only_the_activity_sums_its_models_penalize(images) -
     """A group whose models penalize |z| of the conv layer only (and a baseline) computes that
     sum alone (the other three, and the output layer's, are never computed) and still equals
     Keras; the conv cases above hold all four sums in one program."""
-    from actreg_cli.engines.fused.layers import penalty_table
     from actreg_cli.engines.fused.layers_net import activity_sums_used
+    from actreg_cli.engines.penalties import penalty_table
 
     cases = conv_cases(images)
     chosen = {name: cases[name] for name in ("none", "activity_before_mean")}
@@ -382,11 +384,17 @@ def test_dropout_rates_share_a_program_each_model_as_if_alone(images):
 # -- wiring -------------------------------------------------------------------------------------
 
 
-def test_auto_picks_fused_for_layer_models_and_another_engine_for_custom_penalties(images):
+def test_auto_picks_cpu_for_conv_networks_fused_for_other_layers_another_for_custom(images):
     config = conv_cases(images)["activity_after_mean"]
     engine, note = select_engine("auto", [config])
+    assert engine.name == "cpu" and note is None
+    dense = experiment(images, [{"kind": "flatten"}, {"kind": "dense", "units": 4}], [6, 6, 1])
+    engine, note = select_engine("auto", [dense])
     assert engine.name == "fused"
-    assert "the cpu engine cannot run this config (model.layers is given" in note
+    assert (
+        "the cpu engine cannot run this config (model.layers is flatten, dense; of layer lists "
+        "it trains conv2d, max_pool2d (optional), flatten)" in note
+    )
     custom = experiment(
         images,
         [conv(regularizers=[{"norm": "custom", "function": "actreg_cli.custom_regularizers:log_sparsity"}]),
@@ -399,12 +407,11 @@ def test_auto_picks_fused_for_layer_models_and_another_engine_for_custom_penalti
     assert "custom regularizer" in note and "cannot be vectorized" in note
 
 
-def test_cli_run_of_a_conv_config_records_the_fused_engine(images, tmp_path):
+def test_cli_run_of_a_conv_config_records_the_cpu_engine(images, tmp_path):
     raw = {
         "name": "tinyconv",
         "data": {"name": "npz", "path": str(images), "input_shape": [6, 6, 1]},
-        # the network, training and validation set of the validation test above (3 models:
-        # one chunk of 3, as there): the compiled program is reused within a test session
+        # the network, training and validation set of the validation test above
         "model": {
             "layers": [
                 conv(activation="relu", regularizers=[ACT]),
@@ -422,8 +429,96 @@ def test_cli_run_of_a_conv_config_records_the_fused_engine(images, tmp_path):
     assert result.exit_code == 0, result.output
     run_dir = Path(result.output.strip().splitlines()[-1])
     meta = yaml.safe_load((run_dir / "run.yaml").read_text())
-    assert meta["engine"] == "fused"
+    assert meta["engine"] == "cpu"
     history = (run_dir / "history.csv").read_text()
     assert history.count("\n") == 1 + 3 * EPOCHS
     # the default validation set's columns after the test set's
     assert history.splitlines()[0].endswith("test_loss,test_accuracy,val_loss,val_accuracy")
+
+
+# -- the cpu engine's Conv2D loop (engines/cpu/conv_loop.py) against the same Keras results ----
+
+
+def test_cpu_engine_trains_the_conv_cases_as_keras(images, conv_results) -> None:
+    """Every penalty slot of conv2d 'valid' -> max_pool2d -> flatten, full batch: the cpu
+    engine's Conv2D loop (one compiled call for the five) against Keras's results above."""
+    configs = conv_cases(images)
+    cpu = CpuEngine().train([TrainJob(config, SEED) for config in configs.values()])
+    for case, result in zip(configs, cpu, strict=True):
+        assert_same(result, conv_results[case][1])
+
+
+def test_cpu_engine_conv_geometry_activations_tasks_and_minibatches_equal_keras(images) -> None:
+    """The cpu engine's windows and pooling where they do not tile: a conv that leaves a row
+    and a column out of the pooling (kernel 2: 5x5 -> 2x2); 'same' padding with strides 2
+    and tanh, then overlapping pooling with 'same' padding (pool 3, strides 1: 3x3 -> 3x3,
+    windows cut at the edges); elu without pooling on the regression task; shuffled minibatches
+    of 16 and a validation set."""
+    before = [{**ACT, "placement": "before_activation"}]
+    kernel = [{"target": "kernel", "norm": "l2", "strength": 1e-2}]
+    configs = {
+        "cropped": experiment(
+            images, [conv(kernel_size=2, regularizers=ACT_AFTER), {"kind": "max_pool2d"},
+                     {"kind": "flatten"}], [6, 6, 1], batch=64,
+        ),
+        "same_strided_overlapping": experiment(
+            images, [conv(padding="same", strides=2, activation="tanh", regularizers=before),
+                     {"kind": "max_pool2d", "pool_size": 3, "strides": 1, "padding": "same"},
+                     {"kind": "flatten"}], [6, 6, 1], validation=0.2,
+        ),
+        "regression_no_pool": experiment(
+            images, [conv(filters=5, activation="elu", regularizers=kernel), {"kind": "flatten"}],
+            [6, 6, 1], task="regression",
+        ),
+    }  # fmt: skip
+    jobs = [TrainJob(config, SEED) for config in configs.values()]
+    assert all(CpuEngine().unsupported(config) is None for config in configs.values())
+    cpu = [CpuEngine().train([job])[0] for job in jobs]
+    keras = KerasEngine().train(jobs)
+    assert_same(cpu[0], keras[0])
+    assert_same(cpu[1], keras[1], n_train=36, n_val=9)
+    assert_same(cpu[2], keras[2])
+    assert np.isfinite(cpu[2].test_mse) and np.isnan(cpu[2].test_accuracy)
+
+
+def test_cpu_engine_conv_early_stopping_ends_where_keras_does(images) -> None:
+    """Early stopping that no epoch can satisfy (min_delta 10, patience 0): Keras's callback
+    stops after the second epoch and restores the first's weights; so does the cpu loop."""
+    stopping = {"min_delta": 10.0, "patience": 0}
+    config = experiment(
+        images, [conv(regularizers=ACT_AFTER), {"kind": "max_pool2d"}, {"kind": "flatten"}],
+        [6, 6, 1], validation=0.2, early_stopping=stopping,
+    )  # fmt: skip
+    (cpu,) = CpuEngine().train([TrainJob(config, SEED)])
+    (keras,) = KerasEngine().train([TrainJob(config, SEED)])
+    assert cpu.history.shape == keras.history.shape == (2, 6)
+    assert (cpu.stopped_epoch, cpu.best_epoch) == (keras.stopped_epoch, keras.best_epoch)
+    np.testing.assert_allclose(
+        cpu.history[:, [0, 2, 4]], keras.history[:, [0, 2, 4]], rtol=LOSS_RTOL
+    )
+    np.testing.assert_allclose(cpu.val_loss, keras.val_loss, rtol=LOSS_RTOL)
+    np.testing.assert_allclose(cpu.val_loss, cpu.history[0, 4], rtol=1e-6)  # the first's weights
+
+
+def test_cpu_engine_builds_conv_windows_per_block_when_the_sets_windows_are_too_large(
+    images, monkeypatch
+) -> None:
+    """Over the budget for the sets' windows (here 0 floats) each model builds a block's
+    windows as it goes: the same numbers, bit for bit, as from the windows built once (full
+    batches, and shuffled minibatches with a validation set)."""
+    import actreg_cli.engines.cpu.engine as cpu_engine
+
+    configs = conv_cases(images)
+    shuffled = experiment(  # batches of 16, reshuffled: windows gathered from any rows
+        images, [conv(regularizers=ACT_AFTER), {"kind": "max_pool2d"}, {"kind": "flatten"}],
+        [6, 6, 1], validation=0.2,
+    )  # fmt: skip
+    jobs = [TrainJob(configs[case], SEED) for case in ("none", "activity_before_mean")]
+    jobs.append(TrainJob(shuffled, SEED))
+    once = CpuEngine().train(jobs)
+    monkeypatch.setattr(cpu_engine, "WINDOW_BUDGET", 0)
+    per_block = CpuEngine().train(jobs)
+    for a, b in zip(once, per_block, strict=True):
+        np.testing.assert_array_equal(a.history, b.history)
+        np.testing.assert_array_equal(a.probe_sample, b.probe_sample)
+        assert (a.test_loss, a.test_accuracy) == (b.test_loss, b.test_accuracy)

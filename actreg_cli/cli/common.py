@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -450,13 +450,14 @@ def print_item(text: str) -> None:
         console.print(line, highlight=False, soft_wrap=True)
 
 
-def note_first_compile(engine_names: Iterable[str]) -> None:
+def note_first_compile(engine_names: Iterable[str], configs: Sequence[Any] = ()) -> None:
     """Before a progress bar: say when the cpu engine is about to compile its loops (the bar
-    would sit at 0 for about a minute without a word)."""
+    would sit at 0 for about a minute without a word). configs: the ExperimentConfigs the cpu
+    engine trains (none: the tutorial's MLPs), which decide the loops it needs."""
     if "cpu" in set(engine_names):
         from actreg_cli.engines.cpu.engine import compile_note
 
-        if (text := compile_note()) is not None:
+        if (text := compile_note(configs)) is not None:
             note(text)
 
 

@@ -61,7 +61,7 @@ def run_command(
     chosen = prepared.engine
     if prepared.engine_note:
         note(prepared.engine_note)
-    note_first_compile([chosen.name])
+    note_first_compile([chosen.name], [prepared.config])
     from actreg_cli.report.run import tutorial_line, validation_line
     from actreg_cli.study.process_executor import worker_processes
 

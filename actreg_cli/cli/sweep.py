@@ -345,7 +345,9 @@ def sweep_command(
             note(line)
         console.print(plan.summary_line(), highlight=False)
         to_run = {plan.engines[cell.id] for cell in plan.to_run}
-        note_first_compile(to_run)
+        note_first_compile(
+            to_run, [cell.config for cell in plan.to_run if plan.engines[cell.id] == "cpu"]
+        )
         if executor is ExecutorName.local and trained_here(plan, chosen) & set(TENSORFLOW_ENGINES):
             start_tensorflow()  # before the bar (Ray and worker processes train elsewhere)
 

@@ -373,6 +373,41 @@ def result_from_totals(
     return mark_diverged(result)
 
 
+def layers_result(
+    rows: np.ndarray,
+    final: np.ndarray,
+    outputs: np.ndarray,
+    probe_stats: np.ndarray,
+    probe_sample: np.ndarray,
+    data: Any,
+    epochs: int,
+    stop: Stop | None = None,
+) -> TrainResult:
+    """TrainResult of one model of a layer list (the fused and cpu engines): rows float32
+    [>= E+1, 4 or 6] as `result_from_totals` reads them (only the first stop.epochs + 1 with
+    early stopping), final [4 or 6] the row of the weights it ends with (the last, or those
+    early stopping kept), their outputs [n_train + n_test, K] (the output layer's
+    activations) on `data` (the Dataset), probe_stats [2] (mean, zero fraction of the probe
+    layer's outputs on the test set) and probe_sample [>= min(n_test, PROBE_SAMPLE_ROWS),
+    values]; epochs: E."""
+    n, m = data.n_train, data.n_test
+    epochs = epochs if stop is None else stop.epochs
+    result = TrainResult(
+        history=history_from_totals(rows[: epochs + 1], n, m, data.n_val),
+        train_loss=float(ratio(final[0], n)),
+        test_loss=float(ratio(final[2], m)),
+        mean_activation=float(probe_stats[0]),
+        zero_fraction=float(probe_stats[1]),
+        diverged=False,
+        output_sample=np.asarray(outputs[n : n + OUTPUT_SAMPLE_ROWS], dtype=np.float32),
+        probe_sample=np.asarray(probe_sample[: min(m, PROBE_SAMPLE_ROWS)], dtype=np.float32),
+    )
+    result.set_final_metrics(data.task, "train", data.y_train, outputs[:n])
+    result.set_final_metrics(data.task, "test", data.y_test, outputs[n:])
+    finish_result(result, data.task, stop)
+    return mark_diverged(result)
+
+
 def finish_result(result: TrainResult, task: Task, stop: Stop | None) -> None:
     """What every engine's result adds from its history: the validation results of the kept
     weights, and the early-stopping epochs (repeats.csv's 1-based numbers)."""

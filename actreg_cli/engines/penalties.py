@@ -11,6 +11,7 @@ import numpy as np
 
 from actreg_cli.config import ExperimentConfig, Norm, PenaltyConfig, Placement, Reduction, Target
 from actreg_cli.engines.base import EngineUnsupported
+from actreg_cli.models.plan import KERNEL_KINDS, ModelPlan
 
 #: Per hidden layer, the penalty factors a model can carry (see `coefficients`). Activity
 #: factors named *_mean_* are divided by the current batch size (reduction batch_mean), *_sum_*
@@ -59,3 +60,14 @@ def add_penalty(row: np.ndarray, reg: PenaltyConfig) -> None:
 
 def custom_reason(function: str | None) -> str:
     return f"custom regularizer '{function}' cannot be vectorized"
+
+
+def penalty_table(plan: ModelPlan) -> np.ndarray:
+    """Penalty factors of one model of a layer list: float64 [kernel layers, 12]
+    (COEF_COLUMNS), the output layer's row included (always 0)."""
+    kernel = [layer for layer in plan.layers if layer.kind in KERNEL_KINDS]
+    table = np.zeros((len(kernel), len(COEF_COLUMNS)), dtype=np.float64)
+    for row, layer in zip(table, kernel, strict=True):
+        for reg in layer.penalties:
+            add_penalty(row, reg)
+    return table

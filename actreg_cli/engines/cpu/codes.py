@@ -31,3 +31,15 @@ AFTER_MEAN_L1, AFTER_MEAN_L2, AFTER_SUM_L1, AFTER_SUM_L2 = (
 # restore_best_weights (1/0), start_from_epoch.
 STOP_ON, STOP_COLUMN, STOP_HIGHER, STOP_MIN_DELTA, STOP_PATIENCE, STOP_RESTORE, STOP_START = range(7)  # fmt: skip
 STOP_SETTINGS = 7
+
+# The geometry of a Conv2D network (conv_loop.py), int64 [CONV_GEOMETRY] (engine.py
+# `conv_geometry`): the input image (height, width, channels), the kernel window, strides and
+# padding before the first row and column (TensorFlow's 'same' split: less on top and left),
+# the conv output (rows, columns, filters), whether a MaxPooling2D follows (1/0) with its window,
+# strides, padding and output rows and columns (the conv output's own without one), and the
+# images a block holds (a multiple of 4).
+(
+    G_H, G_W, G_C, G_KH, G_KW, G_SH, G_SW, G_PT, G_PL, G_OH, G_OW, G_F,
+    G_POOL, G_PH, G_PW, G_PSH, G_PSW, G_PPT, G_PPL, G_QH, G_QW, G_BLOCK,
+) = range(22)  # fmt: skip
+CONV_GEOMETRY = 22

@@ -1,4 +1,5 @@
-"""The cpu engine: MLPs trained by a hand-fused loop compiled with Numba, one model per thread.
+"""The cpu engine: MLPs and Conv2D networks trained by hand-fused loops compiled with Numba, one
+model per thread.
 
 It computes what `fused.FusedEngine` computes (the same Keras semantics, the same per-epoch
 totals turned into a TrainResult by `base.result_from_totals`), but as plain loops compiled
@@ -20,9 +21,11 @@ regression tasks (tasks.py), on any flat data set `actreg_cli.data` loads (gener
 CSV, NPZ; any split; `resample: true` trains each repeat on its own data, one kernel call per
 data set), with a validation set (its val_* history columns, evaluated as the test set is) and
 early stopping (Keras's EarlyStopping, per model inside the loop: stopping.py; a stopped model
-ends its own loop, not the others'). What the fused MLP program trains, the cpu engine trains. Not: custom regularizers
-(any Python function; Numba cannot compile it), and what is not an MLP
-(`config.mlp_shorthand_reason`: model.layers, dropout, image-shaped input, reconstruction).
+ends its own loop, not the others'). What the fused MLP program trains, the cpu engine trains.
+Of layer lists, a Conv2D network (conv_plan.py: conv2d, an optional max_pool2d, flatten; the
+same tasks, penalties, batches, validation and early stopping) in its own compiled entry
+(kernel.train_conv_models, conv_loop.py). Not: custom regularizers (any Python function; Numba
+cannot compile it), dropout, reconstruction, and other layer lists (`unsupported_reason`).
 The tutorial's circles and moons load without scikit-learn (data/generated.py restates them).
 
 Float rounding: sums run in another order than TensorFlow's or XLA's kernels (over units or
@@ -34,6 +37,7 @@ A model's numbers do not depend on the other models of the call or on the thread
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import queue
@@ -46,10 +50,13 @@ import numpy as np
 from actreg_cli.config import EarlyStoppingConfig, ExperimentConfig, Norm
 from actreg_cli.data import Dataset, job_dataset
 from actreg_cli.engines.base import (
+    PROBE_SAMPLE_ROWS,
     ProgressCallback,
+    Stop,
     TrainJob,
     TrainResult,
     checked_stop,
+    layers_result,
     mlp_shape_key,
     monitored_column,
     result_from_totals,
@@ -58,10 +65,17 @@ from actreg_cli.engines.base import (
 )
 from actreg_cli.engines.cpu import codes
 from actreg_cli.engines.cpu.codes import ACTIVATIONS, OPTIMIZERS, TASKS
+from actreg_cli.engines.cpu.conv_plan import (
+    WINDOW_BUDGET,
+    conv_geometry,
+    conv_network_reason,
+    window_floats,
+)
 from actreg_cli.engines.cpu.target import choice as target_choice
-from actreg_cli.engines.penalties import coefficients
+from actreg_cli.engines.penalties import coefficients, penalty_table
+from actreg_cli.models.plan import config_plan
 from actreg_cli.tasks import output_units
-from actreg_cli.weights import initial_weights, layer_sizes, shuffle_seed
+from actreg_cli.weights import initial_weights, layer_initial_weights, layer_sizes, shuffle_seed
 
 T = TypeVar("T")
 
@@ -71,35 +85,44 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
     if importlib.util.find_spec("numba") is None:  # a declared dependency, but say so if absent
         return "numba is not installed (pip install numba)"
     if (reason := config.mlp_shorthand_reason) is not None:
-        return reason
-    for reg in config.regularizers:
+        if config.model.layers is None or config.model.is_keras_model:
+            return reason
+        if (reason := conv_network_reason(config)) is not None:
+            return reason
+    for _, reg in config.all_regularizers:
         if reg.norm is Norm.custom:
             return f"custom regularizer '{reg.function}' cannot be compiled by the cpu engine"
     return None
 
 
-def compile_note() -> str | None:
+def compile_note(configs: Sequence[ExperimentConfig] = ()) -> str | None:
     """One line for the command line to show before training when Numba's disk cache holds no
-    compiled loop for this version of kernel.py (after an install or an update: the first
-    call then compiles for about a minute, which a progress bar would show as a stall); None
-    when it does, or when Numba's cache internals cannot be read (then nothing is guessed).
-    The cached train_models holds every function it calls, from every module of the loops:
-    loaded, it compiles nothing else."""
+    compiled loop for this version of the loops that `configs` need (the MLP loops of
+    kernel.train_models, or the Conv2D loop of kernel.train_conv_models, each compiled on its
+    first use; no configs: the MLP loops): after an install or an update, the first call then
+    compiles for about a minute, which a progress bar would show as a stall. None when they
+    are cached, or when Numba's cache internals cannot be read (then nothing is guessed). A
+    cached entry holds every function it calls, from every module of the loops: loaded, it
+    compiles nothing else."""
     from actreg_cli.engines.cpu import kernel as cpu_kernel
 
-    try:  # Numba's own check: an index written for kernel.py's stamp, with an entry compiled
+    conv = any(config.model.layers is not None for config in configs)
+    mlp = not configs or any(config.model.layers is None for config in configs)
+    entries = [cpu_kernel.train_models] * mlp + [cpu_kernel.train_conv_models] * conv
+    try:  # Numba's own check: an index written for the module's stamp, with an entry compiled
         # for this target (engines/cpu/target.py; an index key is (signature, target, ...))
         from numba.core.registry import cpu_target
 
-        cached = cpu_kernel.train_models._cache._cache_file._load_index()
         target = cpu_target.target_context.codegen().magic_tuple()
-        if any(isinstance(key, tuple) and target in key for key in cached):
+        cached = [entry._cache._cache_file._load_index() for entry in entries]
+        if all(any(isinstance(key, tuple) and target in key for key in index) for index in cached):
             return None
     except Exception:  # noqa: BLE001 (private API of another package; a note is not worth a crash)
         return None
+    what, them = ("training loops", "them") if mlp else ("Conv2D loop", "it")
     return (
-        "the cpu engine compiles its training loops first (up to about a minute, once after an "
-        "install or update; later runs load them from disk)"
+        f"the cpu engine compiles its {what} first (up to about a minute, once after an "
+        f"install or update; later runs load {them} from disk)"
     )
 
 
@@ -112,6 +135,41 @@ def flat_initial_weights(config: ExperimentConfig, seed: int, data: Dataset) -> 
     *hidden, (out_kernel, out_bias) = initial_weights(sizes, seed)
     parts = [part.ravel() for pair in hidden for part in pair]
     return np.concatenate([*parts, out_kernel.T.ravel(), out_bias]).astype(np.float32)
+
+
+def group_key(job: TrainJob) -> tuple:
+    """Jobs with equal keys train in one compiled call: an MLP's `mlp_shape_key`, or a Conv2D
+    network's data, layers (without their penalties: those are per-model factors), optimizer,
+    epochs, effective batch size and shuffling."""
+    config = job.config
+    if config.model.layers is None:
+        return ("mlp", *mlp_shape_key(job))
+    t = config.training
+    n_train = job_dataset(config, job.seed).n_train
+    batch = min(t.batch_size, n_train)
+    layers = [
+        layer.model_dump(mode="json", exclude={"regularizers"}) for layer in config.model.layers
+    ]
+    return (
+        "conv",
+        config.data.model_dump_json(),
+        job.seed if config.data.resample else None,
+        repr(layers),
+        t.optimizer,
+        t.epochs,
+        batch,
+        t.shuffle and batch < n_train,
+    )
+
+
+def model_stopping(
+    config: EarlyStoppingConfig | None, rows: np.ndarray, trained: np.ndarray, data: Dataset
+) -> Stop | None:
+    """One model's early stopping as its loop ended it (`base.checked_stop`); None when it was
+    not watched."""
+    if config is None:
+        return None
+    return checked_stop("cpu", config, rows, trained, (data.n_train, data.n_test, data.n_val))
 
 
 def stopping_settings(config: EarlyStoppingConfig | None) -> np.ndarray:
@@ -195,6 +253,22 @@ def run_stoppable(call: Callable[[], T], stop: np.ndarray) -> T:
     return outcome["value"]
 
 
+@dataclasses.dataclass(frozen=True)
+class _CallSettings:
+    """Per call: learning rates float32 [C], the effective batch size, whether batches are
+    shuffled and each model's shuffle seed int64 [C], threads, the stop flag int64 [1], each
+    model's watched early stopping (or None) and its settings float64 [C, STOP_SETTINGS]."""
+
+    lr: np.ndarray
+    batch_size: int
+    shuffle: bool
+    shuffle_seeds: np.ndarray
+    threads: int
+    stop: np.ndarray
+    watched: list[EarlyStoppingConfig | None]
+    stopping: np.ndarray
+
+
 class CpuEngine:
     """Trains MLP jobs with the Numba kernel, groups of compatible jobs per kernel call."""
 
@@ -217,13 +291,39 @@ class CpuEngine:
             results = []
             for start in range(0, len(group), self.models_per_call):
                 part = group[start : start + self.models_per_call]
-                results += self._train_call(part)
+                if part[0].config.model.layers is None:
+                    results += self._train_call(part)
+                else:
+                    results += self._train_conv_call(part)
                 # Model-epochs as configured: a model early stopping ended counts in full.
                 if progress is not None:
                     progress(len(part) * part[0].config.training.epochs)
             return results
 
-        return train_grouped(self, jobs, mlp_shape_key, train_group)
+        return train_grouped(self, jobs, group_key, train_group)
+
+    def _call_settings(self, jobs: Sequence[TrainJob], data: Dataset) -> _CallSettings:
+        """What a compiled call takes besides the data, the network and the weights."""
+        import numba
+
+        config = jobs[0].config
+        batch_size = min(config.training.batch_size, data.n_train)
+        # Early stopping watches the validation set; without one (the config refuses that) a
+        # model trains every epoch.
+        watched = [
+            job.config.training.early_stopping if data.has_validation else None for job in jobs
+        ]
+        return _CallSettings(
+            lr=np.array([job.config.training.learning_rate for job in jobs], dtype=np.float32),
+            batch_size=batch_size,
+            # One batch holds every sample: its order is irrelevant (as in the fused engine).
+            shuffle=config.training.shuffle and batch_size < data.n_train,
+            shuffle_seeds=np.array([shuffle_seed(job.seed) for job in jobs], dtype=np.int64),
+            threads=max(1, min(self.workers, len(jobs), numba.config.NUMBA_NUM_THREADS)),
+            stop=np.zeros(1, np.int64),
+            watched=watched,
+            stopping=np.stack([stopping_settings(config) for config in watched]),
+        )
 
     def _train_call(self, jobs: Sequence[TrainJob]) -> list[TrainResult]:
         """One kernel call for jobs of one group (one data set)."""
@@ -237,19 +337,8 @@ class CpuEngine:
         n_out = output_units(data.task, data.n_classes)
         params = np.stack([flat_initial_weights(job.config, job.seed, data) for job in jobs])
         coef = np.stack([coefficients(job.config) for job in jobs]).astype(np.float32)
-        lr = np.array([job.config.training.learning_rate for job in jobs], dtype=np.float32)
-        batch_size = min(config.training.batch_size, n_train)
-        # One batch holds every sample: its order is irrelevant (as in the fused engine).
-        shuffle = config.training.shuffle and batch_size < n_train
-        shuffle_seeds = np.array([shuffle_seed(job.seed) for job in jobs], dtype=np.int64)
-        threads = max(1, min(self.workers, len(jobs), numba.config.NUMBA_NUM_THREADS))
-        stop = np.zeros(1, np.int64)
-        # Early stopping watches the validation set; without one (the config refuses that) a
-        # model trains every epoch.
-        watched = [
-            job.config.training.early_stopping if data.has_validation else None for job in jobs
-        ]
-        stopping = np.stack([stopping_settings(config) for config in watched])
+        call_ = self._call_settings(jobs, data)
+        threads, stop, watched = call_.threads, call_.stop, call_.watched
 
         def call() -> tuple[np.ndarray, ...]:
             numba.set_num_threads(threads)  # per calling thread
@@ -266,26 +355,22 @@ class CpuEngine:
             np.array(data.y_val[:, 0], dtype=np.float32),
             params,
             coef,
-            lr,
+            call_.lr,
             np.array(config.model.hidden_units, dtype=np.int64),
             n_out,
             TASKS[data.task.value],
             ACTIVATIONS[config.model.activation],
             OPTIMIZERS[config.training.optimizer],
             config.training.epochs,
-            batch_size,
-            shuffle_seeds,
-            shuffle,
-            stopping,
+            call_.batch_size,
+            call_.shuffle_seeds,
+            call_.shuffle,
+            call_.stopping,
         )
         rows, probe, outputs, _, final_rows, trained = run_stoppable(call, stop)
         results = []
         for c, job in enumerate(jobs):
-            stopping_config = watched[c]
-            model_stop = None
-            if stopping_config is not None:
-                sizes = (n_train, data.n_test, data.n_val)
-                model_stop = checked_stop("cpu", stopping_config, rows[c], trained[c], sizes)
+            model_stop = model_stopping(watched[c], rows[c], trained[c], data)
             result = result_from_totals(
                 job.config, rows[c], probe[c], n_train, data.n_test,
                 (data.task, data, outputs[c]), n_val=data.n_val, stop=model_stop,
@@ -293,3 +378,75 @@ class CpuEngine:
             )  # fmt: skip
             results.append(result)
         return results
+
+    def _train_conv_call(self, jobs: Sequence[TrainJob]) -> list[TrainResult]:
+        """One compiled call for Conv2D network jobs of one group (conv_loop.py)."""
+        import numba
+
+        from actreg_cli.engines.cpu import kernel as cpu_kernel
+
+        config = jobs[0].config
+        data = job_dataset(config, jobs[0].seed)
+        plans = [config_plan(job.config, data) for job in jobs]
+        n_out = output_units(data.task, data.n_classes)
+        params = np.stack(
+            [
+                np.concatenate([conv_kernel.ravel(), conv_bias, out_kernel.T.ravel(), out_bias])
+                for plan, job in zip(plans, jobs, strict=True)
+                for (conv_kernel, conv_bias), (out_kernel, out_bias) in [
+                    layer_initial_weights(plan.layers, job.seed)
+                ]
+            ]
+        ).astype(np.float32)
+        # The Conv2D layer's row of each model's penalty table (the output layer has none).
+        coef = np.stack([penalty_table(plan)[:1] for plan in plans]).astype(np.float32)
+        call_ = self._call_settings(jobs, data)
+        threads, stop, watched = call_.threads, call_.stop, call_.watched
+        rows_all = data.n_train + data.n_test + data.n_val
+        windows = window_floats(plans[0], rows_all) <= WINDOW_BUDGET
+        n_features = int(np.prod(data.input_shape))
+
+        def flat(x: np.ndarray, n: int) -> np.ndarray:
+            return np.array(x, dtype=np.float32).reshape(n, n_features)
+
+        def call() -> tuple[np.ndarray, ...]:
+            numba.set_num_threads(threads)
+            return cpu_kernel.train_conv_models(*arguments, stop)
+
+        arguments = (
+            flat(data.x_train, data.n_train),
+            np.array(data.y_train[:, 0], dtype=np.float32),
+            flat(data.x_test, data.n_test),
+            np.array(data.y_test[:, 0], dtype=np.float32),
+            flat(data.x_val, data.n_val),
+            np.array(data.y_val[:, 0], dtype=np.float32),
+            params,
+            coef,
+            call_.lr,
+            conv_geometry(plans[0]),
+            n_out,
+            TASKS[data.task.value],
+            ACTIVATIONS[config.model.layers[0].activation],
+            OPTIMIZERS[config.training.optimizer],
+            config.training.epochs,
+            call_.batch_size,
+            call_.shuffle_seeds,
+            call_.shuffle,
+            call_.stopping,
+            windows,
+            min(data.n_test, PROBE_SAMPLE_ROWS),
+        )
+        rows, probe, outputs, _, final_rows, trained, sample = run_stoppable(call, stop)
+        return [
+            layers_result(
+                rows[c],
+                final_rows[c],
+                outputs[c],
+                probe[c],
+                sample[c],
+                data,
+                config.training.epochs,
+                model_stopping(watched[c], rows[c], trained[c], data),
+            )  # fmt: skip
+            for c in range(len(jobs))
+        ]

@@ -52,10 +52,11 @@ BLOCK = 16
 
 
 @njit(**JIT)
-def activate(zb, ab, db, h, o, act):
+def activate(zb, ab, db, h, o, act, derivative=True):
     """a = act(z) and d = da/dz of the o values at zb[h : h+o] (into ab, db), d as TF's gradient
     kernels compute it from a (ReluGrad: a > 0, TanhGrad: 1 - a^2, SigmoidGrad: a (1 - a),
-    EluGrad: a + 1 where a < 0).
+    EluGrad: a + 1 where a < 0). derivative False: relu's d is not written (an evaluation:
+    a third less memory traffic); the others write it anyway (db is their scratch).
 
     Every activation is a loop without calls, so it vectorizes (libm's tanhf, expf, expm1f are
     a call per element, ~40x slower here): tanh is Eigen's rational approximation
@@ -67,7 +68,11 @@ def activate(zb, ab, db, h, o, act):
     z_v = zb[h : h + o]
     a_v = ab[h : h + o]
     d_v = db[h : h + o]
-    if act == 0:
+    if act == 0 and not derivative:
+        for u in range(o):
+            z = z_v[u]
+            a_v[u] = z if z > zero else zero
+    elif act == 0:
         for u in range(o):
             z = z_v[u]
             a_v[u] = z if z > zero else zero
@@ -132,7 +137,7 @@ def forward_block(p, xb, rows, units, fan_ins, w_off, b_off, h_off, zb, ab, db, 
 
 
 @njit(**JIT)
-def _activity_sums(zb, ab, h, n, coef, layer, act_sums):
+def activity_sums(zb, ab, h, n, coef, layer, act_sums):
     """act_sums[layer] += (sum|z|, sum z^2, sum|a|, sum a^2) over the n values at h, each sum
     only where a penalty of this layer needs it (mean or sum reduction)."""
     z_v = zb[h : h + n]
@@ -161,7 +166,7 @@ def _activity_sums(zb, ab, h, n, coef, layer, act_sums):
 
 
 @njit(**JIT)
-def _softmax_block(logits, y, rows, k, nb, n_out, upstream, e, bits, g_logits, train):
+def softmax_block(logits, y, rows, k, nb, n_out, upstream, e, bits, g_logits, train):
     """(sum of the data losses, correct count) of block rows j < nb (rows[k + j] of y) of a
     multiclass task: losses.row_loss's sparse softmax cross-entropy, and with train
     g_logits[j * n_out : (j+1) * n_out] = losses.row_logit_grad's softmax - onehot, times
@@ -202,6 +207,87 @@ def _softmax_block(logits, y, rows, k, nb, n_out, upstream, e, bits, g_logits, t
 
 
 @njit(**JIT)
+def block_loss(task, logits, y, rows, k, nb, n_out, upstream, scratch, g_logits, train, ce_sum,
+               correct):  # fmt: skip
+    """(ce_sum, correct) plus block rows j < nb's data losses and metric (correct count, or
+    absolute errors for regression), the rows' labels y[rows[k + j]], their logits [nb *
+    n_out]; with train, g_logits = dL/d logit times upstream (1 / batch size). The binary
+    task's exp and log1p of the block's rows are vectorized (as tutorial_loop), regression is
+    losses.row_loss and row_logit_grad without a call a row, multiclass `softmax_block`.
+    scratch: float32 [3 * rows * n_out] (exps, softplus, bits)."""
+    n_e = scratch.shape[0] // 3
+    e = scratch[0:n_e]
+    softplus = scratch[n_e : 2 * n_e]
+    bits = scratch.view(np.int32)[2 * n_e : 3 * n_e]
+    if task == BINARY:  # exp and log1p of the block's rows vectorized (as tutorial_loop)
+        for j in range(nb):
+            e[j] = -abs(logits[j])
+        exp_nonpositive(e, bits, nb)
+        log1p_unit(e, softplus, nb)
+        for j in range(nb):
+            loss, hit, g_logits[j] = binary_row(
+                logits[j], y[rows[k + j]], upstream, e[j], softplus[j]
+            )
+            ce_sum += loss
+            correct += hit
+    elif task == REGRESSION:  # losses.row_loss and row_logit_grad, without a call a row
+        for j in range(nb):
+            diff = y[rows[k + j]] - logits[j]
+            ce_sum += diff * diff
+            correct += abs(diff)
+            if train:
+                g_logits[j] = -(upstream * (np.float32(2.0) * diff))
+    elif task == MULTICLASS:
+        loss, hit = softmax_block(logits, y, rows, k, nb, n_out, upstream, e, bits, g_logits, train)
+        ce_sum += loss
+        correct += hit
+    else:
+        for j in range(nb):
+            r = rows[k + j]
+            row_logits = logits[j * n_out : (j + 1) * n_out]
+            loss, hit = row_loss(task, row_logits, n_out, y[r])
+            ce_sum += loss
+            correct += hit
+            if train:
+                row_logit_grad(
+                    task, row_logits, n_out, y[r], upstream,
+                    g_logits[j * n_out : (j + 1) * n_out],
+                )  # fmt: skip
+    return ce_sum, correct
+
+
+@njit(**JIT)
+def activity_factors(coef, size_f, factors):
+    """factors [L, 4] = each layer's activity gradient factors (before L1, before L2, after
+    L1, after L2) for a batch of size_f rows: batch_mean factors divided by it, batch_sum ones
+    not; True when any is not 0."""
+    any_activity = False
+    for layer in range(coef.shape[0]):
+        for j in range(4):
+            col = (BEFORE_MEAN_L1, BEFORE_MEAN_L2, AFTER_MEAN_L1, AFTER_MEAN_L2)[j]
+            factors[layer, j] = coef[layer, col] / size_f + coef[layer, col + 2]
+            any_activity = any_activity or factors[layer, j] != 0
+    return any_activity
+
+
+@njit(**JIT)
+def penalized_loss(coef, act_sums, ce_sum, penalty, size_f):
+    """Keras's batch loss (float32): the mean data loss (ce_sum over size_f rows) + the weight
+    penalties (`penalty`) + the activity penalties from act_sums [L, 4] (batch_mean terms
+    over size_f, batch_sum terms as they are)."""
+    mean_terms = np.float32(0.0)
+    sum_terms = np.float32(0.0)
+    for layer in range(coef.shape[0]):
+        for j in range(4):
+            col = (BEFORE_MEAN_L1, BEFORE_MEAN_L2, AFTER_MEAN_L1, AFTER_MEAN_L2)[j]
+            if coef[layer, col] != 0:
+                mean_terms += coef[layer, col] * act_sums[layer, j]
+            if coef[layer, col + 2] != 0:
+                sum_terms += coef[layer, col + 2] * act_sums[layer, j]
+    return ((np.float32(ce_sum) / size_f + penalty) + mean_terms / size_f) + sum_terms
+
+
+@njit(**JIT)
 def _batch(
     p, grad, x, y, rows, coef, units, fan_ins, w_off, b_off, h_off, out_w, out_b, n_out, task,
     act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits, scratch, wt, penalty, train,
@@ -235,20 +321,10 @@ def _batch(
     last_units = units[last]
     n_in = fan_ins[0]
     act_sums[:, :] = np.float32(0.0)
-    any_activity = False
-    for layer in range(n_layers):
-        # batch_mean factors are divided by this batch's size, batch_sum ones are not.
-        for j in range(4):
-            col = (BEFORE_MEAN_L1, BEFORE_MEAN_L2, AFTER_MEAN_L1, AFTER_MEAN_L2)[j]
-            factors[layer, j] = coef[layer, col] / size_f + coef[layer, col + 2]
-            any_activity = any_activity or factors[layer, j] != 0
+    any_activity = activity_factors(coef, size_f, factors)
     if train:
         grad[:] = np.float32(0.0)
         transpose_kernels(p, wt, units, fan_ins, w_off)
-    n_e = BLOCK * n_out
-    e = scratch[0:n_e]
-    softplus = scratch[n_e : 2 * n_e]
-    bits = scratch.view(np.int32)[2 * n_e : 3 * n_e]
     ce_sum = 0.0
     correct = 0.0
     for k in range(0, size, BLOCK):
@@ -257,46 +333,14 @@ def _batch(
         _gather(x, rows, k, nb, n_pad, n_in, xb)
         forward_block(p, xb, n_pad, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act)
         output_forward(p, ab, h_last, last_units, out_w, out_b, n_out, logits, n_pad)
-        if task == BINARY:  # exp and log1p of the block's rows vectorized (as tutorial_loop)
-            for j in range(nb):
-                e[j] = -abs(logits[j])
-            exp_nonpositive(e, bits, nb)
-            log1p_unit(e, softplus, nb)
-            for j in range(nb):
-                loss, hit, g_logits[j] = binary_row(
-                    logits[j], y[rows[k + j]], upstream, e[j], softplus[j]
-                )
-                ce_sum += loss
-                correct += hit
-        elif task == REGRESSION:  # losses.row_loss and row_logit_grad, without a call a row
-            for j in range(nb):
-                diff = y[rows[k + j]] - logits[j]
-                ce_sum += diff * diff
-                correct += abs(diff)
-                if train:
-                    g_logits[j] = -(upstream * (np.float32(2.0) * diff))
-        elif task == MULTICLASS:
-            loss, hit = _softmax_block(
-                logits, y, rows, k, nb, n_out, upstream, e, bits, g_logits, train
-            )
-            ce_sum += loss
-            correct += hit
-        else:
-            for j in range(nb):
-                r = rows[k + j]
-                row_logits = logits[j * n_out : (j + 1) * n_out]
-                loss, hit = row_loss(task, row_logits, n_out, y[r])
-                ce_sum += loss
-                correct += hit
-                if train:
-                    row_logit_grad(
-                        task, row_logits, n_out, y[r], upstream,
-                        g_logits[j * n_out : (j + 1) * n_out],
-                    )  # fmt: skip
+        ce_sum, correct = block_loss(
+            task, logits, y, rows, k, nb, n_out, upstream, scratch, g_logits, train, ce_sum,
+            correct,
+        )  # fmt: skip
         if any_activity:
             for layer in range(n_layers):
                 h = BLOCK * h_off[layer]
-                _activity_sums(zb, ab, h, nb * units[layer], coef, layer, act_sums)
+                activity_sums(zb, ab, h, nb * units[layer], coef, layer, act_sums)
         if not train:
             continue
         # Backward of the block, added to grad; padding rows add exactly 0 (dL/dz = 0).
@@ -314,17 +358,7 @@ def _batch(
                 fan_in = fan_ins[layer]
                 kernel_grad(grad, ab, h_prev, fan_in, w_off[layer], b_off[layer], o, gb, h, n_pad)
                 input_grad(wt, w_off[layer], fan_in, o, gb, h, h_prev, n_pad)
-    mean_terms = np.float32(0.0)
-    sum_terms = np.float32(0.0)
-    for layer in range(n_layers):
-        for j in range(4):
-            col = (BEFORE_MEAN_L1, BEFORE_MEAN_L2, AFTER_MEAN_L1, AFTER_MEAN_L2)[j]
-            if coef[layer, col] != 0:
-                mean_terms += coef[layer, col] * act_sums[layer, j]
-            if coef[layer, col + 2] != 0:
-                sum_terms += coef[layer, col + 2] * act_sums[layer, j]
-    loss = ((np.float32(ce_sum) / size_f + penalty) + mean_terms / size_f) + sum_terms
-    return loss, np.float32(correct)
+    return penalized_loss(coef, act_sums, ce_sum, penalty, size_f), np.float32(correct)
 
 
 @njit(**JIT)

@@ -322,3 +322,88 @@ def matmul_tn_add(typingctx, c, c0, a, a0, b, b0, m, k, n):
     """C [k, n] at c[c0] += A [m, k] at a[a0] transposed @ B [m, n] at b[b0]."""
     signature = numba_types.none(c, c0, a, a0, b, b0, m, k, n)
     return signature, _tn_codegen
+
+
+def _window_max_codegen(with_index):
+    """C [n] = the running maximum of a pooling window's rows (`window_max`); with_index also
+    I [n] (int32) = the index into A of each value taken."""
+    i32_vec = ir.VectorType(I32, LANES)
+
+    def codegen(context, builder, signature, args):
+        arrays = (2, 4, 6, 7) if with_index else (1, 3, 5, 6)
+        c0, a0, w0, n = _int64s(context, builder, signature, args, arrays)
+        c = _data(context, builder, signature.args[0], args[0], c0)
+        a_arg = 3 if with_index else 2
+        a = _data(context, builder, signature.args[a_arg], args[a_arg], a0)
+        table = _data(context, builder, signature.args[a_arg + 2], args[a_arg + 2], w0)
+        index_out = _data(context, builder, signature.args[1], args[1], c0) if with_index else None
+        count = builder.load(table)
+        rest = builder.urem(n, _i64(LANES))
+        v = _Vectors(builder, _lanes_below(builder, rest))
+        store_i32 = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(
+                ir.VoidType(), [i32_vec, i32_vec.as_pointer(), I32, ir.VectorType(I1, LANES)]
+            ),
+            f"llvm.masked.store.v{LANES}i32.p0",
+        )
+        lanes = ir.Constant(i32_vec, list(range(LANES)))
+
+        def offset(t, col):
+            """The element offset in A of column col of the window's t-th position (1-based)."""
+            position = builder.load(builder.gep(table, [t]))
+            return builder.add(builder.mul(position, n), col)
+
+        def indices(at):
+            first = builder.trunc(builder.add(at, a0), I32)
+            splat = builder.insert_element(
+                ir.Constant(i32_vec, ir.Undefined), first, ir.Constant(I32, 0)
+            )
+            return builder.add(builder.shuffle_vector(splat, splat, _LANE_ZERO), lanes)
+
+        def one(col, masked):
+            best = cgutils.alloca_once(builder, VEC)  # kept in registers (mem2reg)
+            where = cgutils.alloca_once(builder, i32_vec)
+            at = offset(_i64(1), col)
+            builder.store(v.load(builder.gep(a, [at]), masked), best)
+            if with_index:
+                builder.store(indices(at), where)
+            with cgutils.for_range(builder, builder.sub(count, _i64(1))) as loop:
+                at = offset(builder.add(loop.index, _i64(2)), col)
+                new = v.load(builder.gep(a, [at]), masked)
+                old = builder.load(best)
+                take = builder.fcmp_ordered(">", new, old)
+                builder.store(builder.select(take, new, old), best)
+                if with_index:
+                    builder.store(builder.select(take, indices(at), builder.load(where)), where)
+            v.store(builder.load(best), builder.gep(c, [col]), masked)
+            if with_index:
+                pointer = builder.bitcast(builder.gep(index_out, [col]), i32_vec.as_pointer())
+                if masked:
+                    builder.call(store_i32, [builder.load(where), pointer, v.align, v.mask])
+                else:
+                    builder.store(builder.load(where), pointer, align=4)
+
+        with cgutils.for_range(builder, builder.udiv(n, _i64(LANES))) as loop:
+            one(builder.mul(loop.index, _i64(LANES)), False)
+        with builder.if_then(builder.icmp_signed("!=", rest, _i64(0))):
+            one(builder.sub(n, rest), True)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def window_max(typingctx, c, c0, a, a0, table, w0, n):
+    """C [n] at c[c0] = the maximum over a pooling window's positions of A's rows of n values
+    (row p at a[a0 + p * n]): table[w0] counts the positions (>= 1), table[w0 + 1 ...] are
+    they, in order; the first maximum is taken (a later value replaces it only if larger, so
+    a NaN is never taken after the first position). Its running maximum stays in registers."""
+    return numba_types.none(c, c0, a, a0, table, w0, n), _window_max_codegen(False)
+
+
+@intrinsic
+def window_argmax(typingctx, c, index, c0, a, a0, table, w0, n):
+    """`window_max`, and index [n] at index[c0] (int32) = a0 + the offset in A of each value
+    taken (the index into A's array: where max pooling's gradient goes)."""
+    return numba_types.none(c, index, c0, a, a0, table, w0, n), _window_max_codegen(True)

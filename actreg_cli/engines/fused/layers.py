@@ -69,19 +69,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from actreg_cli.config import ExperimentConfig, Norm
-from actreg_cli.data import Dataset, job_dataset
+from actreg_cli.data import job_dataset
 from actreg_cli.engines.base import (
-    OUTPUT_SAMPLE_ROWS,
     PROBE_SAMPLE_ROWS,
     ProgressCallback,
     Stop,
     TrainJob,
     TrainResult,
     checked_stop,
-    finish_result,
-    history_from_totals,
-    mark_diverged,
-    ratio,
+    layers_result,
     return_freed_memory,
 )
 from actreg_cli.engines.fused.common import (
@@ -107,8 +103,8 @@ from actreg_cli.engines.fused.layers_net import (
     LayersSpec,
     activity_sums_used,
 )
-from actreg_cli.engines.penalties import COEF_COLUMNS, add_penalty, custom_reason
-from actreg_cli.models.plan import KERNEL_KINDS, LayerPlan, ModelPlan, config_plan
+from actreg_cli.engines.penalties import COEF_COLUMNS, custom_reason, penalty_table
+from actreg_cli.models.plan import LayerPlan, ModelPlan, config_plan
 from actreg_cli.weights import SPLITMIX_GAMMA, dropout_seed, layer_initial_weights, shuffle_seed
 
 #: Models per chunk at most, and the budget of activation values (rows x values of every
@@ -197,16 +193,6 @@ def choose_layers_chunk(n_models: int, spec_: LayersSpec, workers: int) -> int:
     if n_models >= 2 * workers:
         n_chunks = workers * math.ceil(n_chunks / workers)
     return max(MIN_CHUNK, math.ceil(n_models / n_chunks))
-
-
-def penalty_table(plan: ModelPlan) -> np.ndarray:
-    """Penalty factors of one model: float64 [kernel layers, 12] (penalties.COEF_COLUMNS)."""
-    kernel = [layer for layer in plan.layers if layer.kind in KERNEL_KINDS]
-    table = np.zeros((len(kernel), len(COEF_COLUMNS)), dtype=np.float64)
-    for row, layer in zip(table, kernel, strict=True):
-        for reg in layer.penalties:
-            add_penalty(row, reg)
-    return table
 
 
 def train_group(
@@ -328,53 +314,20 @@ def train_group(
                     t.numpy() for t in finish_program(*constants, params, per_model[0])
                 )
         return [
-            _result(
+            layers_result(
                 rows[:, c],
                 final[c],
                 outputs[c],
                 probe_stats[c],
                 probe_sample[c],
-                spec_,
                 data,
+                spec_.epochs,
                 stops[c],
             )  # fmt: skip
             for c in range(len(real))
         ]
 
     return run_chunks(len(jobs), spec_.chunk, workers, run)
-
-
-def _result(
-    rows,
-    final,
-    outputs,
-    probe_stats,
-    probe_sample,
-    spec_: LayersSpec,
-    data: Dataset,
-    stop: Stop | None = None,
-):
-    """TrainResult of one model: rows float32 [>= E+1, 4 or 6] (only the first stop.epochs + 1
-    with early stopping), the row [4 or 6] of the weights it ends with (the last, or those
-    early stopping kept), their outputs [n_train + n_test, K] (the output layer's
-    activations), probe_stats [2] (mean, zero fraction on the test set) and probe_sample
-    [PROBE_SAMPLE_ROWS, values]."""
-    n, m = spec_.n_train, spec_.n_test
-    epochs = spec_.epochs if stop is None else stop.epochs
-    result = TrainResult(
-        history=history_from_totals(rows[: epochs + 1], n, m, spec_.n_val),
-        train_loss=float(ratio(final[0], n)),
-        test_loss=float(ratio(final[2], m)),
-        mean_activation=float(probe_stats[0]),
-        zero_fraction=float(probe_stats[1]),
-        diverged=False,
-        output_sample=np.asarray(outputs[n : n + OUTPUT_SAMPLE_ROWS], dtype=np.float32),
-        probe_sample=np.asarray(probe_sample[: min(m, PROBE_SAMPLE_ROWS)], dtype=np.float32),
-    )
-    result.set_final_metrics(spec_.task, "train", data.y_train, outputs[:n])
-    result.set_final_metrics(spec_.task, "test", data.y_test, outputs[n:])
-    finish_result(result, spec_.task, stop)
-    return mark_diverged(result)
 
 
 # ---------------------------------------------------------------------------------------------
