@@ -38,6 +38,59 @@ def ctrl_c_reaches_the_tests():
     yield
 
 
+#: A tiny job of each compiled entry of the cpu engine (kernel.train_models: MLPs,
+#: kernel.train_conv_models: Conv2D networks), trained once to compile or load it.
+_WARM_UP = """
+import sys
+from actreg_cli.config import ExperimentConfig, validate_mapping
+from actreg_cli.engines.base import TrainJob
+from actreg_cli.engines.cpu.engine import CpuEngine
+raw = {"training": {"epochs": 1}}
+if sys.argv[1] == "conv":
+    layers = [{"kind": "conv2d", "filters": 2}, {"kind": "max_pool2d"}, {"kind": "flatten"}]
+    raw["data"] = {"name": "digits", "input_shape": [8, 8, 1]}
+    raw["model"] = {"layers": layers}
+CpuEngine().train([TrainJob(validate_mapping(raw, ExperimentConfig, "warm-up"), 1)])
+"""
+
+
+def pytest_sessionstart(session) -> None:
+    """The xdist controller compiles the cpu engine's two compiled entries (or loads them, ~2 s)
+    in two processes at once, before its workers start: otherwise every worker that trains on
+    the cpu engine compiled the MLP loops itself (~1 minute of CPU each), and the one that
+    trains Conv2D networks that loop after them. A warm-up that fails only costs that time
+    again (the tests then compile, and fail where something is wrong); it says so."""
+    config = session.config
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    import subprocess
+    import sys
+
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WARM_UP, kind],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for kind in ("mlp", "conv")
+    ]
+    for kind, run in zip(("mlp", "conv"), runs, strict=True):
+        _, err = run.communicate()
+        if run.returncode != 0:
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            last = err.strip().splitlines()[-1:] or ["(no message)"]
+            if reporter is not None:
+                reporter.write_line(
+                    f"warning: warming the cpu engine's {kind} loops up failed: {last[0]}"
+                )
+
+
 #: Environment variable naming a folder that the xdist workers of one test run share.
 SHARED_ENV = "ACTREG_TESTS_SHARED"
 

@@ -481,6 +481,40 @@ def test_cpu_engine_conv_geometry_activations_tasks_and_minibatches_equal_keras(
     assert np.isfinite(cpu[2].test_mse) and np.isnan(cpu[2].test_accuracy)
 
 
+def test_cpu_engine_two_channels_oblong_windows_wide_filters_ordered_batches_equal_keras(
+    tmp_path,
+) -> None:
+    """Images of 5x4 pixels in 2 channels, kernels of 2x3 with strides (1, 2) and 'same'
+    padding, pooling windows of 2x1; 9 filters (a full vector of 8 and a masked one in the
+    pooling's vector code) with sigmoid, and 8 (full vectors only) with relu; minibatches of 16
+    in their stored order (shuffle off: windows read in place)."""
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 75)
+    x = rng.normal(size=(75, 40)) + y[:, None] * np.linspace(-1, 1, 40)[None, :]
+    path = tmp_path / "two_channels.npz"
+    np.savez(path, x_train=x[:45], y_train=y[:45], x_test=x[45:], y_test=y[45:])
+
+    def net(filters, activation, regs):
+        layers = [
+            conv(filters=filters, kernel_size=[2, 3], strides=[1, 2], padding="same",
+                 activation=activation, regularizers=regs),
+            {"kind": "max_pool2d", "pool_size": [2, 1]},
+            {"kind": "flatten"},
+        ]  # fmt: skip
+        return experiment(path, layers, [5, 4, 2], shuffle=False)
+
+    configs = [
+        net(9, "sigmoid", [{**ACT, "placement": "before_activation", "norm": "l2"}]),
+        net(8, "relu", [{**ACT, "reduction": "batch_sum"}]),
+    ]
+    jobs = [TrainJob(config, SEED) for config in configs]
+    cpu = [CpuEngine().train([job])[0] for job in jobs]
+    keras = KerasEngine().train(jobs)
+    for ours, theirs, filters in zip(cpu, keras, (9, 8), strict=True):
+        assert ours.probe_sample.shape == (30, 5 * 2 * filters)  # 30 test images, 5x2 maps
+        assert_same(ours, theirs)
+
+
 def test_cpu_engine_conv_early_stopping_ends_where_keras_does(images) -> None:
     """Early stopping that no epoch can satisfy (min_delta 10, patience 0): Keras's callback
     stops after the second epoch and restores the first's weights; so does the cpu loop."""

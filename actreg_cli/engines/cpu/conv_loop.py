@@ -8,7 +8,7 @@ windows (`conv_patches`, in Keras's kernel order: window row, column, channel), 
 passes are the general loop's (blocks.py, tiles.py) over its rows: z = windows @ kernel +
 bias, the kernel gradient windows^T @ dL/dz. No dL/d input is computed (nobody needs it: the
 Conv2D layer is the first). The sets' windows are built once a call for every model
-(kernel.train_conv_models) when they fit `engine.PATCH_BUDGET`, else per block.
+(kernel.train_conv_models) when they fit `conv_plan.WINDOW_BUDGET`, else per block.
 
 Max pooling keeps, per window and filter, the index of the value it took (`pool_forward`):
 the first maximum in the window's row-major order, where TensorFlow's MaxPoolGrad sends the
@@ -202,14 +202,16 @@ def conv_buffers(geo, n_out):
 def _windows(x, patches, rows, k, nb, n_pad, in_order, geo, xb):
     """(array, offset) where block images rows[k : k+nb]'s windows (then n_pad - nb zero
     images) start: in the set's own windows (`set_patches`; an empty array: not built) where
-    the rows are consecutive and the block ends inside the set, else copied or built into xb."""
+    the rows are consecutive and the block has no padding images, else copied or built into
+    xb."""
     positions, window, _, _ = conv_sizes_of(geo)
     per_image = positions * window
     if patches.shape[0] == 0:
         conv_patches(x, rows, k, nb, n_pad, geo, xb)
         return xb, 0
     n = patches.shape[0] // per_image
-    if in_order and rows[k] + n_pad <= n:
+    # In place only for a block without padding images: those must be zeros (blocks.py).
+    if in_order and nb == n_pad and rows[k] + n_pad <= n:
         return patches, rows[k] * per_image
     for j in range(nb):
         src = rows[k + j] * per_image
@@ -306,7 +308,7 @@ def conv_outputs(p, x, patches, geo, offsets, n_out, task, act, buffers, outputs
         nb = min(block, n - k)
         n_pad = padded(nb)
         src, s_base = _windows(x, patches, rows, k, nb, n_pad, True, geo, xb)
-        conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, False)
+        conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, np.bool_(False))
         for j in range(nb):
             output_activation(
                 task, logits[j * n_out : (j + 1) * n_out], n_out, outputs[first + k + j]
@@ -337,6 +339,9 @@ def train_conv(p, m, v, grad, x_train, p_train, y_train, x_test, p_test, y_test,
     n_train = y_train.shape[0]
     n_test = y_test.shape[0]
     n_val = y_val.shape[0]
+    # Flags typed bool, not Literal[bool]: one compiled conv_batch for training and evaluating
+    # (a literal compiled it twice, ~10 s more of the first compile; the branches cost nothing).
+    training, evaluating, ordered = np.bool_(True), np.bool_(False), np.bool_(True)
     buffers = conv_buffers(geo, n_out)
     act_sums = np.zeros((1, 4), np.float32)
     factors = np.zeros((1, 4), np.float32)
@@ -372,7 +377,7 @@ def train_conv(p, m, v, grad, x_train, p_train, y_train, x_test, p_test, y_test,
             batch = order[b * batch_size : min((b + 1) * batch_size, n_train)]
             loss, correct = conv_batch(
                 p, grad, x_train, p_train, y_train, batch, not shuffle, cf, geo, offsets, n_out,
-                task, act, buffers, act_sums, factors, penalty, True,
+                task, act, buffers, act_sums, factors, penalty, training,
             )  # fmt: skip
             loss_total += loss * np.float32(batch.shape[0])
             correct_total += correct
@@ -383,16 +388,16 @@ def train_conv(p, m, v, grad, x_train, p_train, y_train, x_test, p_test, y_test,
         rows_out[epoch, 0] = loss_total
         rows_out[epoch, 1] = correct_total
         loss, correct = conv_batch(
-            p, grad, x_test, p_test, y_test, test_rows, True, cf, geo, offsets, n_out, task, act,
-            buffers, act_sums, factors, penalty, False,
+            p, grad, x_test, p_test, y_test, test_rows, ordered, cf, geo, offsets, n_out, task, act,
+            buffers, act_sums, factors, penalty, evaluating,
         )  # fmt: skip
         rows_out[epoch + 1, 2] = loss * np.float32(n_test)
         rows_out[epoch + 1, 3] = correct
         if n_val == 0:
             continue
         loss, correct = conv_batch(
-            p, grad, x_val, p_val, y_val, val_rows, True, cf, geo, offsets, n_out, task, act,
-            buffers, act_sums, factors, penalty, False,
+            p, grad, x_val, p_val, y_val, val_rows, ordered, cf, geo, offsets, n_out, task, act,
+            buffers, act_sums, factors, penalty, evaluating,
         )  # fmt: skip
         rows_out[epoch + 1, 4] = loss * np.float32(n_val)
         rows_out[epoch + 1, 5] = correct
@@ -403,8 +408,8 @@ def train_conv(p, m, v, grad, x_train, p_train, y_train, x_test, p_test, y_test,
     finish(settings, watch, done, stopped, p, best_p, trained)
     penalty = weight_penalty(p, cf, units, fan_ins, w_off, b_off)  # the kept weights'
     loss, correct = conv_batch(
-        p, grad, x_train, p_train, y_train, train_rows, True, cf, geo, offsets, n_out, task, act,
-        buffers, act_sums, factors, penalty, False,
+        p, grad, x_train, p_train, y_train, train_rows, ordered, cf, geo, offsets, n_out, task, act,
+        buffers, act_sums, factors, penalty, evaluating,
     )  # fmt: skip
     rows_out[done, 0] = loss * np.float32(n_train)
     rows_out[done, 1] = correct

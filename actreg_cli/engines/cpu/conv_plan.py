@@ -24,8 +24,9 @@ CONV_NETWORKS = (("conv2d", "flatten"), ("conv2d", "max_pool2d", "flatten"))
 #: once for all its models (256 MiB); larger sets have each model build a block's windows as
 #: it goes (~10% more CPU on the digits study).
 WINDOW_BUDGET = 64 * 2**20
-#: Conv output values (images x positions x filters) a block holds at most: 32K floats (128
-#: KiB) per buffer, five buffers in L2 with the block's windows.
+#: Conv output values (images x positions x filters) a block holds: up to 16 images within
+#: 32K floats (128 KiB) per buffer, five buffers in L2 with the block's windows; at least 4
+#: images (blocks.padded), whatever their size.
 _BLOCK_VALUES = 32768
 
 

@@ -1,5 +1,6 @@
-"""The compiled training loop of the `cpu` engine (Numba; imported only when it trains):
-`train_models`, what engine.py calls.
+"""The compiled training loops of the `cpu` engine (Numba; imported only when it trains):
+`train_models` (MLPs) and `train_conv_models` (Conv2D networks: conv_loop.py), what engine.py
+calls; each is cached on its own and compiled on its first use.
 
 `train_models` trains C MLPs, one model per thread at a time (prange over models): each model's
 parameters, Adam state and gradients (4 x P float32, 32 KiB for the tutorial MLP) stay in cache
@@ -12,7 +13,7 @@ for all its epochs. Two loops train a model:
   then backward, each layer a small matrix product over the block (blocks.py).
 
 Both take a row's loss and gradient from losses.py (the general loop's multiclass softmax takes
-a block of rows at once: general_loop._softmax_block), the weight penalties, the optimizer step and
+a block of rows at once: general_loop.softmax_block), the weight penalties, the optimizer step and
 the minibatch order from step.py, early stopping (Keras's EarlyStopping, per model) from
 stopping.py, and their compile settings, math and the CPU's FTZ/DAZ flags from vmath.py;
 codes.py numbers the activations, optimizers, tasks, penalty columns and early-stopping
@@ -222,7 +223,7 @@ def train_conv_models(
         buffers = conv_buffers(geo, n_out)
         sums = np.zeros(2, np.float64)
         conv_outputs(
-            p, x_train, p_train, geo, offsets, n_out, task, act, buffers, outputs[c], 0,
+            p, x_train, p_train, geo, offsets, n_out, task, act, buffers, outputs[c], np.int64(0),
             np.zeros(0, np.float64), sample[c],
         )  # fmt: skip
         conv_outputs(

@@ -8,7 +8,7 @@ first maximum), regression (one linear output, squared error, absolute error as 
 `row_loss` and `row_logit_grad` are the task-specific code of both loops, each the formula
 the fused engine writes (engines/fused/mlp_net.py: `Net.per_row`, `Net.logit_grad`); the
 tutorial loop runs `binary_row` (pure arithmetic) over a batch's rows, the general loop runs it
-over a block's rows, a block's softmax (general_loop._softmax_block) and the regression formula
+over a block's rows, a block's softmax (general_loop.softmax_block) and the regression formula
 written out in general_loop._batch (the same arithmetic, without a call per row).
 """
 
