@@ -170,7 +170,8 @@ def train_models(
 @njit(parallel=True, **JIT)
 def train_conv_models(
     x_train, y_train, x_test, y_test, x_val, y_val, params, coef, lr, geo, n_out, task, act,
-    optimizer, epochs, batch_size, shuffle_seeds, shuffle, stopping, windows, n_sample, stop,
+    optimizer, epochs, batch_size, shuffle_seeds, shuffle, stopping, shared_windows, n_sample,
+    stop,
 ):  # fmt: skip
     """`train_models` for C Conv2D networks (conv_loop.py; geo: int64 [CONV_GEOMETRY], the
     layout of params in its docstring): the same arguments and results, but x_* float32 [n,
@@ -178,8 +179,8 @@ def train_conv_models(
     1, 12] (the Conv2D layer's penalties), probe float32 [C, 2] (the mean of the Conv2D
     layer's outputs on the test set, their fraction of exact zeros), and one more result:
     sample float32 [C, n_sample, positions * filters], those outputs on the first n_sample
-    test images. windows: build every set's conv windows once for all models (memory: rows x
-    positions x window floats) instead of per block and model."""
+    test images. shared_windows: build every set's conv windows once for all models (memory:
+    rows x positions x window floats) instead of per block and model."""
     n_models = params.shape[0]
     n_train = x_train.shape[0]
     n_test = x_test.shape[0]
@@ -194,7 +195,7 @@ def train_conv_models(
     x_val = x_val.reshape(x_val.size)
     none = np.zeros(0, np.float32)
     p_train, p_test, p_val = none, none, none
-    if windows:
+    if shared_windows:
         p_train, p_test, p_val = set_patches(x_train, geo), set_patches(x_test, geo), none
         if y_val.shape[0] > 0:
             p_val = set_patches(x_val, geo)
