@@ -58,8 +58,10 @@ def pytest_sessionstart(session) -> None:
     """The xdist controller compiles the cpu engine's two compiled entries (or loads them, ~2 s)
     in two processes at once, before its workers start: otherwise every worker that trains on
     the cpu engine compiled the MLP loops itself (~1 minute of CPU each), and the one that
-    trains Conv2D networks that loop after them. A warm-up that fails only costs that time
-    again (the tests then compile, and fail where something is wrong); it says so."""
+    trains Conv2D networks that loop after them. A run of tests that train nothing on the cpu
+    engine pays it too, once per checkout and version of the loops (then ~3 s). A warm-up that
+    fails only costs that time again (the tests then compile, and fail where something is
+    wrong); it says so."""
     config = session.config
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
         return
