@@ -187,8 +187,24 @@ def fused_worker(args: argparse.Namespace, variant: str | None = None) -> dict:
 
         layers_net.LayersNet.max_pool_tiled = False
 
-    jobs, epochs = study_jobs(args.study)
     engine = FusedEngine(chunk=args.chunk, workers=args.workers)
+    return {"import_s": import_s, **_timed_study(args, engine)}
+
+
+def cpu_worker(args: argparse.Namespace) -> dict:
+    """The cpu engine's calls (no TensorFlow in this process)."""
+    from actreg_cli.engines.cpu.engine import CpuEngine, compile_note
+
+    configs = [job.config for job in study_jobs(args.study)[0]]
+    compiles = compile_note(configs) is not None  # before the first call loads or compiles
+    return {"import_s": 0.0, "compiled_first": float(compiles), **_timed_study(args, CpuEngine())}
+
+
+def _timed_study(args: argparse.Namespace, engine) -> dict:
+    """An engine's first call on every model of the study (loading or compiling included) and,
+    unless --no-again, the same call again: wall and process CPU seconds of each, the FLOPs of a
+    model-epoch and the models' mean test accuracy (MSE for a regression study)."""
+    jobs, epochs = study_jobs(args.study)
     results = []
     first = _timed(lambda: results.extend(engine.train(jobs)))
     again = (math.nan, math.nan) if args.no_again else _timed(lambda: engine.train(jobs))
@@ -196,32 +212,6 @@ def fused_worker(args: argparse.Namespace, variant: str | None = None) -> dict:
         "models": len(jobs),
         "epochs": epochs,
         "flops": statistics.mean(flops_per_model_epoch(job) for job in jobs),
-        "import_s": import_s,
-        "wall_s": first[0],
-        "cpu_s": first[1],
-        "compiled_wall_s": again[0],
-        "compiled_cpu_s": again[1],
-        "test_metric_mean": statistics.mean(
-            r.test_accuracy if r.test_accuracy == r.test_accuracy else r.test_mse for r in results
-        ),
-    }
-
-
-def cpu_worker(args: argparse.Namespace) -> dict:
-    """The cpu engine's calls (no TensorFlow in this process)."""
-    from actreg_cli.engines.cpu.engine import CpuEngine, compile_note
-
-    jobs, epochs = study_jobs(args.study)
-    compiles = compile_note([job.config for job in jobs]) is not None
-    results = []
-    first = _timed(lambda: results.extend(CpuEngine().train(jobs)))
-    again = (math.nan, math.nan) if args.no_again else _timed(lambda: CpuEngine().train(jobs))
-    return {
-        "models": len(jobs),
-        "epochs": epochs,
-        "flops": statistics.mean(flops_per_model_epoch(job) for job in jobs),
-        "import_s": 0.0,
-        "compiled_first": float(compiles),
         "wall_s": first[0],
         "cpu_s": first[1],
         "compiled_wall_s": again[0],
