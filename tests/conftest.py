@@ -39,7 +39,8 @@ def ctrl_c_reaches_the_tests():
 
 
 #: A tiny job of each compiled entry of the cpu engine (kernel.train_models: MLPs,
-#: kernel.train_conv_models: Conv2D networks), trained once to compile or load it.
+#: kernel.train_conv_models: Conv2D networks, kernel.train_lstm_models: LSTM networks), trained
+#: once to compile or load it.
 _WARM_UP = """
 import sys
 from actreg_cli.config import ExperimentConfig, validate_mapping
@@ -50,15 +51,21 @@ if sys.argv[1] == "conv":
     layers = [{"kind": "conv2d", "filters": 2}, {"kind": "max_pool2d"}, {"kind": "flatten"}]
     raw["data"] = {"name": "digits", "input_shape": [8, 8, 1]}
     raw["model"] = {"layers": layers}
+if sys.argv[1] == "lstm":
+    raw["data"] = {"name": "digits", "input_shape": [8, 8]}
+    raw["model"] = {"layers": [{"kind": "lstm", "units": 2}]}
 CpuEngine().train([TrainJob(validate_mapping(raw, ExperimentConfig, "warm-up"), 1)])
 """
 
 
+_WARM_UP_KINDS = ("mlp", "conv", "lstm")
+
+
 def pytest_sessionstart(session) -> None:
-    """The xdist controller compiles the cpu engine's two compiled entries (or loads them, ~2 s)
-    in two processes at once, before its workers start: otherwise every worker that trains on
-    the cpu engine compiled the MLP loops itself (~1 minute of CPU each), and the one that
-    trains Conv2D networks that loop after them. A run of tests that train nothing on the cpu
+    """The xdist controller compiles the cpu engine's three compiled entries (or loads them, ~3
+    s) in three processes at once, before its workers start: otherwise every worker that trains
+    on the cpu engine compiled the MLP loops itself (~1 minute of CPU each), and the ones that
+    train Conv2D or LSTM networks those loops after them. A run of tests that train nothing on the cpu
     engine pays it too, once per checkout and version of the loops (then ~3 s). A warm-up that
     fails only costs that time again (the tests then compile, and fail where something is
     wrong); it says so."""
@@ -80,9 +87,9 @@ def pytest_sessionstart(session) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        for kind in ("mlp", "conv")
+        for kind in _WARM_UP_KINDS
     ]
-    for kind, run in zip(("mlp", "conv"), runs, strict=True):
+    for kind, run in zip(_WARM_UP_KINDS, runs, strict=True):
         _, err = run.communicate()
         if run.returncode != 0:
             reporter = config.pluginmanager.get_plugin("terminalreporter")

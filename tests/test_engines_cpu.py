@@ -403,25 +403,50 @@ def test_a_change_to_any_module_of_the_loops_compiles_them_anew() -> None:
     cache_file = cpu_kernel.train_models._cache._cache_file
     stamp = cache_file._source_stamp
     assert stamp[1] == cpu_kernel.sources_digest()
+    # So does every compiled function's cache: an entry compiled anew loads its callees from
+    # theirs (the layer-list epoch loop holds the Conv2D and LSTM batch code).
+    from actreg_cli.engines.cpu import conv_loop, lstm_loop, network_loop
+
+    for callee in (network_loop.train_networks, lstm_loop.lstm_batch, conv_loop.conv_batch):
+        assert callee._cache._cache_file._source_stamp[1] == cpu_kernel.sources_digest()
     assert compile_note() is None
     try:
         cache_file._source_stamp = (stamp[0], "0" * 64)  # as if a module had changed since
         assert compile_note() is not None  # the cached loops are not this version's
     finally:
         cache_file._source_stamp = stamp
+    # A job's note names the loop it needs, and only that one's cache counts.
+    lstm = _experiment(
+        data={"name": "digits", "input_shape": [8, 8]},
+        model={"layers": [{"kind": "lstm", "units": 2}]},
+    )
+    CpuEngine().train([TrainJob(lstm, 1)])
+    assert compile_note([lstm]) is None
+    lstm_file = cpu_kernel.train_lstm_models._cache._cache_file
+    lstm_stamp = lstm_file._source_stamp
+    try:
+        lstm_file._source_stamp = (lstm_stamp[0], "0" * 64)
+        note = compile_note([lstm])
+        assert note is not None and "compiles its LSTM loop first" in note
+        assert compile_note() is None  # the MLP loops are still this version's
+    finally:
+        lstm_file._source_stamp = lstm_stamp
 
 
-def test_unsupported_is_what_is_not_an_mlp_or_conv_network_or_not_compilable() -> None:
-    """Every data source and task of the MLP shorthand is trained, and a Conv2D network; what
-    is refused (and sent to another engine by `auto`) is neither, or a custom function, named
-    in one line."""
+def test_unsupported_is_what_is_not_an_mlp_conv_or_lstm_network_or_not_compilable() -> None:
+    """Every data source and task of the MLP shorthand is trained, a Conv2D network and an LSTM
+    network; what is refused (and sent to another engine by `auto`) is none of them, or a
+    custom function, named in one line."""
     conv = {"kind": "conv2d", "filters": 4}
+    lstm = {"kind": "lstm", "units": 4}
     digits = {"name": "digits", "input_shape": [8, 8, 1]}
-    for layers in (
-        [conv, {"kind": "flatten"}],
-        [conv, {"kind": "max_pool2d"}, {"kind": "flatten"}],
+    sequences = {"name": "digits", "input_shape": [8, 8]}
+    for data, layers in (
+        (digits, [conv, {"kind": "flatten"}]),
+        (digits, [conv, {"kind": "max_pool2d"}, {"kind": "flatten"}]),
+        (sequences, [lstm]),
     ):
-        config = _experiment(data=digits, model={"layers": layers})
+        config = _experiment(data=data, model={"layers": layers})
         assert CpuEngine().unsupported(config) is None, layers
     for data in (
         {"name": "iris"},
@@ -433,8 +458,15 @@ def test_unsupported_is_what_is_not_an_mlp_or_conv_network_or_not_compilable() -
     ):
         assert CpuEngine().unsupported(_experiment(data=data)) is None, data
     refused = {
-        "model.layers is dense; of layer lists it trains conv2d": {
-            "model": {"layers": [{"kind": "dense", "units": 4}]}
+        "model.layers is dense; of layer lists it trains conv2d, max_pool2d (optional), "
+        "flatten, or one lstm": {"model": {"layers": [{"kind": "dense", "units": 4}]}},
+        "model.layers is lstm, lstm;": {
+            "data": sequences,
+            "model": {"layers": [{**lstm, "return_sequences": True}, lstm]},
+        },
+        "model.layers is lstm, flatten;": {
+            "data": sequences,
+            "model": {"layers": [{**lstm, "return_sequences": True}, {"kind": "flatten"}]},
         },
         "model.layers is conv2d, conv2d, flatten": {
             "data": {"name": "digits", "input_shape": [8, 8, 1]},

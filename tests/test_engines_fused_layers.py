@@ -384,16 +384,21 @@ def test_dropout_rates_share_a_program_each_model_as_if_alone(images):
 # -- wiring -------------------------------------------------------------------------------------
 
 
-def test_auto_picks_cpu_for_conv_networks_fused_for_other_layers_another_for_custom(images):
+def test_auto_picks_cpu_for_conv_and_lstm_networks_fused_for_other_layers_another_for_custom(
+    images,
+):
     config = conv_cases(images)["activity_after_mean"]
     engine, note = select_engine("auto", [config])
+    assert engine.name == "cpu" and note is None
+    lstm = experiment(images, [{"kind": "lstm", "units": 4, "regularizers": [ACT]}], [6, 6])
+    engine, note = select_engine("auto", [lstm])
     assert engine.name == "cpu" and note is None
     dense = experiment(images, [{"kind": "flatten"}, {"kind": "dense", "units": 4}], [6, 6, 1])
     engine, note = select_engine("auto", [dense])
     assert engine.name == "fused"
     assert (
         "the cpu engine cannot run this config (model.layers is flatten, dense; of layer lists "
-        "it trains conv2d, max_pool2d (optional), flatten)" in note
+        "it trains conv2d, max_pool2d (optional), flatten, or one lstm)" in note
     )
     custom = experiment(
         images,
@@ -556,3 +561,43 @@ def test_cpu_engine_builds_conv_windows_per_block_when_the_sets_windows_are_too_
         np.testing.assert_array_equal(a.history, b.history)
         np.testing.assert_array_equal(a.probe_sample, b.probe_sample)
         assert (a.test_loss, a.test_accuracy) == (b.test_loss, b.test_accuracy)
+
+
+# -- the cpu engine's LSTM loop (engines/cpu/lstm_loop.py) against Keras ----------------------
+
+
+def test_cpu_engine_trains_lstm_networks_as_keras(images) -> None:
+    """One LSTM layer, its last h to the output layer: every penalty target (activity on h,
+    the input kernel, the bias) in shuffled minibatches of 16; no penalty in full batches; an
+    L2 batch_sum activity penalty on 9 units (a full vector of 8 and one more) over sequences
+    of 4 steps of 9 features, with a validation set; regression on 8 units in ordered batches.
+    The gates' columns are reordered for the loop (i, f, o, g) and back: the same initial
+    weights."""
+    regs = [
+        ACT,
+        {"target": "kernel", "norm": "l2", "strength": 1e-2},
+        {"target": "bias", "norm": "l1", "strength": 1e-2},
+    ]
+    l2_sum = [{**ACT, "reduction": "batch_sum", "norm": "l2"}]
+
+    def lstm(units, regularizers=()):
+        return [{"kind": "lstm", "units": units, "regularizers": list(regularizers)}]
+
+    configs = [
+        experiment(images, lstm(5, regs), [6, 6]),
+        experiment(images, lstm(3), [6, 6], batch=64),
+        experiment(images, lstm(9, l2_sum), [4, 9], validation=0.2),
+        experiment(images, lstm(8, ACT_AFTER), [6, 6], task="regression", shuffle=False),
+    ]
+    assert all(CpuEngine().unsupported(config) is None for config in configs)
+    jobs = [TrainJob(config, SEED) for config in configs]
+    cpu = [CpuEngine().train([job])[0] for job in jobs]
+    keras = KerasEngine().train(jobs)
+    for ours, theirs, config in zip(cpu, keras, configs, strict=True):
+        units = config.model.layers[0].units
+        assert ours.probe_sample.shape == (30, units)  # 30 test sequences' last h
+        if config.data.validation_fraction:
+            assert_same(ours, theirs, n_train=36, n_val=9)
+        else:
+            assert_same(ours, theirs)
+    assert np.isfinite(cpu[3].test_mse) and np.isnan(cpu[3].test_accuracy)

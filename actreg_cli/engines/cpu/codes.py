@@ -43,3 +43,9 @@ STOP_SETTINGS = 7
     G_POOL, G_PH, G_PW, G_PSH, G_PSW, G_PPT, G_PPL, G_QH, G_QW, G_BLOCK,
 ) = range(22)  # fmt: skip
 CONV_GEOMETRY = 22
+
+# The geometry of an LSTM network (lstm_loop.py), int64 [LSTM_GEOMETRY] (network_plan.py
+# `lstm_geometry`): time steps, features a step, units, and the sequences a block holds (a
+# multiple of 4).
+L_STEPS, L_FEATURES, L_UNITS, L_BLOCK = range(4)
+LSTM_GEOMETRY = 4

@@ -1,6 +1,7 @@
-"""The cpu engine's loop for a Conv2D network (`train_conv`): one Conv2D layer (any kernel
-window, strides, 'valid' or 'same' padding, relu/tanh/sigmoid/elu, its penalties), an optional
-MaxPooling2D, Flatten, then the task's output layer; kernel.train_conv_models calls it.
+"""The cpu engine's loop for a Conv2D network (`conv_batch`, `conv_outputs`; the epoch loop is
+network_loop.train_network's): one Conv2D layer (any kernel window, strides, 'valid' or 'same'
+padding, relu/tanh/sigmoid/elu, its penalties), an optional MaxPooling2D, Flatten, then the
+task's output layer; kernel.train_conv_models calls it.
 
 A Conv2D layer is a dense layer applied at every output position to that position's window of
 inputs (im2col): a block of `G_BLOCK` images is a [block x positions, window] matrix of
@@ -8,7 +9,7 @@ windows (`conv_patches`, in Keras's kernel order: window row, column, channel), 
 passes are the general loop's (blocks.py, tiles.py) over its rows: z = windows @ kernel +
 bias, the kernel gradient windows^T @ dL/dz. No dL/d input is computed (nobody needs it: the
 Conv2D layer is the first). The sets' windows are built once a call for every model
-(kernel.train_conv_models) when they fit `conv_plan.WINDOW_BUDGET`, else per block.
+(kernel.train_conv_models) when they fit `network_plan.WINDOW_BUDGET`, else per block.
 
 Max pooling keeps, per window and filter, the index of the value it took (`pool_forward`):
 the first maximum in the window's row-major order, where TensorFlow's MaxPoolGrad sends the
@@ -23,6 +24,8 @@ kernel transposed [n_out, D] and bias [n_out], as the general loop's output laye
 """
 
 from __future__ import annotations
+
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -67,10 +70,16 @@ from actreg_cli.engines.cpu.general_loop import (
     penalized_loss,
 )
 from actreg_cli.engines.cpu.losses import output_activation
-from actreg_cli.engines.cpu.step import epoch_order, update_penalized, weight_penalty
-from actreg_cli.engines.cpu.stopping import best_weights_buffer, finish, new_state, watch_epoch
 from actreg_cli.engines.cpu.tiles import window_argmax, window_max
 from actreg_cli.engines.cpu.vmath import JIT
+
+#: A Conv2D network as the loops read it: geo int64 [CONV_GEOMETRY] (codes.G_*); offsets int64
+#: [4] (conv kernel, conv bias, output kernel, output bias offsets in p); n_out; task
+#: (codes.TASKS); act (codes.ACTIVATIONS); units, fan_ins, w_off, b_off: int64 [1] each, the
+#: conv layer as step.weight_penalty reads a layer (units filters, fan_in the window's values).
+ConvNet = namedtuple(
+    "ConvNet", ["geo", "offsets", "n_out", "task", "act", "units", "fan_ins", "w_off", "b_off"]
+)
 
 
 @njit(**JIT)
@@ -175,10 +184,11 @@ def pool_backward(g_pooled, idx, n, gb, n_values):
 
 
 @njit(**JIT)
-def conv_buffers(geo, n_out):
+def conv_buffers(net):
     """A model's block scratch for `conv_batch` and `conv_outputs`: (xb windows, zb, ab, db, gb
     [block * positions * filters], pooled, g_pooled [block * D], idx int32 [block * D],
     `pool_windows`, logits, g_logits [block * n_out], scratch [3 * block * n_out])."""
+    geo, n_out = net.geo, net.n_out
     positions, window, f, d = conv_sizes_of(geo)
     block = geo[G_BLOCK]
     values = block * positions * f
@@ -241,15 +251,15 @@ def conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, train
 
 
 @njit(**JIT)
-def conv_batch(p, grad, x, patches, y, rows, in_order, coef, geo, offsets, n_out, task, act,
-               buffers, act_sums, factors, penalty, train):  # fmt: skip
+def conv_batch(net, p, grad, x, patches, y, rows, in_order, coef, buffers, act_sums, factors,
+               penalty, train):  # fmt: skip
     """Loss (float32, Keras's batch loss incl. penalties) and metric total of one batch of
     images, as general_loop's `_batch` computes them for an MLP; with train, grad [P] is
     overwritten with the batch loss gradient without the weight penalties' (the caller's
     step.update_penalized adds theirs). rows: image indices into x (and patches, `_windows`);
-    in_order: rows is 0, 1, ... (an evaluation). offsets: int64 [4] (conv kernel, conv bias,
-    output kernel, output bias offsets in p). buffers: `conv_buffers`. act_sums, factors:
-    float32 [1, 4] scratch."""
+    in_order: rows is 0, 1, ... (an evaluation). net: a `ConvNet`. buffers: `conv_buffers`.
+    act_sums, factors: float32 [1, 4] scratch."""
+    geo, offsets, n_out, task, act = net.geo, net.offsets, net.n_out, net.task, net.act
     xb, zb, ab, db, gb, pooled, g_pooled, idx, _, logits, g_logits, scratch = buffers
     positions, window, f, d = conv_sizes_of(geo)
     w_off, b_off, out_w, out_b = offsets[0], offsets[1], offsets[2], offsets[3]
@@ -292,12 +302,12 @@ def conv_batch(p, grad, x, patches, y, rows, in_order, coef, geo, offsets, n_out
 
 
 @njit(**JIT)
-def conv_outputs(p, x, patches, geo, offsets, n_out, task, act, buffers, outputs, first, probe,
-                 sample):  # fmt: skip
+def conv_outputs(net, p, x, patches, buffers, outputs, first, probe, sample):
     """The network on every image of x (patches: its `set_patches`, or empty): outputs[first +
     r] = the output layer's activations (`output_activation`) of image r; with probe (float64
     [2], added to) the sum of the conv layer's outputs and their count of exact zeros, and
     sample [S, positions * filters] = the first S images' conv outputs."""
+    geo, offsets, n_out, task, act = net.geo, net.offsets, net.n_out, net.task, net.act
     xb, _, ab, _, _, _, _, _, _, logits, _, _ = buffers
     positions, _, f, _ = conv_sizes_of(geo)
     block = geo[G_BLOCK]
@@ -325,91 +335,3 @@ def conv_outputs(p, x, patches, geo, offsets, n_out, task, act, buffers, outputs
         probe[1] += zeros
         for j in range(min(nb, sample.shape[0] - k)):
             sample[k + j, :] = ab[j * values : (j + 1) * values]
-
-
-@njit(**JIT)
-def train_conv(p, m, v, grad, x_train, p_train, y_train, x_test, p_test, y_test, x_val, p_val,
-               y_val, cf, lr, geo, offsets, n_out, task, act, optimizer, epochs, batch_size,
-               seed, shuffle, rows_out, settings, trained, stop):  # fmt: skip
-    """kernel.train_conv_models' epoch loop for one model: general_loop.train_rows' batches,
-    history totals (rows_out [E+1, 6]), early stopping and final weights (p, in place: the
-    kept ones), with `conv_batch` for the MLP's `_batch`. p_*: each set's windows
-    (`set_patches`), or empty arrays (built per block). Returns early, before an epoch or a
-    minibatch, once stop[0] != 0."""
-    n_train = y_train.shape[0]
-    n_test = y_test.shape[0]
-    n_val = y_val.shape[0]
-    # Flags typed bool, not Literal[bool]: one compiled conv_batch for training and evaluating
-    # (a literal compiled it twice, ~10 s more of the first compile; the branches cost nothing).
-    training, evaluating, ordered = np.bool_(True), np.bool_(False), np.bool_(True)
-    buffers = conv_buffers(geo, n_out)
-    act_sums = np.zeros((1, 4), np.float32)
-    factors = np.zeros((1, 4), np.float32)
-    units = np.array([geo[G_F]], np.int64)
-    fan_ins = np.array([geo[G_KH] * geo[G_KW] * geo[G_C]], np.int64)
-    w_off = offsets[0:1].copy()
-    b_off = offsets[1:2].copy()
-    train_rows = np.arange(n_train)
-    test_rows = np.arange(n_test)
-    val_rows = np.arange(n_val)
-    n_batches = (n_train + batch_size - 1) // batch_size
-    order = train_rows
-    shuffled = np.empty(n_train, np.int64)
-    keys = np.empty(n_train, np.int64)
-    starts = np.empty(n_train + 1, np.int64)
-    step = 0
-    watch = new_state()
-    best_p = best_weights_buffer(settings, p.shape[0])
-    done = epochs
-    stopped = False
-    penalty = weight_penalty(p, cf, units, fan_ins, w_off, b_off)
-    for epoch in range(epochs):
-        if stop[0] != 0:
-            return
-        if shuffle:
-            epoch_order(seed, epoch, n_train, shuffled, keys, starts)
-            order = shuffled
-        loss_total = np.float32(0.0)
-        correct_total = np.float32(0.0)
-        for b in range(n_batches):
-            if stop[0] != 0:
-                return
-            batch = order[b * batch_size : min((b + 1) * batch_size, n_train)]
-            loss, correct = conv_batch(
-                p, grad, x_train, p_train, y_train, batch, not shuffle, cf, geo, offsets, n_out,
-                task, act, buffers, act_sums, factors, penalty, training,
-            )  # fmt: skip
-            loss_total += loss * np.float32(batch.shape[0])
-            correct_total += correct
-            step += 1
-            penalty = update_penalized(
-                p, m, v, grad, step, lr, optimizer, cf, units, fan_ins, w_off, b_off
-            )
-        rows_out[epoch, 0] = loss_total
-        rows_out[epoch, 1] = correct_total
-        loss, correct = conv_batch(
-            p, grad, x_test, p_test, y_test, test_rows, ordered, cf, geo, offsets, n_out, task, act,
-            buffers, act_sums, factors, penalty, evaluating,
-        )  # fmt: skip
-        rows_out[epoch + 1, 2] = loss * np.float32(n_test)
-        rows_out[epoch + 1, 3] = correct
-        if n_val == 0:
-            continue
-        loss, correct = conv_batch(
-            p, grad, x_val, p_val, y_val, val_rows, ordered, cf, geo, offsets, n_out, task, act,
-            buffers, act_sums, factors, penalty, evaluating,
-        )  # fmt: skip
-        rows_out[epoch + 1, 4] = loss * np.float32(n_val)
-        rows_out[epoch + 1, 5] = correct
-        if watch_epoch(settings, watch, rows_out, epoch, n_val, p, best_p):
-            done = epoch + 1
-            stopped = True
-            break
-    finish(settings, watch, done, stopped, p, best_p, trained)
-    penalty = weight_penalty(p, cf, units, fan_ins, w_off, b_off)  # the kept weights'
-    loss, correct = conv_batch(
-        p, grad, x_train, p_train, y_train, train_rows, ordered, cf, geo, offsets, n_out, task, act,
-        buffers, act_sums, factors, penalty, evaluating,
-    )  # fmt: skip
-    rows_out[done, 0] = loss * np.float32(n_train)
-    rows_out[done, 1] = correct

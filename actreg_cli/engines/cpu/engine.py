@@ -65,10 +65,12 @@ from actreg_cli.engines.base import (
 )
 from actreg_cli.engines.cpu import codes
 from actreg_cli.engines.cpu.codes import ACTIVATIONS, OPTIMIZERS, TASKS
-from actreg_cli.engines.cpu.conv_plan import (
+from actreg_cli.engines.cpu.network_plan import (
     WINDOW_BUDGET,
     conv_geometry,
-    conv_network_reason,
+    lstm_geometry,
+    network_kind,
+    network_reason,
     window_floats,
 )
 from actreg_cli.engines.cpu.target import choice as target_choice
@@ -87,7 +89,7 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
     if (reason := config.mlp_shorthand_reason) is not None:
         if config.model.layers is None or config.model.is_keras_model:
             return reason
-        if (reason := conv_network_reason(config)) is not None:
+        if (reason := network_reason(config)) is not None:
             return reason
     for _, reg in config.all_regularizers:
         if reg.norm is Norm.custom:
@@ -98,17 +100,20 @@ def unsupported_reason(config: ExperimentConfig) -> str | None:
 def compile_note(configs: Sequence[ExperimentConfig] = ()) -> str | None:
     """One line for the command line to show before training when Numba's disk cache holds no
     compiled loop for this version of the loops that `configs` need (the MLP loops of
-    kernel.train_models, or the Conv2D loop of kernel.train_conv_models, each compiled on its
-    first use; no configs: the MLP loops): after an install or an update, the first call then
+    kernel.train_models, the Conv2D loop of kernel.train_conv_models, the LSTM loop of
+    train_lstm_models, each compiled on its first use; no configs: the MLP loops): after an install or an update, the first call then
     compiles for about a minute, which a progress bar would show as a stall. None when they
     are cached, or when Numba's cache internals cannot be read (then nothing is guessed). A
     cached entry holds every function it calls, from every module of the loops: loaded, it
     compiles nothing else."""
     from actreg_cli.engines.cpu import kernel as cpu_kernel
 
-    conv = any(config.model.layers is not None for config in configs)
-    mlp = not configs or any(config.model.layers is None for config in configs)
-    entries = [cpu_kernel.train_models] * mlp + [cpu_kernel.train_conv_models] * conv
+    kinds = {network_kind(config) for config in configs}
+    mlp = not configs or None in kinds
+    entries = [cpu_kernel.train_models] * mlp + [
+        {"conv": cpu_kernel.train_conv_models, "lstm": cpu_kernel.train_lstm_models}[kind]
+        for kind in sorted(kinds - {None})
+    ]
     try:  # Numba's own check: an index written for the module's stamp, with an entry compiled
         # for this target (engines/cpu/target.py; an index key is (signature, target, ...))
         from numba.core.registry import cpu_target
@@ -119,7 +124,9 @@ def compile_note(configs: Sequence[ExperimentConfig] = ()) -> str | None:
             return None
     except Exception:  # noqa: BLE001 (private API of another package; a note is not worth a crash)
         return None
-    what, them = ("training loops", "them") if mlp else ("Conv2D loop", "it")
+    names = {"conv": "Conv2D", "lstm": "LSTM"}
+    network = " and ".join(names[kind] for kind in sorted(kinds - {None}))
+    what, them = ("training loops", "them") if mlp else (f"{network} loop", "it")
     return (
         f"the cpu engine compiles its {what} first (up to about a minute, once after an "
         f"install or update; later runs load {them} from disk)"
@@ -138,8 +145,8 @@ def flat_initial_weights(config: ExperimentConfig, seed: int, data: Dataset) -> 
 
 
 def group_key(job: TrainJob) -> tuple:
-    """Jobs with equal keys train in one compiled call: an MLP's `mlp_shape_key`, or a Conv2D
-    network's data, layers (without their penalties: those are per-model factors), optimizer,
+    """Jobs with equal keys train in one compiled call: an MLP's `mlp_shape_key`, or a layer
+    list's data, layers (without their penalties: those are per-model factors), optimizer,
     epochs, effective batch size and shuffling."""
     config = job.config
     if config.model.layers is None:
@@ -151,7 +158,7 @@ def group_key(job: TrainJob) -> tuple:
         layer.model_dump(mode="json", exclude={"regularizers"}) for layer in config.model.layers
     ]
     return (
-        "conv",
+        "layers",
         config.data.model_dump_json(),
         job.seed if config.data.resample else None,
         repr(layers),
@@ -294,7 +301,7 @@ class CpuEngine:
                 if part[0].config.model.layers is None:
                     results += self._train_call(part)
                 else:
-                    results += self._train_conv_call(part)
+                    results += self._train_network_call(part)
                 # Model-epochs as configured: a model early stopping ended counts in full.
                 if progress is not None:
                     progress(len(part) * part[0].config.training.epochs)
@@ -379,8 +386,9 @@ class CpuEngine:
             results.append(result)
         return results
 
-    def _train_conv_call(self, jobs: Sequence[TrainJob]) -> list[TrainResult]:
-        """One compiled call for Conv2D network jobs of one group (conv_loop.py)."""
+    def _train_network_call(self, jobs: Sequence[TrainJob]) -> list[TrainResult]:
+        """One compiled call for layer-list jobs of one group: Conv2D networks (conv_loop.py)
+        or LSTM networks (lstm_loop.py)."""
         import numba
 
         from actreg_cli.engines.cpu import kernel as cpu_kernel
@@ -389,21 +397,17 @@ class CpuEngine:
         data = job_dataset(config, jobs[0].seed)
         plans = [config_plan(job.config, data) for job in jobs]
         n_out = output_units(data.task, data.n_classes)
+        conv = network_kind(config) == "conv"
         params = np.stack(
             [
-                np.concatenate([conv_kernel.ravel(), conv_bias, out_kernel.T.ravel(), out_bias])
+                _network_parameters(layer_initial_weights(plan.layers, job.seed))
                 for plan, job in zip(plans, jobs, strict=True)
-                for (conv_kernel, conv_bias), (out_kernel, out_bias) in [
-                    layer_initial_weights(plan.layers, job.seed)
-                ]
             ]
-        ).astype(np.float32)
-        # The Conv2D layer's row of each model's penalty table (the output layer has none).
+        )
+        # The first layer's row of each model's penalty table (the output layer has none).
         coef = np.stack([penalty_table(plan)[:1] for plan in plans]).astype(np.float32)
         call_ = self._call_settings(jobs, data)
         threads, stop, watched = call_.threads, call_.stop, call_.watched
-        rows_all = data.n_train + data.n_test + data.n_val
-        windows = window_floats(plans[0], rows_all) <= WINDOW_BUDGET
         n_features = int(np.prod(data.input_shape))
 
         def flat(x: np.ndarray, n: int) -> np.ndarray:
@@ -411,8 +415,10 @@ class CpuEngine:
 
         def call() -> tuple[np.ndarray, ...]:
             numba.set_num_threads(threads)
-            return cpu_kernel.train_conv_models(*arguments, stop)
+            entry = cpu_kernel.train_conv_models if conv else cpu_kernel.train_lstm_models
+            return entry(*arguments, stop)
 
+        n_sample = min(data.n_test, PROBE_SAMPLE_ROWS)
         arguments = (
             flat(data.x_train, data.n_train),
             np.array(data.y_train[:, 0], dtype=np.float32),
@@ -423,18 +429,18 @@ class CpuEngine:
             params,
             coef,
             call_.lr,
-            conv_geometry(plans[0]),
+            conv_geometry(plans[0]) if conv else lstm_geometry(plans[0]),
             n_out,
             TASKS[data.task.value],
-            ACTIVATIONS[config.model.layers[0].activation],
+            *([ACTIVATIONS[config.model.layers[0].activation]] if conv else []),
             OPTIMIZERS[config.training.optimizer],
             config.training.epochs,
             call_.batch_size,
             call_.shuffle_seeds,
             call_.shuffle,
             call_.stopping,
-            windows,
-            min(data.n_test, PROBE_SAMPLE_ROWS),
+            *([self._shared_windows(plans[0], data)] if conv else []),
+            n_sample,
         )
         rows, probe, outputs, _, final_rows, trained, sample = run_stoppable(call, stop)
         return [
@@ -450,3 +456,26 @@ class CpuEngine:
             )  # fmt: skip
             for c in range(len(jobs))
         ]
+
+    @staticmethod
+    def _shared_windows(plan, data: Dataset) -> bool:
+        """Whether a Conv2D call builds every set's windows once (`WINDOW_BUDGET`)."""
+        rows_all = data.n_train + data.n_test + data.n_val
+        return window_floats(plan, rows_all) <= WINDOW_BUDGET
+
+
+def _network_parameters(weights: list[list[np.ndarray]]) -> np.ndarray:
+    """float32 [P]: a layer list's initial weights (weights.layer_initial_weights: the first
+    layer's, then the output layer's kernel and bias) in its loop's layout: a Conv2D layer's
+    kernel and bias (conv_loop.py), or an LSTM's bias, kernel and recurrent kernel, their
+    gates' columns in the loop's order (lstm_loop.py); then the output kernel transposed and
+    its bias."""
+    first, (out_kernel, out_bias) = weights
+    if len(first) == 3:  # lstm: kernel, recurrent kernel, bias; gates i, f, c, o -> i, f, o, c
+        kernel, recurrent, bias = first
+        units = recurrent.shape[0]
+        order = np.concatenate([np.arange(units) + g * units for g in (0, 1, 3, 2)])
+        parts = [bias[order], kernel[:, order].ravel(), recurrent[:, order].ravel()]
+    else:
+        parts = [part.ravel() for part in first]
+    return np.concatenate([*parts, out_kernel.T.ravel(), out_bias]).astype(np.float32)

@@ -42,20 +42,17 @@ digest of those modules' source (`_stamp_every_source`): any change there compil
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
 
 from actreg_cli import weights
-from actreg_cli.engines.cpu.conv_loop import (
-    conv_buffers,
-    conv_outputs,
-    conv_sizes_of,
-    set_patches,
-    train_conv,
-)
+from actreg_cli.engines.cpu.conv_loop import ConvNet, conv_sizes_of, set_patches
 from actreg_cli.engines.cpu.general_loop import block_buffers, final_outputs, train_rows
+from actreg_cli.engines.cpu.lstm_loop import LstmNet, lstm_sizes_of
+from actreg_cli.engines.cpu.network_loop import train_networks
 from actreg_cli.engines.cpu.tutorial_loop import train_relu2
 from actreg_cli.engines.cpu.vmath import JIT, flush_denormals, restore_denormals
 
@@ -167,7 +164,7 @@ def train_models(
     return rows_out, probe, outputs, final, final_rows, trained
 
 
-@njit(parallel=True, **JIT)
+@njit(**JIT)
 def train_conv_models(
     x_train, y_train, x_test, y_test, x_val, y_val, params, coef, lr, geo, n_out, task, act,
     optimizer, epochs, batch_size, shuffle_seeds, shuffle, stopping, shared_windows, n_sample,
@@ -181,15 +178,16 @@ def train_conv_models(
     sample float32 [C, n_sample, positions * filters], those outputs on the first n_sample
     test images. shared_windows: build every set's conv windows once for all models (memory:
     rows x positions x window floats) instead of per block and model."""
-    n_models = params.shape[0]
-    n_train = x_train.shape[0]
-    n_test = x_test.shape[0]
     positions, window, filters, flat = conv_sizes_of(geo)
     offsets = np.empty(4, np.int64)
     offsets[0] = 0
     offsets[1] = window * filters
     offsets[2] = offsets[1] + filters
     offsets[3] = offsets[2] + n_out * flat
+    net = ConvNet(
+        geo, offsets, n_out, task, act, np.array([filters]), np.array([window]), offsets[0:1],
+        offsets[1:2],
+    )  # fmt: skip
     x_train = x_train.reshape(x_train.size)
     x_test = x_test.reshape(x_test.size)
     x_val = x_val.reshape(x_val.size)
@@ -199,44 +197,38 @@ def train_conv_models(
         p_train, p_test, p_val = set_patches(x_train, geo), set_patches(x_test, geo), none
         if y_val.shape[0] > 0:
             p_val = set_patches(x_val, geo)
-    rows_out = np.zeros((n_models, epochs + 1, 6), np.float32)
-    final_rows = np.zeros((n_models, 6), np.float32)
-    trained = np.zeros((n_models, 3), np.int64)
-    probe = np.zeros((n_models, 2), np.float32)
-    outputs = np.zeros((n_models, n_train + n_test, n_out), np.float32)
-    sample = np.zeros((n_models, n_sample, positions * filters), np.float32)
-    final = np.empty_like(params)
-    for c in prange(n_models):
-        denormals = flush_denormals()
-        p = params[c].copy()
-        m = np.zeros(p.shape[0], np.float32)
-        v = np.zeros(p.shape[0], np.float32)
-        grad = np.zeros(p.shape[0], np.float32)
-        train_conv(
-            p, m, v, grad, x_train, p_train, y_train, x_test, p_test, y_test, x_val, p_val,
-            y_val, coef[c], lr[c], geo, offsets, n_out, task, act, optimizer, epochs,
-            batch_size, shuffle_seeds[c], shuffle, rows_out[c], stopping[c], trained[c], stop,
-        )  # fmt: skip
-        done = trained[c, 0]
-        kept = trained[c, 1]
-        final_rows[c, :2] = rows_out[c, done, :2]
-        final_rows[c, 2:] = rows_out[c, kept + 1, 2:]
-        buffers = conv_buffers(geo, n_out)
-        sums = np.zeros(2, np.float64)
-        conv_outputs(
-            p, x_train, p_train, geo, offsets, n_out, task, act, buffers, outputs[c], np.int64(0),
-            np.zeros(0, np.float64), sample[c],
-        )  # fmt: skip
-        conv_outputs(
-            p, x_test, p_test, geo, offsets, n_out, task, act, buffers, outputs[c], n_train,
-            sums, sample[c],
-        )  # fmt: skip
-        count = max(1, n_test * positions * filters)
-        probe[c, 0] = sums[0] / count
-        probe[c, 1] = sums[1] / count
-        final[c] = p
-        restore_denormals(denormals)
-    return rows_out, probe, outputs, final, final_rows, trained, sample
+    return train_networks(
+        net, x_train, p_train, y_train, x_test, p_test, y_test, x_val, p_val, y_val, params,
+        coef, lr, optimizer, epochs, batch_size, shuffle_seeds, shuffle, stopping, n_sample,
+        positions * filters, stop,
+    )  # fmt: skip
+
+
+@njit(**JIT)
+def train_lstm_models(
+    x_train, y_train, x_test, y_test, x_val, y_val, params, coef, lr, geo, n_out, task,
+    optimizer, epochs, batch_size, shuffle_seeds, shuffle, stopping, n_sample, stop,
+):  # fmt: skip
+    """`train_conv_models` for C LSTM networks (lstm_loop.py; geo: int64 [LSTM_GEOMETRY], the
+    layout of params in its docstring): x_* float32 [n, steps * features] (each sequence
+    row-major [steps, features]), coef float32 [C, 1, 12] (the LSTM layer's penalties), probe
+    and sample of the LSTM's output h (sample [C, n_sample, units])."""
+    steps, features, units, gates, width = lstm_sizes_of(geo)
+    offsets = np.empty(4, np.int64)
+    offsets[1] = 0  # the bias first (lstm_loop.py)
+    offsets[0] = gates
+    offsets[2] = gates + width * gates
+    offsets[3] = offsets[2] + n_out * units
+    net = LstmNet(
+        geo, offsets, n_out, task, np.array([gates]), np.array([features]), offsets[0:1],
+        offsets[1:2],
+    )  # fmt: skip
+    none = np.zeros(0, np.float32)
+    return train_networks(
+        net, x_train.reshape(x_train.size), none, y_train, x_test.reshape(x_test.size), none,
+        y_test, x_val.reshape(x_val.size), none, y_val, params, coef, lr, optimizer, epochs,
+        batch_size, shuffle_seeds, shuffle, stopping, n_sample, units, stop,
+    )  # fmt: skip
 
 
 def sources_digest() -> str:
@@ -249,19 +241,27 @@ def sources_digest() -> str:
 
 
 def _stamp_every_source() -> None:
-    """Add `sources_digest()` to the stamp Numba keeps train_models' cached code under (its
-    index is read at the first call, or by engine.compile_note: a stamp that differs makes it
-    compile and overwrite the cache). Numba's private cache object: where it is not there
-    (another Numba), its own stamp stays."""
+    """Add `sources_digest()` to the stamp Numba keeps the cached code of every compiled
+    function of these modules under (its index is read at the first call, or by
+    engine.compile_note: a stamp that differs makes it compile and overwrite the cache).
+
+    Every function's, not only the entries': a cached function holds the code of every callee
+    it was compiled with, and an entry compiled anew loads its callees from their own caches
+    (network_loop.train_networks holds lstm_loop's batch code: changed lstm_loop.py, it would
+    still load as it was). Numba's private cache object: where it is not there (another
+    Numba), its own stamp stays."""
     try:
         digest = sources_digest()
     except OSError:  # sources not readable as files (a zipped install): Numba's stamp alone
         return
-    for dispatcher in (train_models, train_conv_models):
-        cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
-        stamp = getattr(cache_file, "_source_stamp", None)
-        if stamp is not None:  # any picklable value Numba compares for equality
-            cache_file._source_stamp = (stamp, digest)
+    prefix = __name__.rsplit(".", 1)[0] + "."
+    modules = [m for name, m in list(sys.modules.items()) if name.startswith(prefix)]
+    for module in [*modules, weights]:
+        for value in list(vars(module).values()):
+            cache_file = getattr(getattr(value, "_cache", None), "_cache_file", None)
+            stamp = getattr(cache_file, "_source_stamp", None)
+            if stamp is not None and not (isinstance(stamp, tuple) and stamp[-1] == digest):
+                cache_file._source_stamp = (stamp, digest)  # any picklable value Numba compares
 
 
 _stamp_every_source()

@@ -211,8 +211,9 @@ def update_penalized(p, m, v, grad, step, lr, optimizer, coef, units, fan_ins, w
     gradient, Adam's step and the new weights' penalty sums per weight, instead of three
     passes); returns `weight_penalty` of the updated weights (what the next batch's loss
     adds), each norm's sum taken over the new weights as they are written.
-    Layout: the hidden layers' kernel and bias segments in order, then the output layer's
-    weights (no penalty) to the end of p."""
+    Layout: the hidden layers' kernel and bias segments (in any order within a layer), then
+    every weight after the last of them (the output layer's; an LSTM's recurrent kernel) to
+    the end of p, without penalty."""
     alpha = _adam_alpha(step, lr)
     total = np.float32(0.0)
     end = 0
@@ -237,7 +238,7 @@ def update_penalized(p, m, v, grad, step, lr, optimizer, coef, units, fan_ins, w
             if f2 != 0:
                 segment += f2 * s2
             total += segment
-            end = start + count
+            end = max(end, start + count)
     return total
 
 

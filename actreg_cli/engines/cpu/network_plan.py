@@ -1,11 +1,14 @@
-"""Which layer lists the cpu engine trains, and their geometry as its compiled loop reads it
-(conv_loop.py). Plain Python: deciding imports no Numba.
+"""Which layer lists the cpu engine trains, and their geometry as its compiled loops read it
+(conv_loop.py, lstm_loop.py). Plain Python: deciding imports no Numba.
 
-A Conv2D network: `model.layers` of one conv2d layer (any filters, kernel window, strides,
-'valid' or 'same' padding, relu/tanh/sigmoid/elu, its penalties), an optional max_pool2d and a
-flatten, on image input, for a binary, multiclass or regression task. Everything else of
-`model.layers` (dense, lstm, dropout or activation layers, two conv layers) is the fused
-engine's.
+- A Conv2D network: `model.layers` of one conv2d layer (any filters, kernel window, strides,
+  'valid' or 'same' padding, relu/tanh/sigmoid/elu, its penalties), an optional max_pool2d and
+  a flatten, on image input.
+- An LSTM network: `model.layers` of one lstm layer (its last h; any units, its penalties), on
+  sequence input [steps, features].
+
+Either for a binary, multiclass or regression task. Everything else of `model.layers` (dense,
+dropout or activation layers, two conv or lstm layers) is the fused engine's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from actreg_cli.models.plan import ModelPlan
 
 #: The layer lists a Conv2D network may have, by kind.
 CONV_NETWORKS = (("conv2d", "flatten"), ("conv2d", "max_pool2d", "flatten"))
+#: The layer list of an LSTM network.
+LSTM_NETWORK = ("lstm",)
 #: Floats of every set's conv windows (rows x positions x kernel window) that a call builds
 #: once for all its models (256 MiB); larger sets have each model build a block's windows as
 #: it goes (~10% more CPU on the digits study).
@@ -28,23 +33,37 @@ WINDOW_BUDGET = 64 * 2**20
 #: 32K floats (128 KiB) per buffer, five buffers in L2 with the block's windows; at least 4
 #: images (blocks.padded), whatever their size.
 _BLOCK_VALUES = 32768
+#: Sequences an LSTM block holds (a multiple of 4, blocks.padded).
+LSTM_BLOCK = 32
 
 
-def conv_network_reason(config: ExperimentConfig) -> str | None:
-    """Why `config` is not a Conv2D network the cpu engine trains (one line), or None."""
+def network_kind(config: ExperimentConfig) -> str | None:
+    """ "conv" or "lstm" for a layer list the cpu engine's network loops may train (its kinds of
+    layers; `network_reason` checks the rest), else None."""
+    if config.model.layers is None:
+        return None
+    kinds = tuple(layer.kind for layer in config.model.layers)
+    return "conv" if kinds in CONV_NETWORKS else "lstm" if kinds == LSTM_NETWORK else None
+
+
+def network_reason(config: ExperimentConfig) -> str | None:
+    """Why `config` is not a layer list the cpu engine trains (one line), or None."""
     if (reason := config.keras_model_reason) is not None:
         return reason
     layers = config.model.layers
     if layers is None:
-        return "hidden_units is not a Conv2D network"
-    kinds = tuple(layer.kind for layer in layers)
-    if kinds not in CONV_NETWORKS:
+        return "hidden_units is not a layer list"
+    kind = network_kind(config)
+    if kind is None:
+        kinds = ", ".join(layer.kind for layer in layers)
         return (
-            f"model.layers is {', '.join(kinds)}; of layer lists it trains conv2d, "
-            "max_pool2d (optional), flatten"
+            f"model.layers is {kinds}; of layer lists it trains conv2d, max_pool2d (optional), "
+            "flatten, or one lstm"
         )
     if config.data.task is TaskName.reconstruction:
         return "the task is reconstruction"
+    if kind == "lstm":  # (a lone lstm gives its last h: return_sequences needs a flatten)
+        return None
     if (activation := layers[0].activation) not in codes.ACTIVATIONS:
         allowed = ", ".join(codes.ACTIVATIONS)
         return f"model.layers.0 (conv2d) has activation {activation}; it trains {allowed}"
@@ -93,3 +112,13 @@ def window_floats(plan: ModelPlan, rows: int) -> int:
     """Floats of the conv windows of `rows` images (`WINDOW_BUDGET`)."""
     conv = plan.layers[0]
     return rows * math.prod(conv.output_shape[:2]) * math.prod(conv.weights[0][1][:3])
+
+
+def lstm_geometry(plan: ModelPlan) -> np.ndarray:
+    """int64 [codes.LSTM_GEOMETRY]: an LSTM network's plan as lstm_loop.py reads it."""
+    lstm = plan.layers[0]
+    geo = np.zeros(codes.LSTM_GEOMETRY, np.int64)
+    steps, features = lstm.input_shape
+    geo[[codes.L_STEPS, codes.L_FEATURES, codes.L_UNITS]] = (steps, features, lstm.option("units"))
+    geo[codes.L_BLOCK] = LSTM_BLOCK
+    return geo
