@@ -11,7 +11,7 @@ after the block's backward pass through time the kernel gradient of all steps is
 too ([x_t, h_{t-1}]^T @ dL/dz_t over every step and sequence: blocks.kernel_grad).
 
 Each step's gates, cell and h are loops over a sequence's units (`lstm_gates`), without
-calls, so they vectorize: sigmoid from vmath.exp_nonpositive (as general_loop.activate), tanh
+calls, so they vectorize: sigmoid from vmath.exp_value (general_loop.activate's numbers), tanh
 Eigen's rational approximation (vmath.tanh_rational, TensorFlow's CPU tanh). The backward pass
 (`lstm_backward`) follows TensorFlow's registered gradients (SigmoidGrad y (1 - y), TanhGrad
 1 - y^2, from the outputs); dL/dh_{t-1} = dL/dz_t @ U^T, U transposed once a batch.
@@ -42,7 +42,7 @@ from actreg_cli.engines.cpu.general_loop import (
 )
 from actreg_cli.engines.cpu.losses import output_activation
 from actreg_cli.engines.cpu.tiles import matmul, matmul_bias
-from actreg_cli.engines.cpu.vmath import JIT, borrowed, exp_nonpositive, sign, tanh_rational
+from actreg_cli.engines.cpu.vmath import JIT, borrowed, exp_value, sign, tanh_rational
 
 #: An LSTM network as the loops read it: geo int64 [LSTM_GEOMETRY] (codes.L_*); offsets int64
 #: [4] (W, then U, at offsets[0]; bias, output kernel, output bias); n_out; task (codes.TASKS);
@@ -64,11 +64,11 @@ def lstm_sizes_of(geo):
 def lstm_buffers(net):
     """A model's block scratch (B sequences): x0 [B * features] (step 0's inputs), s [(steps -
     1) * B * (features + units)] (steps 1 ..'s rows [x_t, h_{t-1}]), z [steps * B * 4 units]
-    (pre-activations, then the gates i, f, o, g), e [3 units] and bits int32
-    (exp scratch), cs [(steps + 1) * B * units] (the cell states, c_{-1} = 0 first), tc [steps *
-    B * units] (tanh of them), hT, dh, dc [B * units] (the last h; dL/dh, dL/dc), dz [steps * B
-    * 4 units], ut [4 units * units] (U transposed), logits, g_logits [B * n_out], scratch [3 *
-    B * n_out], w_out [units * n_out] (the output kernel, transposed back)."""
+    (pre-activations, then the gates i, f, o, g), cs [(steps + 1) * B * units] (the cell
+    states, c_{-1} = 0 first), tc [steps * B * units] (tanh of them), hT, dh, dc [B * units]
+    (the last h; dL/dh, dL/dc), dz [steps * B * 4 units], ut [4 units * units] (U
+    transposed), logits, g_logits [B * n_out], scratch [3 * B * n_out], w_out [units * n_out]
+    (the output kernel, transposed back)."""
     geo, n_out = net.geo, net.n_out
     steps, features, units, gates, width = lstm_sizes_of(geo)
     block = geo[L_BLOCK]
@@ -76,8 +76,6 @@ def lstm_buffers(net):
         np.zeros(block * features, np.float32),
         np.zeros(max(steps - 1, 0) * block * width, np.float32),
         np.zeros(steps * block * gates, np.float32),
-        np.zeros(3 * units, np.float32),
-        np.zeros(3 * units, np.int32),
         np.zeros((steps + 1) * block * units, np.float32),
         np.zeros(steps * block * units, np.float32),
         np.zeros(block * units, np.float32),
@@ -112,12 +110,12 @@ def _inputs(x, rows, k, nb, n_pad, geo, x0, s):
 
 
 @njit(**JIT)
-def lstm_gates(z, z0, e, bits, cs, c0, tc, dst, d0, stride, n_pad, units):
+def lstm_gates(z, z0, cs, c0, tc, dst, d0, stride, n_pad, units):
     """One step of the block's n_pad sequences from their pre-activations z[z0 : ...] ([n_pad, 4
     units], gates in this loop's order i, f, o, g), the gates overwriting them: i, f, o =
     sigmoid, g = tanh of theirs; c = f c_prev + i g (c_prev [n_pad, units] at cs[c0], c
     written after it, at cs[c0 + n_pad * units]), tc[c0 : ...] = tanh(c), h = o tanh(c)
-    written to dst[d0 + j * stride + u]. e, bits [3 units]: scratch.
+    written to dst[d0 + j * stride + u].
 
     Vectorized loops: each writes one array (LLVM vectorizes a loop only where its runtime
     checks that the arrays do not overlap are few), through views indexed by the loop's own
@@ -128,19 +126,17 @@ def lstm_gates(z, z0, e, bits, cs, c0, tc, dst, d0, stride, n_pad, units):
     zero = np.float32(0.0)
     one = np.float32(1.0)
     z_t = borrowed(z)[z0 : z0 + n_pad * gates]
-    e, bits = borrowed(e), borrowed(bits)
     c_prev = borrowed(cs)[c0 : c0 + n_pad * units]
     c_next = borrowed(cs)[c0 + n_pad * units : c0 + 2 * n_pad * units]
     tc_t = borrowed(tc)[c0 : c0 + n_pad * units]
     dst = borrowed(dst)
     for j in range(n_pad):
         row = z_t[j * gates : (j + 1) * gates]
-        for q in range(sig):
-            e[q] = -abs(row[q])
-        exp_nonpositive(e, bits, sig)
         for q in range(sig):  # sigmoid(v) = 1 / (1 + exp(-v)), as e / (1 + e), e = exp(v), v < 0
-            s = one / (one + e[q])
-            row[q] = s if row[q] >= zero else e[q] * s
+            v = row[q]
+            e = exp_value(-abs(v))
+            s = one / (one + e)
+            row[q] = s if v >= zero else e * s
         g = row[sig:gates]
         for u in range(units):
             g[u] = tanh_rational(g[u])
@@ -163,7 +159,7 @@ def lstm_forward(p, x, rows, k, nb, n_pad, net, buffers):
     """The network on sequences rows[k : k+nb] (then padding ones of zeros, to n_pad): every
     step's gates, cells and h in the buffers (`lstm_buffers`), the last h in hT, the logits
     [n_pad * n_out]."""
-    x0, s, z, e, bits, cs, tc, h_last, _, _, _, _, logits, _, _, w_out = buffers
+    x0, s, z, cs, tc, h_last, _, _, _, _, logits, _, _, w_out = buffers
     geo, offsets = net.geo, net.offsets
     steps, features, units, gates, width = lstm_sizes_of(geo)
     w_off, b_off = offsets[0], offsets[1]
@@ -178,11 +174,11 @@ def lstm_forward(p, x, rows, k, nb, n_pad, net, buffers):
             matmul_bias(z, z0, s, (t - 1) * n_pad * width, p, w_off, p, b_off, n_pad, width, gates)
         if t < steps - 1:  # h_t into step t+1's rows, after its x part
             lstm_gates(
-                z, z0, e, bits, cs, t * n_pad * units, tc, s, t * n_pad * width + features, width,
-                n_pad, units,
+                z, z0, cs, t * n_pad * units, tc, s, t * n_pad * width + features, width, n_pad,
+                units,
             )  # fmt: skip
         else:
-            lstm_gates(z, z0, e, bits, cs, t * n_pad * units, tc, h_last, 0, units, n_pad, units)
+            lstm_gates(z, z0, cs, t * n_pad * units, tc, h_last, 0, units, n_pad, units)
     # The output layer as one tiled product (its kernel transposed back: `transpose_output`).
     matmul_bias(logits, 0, h_last, 0, w_out, 0, p, offsets[3], n_pad, units, net.n_out)
 
@@ -231,7 +227,7 @@ def lstm_backward(p, grad, nb, n_pad, net, buffers, f1, f2):
     """The block's backward pass through time, its kernel and bias gradients added to grad:
     from dL/dh_T in dh (the output layer's, plus the activity penalty's f1 sign(h) + f2 2h on
     the nb real sequences; the padding ones' is 0, so they add exactly 0)."""
-    x0, s, z, _, _, cs, tc, h_last, dh, dc, dz, ut, _, _, _, _ = buffers
+    x0, s, z, cs, tc, h_last, dh, dc, dz, ut, _, _, _, _ = buffers
     steps, features, units, gates, width = lstm_sizes_of(net.geo)
     w_off, b_off = net.offsets[0], net.offsets[1]
     two = np.float32(2.0)
@@ -256,7 +252,7 @@ def lstm_backward(p, grad, nb, n_pad, net, buffers, f1, f2):
 def transpose_weights(p, net, buffers, recurrent):
     """The buffers' w_out [units, n_out] = the output kernel (stored [n_out, units]) transposed;
     with recurrent also ut [4 units, units] = U transposed (U [units, 4 units] after W)."""
-    ut, w_out = buffers[11], buffers[15]
+    ut, w_out = buffers[9], buffers[13]
     _, features, units, gates, _ = lstm_sizes_of(net.geo)
     n_out = net.n_out
     out_w = net.offsets[2]
@@ -278,7 +274,7 @@ def lstm_batch(net, p, grad, x, extra, y, rows, in_order, coef, buffers, act_sum
     sequences, as conv_loop.conv_batch computes them (the same arguments; extra and in_order
     are not read); with train, grad [P] is overwritten with the batch loss gradient without
     the weight penalties'."""
-    _, _, _, _, _, _, _, h_last, dh, _, _, _, logits, g_logits, scratch, _ = buffers
+    _, _, _, _, _, h_last, dh, _, _, _, logits, g_logits, scratch, _ = buffers
     steps, features, units, _, _ = lstm_sizes_of(net.geo)
     offsets, n_out = net.offsets, net.n_out
     block = net.geo[L_BLOCK]
@@ -318,8 +314,8 @@ def lstm_outputs(net, p, x, extra, buffers, outputs, first, probe, sample):
     of sequence r; with probe (float64 [2], added to) the sum of the LSTM's outputs (the last h)
     and their count of exact zeros, and sample [S, units] = the first S sequences' h. extra:
     not read (conv_loop.conv_outputs' windows)."""
-    h_last = buffers[7]
-    logits = buffers[12]
+    h_last = buffers[5]
+    logits = buffers[10]
     steps, features, units, _, _ = lstm_sizes_of(net.geo)
     n_out = net.n_out
     block = net.geo[L_BLOCK]

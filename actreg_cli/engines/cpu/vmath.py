@@ -12,9 +12,10 @@ what was there), and `prefer_512_bit_vectors` marks a function's loops for 512-b
 operations). The general loop's matrix products are LLVM vector code of their own (tiles.py).
 
 The math is loops without libm calls, so they vectorize: exp of non-positive numbers
-(`exp_nonpositive`), log1p on [0, 1] (`log1p_unit`) and tanh (`tanh_rational`) are this
-module's polynomials, within 1-3 ulp of the exact values (libm's are within 1-2, TensorFlow's
-own tanh is the same rational approximation); `sign` is tf.sign.
+(`exp_nonpositive` over an array, `exp_value` of one), log1p on [0, 1] (`log1p_unit`) and
+tanh (`tanh_rational`) are this module's polynomials, within 1-3 ulp of the exact values
+(libm's are within 1-2, TensorFlow's own tanh is the same rational approximation); `sign` is
+tf.sign.
 """
 
 from __future__ import annotations
@@ -163,30 +164,58 @@ def tanh_rational(x):
     return x if abs(x) < np.float32(0.0004) else (v * p) / q
 
 
+@intrinsic
+def float_bits(typingctx, bits):
+    """The float32 whose bits are the low 32 bits of the integer `bits` (a bitcast: free once
+    vectorized; Numba computes int32 arithmetic in int64)."""
+    if not isinstance(bits, numba_types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0]
+        return builder.bitcast(low, ir.FloatType())
+
+    return numba_types.float32(bits), codegen
+
+
 @njit(**JIT)
-def exp_nonpositive(v, bits, n):
-    """v[j] = exp(v[j]) for v[j] <= 0, j < n, in place, in loops that vectorize (libm's expf
-    is a call per element): Cephes' expf, Cody-Waite reduction and a degree-5 polynomial,
-    within 1 ulp of exp on [-88, 0] (libm: 2); results below float32's normal range are 0, as
-    under FTZ. bits: int32 [>= n] scratch (for the 2^k factors), not overlapping v."""
+def _exp_parts(x):
+    """exp(x) for x <= 0 as (m, bits): exp(x) = m * 2^k, bits the float32 bits of 2^k (0 below
+    float32's normal range). Cephes' expf: Cody-Waite reduction and a degree-5 polynomial."""
     log2e = np.float32(1.44269504088896341)
     ln2_hi = np.float32(0.693359375)
     ln2_lo = np.float32(-2.12194440e-4)
     low = np.float32(-87.33654)  # exp(low) = 2^-126, the smallest normal float32
+    w = max(x, low)
+    k = np.floor(log2e * w + np.float32(0.5))
+    r = (w - k * ln2_hi) - k * ln2_lo
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    # 2^k as float32 bits (exponent field k + 127); 0 below the normal range.
+    bits = (np.int32(k) + np.int32(127)) << np.int32(23) if x >= low else np.int32(0)
+    return (p * (r * r) + r) + np.float32(1.0), bits
+
+
+@njit(**JIT)
+def exp_value(x):
+    """exp(x) for x <= 0, within 1 ulp on [-88, 0] (libm: 2), 0 below float32's normal range
+    (as under FTZ): `exp_nonpositive` of one value, the same bits, for loops that do more with
+    it (the scale's bits reach the float through `float_bits`, which vectorizes)."""
+    m, bits = _exp_parts(x)
+    return m * float_bits(bits)
+
+
+@njit(**JIT)
+def exp_nonpositive(v, bits, n):
+    """v[j] = exp(v[j]) for v[j] <= 0, j < n, in place, in loops that vectorize (libm's expf
+    is a call per element): `exp_value`'s numbers. bits: int32 [>= n] scratch (for the 2^k
+    factors), not overlapping v."""
     for j in range(n):
-        x = v[j]
-        w = max(x, low)
-        k = np.floor(log2e * w + np.float32(0.5))
-        r = (w - k * ln2_hi) - k * ln2_lo
-        p = np.float32(1.9875691500e-4)
-        p = p * r + np.float32(1.3981999507e-3)
-        p = p * r + np.float32(8.3334519073e-3)
-        p = p * r + np.float32(4.1665795894e-2)
-        p = p * r + np.float32(1.6666665459e-1)
-        p = p * r + np.float32(5.0000001201e-1)
-        v[j] = (p * (r * r) + r) + np.float32(1.0)
-        # 2^k as float32 bits (exponent field k + 127); 0 below the normal range.
-        bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23) if x >= low else np.int32(0)
+        v[j], bits[j] = _exp_parts(v[j])
     scale = bits.view(np.float32)
     for j in range(n):  # a second loop: through the int32/float32 views one would not vectorize
         v[j] *= scale[j]
