@@ -8,9 +8,10 @@ Each measurement runs in its own Python process (fresh compile caches, as `actre
           CPU time of the whole call (tracing and XLA compilation included; TensorFlow's import
           not, it is printed apart), and the same call again in the same process (compiled).
   cpu     CpuEngine().train on the same models, where the cpu engine trains the study (the
-          Conv2D study: engines/cpu/conv_loop.py): the first call (which loads the compiled
-          loop from Numba's disk cache, or compiles it once after an install: its first-call
-          figure then includes about 40 s of compiling) and the same call again.
+          Conv2D study: engines/cpu/conv_loop.py; the LSTM study: lstm_loop.py): the first
+          call (which loads the compiled loop from Numba's disk cache, or compiles it once
+          after an install: its first-call figure then includes about 40 s of compiling) and
+          the same call again.
   keras   KerasEngine().train (the reference: model.fit on the TensorFlow backend, the engine a
           study falls back to without the fused engine) on the first --keras-models models of
           the same study (its config otherwise) at --keras-epochs epochs and at a quarter of

@@ -1,5 +1,5 @@
-"""The cpu engine: MLPs and Conv2D networks trained by hand-fused loops compiled with Numba, one
-model per thread.
+"""The cpu engine: MLPs, Conv2D networks and LSTM networks trained by hand-fused loops compiled
+with Numba, one model per thread.
 
 It computes what `fused.FusedEngine` computes (the same Keras semantics, the same per-epoch
 totals turned into a TrainResult by `base.result_from_totals`), but as plain loops compiled
@@ -22,10 +22,11 @@ CSV, NPZ; any split; `resample: true` trains each repeat on its own data, one ke
 data set), with a validation set (its val_* history columns, evaluated as the test set is) and
 early stopping (Keras's EarlyStopping, per model inside the loop: stopping.py; a stopped model
 ends its own loop, not the others'). What the fused MLP program trains, the cpu engine trains.
-Of layer lists, a Conv2D network (conv_plan.py: conv2d, an optional max_pool2d, flatten; the
-same tasks, penalties, batches, validation and early stopping) in its own compiled entry
-(kernel.train_conv_models, conv_loop.py). Not: custom regularizers (any Python function; Numba
-cannot compile it), dropout, reconstruction, and other layer lists (`unsupported_reason`).
+Of layer lists (network_plan.py; the same tasks, penalties, batches, validation and early
+stopping), a Conv2D network (conv2d, an optional max_pool2d, flatten: kernel.train_conv_models,
+conv_loop.py) and an LSTM network (one lstm layer: kernel.train_lstm_models, lstm_loop.py),
+each in its own compiled entry. Not: custom regularizers (any Python function; Numba cannot
+compile it), dropout, reconstruction, and other layer lists (`unsupported_reason`).
 The tutorial's circles and moons load without scikit-learn (data/generated.py restates them).
 
 Float rounding: sums run in another order than TensorFlow's or XLA's kernels (over units or

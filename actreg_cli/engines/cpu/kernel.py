@@ -1,6 +1,8 @@
 """The compiled training loops of the `cpu` engine (Numba; imported only when it trains):
-`train_models` (MLPs) and `train_conv_models` (Conv2D networks: conv_loop.py), what engine.py
-calls; each is cached on its own and compiled on its first use.
+`train_models` (MLPs), `train_conv_models` (Conv2D networks: conv_loop.py) and
+`train_lstm_models` (LSTM networks: lstm_loop.py; both layer lists through
+network_loop.train_networks), what engine.py calls; each is cached on its own and compiled on
+its first use.
 
 `train_models` trains C MLPs, one model per thread at a time (prange over models): each model's
 parameters, Adam state and gradients (4 x P float32, 32 KiB for the tutorial MLP) stay in cache
@@ -32,11 +34,12 @@ gradients follow TensorFlow's registered gradients (sign(0) = 0, ReluGrad from t
 Adam with epsilon outside the bias correction, all in float32.
 
 Numba's disk cache checks only the source file of the function it loads (a stamp of kernel.py
-alone), but train_models' cached code holds every function it calls, from the modules
-here and weights.epoch_permutation: after an update that changes one of them and not kernel.py
-(a `git pull` on an editable install), the stale loops would load. So its stamp also carries a
-digest of those modules' source (`_stamp_every_source`): any change there compiles anew
-(engine.compile_note reads the same index, so it says so).
+alone for train_models), but a function's cached code holds every function it calls, from the
+modules here and weights.epoch_permutation: after an update that changes one of them and not
+the caller's file (a `git pull` on an editable install), stale loops would load. So the stamp
+of every compiled function here also carries a digest of those modules' source
+(`_stamp_every_source`): any change there compiles anew (engine.compile_note reads the same
+index, so it says so).
 """
 
 from __future__ import annotations
