@@ -2,7 +2,7 @@
 epoch, the engine waits for them in another thread, so Ctrl-C stops a cpu sweep within about a
 second with exit 130 and its finished cells kept; a KeyboardInterrupt that comes out of compiled
 code as another error is never a failed chunk; Ctrl-C while the command line starts is one
-line, not a traceback."""
+line, not a traceback; Ctrl-C while the loops compile ends the process at once, exit 130."""
 
 from __future__ import annotations
 
@@ -200,3 +200,39 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line_and_exit_130() -> None
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.strip() == "error: interrupted while starting"
+
+
+@pytest.mark.parametrize("into_compile_s", [3.0, pytest.param(40.0, marks=pytest.mark.slow)])
+def test_ctrl_c_while_the_loops_compile_ends_the_process_at_once_with_130(
+    tmp_path, into_compile_s
+) -> None:
+    """Ctrl-C while Numba compiles the cpu engine's loops (an empty cache folder: the first
+    run after an install): the compile reads no stop flag, so the process ends without it, at
+    once and with exit 130. Before, the interpreter's finalization beside the compiling thread
+    could abort it inside LLVM ("Assertion ... failed", exit 134) after the message: by hand in
+    a terminal, 2 of 3 interrupts 30-40 s into the LSTM loop's compile (Intel Xeon); the
+    `slow` case interrupts there."""
+    master, slave = pty.openpty()
+    cmd = [sys.executable, "-m", "actreg_cli", "sweep", "configs/digits_lstm_l1.yaml",
+           "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    env = {**ENV, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}  # nothing cached: it compiles
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO)
+    os.close(slave)
+    seen = bytearray()
+    try:
+        noted = read_until(master, r"compiles its LSTM loop", seen, time.monotonic() + 60)
+        assert noted, seen.decode(errors="replace")[-2000:]
+        read_until(master, NEVER, seen, time.monotonic() + into_compile_s)
+        interrupted_at = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        read_until(master, r"interrupted", seen, time.monotonic() + 30)
+        proc.wait(timeout=30)
+        exit_s = time.monotonic() - interrupted_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = seen.decode(errors="replace")
+    assert proc.returncode == 130, text[-2000:]
+    assert exit_s < 5.0, text[-2000:]
+    assert "stopping..." in text and "Assertion" not in text and "Traceback" not in text

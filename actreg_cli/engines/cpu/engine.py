@@ -38,10 +38,13 @@ A model's numbers do not depend on the other models of the call or on the thread
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import importlib.util
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -241,10 +244,30 @@ class _KernelThread:
 _KERNEL_THREAD = _KernelThread()
 
 
+#: The exit status of a process that ends while an interrupted call still runs (Ctrl-C's).
+INTERRUPTED_EXIT = 130
+
+
+def _exit_now_if_still_running(done: threading.Event) -> None:
+    """At interpreter exit (atexit): if the interrupted call has not ended, end the process
+    at once with INTERRUPTED_EXIT, its output flushed. That call is Numba compiling the loops
+    (up to a minute; the stop flag is read only once they run): the interpreter's finalization
+    beside a thread inside LLVM aborted the process ("Assertion ... failed", exit 134) after
+    the interrupt's message."""
+    if done.is_set():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or gone: nothing to lose
+            stream.flush()
+    os._exit(INTERRUPTED_EXIT)
+
+
 def run_stoppable(call: Callable[[], T], stop: np.ndarray) -> T:
     """`call()` (a compiled call that releases the GIL and reads `stop` between epochs) in the
     kernel thread (`_KernelThread`), while this thread waits: Ctrl-C sets stop[0] = 1, waits up
-    to STOP_WAIT_S for the loops to end, and raises KeyboardInterrupt at once.
+    to STOP_WAIT_S for the loops to end, and raises KeyboardInterrupt at once. A call still
+    running then (compiling: it reads no flag yet) ends with the process, if the process ends
+    first (`_exit_now_if_still_running`).
 
     Called in this thread, the compiled call would hold Ctrl-C back to its end (minutes) and
     then come out as "SystemError: ... returned a result with an exception set"."""
@@ -254,7 +277,8 @@ def run_stoppable(call: Callable[[], T], stop: np.ndarray) -> T:
             pass
     except KeyboardInterrupt:
         stop[0] = 1
-        done.wait(STOP_WAIT_S)
+        if not done.wait(STOP_WAIT_S):
+            atexit.register(_exit_now_if_still_running, done)
         raise
     if "error" in outcome:
         raise outcome["error"]
