@@ -67,9 +67,9 @@ from actreg_cli.engines.cpu.general_loop import (
     activity_factors,
     activity_sums,
     block_loss,
+    block_outputs,
     penalized_loss,
 )
-from actreg_cli.engines.cpu.losses import output_activation
 from actreg_cli.engines.cpu.tiles import window_argmax, window_max
 from actreg_cli.engines.cpu.vmath import JIT
 
@@ -319,19 +319,4 @@ def conv_outputs(net, p, x, patches, buffers, outputs, first, probe, sample):
         n_pad = padded(nb)
         src, s_base = _windows(x, patches, rows, k, nb, n_pad, True, geo, xb)
         conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, np.bool_(False))
-        for j in range(nb):
-            output_activation(
-                task, logits[j * n_out : (j + 1) * n_out], n_out, outputs[first + k + j]
-            )
-        if probe.shape[0] == 0:
-            continue
-        s = 0.0
-        zeros = 0
-        for t in range(nb * values):
-            s += ab[t]
-            if ab[t] == 0:
-                zeros += 1
-        probe[0] += s
-        probe[1] += zeros
-        for j in range(min(nb, sample.shape[0] - k)):
-            sample[k + j, :] = ab[j * values : (j + 1) * values]
+        block_outputs(task, logits, n_out, outputs, first + k, k, nb, ab, values, probe, sample)

@@ -362,6 +362,28 @@ def _batch(
 
 
 @njit(**JIT)
+def block_outputs(task, logits, n_out, outputs, row0, k, nb, values, width, probe, sample):
+    """A layer list's evaluated block of nb rows (rows k .. of a set): outputs[row0 + j] = the
+    output layer's activations of its logits (`output_activation`); with probe (float64 [2],
+    added to) the sum of the probed layer's values [nb, width] and their count of exact zeros,
+    and sample's rows k + j (those of the first sample.shape[0] rows) = theirs."""
+    for j in range(nb):
+        output_activation(task, logits[j * n_out : (j + 1) * n_out], n_out, outputs[row0 + j])
+    if probe.shape[0] == 0:
+        return
+    s = 0.0
+    zeros = 0
+    for t in range(nb * width):
+        s += values[t]
+        if values[t] == 0:
+            zeros += 1
+    probe[0] += s
+    probe[1] += zeros
+    for j in range(min(nb, sample.shape[0] - k)):
+        sample[k + j, :] = values[j * width : (j + 1) * width]
+
+
+@njit(**JIT)
 def block_buffers(n_in, n_hidden, n_out):
     """A model's block scratch for `_batch` and `final_outputs`: (xb, zb, ab, db, gb, logits,
     g_logits, scratch), float32 (sizes in `_batch`; n_hidden: the sum of the hidden widths)."""

@@ -38,9 +38,9 @@ from actreg_cli.engines.cpu.general_loop import (
     activity_factors,
     activity_sums,
     block_loss,
+    block_outputs,
     penalized_loss,
 )
-from actreg_cli.engines.cpu.losses import output_activation
 from actreg_cli.engines.cpu.tiles import matmul, matmul_bias
 from actreg_cli.engines.cpu.vmath import JIT, borrowed, exp_value, sign, tanh_rational
 
@@ -326,19 +326,6 @@ def lstm_outputs(net, p, x, extra, buffers, outputs, first, probe, sample):
         nb = min(block, n - k)
         n_pad = padded(nb)
         lstm_forward(p, x, rows, k, nb, n_pad, net, buffers)
-        for j in range(nb):
-            output_activation(
-                net.task, logits[j * n_out : (j + 1) * n_out], n_out, outputs[first + k + j]
-            )
-        if probe.shape[0] == 0:
-            continue
-        s = 0.0
-        zeros = 0
-        for q in range(nb * units):
-            s += h_last[q]
-            if h_last[q] == 0:
-                zeros += 1
-        probe[0] += s
-        probe[1] += zeros
-        for j in range(min(nb, sample.shape[0] - k)):
-            sample[k + j, :] = h_last[j * units : (j + 1) * units]
+        block_outputs(
+            net.task, logits, n_out, outputs, first + k, k, nb, h_last, units, probe, sample
+        )
