@@ -223,7 +223,7 @@ def _gate_grads(z, z0, cs, tc, c0, dh, dc, dz, n_pad, units):
 
 
 @njit(**JIT)
-def lstm_backward(p, grad, nb, n_pad, net, buffers, f1, f2):
+def lstm_backward(grad, nb, n_pad, net, buffers, f1, f2):
     """The block's backward pass through time, its kernel and bias gradients added to grad:
     from dL/dh_T in dh (the output layer's, plus the activity penalty's f1 sign(h) + f2 2h on
     the nb real sequences; the padding ones' is 0, so they add exactly 0)."""
@@ -304,7 +304,7 @@ def lstm_batch(net, p, grad, x, extra, y, rows, in_order, coef, buffers, act_sum
         output_backward(p, grad, h_last, dh, 0, units, offsets[2], offsets[3], n_out, g_logits,
                         n_pad)  # fmt: skip
         fc = factors[0]
-        lstm_backward(p, grad, nb, n_pad, net, buffers, fc[2], fc[3])
+        lstm_backward(grad, nb, n_pad, net, buffers, fc[2], fc[3])
     return penalized_loss(coef, act_sums, ce_sum, penalty, size_f), np.float32(correct)
 
 

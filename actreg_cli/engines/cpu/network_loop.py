@@ -4,7 +4,7 @@ network (lstm_loop.py, an `LstmNet`).
 
 `network_buffers`, `network_batch` and `network_outputs` take the network first and are
 resolved by its type when Numba compiles a caller (`numba.extending.overload`): each network
-gets its own compiled epoch loop, with its own batch function inlined, and a cached entry
+gets its own compiled epoch loop calling its own batch function, and a cached entry
 (kernel.py) holds it like any other callee. (A batch function passed as a first-class function
 value would be one loop for all, but Numba cannot cache code that calls one.)
 """
