@@ -216,7 +216,7 @@ def train_lstm_models(
     layout of params in its docstring): x_* float32 [n, steps * features] (each sequence
     row-major [steps, features]), coef float32 [C, 1, 12] (the LSTM layer's penalties), probe
     and sample of the LSTM's output h (sample [C, n_sample, units])."""
-    steps, features, units, gates, width = lstm_sizes_of(geo)
+    _, features, units, gates, width = lstm_sizes_of(geo)
     offsets = np.empty(4, np.int64)
     offsets[1] = 0  # the bias first (lstm_loop.py)
     offsets[0] = gates

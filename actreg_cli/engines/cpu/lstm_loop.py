@@ -275,7 +275,7 @@ def lstm_batch(net, p, grad, x, extra, y, rows, in_order, coef, buffers, act_sum
     are not read); with train, grad [P] is overwritten with the batch loss gradient without
     the weight penalties'."""
     _, _, _, _, _, h_last, dh, _, _, _, logits, g_logits, scratch, _ = buffers
-    steps, features, units, _, _ = lstm_sizes_of(net.geo)
+    units = net.geo[L_UNITS]
     offsets, n_out = net.offsets, net.n_out
     block = net.geo[L_BLOCK]
     size = rows.shape[0]
