@@ -19,6 +19,8 @@ The target: the cpu engine at <= 2x its FLOP bound on every shape.
 
 Run:   python3 benchmarks/bench_cpu_mlp.py                 (~3 minutes on 2 cores)
        python3 benchmarks/bench_cpu_mlp.py --engines cpu   (the cpu engine alone)
+       python3 benchmarks/bench_cpu_mlp.py --engines cpu,cpu256   (its matrix products with
+           512-bit vectors, where the CPU has AVX-512, against 256-bit ones: the same bits)
        python3 benchmarks/bench_cpu_mlp.py --shapes deep,digits --scale 0.5
 A shared machine inflates wall times (CPU times less so): compare columns of one run only.
 """
@@ -30,6 +32,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +46,18 @@ from targets import peak_rss_mb, record, run_main, write  # noqa: E402
 #: family (issue 23, item 1).
 TARGET_RATIO = 2.0
 TARGET_RATIOS = {"tutorial": 1.4}
+#: The cpu engine as measured (its default), and with its matrix products at AVX2's vector
+#: width on any CPU (the same bits; on a CPU with AVX-512 the two differ in speed only).
+#: cpu256 keeps its compiled loops in a cache folder of its own: Numba keeps one cache entry
+#: of a function per source stamp, so the two widths would replace each other's, and every
+#: worker would compile.
+CPU_ENGINES = {
+    "cpu": {},
+    "cpu256": {
+        "ACTREG_CPU_VECTOR_BITS": "256",
+        "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir()) / "actreg-bench-numba-256"),
+    },
+}
 STRENGTHS = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
 MODELS = 30
 
@@ -192,7 +207,8 @@ def timed_trainings(engine, jobs: list, epochs: int, reps: int):
 
 def train_worker(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.engine == "cpu":
+    if args.engine in CPU_ENGINES:
+        os.environ.update(CPU_ENGINES[args.engine])
         from actreg_cli.engines.cpu.engine import CpuEngine
 
         engine = CpuEngine()
@@ -224,6 +240,7 @@ def compile_worker(args: argparse.Namespace) -> dict:
     shape came first would decide which one did; one signature serves every shape): {compiled:
     whether this process compiled, cpu_s: its CPU}. Where Numba cannot write its cache folder,
     every process compiles anyway."""
+    os.environ.update(CPU_ENGINES[args.engine])
     from actreg_cli.engines.cpu import kernel
     from actreg_cli.engines.cpu.engine import CpuEngine
 
@@ -269,10 +286,11 @@ def main() -> None:
     engines = args.engines.split(",")
     shapes = args.shapes.split(",")
     unknown = [name for name in shapes if name not in SHAPES]
-    unknown += [name for name in engines if name not in ("cpu", "fused")]
+    unknown += [name for name in engines if name not in (*CPU_ENGINES, "fused")]
     if unknown:
         sys.exit(
-            f"error: unknown {', '.join(unknown)}; shapes: {', '.join(SHAPES)}; engines: cpu, fused"
+            f"error: unknown {', '.join(unknown)}; shapes: {', '.join(SHAPES)}; engines: "
+            f"{', '.join(CPU_ENGINES)}, fused"
         )
     start = time.perf_counter()
     print(
@@ -282,22 +300,22 @@ def main() -> None:
         flush=True,
     )
     gflops = worker("sgemm", args)["gflops"]
-    # The cpu engine's loops are compiled for AVX2 and FMA on every CPU (engines/cpu/target.py):
-    # where the CPU's 512-bit vectors run faster, the bound they can reach is this one.
+    # The cpu engine's loops are compiled for AVX2 and FMA on every CPU (engines/cpu/target.py),
+    # all but its matrix products where the CPU has AVX-512: the bound of AVX2 code.
     avx2 = worker("sgemm", args, coretype="Haswell")
     avx2_gflops = avx2["gflops"]
     print(
         f"FLOP rate: {gflops:.0f} GFLOP/s (float32 matmul, one thread, measured now); "
         f"{avx2_gflops:.0f} GFLOP/s with AVX2 and FMA alone (OpenBLAS's Haswell kernels: "
-        f"the vector width the cpu engine's loops are compiled for; BLAS kernels used: "
-        f"{avx2['architecture']})\n",
+        f"the vector width of the cpu engine's loops, and of its matrix products on a CPU "
+        f"without AVX-512 or as cpu256; BLAS kernels used: {avx2['architecture']})\n",
         flush=True,
     )
-    if "cpu" in engines:
-        compiled = worker("compile", args)
+    for engine in (e for e in engines if e in CPU_ENGINES):
+        compiled = worker("compile", args, engine=engine)
         print(
-            f"cpu engine's loops: {'compiled' if compiled['compiled'] else 'loaded from disk'} "
-            f"first ({compiled['cpu_s']:.1f} s CPU in that process; a compile comes once after "
+            f"{engine} engine's loops: {'compiled' if compiled['compiled'] else 'loaded from disk'}"
+            f" first ({compiled['cpu_s']:.1f} s CPU in that process; a compile comes once after "
             "an install or update, and no job below pays for it)\n",
             flush=True,
         )
@@ -320,15 +338,17 @@ def main() -> None:
         for engine in engines:
             r = results[engine]
             ratio = r["cpu_us"] / bound_us
-            verdict = "" if engine != "cpu" else (" ok" if ratio <= aim else " over")
+            verdict = "" if engine not in CPU_ENGINES else (" ok" if ratio <= aim else " over")
             row += (
                 f" {r['cpu_us']:,.1f} | {r['wall_us']:,.1f} | {ratio:.1f}x{verdict} "
                 f"| {r['rss_mb']:,.0f} |"
             )
         chosen = auto_choice(shape, first["epochs"])
-        # What `auto` weighs: the whole job's CPU (start-up, loading or compiling, training).
-        cheaper = min(results, key=lambda e: results[e]["job_cpu_s"])
-        row += f" {chosen}{'' if chosen == cheaper or len(results) < 2 else ' (slower)'} |"
+        # What `auto` weighs: the whole job's CPU (start-up, loading or compiling, training),
+        # of the engines `auto` can pick (cpu256 is the cpu engine under a setting).
+        pickable = [e for e in results if e != "cpu256"]
+        cheaper = min(pickable, key=lambda e: results[e]["job_cpu_s"])
+        row += f" {chosen}{'' if chosen == cheaper or len(pickable) < 2 else ' (slower)'} |"
         rows.append(row)
         print(row, flush=True)
         if "cpu" in results:
@@ -346,7 +366,7 @@ def main() -> None:
                     f"{results['cpu']['rss_mb']:,.0f} MiB",
                 )
             )
-        if len(results) > 1:
+        if len(pickable) > 1:
             records.append(
                 record(
                     "2",
@@ -355,7 +375,7 @@ def main() -> None:
                     0,
                     "slower picks",
                     "the job's process CPU (imports, first call): "
-                    + ", ".join(f"{e} {results[e]['job_cpu_s']:.1f} s" for e in results),
+                    + ", ".join(f"{e} {results[e]['job_cpu_s']:.1f} s" for e in pickable),
                 )
             )
     print("\n" + "\n".join(rows))

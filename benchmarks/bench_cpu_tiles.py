@@ -33,14 +33,27 @@ SHAPES = [(2, 64), (10, 64), (64, 32), (30, 500), (128, 128), (128, 10), (500, 5
 ROWS = 16
 
 
-def measure(shapes: list[tuple[int, int]]) -> list[dict]:
+def tiles_here() -> dict[str, object]:
+    """The tiles this CPU runs: AVX2's, and AVX-512's where it has AVX-512F."""
+    from llvmlite import binding
+
+    from actreg_cli.engines.cpu import tiles
+
+    out = {"256-bit": tiles.AVX2}
+    if binding.get_host_cpu_features().get("avx512f", False):
+        out["512-bit"] = tiles.AVX512
+    return out
+
+
+def measure(shapes: list[tuple[int, int]], tile) -> list[dict]:
     import numpy as np
     from numba import njit
 
-    from actreg_cli.engines.cpu.tiles import matmul, matmul_bias, matmul_tn_add
+    from actreg_cli.engines.cpu.tiles import products_with
     from actreg_cli.engines.cpu.vmath import JIT
 
     settings = {**JIT, "cache": False}
+    matmul_bias, matmul, matmul_tn_add = products_with(tile)
 
     @njit(**settings)
     def forward(reps, z, x, w, m, k, n):
@@ -101,15 +114,19 @@ def main() -> None:
     gflops = worker_process(__file__, "sgemm", [])["gflops"]
     print(f"# cpu engine tile products, {ROWS} rows, one thread; {machine_info()['cpu']}")
     print(f"FLOP rate: {gflops:.0f} GFLOP/s (float32 matmul, one thread, measured now)\n")
-    print("| inputs x units | forward GFLOP/s | kernel gradient | input gradient | / sgemm |")
-    print("|---|---:|---:|---:|---|")
-    for row in measure(SHAPES):
-        rates = [row["forward"], row["kernel_grad"], row["input_grad"]]
-        shares = " / ".join(f"{r / gflops:.2f}" for r in rates)
-        print(
-            f"| {row['k']} x {row['n']} | {rates[0]:.0f} | {rates[1]:.0f} | {rates[2]:.0f} "
-            f"| {shares} |"
-        )
+    print(
+        "| vectors | inputs x units | forward GFLOP/s | kernel gradient | input gradient "
+        "| / sgemm |"
+    )
+    print("|---|---|---:|---:|---:|---|")
+    for label, tile in tiles_here().items():
+        for row in measure(SHAPES, tile):
+            rates = [row["forward"], row["kernel_grad"], row["input_grad"]]
+            shares = " / ".join(f"{r / gflops:.2f}" for r in rates)
+            print(
+                f"| {label} | {row['k']} x {row['n']} | {rates[0]:.0f} | {rates[1]:.0f} "
+                f"| {rates[2]:.0f} | {shares} |"
+            )
 
 
 if __name__ == "__main__":

@@ -86,7 +86,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "and a max (a row before the fused row)",
     )  # fmt: skip
     parser.add_argument(
-        "--worker", choices=["keras", "fused", "cpu", *VARIANTS], help=argparse.SUPPRESS
+        "--cpu256", action="store_true",
+        help="also the cpu engine with its matrix products at AVX2's vector width "
+        "(ACTREG_CPU_VECTOR_BITS=256; the same bits): on a CPU with AVX-512, what the 512-bit "
+        "ones gain (a row after the cpu row)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--worker", choices=["keras", "fused", "cpu", "cpu256", *VARIANTS], help=argparse.SUPPRESS
     )
     return parser.parse_args(argv)
 
@@ -307,7 +313,11 @@ def main() -> None:
     if args.worker == "keras":
         print(json.dumps(keras_worker(args)))
         return
-    if args.worker == "cpu":
+    if args.worker in ("cpu", "cpu256"):
+        if args.worker == "cpu256":
+            from bench_cpu_mlp import CPU_ENGINES
+
+            os.environ.update(CPU_ENGINES["cpu256"])
         print(json.dumps(cpu_worker(args)))
         return
     studies = list(STUDIES) if args.study == "all" else [args.study]
@@ -365,6 +375,10 @@ def main() -> None:
             )
             print(f"{study}: cpu {cpu}", flush=True)
             bounds.append((study, "cpu", cpu, pick == "cpu"))
+            if args.cpu256:
+                narrow = measure("cpu256", study, args)
+                print(f"{study}: cpu256 {narrow}", flush=True)
+                bounds.append((study, "cpu256", narrow, False))
     print()
     print("\n".join(rows))
     write(args.json, print_bounds(bounds))
@@ -400,7 +414,7 @@ def print_bounds(bounds: list[tuple[str, str, dict, bool]]) -> list[dict]:
         # The cpu engine's first call loads its compiled loop from disk, or compiles it once
         # after an install (not a per-run cost): say which.
         how = ""
-        if engine == "cpu":
+        if engine in ("cpu", "cpu256"):
             how = " (compiling)" if result.get("compiled_first") else " (loaded)"
         print(
             f"| {study} | {engine} | {result['flops'] / 1e3:,.0f} | {bound_us:.0f} | "

@@ -641,7 +641,9 @@ def test_auto_runs_iris_on_the_cpu_engine(tmp_path: Path) -> None:
 def test_loops_are_compiled_for_one_portable_cpu_and_run_yaml_says_so(tmp_path: Path) -> None:
     """One seed, the same numbers on any x86-64 CPU: the loops are compiled for x86-64-v3
     (LLVM's `haswell`, with only its own features), not for the host, unless
-    ACTREG_CPU_TARGET=native; a bad value is bad input. run.yaml records the target."""
+    ACTREG_CPU_TARGET=native; the matrix products use 512-bit vectors where the CPU has
+    AVX-512F (the same bits: test_engines_cpu_tiles.py), 256 with ACTREG_CPU_VECTOR_BITS=256;
+    a bad value of either is bad input. run.yaml records the target."""
     from actreg_cli.engines.cpu.target import compiled_for
 
     code = (
@@ -668,11 +670,14 @@ def test_loops_are_compiled_for_one_portable_cpu_and_run_yaml_says_so(tmp_path: 
 
     host = binding.get_host_cpu_features()
     if platform.machine().lower() in ("x86_64", "amd64") and host.get("avx2") and host.get("fma"):
-        portable = {"cpu": "haswell", "features": "", "choice": "portable"}
+        bits = "512" if host.get("avx512f") else "256"
+        portable = {"cpu": "haswell", "features": "", "choice": "portable", "vector_bits": bits}
         assert json.loads(child().stdout) == portable
         assert json.loads(child(csv_first).stdout) == portable
         native = json.loads(child(ACTREG_CPU_TARGET="native").stdout)
         assert native["cpu"] == binding.get_host_cpu_name() and native["choice"] == "native"
+        narrow = json.loads(child(ACTREG_CPU_VECTOR_BITS="256").stdout)
+        assert narrow == {**portable, "vector_bits": "256"}
     bad = child(ACTREG_CPU_TARGET="fastest")
     assert bad.returncode != 0
     assert "ACTREG_CPU_TARGET='fastest': expected portable" in bad.stderr
@@ -683,6 +688,14 @@ def test_loops_are_compiled_for_one_portable_cpu_and_run_yaml_says_so(tmp_path: 
         env={**env, "ACTREG_CPU_TARGET": "fastest"}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert cli.returncode == 2 and "expected portable (the default" in cli.stderr
+    assert not runs.exists() or not any(runs.iterdir())
+    cli = subprocess.run(
+        [sys.executable, "-m", "actreg_cli", "run", str(REPO / "configs" / "circles_overfit.yaml"),
+         "--epochs", "2", "--runs-dir", str(runs)],
+        env={**env, "ACTREG_CPU_VECTOR_BITS": "1024"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode == 2
+    assert "ACTREG_CPU_VECTOR_BITS='1024': expected auto (the default" in cli.stderr
     assert not runs.exists() or not any(runs.iterdir())
     import yaml
 

@@ -5,10 +5,13 @@ kernel-row rests), nothing written outside the result matrix."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from llvmlite import binding
 from numba import njit
 
+from actreg_cli.engines.cpu import tiles
 from actreg_cli.engines.cpu.tiles import matmul, matmul_bias, matmul_tn_add
 from actreg_cli.engines.cpu.vmath import JIT
 
@@ -104,3 +107,40 @@ def test_each_sum_is_one_fused_multiply_add_chain_in_order():
         chain = np.float32(np.float64(chain) + term)  # fma: exact product, one rounding
     np.testing.assert_array_equal(_inner(c, m, n), np.full((m, n), chain))
     assert chain == 0.0  # (3 + 1e8) rounds to 1e8, + 1 rounds back: the order is visible
+
+
+def _products_of(tile):
+    """The three products compiled with `tile` whatever the CPU (tiles.TILE is the host's)."""
+    bias_product, product, tn_add = tiles.products_with(tile)
+
+    @njit(**_SETTINGS)
+    def all_three(c1, c2, c3, a, b, bias, m, k, n):
+        bias_product(c1, GUARD, a, GUARD, b, GUARD, bias, GUARD, m, k, n)
+        product(c2, GUARD, a, GUARD, b, GUARD, m, k, n)
+        tn_add(c3, GUARD, a, GUARD, c1, GUARD, m, k, n)  # [k, n] += A^T @ C1
+
+    return all_three
+
+
+_HAS_AVX512 = binding.get_host_cpu_features().get("avx512f", False)
+_BY_TILE = {}
+
+
+@pytest.mark.skipif(not _HAS_AVX512, reason="the 512-bit tiles need a CPU with AVX-512F")
+@settings(max_examples=40, deadline=None)
+@given(shapes)
+def test_512_bit_tiles_give_the_same_bits_as_256_bit_ones(shape):
+    """The vector width changes how many sums run at once, never a sum's order: the engine's
+    numbers are the same bits on a CPU with AVX-512 as on one without."""
+    m, k, n, seed = shape
+    rng = np.random.default_rng(seed)
+    a, b, bias = _guarded(rng, m, k), _guarded(rng, k, n), _guarded(rng, 1, n)
+    start = [_guarded(rng, m, n), _guarded(rng, m, n), _guarded(rng, k, n)]
+    results = []
+    for tile in (tiles.AVX2, tiles.AVX512):
+        function = _BY_TILE.setdefault(tile, _products_of(tile))
+        out = [c.copy() for c in start]
+        function(*out, a, b, bias, m, k, n)
+        results.append(out)
+    for c256, c512 in zip(*results, strict=True):
+        np.testing.assert_array_equal(c256.view(np.uint32), c512.view(np.uint32))

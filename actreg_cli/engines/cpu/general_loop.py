@@ -2,12 +2,12 @@
 
 A batch goes through the network in blocks of `BLOCK` rows (`_batch`): each layer's values of
 a block are a [rows, units] matrix, and the layer passes (blocks.py) are small matrix products
-over the block, register-tiled (tiles.py: 4 rows by 24 units a tile, its sums in registers for
-the whole pass over the inputs), not one row at a time. Per model the block's values take 4 x BLOCK
-x (sum of the hidden widths) floats (128 KiB for one layer of 500 units). Every activation is
-a loop without libm calls (`activate`), over a block's values at once, so it vectorizes; these
-loops keep LLVM's default vector width (vmath.prefer_512_bit_vectors says why).
-kernel.train_models also runs `final_outputs`, the outputs and the probe on the final weights.
+over the block, register-tiled (tiles.py: 6 rows by 16 units a tile with AVX2, 8 by 32 with
+AVX-512, its sums in registers for the whole pass over the inputs), not one row at a time. Per
+model the block's values take 4 x BLOCK x (sum of the hidden widths) floats (128 KiB for one
+layer of 500 units). Every activation is a loop without libm calls (`activate`), over a block's
+values at once, so it vectorizes; these loops keep LLVM's default vector width
+(vmath.prefer_512_bit_vectors says why). kernel.train_models also runs `final_outputs`, the outputs and the probe on the final weights.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ from actreg_cli.engines.cpu.conv_loop import ConvNet, conv_sizes_of, set_patches
 from actreg_cli.engines.cpu.general_loop import block_buffers, final_outputs, train_rows
 from actreg_cli.engines.cpu.lstm_loop import LstmNet, lstm_sizes_of
 from actreg_cli.engines.cpu.network_loop import train_networks
+from actreg_cli.engines.cpu.tiles import TILE
 from actreg_cli.engines.cpu.tutorial_loop import train_relu2
 from actreg_cli.engines.cpu.vmath import JIT, flush_denormals, restore_denormals
 
@@ -236,8 +237,11 @@ def train_lstm_models(
 
 def sources_digest() -> str:
     """sha256 of the source of every module train_models' compiled code comes from: the cpu
-    engine's modules and weights.py (epoch_permutation is compiled from it)."""
+    engine's modules and weights.py (epoch_permutation is compiled from it), and of the matrix
+    products' vector width (tiles.TILE: AVX-512 code must not load on a CPU without it, and
+    the width is no part of Numba's index key)."""
     digest = hashlib.sha256()
+    digest.update(f"vector lanes {TILE.lanes}\0".encode())
     for path in [*sorted(Path(__file__).parent.glob("*.py")), Path(weights.__file__)]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()

@@ -42,7 +42,14 @@ from actreg_cli.engines.cpu.general_loop import (
     penalized_loss,
 )
 from actreg_cli.engines.cpu.tiles import matmul, matmul_bias
-from actreg_cli.engines.cpu.vmath import JIT, borrowed, exp_value, sign, tanh_rational
+from actreg_cli.engines.cpu.vmath import (
+    JIT,
+    avx512_vectors,
+    borrowed,
+    exp_value,
+    sign,
+    tanh_rational,
+)
 
 #: An LSTM network as the loops read it: geo int64 [LSTM_GEOMETRY] (codes.L_*); offsets int64
 #: [4] (W, then U, at offsets[0]; bias, output kernel, output bias); n_out; task (codes.TASKS);
@@ -121,6 +128,7 @@ def lstm_gates(z, z0, cs, c0, tc, dst, d0, stride, n_pad, units):
     checks that the arrays do not overlap are few), through views indexed by the loop's own
     counter (an index like c0 + u may be negative as far as LLVM knows, and Numba's wraparound
     of negative indices then keeps the loop scalar: ~10 ns a unit and step against ~3)."""
+    avx512_vectors()  # (element-wise: the same bits at any width)
     gates = 4 * units
     sig = 3 * units
     zero = np.float32(0.0)
@@ -188,6 +196,7 @@ def _gate_grads(z, z0, cs, tc, c0, dh, dc, dz, n_pad, units):
     """dz[z0 : ...] = dL/dz of one step's gates (i, f, o, g) from dL/dh (dh) and the carried
     dL/dc (dc, updated in place to dL/dc_prev = dL/dc f). Views indexed by the loop's counter,
     as in `lstm_gates`."""
+    avx512_vectors()  # (element-wise: the same bits at any width)
     gates = 4 * units
     one = np.float32(1.0)
     z_t = borrowed(z)[z0 : z0 + n_pad * gates]

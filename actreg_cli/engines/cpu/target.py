@@ -34,6 +34,8 @@ PORTABLE = ("haswell", "")  # LLVM names x86-64-v3 "haswell" in every version
 NEEDED = ("avx2", "fma")
 #: ACTREG_CPU_TARGET's values.
 CHOICES = ("portable", "native")
+#: ACTREG_CPU_VECTOR_BITS's values: the matrix products' vector width (tiles.py).
+VECTOR_CHOICES = ("auto", "256")
 
 
 def choice() -> str:
@@ -67,11 +69,62 @@ def pin() -> None:
     config.CPU_NAME, config.CPU_FEATURES = PORTABLE
 
 
+def vector_bits() -> int:
+    """The vector width of the cpu engine's matrix products (tiles.py): 512 where the CPU has
+    AVX-512F, else 256; ACTREG_CPU_VECTOR_BITS=256 keeps 256 everywhere. Either width gives the
+    same bits (each sum is one chain of fused multiply-adds in a fixed order); 512 only runs
+    more of them at once."""
+    value = os.environ.get("ACTREG_CPU_VECTOR_BITS", "auto").strip().lower() or "auto"
+    if value not in VECTOR_CHOICES:
+        from actreg_cli.config import ConfigError
+
+        raise ConfigError(
+            [
+                f"environment variable ACTREG_CPU_VECTOR_BITS={value!r}: expected auto (the "
+                "default: 512-bit vectors where the CPU has AVX-512) or 256"
+            ]
+        )
+    if value == "256" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return 256
+    from llvmlite import binding
+
+    return 512 if binding.get_host_cpu_features().get("avx512f", False) else 256
+
+
+def avx512_features() -> str:
+    """The feature string of code compiled with AVX-512 (where `vector_bits` is 512): the code
+    generator's own (the portable target's: none beyond its CPU name's) plus AVX-512F. A
+    function's features replace the module's, so they must name both."""
+    from numba.core.registry import cpu_target
+
+    features = cpu_target.target_context.codegen().magic_tuple()[2]
+    return ",".join(f for f in (features, "+avx512f") if f)
+
+
+def mark_avx512(function) -> None:
+    """Have LLVM compile `function` (an llvmlite ir.Function) with AVX-512 and 512-bit vectors;
+    LLVM then inlines it into no caller compiled without AVX-512. Only on a CPU with AVX-512F
+    (`vector_bits` 512)."""
+    # llvmlite's attribute set knows no key="value" attributes; its text form is LLVM's.
+    for attribute in (
+        f'"target-features"="{avx512_features()}"',
+        '"min-legal-vector-width"="512"',
+        '"prefer-vector-width"="512"',
+    ):
+        set.add(function.attributes, attribute)
+
+
 def compiled_for() -> dict[str, str]:
-    """What the loops are compiled for, as run.yaml records it: {cpu, features, choice}; the
-    features are '' when the CPU name's own are used (the portable target)."""
+    """What the loops are compiled for, as run.yaml records it: {cpu, features, choice,
+    vector_bits}; the features are '' when the CPU name's own are used (the portable
+    target), vector_bits the matrix products' (`vector_bits`)."""
     pin()  # asked before anything compiled: what the loops will be compiled for
     from numba.core.registry import cpu_target
 
     _, cpu, features = cpu_target.target_context.codegen().magic_tuple()
-    return {"cpu": cpu, "features": features, "choice": choice()}
+    return {
+        "cpu": cpu,
+        "features": features,
+        "choice": choice(),
+        "vector_bits": str(vector_bits()),
+    }

@@ -5,13 +5,17 @@ Why not Numba loops: a loop over a narrow layer's units (32 or 64, 4-8 vectors) 
 in memory and pays its setup and runtime overlap checks once a pass over those few vectors.
 On 16 rows, the Numba passes this module replaced reached 9-10 (2 x 64), 33-37 (10 x 64),
 48-56 (64 x 32) and 93-104 (500 x 500) GFLOP/s (AMD EPYC, one thread, 2026-12-04, measured
-as bench_cpu_tiles.py measures, before the change). A tile here
-keeps its sums in vector registers for the whole inner loop instead: 6 rows by up to 2
-vectors of 8 floats, 12 sums, plus 2 loaded vectors and a broadcast: AVX2's 16 registers,
-the portable target's (target.py; 8 floats a vector on any target, and each sum one chain of
-fused multiply-adds in a fixed order, so every CPU computes the same bits; a CPU without FMA
-computes the same fused results in software, slowly). `benchmarks/bench_cpu_tiles.py`
-measures them against the single-thread sgemm rate: 0.9-1.05x of it from 10 x 64 up.
+as bench_cpu_tiles.py measures, before the change). A tile here keeps its sums in vector
+registers for the whole inner loop instead (`Tile`): 6 rows by up to 2 vectors of 8 floats
+with AVX2's 16 registers (`AVX2`), 8 rows by up to 2 vectors of 16 with AVX-512's 32 (`AVX512`,
+where the CPU has AVX-512F: `TILE`). Each sum is one chain of fused multiply-adds in a fixed
+order whatever the tile, so every CPU and both widths compute the same bits (a CPU without FMA
+computes the same fused results in software, slowly). The AVX-512 code is a function of its
+own compiled with AVX-512 enabled (`_out_of_line`); the loops that call it keep the portable
+target (target.py), whose other sums' order must not follow the CPU.
+`benchmarks/bench_cpu_tiles.py` measures both against the single-thread sgemm rate: on an
+Intel Xeon (2026-12-05, sgemm 147 GFLOP/s with AVX-512) 0.57-0.70x of it with AVX2 and
+0.84-1.12x with AVX-512 from 10 x 64 up.
 
 The products, every matrix row-major and contiguous (row stride = its column count) at an
 element offset in a flat float32 array:
@@ -25,44 +29,66 @@ element offset in a flat float32 array:
 C shares no element with A or B (it may be another part of the same array). Columns beyond the
 last full vector are read and written with masked loads and stores, so nothing outside the
 matrices is touched. Rows (and kernel rows) beyond the last full tile take a tile of their own
-count (1 .. ROWS - 1).
+count (1 .. rows - 1).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from llvmlite import ir
 from numba import types as numba_types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from actreg_cli.engines.cpu.target import mark_avx512, vector_bits
+
 F32 = ir.FloatType()
 I1 = ir.IntType(1)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
-#: Floats a vector (AVX2's 256 bits).
-LANES = 8
-VEC = ir.VectorType(F32, LANES)
-#: A shuffle that copies lane 0 to every lane.
-_LANE_ZERO = ir.Constant(ir.VectorType(I32, LANES), [0] * LANES)
-#: Rows (matmul) or kernel rows (matmul_tn_add) of a full tile, and vectors of its columns:
-#: 12 sums in flight (FMA latency x FMA units here is 8), 2 loaded vectors and a broadcast.
-ROWS = 6
-VECTORS = 2
 
 
-def _intrinsics(builder):
-    """LLVM's fma and masked load/store of VEC, declared in the function's module."""
+class Tile(NamedTuple):
+    """A tile's shape: floats a vector, rows (matmul) or kernel rows (matmul_tn_add) of a full
+    tile, vectors of its columns. rows x vectors sums in flight (FMA latency x FMA units is 8
+    on these CPUs), plus `vectors` loaded vectors and a broadcast, within the registers."""
+
+    lanes: int
+    rows: int
+    vectors: int
+
+    @property
+    def vec(self) -> ir.VectorType:
+        return ir.VectorType(F32, self.lanes)
+
+
+#: AVX2's 16 registers of 8 floats: 12 sums, 2 loaded vectors and a broadcast.
+AVX2 = Tile(8, 6, 2)
+#: AVX-512's 32 registers of 16 floats: 16 sums, 2 loaded vectors and a broadcast. The rows
+#: stay below 8 (`_row_tiles`' three binary digits of a rest).
+AVX512 = Tile(16, 8, 2)
+#: The tile the products are compiled with (target.vector_bits(): AVX-512's where the CPU has
+#: it, unless ACTREG_CPU_VECTOR_BITS=256). The AVX-512 code is a function of its own, compiled
+#: with AVX-512 enabled (`_out_of_line`), and only on such a CPU; the loops around it keep the
+#: portable target. Both compute every sum as the same chain of fused multiply-adds in the same
+#: order, so they give the same bits: the vector width only changes how many run at once.
+TILE = AVX512 if vector_bits() == 512 else AVX2
+
+
+def _intrinsics(builder, t):
+    """LLVM's fma and masked load/store of t's vectors, declared in the function's module."""
     module = builder.module
-    pointer = VEC.as_pointer()
-    mask = ir.VectorType(I1, LANES)
-    name = f"v{LANES}f32"
+    pointer = t.vec.as_pointer()
+    mask = ir.VectorType(I1, t.lanes)
+    name = f"v{t.lanes}f32"
 
     def declared(full_name, result, arguments):
         return cgutils.get_or_insert_function(module, ir.FunctionType(result, arguments), full_name)
 
-    fma = declared(f"llvm.fma.{name}", VEC, [VEC, VEC, VEC])
-    load = declared(f"llvm.masked.load.{name}.p0", VEC, [pointer, I32, mask, VEC])
-    store = declared(f"llvm.masked.store.{name}.p0", ir.VoidType(), [VEC, pointer, I32, mask])
+    fma = declared(f"llvm.fma.{name}", t.vec, [t.vec, t.vec, t.vec])
+    load = declared(f"llvm.masked.load.{name}.p0", t.vec, [pointer, I32, mask, t.vec])
+    store = declared(f"llvm.masked.store.{name}.p0", ir.VoidType(), [t.vec, pointer, I32, mask])
     return fma, load, store
 
 
@@ -75,40 +101,47 @@ def _element(builder, base, row, stride, col):
     return builder.gep(base, [builder.add(builder.mul(row, stride), col)])
 
 
-def _lanes_below(builder, count):
-    """The mask of lanes j < count (i64, 1 .. LANES)."""
-    lanes = ir.Constant(ir.VectorType(I64, LANES), list(range(LANES)))
+def _lane_zero(lanes):
+    """A shuffle that copies lane 0 to every lane."""
+    return ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
+
+
+def _lanes_below(builder, count, lanes):
+    """The mask of lanes j < count (i64, 1 .. lanes)."""
+    index = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
     splat = builder.insert_element(
-        ir.Constant(ir.VectorType(I64, LANES), ir.Undefined), count, ir.Constant(I32, 0)
+        ir.Constant(ir.VectorType(I64, lanes), ir.Undefined), count, ir.Constant(I32, 0)
     )
-    splat = builder.shuffle_vector(splat, splat, _LANE_ZERO)
-    return builder.icmp_signed("<", lanes, splat)
+    splat = builder.shuffle_vector(splat, splat, _lane_zero(lanes))
+    return builder.icmp_signed("<", index, splat)
 
 
-def _broadcast(builder, scalar):
-    vector = builder.insert_element(ir.Constant(VEC, ir.Undefined), scalar, ir.Constant(I32, 0))
-    return builder.shuffle_vector(vector, vector, _LANE_ZERO)
+def _broadcast(builder, scalar, t):
+    vector = builder.insert_element(ir.Constant(t.vec, ir.Undefined), scalar, ir.Constant(I32, 0))
+    return builder.shuffle_vector(vector, vector, _lane_zero(t.lanes))
 
 
 class _Vectors:
-    """Loads and stores of VEC at float pointers, the last vector of a tile masked or not."""
+    """Loads and stores of t's vectors at float pointers, the last vector of a tile masked or
+    not."""
 
-    def __init__(self, builder, mask):
+    def __init__(self, builder, mask, t):
         self.builder = builder
-        self.fma, self._load, self._store = _intrinsics(builder)
+        self.fma, self._load, self._store = _intrinsics(builder, t)
         self.mask = mask
         self.align = ir.Constant(I32, 4)
+        self.t = t
 
     def load(self, pointer, masked):
         b = self.builder
-        pointer = b.bitcast(pointer, VEC.as_pointer())
+        pointer = b.bitcast(pointer, self.t.vec.as_pointer())
         if not masked:
             return b.load(pointer, align=4)
-        return b.call(self._load, [pointer, self.align, self.mask, ir.Constant(VEC, None)])
+        return b.call(self._load, [pointer, self.align, self.mask, ir.Constant(self.t.vec, None)])
 
     def store(self, value, pointer, masked):
         b = self.builder
-        pointer = b.bitcast(pointer, VEC.as_pointer())
+        pointer = b.bitcast(pointer, self.t.vec.as_pointer())
         if masked:
             b.call(self._store, [value, pointer, self.align, self.mask])
         else:
@@ -142,33 +175,33 @@ def _counted_loop(builder, count, pointers, body):
     builder.position_at_end(after)
 
 
-def _column_tiles(builder, n, tile):
+def _column_tiles(builder, n, tile, t):
     """Calls tile(col, vectors, masked) for the tiles of n columns (i64): full tiles of
-    VECTORS vectors, then the rest (1 .. VECTORS vectors, the last one masked; `_rest_lanes`
-    counts its lanes), each shape generated once and chosen by a switch."""
-    width = _i64(LANES * VECTORS)
+    t.vectors vectors, then the rest (1 .. t.vectors vectors, the last one masked;
+    `_rest_lanes` counts its lanes), each shape generated once and chosen by a switch."""
+    width = _i64(t.lanes * t.vectors)
     n_full = builder.udiv(n, width)
     with cgutils.for_range(builder, n_full) as loop:
-        tile(builder.mul(loop.index, width), VECTORS, False)
+        tile(builder.mul(loop.index, width), t.vectors, False)
     col = builder.mul(n_full, width)
     rest = builder.sub(n, col)
-    vectors = builder.udiv(builder.add(rest, _i64(LANES - 1)), _i64(LANES))
+    vectors = builder.udiv(builder.add(rest, _i64(t.lanes - 1)), _i64(t.lanes))
     _switch(builder, vectors, {
-        v: (lambda v=v: tile(col, v, True)) for v in range(1, VECTORS + 1)
+        v: (lambda v=v: tile(col, v, True)) for v in range(1, t.vectors + 1)
     })  # fmt: skip
 
 
-def _row_tiles(builder, count, tile):
-    """Calls tile(first, rows) for tiles of ROWS rows of count (i64), then for the rest's
-    rows (1 .. ROWS - 1) a tile of 4, of 2 and of 1 row as its binary digits say: three shapes
-    generated for every rest instead of one each (the loops' compile time)."""
-    rows = _i64(ROWS)
+def _row_tiles(builder, count, tile, t):
+    """Calls tile(first, rows) for tiles of t.rows rows of count (i64), then for the rest's
+    rows (1 .. t.rows - 1) a tile of 4, of 2 and of 1 row as its binary digits say: three
+    shapes generated for every rest instead of one each (the loops' compile time)."""
+    rows = _i64(t.rows)
     n_full = builder.udiv(count, rows)
     with cgutils.for_range(builder, n_full) as loop:
-        tile(builder.mul(loop.index, rows), ROWS)
+        tile(builder.mul(loop.index, rows), t.rows)
     first = builder.mul(n_full, rows)
     rest = builder.urem(count, rows)
-    for size in (4, 2, 1):  # ROWS - 1 = 5 < 8: three digits
+    for size in (4, 2, 1):  # t.rows - 1 < 8: three digits
         digit = builder.and_(rest, _i64(size))
         with builder.if_then(builder.icmp_signed("!=", digit, _i64(0))):
             # Rows before this tile: the rest's higher digits.
@@ -188,11 +221,11 @@ def _switch(builder, value, cases):
     builder.position_at_end(done)
 
 
-def _rest_lanes(builder, n):
-    """Lanes of the last vector of n columns' rest after the full tiles (1 .. LANES)."""
-    lanes = _i64(LANES)
-    rest = builder.urem(n, _i64(LANES * VECTORS))
-    return builder.add(builder.urem(builder.add(rest, _i64(LANES - 1)), lanes), _i64(1))
+def _rest_lanes(builder, n, t):
+    """Lanes of the last vector of n columns' rest after the full tiles (1 .. t.lanes)."""
+    lanes = _i64(t.lanes)
+    rest = builder.urem(n, _i64(t.lanes * t.vectors))
+    return builder.add(builder.urem(builder.add(rest, _i64(t.lanes - 1)), lanes), _i64(1))
 
 
 def _data(context, builder, array_type, value, offset):
@@ -205,22 +238,48 @@ def _int64s(context, builder, signature, args, positions):
     return [context.cast(builder, args[i], signature.args[i], numba_types.int64) for i in positions]
 
 
+def _out_of_line(builder, name, t, pointers, sizes, body):
+    """Emits body(builder, pointers, sizes) (float pointers, i64 sizes) for tile t: inline for
+    AVX2; for AVX-512 as a function of its own in the caller's module, compiled with AVX-512
+    enabled and called (LLVM inlines no function into a caller without its features)."""
+    if t.lanes == AVX2.lanes:
+        body(builder, pointers, sizes)
+        return
+    module = builder.module
+    full_name = f"actreg.tiles.{name}.v{t.lanes}"
+    function = module.globals.get(full_name)
+    if function is None:
+        kind = ir.FunctionType(ir.VoidType(), [F32.as_pointer()] * len(pointers) + [I64] * 3)
+        function = ir.Function(module, kind, full_name)
+        function.linkage = "internal"
+        mark_avx512(function)
+        function.attributes.add("noinline")
+        inner = ir.IRBuilder(function.append_basic_block("entry"))
+        arguments = list(function.args)
+        body(inner, arguments[: len(pointers)], arguments[len(pointers) :])
+        inner.ret_void()
+    builder.call(function, [*pointers, *sizes])
+
+
 def _tile_sums(builder, v, rows, vectors, masked, start, loop_count, pointers, scalar):
     """A tile's sums: sums[r][j] = start(r, j), then per pass of the inner loop (loop_count
     passes, pointers: (start pointer, step) pairs advanced each pass) sums[r][j] += scalar(r,
     index, pointers) * the j-th vector at the last pointer. Returns the sums (allocas that
     LLVM keeps in registers)."""
+    t = v.t
     is_masked = [masked and j == vectors - 1 for j in range(vectors)]
-    sums = [[cgutils.alloca_once(builder, VEC) for _ in range(vectors)] for _ in range(rows)]
+    sums = [[cgutils.alloca_once(builder, t.vec) for _ in range(vectors)] for _ in range(rows)]
     for r in range(rows):
         for j in range(vectors):
             builder.store(start(r, j, is_masked[j]), sums[r][j])
 
     def step(index, current):
         row = current[-1]
-        loaded = [v.load(builder.gep(row, [_i64(j * LANES)]), is_masked[j]) for j in range(vectors)]
+        loaded = [
+            v.load(builder.gep(row, [_i64(j * t.lanes)]), is_masked[j]) for j in range(vectors)
+        ]
         for r in range(rows):
-            x = _broadcast(builder, scalar(r, index, current))
+            x = _broadcast(builder, scalar(r, index, current), t)
             for j in range(vectors):
                 total = builder.load(sums[r][j])
                 builder.store(builder.call(v.fma, [x, loaded[j], total]), sums[r][j])
@@ -233,26 +292,26 @@ def _store_sums(builder, v, sums, is_masked, c_rows):
     """sums[r][j] into row r of C (c_rows[r]: the pointer to its first column of the tile)."""
     for row_sums, c_row in zip(sums, c_rows, strict=True):
         for j, total in enumerate(row_sums):
-            v.store(builder.load(total), builder.gep(c_row, [_i64(j * LANES)]), is_masked[j])
+            v.store(builder.load(total), builder.gep(c_row, [_i64(j * v.t.lanes)]), is_masked[j])
 
 
-def _matmul_codegen(with_bias):
-    def codegen(context, builder, signature, args):
-        arrays = (0, 2, 4, 6) if with_bias else (0, 2, 4)
-        c0, a0, b0, *rest = _int64s(context, builder, signature, args, [i + 1 for i in arrays])
-        m, k, n = _int64s(context, builder, signature, args, range(len(args) - 3, len(args)))
-        c = _data(context, builder, signature.args[0], args[0], c0)
-        a = _data(context, builder, signature.args[2], args[2], a0)
-        b = _data(context, builder, signature.args[4], args[4], b0)
-        bias = _data(context, builder, signature.args[6], args[6], rest[0]) if with_bias else None
-        v = _Vectors(builder, _lanes_below(builder, _rest_lanes(builder, n)))
+def _matmul_body(with_bias, t):
+    """C [m, n] = (bias +) A [m, k] @ B [k, n] from pointers (c, a, b[, bias]), sizes (m, k, n)."""
+
+    def body(builder, pointers, sizes):
+        c, a, b, *rest = pointers
+        bias = rest[0] if with_bias else None
+        m, k, n = sizes
+        v = _Vectors(builder, _lanes_below(builder, _rest_lanes(builder, n, t), t.lanes), t)
 
         def rows_tile(first, rows):
             def columns_tile(col, vectors, masked):
                 def start(r, j, masked_j):
                     if not with_bias:
-                        return ir.Constant(VEC, None)
-                    return v.load(builder.gep(bias, [builder.add(col, _i64(j * LANES))]), masked_j)
+                        return ir.Constant(t.vec, None)
+                    return v.load(
+                        builder.gep(bias, [builder.add(col, _i64(j * t.lanes))]), masked_j
+                    )
 
                 row_index = [builder.add(first, _i64(r)) for r in range(rows)]
                 a_rows = [_element(builder, a, row, k, _i64(0)) for row in row_index]
@@ -263,71 +322,110 @@ def _matmul_codegen(with_bias):
                 c_rows = [_element(builder, c, row, n, col) for row in row_index]
                 _store_sums(builder, v, sums, is_masked, c_rows)
 
-            _column_tiles(builder, n, columns_tile)
+            _column_tiles(builder, n, columns_tile, t)
 
-        _row_tiles(builder, m, rows_tile)
+        _row_tiles(builder, m, rows_tile, t)
+
+    return body
+
+
+def _matmul_codegen(with_bias, t=None):
+    def codegen(context, builder, signature, args):
+        tile = t or TILE
+        arrays = (0, 2, 4, 6) if with_bias else (0, 2, 4)
+        offsets = _int64s(context, builder, signature, args, [i + 1 for i in arrays])
+        pointers = [
+            _data(context, builder, signature.args[i], args[i], offset)
+            for i, offset in zip(arrays, offsets, strict=True)
+        ]
+        sizes = _int64s(context, builder, signature, args, range(len(args) - 3, len(args)))
+        name = "matmul_bias" if with_bias else "matmul"
+        _out_of_line(builder, name, tile, pointers, sizes, _matmul_body(with_bias, tile))
         return context.get_dummy_value()
 
     return codegen
 
 
-@intrinsic
-def matmul_bias(typingctx, c, c0, a, a0, b, b0, bias, bias0, m, k, n):
-    """C [m, n] at c[c0] = bias [n] at bias[bias0] + A [m, k] at a[a0] @ B [k, n] at b[b0]."""
-    signature = numba_types.none(c, c0, a, a0, b, b0, bias, bias0, m, k, n)
-    return signature, _matmul_codegen(True)
+def _tn_body(t):
+    """C [k, n] += A [m, k]^T @ B [m, n] from pointers (c, a, b), sizes (m, k, n)."""
+
+    def body(builder, pointers, sizes):
+        c, a, b = pointers
+        m, k, n = sizes
+        v = _Vectors(builder, _lanes_below(builder, _rest_lanes(builder, n, t), t.lanes), t)
+
+        def kernel_rows_tile(first, kernel_rows):
+            def columns_tile(col, vectors, masked):
+                c_rows = [
+                    _element(builder, c, builder.add(first, _i64(i)), n, col)
+                    for i in range(kernel_rows)
+                ]
+
+                def start(i, j, masked_j):
+                    return v.load(builder.gep(c_rows[i], [_i64(j * t.lanes)]), masked_j)
+
+                # Per pass (a row of A and B): A's kernel_rows values from `first` on, B's
+                # vectors.
+                pointers = [(builder.gep(a, [first]), k), (builder.gep(b, [col]), n)]
+                sums, is_masked = _tile_sums(
+                    builder, v, kernel_rows, vectors, masked, start, m, pointers,
+                    lambda i, _, current: builder.load(builder.gep(current[0], [_i64(i)])),
+                )  # fmt: skip
+                _store_sums(builder, v, sums, is_masked, c_rows)
+
+            _column_tiles(builder, n, columns_tile, t)
+
+        _row_tiles(builder, k, kernel_rows_tile, t)
+
+    return body
 
 
-@intrinsic
-def matmul(typingctx, c, c0, a, a0, b, b0, m, k, n):
-    """C [m, n] at c[c0] = A [m, k] at a[a0] @ B [k, n] at b[b0]."""
-    signature = numba_types.none(c, c0, a, a0, b, b0, m, k, n)
-    return signature, _matmul_codegen(False)
+def _tn_codegen(t=None):
+    def codegen(context, builder, signature, args):
+        tile = t or TILE
+        offsets = _int64s(context, builder, signature, args, (1, 3, 5))
+        pointers = [
+            _data(context, builder, signature.args[i], args[i], offset)
+            for i, offset in zip((0, 2, 4), offsets, strict=True)
+        ]
+        sizes = _int64s(context, builder, signature, args, (6, 7, 8))
+        _out_of_line(builder, "matmul_tn_add", tile, pointers, sizes, _tn_body(tile))
+        return context.get_dummy_value()
+
+    return codegen
 
 
-def _tn_codegen(context, builder, signature, args):
-    c0, a0, b0 = _int64s(context, builder, signature, args, (1, 3, 5))
-    m, k, n = _int64s(context, builder, signature, args, (6, 7, 8))
-    c = _data(context, builder, signature.args[0], args[0], c0)
-    a = _data(context, builder, signature.args[2], args[2], a0)
-    b = _data(context, builder, signature.args[4], args[4], b0)
-    v = _Vectors(builder, _lanes_below(builder, _rest_lanes(builder, n)))
+def products_with(tile: Tile | None = None):
+    """(matmul_bias, matmul, matmul_tn_add) compiled with `tile` (None: TILE, chosen when they
+    compile); the module's own are products_with(). Benchmarks and tests take both tiles."""
 
-    def kernel_rows_tile(first, kernel_rows):
-        def columns_tile(col, vectors, masked):
-            c_rows = [
-                _element(builder, c, builder.add(first, _i64(i)), n, col)
-                for i in range(kernel_rows)
-            ]
+    @intrinsic
+    def matmul_bias(typingctx, c, c0, a, a0, b, b0, bias, bias0, m, k, n):
+        """C [m, n] at c[c0] = bias [n] at bias[bias0] + A [m, k] at a[a0] @ B [k, n] at b[b0]."""
+        signature = numba_types.none(c, c0, a, a0, b, b0, bias, bias0, m, k, n)
+        return signature, _matmul_codegen(True, tile)
 
-            def start(i, j, masked_j):
-                return v.load(builder.gep(c_rows[i], [_i64(j * LANES)]), masked_j)
+    @intrinsic
+    def matmul(typingctx, c, c0, a, a0, b, b0, m, k, n):
+        """C [m, n] at c[c0] = A [m, k] at a[a0] @ B [k, n] at b[b0]."""
+        return numba_types.none(c, c0, a, a0, b, b0, m, k, n), _matmul_codegen(False, tile)
 
-            # Per pass (a row of A and B): A's kernel_rows values from `first` on, B's vectors.
-            pointers = [(builder.gep(a, [first]), k), (builder.gep(b, [col]), n)]
-            sums, is_masked = _tile_sums(
-                builder, v, kernel_rows, vectors, masked, start, m, pointers,
-                lambda i, _, current: builder.load(builder.gep(current[0], [_i64(i)])),
-            )  # fmt: skip
-            _store_sums(builder, v, sums, is_masked, c_rows)
+    @intrinsic
+    def matmul_tn_add(typingctx, c, c0, a, a0, b, b0, m, k, n):
+        """C [k, n] at c[c0] += A [m, k] at a[a0] transposed @ B [m, n] at b[b0]."""
+        return numba_types.none(c, c0, a, a0, b, b0, m, k, n), _tn_codegen(tile)
 
-        _column_tiles(builder, n, columns_tile)
-
-    _row_tiles(builder, k, kernel_rows_tile)
-    return context.get_dummy_value()
+    return matmul_bias, matmul, matmul_tn_add
 
 
-@intrinsic
-def matmul_tn_add(typingctx, c, c0, a, a0, b, b0, m, k, n):
-    """C [k, n] at c[c0] += A [m, k] at a[a0] transposed @ B [m, n] at b[b0]."""
-    signature = numba_types.none(c, c0, a, a0, b, b0, m, k, n)
-    return signature, _tn_codegen
+matmul_bias, matmul, matmul_tn_add = products_with()
 
 
 def _window_max_codegen(with_index):
     """C [n] = the running maximum of a pooling window's rows (`window_max`); with_index also
     I [n] (int32) = the index into A of each value taken."""
-    i32_vec = ir.VectorType(I32, LANES)
+    t = AVX2  # (memory-bound: the portable target's vectors)
+    i32_vec = ir.VectorType(I32, t.lanes)
 
     def codegen(context, builder, signature, args):
         arrays = (2, 4, 6, 7) if with_index else (1, 3, 5, 6)
@@ -338,16 +436,16 @@ def _window_max_codegen(with_index):
         table = _data(context, builder, signature.args[a_arg + 2], args[a_arg + 2], w0)
         index_out = _data(context, builder, signature.args[1], args[1], c0) if with_index else None
         count = builder.load(table)
-        rest = builder.urem(n, _i64(LANES))
-        v = _Vectors(builder, _lanes_below(builder, rest))
+        rest = builder.urem(n, _i64(t.lanes))
+        v = _Vectors(builder, _lanes_below(builder, rest, t.lanes), t)
         store_i32 = cgutils.get_or_insert_function(
             builder.module,
             ir.FunctionType(
-                ir.VoidType(), [i32_vec, i32_vec.as_pointer(), I32, ir.VectorType(I1, LANES)]
+                ir.VoidType(), [i32_vec, i32_vec.as_pointer(), I32, ir.VectorType(I1, t.lanes)]
             ),
-            f"llvm.masked.store.v{LANES}i32.p0",
+            f"llvm.masked.store.v{t.lanes}i32.p0",
         )
-        lanes = ir.Constant(i32_vec, list(range(LANES)))
+        lanes = ir.Constant(i32_vec, list(range(t.lanes)))
 
         def offset(t, col):
             """The element offset in A of column col of the window's t-th position (1-based)."""
@@ -359,10 +457,10 @@ def _window_max_codegen(with_index):
             splat = builder.insert_element(
                 ir.Constant(i32_vec, ir.Undefined), first, ir.Constant(I32, 0)
             )
-            return builder.add(builder.shuffle_vector(splat, splat, _LANE_ZERO), lanes)
+            return builder.add(builder.shuffle_vector(splat, splat, _lane_zero(t.lanes)), lanes)
 
         def one(col, masked):
-            best = cgutils.alloca_once(builder, VEC)  # kept in registers (mem2reg)
+            best = cgutils.alloca_once(builder, t.vec)  # kept in registers (mem2reg)
             where = cgutils.alloca_once(builder, i32_vec)
             at = offset(_i64(1), col)
             builder.store(v.load(builder.gep(a, [at]), masked), best)
@@ -384,8 +482,8 @@ def _window_max_codegen(with_index):
                 else:
                     builder.store(builder.load(where), pointer, align=4)
 
-        with cgutils.for_range(builder, builder.udiv(n, _i64(LANES))) as loop:
-            one(builder.mul(loop.index, _i64(LANES)), False)
+        with cgutils.for_range(builder, builder.udiv(n, _i64(t.lanes))) as loop:
+            one(builder.mul(loop.index, _i64(t.lanes)), False)
         with builder.if_then(builder.icmp_signed("!=", rest, _i64(0))):
             one(builder.sub(n, rest), True)
         return context.get_dummy_value()

@@ -7,8 +7,9 @@ over the rows (one at a time with L2 activity penalties), so a row's logit and a
 accumulate in lanes and no per-row horizontal sum exists. The backward recomputes z (2 FMAs,
 cheaper than storing [rows, units]) and takes 2 rows per pass over the units, so the gradient
 sums are read and written half as often. exp and log1p of the loss are vectorized
-(vmath.exp_nonpositive, vmath.log1p_unit), and these loops use 512-bit vectors where the CPU
-has them (vmath.prefer_512_bit_vectors).
+(vmath.exp_nonpositive, vmath.log1p_unit). The forward and backward are compiled with AVX-512
+where the CPU has it (vmath.avx512_vectors: their sums are per row or per unit, so the bits are
+those of the portable target's code) and use 512-bit vectors (vmath.prefer_512_bit_vectors).
 
 Measured on the tutorial epoch (30 train + 70 test rows), when this loop was written: 8-9 us
 CPU per model-epoch, against 17-19 us for the row-at-a-time loop (general_loop.py); in the
@@ -42,6 +43,7 @@ from actreg_cli.engines.cpu.step import (
 from actreg_cli.engines.cpu.stopping import best_weights_buffer, finish, new_state, watch_epoch
 from actreg_cli.engines.cpu.vmath import (
     JIT,
+    avx512_vectors,
     exp_nonpositive,
     log1p_unit,
     prefer_512_bit_vectors,
@@ -93,6 +95,7 @@ def _relu2_forward(p, o, out_w, xc, n, rb, sums):
     2: also rb[_S_AA] = sum a^2 and rb[_S_ZZ] = sum z^2). rb: [_RB_ROWS, R], R = _padded(n)
     or more."""
     prefer_512_bit_vectors()
+    avx512_vectors()  # (sums per row: the same bits at any width)
     logit, s_a, s_aa, s_zz = rb[_LOGIT], rb[_S_A], rb[_S_AA], rb[_S_ZZ]
     zero = np.float32(0.0)
     k0 = p[0:o]
@@ -252,6 +255,7 @@ def _relu2_backward(p, grad, o, out_w, out_b, xc, n, g, factors):
     general_loop's `_batch` evaluates term by term, regrouped. Rows go 2 per pass over the units.
     """
     prefer_512_bit_vectors()
+    avx512_vectors()  # (sums per unit: the same bits at any width)
     zero = np.float32(0.0)
     two = np.float32(2.0)
     fb1, fb2, fa1, fa2 = factors[0], factors[1], factors[2], factors[3]

@@ -29,7 +29,7 @@ from numba import types as numba_types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from actreg_cli.engines.cpu.target import pin
+from actreg_cli.engines.cpu.target import mark_avx512, pin, vector_bits
 
 pin()  # before this module's first decorator, and so before every loop module's (target.py)
 
@@ -80,6 +80,24 @@ def prefer_512_bit_vectors(typingctx):
     def codegen(context, builder, signature, args):
         # llvmlite's attribute set knows no key="value" attributes; its text form is LLVM's.
         set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return numba_types.none(), codegen
+
+
+@intrinsic
+def avx512_vectors(typingctx):
+    """Compile the calling function with AVX-512 and 512-bit vectors where the matrix products
+    use them (target.vector_bits() 512: a CPU with AVX-512F), the rest of the loops staying at
+    the portable target. Only for loops that sum nothing across their iterations (element-wise
+    passes, or sums kept per row or per unit): each value is then computed by the same
+    operations in the same order at any vector width, so the bits do not change; a sum that
+    LLVM reassociates would split after the width (target.py).
+    The tutorial family's forward and backward and the LSTM's gate passes use it."""
+
+    def codegen(context, builder, signature, args):
+        if vector_bits() == 512:
+            mark_avx512(builder.function)
         return context.get_dummy_value()
 
     return numba_types.none(), codegen
