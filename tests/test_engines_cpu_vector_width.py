@@ -30,7 +30,8 @@ def mlp(**sections):
             "model": {"hidden_units": [500]},
             "training": {"epochs": 60, "learning_rate": 0.01}}
     for key, value in sections.items():
-        base[key] = {**base.get(key, {}), **value}
+        merge = isinstance(value, dict) and "name" not in value  # another data set: its own
+        base[key] = {**base[key], **value} if merge else value
     return ExperimentConfig.model_validate(base)
 
 def l1(placement, strength=1e-3, norm="l1"):
