@@ -78,7 +78,7 @@ from actreg_cli.engines.cpu.network_plan import (
     window_floats,
 )
 from actreg_cli.engines.cpu.target import choice as target_choice
-from actreg_cli.engines.cpu.target import vector_bits
+from actreg_cli.engines.cpu.target import vector_choice
 from actreg_cli.engines.penalties import coefficients, penalty_table
 from actreg_cli.models.plan import config_plan
 from actreg_cli.tasks import output_units
@@ -309,7 +309,7 @@ class CpuEngine:
 
     def __init__(self, workers: int | None = None, models_per_call: int | None = None):
         target_choice()  # a bad ACTREG_CPU_TARGET is bad input now, before any run folder
-        vector_bits()  # and a bad ACTREG_CPU_VECTOR_BITS
+        vector_choice()  # and a bad ACTREG_CPU_VECTOR_BITS
         self.workers = workers or worker_count()
         # Calls of a few models per thread keep the progress bar moving; the per-call cost
         # (~0.1 ms) is nothing next to a model's training.

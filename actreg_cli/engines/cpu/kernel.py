@@ -237,9 +237,9 @@ def train_lstm_models(
 
 def sources_digest() -> str:
     """sha256 of the source of every module train_models' compiled code comes from: the cpu
-    engine's modules and weights.py (epoch_permutation is compiled from it), and of the matrix
-    products' vector width (tiles.TILE: AVX-512 code must not load on a CPU without it, and
-    the width is no part of Numba's index key)."""
+    engine's modules and weights.py (epoch_permutation is compiled from it), and of the vector
+    width of the 512-bit-capable loops (tiles.TILE, target.vector_bits: AVX-512 code must not
+    load on a CPU without it, and the width is no part of Numba's index key)."""
     digest = hashlib.sha256()
     digest.update(f"vector lanes {TILE.lanes}\0".encode())
     for path in [*sorted(Path(__file__).parent.glob("*.py")), Path(weights.__file__)]:

@@ -34,7 +34,8 @@ PORTABLE = ("haswell", "")  # LLVM names x86-64-v3 "haswell" in every version
 NEEDED = ("avx2", "fma")
 #: ACTREG_CPU_TARGET's values.
 CHOICES = ("portable", "native")
-#: ACTREG_CPU_VECTOR_BITS's values: the matrix products' vector width (tiles.py).
+#: ACTREG_CPU_VECTOR_BITS's values: the vector width of the loops whose bits do not depend on it
+#: (`vector_bits`).
 VECTOR_CHOICES = ("auto", "256")
 
 
@@ -69,11 +70,8 @@ def pin() -> None:
     config.CPU_NAME, config.CPU_FEATURES = PORTABLE
 
 
-def vector_bits() -> int:
-    """The vector width of the cpu engine's matrix products (tiles.py): 512 where the CPU has
-    AVX-512F, else 256; ACTREG_CPU_VECTOR_BITS=256 keeps 256 everywhere. Either width gives the
-    same bits (each sum is one chain of fused multiply-adds in a fixed order); 512 only runs
-    more of them at once."""
+def vector_choice() -> str:
+    """ACTREG_CPU_VECTOR_BITS, checked: auto (the default) or 256."""
     value = os.environ.get("ACTREG_CPU_VECTOR_BITS", "auto").strip().lower() or "auto"
     if value not in VECTOR_CHOICES:
         from actreg_cli.config import ConfigError
@@ -84,7 +82,15 @@ def vector_bits() -> int:
                 "default: 512-bit vectors where the CPU has AVX-512) or 256"
             ]
         )
-    if value == "256" or platform.machine().lower() not in ("x86_64", "amd64"):
+    return value
+
+
+def vector_bits() -> int:
+    """The vector width of the cpu engine's loops whose values do not depend on it (the matrix
+    products of tiles.py and the loops marked with vmath.avx512_vectors): 512 where the CPU has
+    AVX-512F, else 256; ACTREG_CPU_VECTOR_BITS=256 keeps 256 everywhere. Either width gives the
+    same bits; 512 only computes more values at once."""
+    if vector_choice() == "256" or platform.machine().lower() not in ("x86_64", "amd64"):
         return 256
     from llvmlite import binding
 
@@ -117,7 +123,7 @@ def mark_avx512(function) -> None:
 def compiled_for() -> dict[str, str]:
     """What the loops are compiled for, as run.yaml records it: {cpu, features, choice,
     vector_bits}; the features are '' when the CPU name's own are used (the portable
-    target), vector_bits the matrix products' (`vector_bits`)."""
+    target), vector_bits that of the 512-bit-capable loops (`vector_bits`)."""
     pin()  # asked before anything compiled: what the loops will be compiled for
     from numba.core.registry import cpu_target
 

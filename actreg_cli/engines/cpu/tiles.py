@@ -246,7 +246,7 @@ def _out_of_line(builder, name, t, pointers, sizes, body):
         body(builder, pointers, sizes)
         return
     module = builder.module
-    full_name = f"actreg.tiles.{name}.v{t.lanes}"
+    full_name = f"actreg.tiles.{name}.{t.lanes}x{t.rows}x{t.vectors}"
     function = module.globals.get(full_name)
     if function is None:
         kind = ir.FunctionType(ir.VoidType(), [F32.as_pointer()] * len(pointers) + [I64] * 3)
