@@ -39,18 +39,34 @@ CHOICES = ("portable", "native")
 VECTOR_CHOICES = ("auto", "256")
 
 
-def choice() -> str:
-    value = os.environ.get("ACTREG_CPU_TARGET", "portable").strip().lower() or "portable"
-    if value not in CHOICES:
+def _setting(name: str, choices: tuple[str, ...], expected: str) -> str:
+    """Environment variable `name`, checked against `choices` (the first is its default); a
+    value outside them is bad input (ConfigError: the CLI exits 2 before any run folder)."""
+    value = os.environ.get(name, choices[0]).strip().lower() or choices[0]
+    if value not in choices:
         from actreg_cli.config import ConfigError
 
-        raise ConfigError(
-            [
-                f"environment variable ACTREG_CPU_TARGET={value!r}: expected portable (the "
-                "default: the same numbers on any x86-64 CPU) or native (this CPU's fastest code)"
-            ]
-        )
+        raise ConfigError([f"environment variable {name}={value!r}: expected {expected}"])
     return value
+
+
+def _host_has(*features: str) -> bool:
+    """Whether this is an x86-64 CPU with every one of `features` (LLVM's names)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    from llvmlite import binding
+
+    host = binding.get_host_cpu_features()
+    return all(host.get(name, False) for name in features)
+
+
+def choice() -> str:
+    return _setting(
+        "ACTREG_CPU_TARGET",
+        CHOICES,
+        "portable (the default: the same numbers on any x86-64 CPU) or native (this CPU's "
+        "fastest code)",
+    )
 
 
 def pin() -> None:
@@ -58,31 +74,18 @@ def pin() -> None:
     run it."""
     from numba.core import config
 
-    if os.environ.get("NUMBA_CPU_NAME") or choice() == "native":
-        return
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return
-    from llvmlite import binding
-
-    features = binding.get_host_cpu_features()
-    if not all(features.get(name, False) for name in NEEDED):
+    if os.environ.get("NUMBA_CPU_NAME") or choice() == "native" or not _host_has(*NEEDED):
         return
     config.CPU_NAME, config.CPU_FEATURES = PORTABLE
 
 
 def vector_choice() -> str:
     """ACTREG_CPU_VECTOR_BITS, checked: auto (the default) or 256."""
-    value = os.environ.get("ACTREG_CPU_VECTOR_BITS", "auto").strip().lower() or "auto"
-    if value not in VECTOR_CHOICES:
-        from actreg_cli.config import ConfigError
-
-        raise ConfigError(
-            [
-                f"environment variable ACTREG_CPU_VECTOR_BITS={value!r}: expected auto (the "
-                "default: 512-bit vectors where the CPU has AVX-512) or 256"
-            ]
-        )
-    return value
+    return _setting(
+        "ACTREG_CPU_VECTOR_BITS",
+        VECTOR_CHOICES,
+        "auto (the default: 512-bit vectors where the CPU has AVX-512) or 256",
+    )
 
 
 def vector_bits() -> int:
@@ -90,11 +93,7 @@ def vector_bits() -> int:
     products of tiles.py and the loops marked with vmath.avx512_vectors): 512 where the CPU has
     AVX-512F, else 256; ACTREG_CPU_VECTOR_BITS=256 keeps 256 everywhere. Either width gives the
     same bits; 512 only computes more values at once."""
-    if vector_choice() == "256" or platform.machine().lower() not in ("x86_64", "amd64"):
-        return 256
-    from llvmlite import binding
-
-    return 512 if binding.get_host_cpu_features().get("avx512f", False) else 256
+    return 512 if vector_choice() == "auto" and _host_has("avx512f") else 256
 
 
 def avx512_features() -> str:
