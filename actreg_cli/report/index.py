@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from actreg_cli.config import ConfigError
+from actreg_cli.config.yaml_io import load_yaml_data
 from actreg_cli.tasks import Task, spec
 
 
@@ -38,7 +39,7 @@ class RunEntry:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_data(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -236,13 +236,13 @@ def _windows(x, patches, rows, k, nb, n_pad, in_order, geo, xb):
 @njit(**JIT)
 def conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, train):
     """The network on a block of n_pad images whose windows start at src[s_base]: the conv
-    layer's z, a (and with train da/dz) in the buffers' zb, ab, db, the pooled values (with
+    layer's z, a (and da/dz but relu's, blocks.grad_z) in the buffers' zb, ab, db, the pooled values (with
     train the index each came from), the logits [n_pad * n_out]."""
     _, zb, ab, db, _, pooled, _, idx, windows, logits, _, _ = buffers
     positions, window, f, d = conv_sizes_of(geo)
     n_rows = n_pad * positions
     dense_forward(p, src, s_base, window, offsets[0], offsets[1], f, zb, 0, n_rows)
-    activate(zb, ab, db, 0, n_rows * f, act, train)
+    activate(zb, ab, db, 0, n_rows * f, act)
     flat = ab
     if geo[G_POOL] != 0:
         pool_forward(ab, n_pad, geo, windows, pooled, idx, train)
@@ -296,7 +296,7 @@ def conv_batch(net, p, grad, x, patches, y, rows, in_order, coef, buffers, act_s
         else:
             output_backward(p, grad, ab, gb, 0, d, out_w, out_b, n_out, g_logits, n_pad)
         fc = factors[0]
-        grad_z(zb, ab, db, gb, 0, nb * positions * f, n_rows * f, fc[2], fc[3], fc[0], fc[1])
+        grad_z(zb, ab, db, gb, 0, nb * positions * f, n_rows * f, fc[2], fc[3], fc[0], fc[1], act)
         kernel_grad(grad, src, s_base, window, w_off, b_off, f, gb, 0, n_rows)
     return penalized_loss(coef, act_sums, ce_sum, penalty, size_f), np.float32(correct)
 

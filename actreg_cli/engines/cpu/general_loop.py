@@ -52,11 +52,11 @@ BLOCK = 16
 
 
 @njit(**JIT)
-def activate(zb, ab, db, h, o, act, derivative=True):
+def activate(zb, ab, db, h, o, act):
     """a = act(z) and d = da/dz of the o values at zb[h : h+o] (into ab, db), d as TF's gradient
-    kernels compute it from a (ReluGrad: a > 0, TanhGrad: 1 - a^2, SigmoidGrad: a (1 - a),
-    EluGrad: a + 1 where a < 0). derivative False: relu's d is not written (an evaluation:
-    a third less memory traffic); the others write it anyway (db is their scratch).
+    kernels compute it from a (TanhGrad: 1 - a^2, SigmoidGrad: a (1 - a), EluGrad: a + 1 where
+    a < 0). relu's d is not written: `blocks.grad_z` computes ReluGrad's (a > 0) from a, which
+    saves a third of this loop's memory traffic.
 
     Every activation is a loop without calls, so it vectorizes (libm's tanhf, expf, expm1f are
     a call per element, ~40x slower here): tanh is Eigen's rational approximation
@@ -68,15 +68,10 @@ def activate(zb, ab, db, h, o, act, derivative=True):
     z_v = zb[h : h + o]
     a_v = ab[h : h + o]
     d_v = db[h : h + o]
-    if act == 0 and not derivative:
+    if act == 0:
         for u in range(o):
             z = z_v[u]
             a_v[u] = z if z > zero else zero
-    elif act == 0:
-        for u in range(o):
-            z = z_v[u]
-            a_v[u] = z if z > zero else zero
-            d_v[u] = one if z > zero else zero
     elif act == 1:
         for u in range(o):
             a = tanh_rational(z_v[u])
@@ -350,7 +345,7 @@ def _batch(
             o = units[layer]
             h = BLOCK * h_off[layer]
             f = factors[layer]
-            grad_z(zb, ab, db, gb, h, nb * o, n_pad * o, f[2], f[3], f[0], f[1])
+            grad_z(zb, ab, db, gb, h, nb * o, n_pad * o, f[2], f[3], f[0], f[1], act)
             if layer == 0:
                 kernel_grad(grad, xb, 0, n_in, w_off[0], b_off[0], o, gb, h, n_pad)
             else:
