@@ -236,8 +236,8 @@ def _windows(x, patches, rows, k, nb, n_pad, in_order, geo, xb):
 @njit(**JIT)
 def conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, train):
     """The network on a block of n_pad images whose windows start at src[s_base]: the conv
-    layer's z, a (and da/dz but relu's, blocks.grad_z) in the buffers' zb, ab, db, the pooled values (with
-    train the index each came from), the logits [n_pad * n_out]."""
+    layer's z, a (and da/dz, but not relu's: blocks.grad_z) in the buffers' zb, ab, db, the
+    pooled values (with train the index each came from), the logits [n_pad * n_out]."""
     _, zb, ab, db, _, pooled, _, idx, windows, logits, _, _ = buffers
     positions, window, f, d = conv_sizes_of(geo)
     n_rows = n_pad * positions
