@@ -1,4 +1,5 @@
-"""The cpu engine's loop for every MLP outside the tutorial family (`train_rows`).
+"""The cpu engine's batches for every MLP outside the tutorial family (`mlp_batch`, which
+network_loop.train_network's epoch loop calls for an `MlpNet`).
 
 A batch goes through the network in blocks of `BLOCK` rows (`_batch`): each layer's values of
 a block are a [rows, units] matrix, and the layer passes (blocks.py) are small matrix products
@@ -7,10 +8,13 @@ AVX-512, its sums in registers for the whole pass over the inputs), not one row 
 model the block's values take 4 x BLOCK x (sum of the hidden widths) floats (128 KiB for one
 layer of 500 units). Every activation is a loop without libm calls (`activate`), over a block's
 values at once, so it vectorizes; these loops keep LLVM's default vector width
-(vmath.prefer_512_bit_vectors says why). kernel.train_models also runs `final_outputs`, the outputs and the probe on the final weights.
+(vmath.prefer_512_bit_vectors says why). kernel.train_models also runs `final_outputs`, the
+outputs and the probe on the final weights.
 """
 
 from __future__ import annotations
+
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -35,11 +39,10 @@ from actreg_cli.engines.cpu.codes import (
     REGRESSION,
 )
 from actreg_cli.engines.cpu.losses import binary_row, output_activation, row_logit_grad, row_loss
-from actreg_cli.engines.cpu.step import epoch_order, update_penalized, weight_penalty
-from actreg_cli.engines.cpu.stopping import best_weights_buffer, finish, new_state, watch_epoch
 from actreg_cli.engines.cpu.vmath import (
     JIT,
     borrowed,
+    borrowed_all,
     exp_nonpositive,
     log1p_unit,
     tanh_rational,
@@ -441,92 +444,44 @@ def final_outputs(p, x_train, x_test, units, fan_ins, w_off, b_off, h_off, out_w
         probe[n_layers + layer] /= count
 
 
+#: An MLP as network_loop.train_network reads it: the layout kernel.train_models computes
+#: (units, fan_ins, w_off, b_off: int64 [L]; h_off: int64 [L + 1], each layer's first value in
+#: a block row of the hidden buffers; out_w, out_b: the output layer's offsets in p), n_out,
+#: task (codes.TASKS) and act (codes.ACTIVATIONS).
+MlpNet = namedtuple(
+    "MlpNet", ["units", "fan_ins", "w_off", "b_off", "h_off", "out_w", "out_b", "n_out", "task",
+               "act"],
+)  # fmt: skip
+
+
 @njit(**JIT)
-def train_rows(p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, cf, lr, units,
-               fan_ins, w_off, b_off, h_off, out_w, out_b, n_out, task, act, optimizer, epochs,
-               batch_size, seed, shuffle, rows_out, settings, trained, stop):  # fmt: skip
-    """`train_models`' epoch loop for one model of any other MLP (`_batch`: blocks of rows),
-    the same batches, history totals (rows_out [E+1, 6]; the validation columns only with
-    validation rows, n_val > 0), early stopping (settings float64 [STOP_SETTINGS], stopping.py)
-    and final weights (p, in place: the kept ones). trained: int64 [3], `stopping.finish`'s;
-    rows_out[trained[0], :2] holds the kept weights' train set evaluation.
-    Returns early, before an epoch or a minibatch, once stop[0] != 0 (int64 [1]; Ctrl-C: the
-    totals are then incomplete and thrown away)."""
-    n_train = y_train.shape[0]
-    n_test = y_test.shape[0]
-    n_val = y_val.shape[0]
-    n_layers = units.shape[0]
+def mlp_buffers(net):
+    """A model's scratch for `mlp_batch`: `block_buffers`' arrays, then wt float32 [P] (the
+    kernels transposed, blocks.transpose_kernels)."""
+    n_layers = net.units.shape[0]
     xb, zb, ab, db, gb, logits, g_logits, scratch = block_buffers(
-        fan_ins[0], h_off[n_layers], n_out
+        net.fan_ins[0], net.h_off[n_layers], net.n_out
     )
-    act_sums = np.zeros((n_layers, 4), np.float32)
-    factors = np.zeros((n_layers, 4), np.float32)
-    wt = np.empty_like(p)
-    train_rows = np.arange(n_train)
-    test_rows = np.arange(n_test)
-    val_rows = np.arange(n_val)
-    n_batches = (n_train + batch_size - 1) // batch_size
-    order = train_rows
-    shuffled = np.empty(n_train, np.int64)  # epoch_order's output and scratch
-    keys = np.empty(n_train, np.int64)
-    starts = np.empty(n_train + 1, np.int64)
-    step = 0
-    watch = new_state()
-    best_p = best_weights_buffer(settings, p.shape[0])
-    done = epochs
-    stopped = False
-    penalty = weight_penalty(p, cf, units, fan_ins, w_off, b_off)  # of the weights p holds
-    for epoch in range(epochs):
-        if stop[0] != 0:
-            return
-        if shuffle:
-            epoch_order(seed, epoch, n_train, shuffled, keys, starts)
-            order = shuffled
-        loss_total = np.float32(0.0)
-        correct_total = np.float32(0.0)
-        for b in range(n_batches):
-            if stop[0] != 0:  # an epoch of a large table can take seconds
-                return
-            batch = order[b * batch_size : min((b + 1) * batch_size, n_train)]
-            loss, correct = _batch(
-                p, grad, x_train, y_train, batch, cf, units, fan_ins, w_off, b_off, h_off, out_w,
-                out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-                scratch, wt, penalty, True,
-            )  # fmt: skip
-            loss_total += loss * np.float32(batch.shape[0])
-            correct_total += correct
-            step += 1
-            penalty = update_penalized(
-                p, m, v, grad, step, lr, optimizer, cf, units, fan_ins, w_off, b_off
-            )
-        rows_out[epoch, 0] = loss_total
-        rows_out[epoch, 1] = correct_total
-        loss, correct = _batch(
-            p, grad, x_test, y_test, test_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
-            out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-            scratch, wt, penalty, False,
+    wt = np.empty(net.out_b + net.n_out, np.float32)
+    return xb, zb, ab, db, gb, logits, g_logits, scratch, wt
+
+
+@njit(inline="always", **JIT)
+def mlp_batch(net, p, grad, x, extra, y, rows, in_order, coef, buffers, act_sums, factors,
+              penalty, train):  # fmt: skip
+    """`_batch` in network_loop.network_batch's terms (extra and in_order unused: an MLP reads
+    its rows from x, flat [n * n_in], in any order)."""
+    # Views without reference counts (vmath.borrowed_all): the caller holds both tuples.
+    net = borrowed_all(net)
+    xb, zb, ab, db, gb, logits, g_logits, scratch, wt = borrowed_all(buffers)
+    if train:  # (literal flags: _batch compiled for each, without the other's branches)
+        return _batch(
+            p, grad, x, y, rows, coef, net.units, net.fan_ins, net.w_off, net.b_off, net.h_off,
+            net.out_w, net.out_b, net.n_out, net.task, net.act, xb, zb, ab, db, gb, act_sums,
+            factors, logits, g_logits, scratch, wt, penalty, True,
         )  # fmt: skip
-        rows_out[epoch + 1, 2] = loss * np.float32(n_test)
-        rows_out[epoch + 1, 3] = correct
-        if n_val == 0:
-            continue
-        loss, correct = _batch(
-            p, grad, x_val, y_val, val_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
-            out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-            scratch, wt, penalty, False,
-        )  # fmt: skip
-        rows_out[epoch + 1, 4] = loss * np.float32(n_val)
-        rows_out[epoch + 1, 5] = correct
-        if watch_epoch(settings, watch, rows_out, epoch, n_val, p, best_p):
-            done = epoch + 1
-            stopped = True
-            break
-    finish(settings, watch, done, stopped, p, best_p, trained)
-    penalty = weight_penalty(p, cf, units, fan_ins, w_off, b_off)  # the kept weights'
-    loss, correct = _batch(
-        p, grad, x_train, y_train, train_rows, cf, units, fan_ins, w_off, b_off, h_off, out_w,
-        out_b, n_out, task, act, xb, zb, ab, db, gb, act_sums, factors, logits, g_logits,
-        scratch, wt, penalty, False,
+    return _batch(
+        p, grad, x, y, rows, coef, net.units, net.fan_ins, net.w_off, net.b_off, net.h_off,
+        net.out_w, net.out_b, net.n_out, net.task, net.act, xb, zb, ab, db, gb, act_sums,
+        factors, logits, g_logits, scratch, wt, penalty, False,
     )  # fmt: skip
-    rows_out[done, 0] = loss * np.float32(n_train)
-    rows_out[done, 1] = correct

@@ -53,9 +53,9 @@ from numba import njit, prange
 
 from actreg_cli import weights
 from actreg_cli.engines.cpu.conv_loop import ConvNet, conv_sizes_of, set_patches
-from actreg_cli.engines.cpu.general_loop import block_buffers, final_outputs, train_rows
+from actreg_cli.engines.cpu.general_loop import MlpNet, block_buffers, final_outputs
 from actreg_cli.engines.cpu.lstm_loop import LstmNet, lstm_sizes_of
-from actreg_cli.engines.cpu.network_loop import train_networks
+from actreg_cli.engines.cpu.network_loop import train_network, train_networks
 from actreg_cli.engines.cpu.tiles import TILE
 from actreg_cli.engines.cpu.tutorial_loop import train_relu2
 from actreg_cli.engines.cpu.vmath import JIT, flush_denormals, restore_denormals
@@ -133,6 +133,8 @@ def train_models(
     x_val = x_val.reshape(n_val * n_in)
     # The tutorial family has a loop of its own (`train_relu2`).
     relu2 = n_layers == 1 and n_in == 2 and act == 0 and n_out == 1
+    net = MlpNet(units, fan_ins, w_off, b_off, h_off, out_w, out_b, n_out, task, act)
+    no_extra = np.zeros(0, np.float32)  # (an MLP's batches need no set's extra)
     for c in prange(n_models):
         denormals = flush_denormals()
         p = params[c].copy()
@@ -146,11 +148,10 @@ def train_models(
                 fan_ins, w_off, b_off, rows_out[c], stopping[c], trained[c], stop,
             )  # fmt: skip
         else:
-            train_rows(
-                p, m, v, grad, x_train, y_train, x_test, y_test, x_val, y_val, coef[c], lr[c],
-                units, fan_ins, w_off, b_off, h_off, out_w, out_b, n_out, task, act, optimizer,
-                epochs, batch_size, shuffle_seeds[c], shuffle, rows_out[c], stopping[c],
-                trained[c], stop,
+            train_network(
+                net, p, m, v, grad, x_train, no_extra, y_train, x_test, no_extra, y_test, x_val,
+                no_extra, y_val, coef[c], lr[c], optimizer, epochs, batch_size, shuffle_seeds[c],
+                shuffle, rows_out[c], stopping[c], trained[c], stop,
             )  # fmt: skip
         # (Interrupted, trained[c] may still be 0s: valid indices; the results are dropped.)
         done = trained[c, 0]

@@ -1,6 +1,6 @@
-"""The cpu engine's epoch loop for a layer list (`train_network`), written once for every
-network a loop module describes: a Conv2D network (conv_loop.py, a `ConvNet`) or an LSTM
-network (lstm_loop.py, an `LstmNet`).
+"""The cpu engine's epoch loop (`train_network`), written once for every network a loop module
+describes: an MLP outside the tutorial family (general_loop.py, an `MlpNet`), a Conv2D network
+(conv_loop.py, a `ConvNet`) or an LSTM network (lstm_loop.py, an `LstmNet`).
 
 `network_buffers`, `network_batch` and `network_outputs` take the network first and are
 resolved by its type when Numba compiles a caller (`numba.extending.overload`): each network
@@ -16,6 +16,7 @@ from numba import njit, prange
 from numba.extending import overload
 
 from actreg_cli.engines.cpu.conv_loop import ConvNet, conv_batch, conv_buffers, conv_outputs
+from actreg_cli.engines.cpu.general_loop import MlpNet, mlp_batch, mlp_buffers
 from actreg_cli.engines.cpu.lstm_loop import LstmNet, lstm_batch, lstm_buffers, lstm_outputs
 from actreg_cli.engines.cpu.step import epoch_order, update_penalized, weight_penalty
 from actreg_cli.engines.cpu.stopping import best_weights_buffer, finish, new_state, watch_epoch
@@ -26,23 +27,24 @@ from actreg_cli.engines.cpu.vmath import JIT, flush_denormals, restore_denormals
 _INLINED = {**JIT, "cache": False}
 
 
-def _implementation(net, conv, lstm):
+def _implementation(net, conv, lstm, mlp=None):
     """The implementation of an overload for a network's Numba type: conv for a `ConvNet`,
-    lstm for an `LstmNet`, None (no match) for any other type."""
+    lstm for an `LstmNet`, mlp for an `MlpNet`, None (no match) for any other type."""
     kind = getattr(net, "instance_class", None)
-    return conv if kind is ConvNet else lstm if kind is LstmNet else None
+    return {ConvNet: conv, LstmNet: lstm, MlpNet: mlp}.get(kind)
 
 
 def network_buffers(net):
-    """A model's block scratch (conv_loop.conv_buffers or lstm_loop.lstm_buffers by the
-    network's type; compiled code only)."""
+    """A model's block scratch (conv_loop.conv_buffers, lstm_loop.lstm_buffers or
+    general_loop.mlp_buffers by the network's type; compiled code only)."""
     raise NotImplementedError("compiled code only (numba overload)")
 
 
 def network_batch(net, p, grad, x, extra, y, rows, in_order, coef, buffers, act_sums, factors,
                   penalty, train):  # fmt: skip
-    """(batch loss, metric total): conv_loop.conv_batch or lstm_loop.lstm_batch by the
-    network's type (compiled code only); extra: the set's conv windows, or an empty array."""
+    """(batch loss, metric total): conv_loop.conv_batch, lstm_loop.lstm_batch or
+    general_loop.mlp_batch by the network's type (compiled code only); extra: the set's conv
+    windows, or an empty array."""
     raise NotImplementedError("compiled code only (numba overload)")
 
 
@@ -54,7 +56,7 @@ def network_outputs(net, p, x, extra, buffers, outputs, first, probe, sample):
 
 @overload(network_buffers, jit_options=_INLINED)
 def _network_buffers(net):
-    buffers = _implementation(net, conv_buffers, lstm_buffers)
+    buffers = _implementation(net, conv_buffers, lstm_buffers, mlp_buffers)
 
     def implementation(net):
         return buffers(net)
@@ -65,7 +67,7 @@ def _network_buffers(net):
 @overload(network_batch, jit_options=_INLINED)
 def _network_batch(net, p, grad, x, extra, y, rows, in_order, coef, buffers, act_sums, factors,
                    penalty, train):  # fmt: skip
-    batch = _implementation(net, conv_batch, lstm_batch)
+    batch = _implementation(net, conv_batch, lstm_batch, mlp_batch)
 
     def implementation(net, p, grad, x, extra, y, rows, in_order, coef, buffers, act_sums,
                        factors, penalty, train):  # fmt: skip
@@ -89,11 +91,14 @@ def _network_outputs(net, p, x, extra, buffers, outputs, first, probe, sample):
 def train_network(net, p, m, v, grad, x_train, e_train, y_train, x_test, e_test, y_test, x_val,
                   e_val, y_val, cf, lr, optimizer, epochs, batch_size, seed, shuffle, rows_out,
                   settings, trained, stop):  # fmt: skip
-    """The epoch loop of one model of a layer list (kernel.train_conv_models,
-    train_lstm_models): general_loop.train_rows' batches, history totals (rows_out [E+1, 6]),
-    early stopping and final weights (p, in place: the kept ones), with `network_batch` for the
-    MLP's `_batch`. e_*: each set's `extra` (conv windows, or empty arrays). Returns early,
-    before an epoch or a minibatch, once stop[0] != 0."""
+    """`kernel.train_models`' epoch loop for one model (of an MLP, a Conv2D or an LSTM
+    network: `network_batch`): the same batches, history totals (rows_out [E+1, 6]; the
+    validation columns only with validation rows, n_val > 0), early stopping (settings float64
+    [STOP_SETTINGS], stopping.py) and final weights (p, in place: the kept ones). trained: int64
+    [3], `stopping.finish`'s; rows_out[trained[0], :2] holds the kept weights' train set
+    evaluation. e_*: each set's `extra` (conv windows, or empty arrays).
+    Returns early, before an epoch or a minibatch, once stop[0] != 0 (int64 [1]; Ctrl-C: the
+    totals are then incomplete and thrown away)."""
     n_train = y_train.shape[0]
     n_test = y_test.shape[0]
     n_val = y_val.shape[0]
@@ -101,8 +106,8 @@ def train_network(net, p, m, v, grad, x_train, e_train, y_train, x_test, e_test,
     # evaluating (a literal compiled it twice, ~10 s more of the first compile).
     training, evaluating, ordered = np.bool_(True), np.bool_(False), np.bool_(True)
     buffers = network_buffers(net)
-    act_sums = np.zeros((1, 4), np.float32)
-    factors = np.zeros((1, 4), np.float32)
+    act_sums = np.zeros((net.units.shape[0], 4), np.float32)  # per layer (one: conv, lstm)
+    factors = np.zeros((net.units.shape[0], 4), np.float32)
     units, fan_ins, w_off, b_off = net.units, net.fan_ins, net.w_off, net.b_off
     train_rows = np.arange(n_train)
     test_rows = np.arange(n_test)

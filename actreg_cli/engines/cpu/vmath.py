@@ -117,15 +117,40 @@ def borrowed(typingctx, array):
         return None
 
     def codegen(context, builder, signature, args):
-        source = context.make_array(signature.args[0])(context, builder, value=args[0])
-        view = context.make_array(signature.return_type)(context, builder)
-        for field in ("nitems", "itemsize", "data", "shape", "strides"):
-            setattr(view, field, getattr(source, field))
-        view.meminfo = cgutils.get_null_value(view.meminfo.type)
-        view.parent = cgutils.get_null_value(view.parent.type)
-        return view._getvalue()
+        return _view(context, builder, signature.args[0], args[0])
 
     return array(array), codegen
+
+
+def _view(context, builder, kind, value):
+    """`borrowed`'s view of the array `value` of Numba type `kind` (LLVM code)."""
+    source = context.make_array(kind)(context, builder, value=value)
+    view = context.make_array(kind)(context, builder)
+    for field in ("nitems", "itemsize", "data", "shape", "strides"):
+        setattr(view, field, getattr(source, field))
+    view.meminfo = cgutils.get_null_value(view.meminfo.type)
+    view.parent = cgutils.get_null_value(view.parent.type)
+    return view._getvalue()
+
+
+@intrinsic
+def borrowed_all(typingctx, values):
+    """A tuple (or named tuple) with each of its arrays `borrowed`, the other values as they
+    are: a network's buffers or layout passed down through several calls a batch, without a
+    reference count for each array at each call. The same rule as `borrowed`: only while the
+    tuple the values came from (or the arrays' owners) is held."""
+    if not isinstance(values, numba_types.BaseTuple):
+        return None
+
+    def codegen(context, builder, signature, args):
+        out = args[0]
+        for i, kind in enumerate(signature.args[0].types):
+            if isinstance(kind, numba_types.Array):
+                view = _view(context, builder, kind, builder.extract_value(out, i))
+                out = builder.insert_value(out, view, i)
+        return out
+
+    return values(values), codegen
 
 
 if X86:
