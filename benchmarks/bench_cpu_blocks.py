@@ -66,6 +66,13 @@ def compiled_parts():
     from actreg_cli.engines.cpu.step import epoch_order, update_penalized
 
     @njit
+    def layer_input(layer, xb, ab, h_off):
+        """(the block's inputs of hidden layer `layer`: xb or the last layer's a, their offset)."""
+        if layer == 0:
+            return xb, 0
+        return ab, g.BLOCK * h_off[layer - 1]
+
+    @njit
     def passes(which, reps, p, x, y, coef, net, batch_size):
         units, fan_ins, w_off, b_off = net.units, net.fan_ins, net.w_off, net.b_off
         h_off = net.h_off
@@ -90,8 +97,7 @@ def compiled_parts():
                 g._gather(x, rows, 0, nb, nb, fan_ins[0], xb)
             elif which == 1:
                 for layer in range(n_layers):
-                    src = xb if layer == 0 else ab
-                    s_base = 0 if layer == 0 else g.BLOCK * h_off[layer - 1]
+                    src, s_base = layer_input(layer, xb, ab, h_off)
                     dense_forward(p, src, s_base, fan_ins[layer], w_off[layer], b_off[layer],
                                   units[layer], zb, g.BLOCK * h_off[layer], nb)  # fmt: skip
             elif which == 2:
@@ -120,8 +126,7 @@ def compiled_parts():
                            f[0], f[1], net.act)  # fmt: skip
             elif which == 8:
                 for layer in range(n_layers):
-                    src = xb if layer == 0 else ab
-                    s_base = 0 if layer == 0 else g.BLOCK * h_off[layer - 1]
+                    src, s_base = layer_input(layer, xb, ab, h_off)
                     kernel_grad(grad, src, s_base, fan_ins[layer], w_off[layer], b_off[layer],
                                 units[layer], gb, g.BLOCK * h_off[layer], nb)  # fmt: skip
             elif which == 9:
