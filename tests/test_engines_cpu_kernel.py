@@ -13,7 +13,7 @@ from numba import njit
 from test_engines_cpu import experiment
 
 from actreg_cli.engines.base import TrainJob
-from actreg_cli.engines.cpu import codes, general_loop, vmath
+from actreg_cli.engines.cpu import blocks, codes, general_loop, vmath
 from actreg_cli.engines.cpu.engine import CpuEngine
 
 
@@ -85,6 +85,55 @@ def test_activations_match_float64_and_give_tf_derivatives(name, exact, derivati
     if name == "tanh":  # odd, and x itself near 0 (Eigen's |x| < 0.0004 branch)
         np.testing.assert_array_equal(_activations(-z, 1)[0], -a)
         assert a[z == np.float32(3e-4)][0] == np.float32(3e-4)
+
+
+@njit
+def _dl_dz(z, g, act, d, factors):
+    """blocks.grad_z on one block of values z (a from `activate`), dL/da g; d: da/dz for a
+    non-relu act (relu's comes from a)."""
+    n = z.size
+    zb, ab, db, gb = z.copy(), np.zeros_like(z), np.zeros_like(z), g.copy()
+    general_loop.activate(zb, ab, db, 0, n, 0)  # a = relu(z)
+    if act != 0:
+        db[:] = d
+    blocks.grad_z(zb, ab, db, gb, 0, n, n, factors[0], factors[1], factors[2], factors[3], act)
+    return gb
+
+
+PENALTY_FACTORS = [  # (after L1, after L2, before L1, before L2), as grad_z takes them
+    (0, 0, 0, 0), (1e-3, 0, 0, 0), (0, 2e-3, 0, 0), (0, 0, 3e-3, 0), (0, 0, 0, 4e-3),
+    (1e-3, 2e-3, 3e-3, 4e-3),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("factors", PENALTY_FACTORS)
+def test_relu_dl_dz_from_a_is_the_same_bits_as_from_a_stored_relugrad(factors) -> None:
+    """ReLU's da/dz is not stored: grad_z computes ReluGrad's (1 where a > 0) from a. The same
+    bits as the formula with d = (z > 0) read from memory (what the loop stored before), at 0,
+    -0, the smallest numbers, infinities and NaN too, with each activity penalty factor."""
+    rng = np.random.default_rng(0)
+    special = [0.0, -0.0, 1e-38, -1e-38, 1e-45, np.inf, -np.inf, np.nan, 1.0, -1.0]
+    z = np.concatenate([rng.normal(size=1000), special]).astype(np.float32)
+    g = rng.normal(size=z.size).astype(np.float32)
+    f = np.asarray(factors, np.float32)
+    relugrad = np.where(z > 0, 1, 0).astype(np.float32)
+    from_a = _dl_dz(z, g, 0, relugrad, f)
+    stored = _dl_dz(z, g, codes.ACTIVATIONS["tanh"], relugrad, f)
+    np.testing.assert_array_equal(from_a.view(np.int32), stored.view(np.int32))
+
+
+@njit
+def _through_views(layout):
+    views = vmath.borrowed_all(layout)
+    views[0][1] = 7.0  # the same memory
+    return views[0].sum() + views[1].sum() + views[2]
+
+
+def test_borrowed_all_gives_views_of_the_same_arrays_and_keeps_other_values() -> None:
+    a = np.arange(4, dtype=np.float32)
+    b = np.ones(3, np.int64)
+    assert _through_views((a, b, 5)) == (0 + 7 + 2 + 3) + 3 + 5
+    assert a[1] == 7.0
 
 
 @pytest.mark.skipif(not vmath.X86, reason="FTZ/DAZ is set on x86 only")
