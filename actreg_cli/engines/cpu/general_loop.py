@@ -21,6 +21,7 @@ from numba import njit
 
 from actreg_cli.engines.cpu.blocks import (
     dense_forward,
+    dense_relu_forward,
     grad_z,
     input_grad,
     kernel_grad,
@@ -124,14 +125,14 @@ def forward_block(p, xb, rows, units, fan_ins, w_off, b_off, h_off, zb, ab, db, 
     for layer in range(units.shape[0]):
         o = units[layer]
         h = BLOCK * h_off[layer]
-        if layer == 0:
-            dense_forward(p, xb, 0, fan_ins[0], w_off[0], b_off[0], o, zb, h, rows)
+        src, s_base = (xb, 0) if layer == 0 else (ab, BLOCK * h_off[layer - 1])
+        if act == 0:  # relu's a from the product's registers
+            dense_relu_forward(p, src, s_base, fan_ins[layer], w_off[layer], b_off[layer], o, zb,
+                               ab, h, rows)  # fmt: skip
         else:
-            dense_forward(
-                p, ab, BLOCK * h_off[layer - 1], fan_ins[layer], w_off[layer], b_off[layer], o,
-                zb, h, rows,
-            )  # fmt: skip
-        activate(zb, ab, db, h, rows * o, act)
+            dense_forward(p, src, s_base, fan_ins[layer], w_off[layer], b_off[layer], o, zb, h,
+                          rows)  # fmt: skip
+            activate(zb, ab, db, h, rows * o, act)
 
 
 @njit(**JIT)

@@ -288,19 +288,30 @@ def _tile_sums(builder, v, rows, vectors, masked, start, loop_count, pointers, s
     return sums, is_masked
 
 
-def _store_sums(builder, v, sums, is_masked, c_rows):
-    """sums[r][j] into row r of C (c_rows[r]: the pointer to its first column of the tile)."""
-    for row_sums, c_row in zip(sums, c_rows, strict=True):
+def _store_sums(builder, v, sums, is_masked, c_rows, relu_rows=None):
+    """sums[r][j] into row r of C (c_rows[r]: the pointer to its first column of the tile); with
+    relu_rows (the same for a second matrix), also relu(sum) there: sum where sum > 0, else 0
+    (0 for -0 and NaN too, as general_loop.activate computes it)."""
+    zero = ir.Constant(v.t.vec, None)
+    for r, (row_sums, c_row) in enumerate(zip(sums, c_rows, strict=True)):
         for j, total in enumerate(row_sums):
-            v.store(builder.load(total), builder.gep(c_row, [_i64(j * v.t.lanes)]), is_masked[j])
+            value = builder.load(total)
+            at = _i64(j * v.t.lanes)
+            v.store(value, builder.gep(c_row, [at]), is_masked[j])
+            if relu_rows is not None:
+                positive = builder.fcmp_ordered(">", value, zero)
+                v.store(builder.select(positive, value, zero), builder.gep(relu_rows[r], [at]),
+                        is_masked[j])  # fmt: skip
 
 
-def _matmul_body(with_bias, t):
-    """C [m, n] = (bias +) A [m, k] @ B [k, n] from pointers (c, a, b[, bias]), sizes (m, k, n)."""
+def _matmul_body(with_bias, t, relu=False):
+    """C [m, n] = (bias +) A [m, k] @ B [k, n] from pointers (c, a, b[, bias][, r]), sizes (m,
+    k, n); with relu also R [m, n] = relu(C)."""
 
     def body(builder, pointers, sizes):
         c, a, b, *rest = pointers
         bias = rest[0] if with_bias else None
+        r_matrix = rest[-1] if relu else None
         m, k, n = sizes
         v = _Vectors(builder, _lanes_below(builder, _rest_lanes(builder, n, t), t.lanes), t)
 
@@ -320,7 +331,12 @@ def _matmul_body(with_bias, t):
                     lambda r, i, _: builder.load(builder.gep(a_rows[r], [i])),
                 )  # fmt: skip
                 c_rows = [_element(builder, c, row, n, col) for row in row_index]
-                _store_sums(builder, v, sums, is_masked, c_rows)
+                r_rows = (
+                    [_element(builder, r_matrix, row, n, col) for row in row_index]
+                    if relu
+                    else None
+                )
+                _store_sums(builder, v, sums, is_masked, c_rows, r_rows)
 
             _column_tiles(builder, n, columns_tile, t)
 
@@ -329,18 +345,19 @@ def _matmul_body(with_bias, t):
     return body
 
 
-def _matmul_codegen(with_bias, t=None):
+def _matmul_codegen(with_bias, t=None, relu=False):
     def codegen(context, builder, signature, args):
         tile = t or TILE
-        arrays = (0, 2, 4, 6) if with_bias else (0, 2, 4)
+        # (c, a, b[, bias][, r]): the relu output's array is the intrinsic's second
+        arrays = ((0, 4, 6, 8, 2) if relu else (0, 2, 4, 6)) if with_bias else (0, 2, 4)
         offsets = _int64s(context, builder, signature, args, [i + 1 for i in arrays])
         pointers = [
             _data(context, builder, signature.args[i], args[i], offset)
             for i, offset in zip(arrays, offsets, strict=True)
         ]
         sizes = _int64s(context, builder, signature, args, range(len(args) - 3, len(args)))
-        name = "matmul_bias" if with_bias else "matmul"
-        _out_of_line(builder, name, tile, pointers, sizes, _matmul_body(with_bias, tile))
+        name = ("matmul_bias_relu" if relu else "matmul_bias") if with_bias else "matmul"
+        _out_of_line(builder, name, tile, pointers, sizes, _matmul_body(with_bias, tile, relu))
         return context.get_dummy_value()
 
     return codegen
@@ -395,15 +412,29 @@ def _tn_codegen(t=None):
     return codegen
 
 
-def products_with(tile: Tile | None = None):
-    """(matmul_bias, matmul, matmul_tn_add) compiled with `tile` (None: TILE, chosen when they
-    compile); the module's own are products_with(). Benchmarks and tests take both tiles."""
+class Products(NamedTuple):
+    matmul_bias: object
+    matmul: object
+    matmul_tn_add: object
+    matmul_bias_relu: object
+
+
+def products_with(tile: Tile | None = None) -> Products:
+    """The products compiled with `tile` (None: TILE, chosen when they compile); the module's
+    own are products_with(). Benchmarks and tests take both tiles."""
 
     @intrinsic
     def matmul_bias(typingctx, c, c0, a, a0, b, b0, bias, bias0, m, k, n):
         """C [m, n] at c[c0] = bias [n] at bias[bias0] + A [m, k] at a[a0] @ B [k, n] at b[b0]."""
         signature = numba_types.none(c, c0, a, a0, b, b0, bias, bias0, m, k, n)
         return signature, _matmul_codegen(True, tile)
+
+    @intrinsic
+    def matmul_bias_relu(typingctx, c, c0, r, r0, a, a0, b, b0, bias, bias0, m, k, n):
+        """`matmul_bias`, and R [m, n] at r[r0] = relu(C) (sum where sum > 0, else 0) from the
+        same registers: a ReLU layer's z and a in one pass."""
+        signature = numba_types.none(c, c0, r, r0, a, a0, b, b0, bias, bias0, m, k, n)
+        return signature, _matmul_codegen(True, tile, relu=True)
 
     @intrinsic
     def matmul(typingctx, c, c0, a, a0, b, b0, m, k, n):
@@ -415,10 +446,10 @@ def products_with(tile: Tile | None = None):
         """C [k, n] at c[c0] += A [m, k] at a[a0] transposed @ B [m, n] at b[b0]."""
         return numba_types.none(c, c0, a, a0, b, b0, m, k, n), _tn_codegen(tile)
 
-    return matmul_bias, matmul, matmul_tn_add
+    return Products(matmul_bias, matmul, matmul_tn_add, matmul_bias_relu)
 
 
-matmul_bias, matmul, matmul_tn_add = products_with()
+matmul_bias, matmul, matmul_tn_add, matmul_bias_relu = products_with()
 
 
 def _window_max_codegen(with_index):
