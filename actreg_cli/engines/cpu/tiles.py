@@ -348,8 +348,13 @@ def _matmul_body(with_bias, t, relu=False):
 def _matmul_codegen(with_bias, t=None, relu=False):
     def codegen(context, builder, signature, args):
         tile = t or TILE
-        # (c, a, b[, bias][, r]): the relu output's array is the intrinsic's second
-        arrays = ((0, 4, 6, 8, 2) if relu else (0, 2, 4, 6)) if with_bias else (0, 2, 4)
+        # The body's pointers (c, a, b[, bias][, r]) from the intrinsic's arrays.
+        if not with_bias:
+            arrays = (0, 2, 4)
+        elif relu:  # matmul_bias_relu(c, c0, r, r0, a, a0, ...): R is its second array
+            arrays = (0, 4, 6, 8, 2)
+        else:
+            arrays = (0, 2, 4, 6)
         offsets = _int64s(context, builder, signature, args, [i + 1 for i in arrays])
         pointers = [
             _data(context, builder, signature.args[i], args[i], offset)
