@@ -89,7 +89,8 @@ def compiled_parts():
         h_last = g.BLOCK * h_off[last]
         upstream = np.float32(1.0) / np.float32(batch_size)
         g._gather(x, rows, 0, nb, nb, fan_ins[0], xb)
-        g.forward_block(p, xb, nb, units, fan_ins, w_off, b_off, h_off, zb, ab, db, net.act)
+        g.forward_block(p, xb, nb, units, fan_ins, w_off, b_off, h_off, zb, ab, db, net.act,
+                        coef)  # fmt: skip
         output_forward(p, ab, h_last, units[last], net.out_w, net.out_b, net.n_out, logits, nb)
         g.activity_factors(coef, np.float32(batch_size), factors)
         transpose_kernels(p, wt, units, fan_ins, w_off)
@@ -103,7 +104,8 @@ def compiled_parts():
                     if net.act == 0:  # relu's a written by the product (as the loop runs it)
                         dense_relu_forward(p, src, s_base, fan_ins[layer], w_off[layer],
                                            b_off[layer], units[layer], zb, ab,
-                                           g.BLOCK * h_off[layer], nb)  # fmt: skip
+                                           g.BLOCK * h_off[layer], nb,
+                                           g.reads_z(coef, layer))  # fmt: skip
                         continue
                     dense_forward(p, src, s_base, fan_ins[layer], w_off[layer], b_off[layer],
                                   units[layer], zb, g.BLOCK * h_off[layer], nb)  # fmt: skip

@@ -53,7 +53,7 @@ def measure(shapes: list[tuple[int, int]], tile) -> list[dict]:
     from actreg_cli.engines.cpu.vmath import JIT
 
     settings = {**JIT, "cache": False}
-    matmul_bias, matmul, matmul_tn_add, _ = products_with(tile)
+    matmul_bias, matmul, matmul_tn_add, *_ = products_with(tile)
 
     @njit(**settings)
     def forward(reps, z, x, w, m, k, n):

@@ -111,7 +111,7 @@ def test_each_sum_is_one_fused_multiply_add_chain_in_order():
 
 def _products_of(tile):
     """The three products compiled with `tile` whatever the CPU (tiles.TILE is the host's)."""
-    bias_product, product, tn_add, _ = tiles.products_with(tile)
+    bias_product, product, tn_add, *_ = tiles.products_with(tile)
 
     @njit(**_SETTINGS)
     def all_three(c1, c2, c3, a, b, bias, m, k, n):
@@ -147,14 +147,15 @@ def test_512_bit_tiles_give_the_same_bits_as_256_bit_ones(shape):
 
 
 def _relu_product_of(tile):
-    bias_product, _, _, bias_relu_product = tiles.products_with(tile)
+    bias_product, _, _, bias_relu_product, relu_only_product = tiles.products_with(tile)
 
     @njit(**_SETTINGS)
-    def both(c, z, r, a, b, bias, m, k, n):
+    def all_three(c, z, r, a_only, a, b, bias, m, k, n):
         bias_product(c, GUARD, a, GUARD, b, GUARD, bias, GUARD, m, k, n)
         bias_relu_product(z, GUARD, r, GUARD, a, GUARD, b, GUARD, bias, GUARD, m, k, n)
+        relu_only_product(a_only, GUARD, a, GUARD, b, GUARD, bias, GUARD, m, k, n)
 
-    return both
+    return all_three
 
 
 _RELU_BY_TILE = {}
@@ -162,10 +163,10 @@ _RELU_BY_TILE = {}
 
 @settings(max_examples=40, deadline=None)
 @given(shapes, st.sampled_from(["avx2", "avx512"] if _HAS_AVX512 else ["avx2"]))
-def test_the_relu_product_gives_matmul_bias_and_its_relu_bit_for_bit(shape, width):
+def test_the_relu_products_give_matmul_bias_and_its_relu_bit_for_bit(shape, width):
     """matmul_bias_relu (a ReLU layer's z and a in one pass): z the same bits as matmul_bias's,
-    a = z where z > 0, else 0 (general_loop.activate's numbers; -0 gives 0), nothing written
-    outside either matrix."""
+    a = z where z > 0, else 0 (general_loop.activate's numbers; -0 gives 0); relu_matmul_bias
+    (a alone) the same a; nothing written outside the matrices."""
     m, k, n, seed = shape
     tile = tiles.AVX2 if width == "avx2" else tiles.AVX512
     rng = np.random.default_rng(seed)
@@ -173,16 +174,17 @@ def test_the_relu_product_gives_matmul_bias_and_its_relu_bit_for_bit(shape, widt
     if n > 1:
         bias[GUARD + 1] = -0.0  # a column of -0 where k's terms are 0
         a[GUARD : GUARD + m * k] = np.where(rng.random(m * k) < 0.2, 0, a[GUARD : GUARD + m * k])
-    c, z, r = _guarded(rng, m, n), _guarded(rng, m, n), _guarded(rng, m, n)
-    z_before, r_before = z.copy(), r.copy()
+    c, z, r, a_only = (_guarded(rng, m, n) for _ in range(4))
+    before = {"z": z.copy(), "r": r.copy(), "a_only": a_only.copy()}
     function = _RELU_BY_TILE.setdefault(tile, _relu_product_of(tile))
-    function(c, z, r, a, b, bias, m, k, n)
+    function(c, z, r, a_only, a, b, bias, m, k, n)
     inner = z[GUARD : GUARD + m * n]
     np.testing.assert_array_equal(inner.view(np.uint32), c[GUARD : GUARD + m * n].view(np.uint32))
     expected = np.where(inner > 0, inner, np.float32(0.0)).astype(np.float32)
-    np.testing.assert_array_equal(
-        r[GUARD : GUARD + m * n].view(np.uint32), expected.view(np.uint32)
-    )
-    for out, before in ((z, z_before), (r, r_before)):
-        np.testing.assert_array_equal(out[:GUARD], before[:GUARD])
-        np.testing.assert_array_equal(out[GUARD + m * n :], before[GUARD + m * n :])
+    for relu in (r, a_only):
+        np.testing.assert_array_equal(
+            relu[GUARD : GUARD + m * n].view(np.uint32), expected.view(np.uint32)
+        )
+    for out, old in ((z, before["z"]), (r, before["r"]), (a_only, before["a_only"])):
+        np.testing.assert_array_equal(out[:GUARD], old[:GUARD])
+        np.testing.assert_array_equal(out[GUARD + m * n :], old[GUARD + m * n :])

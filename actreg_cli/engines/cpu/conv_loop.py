@@ -70,6 +70,7 @@ from actreg_cli.engines.cpu.general_loop import (
     block_loss,
     block_outputs,
     penalized_loss,
+    reads_z,
 )
 from actreg_cli.engines.cpu.tiles import window_argmax, window_max
 from actreg_cli.engines.cpu.vmath import JIT
@@ -235,15 +236,17 @@ def _windows(x, patches, rows, k, nb, n_pad, in_order, geo, xb):
 
 
 @njit(**JIT)
-def conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, train):
+def conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, train, keep_z):
     """The network on a block of n_pad images whose windows start at src[s_base]: the conv
-    layer's z, a (and da/dz, but not relu's: blocks.grad_z) in the buffers' zb, ab, db, the
-    pooled values (with train the index each came from), the logits [n_pad * n_out]."""
+    layer's z (relu's only with keep_z: general_loop.reads_z), a (and da/dz, but not relu's:
+    blocks.grad_z) in the buffers' zb, ab, db, the pooled values (with train the index each
+    came from), the logits [n_pad * n_out]."""
     _, zb, ab, db, _, pooled, _, idx, windows, logits, _, _ = buffers
     positions, window, f, d = conv_sizes_of(geo)
     n_rows = n_pad * positions
     if act == 0:  # relu's a from the product's registers
-        dense_relu_forward(p, src, s_base, window, offsets[0], offsets[1], f, zb, ab, 0, n_rows)
+        dense_relu_forward(p, src, s_base, window, offsets[0], offsets[1], f, zb, ab, 0, n_rows,
+                           keep_z)  # fmt: skip
     else:
         dense_forward(p, src, s_base, window, offsets[0], offsets[1], f, zb, 0, n_rows)
         activate(zb, ab, db, 0, n_rows * f, act)
@@ -283,7 +286,8 @@ def conv_batch(net, p, grad, x, patches, y, rows, in_order, coef, buffers, act_s
         n_pad = padded(nb)
         src, s_base = _windows(x, patches, rows, k, nb, n_pad, in_order, geo, xb)
         n_rows = n_pad * positions
-        conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, train)
+        conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, train,
+                     reads_z(coef, 0))  # fmt: skip
         ce_sum, correct = block_loss(
             task, logits, y, rows, k, nb, n_out, upstream, scratch, g_logits, train, ce_sum,
             correct,
@@ -322,5 +326,6 @@ def conv_outputs(net, p, x, patches, buffers, outputs, first, probe, sample):
         nb = min(block, n - k)
         n_pad = padded(nb)
         src, s_base = _windows(x, patches, rows, k, nb, n_pad, True, geo, xb)
-        conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, np.bool_(False))
+        conv_forward(p, src, s_base, n_pad, geo, offsets, n_out, act, buffers, np.bool_(False),
+                     False)  # fmt: skip
         block_outputs(task, logits, n_out, outputs, first + k, k, nb, ab, values, probe, sample)

@@ -119,16 +119,28 @@ def _gather(x, rows, k, nb, n_pad, n_in, xb):
 
 
 @njit(**JIT)
-def forward_block(p, xb, rows, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act):
+def reads_z(coef, layer):
+    """Whether a batch reads hidden layer `layer`'s z after its activation: only an activity
+    penalty before the activation does (`activity_sums`' sum|z| and sum z^2, and its terms in
+    blocks.grad_z); da/dz of relu is computed from a, the others' activations store d."""
+    c = coef[layer]
+    return (c[BEFORE_MEAN_L1] != 0 or c[BEFORE_MEAN_L1 + 2] != 0 or c[BEFORE_MEAN_L2] != 0
+            or c[BEFORE_MEAN_L2 + 2] != 0)  # fmt: skip
+
+
+@njit(**JIT)
+def forward_block(p, xb, rows, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act, coef):
     """The first `rows` rows of the block xb through every hidden layer: layer l's z, a, da/dz
-    as [rows, units[l]] at BLOCK * h_off[l] in zb, ab, db."""
+    as [rows, units[l]] at BLOCK * h_off[l] in zb, ab, db; a relu layer's z only where the
+    batch reads it (`reads_z` of coef; None: nowhere), its d never."""
     for layer in range(units.shape[0]):
         o = units[layer]
         h = BLOCK * h_off[layer]
         src, s_base = (xb, 0) if layer == 0 else (ab, BLOCK * h_off[layer - 1])
         if act == 0:  # relu's a from the product's registers
+            keep_z = False if coef is None else reads_z(coef, layer)
             dense_relu_forward(p, src, s_base, fan_ins[layer], w_off[layer], b_off[layer], o, zb,
-                               ab, h, rows)  # fmt: skip
+                               ab, h, rows, keep_z)  # fmt: skip
         else:
             dense_forward(p, src, s_base, fan_ins[layer], w_off[layer], b_off[layer], o, zb, h,
                           rows)  # fmt: skip
@@ -330,7 +342,7 @@ def _batch(
         nb = min(BLOCK, size - k)
         n_pad = padded(nb)
         _gather(x, rows, k, nb, n_pad, n_in, xb)
-        forward_block(p, xb, n_pad, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act)
+        forward_block(p, xb, n_pad, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act, coef)
         output_forward(p, ab, h_last, last_units, out_w, out_b, n_out, logits, n_pad)
         ce_sum, correct = block_loss(
             task, logits, y, rows, k, nb, n_out, upstream, scratch, g_logits, train, ce_sum,
@@ -421,7 +433,8 @@ def final_outputs(p, x_train, x_test, units, fan_ins, w_off, b_off, h_off, out_w
             nb = min(BLOCK, n - k)
             n_pad = padded(nb)
             _gather(x, rows, k, nb, n_pad, n_in, xb)
-            forward_block(p, xb, n_pad, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act)
+            forward_block(p, xb, n_pad, units, fan_ins, w_off, b_off, h_off, zb, ab, db, act,
+                          None)  # fmt: skip
             output_forward(p, ab, h_last, units[n_layers - 1], out_w, out_b, n_out, logits, n_pad)
             for j in range(nb):
                 row_logits = logits[j * n_out : (j + 1) * n_out]
