@@ -45,6 +45,10 @@ configs = [
     mlp(data={"name": "breast_cancer", "test_fraction": 0.3},
         model={"hidden_units": [128], "activation": "tanh"},
         training={"epochs": 5, "batch_size": 32}),
+    mlp(model={"hidden_units": [48, 24], "activation": "sigmoid"},
+        regularizers=[l1("before_activation")], training={"epochs": 20}),
+    mlp(model={"hidden_units": [40], "activation": "elu"}, regularizers=[l1("after_activation")],
+        training={"epochs": 20}),
 ]
 for study in ("digits_conv_l1", "digits_lstm_l1"):
     cell = expand_grid(load_sweep("configs/" + study + ".yaml"))[-1].config

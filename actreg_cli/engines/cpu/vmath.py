@@ -93,7 +93,8 @@ def avx512_vectors(typingctx):
     passes, or sums kept per row or per unit): each value is then computed by the same
     operations in the same order at any vector width, so the bits do not change; a sum that
     LLVM reassociates would split after the width (target.py).
-    The tutorial family's forward and backward and the LSTM's gate passes use it."""
+    The tutorial family's forward and backward, the LSTM's gate passes and the general loop's
+    activations (general_loop.activate) use it."""
 
     def codegen(context, builder, signature, args):
         if vector_bits() == 512:
