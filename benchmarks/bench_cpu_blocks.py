@@ -64,6 +64,7 @@ def compiled_parts():
         output_backward,
         output_forward,
         transpose_kernels,
+        transpose_output,
     )
     from actreg_cli.engines.cpu.step import epoch_order, update_penalized
 
@@ -91,9 +92,11 @@ def compiled_parts():
         g._gather(x, rows, 0, nb, nb, fan_ins[0], xb)
         g.forward_block(p, xb, nb, units, fan_ins, w_off, b_off, h_off, zb, ab, db, net.act,
                         coef)  # fmt: skip
-        output_forward(p, ab, h_last, units[last], net.out_w, net.out_b, net.n_out, logits, nb)
-        g.activity_factors(coef, np.float32(batch_size), factors)
         transpose_kernels(p, wt, units, fan_ins, w_off)
+        transpose_output(p, wt, units[last], net.out_w, net.n_out)  # (once a batch)
+        output_forward(p, ab, h_last, units[last], net.out_w, net.out_b, net.n_out, logits, nb,
+                       wt)  # fmt: skip
+        g.activity_factors(coef, np.float32(batch_size), factors)
         total = 0.0
         for r in range(reps):
             if which == 0:
@@ -113,9 +116,8 @@ def compiled_parts():
                 for layer in range(n_layers):
                     g.activate(zb, ab, db, g.BLOCK * h_off[layer], nb * units[layer], net.act)
             elif which == 3:
-                output_forward(
-                    p, ab, h_last, units[last], net.out_w, net.out_b, net.n_out, logits, nb
-                )
+                output_forward(p, ab, h_last, units[last], net.out_w, net.out_b, net.n_out,
+                               logits, nb, wt)  # fmt: skip
             elif which == 4:
                 loss, _ = g.block_loss(net.task, logits, y, rows, 0, nb, net.n_out, upstream,
                                        scratch, g_logits, True, 0.0, 0.0)  # fmt: skip

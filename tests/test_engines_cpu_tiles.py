@@ -1,6 +1,7 @@
 """The cpu engine's register-tiled matrix products (engines/cpu/tiles.py) against NumPy in
 float64: every shape the general loop can ask for (any column count, full tiles, masked rests,
-kernel-row rests), nothing written outside the result matrix."""
+kernel-row rests), nothing written outside the result matrix; and its transposes
+(engines/cpu/transposes.py through blocks.transpose), bit for bit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from llvmlite import binding
 from numba import njit
 
 from actreg_cli.engines.cpu import tiles
+from actreg_cli.engines.cpu.blocks import transpose
 from actreg_cli.engines.cpu.tiles import matmul, matmul_bias, matmul_tn_add
 from actreg_cli.engines.cpu.vmath import JIT
 
@@ -188,3 +190,28 @@ def test_the_relu_products_give_matmul_bias_and_its_relu_bit_for_bit(shape, widt
     for out, old in ((z, before["z"]), (r, before["r"]), (a_only, before["a_only"])):
         np.testing.assert_array_equal(out[:GUARD], old[:GUARD])
         np.testing.assert_array_equal(out[GUARD + m * n :], old[GUARD + m * n :])
+
+
+@njit(**_SETTINGS)
+def _transposed(t, a, m, n):
+    transpose(t, GUARD, a, GUARD, m, n)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1))
+def test_transpose_moves_every_float_and_nothing_else(m, n, seed):
+    """blocks.transpose (8 x 8 blocks in registers, the rest in a loop): T = A^T bit for bit
+    (NaN and -0 included), for every rest of rows and columns, nothing written around T."""
+    rng = np.random.default_rng(seed)
+    a = _guarded(rng, m, n)
+    a[GUARD] = np.nan  # only moved: bits kept
+    if m * n > 1:
+        a[GUARD + 1] = -0.0
+    t = _guarded(rng, n, m)
+    before = t.copy()
+    _transposed(t, a, m, n)
+    got = t[GUARD : GUARD + m * n].reshape(n, m)
+    want = a[GUARD : GUARD + m * n].reshape(m, n).T
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(t[:GUARD], before[:GUARD])
+    np.testing.assert_array_equal(t[GUARD + m * n :], before[GUARD + m * n :])

@@ -1,5 +1,6 @@
-"""The cpu engine's 512-bit code (where the CPU has AVX-512F: the matrix products, the tutorial
-family's forward and backward, the LSTM's gate passes) gives the same bits as AVX2's: trained
+"""The cpu engine's 512-bit code (where the CPU has AVX-512F: the matrix products, a multiclass
+output layer's included, the tutorial family's forward and backward, the LSTM's gate passes,
+the general loop's activations and dL/dz) gives the same bits as AVX2's: trained
 with ACTREG_CPU_VECTOR_BITS=256 and without it, every history, metric and sample of an MLP of
 each loop, a Conv2D and an LSTM network hashes the same. Slow (each width compiles the three
 loops once, ~2-3 minutes); the products alone are compared on every shape in
@@ -49,6 +50,8 @@ configs = [
         regularizers=[l1("before_activation")], training={"epochs": 20}),
     mlp(model={"hidden_units": [40], "activation": "elu"}, regularizers=[l1("after_activation")],
         training={"epochs": 20}),
+    mlp(data={"name": "digits", "test_fraction": 0.3}, model={"hidden_units": [32]},
+        regularizers=[l1("after_activation")], training={"epochs": 3, "batch_size": 32}),
 ]
 for study in ("digits_conv_l1", "digits_lstm_l1"):
     cell = expand_grid(load_sweep("configs/" + study + ".yaml"))[-1].config

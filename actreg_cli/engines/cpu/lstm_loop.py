@@ -32,7 +32,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from actreg_cli.engines.cpu.blocks import kernel_grad, output_backward, padded
+from actreg_cli.engines.cpu.blocks import kernel_grad, output_backward, padded, transpose
 from actreg_cli.engines.cpu.codes import L_BLOCK, L_FEATURES, L_STEPS, L_UNITS
 from actreg_cli.engines.cpu.general_loop import (
     activity_factors,
@@ -265,15 +265,9 @@ def transpose_weights(p, net, buffers, recurrent):
     _, features, units, gates, _ = lstm_sizes_of(net.geo)
     n_out = net.n_out
     out_w = net.offsets[2]
-    for k in range(n_out):
-        for u in range(units):
-            w_out[u * n_out + k] = p[out_w + k * units + u]
-    if not recurrent:
-        return
-    u_off = net.offsets[0] + features * gates
-    for u in range(units):
-        for g in range(gates):
-            ut[g * units + u] = p[u_off + u * gates + g]
+    transpose(w_out, 0, p, out_w, n_out, units)
+    if recurrent:
+        transpose(ut, 0, p, net.offsets[0] + features * gates, units, gates)
 
 
 @njit(**JIT)

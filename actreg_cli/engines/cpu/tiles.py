@@ -94,7 +94,8 @@ def _intrinsics(builder, t):
     return fma, load, store
 
 
-def _i64(value):
+def i64_constant(value):
+    """An LLVM i64 constant (also transposes.py's)."""
     return ir.Constant(I64, value)
 
 
@@ -160,7 +161,7 @@ def _counted_loop(builder, count, pointers, body):
     builder.branch(head)
     builder.position_at_end(head)
     index = builder.phi(I64)
-    index.add_incoming(_i64(0), before)
+    index.add_incoming(i64_constant(0), before)
     current = []
     for start, _ in pointers:
         phi = builder.phi(start.type)
@@ -170,7 +171,7 @@ def _counted_loop(builder, count, pointers, body):
     builder.position_at_end(inside)
     body(index, current)
     end = builder.block
-    index.add_incoming(builder.add(index, _i64(1)), end)
+    index.add_incoming(builder.add(index, i64_constant(1)), end)
     for phi, (_, step) in zip(current, pointers, strict=True):
         phi.add_incoming(builder.gep(phi, [step]), end)
     builder.branch(head)
@@ -181,13 +182,13 @@ def _column_tiles(builder, n, tile, t):
     """Calls tile(col, vectors, masked) for the tiles of n columns (i64): full tiles of
     t.vectors vectors, then the rest (1 .. t.vectors vectors, the last one masked;
     `_rest_lanes` counts its lanes), each shape generated once and chosen by a switch."""
-    width = _i64(t.lanes * t.vectors)
+    width = i64_constant(t.lanes * t.vectors)
     n_full = builder.udiv(n, width)
     with cgutils.for_range(builder, n_full) as loop:
         tile(builder.mul(loop.index, width), t.vectors, False)
     col = builder.mul(n_full, width)
     rest = builder.sub(n, col)
-    vectors = builder.udiv(builder.add(rest, _i64(t.lanes - 1)), _i64(t.lanes))
+    vectors = builder.udiv(builder.add(rest, i64_constant(t.lanes - 1)), i64_constant(t.lanes))
     _switch(builder, vectors, {
         v: (lambda v=v: tile(col, v, True)) for v in range(1, t.vectors + 1)
     })  # fmt: skip
@@ -197,17 +198,17 @@ def _row_tiles(builder, count, tile, t):
     """Calls tile(first, rows) for tiles of t.rows rows of count (i64), then for the rest's
     rows (1 .. t.rows - 1) a tile of 4, of 2 and of 1 row as its binary digits say: three
     shapes generated for every rest instead of one each (the loops' compile time)."""
-    rows = _i64(t.rows)
+    rows = i64_constant(t.rows)
     n_full = builder.udiv(count, rows)
     with cgutils.for_range(builder, n_full) as loop:
         tile(builder.mul(loop.index, rows), t.rows)
     first = builder.mul(n_full, rows)
     rest = builder.urem(count, rows)
     for size in (4, 2, 1):  # t.rows - 1 < 8: three digits
-        digit = builder.and_(rest, _i64(size))
-        with builder.if_then(builder.icmp_signed("!=", digit, _i64(0))):
+        digit = builder.and_(rest, i64_constant(size))
+        with builder.if_then(builder.icmp_signed("!=", digit, i64_constant(0))):
             # Rows before this tile: the rest's higher digits.
-            tile(builder.add(first, builder.and_(rest, _i64(~(2 * size - 1) & 7))), size)
+            tile(builder.add(first, builder.and_(rest, i64_constant(~(2 * size - 1) & 7))), size)
 
 
 def _switch(builder, value, cases):
@@ -216,7 +217,7 @@ def _switch(builder, value, cases):
     switch = builder.switch(value, done)
     for key, emit in cases.items():
         block = builder.append_basic_block(f"case_{key}")
-        switch.add_case(_i64(key), block)
+        switch.add_case(i64_constant(key), block)
         builder.position_at_end(block)
         emit()
         builder.branch(done)
@@ -225,18 +226,21 @@ def _switch(builder, value, cases):
 
 def _rest_lanes(builder, n, t):
     """Lanes of the last vector of n columns' rest after the full tiles (1 .. t.lanes)."""
-    lanes = _i64(t.lanes)
-    rest = builder.urem(n, _i64(t.lanes * t.vectors))
-    return builder.add(builder.urem(builder.add(rest, _i64(t.lanes - 1)), lanes), _i64(1))
+    lanes = i64_constant(t.lanes)
+    rest = builder.urem(n, i64_constant(t.lanes * t.vectors))
+    return builder.add(
+        builder.urem(builder.add(rest, i64_constant(t.lanes - 1)), lanes), i64_constant(1)
+    )
 
 
-def _data(context, builder, array_type, value, offset):
-    """A float pointer to element `offset` of a 1-d float32 array."""
+def element_pointer(context, builder, array_type, value, offset):
+    """A float pointer to element `offset` of a 1-d float32 array (also transposes.py's)."""
     data = context.make_array(array_type)(context, builder, value).data
     return builder.gep(data, [offset])
 
 
-def _int64s(context, builder, signature, args, positions):
+def int64_args(context, builder, signature, args, positions):
+    """The intrinsic's arguments at `positions` as i64 values (also transposes.py's)."""
     return [context.cast(builder, args[i], signature.args[i], numba_types.int64) for i in positions]
 
 
@@ -278,7 +282,8 @@ def _tile_sums(builder, v, rows, vectors, masked, start, loop_count, pointers, s
     def step(index, current):
         row = current[-1]
         loaded = [
-            v.load(builder.gep(row, [_i64(j * t.lanes)]), is_masked[j]) for j in range(vectors)
+            v.load(builder.gep(row, [i64_constant(j * t.lanes)]), is_masked[j])
+            for j in range(vectors)
         ]
         for r in range(rows):
             x = _broadcast(builder, scalar(r, index, current), t)
@@ -298,7 +303,7 @@ def _store_sums(builder, v, sums, is_masked, targets):
     for r, row_sums in enumerate(sums):
         for j, total in enumerate(row_sums):
             value = builder.load(total)
-            at = _i64(j * v.t.lanes)
+            at = i64_constant(j * v.t.lanes)
             for rows, relu in targets:
                 out = value
                 if relu:
@@ -328,11 +333,11 @@ def _matmul_body(with_bias, t, stores=SUMS):
                     if not with_bias:
                         return ir.Constant(t.vec, None)
                     return v.load(
-                        builder.gep(bias, [builder.add(col, _i64(j * t.lanes))]), masked_j
+                        builder.gep(bias, [builder.add(col, i64_constant(j * t.lanes))]), masked_j
                     )
 
-                row_index = [builder.add(first, _i64(r)) for r in range(rows)]
-                a_rows = [_element(builder, a, row, k, _i64(0)) for row in row_index]
+                row_index = [builder.add(first, i64_constant(r)) for r in range(rows)]
+                a_rows = [_element(builder, a, row, k, i64_constant(0)) for row in row_index]
                 sums, is_masked = _tile_sums(
                     builder, v, rows, vectors, masked, start, k, [(builder.gep(b, [col]), n)],
                     lambda r, i, _: builder.load(builder.gep(a_rows[r], [i])),
@@ -364,12 +369,12 @@ def _matmul_codegen(with_bias, t=None, stores=SUMS):
             arrays = (0, 4, 6, 8, 2)
         else:
             arrays = (0, 2, 4, 6)
-        offsets = _int64s(context, builder, signature, args, [i + 1 for i in arrays])
+        offsets = int64_args(context, builder, signature, args, [i + 1 for i in arrays])
         pointers = [
-            _data(context, builder, signature.args[i], args[i], offset)
+            element_pointer(context, builder, signature.args[i], args[i], offset)
             for i, offset in zip(arrays, offsets, strict=True)
         ]
-        sizes = _int64s(context, builder, signature, args, range(len(args) - 3, len(args)))
+        sizes = int64_args(context, builder, signature, args, range(len(args) - 3, len(args)))
         name = _NAMES[stores] if with_bias else "matmul"
         _out_of_line(builder, name, tile, pointers, sizes, _matmul_body(with_bias, tile, stores))
         return context.get_dummy_value()
@@ -388,19 +393,19 @@ def _tn_body(t):
         def kernel_rows_tile(first, kernel_rows):
             def columns_tile(col, vectors, masked):
                 c_rows = [
-                    _element(builder, c, builder.add(first, _i64(i)), n, col)
+                    _element(builder, c, builder.add(first, i64_constant(i)), n, col)
                     for i in range(kernel_rows)
                 ]
 
                 def start(i, j, masked_j):
-                    return v.load(builder.gep(c_rows[i], [_i64(j * t.lanes)]), masked_j)
+                    return v.load(builder.gep(c_rows[i], [i64_constant(j * t.lanes)]), masked_j)
 
                 # Per pass (a row of A and B): A's kernel_rows values from `first` on, B's
                 # vectors.
                 pointers = [(builder.gep(a, [first]), k), (builder.gep(b, [col]), n)]
                 sums, is_masked = _tile_sums(
                     builder, v, kernel_rows, vectors, masked, start, m, pointers,
-                    lambda i, _, current: builder.load(builder.gep(current[0], [_i64(i)])),
+                    lambda i, _, current: builder.load(builder.gep(current[0], [i64_constant(i)])),
                 )  # fmt: skip
                 _store_sums(builder, v, sums, is_masked, [(c_rows, False)])
 
@@ -414,12 +419,12 @@ def _tn_body(t):
 def _tn_codegen(t=None):
     def codegen(context, builder, signature, args):
         tile = t or TILE
-        offsets = _int64s(context, builder, signature, args, (1, 3, 5))
+        offsets = int64_args(context, builder, signature, args, (1, 3, 5))
         pointers = [
-            _data(context, builder, signature.args[i], args[i], offset)
+            element_pointer(context, builder, signature.args[i], args[i], offset)
             for i, offset in zip((0, 2, 4), offsets, strict=True)
         ]
-        sizes = _int64s(context, builder, signature, args, (6, 7, 8))
+        sizes = int64_args(context, builder, signature, args, (6, 7, 8))
         _out_of_line(builder, "matmul_tn_add", tile, pointers, sizes, _tn_body(tile))
         return context.get_dummy_value()
 
@@ -483,14 +488,18 @@ def _window_max_codegen(with_index):
 
     def codegen(context, builder, signature, args):
         arrays = (2, 4, 6, 7) if with_index else (1, 3, 5, 6)
-        c0, a0, w0, n = _int64s(context, builder, signature, args, arrays)
-        c = _data(context, builder, signature.args[0], args[0], c0)
+        c0, a0, w0, n = int64_args(context, builder, signature, args, arrays)
+        c = element_pointer(context, builder, signature.args[0], args[0], c0)
         a_arg = 3 if with_index else 2
-        a = _data(context, builder, signature.args[a_arg], args[a_arg], a0)
-        table = _data(context, builder, signature.args[a_arg + 2], args[a_arg + 2], w0)
-        index_out = _data(context, builder, signature.args[1], args[1], c0) if with_index else None
+        a = element_pointer(context, builder, signature.args[a_arg], args[a_arg], a0)
+        table = element_pointer(context, builder, signature.args[a_arg + 2], args[a_arg + 2], w0)
+        index_out = (
+            element_pointer(context, builder, signature.args[1], args[1], c0)
+            if with_index
+            else None
+        )
         count = builder.load(table)
-        rest = builder.urem(n, _i64(t.lanes))
+        rest = builder.urem(n, i64_constant(t.lanes))
         v = _Vectors(builder, _lanes_below(builder, rest, t.lanes), t)
         store_i32 = cgutils.get_or_insert_function(
             builder.module,
@@ -516,12 +525,12 @@ def _window_max_codegen(with_index):
         def one(col, masked):
             best = cgutils.alloca_once(builder, t.vec)  # kept in registers (mem2reg)
             where = cgutils.alloca_once(builder, i32_vec)
-            at = offset(_i64(1), col)
+            at = offset(i64_constant(1), col)
             builder.store(v.load(builder.gep(a, [at]), masked), best)
             if with_index:
                 builder.store(indices(at), where)
-            with cgutils.for_range(builder, builder.sub(count, _i64(1))) as loop:
-                at = offset(builder.add(loop.index, _i64(2)), col)
+            with cgutils.for_range(builder, builder.sub(count, i64_constant(1))) as loop:
+                at = offset(builder.add(loop.index, i64_constant(2)), col)
                 new = v.load(builder.gep(a, [at]), masked)
                 old = builder.load(best)
                 take = builder.fcmp_ordered(">", new, old)
@@ -536,9 +545,9 @@ def _window_max_codegen(with_index):
                 else:
                     builder.store(builder.load(where), pointer, align=4)
 
-        with cgutils.for_range(builder, builder.udiv(n, _i64(t.lanes))) as loop:
-            one(builder.mul(loop.index, _i64(t.lanes)), False)
-        with builder.if_then(builder.icmp_signed("!=", rest, _i64(0))):
+        with cgutils.for_range(builder, builder.udiv(n, i64_constant(t.lanes))) as loop:
+            one(builder.mul(loop.index, i64_constant(t.lanes)), False)
+        with builder.if_then(builder.icmp_signed("!=", rest, i64_constant(0))):
             one(builder.sub(n, rest), True)
         return context.get_dummy_value()
 

@@ -94,7 +94,7 @@ def avx512_vectors(typingctx):
     operations in the same order at any vector width, so the bits do not change; a sum that
     LLVM reassociates would split after the width (target.py).
     The tutorial family's forward and backward, the LSTM's gate passes and the general loop's
-    activations (general_loop.activate) use it."""
+    activations and dL/dz (general_loop.activate, blocks.grad_z) use it."""
 
     def codegen(context, builder, signature, args):
         if vector_bits() == 512:
