@@ -135,7 +135,7 @@ def grad_z(zb, ab, db, gb, h, n, n_pad, fa1, fa2, fb1, fb2, act):
     A loop of its own for each side with penalties (a sweep's model has them on one side at
     most): the loop with both sides' terms costs ~2x a one-sided one (199 against 80-100 ns
     for 1024 values), and a penalty-free one less still. Each with AVX-512 where the CPU has
-    it (element-wise, the same bits): a 16-row block of 64 units 149-154 against 165-170 ns,
+    it (element-wise, the same bits): a 16-row block of 64 units 149-161 against 165-198 ns,
     of 500 units (bound by memory) no faster."""
     g_v = gb[h : h + n]
     a_v = ab[h : h + n]
@@ -191,7 +191,7 @@ def output_forward(p, ab, h, o, out_w, out_b, n_out, logits, rows, wt=None):
 
     With wt (the kernel transposed at wt[out_w], `transpose_output`) and several output units,
     one tiled product: each logit the bias, then the units' terms in order (a 16-row block of
-    128 units and 10 outputs 530-620 ns, against 740-840 as a dot product a logit with its sum
+    128 units and 10 outputs 532-621 ns, against 739-875 as a dot product a logit with its sum
     across lanes; Intel Xeon, 2026-12-05). Else a dot product a logit, two rows a pass (without
     wt the product's branch is not compiled)."""
     if wt is not None and n_out > 1:
