@@ -175,13 +175,51 @@ def test_contrasts_pair_cells_that_differ_in_one_setting(outcome):
             assert number(row["diff"]) == pytest.approx(expected["diff"], abs=1e-12)
             assert number(row["ci_low"]) == pytest.approx(expected["ci_low"], abs=1e-12)
             clear = number(row["p_holm"]) < 0.05
-            assert (row["verdict"] != "no clear difference") == clear
+            assert row["verdict"].endswith(" better") == clear
             if clear:
                 winner = row["a"] if number(row["diff"]) > 0 else row["b"]
                 assert row["verdict"] == f"{winner} better"
     report = (outcome.folder / "report.md").read_text(encoding="utf-8")
     assert "## Contrasts: one setting changed, everything else equal" in report
     assert "| before_activation vs after_activation | regularizers.0.strength=" in report
+
+
+class _NoSpreadExecutor(FakeExecutor):
+    """`FakeExecutor`'s results with a test accuracy that depends on the strength alone: every
+    repeat of a cell the same (a small, discrete test set: iris's 45 flowers)."""
+
+    def run(self, chunks, engine, on_done, on_failed):
+        def done(index, results):
+            for job, result in zip(chunks[index], results, strict=True):
+                penalties = job.config.regularizers
+                strong = bool(penalties) and penalties[0].strength == 1e-2
+                result.test_accuracy = 0.956 if strong else 0.933
+            on_done(index, results)
+
+        super().run(chunks, engine, done, on_failed)
+
+
+def test_contrasts_of_repeats_that_all_differ_alike_get_no_test(tmp_path):
+    """A zero-width interval (every pair of repeats differs by the same amount) is neither
+    "better" nor "no clear difference" beside an interval that excludes 0: no test, in the
+    CSV, the report and the printed lines."""
+    from actreg_cli.report.sweep_contrasts import NO_SPREAD, contrast_lines
+
+    sweep = sweep_config()
+    sweep.base.training.repeats = 6
+    outcome = run_and_report(sweep, engine="keras", runs_dir=tmp_path, executor=_NoSpreadExecutor())
+    rows = read_csv(outcome.folder / "contrasts.csv")
+    strength_rows = [r for r in rows if r["setting"] == "regularizers.0.strength"]
+    assert strength_rows and all(r["verdict"] == NO_SPREAD for r in strength_rows)
+    gap = [r for r in strength_rows if r["a"] == "0.01"]
+    assert gap and all(number(r["ci_low"]) == number(r["ci_high"]) == pytest.approx(0.023)
+                       for r in gap)  # fmt: skip
+    assert f"| +0.023 [+0.023, +0.023] | - | {NO_SPREAD} |" in (
+        outcome.folder / "report.md"
+    ).read_text(encoding="utf-8")
+    printed = contrast_lines([{**r, **{k: number(r[k]) for k in ("diff", "ci_low", "ci_high")}}
+                              for r in strength_rows])  # fmt: skip
+    assert any(line.endswith(f"+0.023 [+0.023, +0.023], {NO_SPREAD}") for line in printed)
 
 
 def test_a_sweep_over_whole_regularizers_is_contrasted_field_by_field():

@@ -149,13 +149,29 @@ def _pairs(cells: Sequence[Cell], coordinates: dict[str, dict[str, str]]):
             yield key, cells[i], cells[j]
 
 
+#: The verdict of a contrast whose repeats all differ by the same amount (a zero-width
+#: interval): no spread to weigh the difference against, so no test, rather than "no clear
+#: difference" beside an interval that excludes 0 (iris: every repeat 0.933 against 0.956).
+NO_SPREAD = "no spread over the repeats: no test"
+
+
 def verdict(row: dict[str, Any], p_holm: float, higher_is_better: bool) -> str:
     """'<a> better', '<b> better' (Holm-adjusted p below 1 - CONFIDENCE) or 'no clear
-    difference'."""
+    difference'; no test from fewer than MIN_PAIRS_FOR_VERDICT pairs of repeats ('<n> repeats:
+    too few to test') or where every pair differs alike (`NO_SPREAD`)."""
+    if row["n_pairs"] < MIN_PAIRS_FOR_VERDICT:
+        return f"{row['n_pairs']} repeats: too few to test"
+    if is_degenerate(row):
+        return NO_SPREAD
     if not (math.isfinite(p_holm) and p_holm < 1 - CONFIDENCE):
         return "no clear difference"
     a_wins = (row["diff"] > 0) == higher_is_better
     return f"{row['a'] if a_wins else row['b']} better"
+
+
+def is_clear(row: dict[str, Any]) -> bool:
+    """Whether a contrast's verdict names a better cell."""
+    return row["verdict"].endswith(" better")
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -186,8 +202,8 @@ def contrasts_markdown(rows: Sequence[dict[str, Any]], label: str) -> list[str]:
         ]
         listed = family
         if len(family) > REPORT_ROWS:
-            clear = [r for r in family if r["verdict"] != "no clear difference"]
-            rest = [r for r in family if r["verdict"] == "no clear difference"]
+            clear = [r for r in family if is_clear(r)]
+            rest = [r for r in family if not is_clear(r)]
             listed = (clear + rest)[:REPORT_ROWS]
         for r in listed:
             lines.append(
@@ -224,7 +240,7 @@ def contrast_lines(rows: Sequence[dict[str, Any]], limit: int = 8) -> list[str]:
         name = setting.rsplit(".", 1)[-1]
         shown = family
         if len(family) > limit:
-            shown = [r for r in family if r["verdict"] != "no clear difference"]
+            shown = [r for r in family if is_clear(r)]
             lines.append(
                 f"{name}: {len(family)} contrasts in contrasts.csv and report.md, "
                 f"{len(shown)} clear" + (":" if shown else "")
