@@ -1,5 +1,6 @@
-"""A matrix transposed in 8 x 8 blocks of vector registers (`transpose`): the general loop's
-kernels, once a batch, for the previous layer's dL/da (blocks.transpose_kernels).
+"""A matrix transposed in 8 x 8 blocks of vector registers (`transpose_blocks`; blocks.transpose
+moves the rows and columns beyond the blocks): the general loop's kernels, once a batch, for the
+previous layer's dL/da (blocks.transpose_kernels), and the LSTM's.
 
 Why not a Numba loop: a loop of strided reads (or writes) moves one float a pass and, for a
 kernel wider than the L1 cache holds a line of each row for, misses on most of them: 0.45 ns a
