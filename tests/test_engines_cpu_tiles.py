@@ -14,7 +14,7 @@ from numba import njit
 
 from actreg_cli.engines.cpu import tiles
 from actreg_cli.engines.cpu.blocks import transpose
-from actreg_cli.engines.cpu.tiles import matmul, matmul_bias, matmul_tn_add
+from actreg_cli.engines.cpu.tiles import matmul, matmul_bias, matmul_tn, matmul_tn_add
 from actreg_cli.engines.cpu.vmath import JIT
 
 _SETTINGS = {**JIT, "cache": False}
@@ -35,6 +35,11 @@ def _product(c, a, b, m, k, n):
 @njit(**_SETTINGS)
 def _tn_add(c, a, b, m, k, n):
     matmul_tn_add(c, GUARD, a, GUARD, b, GUARD, m, k, n)
+
+
+@njit(**_SETTINGS)
+def _tn(c, a, b, m, k, n):
+    matmul_tn(c, GUARD, a, GUARD, b, GUARD, m, k, n)
 
 
 def _guarded(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
@@ -89,6 +94,27 @@ def test_matmul_tn_add_adds_the_transposed_product(shape):
     _tn_add(c, a, b, m, k, n)
     expected = _inner(before, k, n) + _inner(a, m, k).T @ _inner(b, m, n)
     _assert_close_and_guards_kept(c, before, k, n, expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes)
+def test_matmul_tn_sets_the_bits_matmul_tn_add_gives_on_zeros_without_reading_c(shape):
+    """A batch's first block writes its kernel gradient with matmul_tn instead of adding to a
+    zeroed one: the same bits (signed zeros included), whatever C held before (NaN here)."""
+    m, k, n, seed = shape
+    rng = np.random.default_rng(seed)
+    a, b = _guarded(rng, m, k), _guarded(rng, m, n)
+    a[GUARD : GUARD + m * k : 3] = -0.0
+    zeros = _guarded(rng, k, n)
+    zeros[GUARD : GUARD + k * n] = 0.0
+    c = zeros.copy()
+    c[GUARD : GUARD + k * n] = np.nan
+    before = c.copy()
+    _tn_add(zeros, a, b, m, k, n)
+    _tn(c, a, b, m, k, n)
+    np.testing.assert_array_equal(c.view(np.uint32), zeros.view(np.uint32))
+    np.testing.assert_array_equal(c[:GUARD], before[:GUARD])
+    np.testing.assert_array_equal(c[GUARD + k * n :], before[GUARD + k * n :])
 
 
 def test_each_sum_is_one_fused_multiply_add_chain_in_order():
@@ -149,7 +175,7 @@ def test_512_bit_tiles_give_the_same_bits_as_256_bit_ones(shape):
 
 
 def _relu_product_of(tile):
-    bias_product, _, _, bias_relu_product, relu_only_product = tiles.products_with(tile)
+    bias_product, _, _, bias_relu_product, relu_only_product, _ = tiles.products_with(tile)
 
     @njit(**_SETTINGS)
     def all_three(c, z, r, a_only, a, b, bias, m, k, n):

@@ -25,6 +25,7 @@ from actreg_cli.engines.cpu.tiles import (
     matmul,
     matmul_bias,
     matmul_bias_relu,
+    matmul_tn,
     matmul_tn_add,
     relu_matmul_bias,
 )
@@ -157,16 +158,26 @@ def grad_z(zb, ab, db, gb, h, n, n_pad, fa1, fa2, fb1, fb2, act):
 
 
 @njit(**JIT)
-def kernel_grad(grad, src, s_base, fan_in, w_off, b_off, o, gb, g_base, rows):
+def kernel_grad(grad, src, s_base, fan_in, w_off, b_off, o, gb, g_base, rows, first=False):
     """grad's kernel [fan_in, o] at w_off += src^T @ dL/dz and its bias at b_off += dL/dz summed
     over the block rows r < rows (dL/dz row r at gb[g_base + r * o], src rows as in
-    `dense_forward`)."""
+    `dense_forward`); with first (a batch's first block) they are set to those sums instead,
+    the same bits as added to zeros, so that a batch writes no zeros first (a pass over every
+    parameter a batch) and its first product reads no kernel gradient."""
     g_bias = grad[b_off : b_off + o]
+    zero = np.float32(0.0)
     for r in range(rows):
         g = gb[g_base + r * o : g_base + (r + 1) * o]
-        for u in range(o):
-            g_bias[u] += g[u]
-    matmul_tn_add(grad, w_off, src, s_base, gb, g_base, rows, fan_in, o)
+        if first and r == 0:
+            for u in range(o):
+                g_bias[u] = zero + g[u]  # (not g[u]: 0 + -0 is 0, as from zeros)
+        else:
+            for u in range(o):
+                g_bias[u] += g[u]
+    if first:
+        matmul_tn(grad, w_off, src, s_base, gb, g_base, rows, fan_in, o)
+    else:
+        matmul_tn_add(grad, w_off, src, s_base, gb, g_base, rows, fan_in, o)
 
 
 @njit(**JIT)
@@ -212,15 +223,18 @@ def output_forward(p, ab, h, o, out_w, out_b, n_out, logits, rows, wt=None):
 
 
 @njit(**JIT)
-def output_backward(p, grad, ab, gb, h, o, out_w, out_b, n_out, g_logits, rows):
+def output_backward(p, grad, ab, gb, h, o, out_w, out_b, n_out, g_logits, rows, first=False):
     """The output layer's backward for block rows r < rows (a multiple of 4; g_logits [rows *
-    n_out]: dL/d logit, 0 on padding rows): its kernel and bias gradients added to grad, and
-    dL/da of the last hidden layer written to gb[h + r * o]."""
+    n_out]: dL/d logit, 0 on padding rows): its kernel and bias gradients added to grad (set,
+    with first: `kernel_grad`), and dL/da of the last hidden layer written to gb[h + r * o]."""
     for k in range(n_out):
         g_b = np.float32(0.0)
         for r in range(rows):
             g_b += g_logits[r * n_out + k]
-        grad[out_b + k] += g_b
+        grad[out_b + k] = (np.float32(0.0) if first else grad[out_b + k]) + g_b
     # kernel [n_out, o] += g_logits^T @ a; dL/da = g_logits @ kernel.
-    matmul_tn_add(grad, out_w, g_logits, 0, ab, h, rows, n_out, o)
+    if first:
+        matmul_tn(grad, out_w, g_logits, 0, ab, h, rows, n_out, o)
+    else:
+        matmul_tn_add(grad, out_w, g_logits, 0, ab, h, rows, n_out, o)
     matmul(gb, h, g_logits, 0, p, out_w, rows, n_out, o)

@@ -277,9 +277,7 @@ def conv_batch(net, p, grad, x, patches, y, rows, in_order, coef, buffers, act_s
     upstream = np.float32(1.0) / size_f
     act_sums[:, :] = np.float32(0.0)
     any_activity = activity_factors(coef, size_f, factors)
-    if train:
-        grad[:] = np.float32(0.0)
-    ce_sum = 0.0
+    ce_sum = 0.0  # (with train, grad is written by the first block: blocks.kernel_grad's first)
     correct = 0.0
     for k in range(0, size, block):
         nb = min(block, size - k)
@@ -298,14 +296,16 @@ def conv_batch(net, p, grad, x, patches, y, rows, in_order, coef, buffers, act_s
             continue
         # Backward; padding images add exactly 0 (their dL/d logit and dL/dz are 0).
         g_logits[nb * n_out : n_pad * n_out] = np.float32(0.0)
+        first = k == 0
         if pool:
-            output_backward(p, grad, pooled, g_pooled, 0, d, out_w, out_b, n_out, g_logits, n_pad)
+            output_backward(p, grad, pooled, g_pooled, 0, d, out_w, out_b, n_out, g_logits, n_pad,
+                            first)  # fmt: skip
             pool_backward(g_pooled, idx, nb * d, gb, n_rows * f)
         else:
-            output_backward(p, grad, ab, gb, 0, d, out_w, out_b, n_out, g_logits, n_pad)
+            output_backward(p, grad, ab, gb, 0, d, out_w, out_b, n_out, g_logits, n_pad, first)
         fc = factors[0]
         grad_z(zb, ab, db, gb, 0, nb * positions * f, n_rows * f, fc[2], fc[3], fc[0], fc[1], act)
-        kernel_grad(grad, src, s_base, window, w_off, b_off, f, gb, 0, n_rows)
+        kernel_grad(grad, src, s_base, window, w_off, b_off, f, gb, 0, n_rows, first)
     return penalized_loss(coef, act_sums, ce_sum, penalty, size_f), np.float32(correct)
 
 

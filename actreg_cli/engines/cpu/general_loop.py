@@ -342,8 +342,7 @@ def _batch(
     n_in = fan_ins[0]
     act_sums[:, :] = np.float32(0.0)
     any_activity = activity_factors(coef, size_f, factors)
-    if train:
-        grad[:] = np.float32(0.0)
+    if train:  # (grad is written by the first block: `first`, blocks.kernel_grad)
         transpose_kernels(p, wt, units, fan_ins, w_off)
     if n_out > 1:
         transpose_output(p, wt, last_units, out_w, n_out)
@@ -367,18 +366,21 @@ def _batch(
             continue
         # Backward of the block, added to grad; padding rows add exactly 0 (dL/dz = 0).
         g_logits[nb * n_out : n_pad * n_out] = np.float32(0.0)
-        output_backward(p, grad, ab, gb, h_last, last_units, out_w, out_b, n_out, g_logits, n_pad)
+        first = k == 0
+        output_backward(p, grad, ab, gb, h_last, last_units, out_w, out_b, n_out, g_logits, n_pad,
+                        first)  # fmt: skip
         for layer in range(last, -1, -1):
             o = units[layer]
             h = BLOCK * h_off[layer]
             f = factors[layer]
             grad_z(zb, ab, db, gb, h, nb * o, n_pad * o, f[2], f[3], f[0], f[1], act)
             if layer == 0:
-                kernel_grad(grad, xb, 0, n_in, w_off[0], b_off[0], o, gb, h, n_pad)
+                kernel_grad(grad, xb, 0, n_in, w_off[0], b_off[0], o, gb, h, n_pad, first)
             else:
                 h_prev = BLOCK * h_off[layer - 1]
                 fan_in = fan_ins[layer]
-                kernel_grad(grad, ab, h_prev, fan_in, w_off[layer], b_off[layer], o, gb, h, n_pad)
+                kernel_grad(grad, ab, h_prev, fan_in, w_off[layer], b_off[layer], o, gb, h, n_pad,
+                            first)  # fmt: skip
                 input_grad(wt, w_off[layer], fan_in, o, gb, h, h_prev, n_pad)
     return penalized_loss(coef, act_sums, ce_sum, penalty, size_f), np.float32(correct)
 

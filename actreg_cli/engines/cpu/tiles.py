@@ -26,7 +26,8 @@ element offset in a flat float32 array:
   arguments) C = relu of the sums alone (a ReLU layer's z and a, or a alone);
 - `matmul(c, c0, a, a0, b, b0, m, k, n)`: C = A @ B, from 0;
 - `matmul_tn_add(c, c0, a, a0, b, b0, m, k, n)`: C [k, n] += A [m, k]^T @ B [m, n] (a kernel
-  gradient: the inputs' transpose times dL/dz), each sum from C's value, then rows 0 .. m-1.
+  gradient: the inputs' transpose times dL/dz), each sum from C's value, then rows 0 .. m-1;
+  `matmul_tn` the same from 0, C not read (a batch's first block: no zeroed gradient to read).
 
 C shares no element with A or B (it may be another part of the same array). Columns beyond the
 last full vector are read and written with masked loads and stores, so nothing outside the
@@ -382,8 +383,9 @@ def _matmul_codegen(with_bias, t=None, stores=SUMS):
     return codegen
 
 
-def _tn_body(t):
-    """C [k, n] += A [m, k]^T @ B [m, n] from pointers (c, a, b), sizes (m, k, n)."""
+def _tn_body(t, add=True):
+    """C [k, n] += A [m, k]^T @ B [m, n] from pointers (c, a, b), sizes (m, k, n); without add
+    C = the product (its sums from 0, C not read)."""
 
     def body(builder, pointers, sizes):
         c, a, b = pointers
@@ -398,6 +400,8 @@ def _tn_body(t):
                 ]
 
                 def start(i, j, masked_j):
+                    if not add:
+                        return ir.Constant(t.vec, None)
                     return v.load(builder.gep(c_rows[i], [i64_constant(j * t.lanes)]), masked_j)
 
                 # Per pass (a row of A and B): A's kernel_rows values from `first` on, B's
@@ -416,7 +420,7 @@ def _tn_body(t):
     return body
 
 
-def _tn_codegen(t=None):
+def _tn_codegen(t=None, add=True):
     def codegen(context, builder, signature, args):
         tile = t or TILE
         offsets = int64_args(context, builder, signature, args, (1, 3, 5))
@@ -425,7 +429,8 @@ def _tn_codegen(t=None):
             for i, offset in zip((0, 2, 4), offsets, strict=True)
         ]
         sizes = int64_args(context, builder, signature, args, (6, 7, 8))
-        _out_of_line(builder, "matmul_tn_add", tile, pointers, sizes, _tn_body(tile))
+        name = "matmul_tn_add" if add else "matmul_tn"
+        _out_of_line(builder, name, tile, pointers, sizes, _tn_body(tile, add))
         return context.get_dummy_value()
 
     return codegen
@@ -437,6 +442,7 @@ class Products(NamedTuple):
     matmul_tn_add: object
     matmul_bias_relu: object
     relu_matmul_bias: object
+    matmul_tn: object
 
 
 def products_with(tile: Tile | None = None) -> Products:
@@ -474,10 +480,18 @@ def products_with(tile: Tile | None = None) -> Products:
         """C [k, n] at c[c0] += A [m, k] at a[a0] transposed @ B [m, n] at b[b0]."""
         return numba_types.none(c, c0, a, a0, b, b0, m, k, n), _tn_codegen(tile)
 
-    return Products(matmul_bias, matmul, matmul_tn_add, matmul_bias_relu, relu_matmul_bias)
+    @intrinsic
+    def matmul_tn(typingctx, c, c0, a, a0, b, b0, m, k, n):
+        """C [k, n] at c[c0] = A [m, k] at a[a0] transposed @ B [m, n] at b[b0] (each sum from
+        0: `matmul_tn_add` on a C of zeros, the same bits, without reading C)."""
+        return numba_types.none(c, c0, a, a0, b, b0, m, k, n), _tn_codegen(tile, add=False)
+
+    return Products(
+        matmul_bias, matmul, matmul_tn_add, matmul_bias_relu, relu_matmul_bias, matmul_tn
+    )
 
 
-matmul_bias, matmul, matmul_tn_add, matmul_bias_relu, relu_matmul_bias = products_with()
+matmul_bias, matmul, matmul_tn_add, matmul_bias_relu, relu_matmul_bias, matmul_tn = products_with()
 
 
 def _window_max_codegen(with_index):
