@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -113,6 +114,29 @@ def test_decimal_comma_with_semicolons(tmp_path):
              standardize=False)
     )  # fmt: skip
     np.testing.assert_array_equal(comma.x_train, dot.x_train)
+
+
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        (["1,594,527", "1,238,626", "12,400", "987"], "holds numbers with ',' separating thousands "
+         "(e.g. '1,594,527')"),
+        (["1.594.527,5", "12.400,25", "987,5", "3,75"], "holds numbers with '.' separating "
+         "thousands (e.g. '1.594.527,5')"),
+        (["68,258", "12,400", "3,141"], "as the decimal mark (e.g. '68,258'); set data.decimal: "
+         "',' (if ',' separates thousands there instead, write the numbers without it"),
+    ],
+)  # fmt: skip
+def test_numbers_with_thousands_separators_are_refused_not_one_hot_encoded(
+    tmp_path, cells, message
+):
+    """1,594,527 read as text would become one category a value, silently; the error says what
+    the column holds and, where ',' could be either mark (68,258), both readings."""
+    decimal = "," if "." in cells[0] else "."
+    rows = [f"{cells[i % len(cells)]};{'ab'[i % 2]}" for i in range(20)]
+    path = write(tmp_path / "t.csv", "income;y\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_dataset(data(name="csv", path=str(path), target="y", decimal=decimal))
 
 
 def test_a_decimal_comma_target_is_a_regression_target(tmp_path):
@@ -336,8 +360,8 @@ def test_categorical_and_drop(tmp_path):
 
 @pytest.mark.parametrize("start", [0, 1])
 def test_an_unnamed_row_number_column_is_dropped_with_a_note(tmp_path, data_notes, start):
-    """pandas' df.to_csv() writes the row numbers under an empty header: never a feature
-    (the file is sorted by label, so they would leak it)."""
+    """pandas' df.to_csv() writes the row labels under an empty header: never a feature (the
+    file is sorted by label, so they would leak it), also after sorting or filtering."""
     import pandas as pd
 
     x, labels = numeric_rows()
@@ -346,16 +370,42 @@ def test_an_unnamed_row_number_column_is_dropped_with_a_note(tmp_path, data_note
     frame.to_csv(tmp_path / "indexed.csv")
     ds = load_dataset(data(name="csv", path=str(tmp_path / "indexed.csv"), target="label"))
     assert ds.feature_names == ("a", "b")
-    assert any("column 'Unnamed: 0' holds the row numbers" in n for n in data_notes)
+    assert any("column 'Unnamed: 0' holds row numbers" in n for n in data_notes)
     # a frame sorted after it was numbered writes its row numbers out of order: still dropped
     frame.sort_values("a", ascending=False).to_csv(tmp_path / "sorted.csv")
     shuffled = load_dataset(data(name="csv", path=str(tmp_path / "sorted.csv"), target="label"))
     assert shuffled.feature_names == ("a", "b")
-    # an unnamed column that is not the row numbers stays a feature
-    frame.index = frame.index * 3
-    frame.to_csv(tmp_path / "other.csv")
-    kept = load_dataset(data(name="csv", path=str(tmp_path / "other.csv"), target="label"))
-    assert kept.feature_names == ("Unnamed: 0", "a", "b")
+    # a filtered frame's labels have gaps: still dropped
+    frame[frame.index % 3 != 1].to_csv(tmp_path / "filtered.csv")
+    filtered = load_dataset(data(name="csv", path=str(tmp_path / "filtered.csv"), target="label"))
+    assert filtered.feature_names == ("a", "b")
+    # an unnamed column of repeated or fractional values is data: it stays a feature
+    for values in (np.arange(len(frame)) // 2, np.arange(len(frame)) + 0.5):
+        frame.index = values
+        frame.to_csv(tmp_path / "other.csv")
+        kept = load_dataset(data(name="csv", path=str(tmp_path / "other.csv"), target="label"))
+        assert kept.feature_names == ("Unnamed: 0", "a", "b")
+
+
+@pytest.mark.parametrize("index", ["filtered", "named", "dates"])
+def test_a_parquet_files_stored_pandas_index_is_never_a_feature(tmp_path, data_notes, index):
+    """df.to_parquet() stores a frame's index as columns pandas' metadata names
+    (`__index_level_0__`, or the index's name): pd.read_parquet gives it back as the index,
+    so it is not data, whatever its type."""
+    import pandas as pd
+
+    x, labels = numeric_rows()
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "label": sorted(labels)})
+    if index == "filtered":
+        frame = frame[frame.index % 3 != 1]
+    elif index == "named":
+        frame.index = pd.Index(np.arange(len(frame)) + 100, name="row_id")
+    else:
+        frame.index = pd.date_range("2026-01-01", periods=len(frame), freq="D")
+    frame.to_parquet(tmp_path / "t.parquet")
+    ds = load_dataset(data(name="parquet", path=str(tmp_path / "t.parquet"), target="label"))
+    assert ds.feature_names == ("a", "b")
+    assert any("is the index pandas stored with the table" in n for n in data_notes)
 
 
 def test_parquet_twin_reads_like_the_csv(tmp_path):
@@ -822,3 +872,35 @@ print("pandas imported:", "pandas" in sys.modules)
                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "pandas imported: False"
+
+
+@pytest.mark.parametrize(
+    ("labels", "said"),
+    [
+        (
+            [1, 2, 3],
+            "task regression, inferred from the labels (3 distinct numbers); set data.task",
+        ),
+        (list(range(13)), "task multiclass, inferred from the labels (the whole numbers 0..12)"),
+        (["cat", "dog", "owl"], None),  # names are classes: nothing to say
+    ],
+)
+def test_a_task_inferred_from_numeric_labels_is_said(tmp_path, data_notes, labels, said):
+    rows = [f"{i / 7:.3f},{labels[i % len(labels)]}" for i in range(40)]
+    path = write(tmp_path / f"t{len(labels)}.csv", "a,y\n" + "\n".join(rows) + "\n")
+    load_dataset(data(name="csv", path=str(path), target="y"))
+    told = [n for n in data_notes if "inferred from the labels" in n and str(path) in n]
+    if said is None:
+        assert not told
+    else:
+        assert told and told[0].startswith(f"{path}: {said}")
+
+
+def test_a_class_of_one_or_two_rows_is_said_as_a_possible_typo(tmp_path, data_notes):
+    rows = [f"{i / 7:.3f},{'yes' if i % 2 else 'no'}" for i in range(40)] + ["0.5,Yes"]
+    path = write(tmp_path / "typo.csv", "a,y\n" + "\n".join(rows) + "\n")
+    load_dataset(data(name="csv", path=str(path), target="y", stratify=False))
+    assert any(
+        "a class has 2 rows or fewer of 41: 'Yes' (1); a typo of another label?" in n
+        for n in data_notes
+    )

@@ -229,6 +229,13 @@ NOTES = logging.getLogger("actreg.data")
 _NOTES_SHOWN: set[str] = set()
 
 
+def note_once(text: str) -> None:
+    """A data note (`NOTES`), said once per process whatever the number of splits or runs."""
+    if text not in _NOTES_SHOWN:
+        _NOTES_SHOWN.add(text)
+        NOTES.info(text)
+
+
 @lru_cache(maxsize=16)
 def _samples(config_json: str, seed: int | None, stamp: tuple[int, int, int] | None) -> Samples:
     from pydantic import TypeAdapter
@@ -239,9 +246,7 @@ def _samples(config_json: str, seed: int | None, stamp: tuple[int, int, int] | N
 
         samples = read_file(config)
         for note in samples.notes:  # once per process: a sweep reads a file for each split
-            if note not in _NOTES_SHOWN:
-                _NOTES_SHOWN.add(note)
-                NOTES.info(note)
+            note_once(note)
         return samples
     if _generated(config):
         from actreg_cli.data.generated import generate

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from actreg_cli.config import DataConfig, TaskName
-from actreg_cli.data import DataError, Dataset, Samples
+from actreg_cli.data import DataError, Dataset, Samples, note_once
 from actreg_cli.tasks import Task, spec
 
 MAX_INFERRED_CLASSES = 20
@@ -173,8 +173,16 @@ def resolve_task(requested: TaskName, samples: Samples, y: np.ndarray) -> Task:
     whole = np.all(distinct == np.round(distinct))
     contiguous = whole and distinct[0] == 0 and distinct[-1] == len(distinct) - 1
     if contiguous and len(distinct) <= MAX_INFERRED_CLASSES:
-        return Task.multiclass
-    return Task.regression
+        task, why = Task.multiclass, f"the whole numbers 0..{len(distinct) - 1}"
+    else:
+        task, why = Task.regression, f"{len(distinct)} distinct numbers"
+    # Numbers could be either (grades 1, 2, 3 are a regression here, counts 0..12 thirteen
+    # classes): said, not silent.
+    note_once(
+        f"{samples.origin}: task {task.value}, inferred from the labels ({why}); set data.task "
+        f"to choose another"
+    )
+    return task
 
 
 def encode_target(task: Task, y: np.ndarray, origin: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -205,6 +213,14 @@ def encode_target(task: Task, y: np.ndarray, origin: str) -> tuple[np.ndarray, t
     if len(labels) < 2:
         raise DataError(
             f"{origin}: the target has one class only ({names[0]}); a classifier needs two or more"
+        )
+    counts = np.bincount(index, minlength=len(labels))
+    if len(y) >= 20 and counts.min() <= 2:
+        rare = [f"{names[k]!r} ({counts[k]})" for k in np.flatnonzero(counts <= 2)[:5]]
+        note_once(
+            f"{origin}: {'a class has' if len(rare) == 1 else 'classes have'} 2 rows or fewer of "
+            f"{len(y)}: {', '.join(rare)}; a typo of another label? (classes: "
+            f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''})"
         )
     if task is Task.binary and len(labels) != 2:
         raise DataError(

@@ -11,6 +11,7 @@ conversion to Python strings then work on each chunk's few distinct values, not 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -148,13 +149,28 @@ def check_mostly_text(
         return float(cells[numeric].sum() / cells.sum())
 
     numeric = np.array([is_number(c, decimal) for c in categories])
-    if (
-        share(np.array([is_number(c, other) for c in categories])) >= 0.5
-        and not share(numeric) >= 0.5
-    ):
+    grouped = np.array([has_thousands(c, other, decimal) for c in categories])
+    other_decimal = np.array([is_number(c, other) for c in categories])
+    example = categories[codes[present_rows[0]]]
+    if grouped.any() and share(grouped | numeric) >= 0.5 and (grouped & ~other_decimal).any():
+        example = categories[int(np.flatnonzero(grouped & ~other_decimal)[0])]
+        raise DataError(
+            f"{path}: column {name!r} holds numbers with {other!r} separating thousands (e.g. "
+            f"{example!r}); read as text, each value would become a category of its own. Write "
+            f"the numbers without the separator (pandas: pd.read_csv(path, thousands="
+            f"{other!r}).to_csv(new_path, index=False)), or leave the column out (data.drop)"
+        )
+    if share(other_decimal) >= 0.5 and not share(numeric) >= 0.5:
+        either = bool(grouped[other_decimal].all())  # 1,234: a decimal mark or thousands?
         raise DataError(
             f"{path}: column {name!r} holds numbers written with {other!r} as the decimal mark "
-            f"(e.g. {categories[codes[present_rows[0]]]!r}); set data.decimal: {other!r}"
+            f"(e.g. {example!r}); set data.decimal: {other!r}"
+            + (
+                f" (if {other!r} separates thousands there instead, write the numbers without "
+                f"it: pandas' pd.read_csv(path, thousands={other!r}))"
+                if either
+                else ""
+            )
         )
     if numeric.any() and share(numeric) >= 0.5:
         row = int(present_rows[~numeric[codes[present_rows]]][0])
@@ -163,6 +179,13 @@ def check_mostly_text(
             f"number, though most of the column is; add it to data.na_values if it marks a "
             f"missing value, or list {name!r} in data.categorical if the column holds categories"
         )
+
+
+def has_thousands(text: str, separator: str, decimal: str) -> bool:
+    """Whether text is a number with `separator` between groups of three digits (1,234 or
+    -1,234,567.5 for separator ',' and decimal '.')."""
+    pattern = rf"[+-]?\d{{1,3}}(?:{re.escape(separator)}\d{{3}})+(?:{re.escape(decimal)}\d+)?"
+    return re.fullmatch(pattern, text.strip()) is not None
 
 
 def is_number(text: str, decimal: str) -> bool:

@@ -3,9 +3,10 @@
 A table becomes `Samples`: numeric feature columns as float64, text columns (and those listed in
 `data.categorical`) kept as text for data/encode.py to one-hot encode on the training rows after
 the split; missing cells handled as `data.missing` says (error, drop, impute). A column with an
-empty or `Unnamed: N` header holding the row numbers 0..n-1 or 1..n in any order (pandas'
-default `to_csv()` index, also after sorting the frame) is dropped with a note: row numbers are
-never features (a file sorted by its label would leak the label through them).
+empty or `Unnamed: N` header holding distinct whole numbers (pandas' default `to_csv()` index,
+also after sorting or filtering the frame), and a Parquet file's stored pandas index (its
+`index_columns`), are dropped with a note: row labels are never features (a file sorted by its
+label would leak the label through them).
 
 Every problem is a DataError naming the file, the column and what is allowed.
 """
@@ -50,7 +51,7 @@ DEFAULT_NA_VALUES = (
 DELIMITERS = (",", ";", "\t", "|")
 SNIFF_BYTES = 1 << 16  # the header line is looked for in the file's first 64 KiB
 CSV_CHUNK_BYTES = 8 << 20  # a parsed byte range; column types come from the first
-UNNAMED = re.compile(r"^(Unnamed: \d+(_level_\d+)?)?$")
+UNNAMED = re.compile(r"^(Unnamed: \d+(_level_\d+)?|__index_level_\d+__)?$")
 
 
 def delimiter_name(delimiter: str) -> str:
@@ -270,7 +271,10 @@ def parquet_batches(path: Path, config: ParquetData) -> tuple[Any, Any, int]:
             )
         check_columns(path, config, header)
         used = used_columns(config, header)
-        schema = pa.schema([file.schema_arrow.field(name) for name in used])
+        # (with the file's metadata: pandas' says which columns hold its stored index)
+        schema = pa.schema(
+            [file.schema_arrow.field(name) for name in used], metadata=file.schema_arrow.metadata
+        )
         batches = file.iter_batches(batch_size=1 << 16, columns=used)
         return schema, batches, file.metadata.num_rows
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -317,14 +321,17 @@ def table_samples(
     it twice.)"""
     import pyarrow as pa
 
-    names = [name for name in schema.names if name != config.target]
+    stored_index = set()
+    if config.features is None:  # a Parquet file pandas wrote: the columns of its index
+        pandas_metadata = schema.pandas_metadata or {}
+        stored_index = {c for c in pandas_metadata.get("index_columns", []) if isinstance(c, str)}
+    names = [name for name in schema.names if name != config.target and name not in stored_index]
     kinds = {name: column_kind(path, config, name, schema.field(name).type) for name in names}
     numeric = [name for name in names if kinds[name] == "number"]
-    # Unnamed numeric columns that may hold row numbers: still whole numbers, their smallest
-    # and largest value so far (a file sorted after pandas numbered its rows holds them in
-    # any order).
+    # Unnamed numeric columns that may hold row labels: still whole numbers (a file sorted or
+    # filtered after pandas numbered its rows holds them in any order, with gaps).
     index_candidates = (
-        {j: [True, np.inf, -np.inf] for j, name in enumerate(numeric) if UNNAMED.match(name)}
+        {j: True for j, name in enumerate(numeric) if UNNAMED.match(name)}
         if config.features is None
         else {}
     )
@@ -350,10 +357,9 @@ def table_samples(
             if not np.isfinite(block).all():
                 check_finite(path, block, numeric, n)
                 per_column += np.isnan(block).sum(axis=0)
-            for j, seen in index_candidates.items() if m else ():
+            for j, whole in index_candidates.items() if m else ():
                 column = block[:, j]
-                seen[0] = seen[0] and bool(np.all(column == np.floor(column)))
-                seen[1], seen[2] = min(seen[1], column.min()), max(seen[2], column.max())
+                index_candidates[j] = whole and bool(np.all(column == np.floor(column)))
             for name, chunks in text_chunks.items():
                 chunks.append(batch.column(name))
             target_chunks.append(batch.column(config.target))
@@ -363,16 +369,20 @@ def table_samples(
     if n == 0:
         raise DataError(f"{path}: no data rows below the header")
     x = x[:n]
-    notes: list[str] = []
+    notes = [
+        f"{path}: column {name!r} is the index pandas stored with the table: not used as a feature"
+        for name in schema.names
+        if name in stored_index and name != config.target
+    ]
     index_columns = {
         numeric[j]
-        for j, (whole, low, high) in index_candidates.items()
-        if whole and (low, high) in ((0, n - 1), (1, n)) and np.unique(x[:, j]).size == n
+        for j, whole in index_candidates.items()
+        if whole and np.unique(x[:, j]).size == n
     }
     for name in sorted(index_columns):
         notes.append(
-            f"{path}: column {name!r} holds the row numbers (an unnamed index column, as "
-            f"pandas' to_csv() writes it): not used as a feature"
+            f"{path}: column {name!r} holds row numbers (an unnamed index column, as pandas' "
+            f"to_csv() writes it): not used as a feature"
         )
     names = [name for name in names if name not in index_columns]
     if not names:
