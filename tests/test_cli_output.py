@@ -208,3 +208,22 @@ def test_help_says_what_the_tool_is_and_what_each_command_writes() -> None:
     run = help_text("run")
     for name in ("accuracy.png", "mae.png", "history.csv", "summary.json", "report.html"):
         assert name in run, name
+
+
+def test_a_reader_that_leaves_early_changes_no_exit_code(tmp_path: Path) -> None:
+    """`actreg validate ... | head -1`: the reader has gone before the first line; the command
+    still checks every file and exits with its own code (2: one config is bad), with no
+    traceback and no Broken pipe line, where Click would stop at the first write with 1."""
+    bad = write_yaml(tmp_path / "bad.yaml", {"name": "bad", "training": {"epochs": -1}})
+    configs = sorted(str(p) for p in (REPO / "configs").glob("*.yaml"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for files, code in ((configs, 0), ([*configs, str(bad)], 2)):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "actreg_cli", "validate", *files],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        process.stdout.close()  # the reader leaves before anything is written
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=120) == code, stderr
+        assert "Traceback" not in stderr and "Broken pipe" not in stderr
+        assert ("bad.yaml: training.epochs" in stderr) == (code == 2)

@@ -12,7 +12,7 @@ from conftest import CONFIGS, write_yaml
 from typer.testing import CliRunner
 
 from actreg_cli.cli import app
-from actreg_cli.report.compare import compare_runs
+from actreg_cli.report.compare import compare_runs, comparison_figure
 from actreg_cli.report.index import list_runs
 
 runner = CliRunner()
@@ -60,7 +60,7 @@ def runs_dir(tmp_path_factory) -> Path:
     set_created(unfinished, "2026-01-03T10:00:00+00:00")
     result = invoke(
         "sweep", config, "--grid", "regularizers.0.strength=1e-3,1e-1", "--engine", "fused",
-        "--runs-dir", runs,
+        "--runs-dir", runs, "--set", "data.validation_fraction=0.2",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     (runs / "not-a-run").mkdir()  # ignored
@@ -73,12 +73,16 @@ def test_runs_lists_every_kind_newest_first(runs_dir: Path) -> None:
     assert [e.finished for e in entries] == [True, False, True, True]
     sweep, unfinished, after, before = entries
     assert sweep.name == "tiny-strength" and sweep.varied == "strength (2)"
-    # The best cell (baseline included) by mean test accuracy, with its 95% CI, from summary.csv
+    # The cell the report names best (baseline included): by mean validation accuracy, the
+    # first in grid order among equals; its test accuracy with its 95% CI, from summary.csv
     with (sweep.path / "summary.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    best = max(rows, key=lambda r: float(r["test_accuracy_mean"]))
+    best = max(rows, key=lambda r: float(r["val_accuracy_mean"]))
     mean, low, high = (float(best[f"test_accuracy_{k}"]) for k in ("mean", "ci_low", "ci_high"))
     assert sweep.metric == f"best {best['cell']} {mean:.3f} [{low:.3f}, {high:.3f}]"
+    report = (sweep.path / "report.md").read_text()
+    assert f"## Best cell\n\n**{best['cell']}**" in report
+    assert "Chosen on the validation set" in report
     assert "after_activation" in after.varied and "before_activation" in before.varied
     assert after.engine == "fused"
     stats = json.loads((before.path / "summary.json").read_text())["test_accuracy"]
@@ -247,9 +251,10 @@ def test_compare_in_80_columns_letters_the_runs(runs_dir: Path, tmp_path, monkey
                                     "before_activation"] for line in lines)  # fmt: skip
 
 
-def test_regression_runs_and_sweeps_are_indexed_by_mse(tmp_path: Path) -> None:
+def test_regression_runs_and_sweeps_are_indexed_by_mse(tmp_path: Path, runs_dir: Path) -> None:
     """A regression run shows its test MSE; a regression sweep's best cell is its lowest MSE;
-    compare lists MSE, MAE and R^2."""
+    compare lists MSE, MAE and R^2, and draws test MAE, beside (never on) a classifier's test
+    accuracy."""
     config = write_yaml(
         tmp_path / "reg.yaml",
         {
@@ -280,3 +285,15 @@ def test_regression_runs_and_sweeps_are_indexed_by_mse(tmp_path: Path) -> None:
     comparison = compare_runs(folders)
     names = [name for name, _ in comparison.metrics]
     assert names[:6] == ["test_mse", "train_mse", "test_mae", "train_mae", "test_r2", "train_r2"]
+    import matplotlib.pyplot as plt
+
+    figure = comparison_figure(comparison, comparison.labels)
+    assert [ax.get_ylabel() for ax in figure.axes] == ["test MAE"]
+    plt.close(figure)
+    classifier = next(e.path for e in list_runs(runs_dir, kind="run") if e.finished)
+    mixed = compare_runs([classifier, *folders])
+    figure = comparison_figure(mixed, mixed.labels)
+    accuracy, mae = figure.axes
+    assert (accuracy.get_ylabel(), mae.get_ylabel()) == ("test accuracy", "test MAE")
+    assert [len(accuracy.get_lines()), len(mae.get_lines())] == [1, 2]
+    plt.close(figure)

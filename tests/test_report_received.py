@@ -353,3 +353,52 @@ def test_damaged_sweep_folders_give_exit_0_or_2_and_write_nothing_outside(
     for result in (invoke("runs", runs), invoke("report", study)):
         assert_read_or_refused(result)
     assert sorted(p.name for p in root.iterdir()) == outside
+
+
+@pytest.mark.parametrize("how", ["copied alone", "cells removed"])
+def test_report_of_a_study_without_its_cells_rewrites_nothing(
+    trained_sweep: Path, tmp_path: Path, how: str
+) -> None:
+    """A study folder received without the cells folder beside it (or with its cells deleted)
+    is refused with exit 2 naming the store; its results, summary and report stay as they were
+    (re-drawing would have written every cell as failed)."""
+    (study,) = [p.parent for p in trained_sweep.rglob("sweep.yaml")]
+    if how == "copied alone":
+        copy = tmp_path / "received" / study.name
+        shutil.copytree(study, copy)
+    else:
+        shutil.copytree(trained_sweep, tmp_path / "runs")
+        copy = tmp_path / "runs" / "sw" / study.name
+        shutil.rmtree(copy.parent / "cells")
+    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
+    result = invoke("report", copy)
+    assert_exit_2(result, copy.name)
+    assert "holds 0 of 3 cells of this study" in " ".join(result.stderr.split())
+    assert "nothing rewritten" in result.stderr
+    assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
+
+
+def test_compare_names_a_missing_folder_and_one_that_holds_no_results(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = invoke("compare", tmp_path / "nothere", tmp_path / "empty")
+    assert_exit_2(result, "nothere")
+    flat = " ".join(result.stderr.split())
+    assert "nothere: no such folder" in flat
+    assert "empty: not a run, sweep study or tutorial folder" in flat
+    assert "list index" not in flat
+
+
+@pytest.mark.parametrize("tracker", ["tensorboard", "mlflow"])
+def test_export_of_a_damaged_summary_is_bad_input(runs: Path, tmp_path: Path, tracker) -> None:
+    a, _ = folders(runs)
+    (a / "summary.json").write_text("{")
+    if tracker == "mlflow":
+        pytest.importorskip("mlflow")
+    target = (
+        ["--logdir", tmp_path / "tb"]
+        if tracker == "tensorboard"
+        else ["--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    )
+    result = invoke("export", tracker, a, *target)
+    assert_exit_2(result, a.name)
+    assert "cannot read the saved results" in result.stderr

@@ -49,6 +49,7 @@ class ActregGroup(TyperGroup):
     ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        _OutputReaderMayLeave.install()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:
@@ -64,6 +65,47 @@ class ActregGroup(TyperGroup):
 
             sys.exit(fail(["interrupted"], code=130).exit_code)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+class _OutputReaderMayLeave:
+    """sys.stdout for a reader that may stop reading (`actreg run ... | head -1`): the first
+    write after it left sends the rest of the output to /dev/null, and the command goes on to
+    its own end and exit code (the run folder finished, `validate`'s 2 for a bad config),
+    where Click would stop it at that write with exit code 1."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    @classmethod
+    def install(cls) -> None:
+        try:
+            sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file: a test's captured output
+            return
+        sys.stdout = cls(sys.stdout)
+
+    def _gone(self) -> None:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # (also what the exit's flush writes to)
+        os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _show_version(value: bool) -> None:

@@ -30,7 +30,8 @@ def compare_command(
     """Put runs, sweep cells and tutorial arms side by side: the config keys whose values
     differ and the results (test and train accuracy or MSE/MAE/R^2, mean activation, zero
     fraction: mean [95% CI]), one entry per run, cell or arm; write one figure (--plot) of every
-    entry's test accuracy per epoch. The last line printed is the figure's path."""
+    entry's test accuracy per epoch (test MAE for a regression, on axes of its own). The last
+    line printed is the figure's path."""
     from actreg_cli.cli.common import fail
 
     if not run_dirs:

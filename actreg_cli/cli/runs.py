@@ -34,8 +34,9 @@ def runs_command(
     ] = None,
 ) -> None:
     """List the runs, tutorials and sweeps in RUNS_DIR, newest first: name, date (UTC), what was
-    varied, test accuracy mean [95% CI] (a sweep's best cell) and engine. Writes nothing; each
-    folder's report.md and report.html say more."""
+    varied, test accuracy mean [95% CI] (a sweep's best cell, chosen as its report chooses it:
+    on the validation set where there is one) and engine. Writes nothing; each folder's
+    report.md and report.html say more."""
     from actreg_cli.report.index import list_runs
 
     with user_errors():

@@ -48,6 +48,7 @@ class Comparison:
     metrics: list[tuple[str, list[str]]]  # metric name -> 'mean [CI low, CI high]' per entry
     histories: list[Any]  # per entry: float64 [repeats, epochs, 4], or None (no stored curves)
     regularizers: list[str]  # per entry: its `regularizers` in words (describe_regularizers)
+    curve_metrics: list[str]  # per entry: its history's test metric, "accuracy" or "mae"
 
 
 def compared_metrics(summaries: Sequence[dict[str, Any]]) -> list[str]:
@@ -96,6 +97,10 @@ def compare_runs(folders: Sequence[Path]) -> Comparison:
         metrics,
         [entry.history for entry in entries],
         [describe_regularizers(entry.config) for entry in entries],
+        [
+            spec(Task(entry.summary.get("task", Task.binary.value))).history_metric
+            for entry in entries
+        ],
     )
 
 
@@ -125,13 +130,19 @@ def read_compared(folder: Path) -> list[Compared]:
     """The entries of one folder: a finished run (one), a sweep study (one per cell) or a
     tutorial (one per arm); ConfigError when it is none of them or unfinished, ValueError (and
     friends) for a damaged file."""
+    if not folder.exists():
+        raise ConfigError([f"{folder}: no such folder"])
     entry = read_entry(folder) if folder.is_dir() else None
     if entry is None:
         studies = sorted(folder.glob("*/sweep.yaml")) if folder.is_dir() else []
-        hint = f" (it holds a sweep's store; give one of its study folders: {studies[0].parent})"
+        hint = (
+            f" (it holds a sweep's store; give one of its study folders: {studies[0].parent})"
+            if studies
+            else ""
+        )
         raise ConfigError(
             [
-                f"{folder}: not a run, sweep study or tutorial folder{hint if studies else ''}; "
+                f"{folder}: not a run, sweep study or tutorial folder{hint}; "
                 "compare takes folders written by `actreg run`, `actreg sweep` or `actreg tutorial`"
             ]
         )
@@ -272,36 +283,47 @@ def _show(value: Any) -> str:
 
 
 def comparison_figure(comparison: Comparison, labels: Sequence[str]) -> Any:
-    """Test accuracy per epoch (mean over repeats, +/- 1 std band) of every entry, one axes;
-    an entry without stored curves (a failed sweep cell) is left out. Beyond 8 entries the
-    legend stands beside the axes, in small type, so that it hides no curve."""
+    """The test metric per epoch (mean over repeats, +/- 1 std band) of every entry: test
+    accuracy for classifiers, test MAE for regressions, one axes per metric side by side when
+    the entries mix them (never one axis for both); an entry without stored curves (a failed
+    sweep cell) is left out. Beyond 8 entries the legend stands beside the axes, in small type,
+    so that it hides no curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    metrics = list(dict.fromkeys(comparison.curve_metrics))  # "accuracy" and/or "mae"
     many = len(labels) > 8
-    fig, ax = plt.subplots(figsize=(11.0 if many else 7.0, 4.4 + 0.12 * max(0, len(labels) - 24)))
-    for histories, label in zip(comparison.histories, labels, strict=True):
-        if histories is None:
-            continue
-        values = histories[:, :, 3]  # test_accuracy: the test set after each epoch
-        epochs = np.arange(1, values.shape[1] + 1)
-        mean = np.nanmean(values, axis=0)
-        (line,) = ax.plot(epochs, mean, label=label, linewidth=1.2)
-        if values.shape[0] > 1:
-            std = np.nanstd(values, axis=0, ddof=1)
-            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0.0, 1.05)
-    ax.grid(alpha=0.3)
-    if many:
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=6, frameon=False)
-    else:
-        ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("test accuracy per epoch (mean +/- std over repeats)", fontsize=10)
-    if many:
+    width = (11.0 if many else 7.0) * (1.0 if len(metrics) == 1 else 1.6)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(width, 4.4 + 0.12 * max(0, len(labels) - 24)), squeeze=False
+    )
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for histories, label, of in zip(
+            comparison.histories, labels, comparison.curve_metrics, strict=True
+        ):
+            if histories is None or of != metric:
+                continue
+            values = histories[:, :, 3]  # the test metric after each epoch
+            epochs = np.arange(1, values.shape[1] + 1)
+            mean = np.nanmean(values, axis=0)
+            (line,) = ax.plot(epochs, mean, label=label, linewidth=1.2)
+            if values.shape[0] > 1:
+                std = np.nanstd(values, axis=0, ddof=1)
+                ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        name = "test accuracy" if metric == "accuracy" else "test MAE"
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        if metric == "accuracy":
+            ax.set_ylim(0.0, 1.05)
+        ax.grid(alpha=0.3)
+        if many:
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=6, frameon=False)
+        else:
+            ax.legend(loc="lower right" if metric == "accuracy" else "upper right", fontsize=8)
+        ax.set_title(f"{name} per epoch (mean +/- std over repeats)", fontsize=10)
+    if many or len(metrics) > 1:
         fig.tight_layout()
     return fig

@@ -107,7 +107,12 @@ def exported_folder(folder: Path) -> ExportedFolder:
     if (folder / "sweep.yaml").is_file():  # not read_entry: it would parse sweep.yaml twice
         kind, finished = "sweep", (folder / "summary.csv").is_file()
     else:
-        entry = read_entry(folder) if folder.is_dir() else None
+        try:
+            entry = read_entry(folder) if folder.is_dir() else None
+        except ConfigError:
+            raise
+        except Exception as exc:  # a damaged summary.json or config.yaml: exit 2, named
+            raise ConfigError([f"{folder}: cannot read the saved results: {exc}"]) from None
         studies = sorted(p.parent.name for p in folder.glob("*/sweep.yaml")) if not entry else []
         if studies:  # runs/<sweep name>/: the cells shared by its study folders
             raise ConfigError(

@@ -142,21 +142,31 @@ def _sweep_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
         str(meta.get("engine_requested", "?"))
     ]
     if finished:
+        from actreg_cli.report.sweep_tables import best_cell, chosen_on
+
         with summary_path.open(encoding="utf-8", newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if r.get("status", "done") == "done"]
-        task = spec(Task(meta.get("task", Task.binary.value)))
-        main = task.main_metric
-        sign = 1.0 if task.higher_is_better else -1.0  # best: highest accuracy, lowest MSE
-        scored = [r for r in rows if math.isfinite(number_or_nan(r.get(f"{main}_mean")))]
-        if scored:
-            best = max(scored, key=lambda r: sign * number_or_nan(r[f"{main}_mean"]))
+            rows = [
+                {
+                    **row,
+                    **{k: number_or_nan(v) for k, v in row.items() if _is_statistic(k)},
+                }
+                for row in csv.DictReader(handle)
+                if row.get("status", "done") == "done"
+            ]
+        task = Task(meta.get("task", Task.binary.value))
+        main = spec(task).main_metric
+        # The cell the report names best: chosen on the validation set where there is one.
+        best = best_cell(rows, task)
+        if best is not None and math.isfinite(best.get(f"{main}_mean", math.nan)):
             metric = f"best {best['cell']} " + _ci_text(
-                number_or_nan(best[f"{main}_mean"]),
-                number_or_nan(best.get(f"{main}_ci_low")),
-                number_or_nan(best.get(f"{main}_ci_high")),
+                best[f"{main}_mean"],
+                best.get(f"{main}_ci_low", math.nan),
+                best.get(f"{main}_ci_high", math.nan),
             )
             if main != "test_accuracy":
                 metric = f"{metric} ({main.removeprefix('test_')})"
+            if not chosen_on(rows, task).startswith("val_"):
+                metric = f"{metric} (chosen on test)"
     return RunEntry(
         path=folder,
         kind="sweep",
@@ -167,6 +177,11 @@ def _sweep_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
         engine=",".join(engines),
         finished=finished,
     )
+
+
+def _is_statistic(column: str) -> bool:
+    """Whether a summary.csv column holds a number the best cell is chosen by (n, means, CIs)."""
+    return column == "n" or column.endswith(("_mean", "_std", "_ci_low", "_ci_high"))
 
 
 def swept_key_words(key: str, values: Any) -> str:

@@ -243,6 +243,24 @@ def run_sweep(
     return outcome
 
 
+def _lost_cells(folder: Path, cells: list, records: dict) -> list[str]:
+    """Cells without stored results whose results the study's files say were there: a study
+    folder copied without its cells folder (every cell), or cells removed from it. Re-drawing
+    would overwrite their numbers with "failed". Without summary.csv (a sweep stopped before
+    writing it) only a store with none of the cells counts as lost."""
+    import csv
+
+    missing = [cell.id for cell in cells if cell.id not in records]
+    if not missing:
+        return []
+    summary = folder / "summary.csv"
+    if not summary.is_file():
+        return missing if not records else []
+    with summary.open(newline="", encoding="utf-8") as handle:
+        done = {row.get("cell") for row in csv.DictReader(handle) if row.get("status") == "done"}
+    return [cell for cell in missing if cell in done or not records]
+
+
 @saved_results_only()
 def reopen_sweep(folder: Path) -> SweepOutcome:
     """A study's outcome rebuilt from its saved files alone (sweep.yaml and the cell store), for
@@ -279,6 +297,16 @@ def reopen_sweep(folder: Path) -> SweepOutcome:
             )
         else:
             records[cell.id] = record
+    lost = _lost_cells(folder, cells, records)
+    if lost:
+        raise ConfigError(
+            [
+                f"{folder}: the cell store {store.folder} holds {len(records)} of {len(cells)} "
+                f"cells of this study (missing: {', '.join(lost[:5])}"
+                f"{', ...' if len(lost) > 5 else ''}); nothing rewritten. A study's results "
+                "live in the cells folder beside it: copy the sweep's whole folder"
+            ]
+        )
     plan = SweepPlan(
         sweep,
         folder,
