@@ -904,3 +904,16 @@ def test_a_class_of_one_or_two_rows_is_said_as_a_possible_typo(tmp_path, data_no
         "a class has 2 rows or fewer of 41: 'Yes' (1); a typo of another label?" in n
         for n in data_notes
     )
+
+
+def test_a_file_not_in_its_encoding_says_to_set_data_encoding(tmp_path):
+    rows = [
+        "ville,a,y",
+        *(f"{'Zürich' if i % 3 else 'Genève'},{i / 3:.2f},{i % 2}" for i in range(30)),
+    ]
+    path = write(tmp_path / "latin1.csv", "\n".join(rows) + "\n", encoding="latin-1")
+    with pytest.raises(DataError, match="column 'ville' holds bytes that are not utf-8 text; set "
+                       "data.encoding to the file's encoding"):  # fmt: skip
+        load_dataset(data(name="csv", path=str(path), target="y"))
+    ds = load_dataset(data(name="csv", path=str(path), target="y", encoding="latin-1"))
+    assert set(ds.feature_names) == {"ville=Genève", "ville=Zürich", "a"}

@@ -133,6 +133,10 @@ DAMAGE = {
     "history garbage": ("history.csv", lambda b: b"repeat,epoch,a,b,c,d\nx,y,z,,,\n"),
     "history missing": ("history.csv", None),
     "history a folder": ("history.csv", "folder"),
+    "config missing": ("config.yaml", None),
+    "config empty": ("config.yaml", lambda b: b""),
+    "run.yaml missing": ("run.yaml", None),
+    "run.yaml cut short": ("run.yaml", lambda b: b[: len(b) // 2]),
 }
 
 
@@ -163,6 +167,7 @@ def test_runs_lists_every_folder_whatever_one_of_them_holds(runs: Path, variant:
     result = invoke("runs", runs)
     assert result.exit_code == 0, result.output
     assert b.name in result.output and "Traceback" not in result.output
+    assert a.name in result.output  # listed (as unreadable where it is), never left out
 
 
 def test_a_summary_that_is_a_json_list_does_not_hide_the_other_folders(runs: Path) -> None:
@@ -402,3 +407,32 @@ def test_export_of_a_damaged_summary_is_bad_input(runs: Path, tmp_path: Path, tr
     result = invoke("export", tracker, a, *target)
     assert_exit_2(result, a.name)
     assert "cannot read the saved results" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "how", "said"),
+    [
+        ("history.csv", lambda b: b[: len(b) // 2 + 3], "history.csv is damaged or cut short"),
+        ("history.csv", lambda b: b"", "history.csv holds no per-epoch rows"),
+        ("repeats.csv", lambda b: b[: len(b) // 2], "repeats.csv is damaged or cut short"),
+        ("run.yaml", lambda b: b[: len(b) // 2] + b"\n  - [", "run.yaml is damaged or cut short"),
+    ],
+)
+def test_report_of_a_damaged_file_names_the_file(runs: Path, name, how, said) -> None:
+    a, _ = folders(runs)
+    damage(a, name, how)
+    assert_exit_2(invoke("report", a), a.name, said)
+
+
+def test_report_of_a_tutorial_without_study_yaml_or_a_sweeps_top_folder(
+    trained_sweep: Path, tmp_path: Path
+) -> None:
+    tutorial = tmp_path / "tutorial-x"
+    tutorial.mkdir()
+    for name in ("history.csv", "repeats.csv", "test_accuracy_overlay.png"):
+        (tutorial / name).write_text("")
+    assert_exit_2(invoke("report", tutorial), "not a complete tutorial folder; missing study.yaml")
+    (study,) = [p.parent for p in trained_sweep.rglob("sweep.yaml")]
+    result = invoke("report", study.parent)
+    assert_exit_2(result, "holds a sweep's cells and its study folders")
+    assert str(study) in result.stderr.replace("\n", "")

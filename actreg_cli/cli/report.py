@@ -18,9 +18,11 @@ NEEDED = {
 
 
 def folder_kind(folder: Path) -> str:
+    """What `folder` was written by: its defining file, else (that file lost) the figure only
+    a tutorial writes."""
     if (folder / "sweep.yaml").is_file():
         return "sweep"
-    if (folder / "study.yaml").is_file():
+    if (folder / "study.yaml").is_file() or (folder / "test_accuracy_overlay.png").is_file():
         return "tutorial"
     return "run"
 
@@ -46,11 +48,19 @@ def report_command(
     if not run_dir.is_dir():
         raise fail([f"{run_dir}: not a folder; expected a run, tutorial or sweep folder"])
     kind = folder_kind(run_dir)
+    studies = sorted(run_dir.glob("*/sweep.yaml"))
+    if studies and kind == "run":  # runs/<sweep name>/: the cells and the study folders
+        raise fail(
+            [
+                f"{run_dir}: holds a sweep's cells and its study folders; give one of its study "
+                f"folders: {studies[0].parent}"
+            ]
+        )
     missing = [name for name in NEEDED[kind] if not (run_dir / name).is_file()]
     if missing:
         raise fail(
             [
-                f"{run_dir}: not a complete run folder; missing {', '.join(missing)} "
+                f"{run_dir}: not a complete {kind} folder; missing {', '.join(missing)} "
                 "(expected a folder written by `actreg run`, `tutorial` or `sweep`)"
             ]
         )

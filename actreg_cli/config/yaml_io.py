@@ -172,6 +172,20 @@ def dump_yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_FAST_DUMPER, sort_keys=False, default_flow_style=False)
 
 
+def load_saved_mapping(path: Path) -> dict[str, Any]:
+    """A YAML mapping this tool wrote into a results folder (run.yaml, sweep.yaml, study.yaml);
+    ValueError naming the file when it is damaged, cut short or holds no mapping."""
+    try:
+        data = load_yaml_data(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ValueError(f"{path.name} is damaged or cut short{line}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} is damaged or empty: it holds no mapping")
+    return data
+
+
 def load_yaml_data(text: str) -> Any:
     """A YAML file this tool wrote (sweep.yaml, run.yaml), read with the safe loader: plain
     data, never objects (a received results folder is data)."""

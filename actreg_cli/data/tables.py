@@ -475,6 +475,17 @@ def column_kind(path: Path, config: CsvData | ParquetData, name: str, kind: Any)
         or pa.types.is_null(kind)
     ):
         return "number"
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):  # a CSV's bytes not UTF-8
+        encoding = getattr(config, "encoding", None)
+        raise DataError(
+            f"{path}: column {name!r} holds bytes that are not {encoding or 'UTF-8'} text; "
+            + (
+                "set data.encoding to the file's encoding (e.g. latin-1 or cp1252)"
+                if encoding is not None
+                else "features must be numbers or text (list the usable ones in data.features, "
+                "or drop it with data.drop)"
+            )
+        )
     raise DataError(
         f"{path}: column {name!r} has type {kind}; features must be numbers or text "
         f"(list the usable ones in data.features, or drop it with data.drop)"

@@ -18,7 +18,6 @@ from actreg_cli.report.index import (
     read_entry,
     read_meta,
     read_summary,
-    read_yaml,
     stats_text,
 )
 from actreg_cli.tasks import Task, history_columns, legacy_history_names, spec
@@ -192,11 +191,12 @@ def sweep_entries(folder: Path) -> list[Compared]:
     import contextlib
 
     from actreg_cli.config import SweepConfig, validate_mapping
+    from actreg_cli.config.yaml_io import load_saved_mapping
     from actreg_cli.study.sweep.grid import expand_grid, format_value
     from actreg_cli.study.sweep.store import CellStore
 
     meta_path = folder / "sweep.yaml"
-    meta = read_yaml(meta_path)
+    meta = load_saved_mapping(meta_path)
     if "sweep_as_written" not in meta or "cells" not in meta:
         raise ConfigError([f"{meta_path}: written by an older version; run the sweep again"])
     sweep = validate_mapping(meta["sweep_as_written"], SweepConfig, str(meta_path))

@@ -194,12 +194,12 @@ def summary_csv_metrics(row: dict[str, str], skip: Sequence[str]) -> dict[str, f
 def sweep_folder(folder: Path) -> ExportedFolder:
     import csv
 
-    from actreg_cli.config.yaml_io import load_yaml_data
+    from actreg_cli.config.yaml_io import load_saved_mapping
     from actreg_cli.report.index import flatten
     from actreg_cli.study.records import history_csv_rows
     from actreg_cli.study.sweep.store import CellStore
 
-    meta = load_yaml_data((folder / "sweep.yaml").read_text(encoding="utf-8"))
+    meta = load_saved_mapping(folder / "sweep.yaml")
     task = Task(meta.get("task", Task.binary.value))
     sweep = meta.get("sweep") or {}
     grid: dict[str, list[Any]] = sweep.get("grid") or {}

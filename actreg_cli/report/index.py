@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from actreg_cli.config import ConfigError
-from actreg_cli.config.yaml_io import load_yaml_data
+from actreg_cli.config.yaml_io import load_saved_mapping, load_yaml_data
 from actreg_cli.tasks import Task, spec
 
 
@@ -235,7 +235,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     if (folder / "run.yaml").is_file():
         config = read_yaml(folder / "config.yaml")
-        return {**read_yaml(folder / "run.yaml"), "config": config} if config else {}
+        return {**load_saved_mapping(folder / "run.yaml"), "config": config} if config else {}
     if (folder / "study.yaml").is_file():
         return read_yaml(folder / "study.yaml")
     meta = read_yaml(folder / "config.yaml")
@@ -253,6 +253,24 @@ def read_entry(folder: Path) -> RunEntry | None:
     if "overfit/none" in config:  # run_tutorial saves one resolved config per variant/reduction
         return _tutorial_entry(folder, meta)
     return _run_entry(folder, meta)
+
+
+#: The files a run or tutorial folder holds: a folder with any of them is listed, readable or not.
+RESULT_FILES = ("config.yaml", "run.yaml", "study.yaml", "history.csv", "repeats.csv",
+                "summary.json")  # fmt: skip
+
+
+def _left_by_this_tool(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in RESULT_FILES)
+
+
+def _unreadable(folder: Path) -> str:
+    """Why a folder with results files is no run or tutorial folder: which defining file is
+    missing or holds no config."""
+    missing = [n for n in ("config.yaml", "run.yaml") if not (folder / n).is_file()]
+    if missing and not (folder / "study.yaml").is_file():
+        return f"unreadable: no {' and no '.join(missing)}"
+    return "unreadable: its config.yaml (or study.yaml) holds no config"
 
 
 def _candidate_folders(runs_dir: Path) -> list[Path]:
@@ -307,6 +325,8 @@ def list_runs(
             entry = read_entry(folder)
         except Exception as exc:  # one damaged folder is listed as such; the others still are
             entry = RunEntry(folder, "?", folder.name, None, f"unreadable: {exc}", "-", "?", False)
+        if entry is None and _left_by_this_tool(folder):
+            entry = RunEntry(folder, "?", folder.name, None, _unreadable(folder), "-", "?", False)
         if entry is None:
             continue
         if kind and entry.kind != kind:

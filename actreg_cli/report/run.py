@@ -378,10 +378,10 @@ def write_run_report(
     `run_dir`; return the summary. meta: run.yaml (read from the folder when None)."""
     import matplotlib.pyplot as plt
 
-    from actreg_cli.config.yaml_io import load_yaml_data
+    from actreg_cli.config.yaml_io import load_saved_mapping
 
     if meta is None:
-        meta = load_yaml_data((run_dir / "run.yaml").read_text(encoding="utf-8")) or {}
+        meta = load_saved_mapping(run_dir / "run.yaml")
     summary = summarize(config, rows, engine, task)
     summary.update(target_unit_results(rows, meta, task, config.data.overlapping_resamples))
     write_json(run_dir / "summary.json", summary)
@@ -420,7 +420,7 @@ def load_run_config(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     """The config saved in a run folder (config.yaml) and the metadata beside it (run.yaml).
     A custom `function:` in it is never imported: the folder is data (`saved_results_only`)."""
     from actreg_cli.config import load_experiment, read_yaml_mapping
-    from actreg_cli.config.yaml_io import load_yaml_data
+    from actreg_cli.config.yaml_io import load_saved_mapping
 
     meta_path = run_dir / "run.yaml"
     if not meta_path.is_file():
@@ -431,7 +431,7 @@ def load_run_config(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
             )
             return config, saved
     config = load_experiment(run_dir / "config.yaml")
-    meta = load_yaml_data(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    meta = load_saved_mapping(meta_path) if meta_path.is_file() else {}
     return config, meta or {}
 
 

@@ -87,10 +87,10 @@ def report_tutorial(out_dir: Path) -> TutorialOutcome:
     import csv
 
     from actreg_cli.config import validate_mapping
-    from actreg_cli.config.yaml_io import load_yaml_data
+    from actreg_cli.config.yaml_io import load_saved_mapping
     from actreg_cli.study.records import read_repeats_csv
 
-    meta = load_yaml_data((out_dir / STUDY_FILE).read_text(encoding="utf-8"))
+    meta = load_saved_mapping(out_dir / STUDY_FILE)
     configs = {
         tuple(key.split("/", 1)): validate_mapping(data, ExperimentConfig, f"{STUDY_FILE} {key}")
         for key, data in meta["config"].items()

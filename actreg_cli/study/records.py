@@ -87,7 +87,17 @@ def read_history_csv(path: Path) -> np.ndarray:
     """Inverse of write_history_csv: [repeats, epochs, 4 or 6] float64 (each value a float32,
     as the engines computed it; NaN after an early stop). Columns 2 and 3 are the test set's in
     every history.csv (older files name them val_*, `tasks.legacy_history_names`)."""
-    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    import warnings
+
+    with warnings.catch_warnings():  # an empty file: said below, not as numpy's warning
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        except ValueError as exc:  # a row cut short or a cell that is no number
+            problem = str(exc).split(";")[0]
+            raise ValueError(f"{path.name} is damaged or cut short: {problem}") from None
+    if table.shape[0] == 0 or table.shape[1] < 6:
+        raise ValueError(f"{path.name} holds no per-epoch rows (empty or cut short)")
     repeat = table[:, 0].astype(np.int64)
     epoch = table[:, 1].astype(np.int64)
     values = table[:, 2:].astype(np.float32).astype(np.float64)
@@ -103,11 +113,16 @@ def read_repeats_csv(path: Path) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(fh))
     if not rows:
         raise ValueError(f"{path} has no rows (header only); expected one row per repeat")
-    for row in rows:
-        row["repeat"], row["seed"] = int(row["repeat"]), int(row["seed"])
-        row["diverged"] = row["diverged"] == "true"
-        for key in set(row) & _NUMERIC_REPEAT_COLUMNS:  # a tutorial's variant etc. stay text
-            row[key] = float(row[key])
+    for number, row in enumerate(rows, start=2):
+        try:
+            row["repeat"], row["seed"] = int(row["repeat"]), int(row["seed"])
+            row["diverged"] = row["diverged"] == "true"
+            for key in set(row) & _NUMERIC_REPEAT_COLUMNS:  # a tutorial's variant etc. stay text
+                row[key] = float(row[key])
+        except (KeyError, TypeError, ValueError):  # a missing column, a row cut short
+            raise ValueError(
+                f"{Path(path).name} is damaged or cut short at line {number}"
+            ) from None
     return rows
 
 

@@ -266,11 +266,11 @@ def reopen_sweep(folder: Path) -> SweepOutcome:
     """A study's outcome rebuilt from its saved files alone (sweep.yaml and the cell store), for
     `actreg report`: the cells are re-expanded from the sweep as written and each is looked up
     in ../cells by the hash sweep.yaml recorded. Nothing is trained."""
-    from actreg_cli.config.yaml_io import load_yaml_data
+    from actreg_cli.config.yaml_io import load_saved_mapping
 
     folder = Path(folder)
     meta_path = folder / "sweep.yaml"
-    meta = load_yaml_data(meta_path.read_text(encoding="utf-8"))
+    meta = load_saved_mapping(meta_path)
     if not isinstance(meta, dict) or "sweep_as_written" not in meta:
         raise ConfigError(
             [
