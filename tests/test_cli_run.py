@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIGS, REPO, write_yaml
+from conftest import CONFIGS, REPO, assert_exit_2, write_yaml
 from typer.testing import CliRunner
 
 from actreg_cli.cli import app
@@ -416,3 +416,10 @@ def test_run_says_when_the_cpu_engine_compiles_first(
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert "note: the cpu engine compiles (test)" in result.output
+
+
+def test_an_option_out_of_range_is_named_as_given(tmp_path: Path) -> None:
+    config = REPO / "configs" / "iris_l1.yaml"
+    result = invoke("run", config, "--epochs", "2000000", "--runs-dir", tmp_path / "runs")
+    assert_exit_2(result, "--epochs 2000000: training.epochs", "1000000")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -917,3 +917,16 @@ def test_a_file_not_in_its_encoding_says_to_set_data_encoding(tmp_path):
         load_dataset(data(name="csv", path=str(path), target="y"))
     ds = load_dataset(data(name="csv", path=str(path), target="y", encoding="latin-1"))
     assert set(ds.feature_names) == {"ville=Genève", "ville=Zürich", "a"}
+
+
+def test_identifier_columns_are_said_and_still_used_as_named(tmp_path, data_notes):
+    """A named column numbering the rows, and a text column with a different value in every
+    row, look like identifiers: a note says so; they stay features (the user named them)."""
+    rows = [f"{i + 1},C{1000 + 7 * i},{(i % 5) / 4:.2f},{'ab'[i >= 30]}" for i in range(60)]
+    path = write(tmp_path / "ids.csv", "id,customer,a,y\n" + "\n".join(rows) + "\n")
+    ds = load_dataset(data(name="csv", path=str(path), target="y"))
+    assert "id" in ds.feature_names and "a" in ds.feature_names
+    said = " ".join(data_notes)
+    assert "column 'id' numbers the rows (1..60, each once): used as a feature as named" in said
+    assert "column 'customer' has a different value in every row (an identifier?)" in said
+    assert "column 'a'" not in said

@@ -152,9 +152,10 @@ def with_training(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
         return config
     data = config.resolved()
     data["training"].update(changes)
-    changed = validate_mapping(data, ExperimentConfig, "command line")
-    changed._changed_by = list(config._changed_by)
+    # named as the user gave them: "--epochs 2000000: training.epochs: ..."
     options = " ".join(f"--{key} {value}" for key, value in changes.items())
+    changed = validate_mapping(data, ExperimentConfig, options)
+    changed._changed_by = list(config._changed_by)
     return renamed(changed, [(f"training.{k}", v) for k, v in changes.items()], options)
 
 

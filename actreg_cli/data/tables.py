@@ -395,6 +395,7 @@ def table_samples(
         name: text_column(path, config, name, pa.chunked_array(chunks, schema.field(name).type))
         for name, chunks in text_chunks.items()
     }
+    notes += identifier_notes(path, x, numeric, text, n)
     y, y_missing = target_values(
         path,
         config.target,
@@ -456,6 +457,38 @@ def table_samples(
     )
     return Samples(x=np.empty((len(y), 0)), y=y, origin=origin, feature_names=tuple(names),
                    table=columns, record=record, notes=tuple(notes))  # fmt: skip
+
+
+def identifier_notes(
+    path: Path, x: np.ndarray, numeric: list[str], text: dict[str, Any], n: int
+) -> list[str]:
+    """Notes on feature columns that look like identifiers, used as features as named: numbers
+    that are n different whole numbers lo..lo+n-1 (row numbers under a name: a file sorted by
+    its label leaks it through them), text with a different value in every row (one-hot, each
+    becomes a feature no test row shares)."""
+    if n < 20:
+        return []
+    notes = []
+    with np.errstate(invalid="ignore"):
+        low, high = (x.min(axis=0), x.max(axis=0)) if len(numeric) else ((), ())
+    for j, name in enumerate(numeric):
+        if high[j] - low[j] + 1 == n:
+            column = x[:, j]
+            if np.all(column == np.floor(column)) and np.unique(column).size == n:
+                notes.append(
+                    f"{path}: column {name!r} numbers the rows ({low[j]:g}..{high[j]:g}, each "
+                    f"once): used as a feature as named; if it is an identifier, leave it out "
+                    f"(data.drop)"
+                )
+    for name, column in text.items():
+        present = [value for value in column.values if value is not None]
+        if len(present) >= 20 and len(set(present)) == len(present):
+            notes.append(
+                f"{path}: column {name!r} has a different value in every row (an identifier?): "
+                f"one-hot, each value becomes a feature no test row shares; leave it out "
+                f"(data.drop) if it is one"
+            )
+    return notes
 
 
 def column_kind(path: Path, config: CsvData | ParquetData, name: str, kind: Any) -> str:
