@@ -267,6 +267,10 @@ def test_a_typed_value_reads_as_yaml_reads_it(text: str) -> None:
     if not text.strip():
         assert read_value(text) == ""
         return
+    plain = text.strip(" ")
+    if len(plain) == 1 and not plain.isalnum() and plain != "~":  # `data.decimal=,`
+        assert read_value(text) == plain
+        return
     try:
         expected = load_yaml_text(text, "command line", loader=_CommandLineLoader)
     except ConfigError as exc:
@@ -277,6 +281,15 @@ def test_a_typed_value_reads_as_yaml_reads_it(text: str) -> None:
     got = read_value(text)
     assert type(got) is type(expected)
     assert got == expected or (got != got and expected != expected)  # NaN reads as NaN
+
+
+@pytest.mark.parametrize(("text", "value"), [(",", ","), ("|", "|"), (";", ";"), ("~", None)])
+def test_a_lone_punctuation_character_is_itself(text: str, value) -> None:
+    """`--set data.decimal=,` and `--set data.delimiter=|`: YAML would read `,` as an error and
+    `|` as an empty text; `~` stays YAML's null."""
+    from actreg_cli.config.yaml_io import read_value
+
+    assert read_value(text) == value
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,8 @@ _PLAIN_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?
 
 
 def read_value(text: str, origin: str = "command line") -> Any:
-    """A value typed on the command line, read as YAML (`_CommandLineLoader`). ConfigError
+    """A value typed on the command line, read as YAML (`_CommandLineLoader`), but a lone
+    punctuation character, which is itself (`data.decimal=,`; `~` stays YAML's null). ConfigError
     naming `origin` for invalid YAML, duplicate keys, alias bombs or deep nesting
     (`load_yaml_text`)."""
     if not text.strip():
@@ -159,6 +160,8 @@ def read_value(text: str, origin: str = "command line") -> Any:
         return int(plain)
     if _PLAIN_FLOAT.fullmatch(plain):
         return float(plain)
+    if len(plain) == 1 and not plain.isalnum() and plain != "~":  # (`~`: YAML's null)
+        return plain  # `data.decimal=,`, `delimiter=|`: YAML reads a lone `,` `|` as syntax
     return load_yaml_text(text, origin, loader=_CommandLineLoader)
 
 
