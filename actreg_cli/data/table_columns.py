@@ -149,7 +149,8 @@ def check_mostly_text(
         return float(cells[numeric].sum() / cells.sum())
 
     numeric = np.array([is_number(c, decimal) for c in categories])
-    grouped = np.array([has_thousands(c, other, decimal) for c in categories])
+    # (the separator looked for first: an identifier column's many values skip the pattern)
+    grouped = np.array([other in c and has_thousands(c, other, decimal) for c in categories])
     other_decimal = np.array([is_number(c, other) for c in categories])
     example = categories[codes[present_rows[0]]]
     if grouped.any() and share(grouped | numeric) >= 0.5 and (grouped & ~other_decimal).any():

@@ -271,7 +271,7 @@ def reopen_sweep(folder: Path) -> SweepOutcome:
     folder = Path(folder)
     meta_path = folder / "sweep.yaml"
     meta = load_saved_mapping(meta_path)
-    if not isinstance(meta, dict) or "sweep_as_written" not in meta:
+    if "sweep_as_written" not in meta:
         raise ConfigError(
             [
                 f"{meta_path}: written by an older version (no 'sweep_as_written'); run the sweep again"
