@@ -469,17 +469,17 @@ def identifier_notes(
     if n < 20:
         return []
     notes = []
-    with np.errstate(invalid="ignore"):
-        low, high = (x.min(axis=0), x.max(axis=0)) if len(numeric) else ((), ())
-    for j, name in enumerate(numeric):
-        if high[j] - low[j] + 1 == n:
-            column = x[:, j]
-            if np.all(column == np.floor(column)) and np.unique(column).size == n:
-                notes.append(
-                    f"{path}: column {name!r} numbers the rows ({low[j]:g}..{high[j]:g}, each "
-                    f"once): used as a feature as named; if it is an identifier, leave it out "
-                    f"(data.drop)"
-                )
+    head = x[:1000]  # (whole numbers there first: a pass over a float column costs its reading)
+    for j in np.flatnonzero(np.all(head == np.floor(head), axis=0)) if len(numeric) else ():
+        column = x[:, j]
+        low, high = column.min(), column.max()
+        whole = high - low + 1 == n and np.all(column == np.floor(column))
+        if whole and np.unique(column).size == n:
+            notes.append(
+                f"{path}: column {numeric[j]!r} numbers the rows ({low:g}..{high:g}, each "
+                f"once): used as a feature as named; if it is an identifier, leave it out "
+                f"(data.drop)"
+            )
     for name, column in text.items():
         present = [value for value in column.values if value is not None]
         if len(present) >= 20 and len(set(present)) == len(present):
