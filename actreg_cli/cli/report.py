@@ -64,12 +64,8 @@ def report_command(
                 "(expected a folder written by `actreg run`, `tutorial` or `sweep`)"
             ]
         )
-    import warnings
-
     from actreg_cli.config import ConfigError
 
-    # An empty history.csv is said in the error below, not also as numpy's warning.
-    warnings.filterwarnings("ignore", message="loadtxt: input contained no data")
     try:
         if kind == "run":
             from actreg_cli.report.run import report_run, tutorial_line

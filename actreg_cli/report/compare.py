@@ -159,15 +159,11 @@ def read_compared(folder: Path) -> list[Compared]:
 
 def run_entry(folder: Path) -> Compared:
     """A finished run folder's config, summary and histories."""
-    import warnings
-
     from actreg_cli.study.records import read_history_csv
 
     summary = read_summary(folder / "summary.json")
     Task(summary.get("task", Task.binary.value))  # ValueError for a damaged task name
-    with warnings.catch_warnings():  # an empty file is said in the error, not as a warning
-        warnings.simplefilter("ignore", UserWarning)
-        history = _history(read_history_csv(folder / "history.csv"))
+    history = read_history_csv(folder / "history.csv")  # (ValueError naming an empty file)
     meta = read_meta(folder)
     return Compared(
         folder, folder.name, "", meta["config"], summary, history, str(meta.get("engine", "?"))
