@@ -398,6 +398,10 @@ def test_multiclass_run_records_split_class_counts(tmp_path: Path) -> None:
     saved = yaml.safe_load((run_dir / "run.yaml").read_text())
     assert saved["data"]["task"] == "multiclass"
     assert saved["data"]["class_counts_test"] == {"setosa": 10, "versicolor": 10, "virginica": 10}
+    # config.yaml records the validation share used (the default, 0.2 of the 120 training rows)
+    recorded = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]
+    assert (recorded["test_fraction"], recorded["validation_fraction"]) == (0.2, 0.2)
+    assert saved["data"]["n_val"] == 24
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["task"] == "multiclass" and 0.0 <= summary["test_accuracy"]["mean"] <= 1.0
     assert "initialization noise only" in summary["intervals_cover"]

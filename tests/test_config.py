@@ -47,6 +47,29 @@ def test_defaults_are_the_tutorials(tmp_path: Path) -> None:
     assert (reg.l1_factor, reg.l2_factor) == (1e-4, 0.0)
 
 
+@pytest.mark.parametrize(
+    ("data", "test_fraction", "validation_fraction"),
+    [
+        ({}, None, 0.0),  # the tutorial's first-n_train split: no test_fraction applies
+        ({"name": "iris"}, 0.3, 0.2),
+        ({"name": "iris", "validation_fraction": 0.0}, 0.3, 0.0),
+        ({"name": "npz", "path": "d.npz"}, None, 0.2),  # the file may fix the split
+    ],
+)
+def test_a_run_folder_records_the_split_fractions_used(
+    tmp_path: Path, data: dict, test_fraction: float | None, validation_fraction: float
+) -> None:
+    config = load_experiment(write_yaml(tmp_path / "c.yaml", {"data": data}))
+    recorded = config.recorded()
+    assert recorded["data"]["test_fraction"] == test_fraction
+    assert recorded["data"]["validation_fraction"] == validation_fraction
+    # the same experiment when read back; a sweep's stored cells still hash the nulls
+    again = load_experiment(write_yaml(tmp_path / "again.yaml", recorded))
+    assert again.data.effective_validation_fraction == validation_fraction
+    assert again.data.effective_test_fraction == config.data.effective_test_fraction
+    assert config.resolved()["data"]["validation_fraction"] == data.get("validation_fraction")
+
+
 def test_l1_l2_factors(tmp_path: Path) -> None:
     config = load_experiment(
         write_yaml(

@@ -240,8 +240,20 @@ class ExperimentConfig(StrictModel):
         return f"model.layers.{self.probe_layer} ({layer.kind})"
 
     def resolved(self) -> dict[str, Any]:
-        """Plain data of the config with every default filled in (what gets saved)."""
+        """Plain data of the config with every field (what sweeps store and hash: a split's
+        fractions left null stay null, so that stored cells keep their hashes)."""
         return self.model_dump(mode="json")
+
+    def recorded(self) -> dict[str, Any]:
+        """`resolved()` with the split's fractions as used where null meant a default: what a
+        run folder's config.yaml holds. test_fraction stays null where it does not apply (a
+        fixed n_train split; an npz file, whose own x_test may fix the split)."""
+        data = self.resolved()
+        split = data["data"]
+        split["validation_fraction"] = self.data.effective_validation_fraction
+        if not self.data.uses_first_n_train and self.data.name != "npz":
+            split["test_fraction"] = self.data.effective_test_fraction
+        return data
 
 
 class SweepConfig(StrictModel):

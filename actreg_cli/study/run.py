@@ -174,7 +174,7 @@ def run_experiment(
     run_dir = new_run_dir(Path(runs_dir), config.name)
     if on_folder is not None:  # the CLI names it if training is interrupted
         on_folder(run_dir)
-    write_text(run_dir / "config.yaml", dump_yaml(config.resolved()))
+    write_text(run_dir / "config.yaml", dump_yaml(config.recorded()))
     write_text(run_dir / "run.yaml", dump_yaml(metadata))
     results = train_jobs(engine, jobs, progress, workers)
     task = saved_task(metadata)

@@ -125,7 +125,7 @@ def run_tutorial(
     metadata = run_metadata(configs[arms[0]], seeds, engine.name, engine_note)
     metadata.pop("name", None)
     metadata.update(epochs=epochs, repeats=repeats, reductions=list(reductions))
-    metadata["config"] = {f"{v}/{r}": configs[(v, r)].resolved() for v, r in arms}
+    metadata["config"] = {f"{v}/{r}": configs[(v, r)].recorded() for v, r in arms}
     write_text(out_dir / STUDY_FILE, dump_yaml(metadata))
 
     results = engine.train(jobs, progress)
