@@ -36,9 +36,12 @@ def assert_bad_input(result, runs: Path, words: list[str]) -> None:
     [
         (
             "training: {epochs: true}\n",
-            ["training.epochs", "expected a number, got a boolean (true)"],
+            ["training.epochs", "training.epochs: expected a number, not a boolean (got true)"],
         ),
-        ("regularizers: [{strength: false}]\n", ["regularizers.0.strength", "boolean (false)"]),
+        (
+            "regularizers: [{strength: false}]\n",
+            ["regularizers.0.strength", "not a boolean (got false)"],
+        ),
         ("training: {shuffle: 1}\n", ["training.shuffle", "valid boolean", "(got 1)"]),
         (
             "training: {epochs: 2}\ntraining: {epochs: 3}\n",
@@ -61,6 +64,17 @@ def test_values_that_cannot_run_are_refused_before_any_folder(tmp_path: Path, te
     runs = tmp_path / "runs"
     assert_bad_input(invoke("run", path, "--runs-dir", runs), runs, [str(path), *words])
     assert_bad_input(invoke("validate", path), runs, [str(path), *words])
+
+
+def test_an_unknown_engine_names_the_option_and_the_engines(tmp_path: Path):
+    config = write_yaml(tmp_path / "c.yaml", {"training": {"epochs": 2}})
+    result = invoke("run", config, "--engine", "gpu", "--runs-dir", tmp_path / "runs")
+    assert_bad_input(
+        result,
+        tmp_path / "runs",
+        ["error: Invalid value for '--engine': 'gpu' is not one of 'auto', 'keras', 'fused'"],
+    )
+    assert "Value error" not in result.output
 
 
 def test_yaml_alias_bomb_is_refused_at_once(tmp_path: Path):

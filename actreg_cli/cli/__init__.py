@@ -55,7 +55,9 @@ class ActregGroup(TyperGroup):
         except click.ClickException as exc:
             from actreg_cli.cli.common import err_console, fail
 
-            code = fail([exc.format_message()], code=exc.exit_code).exit_code
+            # (typer >= 0.2x checks options with pydantic, whose words lead its message)
+            message = exc.format_message().replace(": Value error, ", ": ")
+            code = fail([message], code=exc.exit_code).exit_code
             ctx = getattr(exc, "ctx", None)
             if ctx is not None:
                 err_console.print(f"       see '{ctx.command_path} --help'", highlight=False)

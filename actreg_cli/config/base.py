@@ -20,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 def _not_a_boolean(value: Any) -> Any:
     if isinstance(value, bool):
-        raise ValueError(f"expected a number, got a boolean ({str(value).lower()})")
+        raise ValueError("expected a number, not a boolean")  # (the value: validation.py)
     return value
 
 

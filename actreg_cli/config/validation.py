@@ -199,8 +199,8 @@ def format_validation_error(
         got_text = (
             ""
             if isinstance(got, dict | list) or got is None and "missing" in err["type"]
-            else f" (got {got!r})"
-        )
+            else f" (got {str(got).lower() if isinstance(got, bool) else repr(got)})"
+        )  # (a boolean as YAML writes it)
         lines.append(f"{origin_here}: {path}: {msg}{got_text}")
     return lines
 
