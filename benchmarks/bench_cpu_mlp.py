@@ -19,6 +19,8 @@ The target: the cpu engine at <= 2x its FLOP bound on every shape.
 
 Run:   python3 benchmarks/bench_cpu_mlp.py                 (~3 minutes on 2 cores)
        python3 benchmarks/bench_cpu_mlp.py --engines cpu   (the cpu engine alone)
+       python3 benchmarks/bench_cpu_mlp.py --engines cpu,fused,xjax   (and an expert's JAX
+           program for the same models, expert_jax.py: the issue's "expert JAX" column)
        python3 benchmarks/bench_cpu_mlp.py --engines cpu,cpu256   (its matrix products with
            512-bit vectors, where the CPU has AVX-512, against 256-bit ones: the same bits)
        python3 benchmarks/bench_cpu_mlp.py --shapes deep,digits --scale 0.5
@@ -58,6 +60,11 @@ CPU_ENGINES = {
         "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir()) / "actreg-bench-numba-256"),
     },
 }
+#: Engines beside the cpu engine: the fused engine (XLA through TensorFlow), and xjax, an
+#: expert's JAX program for the same models (expert_jax.py: vmap over the models, jit, lax.scan
+#: over epochs and minibatches; the same weights, orders and penalties), a baseline no
+#: actreg command runs.
+OTHER_ENGINES = ("fused", "xjax")
 STRENGTHS = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
 MODELS = 30
 
@@ -205,21 +212,41 @@ def timed_trainings(engine, jobs: list, epochs: int, reps: int):
     return first, job_cpu, [train() for _ in range(reps)]
 
 
+class ExpertJax:
+    """expert_jax.py's program for `jobs` as an engine: `train(jobs)` runs the compiled call (the
+    first call compiles it) and gives each model's history."""
+
+    def __init__(self, jobs: list, epochs: int) -> None:
+        import expert_jax
+
+        self.run = expert_jax.train
+        self.prepared = expert_jax.prepare(jobs, epochs)
+        self.program = expert_jax.build(self.prepared)
+
+    def train(self, jobs: list) -> list:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(history=h) for h in self.run(self.prepared, self.program)]
+
+
 def train_worker(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    epochs = epochs_of(args.shape, args.scale)
+    jobs = jobs_of(args.shape, epochs)
     if args.engine in CPU_ENGINES:
         os.environ.update(CPU_ENGINES[args.engine])
         from actreg_cli.engines.cpu.engine import CpuEngine
 
         engine = CpuEngine()
+    elif args.engine == "xjax":
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        engine = ExpertJax(jobs, epochs)
     else:
         import tensorflow  # noqa: F401
 
         from actreg_cli.engines.fused.engine import FusedEngine
 
         engine = FusedEngine()
-    epochs = epochs_of(args.shape, args.scale)
-    jobs = jobs_of(args.shape, epochs)
     flops = statistics.mean(flops_per_model_epoch(j) for j in jobs)
     (first, _), job_cpu, runs = timed_trainings(engine, jobs, epochs, args.reps)
     model_epochs = len(jobs) * epochs
@@ -286,11 +313,11 @@ def main() -> None:
     engines = args.engines.split(",")
     shapes = args.shapes.split(",")
     unknown = [name for name in shapes if name not in SHAPES]
-    unknown += [name for name in engines if name not in (*CPU_ENGINES, "fused")]
+    unknown += [name for name in engines if name not in (*CPU_ENGINES, *OTHER_ENGINES)]
     if unknown:
         sys.exit(
             f"error: unknown {', '.join(unknown)}; shapes: {', '.join(SHAPES)}; engines: "
-            f"{', '.join(CPU_ENGINES)}, fused"
+            f"{', '.join([*CPU_ENGINES, *OTHER_ENGINES])}"
         )
     start = time.perf_counter()
     print(
@@ -346,7 +373,7 @@ def main() -> None:
         chosen = auto_choice(shape, first["epochs"])
         # What `auto` weighs: the whole job's CPU (start-up, loading or compiling, training),
         # of the engines `auto` can pick (cpu256 is the cpu engine under a setting).
-        pickable = [e for e in results if e != "cpu256"]
+        pickable = [e for e in results if e in ("cpu", "fused")]
         cheaper = min(pickable, key=lambda e: results[e]["job_cpu_s"])
         row += f" {chosen}{'' if chosen == cheaper or len(pickable) < 2 else ' (slower)'} |"
         rows.append(row)
