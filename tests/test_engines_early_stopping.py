@@ -141,3 +141,34 @@ def test_the_printed_line_says_when_the_repeats_stopped() -> None:
         "53-56 of 80 epochs, best epochs 48-70"
     )
     assert validation_line({"test_accuracy": {}}, 80) is None  # no validation set
+
+
+def test_a_run_summary_counts_the_epochs_trained_not_the_stopped_epoch_code() -> None:
+    """repeats.csv's stopped_epoch is 0 for a repeat that ran every epoch: a code, which a mean
+    or an interval over it would take for epoch 0 (47.6 for repeats that trained 87.6)."""
+    from actreg_cli.report.run import run_markdown, summarize
+    from actreg_cli.tasks import Task
+
+    config = ExperimentConfig.model_validate(
+        {
+            "data": {"name": "breast_cancer", "validation_fraction": 0.2},
+            "training": {"epochs": 200, "early_stopping": {"patience": 20}},
+        }
+    )
+    stopped = [27, 59, 0, 46, 24, 0, 65, 45, 29, 181]
+    rows = [
+        {
+            "repeat": r,
+            "seed": r,
+            "test_accuracy": 0.9,
+            "stopped_epoch": s,
+            "best_epoch": 7,
+            "diverged": False,
+        }
+        for r, s in enumerate(stopped)
+    ]
+    summary = summarize(config, rows, "cpu", Task.binary)
+    assert summary["epochs_trained"]["mean"] == pytest.approx(87.6)
+    assert summary["stopped_epoch"] == {"values": [float(s) for s in stopped], "n_stopped": 8}
+    report = run_markdown(config, summary, {"seeds": list(range(10))}, [])
+    assert "| epochs_trained | 87.6000 |" in report and "| stopped_epoch |" not in report

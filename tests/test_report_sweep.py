@@ -318,6 +318,8 @@ def test_too_few_repeats_give_no_verdict(tmp_path):
     assert all(r["diff_clear"] in ("false", "") for r in summary)
     report = (outcome.folder / "report.md").read_text(encoding="utf-8")
     assert "No verdict for c1, c2, c3, c4, c5, c6: a verdict needs at least 5" in report
+    # no test ran, so nothing is said to be within the noise
+    assert "beyond the noise" not in report and "Within the noise" not in report
 
 
 def test_each_study_gets_its_own_report_folder_and_says_what_it_is(tmp_path):

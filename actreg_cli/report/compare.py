@@ -288,7 +288,8 @@ def comparison_figure(comparison: Comparison, labels: Sequence[str]) -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
+
+    from actreg_cli.report.run import draw_mean_and_band
 
     metrics = list(dict.fromkeys(comparison.curve_metrics))  # "accuracy" and/or "mae"
     many = len(labels) > 8
@@ -296,19 +297,19 @@ def comparison_figure(comparison: Comparison, labels: Sequence[str]) -> Any:
     fig, axes = plt.subplots(
         1, len(metrics), figsize=(width, 4.4 + 0.12 * max(0, len(labels) - 24)), squeeze=False
     )
+    stopped = False
     for ax, metric in zip(axes[0], metrics, strict=True):
         for histories, label, of in zip(
             comparison.histories, labels, comparison.curve_metrics, strict=True
         ):
             if histories is None or of != metric:
                 continue
-            values = histories[:, :, 3]  # the test metric after each epoch
-            epochs = np.arange(1, values.shape[1] + 1)
-            mean = np.nanmean(values, axis=0)
-            (line,) = ax.plot(epochs, mean, label=label, linewidth=1.2)
-            if values.shape[0] > 1:
-                std = np.nanstd(values, axis=0, ddof=1)
-                ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+            # the test metric after each epoch; dotted after the first early stop
+            _, full = draw_mean_and_band(ax, histories[:, :, 3], label, alpha=0.15)
+            stopped = stopped or full < histories.shape[1]
+        if stopped:
+            ax.plot([], [], color="gray", ls=":", lw=0.9, label="after an early stop: the repeats "
+                    "not stopped yet")  # fmt: skip
         name = "test accuracy" if metric == "accuracy" else "test MAE"
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)

@@ -79,10 +79,16 @@ def summarize(
         "probe_layer": config.probe_layer,
         "probe_name": config.probe_name,
     }
+    overlap = config.data.overlapping_resamples
     for key in stored_result_fields(task, rows):
-        summary[key] = describe(
-            [row[key] for row in rows], overlap=config.data.overlapping_resamples
-        )
+        values = [row[key] for row in rows]
+        if key == "stopped_epoch":  # 0 for a repeat that ran every epoch: a code, no epoch
+            epochs = config.training.epochs
+            summary["epochs_trained"] = describe([v or epochs for v in values], overlap=overlap)
+            summary[key] = {"values": [float(v) for v in values],
+                            "n_stopped": sum(1 for v in values if v)}  # fmt: skip
+            continue
+        summary[key] = describe(values, overlap=overlap)
     summary["diverged"] = [row["diverged"] for row in rows]
     summary["n_diverged"] = sum(summary["diverged"])
     return summary
@@ -123,6 +129,30 @@ def target_unit_results(
     return out
 
 
+def draw_mean_and_band(
+    ax: Any, values: np.ndarray, label: str, color: str | None = None, alpha: float = 0.2
+) -> tuple[str, int]:
+    """The mean over repeats of values [repeats, epochs] (NaN after an early stop) and a +/- 1
+    std band while every repeat trains; after the first early stop the mean of the repeats
+    still training, dotted and without a band (theirs is not the others' curve). Returns the
+    line's color and the last epoch (1-based) every repeat trained."""
+    epochs = np.arange(1, values.shape[1] + 1)
+    present = np.isfinite(values).all(axis=0)
+    full = len(epochs) if present.all() else max(1, int(np.argmin(present)))
+    with warnings.catch_warnings():  # after early stops, some epochs have one repeat left
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0, ddof=1)
+    (line,) = ax.plot(epochs[:full], mean[:full], label=label, color=color, linewidth=1.2)
+    color = line.get_color()
+    if values.shape[0] > 1:
+        ax.fill_between(epochs[:full], (mean - std)[:full], (mean + std)[:full], color=color,
+                        alpha=alpha, linewidth=0)  # fmt: skip
+    if full < len(epochs):
+        ax.plot(epochs[full - 1 :], mean[full - 1 :], color=color, linewidth=0.9, ls=":")
+    return color, full
+
+
 def accuracy_figure(
     histories: np.ndarray,
     title: str,
@@ -155,17 +185,15 @@ def accuracy_figure(
     curves = [(1, "train", "tab:blue"), (3, "test", "tab:orange")]
     if histories.shape[2] > 4:
         curves.append((5, "validation", "tab:green"))
+    full = len(epochs)
     for column, label, color in curves:
         if not len(ok):
             break
-        values = ok[:, :, column]
-        with warnings.catch_warnings():  # after early stops, some epochs have one repeat left
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(values, axis=0)
-            std = np.nanstd(values, axis=0, ddof=1)
-        ax.plot(epochs, mean, label=label, color=color, linewidth=1.2)
-        if len(ok) > 1:
-            ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+        _, full = draw_mean_and_band(ax, ok[:, :, column], label, color)
+    if len(ok) > 1 and full < len(epochs):
+        left = int(np.isfinite(ok[:, -1, 1]).sum())
+        ax.plot([], [], color="gray", ls=":", lw=0.9,
+                label=f"after epoch {full}: the repeats not stopped yet ({left} at the end)")  # fmt: skip
     n_bad = int(flags.sum())
     for k, history in enumerate(histories[flags]):
         label = f"test, diverged repeat{'s' if n_bad > 1 else ''}" if k == 0 else None
@@ -308,8 +336,9 @@ def run_markdown(
         "",
         f"Over {summary.get('repeats', '?')} repeat(s), "
         + (
-            "with the weights early stopping kept (`training.early_stopping`; `stopped_epoch` "
-            "is 0 for a repeat that ran every epoch)"
+            "with the weights early stopping kept (`training.early_stopping`; "
+            "`epochs_trained`: the epochs a repeat trained, all of them where early stopping "
+            "did not stop it; `stopped_epoch` in repeats.csv is then 0)"
             if "stopped_epoch" in summary
             else "after the last epoch"
         )

@@ -313,9 +313,10 @@ def report_markdown(
                 f"Welch {_ci(row['diff_ci_low'], row['diff_ci_high'], signed=True)}; "
                 f"Holm p = {row['p_holm']:.2g}), {direction}"
             )
-        if not clear:
+        if not clear and len(no_verdict) < len(compared):  # (else no test ran: said below)
             lines.append(
-                "No cell is better or worse than its baseline beyond the noise (Holm-corrected)."
+                f"No cell{' with a verdict' if no_verdict else ''} is better or worse than its "
+                "baseline beyond the noise (Holm-corrected)."
             )
         within = [r["cell"] for r in compared if not r["diff_clear"] and r not in no_verdict]
         if within:
