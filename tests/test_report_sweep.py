@@ -382,6 +382,8 @@ def test_report_redraws_a_sweep_study_from_its_saved_files(tmp_path):
         sweep_config(), engine="keras", runs_dir=tmp_path, executor=FakeExecutor()
     )
     tables = {n: (outcome.folder / n).read_bytes() for n in ("results.csv", "summary.csv")}
+    made = "- the sweep that made it trained 7 cells and took 0 from the store"
+    assert made in (outcome.folder / "report.md").read_text()
     for name in ("results.csv", "summary.csv", "report.md", "sweep.png", "sparsity.png"):
         (outcome.folder / name).unlink()
     result = CliRunner().invoke(app, ["report", str(outcome.folder)])
@@ -390,7 +392,9 @@ def test_report_redraws_a_sweep_study_from_its_saved_files(tmp_path):
     for name, data in tables.items():
         assert (outcome.folder / name).read_bytes() == data, name
     assert (outcome.folder / "sweep.png").read_bytes().startswith(PNG_MAGIC)
-    assert "## Best cell" in (outcome.folder / "report.md").read_text()
+    report = (outcome.folder / "report.md").read_text()
+    assert "## Best cell" in report
+    assert made in report, "re-drawing keeps how the study was made"
 
 
 def test_a_dropout_sweep_compares_each_cell_with_the_baseline_of_its_dropout(tmp_path: Path):

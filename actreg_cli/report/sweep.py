@@ -218,8 +218,12 @@ def report_markdown(
         f"- {len(plan.cells)} cells ({sum(c.baseline for c in plan.cells)} baseline), "
         f"{training.repeats} repeats each, {training.epochs} epochs, "
         f"engine {', '.join(engines)}; swept: {', '.join(f'`{k}`' for k in sweep.grid)}",
-        f"- this run trained {outcome.n_trained} cells and took {len(plan.done)} from the store "
-        f"(`../cells/`, shared by every study of this sweep); {outcome.elapsed_s:.1f} s",
+        f"- the sweep that made it trained {outcome.n_trained} cells and took "
+        f"{outcome.n_from_store} from the store (`../cells/`, shared by every study of this "
+        f"sweep); {outcome.elapsed_s:.1f} s"
+        if outcome.n_from_store is not None
+        else "- re-drawn from the store (`../cells/`, shared by every study of this sweep); "
+        "how many cells the sweep trained was not recorded",
         "- files: `results.csv` (one row per cell and repeat), `summary.csv` (one row per cell), "
         "`contrasts.csv` (cells that differ in one setting), `sweep.png`, `sparsity.png`, "
         "`sweep.yaml` (resolved config, seeds, versions, CPU)",

@@ -35,8 +35,11 @@ class SweepOutcome:
     plan: SweepPlan
     records: dict[str, CellRecord]  # cell id -> stored results, for every cell that has them
     failures: dict[str, str]  # cell id -> why its chunk failed
-    n_trained: int  # cells trained by this call
-    elapsed_s: float
+    n_trained: int  # cells trained by the call that made the study (run_sweep)
+    elapsed_s: float  # that call's wall time
+    # cells that call took from the store; None: not recorded (re-drawn from a folder that an
+    # older version wrote, or whose sweep was interrupted)
+    n_from_store: int | None = None
     files: dict[str, Path] = field(default_factory=dict)  # written by report.sweep.write_outputs
 
     @property
@@ -239,8 +242,19 @@ def run_sweep(
         failures=failures,
         n_trained=len(trained),
         elapsed_s=time.perf_counter() - started,
+        n_from_store=len(plan.done),
     )
+    # How the study was made, for `actreg report` to re-draw (appended as text: the file's
+    # cells are not dumped a second time).
+    produced = {"trained": outcome.n_trained, "from_store": outcome.n_from_store,
+                "seconds": round(outcome.elapsed_s, 1)}  # fmt: skip
+    meta_path = plan.folder / "sweep.yaml"
+    write_text(meta_path, meta_path.read_text(encoding="utf-8") + dump_yaml({PRODUCED: produced}))
     return outcome
+
+
+#: sweep.yaml's record of the run_sweep call that made the study (SweepOutcome's counts).
+PRODUCED = "produced"
 
 
 def _lost_cells(folder: Path, cells: list, records: dict) -> list[str]:
@@ -322,4 +336,8 @@ def reopen_sweep(folder: Path) -> SweepOutcome:
         overrides=list(meta.get("overrides", [])),
         backends=dict(meta.get("backends", {})),
     )
+    produced = meta.get(PRODUCED)
+    if isinstance(produced, dict) and {"trained", "from_store", "seconds"} <= set(produced):
+        return SweepOutcome(plan, records, failures, int(produced["trained"]),
+                            float(produced["seconds"]), int(produced["from_store"]))  # fmt: skip
     return SweepOutcome(plan, records, failures, n_trained=0, elapsed_s=0.0)
