@@ -150,6 +150,25 @@ def test_a_bad_config_raises_config_error_with_the_cli_words(tmp_path: Path):
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
 
+def test_objects_given_for_names_are_refused_by_their_type_with_how_to_name_them(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"x": range(500), "y": range(500)})
+    with pytest.raises(actreg.ConfigError) as raised:
+        actreg.run({"data": {"name": "csv", "path": frame, "target": "y"}}, runs_dir=tmp_path)
+    message = str(raised.value)
+    assert "data.path: Input should be a valid string (got a DataFrame)" in message
+    assert "save it first, e.g. df.to_parquet('t.parquet')" in message
+    assert len(message) < 300, "not the frame's text"
+
+    def build(input_shape, n_outputs):
+        return None
+
+    with pytest.raises(actreg.ConfigError, match=r"\(got a function\); name a function by"):
+        actreg.run({"model": {"keras": build}}, runs_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_dict_config_reads_relative_data_paths_from_the_current_folder(
     tmp_path: Path, monkeypatch
 ):

@@ -121,6 +121,7 @@ def own_config(folder: Path, name: str = "own", **changes) -> Path:
         ({"keras": "m.py:build", "activation": "tanh"}, [], ["remove 'activation'"]),
         ({"keras": "m.py:build", "keras_file": "m.keras"}, [], ["either 'keras'"]),
         ({"keras": "no_colon"}, [], ["package.module:function"]),
+        ({"keras": "__main__:build"}, [], ["worker processes cannot import", "'file.py:build'"]),
         ({"keras_file": "m.txt"}, [], [".keras or .h5"]),
         ({"keras": "m.py:build", "args": {"task": "x"}}, [], ["args cannot set task"]),
         ({"hidden_units": [4], "args": {"units": 3}}, [], ["set 'keras'"]),
@@ -247,6 +248,19 @@ def test_bad_models_are_exit_2_before_anything_is_written(
     path = own_config(builders, model={"keras": model}, regularizers=[reg])
     runs = builders / "runs"
     assert_exit_2(invoke("run", path, "--runs-dir", runs), "own.yaml", *words)
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", bytes(range(256)) * 4])
+def test_a_damaged_keras_file_is_named_as_damaged(builders: Path, content: bytes) -> None:
+    (builders / "damaged.keras").write_bytes(content)
+    path = own_config(builders, model={"keras_file": "damaged.keras"}, regularizers=[])
+    runs = builders / "runs"
+    assert_exit_2(
+        invoke("run", path, "--runs-dir", runs),
+        "model.keras_file",
+        "damaged.keras: not a saved Keras model (a .keras file is a zip archive)",
+    )
     assert not runs.exists()
 
 

@@ -239,6 +239,13 @@ class ModelConfig(StrictModel):
                 f"keras must look like 'package.module:function' or 'file.py:function' "
                 f"(got {self.keras!r})"
             )
+        if module == "__main__":  # the workers (other processes) cannot import it
+            raise ValueError(
+                f"{self.keras!r} is defined in the running script or notebook, which the "
+                f"engines' worker processes cannot import: put {function} in a file of its "
+                f"own and give 'file.py:{function}' (relative to the config's folder, or the "
+                "working folder for a config given in Python)"
+            )
         reserved = set(self.args) & set(BUILDER_INPUTS)
         if reserved:
             raise ValueError(

@@ -6,6 +6,7 @@ keys with a suggestion), `validate_mapping` validates a whole mapping, and
 from __future__ import annotations
 
 import difflib
+import os
 import types
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -199,10 +200,31 @@ def format_validation_error(
         got_text = (
             ""
             if isinstance(got, dict | list) or got is None and "missing" in err["type"]
-            else f" (got {str(got).lower() if isinstance(got, bool) else repr(got)})"
-        )  # (a boolean as YAML writes it)
+            else f" (got {_shown(got)}){_object_hint(got)}"
+        )
         lines.append(f"{origin_here}: {path}: {msg}{got_text}")
     return lines
+
+
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: a boolean as YAML writes it, a text or number as Python
+    does (cut at 80 characters), any other object by its type (a DataFrame, a function)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if not isinstance(value, str | int | float | os.PathLike):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:76] + "...'"
+
+
+def _object_hint(value: Any) -> str:
+    """Where a notebook user gave an object for what a config names: how to name it."""
+    kind = type(value).__name__
+    if kind == "DataFrame":
+        return "; a config reads tables from files: save it first, e.g. df.to_parquet('t.parquet')"
+    if callable(value) and not isinstance(value, type):
+        return "; name a function by where it is: 'file.py:function' or 'package.module:function'"
+    return ""
 
 
 def _origin_of(path: str, origin: str, overridden: dict[str, str]) -> str:

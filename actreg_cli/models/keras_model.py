@@ -21,6 +21,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,13 @@ def load_keras_file(path_text: str) -> Any:
     path = Path(path_text)
     if not path.is_file():
         raise ConfigError([f"{field}: {path}: no such file"])
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # (Keras: "File not found")
+        raise ConfigError(
+            [
+                f"{field}: {path}: not a saved Keras model (a .keras file is a zip archive): "
+                "damaged, cut short, or not written by model.save"
+            ]
+        )
     info = path.stat()
     try:
         return _saved_model(str(path), (info.st_mtime_ns, info.st_size))
