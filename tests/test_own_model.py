@@ -5,6 +5,7 @@ without the user's code. Tiny models, 1-2 epochs on the tutorial's 30 training r
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import textwrap
@@ -371,6 +372,8 @@ def test_a_keras_file_is_reinitialized_from_each_repeats_seed(builders: Path) ->
     run_dir = Path(result.output.strip().splitlines()[-1])
     meta = yaml.safe_load((run_dir / "run.yaml").read_text())
     assert meta["own_model"]["source"] == "file m.keras"
+    digest = hashlib.sha256((builders / "m.keras").read_bytes()).hexdigest()
+    assert meta["own_model"]["source_sha256"] == digest
     assert [row["name"] for row in meta["own_model"]["layers"]] == [
         "stem", "hidden", "norm", "residual", "out",
     ]  # fmt: skip

@@ -443,3 +443,31 @@ def describe_regularizer(value: Any) -> str:
 
 def _shape(shape: tuple[Any, ...]) -> str:
     return "[" + ", ".join("None" if n is None else str(n) for n in shape) + "]"
+
+
+def model_source_hash(config: ExperimentConfig) -> str | None:
+    """sha256 (hex) of the file a Keras model of your own comes from: the `keras_file`, or the
+    file of `model.keras`'s function (imported as training will import it; a sweep trains it
+    anyway). An edited builder or saved model recomputes its cells; a module the builder
+    imports in turn is not covered. None for YAML models, or when the file cannot be read or
+    imported (checking the model reports why)."""
+    from actreg_cli.data import DataError
+    from actreg_cli.data.files import file_sha256
+
+    model = config.model
+    if model.keras_file is not None:
+        path = Path(model.keras_file)
+    elif model.keras is not None:
+        try:
+            source = inspect.getsourcefile(import_builder(model.keras))
+        except (ConfigError, TypeError):  # TypeError: a builtin or C function has no source
+            return None
+        if source is None:
+            return None
+        path = Path(source)
+    else:
+        return None
+    try:
+        return file_sha256(path)
+    except (OSError, DataError):
+        return None

@@ -141,14 +141,18 @@ def run_metadata(
 
 def own_model_record(config: ExperimentConfig, seeds: list[int]) -> dict[str, Any]:
     """For a Keras model of your own, what the report shows of it without importing it
-    (`own_model`: source, parameters, layers with their kind, activation and own penalties);
+    (`own_model`: source and its file's sha256, parameters, layers with their kind, activation
+    and own penalties);
     empty otherwise. Builds the model once (Keras and the user's code are imported)."""
     if not config.model.is_keras_model:
         return {}
     from actreg_cli.data import job_dataset
-    from actreg_cli.models.keras_model import check_own_model
+    from actreg_cli.models.keras_model import check_own_model, model_source_hash
 
-    return {"own_model": check_own_model(config, job_dataset(config, seeds[0]))}
+    record = check_own_model(config, job_dataset(config, seeds[0]))
+    # the file's bytes (the builder's .py or the .keras file), as a sweep keys its cells by them
+    record["source_sha256"] = model_source_hash(config)
+    return {"own_model": record}
 
 
 def run_experiment(

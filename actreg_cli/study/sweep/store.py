@@ -18,7 +18,6 @@ holds it; a pack none of whose cells is current any more is removed.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import zipfile
@@ -66,41 +65,12 @@ def cell_hash(config: ExperimentConfig, engine: str, *, with_data: bool = True) 
     content = data_content_hash(config) if with_data else None
     if content is not None:  # only for data files: other cells keep their hashes
         payload["data_sha256"] = content
+    from actreg_cli.models.keras_model import model_source_hash
+
     source = model_source_hash(config)
     if source is not None:  # only for a model of your own
         payload["model_sha256"] = source
     return hashlib.sha256(canonical(payload).encode("ascii")).hexdigest()
-
-
-def model_source_hash(config: ExperimentConfig) -> str | None:
-    """sha256 (hex) of the file a Keras model of your own comes from: the `keras_file`, or the
-    file of `model.keras`'s function (imported as training will import it; a sweep trains it
-    anyway). An edited builder or saved model recomputes its cells; a module the builder
-    imports in turn is not covered. None for YAML models, or when the file cannot be read or
-    imported (checking the model reports why)."""
-    from actreg_cli.data import DataError
-    from actreg_cli.data.files import file_sha256
-
-    model = config.model
-    if model.keras_file is not None:
-        path = Path(model.keras_file)
-    elif model.keras is not None:
-        from actreg_cli.config import ConfigError
-        from actreg_cli.models.keras_model import import_builder
-
-        try:
-            source = inspect.getsourcefile(import_builder(model.keras))
-        except (ConfigError, TypeError):  # TypeError: a builtin or C function has no source
-            return None
-        if source is None:
-            return None
-        path = Path(source)
-    else:
-        return None
-    try:
-        return file_sha256(path)
-    except (OSError, DataError):
-        return None
 
 
 def data_content_hash(config: ExperimentConfig) -> str | None:
