@@ -79,7 +79,7 @@ def test_runs_lists_every_kind_newest_first(runs_dir: Path) -> None:
         rows = list(csv.DictReader(handle))
     best = max(rows, key=lambda r: float(r["val_accuracy_mean"]))
     mean, low, high = (float(best[f"test_accuracy_{k}"]) for k in ("mean", "ci_low", "ci_high"))
-    assert sweep.metric == f"best {best['cell']} {mean:.3f} [{low:.3f}, {high:.3f}]"
+    assert sweep.metric == f"best {best['cell']} acc {mean:.3f} [{low:.3f}, {high:.3f}]"
     report = (sweep.path / "report.md").read_text()
     assert f"## Best cell\n\n**{best['cell']}**" in report
     assert "Chosen on the validation set" in report
@@ -87,7 +87,9 @@ def test_runs_lists_every_kind_newest_first(runs_dir: Path) -> None:
     assert after.engine == "fused"
     stats = json.loads((before.path / "summary.json").read_text())["test_accuracy"]
     assert 0.0 <= stats["ci_low"] <= stats["mean"] <= stats["ci_high"] <= 1.0
-    assert before.metric == f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
+    assert before.metric == (
+        f"acc {stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
+    )
 
 
 def test_runs_command_filters_and_shows_results(runs_dir: Path) -> None:
@@ -281,7 +283,7 @@ def test_regression_runs_and_sweeps_are_indexed_by_mse(tmp_path: Path, runs_dir:
     assert result.exit_code == 0, result.output
     entries = {e.kind: e for e in list_runs(runs)}
     assert entries["run"].metric.startswith("mse ")
-    assert entries["sweep"].metric.startswith("best ") and entries["sweep"].metric.endswith("(mse)")
+    assert entries["sweep"].metric.startswith("best ") and " mse " in entries["sweep"].metric
     comparison = compare_runs(folders)
     names = [name for name, _ in comparison.metrics]
     assert names[:6] == ["test_mse", "train_mse", "test_mae", "train_mae", "test_r2", "train_r2"]

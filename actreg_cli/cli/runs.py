@@ -34,8 +34,9 @@ def runs_command(
     ] = None,
 ) -> None:
     """List the runs, tutorials and sweeps in RUNS_DIR, newest first: name, date (UTC), what was
-    varied, test accuracy mean [95% CI] (a sweep's best cell, chosen as its report chooses it:
-    on the validation set where there is one) and engine. Writes nothing; each folder's
+    varied, the test metric's mean [95% CI] (accuracy; MSE for regression; a sweep's best
+    cell, chosen as its report chooses it: on the validation set where there is one) and
+    engine. Writes nothing; each folder's
     report.md and report.html say more."""
     from actreg_cli.report.index import list_runs
 
@@ -70,10 +71,10 @@ def runs_table(entries: list[Any], layout: str) -> Any:
             engine = printable(e.engine)
             lines.append(Text(f"{label(e)}  ({e.kind}, {when(e)}, {engine})", style="bold"))
             lines.append(Text(f"  {printable(e.varied)}"))
-            lines.append(Text(f"  test acc {printable(result(e))}"))
+            lines.append(Text(f"  test {printable(result(e))}"))
         return Group(*lines)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("folder", "kind", "created (UTC)", "varied", "test acc [95% CI]", "engine"):
+    for column in ("folder", "kind", "created (UTC)", "varied", "test [95% CI]", "engine"):
         table.add_column(column, no_wrap=True)
     for e in entries:
         # folder names and saved texts come from the folders: escape control characters

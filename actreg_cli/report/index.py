@@ -32,7 +32,7 @@ class RunEntry:
     name: str
     created: dt.datetime | None  # UTC; from the folder's metadata, else its modification time
     varied: str  # what this folder is about: the regularizers (run), the grid (sweep), ...
-    metric: str  # the main result: test accuracy mean [95% CI] (sweep: its best cell)
+    metric: str  # the main result, e.g. 'acc 0.830 [0.812, 0.848]' (sweep: its best cell)
     engine: str
     finished: bool
 
@@ -95,9 +95,7 @@ def _run_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     if finished:
         summary = read_summary(summary_path)
         main = str(summary.get("main_metric", "test_accuracy"))  # runs from before tasks
-        metric = stats_text(summary.get(main))
-        if main != "test_accuracy":
-            metric = f"{main.removeprefix('test_')} {metric}"
+        metric = f"{_short(main)} {stats_text(summary.get(main))}"
     return RunEntry(
         path=folder,
         kind="run",
@@ -110,13 +108,18 @@ def _run_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     )
 
 
+def _short(metric: str) -> str:
+    """A main metric as the index names it: test_accuracy -> acc, test_mse -> mse."""
+    return {"test_accuracy": "acc"}.get(metric, metric.removeprefix("test_"))
+
+
 def _tutorial_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     summary_path = folder / "summary.json"
     finished = summary_path.is_file()
     metric = "-"
     if finished:
         summary = read_summary(summary_path)
-        metric = "overfit " + stats_text(summary["overfit"]["none"]["test_accuracy"])
+        metric = "overfit acc " + stats_text(summary["overfit"]["none"]["test_accuracy"])
     arms = list(meta.get("config") or {})
     return RunEntry(
         path=folder,
@@ -158,13 +161,11 @@ def _sweep_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
         # The cell the report names best: chosen on the validation set where there is one.
         best = best_cell(rows, task)
         if best is not None and math.isfinite(best.get(f"{main}_mean", math.nan)):
-            metric = f"best {best['cell']} " + _ci_text(
+            metric = f"best {best['cell']} {_short(main)} " + _ci_text(
                 best[f"{main}_mean"],
                 best.get(f"{main}_ci_low", math.nan),
                 best.get(f"{main}_ci_high", math.nan),
             )
-            if main != "test_accuracy":
-                metric = f"{metric} ({main.removeprefix('test_')})"
             if not chosen_on(rows, task).startswith("val_"):
                 metric = f"{metric} (chosen on test)"
     return RunEntry(
