@@ -55,7 +55,8 @@ class SweepResult:
       figures, report.md/.html); the trained cells are stored in its parent's cells/.
     table: summary.csv, one row per cell: cell, status ("done" or "failed"), the swept
       values, n and per metric mean, std, 95% CI, the paired difference from the baseline
-      (diff_vs_baseline, paired_diff_ci_low/high), p values (Holm-adjusted) and the verdict.
+      (diff_vs_baseline, paired_diff_ci_low/high), p values (Holm-adjusted) and the verdict
+      (diff_clear: the difference is clear after the correction).
     results: results.csv, one row per cell and repeat.
     contrasts: contrasts.csv, one row per pair of cells that differ in one setting.
     failures: cell id -> why it failed, for cells whose training failed (their rows in

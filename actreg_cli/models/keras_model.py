@@ -301,8 +301,12 @@ def check_output(model: Any, data: Any, field: str, what: str) -> None:
         raise ConfigError(
             [
                 f"{field}: {what} gives outputs of shape {_shape(got)} per sample; a {task.value} "
-                f"task on this data needs [{units}]: end the model with {what_layer} (the "
-                f"function may declare n_outputs={units})"
+                f"task on this data needs [{units}]: end the model with {what_layer}"
+                + (
+                    ""
+                    if field == "model.keras_file"
+                    else f" (the function may declare n_outputs={units})"
+                )  # fmt: skip
             ]
         )
     layer = output_layer(model)
