@@ -106,6 +106,11 @@ def test_tutorial_command_writes_the_study(tmp_path: Path) -> None:
     report = (out_dir / "report.md").read_text()
     assert "**Note:** These models trained 5 epochs, not the published 4000" in report
     assert "| test - overfit, paired [95% CI] | Welch [95% CI] |" in report
+    # the published single runs are Keras 2.3's (batch_sum): none beside a batch_mean arm
+    rows = {tuple(line.split(" | ")[:2]): line for line in report.splitlines() if "_relu |" in line}
+    assert "| 0.967 | 0.829 |" in rows[("| before_relu", "batch_sum")]
+    assert "| - | - |" in rows[("| before_relu", "batch_mean")]
+    assert "| - | - |" in rows[("| after_relu", "batch_mean")]
     paired = summary["before_relu"]["batch_sum"]["test_accuracy_minus_overfit_paired"]
     assert paired["n"] == 2
     # `actreg report` re-draws the whole folder from study.yaml, history.csv and repeats.csv.

@@ -119,7 +119,7 @@ def tutorial_table(rows: list[dict], repeats: int, layout: str) -> Any:
     from rich.text import Text
 
     from actreg_cli.report.run import format_mean_std
-    from actreg_cli.report.tutorial import format_diff
+    from actreg_cli.report.tutorial import format_diff, published_text
 
     title = f"Tutorial reproduction ({repeats} repeats; published = single run)"
 
@@ -128,6 +128,8 @@ def tutorial_table(rows: list[dict], repeats: int, layout: str) -> Any:
         return text if layout == "wide" else text.replace(" +/- ", "±")
 
     def published(row: dict) -> str:
+        if row["published_test"] is None:  # a batch_mean arm: Keras 2.3 ran batch_sum
+            return "-"
         return f"{row['published_train']:.3f}/{row['published_test']:.3f}"
 
     if layout == "stacked":
@@ -178,8 +180,8 @@ def tutorial_table(rows: list[dict], repeats: int, layout: str) -> Any:
             row["reduction"],
             mean_std(row["train"]),
             mean_std(row["test"]),
-            f"{row['published_train']:.3f}",
-            f"{row['published_test']:.3f}",
+            published_text(row["published_train"]),
+            published_text(row["published_test"]),
             format_diff(row["paired"]),
             format_diff(row["diff"]),
         )

@@ -264,7 +264,7 @@ def sweep_folder(folder: Path) -> ExportedFolder:
 def tutorial_folder(folder: Path) -> ExportedFolder:
     from actreg_cli.report.index import flatten, read_meta, read_summary
     from actreg_cli.study.records import read_repeats_csv
-    from actreg_cli.study.tutorial import PUBLISHED, TASK
+    from actreg_cli.study.tutorial import TASK, published_numbers
 
     meta = read_meta(folder)
     curves = history_columns(TASK)
@@ -290,8 +290,11 @@ def tutorial_folder(folder: Path) -> ExportedFolder:
             n_pairs=paired.get("n"),
             p_paired=paired.get("p"),
         )
-        train, test = PUBLISHED[variant]
-        metrics.update(published_train_accuracy=train, published_test_accuracy=test)
+        published = published_numbers(variant, reduction)
+        if published is not None:  # (a batch_mean arm: the tutorial published none)
+            metrics.update(
+                published_train_accuracy=published[0], published_test_accuracy=published[1]
+            )
         metrics = {
             k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))
         }
