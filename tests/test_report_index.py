@@ -299,3 +299,28 @@ def test_regression_runs_and_sweeps_are_indexed_by_mse(tmp_path: Path, runs_dir:
     assert (accuracy.get_ylabel(), mae.get_ylabel()) == ("test accuracy", "test MAE")
     assert [len(accuracy.get_lines()), len(mae.get_lines())] == [1, 2]
     plt.close(figure)
+
+
+def test_a_models_own_penalties_are_listed_and_compared(runs_dir: Path, tmp_path: Path) -> None:
+    """A Keras model of your own may carry penalties itself (run.yaml's own_model record):
+    `runs` and `compare` show them, where the config's `regularizers: []` alone said none."""
+    import shutil
+
+    plain = sorted(e.path for e in list_runs(runs_dir, kind="run") if e.finished)[0]
+    own = tmp_path / "runs" / "own"
+    shutil.copytree(plain, own)
+    meta = yaml.safe_load((own / "run.yaml").read_text())
+    meta["own_model"] = {
+        "source": "function models.py:build",
+        "parameters": 33,
+        "layers": [
+            {"name": "hidden", "kind": "Dense", "parameters": 24, "activation": "relu",
+             "own_penalties": {"activity_regularizer": "L1(l1=0.01)"}},
+            {"name": "out", "kind": "Dense", "parameters": 9, "activation": "sigmoid"},
+        ],
+    }  # fmt: skip
+    (own / "run.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    (entry,) = list_runs(tmp_path / "runs")
+    assert entry.varied.endswith("; model's own: hidden activity L1(l1=0.01)")
+    differing = dict(compare_runs([plain, own]).differences)
+    assert differing["model.own_penalties"] == ["-", "hidden activity L1(l1=0.01)"]

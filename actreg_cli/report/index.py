@@ -78,14 +78,37 @@ def _ci_text(mean: float, low: float, high: float) -> str:
 
 
 def describe_regularizers(config: dict[str, Any]) -> str:
-    """'activity l1 1e-04 before_activation/batch_sum' for each regularizer, or 'none'."""
+    """'activity l1 1e-04 before_activation/batch_sum' for each regularizer, then those a Keras
+    model of your own carries itself ('model's own: hidden activity L1(l1=0.01)'), or 'none'."""
     parts = []
     for reg in config.get("regularizers") or []:
         words = [str(reg.get("target")), str(reg.get("norm")), f"{float(reg.get('strength')):g}"]
         if reg.get("target") == "activity":
             words.append(f"{reg.get('placement')}/{reg.get('reduction')}")
         parts.append(" ".join(words))
+    model = config.get("model")
+    own = model.get(OWN_PENALTIES) if isinstance(model, dict) else None
+    if own:
+        parts.append(f"model's own: {own}")
     return "; ".join(parts) or "none"
+
+
+#: The key under a listed run's config["model"] (read_meta) that names the penalties its Keras
+#: model of your own carries itself, from run.yaml: what the config's regularizers leave out.
+OWN_PENALTIES = "own_penalties"
+
+
+def own_penalties(record: Any) -> list[str]:
+    """'hidden activity L1(l1=0.01)' for each penalty a Keras model of your own carries itself
+    (run.yaml's `own_model` record; [] for none)."""
+    if not isinstance(record, dict):
+        return []
+    return [
+        f"{row.get('name')} {slot.removesuffix('_regularizer')} {value}"
+        for row in record.get("layers", [])
+        if isinstance(row, dict)
+        for slot, value in (row.get("own_penalties") or {}).items()
+    ]
 
 
 def _run_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
@@ -227,7 +250,9 @@ def stats_text(stats: Any) -> str:
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    """A run or tutorial folder's metadata with its resolved config under "config" ({} if none).
+    """A run or tutorial folder's metadata with its resolved config under "config" ({} if none);
+    a run's Keras model of your own adds the penalties it carries itself as config["model"]
+    [OWN_PENALTIES] (a text), so that listings, comparisons and exports show them.
 
     run folder: run.yaml (seeds, engine, versions, ...) plus config.yaml (the experiment
     config); tutorial folder: study.yaml (its "config" holds one config per variant/reduction);
@@ -236,7 +261,13 @@ def read_meta(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     if (folder / "run.yaml").is_file():
         config = read_yaml(folder / "config.yaml")
-        return {**load_saved_mapping(folder / "run.yaml"), "config": config} if config else {}
+        if not config:
+            return {}
+        meta = {**load_saved_mapping(folder / "run.yaml"), "config": config}
+        own = own_penalties(meta.get("own_model"))
+        if own and isinstance(config.get("model"), dict):  # listed and compared as config
+            config["model"] = {**config["model"], OWN_PENALTIES: ", ".join(own)}
+        return meta
     if (folder / "study.yaml").is_file():
         return read_yaml(folder / "study.yaml")
     meta = read_yaml(folder / "config.yaml")

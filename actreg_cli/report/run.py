@@ -27,6 +27,7 @@ from actreg_cli.config import (
     validate_mapping,
 )
 from actreg_cli.report.html import write_report_html
+from actreg_cli.report.index import own_penalties
 from actreg_cli.report.reconstructions import RECONSTRUCTIONS_FIGURE, run_reconstructions_figure
 from actreg_cli.stats import CORRECTED, describe, interval_method
 from actreg_cli.study.files import save_figure, write_json, write_text
@@ -270,11 +271,7 @@ def own_model_words(record: Any) -> str:
         for row in layers
     ]
     text = f"; {record.get('parameters', '?')} parameters: {', '.join(words)}"
-    kept = [
-        f"{row.get('name')} {slot.removesuffix('_regularizer')} {value}"
-        for row in layers
-        for slot, value in (row.get("own_penalties") or {}).items()
-    ]
+    kept = own_penalties(record)
     if kept:
         text += f"; the model's own penalties, kept: {', '.join(kept)}"
     return text
