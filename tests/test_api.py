@@ -199,3 +199,19 @@ def test_failed_cells_raise_sweep_failed_with_the_tables(tmp_path: Path, monkeyp
     assert set(result.failures) == set(result.table["cell"]) and len(result.table) == 3
     assert (result.table["status"] == "failed").all()
     assert "run the same sweep again" in str(raised.value)
+
+
+def test_set_and_grid_take_dicts_whose_values_read_back_as_given() -> None:
+    from actreg_cli.api import items
+    from actreg_cli.config import parse_override
+    from actreg_cli.config.overrides import parse_grid_option
+
+    given = {"training.epochs": 3, "model.hidden_units": [4, 4], "model.activation": "tanh",
+             "data.decimal": ",", "regularizers.0.strength": 1e-4}  # fmt: skip
+    assert dict(parse_override(item) for item in items(given, "set")) == given
+    grid = {"regularizers.0.strength": [1e-4, 1e-3], "model.hidden_units": [[8, 8], [16]]}
+    assert items(grid, "grid") == [
+        "regularizers.0.strength=0.0001,0.001",
+        "model.hidden_units=[8, 8],[16]",
+    ]
+    assert dict(parse_grid_option(item) for item in items(grid, "grid")) == grid

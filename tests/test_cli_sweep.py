@@ -335,3 +335,26 @@ def test_a_sweep_on_the_cpu_engine_does_not_import_tensorflow(tmp_path: Path) ->
     assert out.returncode == 0, out.stderr
     assert "auto -> cpu (numba)" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_sweep_mixing_early_stopping_says_its_validation_ranking_leans_to_it(tmp_path: Path):
+    """An early-stopping cell's validation numbers are those of the epoch it chose on the same
+    rows: higher than a cell's without it, so the report says the best-cell choice leans."""
+    config = write_yaml(
+        tmp_path / "es.yaml",
+        {
+            "name": "es",
+            "base": {
+                "data": {"name": "breast_cancer", "validation_fraction": 0.2},
+                "model": {"hidden_units": [4]},
+                "regularizers": [{"target": "kernel", "norm": "l2", "strength": 1e-3}],
+                "training": {"epochs": 4, "repeats": 1},
+            },
+            "grid": {"training.early_stopping": [None, {"patience": 1}]},
+        },
+    )
+    result = invoke("sweep", config, "--engine", "cpu", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    report = (Path(result.stdout.strip().splitlines()[-1]) / "report.md").read_text()
+    assert "Some cells stop early and some do not" in " ".join(report.split())
+    assert "the choice leans toward early stopping" in " ".join(report.split())

@@ -13,9 +13,11 @@ Modules:
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from actreg_cli.api.results import RunResult, SweepFailed, SweepResult, load, read_run, read_sweep
 from actreg_cli.api.steps import (
@@ -41,10 +43,21 @@ __all__ = [
 ]
 
 
-def items(values: str | Sequence[str], what: str) -> list[str]:
-    """`set=`/`grid=` as a list of KEY=VALUE strings: one string is one item (not its letters)."""
+def items(values: str | Sequence[str] | Mapping[str, Any], what: str) -> list[str]:
+    """`set=`/`grid=` as a list of KEY=VALUE strings: one string is one item (not its letters);
+    a dict's items are KEY=VALUE each, the value written as JSON (which YAML reads back as it
+    was), a grid's list of values comma-separated ({"training.epochs": 5}, {"regularizers.0.
+    strength": [1e-4, 1e-3]})."""
     if isinstance(values, str):
         return [values]
+    if isinstance(values, Mapping):
+        grid = what == "grid"
+        return [
+            f"{key}="
+            + (",".join(json.dumps(v) for v in value)
+               if grid and isinstance(value, list | tuple) else json.dumps(value))
+            for key, value in values.items()
+        ]  # fmt: skip
     listed = list(values)
     wrong = [v for v in listed if not isinstance(v, str)]
     if wrong:
@@ -62,7 +75,7 @@ def say(text: str) -> None:
 def run(
     config: ConfigSource,
     *,
-    set: str | Sequence[str] = (),  # the name of the CLI's --set
+    set: str | Sequence[str] | Mapping[str, Any] = (),  # the name of the CLI's --set
     epochs: int | None = None,
     repeats: int | None = None,
     seed: int | None = None,
@@ -76,7 +89,8 @@ def run(
 
     config: an experiment config file's path, or the config as a dict (validated as the same
       YAML would be; a relative data path is read from the current folder).
-    set: `--set` items, e.g. ["regularizers.0.strength=1e-3"]; epochs, repeats, seed: override
+    set: `--set` items, e.g. ["regularizers.0.strength=1e-3"], or a dict of them
+      ({"regularizers.0.strength": 1e-3}); epochs, repeats, seed: override
       the training section; engine: "auto", "keras", "fused", "cpu" or "jax".
     runs_dir: the folder that receives the run folder <name>-<date>-<time>/.
     progress: a progress bar (and the engine notes) on stderr; otherwise nothing is printed.
@@ -115,8 +129,8 @@ def run(
 def sweep(
     config: ConfigSource,
     *,
-    grid: str | Sequence[str] = (),
-    set: str | Sequence[str] = (),  # the name of the CLI's --set
+    grid: str | Sequence[str] | Mapping[str, Any] = (),
+    set: str | Sequence[str] | Mapping[str, Any] = (),  # the name of the CLI's --set
     epochs: int | None = None,
     repeats: int | None = None,
     seed: int | None = None,
@@ -130,8 +144,8 @@ def sweep(
     `actreg sweep CONFIG` does, and return the study's tables.
 
     config: a sweep file (or dict with `base` and `grid`), or an experiment file or dict with
-      `grid` items; grid: `--grid` items "KEY=V1,V2", e.g. ["regularizers.0.strength=0,1e-4"]
-      (the grid is their product); set, epochs, repeats, seed, engine: as in `run`.
+      `grid` items; grid: `--grid` items "KEY=V1,V2", e.g. ["regularizers.0.strength=0,1e-4"],
+      or a dict of lists ({"regularizers.0.strength": [0, 1e-4]}) (the grid is their product); set, epochs, repeats, seed, engine: as in `run`.
     runs_dir: the sweep is stored in RUNS_DIR/<sweep name>/; cells already stored there are
       reused (resumed) unless `force`.
     progress: a progress bar (and the plan's notes) on stderr; otherwise nothing is printed.

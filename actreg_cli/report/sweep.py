@@ -258,6 +258,15 @@ def report_markdown(
         )
         lines += target_units_lines(outcome, best)
         lines.append(chosen_note(summary, task, best))
+        stopping = {c.config.training.early_stopping is not None for c in outcome.cells}
+        if stopping == {True, False} and chosen_on(summary, task).startswith("val_"):
+            lines.append(
+                "Some cells stop early and some do not: an early-stopping cell's validation "
+                "numbers are those of the epoch it chose on the same validation rows, so they "
+                "read higher than those of a cell without it, and the choice leans toward "
+                "early stopping (its test result stays honest; the ranking on validation is "
+                "not a fair race between the two kinds)."
+            )
         if best["baseline_cell"]:
             if best["diff_clear"]:
                 verdict = "clearly larger than the noise (Holm-corrected)"
