@@ -165,3 +165,20 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+def shown_interval(low: float, high: float, metric: str) -> tuple[float, float]:
+    """A mean's 95% CI as reports show it: cut at the values `metric` can take (accuracies and
+    zero fractions 0..1; losses, MSE and MAE from 0; R^2 up to 1), where a t interval from few
+    repeats near a bound runs past them. The cut keeps its coverage (the mean lies in that
+    range); summary files keep the interval's own ends."""
+    name = metric.removesuffix("_mean")
+    if name.endswith(("accuracy", "zero_fraction")):
+        bounds = (0.0, 1.0)
+    elif name.endswith(("loss", "mse", "mae")):
+        bounds = (0.0, math.inf)
+    elif name.endswith("r2"):
+        bounds = (-math.inf, 1.0)
+    else:
+        return low, high
+    return max(low, bounds[0]), min(high, bounds[1])

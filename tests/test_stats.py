@@ -159,3 +159,35 @@ def test_t_quantile_and_p_value_are_scipy_stats_numbers(dof, confidence, t) -> N
     the same numbers, bit for bit, as scipy.stats.t gives."""
     assert t_quantile(confidence, dof) == float(sps.t.ppf(0.5 + confidence / 2.0, dof))
     assert _two_sided_p(t, dof) == float(2.0 * sps.t.sf(abs(t), dof))
+
+
+def test_shown_intervals_are_cut_at_the_metrics_range() -> None:
+    """A t interval from few repeats near a bound runs past what the metric can take (an
+    accuracy CI up to 1.0067 from 10 repeats near 1); reports show it cut there."""
+    from actreg_cli.stats import shown_interval
+
+    assert shown_interval(0.9845, 1.0067, "train_accuracy") == (0.9845, 1.0)
+    assert shown_interval(-2.718, 3.969, "test_accuracy_mean") == (0.0, 1.0)
+    assert shown_interval(-0.0254, 0.29, "test_loss") == (0.0, 0.29)
+    assert shown_interval(-0.5, 1.2, "test_r2") == (-0.5, 1.0)
+    assert shown_interval(-3.0, 4.0, "mean_activation") == (-3.0, 4.0)  # tanh: no bound known
+    assert shown_interval(0.2, 0.4, "zero_fraction") == (0.2, 0.4)
+
+
+def test_a_run_report_says_where_it_cut_an_interval() -> None:
+    from actreg_cli.config import ExperimentConfig
+    from actreg_cli.report.run import run_markdown, summarize
+    from actreg_cli.tasks import Task
+
+    config = ExperimentConfig.model_validate({"training": {"repeats": 3}})
+    rows = [
+        {"repeat": r, "seed": r, "train_accuracy": a, "test_accuracy": 0.8 + r / 100,
+         "diverged": False}
+        for r, a in enumerate((1.0, 0.96, 1.0))
+    ]  # fmt: skip
+    summary = summarize(config, rows, "cpu", Task.binary)
+    assert summary["train_accuracy"]["ci_high"] > 1.0  # summary.json keeps the t interval
+    report = run_markdown(config, summary, {"seeds": [0, 1, 2]}, [])
+    row = next(line for line in report.splitlines() if line.startswith("| train_accuracy |"))
+    assert row.endswith("to 1.0000 | 3 |")
+    assert "Some intervals are cut at their metric's range" in report

@@ -86,7 +86,7 @@ def compare_runs(folders: Sequence[Path]) -> Comparison:
     differences.append(("engine", [entry.engine for entry in entries]))
     summaries = [entry.summary for entry in entries]
     metrics = [
-        (name, [stats_text(summary.get(name)) for summary in summaries])
+        (name, [stats_text(summary.get(name), name) for summary in summaries])
         for name in compared_metrics(summaries)
     ]
     return Comparison(

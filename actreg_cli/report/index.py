@@ -20,6 +20,7 @@ import yaml
 
 from actreg_cli.config import ConfigError
 from actreg_cli.config.yaml_io import load_saved_mapping, load_yaml_data
+from actreg_cli.stats import shown_interval
 from actreg_cli.tasks import Task, spec
 
 
@@ -69,11 +70,13 @@ def _created(meta: dict[str, Any], folder: Path) -> dt.datetime:
     return dt.datetime.fromtimestamp(folder.stat().st_mtime, dt.timezone.utc)
 
 
-def _ci_text(mean: float, low: float, high: float) -> str:
+def _ci_text(mean: float, low: float, high: float, metric: str) -> str:
+    """'mean [low, high]', the interval cut at the metric's range (stats.shown_interval)."""
     if not math.isfinite(mean):
         return "nan"
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{mean:.3f}"
+    low, high = shown_interval(low, high, metric)
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
@@ -118,7 +121,7 @@ def _run_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     if finished:
         summary = read_summary(summary_path)
         main = str(summary.get("main_metric", "test_accuracy"))  # runs from before tasks
-        metric = f"{_short(main)} {stats_text(summary.get(main))}"
+        metric = f"{_short(main)} {stats_text(summary.get(main), main)}"
     return RunEntry(
         path=folder,
         kind="run",
@@ -142,7 +145,9 @@ def _tutorial_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
     metric = "-"
     if finished:
         summary = read_summary(summary_path)
-        metric = "overfit acc " + stats_text(summary["overfit"]["none"]["test_accuracy"])
+        metric = "overfit acc " + stats_text(
+            summary["overfit"]["none"]["test_accuracy"], "test_accuracy"
+        )
     arms = list(meta.get("config") or {})
     return RunEntry(
         path=folder,
@@ -188,6 +193,7 @@ def _sweep_entry(folder: Path, meta: dict[str, Any]) -> RunEntry:
                 best[f"{main}_mean"],
                 best.get(f"{main}_ci_low", math.nan),
                 best.get(f"{main}_ci_high", math.nan),
+                main,
             )
             if not chosen_on(rows, task).startswith("val_"):
                 metric = f"{metric} (chosen on test)"
@@ -237,15 +243,17 @@ def number_or_nan(text: Any) -> float:
         return math.nan
 
 
-def stats_text(stats: Any) -> str:
-    """'mean [CI low, CI high]' of a summary's {mean, ci_low, ci_high}; 'nan' for anything
-    else (a damaged summary shows as no result, never as an error)."""
+def stats_text(stats: Any, metric: str) -> str:
+    """'mean [CI low, CI high]' of a summary's {mean, ci_low, ci_high} of `metric` (the interval
+    cut at its range: stats.shown_interval); 'nan' for anything else (a damaged summary shows
+    as no result, never as an error)."""
     if not isinstance(stats, dict):
         return "nan"
     return _ci_text(
         number_or_nan(stats.get("mean")),
         number_or_nan(stats.get("ci_low")),
         number_or_nan(stats.get("ci_high")),
+        metric,
     )
 
 

@@ -29,7 +29,7 @@ from actreg_cli.config import (
 from actreg_cli.report.html import write_report_html
 from actreg_cli.report.index import own_penalties
 from actreg_cli.report.reconstructions import RECONSTRUCTIONS_FIGURE, run_reconstructions_figure
-from actreg_cli.stats import CORRECTED, describe, interval_method
+from actreg_cli.stats import CORRECTED, describe, interval_method, shown_interval
 from actreg_cli.study.files import save_figure, write_json, write_text
 from actreg_cli.study.records import read_history_csv, read_repeats_csv, saved_task
 from actreg_cli.study.run import RunOutcome
@@ -344,16 +344,26 @@ def run_markdown(
         "| metric | mean | std | 95% CI | n |",
         "|---|---|---|---|---|",
     ]
+    cut = False
     for key, stats in summary.items():
         if not (isinstance(stats, dict) and {"mean", "std", "ci_low", "ci_high"} <= set(stats)):
             continue
         digits = ".4g" if key.endswith("_target_units") else ".4f"
+        low, high = shown_interval(stats["ci_low"], stats["ci_high"], key)
+        cut = cut or (low, high) != (stats["ci_low"], stats["ci_high"])
         lines.append(
             f"| {key} | {report_number(stats['mean'], digits)} | "
             f"{report_number(stats['std'], digits)} | "
-            f"{report_number(stats['ci_low'], digits)} to {report_number(stats['ci_high'], digits)} "
+            f"{report_number(low, digits)} to {report_number(high, digits)} "
             f"| {stats.get('n', '?')} |"
         )
+    if cut:
+        lines += [
+            "",
+            "Some intervals are cut at their metric's range (accuracy at 0 and 1, losses at 0): "
+            "the t interval of few repeats, or of values near a bound, runs past it. "
+            "`summary.json` keeps its own ends.",
+        ]
     n_diverged = int(summary.get("n_diverged", 0) or 0)
     if n_diverged:
         lines += [

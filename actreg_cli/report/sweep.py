@@ -42,6 +42,7 @@ from actreg_cli.report.sweep_tables import (
     target_standardized,
     target_unit_columns,
 )
+from actreg_cli.stats import shown_interval
 from actreg_cli.study.files import csv_text, write_text
 from actreg_cli.tasks import Task, spec
 
@@ -89,9 +90,11 @@ def _num(value: float, digits: int = 3, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _ci(lo: float, hi: float, signed: bool = False) -> str:
+def _ci(lo: float, hi: float, signed: bool = False, metric: str = "") -> str:
+    """'lo to hi'; a metric's own CI cut at its range (stats.shown_interval)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "n/a"
+    lo, hi = shown_interval(lo, hi, metric)
     return f"{_num(lo, signed=signed)} to {_num(hi, signed=signed)}"
 
 
@@ -119,9 +122,10 @@ def best_line(outcome: SweepOutcome) -> str | None:
         how = how.replace("val ", "validation ") + f" {_num(best[key])}"
     else:
         how = "chosen on the test set, no validation set: optimistic"
+    low, high = shown_interval(best[f"{main}_ci_low"], best[f"{main}_ci_high"], main)
     return (
         f"Best cell: {best['cell']} ({how}): {name} {_num(best[f'{main}_mean'])} "
-        f"[{_num(best[f'{main}_ci_low'])}, {_num(best[f'{main}_ci_high'])}]"
+        f"[{_num(low)}, {_num(high)}]"
     )
 
 
@@ -254,7 +258,8 @@ def report_markdown(
         lines.append(
             f"**{cell.id}** ({cell.label}): {label} {_num(best[f'{main}_mean'])} "
             f"(std {_num(best[f'{main}_std'])}, 95% CI "
-            f"{_ci(best[f'{main}_ci_low'], best[f'{main}_ci_high'])}, n = {best['n']})."
+            f"{_ci(best[f'{main}_ci_low'], best[f'{main}_ci_high'], metric=main)}, "
+            f"n = {best['n']})."
         )
         lines += target_units_lines(outcome, best)
         lines.append(chosen_note(summary, task, best))
@@ -370,7 +375,7 @@ def report_markdown(
         lines.append(
             f"| {cell.id} | {cell.label} | {row['n']} | {_num(row[f'{main}_mean'])} ± "
             f"{_num(row[f'{main}_std'])} | "
-            f"{_ci(row[f'{main}_ci_low'], row[f'{main}_ci_high'])} | {diff} |"
+            f"{_ci(row[f'{main}_ci_low'], row[f'{main}_ci_high'], metric=main)} | {diff} |"
         )
     if len(listed) < len(summary):
         lines += [
