@@ -191,3 +191,6 @@ def test_a_run_report_says_where_it_cut_an_interval() -> None:
     row = next(line for line in report.splitlines() if line.startswith("| train_accuracy |"))
     assert row.endswith("to 1.0000 | 3 |")
     assert "Some intervals are cut at their metric's range" in report
+    # one repeat: no interval, so nothing was cut
+    single = summarize(config, rows[:1], "cpu", Task.binary)
+    assert "intervals are cut" not in run_markdown(config, single, {"seeds": [0]}, [])

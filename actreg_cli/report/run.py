@@ -350,7 +350,7 @@ def run_markdown(
             continue
         digits = ".4g" if key.endswith("_target_units") else ".4f"
         low, high = shown_interval(stats["ci_low"], stats["ci_high"], key)
-        cut = cut or (low, high) != (stats["ci_low"], stats["ci_high"])
+        cut = cut or low > stats["ci_low"] or high < stats["ci_high"]  # (False for NaN)
         lines.append(
             f"| {key} | {report_number(stats['mean'], digits)} | "
             f"{report_number(stats['std'], digits)} | "
