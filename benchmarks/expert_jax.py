@@ -5,11 +5,12 @@ M models of one shape (any depth and width, relu or tanh, binary, multiclass or 
 each its own penalty factors, initial weights and minibatch order) are trained in one compiled
 call: jax.jit of jax.vmap (or lax.map: OVER_MODELS) over the models of lax.scan over the
 epochs, each a lax.scan over the minibatches (the last partial one masked) and then the test
-set (and validation set) in one batch; only the penalty sums some model uses are computed. Per model the same penalties (engines/penalties.py's [hidden layers, 12] factors),
-initial weights (weights.initial_weights), minibatch order (weights.epoch_permutation) and
-Keras's Adam (epsilon outside the square root) as actreg's engines, and Keras's history: the
-epoch's batch losses and metric averaged by batch size, test_* and val_* on the end-of-epoch
-weights, losses with their penalties. `check` holds the histories against the cpu engine's.
+set (and validation set) in one batch; only the penalty sums some model uses are computed.
+Per model the same penalties (engines/penalties.py's [hidden layers, 12] factors), initial
+weights (weights.initial_weights), minibatch order (weights.epoch_permutation) and Keras's
+Adam (epsilon outside the square root) as actreg's engines, and Keras's history: the epoch's
+batch losses and metric averaged by batch size, test_* and val_* on the end-of-epoch weights,
+losses with their penalties. `check` holds the histories against the cpu engine's.
 """
 
 from __future__ import annotations

@@ -145,7 +145,8 @@ def sweep(
 
     config: a sweep file (or dict with `base` and `grid`), or an experiment file or dict with
       `grid` items; grid: `--grid` items "KEY=V1,V2", e.g. ["regularizers.0.strength=0,1e-4"],
-      or a dict of lists ({"regularizers.0.strength": [0, 1e-4]}) (the grid is their product); set, epochs, repeats, seed, engine: as in `run`.
+      or a dict of lists ({"regularizers.0.strength": [0, 1e-4]}) (the grid is their
+      product); set, epochs, repeats, seed, engine: as in `run`.
     runs_dir: the sweep is stored in RUNS_DIR/<sweep name>/; cells already stored there are
       reused (resumed) unless `force`.
     progress: a progress bar (and the plan's notes) on stderr; otherwise nothing is printed.

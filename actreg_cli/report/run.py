@@ -193,8 +193,8 @@ def accuracy_figure(
         _, full = draw_mean_and_band(ax, ok[:, :, column], label, color)
     if len(ok) > 1 and full < len(epochs):
         left = int(np.isfinite(ok[:, -1, 1]).sum())
-        ax.plot([], [], color="gray", ls=":", lw=0.9,
-                label=f"after epoch {full}: the repeats not stopped yet ({left} at the end)")  # fmt: skip
+        late = f"after epoch {full}: the repeats not stopped yet ({left} at the end)"
+        ax.plot([], [], color="gray", ls=":", lw=0.9, label=late)
     n_bad = int(flags.sum())
     for k, history in enumerate(histories[flags]):
         label = f"test, diverged repeat{'s' if n_bad > 1 else ''}" if k == 0 else None
