@@ -144,6 +144,15 @@ def test_killed_sweep_resumes_with_only_the_missing_cells(keras_run, sweep_file,
     assert 1 <= done < N_CELLS, "the kill must land mid-sweep"
     assert all(len(record["runs"]) == REPEATS for record in records)
     assert not list((runs / NAME).glob("*/results.csv"))
+    # `report` of the unfinished study says to run the sweep again, and writes nothing
+    (study,) = [p.parent for p in (runs / NAME).glob("*/sweep.yaml")]
+    before = sorted(p.name for p in study.iterdir())
+    report = invoke("report", study)
+    assert report.exit_code == 2, report.output
+    said = " ".join(report.output.split())
+    assert f"its sweep stopped before it finished: {done} of {N_CELLS} cells stored" in said
+    assert "Run the sweep again (actreg sweep" in said
+    assert sorted(p.name for p in study.iterdir()) == before
 
     result = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs)
     assert result.exit_code == 0, result.output

@@ -311,6 +311,17 @@ def reopen_sweep(folder: Path) -> SweepOutcome:
             )
         else:
             records[cell.id] = record
+    missing = len(cells) - len(records)
+    if missing and PRODUCED not in meta and not (folder / "summary.csv").is_file():
+        command = meta.get("command")
+        again = f" ({command})" if isinstance(command, str) and command else ""
+        raise ConfigError(
+            [
+                f"{folder}: its sweep stopped before it finished: {len(records)} of "
+                f"{len(cells)} cells stored, {missing} never trained; nothing written. Run the "
+                f"sweep again{again}: it trains the missing cells and writes the report"
+            ]
+        )
     lost = _lost_cells(folder, cells, records)
     if lost:
         raise ConfigError(
