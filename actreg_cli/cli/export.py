@@ -54,8 +54,9 @@ def mlflow_command(
     parameters). A sweep gets one nested run per cell (its swept values; mean, std and 95% CI
     of each final metric, the difference from its baseline, the Holm-adjusted p), a tutorial
     one per arm; below them (or directly below a run folder's run) one run per trained model
-    with its seed, per-epoch curves (step = epoch) and final metrics. History columns Keras
-    calls val_* were computed on the test set and are logged as test_*. Prints the run id.
+    with its seed, per-epoch curves (step = epoch) and final metrics: test_* on the test set,
+    val_* on the validation set (folders from before validation sets: their test columns,
+    then named val_*, as test_*). Prints the run id.
     A folder exported before is refused (exit 2) unless --force, which replaces that export."""
     from actreg_cli.report.export import export_mlflow
 
@@ -96,8 +97,8 @@ def tensorboard_command(
     ] = Path("tb_logs"),
     force: ForceOpt = False,
 ) -> None:
-    """Write per-epoch scalars (val_* as test_*: Keras's validation data is the test set),
-    final metrics and the HParams summary of every trained model in FOLDER under
+    """Write per-epoch scalars (test_* on the test set, val_* on the validation set), final
+    metrics and the HParams summary of every trained model in FOLDER under
     DIR/<folder name>/<model>/; view with `tensorboard --logdir DIR`. A non-empty
     DIR/<folder name>/ is refused (exit 2) unless --force, which empties it first."""
     from actreg_cli.report.export import export_tensorboard
