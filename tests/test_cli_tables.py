@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import io
 from pathlib import Path
 
@@ -96,6 +98,8 @@ def test_sweep_table_fits_the_terminal(monkeypatch, tmp_path: Path, width: int) 
     assert "…" not in text
     for words in ("baseline", "c8", "activity", "l1_l2", "1e-05", "0.01"):
         assert words in text, (width, words, text)
+    # 2 repeats: t intervals of accuracy run past 0..1, the table shows them cut there
+    assert not re.search(r"-\d\.\d{3}-|\b1\.[0-9]*[1-9]", text.replace("1e-05", "")), text
 
 
 def test_a_large_sweep_prints_baselines_clear_differences_and_the_best_cells() -> None:

@@ -190,6 +190,7 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
         study_line,
         summary_rows,
     )
+    from actreg_cli.stats import shown_interval
     from actreg_cli.study.sweep.grid import ON_OFF_SETTINGS, baseline_keys, setting_text
 
     task_spec = main_metric(outcome)
@@ -237,7 +238,8 @@ def summary_table(outcome: Any, layout: str = "wide") -> Any:
             if row["diff_clear"]:
                 diff = Text(f"{diff} *", style="bold")
         acc = f"{_fmt(row[f'{main}_mean'])}±{_fmt(row[f'{main}_std'])}"
-        ci = f"{_fmt(row[f'{main}_ci_low'])}-{_fmt(row[f'{main}_ci_high'])}"
+        low, high = shown_interval(row[f"{main}_ci_low"], row[f"{main}_ci_high"], main)
+        ci = f"{_fmt(low)}-{_fmt(high)}"  # (cut at the metric's range, as report.md)
         rows.append(
             (
                 row["cell"],
