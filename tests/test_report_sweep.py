@@ -490,7 +490,12 @@ def test_a_standardized_regression_sweep_reports_mse_and_mae_in_the_target_units
     assert list(results[0])[-4:] == ["zero_fraction", *UNIT_COLUMNS, "diverged"]
     assert list(summary[0]) == summary_columns(outcome)
     at = list(summary[0]).index("train_mse_std") + 1
-    assert list(summary[0])[at : at + 8] == UNIT_STATS
+    # the secondary metrics (standardized units), then the target-unit ones
+    stats = ("mean", "std", "ci_low", "ci_high")
+    assert list(summary[0])[at : at + 8] == [f"test_{m}_{s}" for m in ("mae", "r2") for s in stats]
+    assert list(summary[0])[at + 8 : at + 16] == UNIT_STATS
+    mae = [float(r["test_mae"]) for r in results if r["cell"] == summary[0]["cell"]]
+    assert float(summary[0]["test_mae_mean"]) == pytest.approx(np.mean(mae))
     seen_stds = set()
     for cell in outcome.cells:
         stored = cell_record(outcome, cell.id)

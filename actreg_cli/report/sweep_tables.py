@@ -84,6 +84,7 @@ def summary_stat_columns(
     for c in _SUMMARY_STAT_TEMPLATE:
         columns.append(c.replace("MAIN", main).replace("TRAIN", train_metric(main)))
         if c == "TRAIN_std":
+            columns += [f"{name}_{stat}" for name in secondary_metrics(task) for stat in _STATS]
             columns += [f"{name}_{stat}" for name in target_units for stat in _STATS]
             if options.get("validation"):
                 columns += [f"{selection_metric(task)}_mean", f"{selection_metric(task)}_std"]
@@ -93,6 +94,15 @@ def summary_stat_columns(
 
 
 _STATS = ("mean", "std", "ci_low", "ci_high")
+
+
+def secondary_metrics(task: Task) -> tuple[str, ...]:
+    """The task's test metrics beside its main one that summary.csv describes too: MAE and R^2
+    for regression (in standardized units where the target was scaled), MAE for
+    reconstruction."""
+    return {Task.regression: ("test_mae", "test_r2"), Task.reconstruction: ("test_mae",)}.get(
+        task, ()
+    )
 
 
 _SUMMARY_STAT_TEMPLATE = (
@@ -274,7 +284,9 @@ def compute_summary_rows(outcome: SweepOutcome) -> list[dict[str, Any]]:
                 stats["epochs_trained_mean"] = float(sum(trained) / len(trained))
                 best = record.metric("best_epoch")
                 stats["best_epoch_mean"] = float(sum(best) / len(best))
-            described = {m: record.metric(m) for m in ("mean_activation", "zero_fraction")}
+            described = {m: record.metric(m) for m in secondary_metrics(outcome.plan.task)
+                         if m in record.runs[0]}  # fmt: skip
+            described.update({m: record.metric(m) for m in ("mean_activation", "zero_fraction")})
             if units:
                 described.update(target_unit_values(record, outcome.plan.task))
             for metric, values in described.items():
