@@ -117,6 +117,7 @@ def test_rerun_trains_nothing_and_force_trains_everything(keras_run, sweep_file)
     forced = invoke("sweep", sweep_file, "--engine", "keras", "--runs-dir", runs, "--force")
     assert forced.exit_code == 0, forced.output
     assert f"0 of {N_CELLS} cells already done, {N_CELLS} to run" in forced.stdout
+    assert f"--force: all {N_CELLS} cells are trained again" in " ".join(forced.output.split())
     assert all(p.stat().st_mtime_ns > t for p, t in stored.items())  # rewritten
     assert (folder / "results.csv").read_bytes() == results  # and the same numbers
 

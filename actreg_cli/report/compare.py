@@ -135,7 +135,8 @@ def read_compared(folder: Path) -> list[Compared]:
     if entry is None:
         studies = sorted(folder.glob("*/sweep.yaml")) if folder.is_dir() else []
         hint = (
-            f" (it holds a sweep's store; give one of its study folders: {studies[0].parent})"
+            f" (it holds a sweep's store; give one of its study folders: "
+            f"{', '.join(str(s.parent) for s in studies[:3])}{', ...' if len(studies) > 3 else ''})"
             if studies
             else ""
         )
@@ -288,6 +289,7 @@ def comparison_figure(comparison: Comparison, labels: Sequence[str]) -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from actreg_cli.report.run import draw_mean_and_band
 
@@ -312,6 +314,7 @@ def comparison_figure(comparison: Comparison, labels: Sequence[str]) -> Any:
                     "not stopped yet")  # fmt: skip
         name = "test accuracy" if metric == "accuracy" else "test MAE"
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         ax.set_ylabel(name)
         if metric == "accuracy":
             ax.set_ylim(0.0, 1.05)

@@ -173,6 +173,7 @@ def accuracy_figure(
     the metric's name). Returns the figure.
     """
     from matplotlib.figure import Figure  # no pyplot: nothing to close, no global state
+    from matplotlib.ticker import MaxNLocator
 
     if ax is None:
         fig = Figure(figsize=(6.4, 4.4), layout="constrained")
@@ -231,6 +232,7 @@ def accuracy_figure(
         shown = f"{title}\n{note}"
     ax.set_title(shown, fontsize=10)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
     metric = spec(task).history_metric
     ax.set_ylabel(ylabel or metric)
     if metric == "accuracy":

@@ -195,7 +195,7 @@ def contrasts_markdown(rows: Sequence[dict[str, Any]], label: str) -> list[str]:
     for setting, family in by_setting.items():
         lines += [
             "",
-            f"### `{setting}` ({len(family)} contrasts)",
+            f"### `{setting}` ({len(family)} contrast{'' if len(family) == 1 else 's'})",
             "",
             "| a vs b | where | a | b | a - b [95% CI] | p (Holm) | verdict |",
             "|---|---|---:|---:|---|---:|---|",

@@ -207,6 +207,7 @@ def _plot_overlay(path: Path, by_arm: dict, reductions: Sequence[str], epochs: i
     """Test accuracy per epoch: the three variants overlaid (mean over the finite repeats and a
     +/- 1 std band), one panel per reduction; the overfit model (no penalty) is in every panel."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(6.4 * len(reductions), 4.4), layout="constrained")
     axes = fig.subplots(1, len(reductions), squeeze=False, sharey=True)
@@ -234,6 +235,7 @@ def _plot_overlay(path: Path, by_arm: dict, reductions: Sequence[str], epochs: i
             fontsize=9,
         )
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)

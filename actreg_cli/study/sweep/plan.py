@@ -244,7 +244,9 @@ def plan_sweep(
     hashes = {c.id: cell_hash(c.config, engines[c.id]) for c in cells}
     store = CellStore(store_folder, task)
     done = set()
-    if not force:
+    if force:
+        notes.append(f"--force: all {len(cells)} cells are trained again, whatever the store holds")
+    else:
         done = {
             c.id for c in cells if store.load(hashes[c.id], c.config.training.repeats) is not None
         }
