@@ -172,6 +172,9 @@ def test_mlflow_export_of_a_sweep_has_a_run_per_cell_with_its_summary(
     assert parent.data.params["grid.regularizers.0.strength"] == "[0.001, 0.1]"
     assert parent.data.params["training.epochs"] == str(EPOCHS)
     assert "regularizers.0.strength" not in parent.data.params  # the cells' own values
+    # named as `runs` names it: <sweep name>/<study key>, the sweep's name as its param
+    assert parent.info.run_name == f"{study.name}/{sweep_dir.name}"
+    assert parent.data.params["name"] == study.name
 
     cells = {r.data.params["cell"]: r for r in nested(client, "sweep", runs.parent)}
     assert sorted(cells) == ["baseline", "c1", "c2"] == sorted(r["cell"] for r in rows)

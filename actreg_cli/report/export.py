@@ -249,6 +249,10 @@ def sweep_folder(folder: Path) -> ExportedFolder:
     params = {
         key: value for key, value in flatten(sweep.get("base") or {}).items() if key not in grid
     }
+    # the sweep's own name and description, not its base experiment's (default "experiment")
+    params.update(
+        name=sweep.get("name", folder.parent.name), description=sweep.get("description", "")
+    )
     params.update({f"grid.{key}": values for key, values in grid.items()})
     params.update(
         swept_keys=", ".join(grid),
@@ -315,7 +319,11 @@ def tutorial_folder(folder: Path) -> ExportedFolder:
         ]
         groups.append(ModelGroup(arm, params, metrics, models, tags))
     first = next(iter(meta["config"].values()))
-    params = {k: v for k, v in flatten(first).items() if not k.startswith(("regularizers", "name"))}
+    params = {  # what the arms share (an arm's name and description are its own)
+        k: v
+        for k, v in flatten(first).items()
+        if not k.startswith(("regularizers", "name", "description"))
+    }
     params.update(
         arms=len(groups),
         repeats=meta.get("repeats", len(meta.get("seeds") or [])),
@@ -465,7 +473,9 @@ def export_mlflow(
     def summary(metrics: dict[str, float]) -> list[Any]:
         return [Metric(k, v, now, 0) for k, v in metrics.items()]
 
-    parent = new_run(folder.name, None, {"actreg.folder": where})
+    # a sweep study by its sweep's name too: runs/<sweep name>/<study key>
+    title = f"{folder.parent.name}/{folder.name}" if kind == "sweep" else folder.name
+    parent = new_run(title, None, {"actreg.folder": where})
     client.log_artifacts(parent, str(folder))
     group_ids, model_ids = [], []
     for group in exported.groups:
