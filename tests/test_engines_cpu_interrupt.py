@@ -140,7 +140,7 @@ def test_ctrl_c_in_a_terminal_stops_a_cpu_sweep_at_once_and_resumes_exactly(tmp_
         read_until(master, NEVER, seen, time.monotonic() + 1.0)  # well inside the long cell
         interrupted_at = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        said = read_until(master, r"to resume", seen, time.monotonic() + 30)
+        said = read_until(master, r"to train the rest", seen, time.monotonic() + 30)
         proc.wait(timeout=30)
         exit_s = time.monotonic() - interrupted_at
         assert said, seen.decode(errors="replace")[-2000:]
@@ -153,6 +153,7 @@ def test_ctrl_c_in_a_terminal_stops_a_cpu_sweep_at_once_and_resumes_exactly(tmp_
     assert proc.returncode == 130, text[-2000:]
     assert exit_s < 2.0
     assert "stopping..." in text
+    assert "keeps 1 of 2 cells stored: run the same command again" in " ".join(text.split())
     assert "failed" not in text and "Traceback" not in text and "SystemError" not in text
     kept = sorted(p.name for p in cells.glob("*.pack.npz"))
     assert len(kept) == 1  # the finished cell, nothing of the interrupted one

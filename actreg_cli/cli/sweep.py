@@ -342,7 +342,10 @@ def sweep_command(
         )
     chosen = make_executor(executor, address, workers)
 
+    planned: list[Any] = []  # the plan, once made (the interrupted message counts its cells)
+
     def on_plan(plan: Any) -> None:
+        planned.append(plan)
         for line in plan.notes:
             note(line)
         console.print(plan.summary_line(), highlight=False)
@@ -358,8 +361,9 @@ def sweep_command(
         long_work_errors(
             "sweep",
             lambda: (
-                f"interrupted; {folder} keeps the finished cells: run the same command again "
-                "to resume"
+                f"interrupted; {folder} keeps {stored_count(planned[-1]) if planned else 'the'} "
+                f"{f'of {len(planned[-1].cells)} ' if planned else 'finished '}cells stored: run "
+                "the same command again to train the rest"
             ),
         ),
         user_errors(),
@@ -398,6 +402,14 @@ def sweep_command(
     if outcome.failures:
         lines = [f"cell {cell} failed: {why}" for cell, why in outcome.failures.items()]
         raise fail([*lines, "re-run the same command to retry the failed cells"], code=1)
+
+
+def stored_count(plan: Any) -> int:
+    """How many of the plan's cells the store holds now (said when a sweep is interrupted)."""
+    from actreg_cli.study.sweep.store import CellStore
+
+    store = CellStore(plan.store_folder, plan.task)
+    return sum(store.locate(plan.hashes[cell.id]) is not None for cell in plan.cells)
 
 
 def register(app: typer.Typer) -> None:
