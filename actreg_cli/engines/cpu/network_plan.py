@@ -53,6 +53,8 @@ def network_reason(config: ExperimentConfig) -> str | None:
     layers = config.model.layers
     if layers is None:
         return "hidden_units is not a layer list"
+    if config.data.task is TaskName.reconstruction:  # (whatever the layers: said first)
+        return "the task is reconstruction"
     kind = network_kind(config)
     if kind is None:
         kinds = ", ".join(layer.kind for layer in layers)
@@ -60,8 +62,6 @@ def network_reason(config: ExperimentConfig) -> str | None:
             f"model.layers is {kinds}; of layer lists it trains conv2d, max_pool2d (optional), "
             "flatten, or one lstm"
         )
-    if config.data.task is TaskName.reconstruction:
-        return "the task is reconstruction"
     if kind == "lstm":  # (a lone lstm gives its last h: return_sequences needs a flatten)
         return None
     if (activation := layers[0].activation) not in codes.ACTIVATIONS:
