@@ -325,3 +325,20 @@ def test_a_models_own_penalties_are_listed_and_compared(runs_dir: Path, tmp_path
     assert entry.varied.endswith("; model's own: hidden activity L1(l1=0.01)")
     differing = dict(compare_runs([plain, own]).differences)
     assert differing["model.own_penalties"] == ["-", "hidden activity L1(l1=0.01)"]
+
+
+def test_compare_shows_the_split_fractions_as_used(runs_dir: Path, tmp_path: Path) -> None:
+    """A run folder's config.yaml records the fractions used (0 for the tutorial's split); a
+    sweep cell's config (sweep.yaml keeps the null its cells are hashed by) is compared as
+    recorded too, so the two do not differ where they mean the same split."""
+    run = next(e.path for e in list_runs(runs_dir, kind="run") if e.finished)
+    config = write_yaml(
+        tmp_path / "same.yaml",
+        {"name": "same", "model": {"hidden_units": [8]}, "training": {"epochs": 2, "repeats": 1}},
+    )
+    result = invoke("sweep", config, "--grid", "regularizers.0.strength=1e-3", "--set",
+                    "regularizers=[{norm: l1}]", "--engine", "cpu", "--runs-dir", tmp_path / "r")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    study = Path(result.stdout.strip().splitlines()[-1])
+    differing = dict(compare_runs([run, study]).differences)
+    assert "data.validation_fraction" not in differing, differing

@@ -226,7 +226,7 @@ def sweep_entries(folder: Path) -> list[Compared]:
         engine = str(stored.get("engine", "?"))
         prefix = str(meta.get("name", folder.parent.name))
         entries.append(
-            Compared(folder, prefix, part, cell.config.resolved(), summary, history, engine)
+            Compared(folder, prefix, part, cell.config.recorded(), summary, history, engine)
         )
     return entries
 
