@@ -72,7 +72,7 @@ def test_runs_lists_every_kind_newest_first(runs_dir: Path) -> None:
     assert [e.kind for e in entries] == ["sweep", "run", "run", "run"]  # sweep made today
     assert [e.finished for e in entries] == [True, False, True, True]
     sweep, unfinished, after, before = entries
-    assert sweep.name == "tiny-strength" and sweep.varied == "strength (2)"
+    assert sweep.name == "tiny-strength" and sweep.varied == "strength 0.001, 0.1"
     # The cell the report names best (baseline included): by mean validation accuracy, the
     # first in grid order among equals; its test accuracy with its 95% CI, from summary.csv
     with (sweep.path / "summary.csv").open(newline="") as handle:

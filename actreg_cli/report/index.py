@@ -215,7 +215,8 @@ def _is_statistic(column: str) -> bool:
 
 
 def swept_key_words(key: str, values: Any) -> str:
-    """What a sweep varies along one grid key, in words: 'strength (3)'; for a key whose
+    """What a sweep varies along one grid key, in words: 'strength 0.001, 0.1' (up to three
+    values), 'strength (7: 1e-07..0.1)', 'activation (4)'; for a key whose
     values are whole regularizers (regularizers.0 over a list of sets) 'regularizer (24 sets:
     target, norm, strength, placement)', naming the fields that differ between the sets."""
     values = values if isinstance(values, list) else [values]
@@ -233,6 +234,13 @@ def swept_key_words(key: str, values: Any) -> str:
         return f"{name} ({len(values)} sets" + (f": {', '.join(fields)})" if fields else ")")
     if values and all(isinstance(v, list) for v in values):
         return f"{name} ({len(values)} sets)"
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if values and len(numbers) == len(values):
+        if len(values) <= 3:  # the values themselves: two studies of one sweep told apart
+            return f"{name} {', '.join(f'{v:g}' for v in numbers)}"
+        return f"{name} ({len(values)}: {min(numbers):g}..{max(numbers):g})"
+    if 0 < len(values) <= 3 and all(isinstance(v, str) for v in values):
+        return f"{name} {', '.join(values)}"
     return f"{name} ({len(values)})"
 
 
