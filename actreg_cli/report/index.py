@@ -240,7 +240,8 @@ def swept_key_words(key: str, values: Any) -> str:
             return f"{name} {', '.join(f'{v:g}' for v in numbers)}"
         return f"{name} ({len(values)}: {min(numbers):g}..{max(numbers):g})"
     if 0 < len(values) <= 3 and all(isinstance(v, str) for v in values):
-        return f"{name} {', '.join(values)}"
+        shown = ", ".join(values)
+        return f"{name} {shown}" if len(shown) <= 24 else f"{name} ({len(values)})"  # (narrow)
     return f"{name} ({len(values)})"
 
 
