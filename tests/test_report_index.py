@@ -342,3 +342,22 @@ def test_compare_shows_the_split_fractions_as_used(runs_dir: Path, tmp_path: Pat
     study = Path(result.stdout.strip().splitlines()[-1])
     differing = dict(compare_runs([run, study]).differences)
     assert "data.validation_fraction" not in differing, differing
+
+
+def test_a_long_comparison_of_two_kinds_has_one_legend_beside_both_panels() -> None:
+    """Accuracy and MAE entries side by side, more than 8: one legend beside the figure, each
+    entry in a color of its own across the panels (a legend beside the left panel covered the
+    right one)."""
+    import numpy as np
+
+    from actreg_cli.report.compare import Comparison
+
+    n = 12
+    histories = [np.full((2, 5, 4), 0.5 + k / 100) for k in range(n)]
+    labels = [f"entry {k}" for k in range(n)]
+    kinds = ["accuracy"] * 6 + ["mae"] * 6
+    comparison = Comparison([Path(".")] * n, labels, [], [], histories, ["none"] * n, kinds)
+    fig = comparison_figure(comparison, labels)
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    colors = [line.get_color() for ax in fig.axes for line in ax.get_lines()]
+    assert len(set(colors[:10])) == 10  # entries 0-9: ten colors, not the cycle restarted

@@ -295,19 +295,25 @@ def comparison_figure(comparison: Comparison, labels: Sequence[str]) -> Any:
 
     metrics = list(dict.fromkeys(comparison.curve_metrics))  # "accuracy" and/or "mae"
     many = len(labels) > 8
+    # Two panels and a long legend: one legend for both, beside the figure (one beside the
+    # left panel would cover the right one).
+    shared = many and len(metrics) > 1
     width = (11.0 if many else 7.0) * (1.0 if len(metrics) == 1 else 1.6)
     fig, axes = plt.subplots(
-        1, len(metrics), figsize=(width, 4.4 + 0.12 * max(0, len(labels) - 24)), squeeze=False
-    )
-    stopped = False
+        1, len(metrics), figsize=(width, 4.4 + 0.12 * max(0, len(labels) - 24)), squeeze=False,
+        layout="constrained" if shared else None,
+    )  # fmt: skip
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for histories, label, of in zip(
-            comparison.histories, labels, comparison.curve_metrics, strict=True
+        stopped = False
+        for k, (histories, label, of) in enumerate(
+            zip(comparison.histories, labels, comparison.curve_metrics, strict=True)
         ):
             if histories is None or of != metric:
                 continue
-            # the test metric after each epoch; dotted after the first early stop
-            _, full = draw_mean_and_band(ax, histories[:, :, 3], label, alpha=0.15)
+            # the test metric after each epoch; dotted after the first early stop; an entry's
+            # color its own across the panels (one legend may serve both)
+            color = f"C{k % 10}"
+            _, full = draw_mean_and_band(ax, histories[:, :, 3], label, color, alpha=0.15)
             stopped = stopped or full < histories.shape[1]
         if stopped:
             ax.plot([], [], color="gray", ls=":", lw=0.9, label="after an early stop: the repeats "
@@ -319,11 +325,18 @@ def comparison_figure(comparison: Comparison, labels: Sequence[str]) -> Any:
         if metric == "accuracy":
             ax.set_ylim(0.0, 1.05)
         ax.grid(alpha=0.3)
-        if many:
+        if many and not shared:
             ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=6, frameon=False)
-        else:
+        elif not many:
             ax.legend(loc="lower right" if metric == "accuracy" else "upper right", fontsize=8)
         ax.set_title(f"{name} per epoch (mean +/- std over repeats)", fontsize=10)
-    if many or len(metrics) > 1:
+    if shared:
+        entries: dict[str, Any] = {}
+        for ax in axes[0]:
+            for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+                entries.setdefault(name, handle)
+        fig.legend(list(entries.values()), list(entries), loc="outside right center", fontsize=6,
+                   frameon=False)  # fmt: skip
+    elif many or len(metrics) > 1:
         fig.tight_layout()
     return fig
