@@ -340,6 +340,8 @@ def _draw_rows(
             va="center",
             ha="left",
             color="0.2",
+            zorder=4,  # over a baseline's band and line, readable
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.0},
         )
         if y:
             ax.axhline(y - 0.5, color="0.75", lw=0.6)
