@@ -316,15 +316,16 @@ def _summarize(configs, by_arm, seeds, engine_name, reductions):
             paired = paired_difference(stats["test_accuracy"]["values"], overfit_test)
             stats["test_accuracy_minus_overfit"] = diff
             stats["test_accuracy_minus_overfit_paired"] = paired
+        # (None, None) where the tutorial published nothing comparable (batch_mean)
+        published_train, published_test = published_numbers(variant, reduction) or (None, None)
         table.append(
             {
                 "variant": variant,
                 "reduction": reduction,
                 "train": stats["train_accuracy"],
                 "test": stats["test_accuracy"],
-                # None where the tutorial published nothing comparable (batch_mean)
-                "published_train": (published_numbers(variant, reduction) or (None, None))[0],
-                "published_test": (published_numbers(variant, reduction) or (None, None))[1],
+                "published_train": published_train,
+                "published_test": published_test,
                 "diff": diff,
                 "paired": paired,
                 "n_diverged": stats["n_diverged"],
