@@ -361,9 +361,8 @@ def sweep_command(
         long_work_errors(
             "sweep",
             lambda: (
-                f"interrupted; {folder} keeps {stored_count(planned[-1]) if planned else 'the'} "
-                f"{f'of {len(planned[-1].cells)} ' if planned else 'finished '}cells stored: run "
-                "the same command again to train the rest"
+                f"interrupted; {folder} keeps {stored_cells(planned)} cells stored: run the "
+                "same command again to train the rest"
             ),
         ),
         user_errors(),
@@ -404,12 +403,17 @@ def sweep_command(
         raise fail([*lines, "re-run the same command to retry the failed cells"], code=1)
 
 
-def stored_count(plan: Any) -> int:
-    """How many of the plan's cells the store holds now (said when a sweep is interrupted)."""
+def stored_cells(planned: list[Any]) -> str:
+    """'5 of 25': how many of the plan's cells the store holds now (said when a sweep is
+    interrupted); 'the finished' before the plan was made."""
     from actreg_cli.study.sweep.store import CellStore
 
+    if not planned:
+        return "the finished"
+    plan = planned[-1]
     store = CellStore(plan.store_folder, plan.task)
-    return sum(store.locate(plan.hashes[cell.id]) is not None for cell in plan.cells)
+    stored = sum(store.locate(plan.hashes[cell.id]) is not None for cell in plan.cells)
+    return f"{stored} of {len(plan.cells)}"
 
 
 def register(app: typer.Typer) -> None:
