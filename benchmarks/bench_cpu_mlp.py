@@ -61,9 +61,9 @@ CPU_ENGINES = {
     },
 }
 #: Engines beside the cpu engine: the fused engine (XLA through TensorFlow), and xjax, an
-#: expert's JAX program for the same models (expert_jax.py: vmap over the models, jit, lax.scan
-#: over epochs and minibatches; the same weights, orders and penalties), a baseline no
-#: actreg command runs.
+#: expert's JAX program for the same models (expert_jax.py: vmap or lax.map over the models,
+#: jit, lax.scan over epochs and minibatches; the same weights, orders and penalties), a
+#: baseline no actreg command runs.
 OTHER_ENGINES = ("fused", "xjax")
 STRENGTHS = [1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
 MODELS = 30
